@@ -1,0 +1,1 @@
+"The packaged Hydra config tree (`pkg://fxp.conf`)."

@@ -1,0 +1,3 @@
+from fxp.cli import main
+
+raise SystemExit(main())

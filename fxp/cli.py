@@ -1,0 +1,267 @@
+"""`fxp` on the command line: a thin front that routes argv[1] to a subcommand and turns errors into exit codes.
+
+Only the stdlib, hydra, omegaconf and rich are imported here; torch and fastai load when a run starts.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from fxp import __version__, config
+from fxp.errors import ConfigError, FxpError
+
+USAGE = """usage: fxp COMMAND [ARGS]
+
+commands:
+  train [OVERRIDES...]       compose the config with Hydra and train; every Hydra flag works
+                             (-m multirun, --cfg job, --info, --help, hydra.run.dir=...)
+  lr-find [OVERRIDES...]     only fastai's LR finder: plot and suggested LRs in a run folder
+  predict RUN_DIR INPUT...   predict with a run's exported model (image files or folders); --json
+  tasks                      the task, model, trainer and logger choices, one line each
+  --version                  fxp's version
+
+examples:
+  fxp train                                   # digits, a small CNN on CPU, under a minute
+  fxp train task=mnist data.path=DIR trainer.epochs=3
+  fxp train -m trainer.lr=1e-3,3e-3           # a sweep: one run folder per job
+  fxp predict outputs/digits/<run> digit.png
+"""
+MAX_PRECHECKED_JOBS = 64
+
+# A few random characters after the timestamp: two runs started in the same second get their own folders.
+OmegaConf.register_new_resolver("fxp_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"fxp {__version__}")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        return fail(f"unknown command {argv[0]!r}; choose from: {', '.join(COMMANDS)} (fxp --help)")
+    try:
+        return command(argv[1:]) or 0
+    except FxpError as e:
+        return fail(str(e))
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"fxp: error: {message}", file=sys.stderr)
+    return code
+
+
+# --- train / lr-find: Hydra apps -------------------------------------------------------------------------
+
+
+def hydra_command(name: str, app):
+    "A subcommand that validates the overrides cheaply, then hands argv to the `@hydra.main` app."
+    def run(args: list[str]) -> int:
+        precheck(args)
+        sys.argv = [f"fxp {name}", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
+        app()
+        return 0
+    return run
+
+
+def precheck(args: list[str]) -> None:
+    "Compose every job's config (a sweep expanded) and validate it, so bad input fails in one line."
+    from hydra._internal.utils import get_args_parser
+
+    parsed = get_args_parser().parse_args(args)
+    if parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion:
+        return
+    for overrides in jobs(parsed.overrides, parsed.multirun)[:MAX_PRECHECKED_JOBS]:
+        config.validate(compose(overrides))
+
+
+def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    "The override list of each job; sweeps that are not plain lists (Optuna ranges) are left to their sweeper."
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
+    except OverrideParseException as e:
+        raise ConfigError(one_line(e)) from None
+    options = []
+    for o in parsed:
+        if not o.is_sweep_override():
+            options.append([o.input_line])
+        elif multirun and o.is_discrete_sweep():
+            options.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        elif not multirun:
+            raise ConfigError(f"{o.input_line} is a sweep: add -m to run one job per value")
+    return [list(combo) for combo in itertools.product(*options)]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_choices(overrides)
+    try:
+        with initialize_config_module("fxp.conf", version_base="1.3"):
+            return hydra_compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
+
+
+def check_choices(overrides: list[str]) -> None:
+    "An unknown group option named with its valid ones (Hydra's message spans many lines)."
+    for o in overrides:
+        group, _, value = o.lstrip("+").partition("=")
+        if group in config.GROUPS and value not in config.choices(group):
+            raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(config.choices(group))}")
+
+
+def one_line(e: Exception) -> str:
+    "Hydra/OmegaConf messages on one line, with the valid keys when a key was unknown."
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("    ")]
+    msg = "; ".join(ln for ln in lines if not ln.startswith("To append"))
+    cause = e.__cause__ or e
+    schema = getattr(cause, "object_type", None)
+    if "not in" in msg and schema is not None and hasattr(schema, "__dataclass_fields__"):
+        msg += f"; valid keys: {', '.join(schema.__dataclass_fields__)}"
+    return msg
+
+
+def job(cfg, what: str) -> None:
+    "One Hydra job: validate, claim the run folder, train; errors end the job with one line."
+    from fxp.runs import Run
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    run = None
+    try:
+        cfg = config.validate(cfg)
+        with Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task) as run:
+            signal.signal(signal.SIGTERM, _interrupt)
+            from fxp import train  # torch and fastai load here, after the config is known to be good
+
+            getattr(train, what)(cfg, run)
+        report(run)
+    except FxpError as e:
+        _end(multirun, 2, f"{e}{_where(run)}")
+    except KeyboardInterrupt:
+        _end(multirun, 130, f"interrupted; the last checkpoint is kept{_where(run)}")
+    except Exception as e:  # a bug or an unforeseen failure: one line here, the traceback in train.log
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        _end(multirun, 1, f"{type(e).__name__}: {first_line}{_where(run)}")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _where(run) -> str:
+    return f" (run folder {run.path}; details in train.log)" if run is not None else ""
+
+
+def _end(multirun: bool, code: int, message: str) -> None:
+    "Report a failed job; a sweep goes on with its other jobs, a single run exits with `code`."
+    fail(message, code)
+    if not multirun:
+        raise SystemExit(code)
+
+
+def report(run) -> None:
+    "The final metrics as a small table, and where the run folder is."
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = json.loads((run.path / "summary.json").read_text())
+    table = Table(title=f"{summary['task']}: {summary['status']} in {summary['wall_time_s']:.1f}s")
+    table.add_column("metric")
+    table.add_column("final", justify="right")
+    table.add_column("best", justify="right")
+    for name, value in summary["final_metrics"].items():
+        table.add_row(name, f"{value:.4f}", f"{summary['best_metrics'].get(name, float('nan')):.4f}")
+    for key in ("lr_found", "suggested_lrs"):
+        if key in summary:
+            table.caption = f"{key}: {summary[key]}"
+    console = Console()
+    console.print(table)
+    console.print(f"run folder: {run.path}", highlight=False, soft_wrap=True)
+
+
+@hydra.main(config_path="pkg://fxp.conf", config_name="config", version_base="1.3")
+def train_app(cfg) -> None:
+    job(cfg, "train")
+
+
+@hydra.main(config_path="pkg://fxp.conf", config_name="config", version_base="1.3")
+def lr_find_app(cfg) -> None:
+    job(cfg, "lr_find")
+
+
+# --- tasks, predict ------------------------------------------------------------------------------------------
+
+
+def tasks(args: list[str]) -> int:
+    "Each config group's choices with their one-line descriptions; reads YAML only."
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    for group in config.GROUPS:
+        for name, doc in config.choices(group).items():
+            table.add_row(f"{group}={name}", doc)
+    Console().print(table)
+    return 0
+
+
+def predict(args: list[str]) -> int:
+    "fxp predict RUN_DIR INPUT... [--json]: load the run's exported learner (CPU) and predict."
+    as_json = "--json" in args
+    paths = [a for a in args if a != "--json"]
+    if len(paths) < 2:
+        raise FxpError("usage: fxp predict RUN_DIR INPUT... [--json] (inputs: image files or folders)")
+    run_dir, inputs = Path(paths[0]), paths[1:]
+    if not (run_dir / "model.pkl").is_file():
+        raise FxpError(f"no model.pkl in {run_dir}: give the folder of a completed run (see outputs/)")
+    from fxp import dispatch
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    kind = dispatch.kind_module(cfg.task.kind)
+    from fastai.learner import load_learner
+
+    rows = kind.predict(load_learner(run_dir / "model.pkl", cpu=True), cfg, inputs)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_rows(rows)
+    return 0
+
+
+def _print_rows(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for key in rows[0] if rows else []:
+        table.add_column(key, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+COMMANDS = {
+    "train": hydra_command("train", train_app),
+    "lr-find": hydra_command("lr-find", lr_find_app),
+    "predict": predict,
+    "tasks": tasks,
+}

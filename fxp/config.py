@@ -1,0 +1,176 @@
+"""Config schemas (Hydra ConfigStore dataclasses) and validation, before anything heavy is imported.
+
+The trainer and its stages are struct-typed at compose time, so `trainer.epoch=3` fails with the valid keys.
+`task` is typed by its kind: each `fxp/tasks/<kind>.py` declares a `Task` dataclass (light imports only) that
+`validate` merges the composed task into.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fxp.errors import ConfigError
+
+POLICIES = ("fit_one_cycle", "fine_tune", "fit")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+GROUPS = ("task", "model", "trainer", "logger")
+
+
+@dataclass
+class Stage:
+    "One training step of a recipe: `policy` for `epochs` at `lr`, after optional freezing and resizing."
+    policy: str = "fit_one_cycle"
+    epochs: Optional[int] = None  # None: trainer.epochs
+    lr: Any = None  # number, [lo, hi] (discriminative), "find", or None: trainer.lr
+    freeze: Optional[bool] = None  # True: freeze the body, False: unfreeze, None: leave as is
+    freeze_epochs: int = 1  # fine_tune only
+    pct_start: Optional[float] = None  # None: fastai's default for the policy
+    size: Any = None  # new image size (progressive resizing): int or [h, w]
+
+
+@dataclass
+class EarlyStopping:
+    patience: Optional[int] = None  # None: off
+    min_delta: float = 0.0
+
+
+@dataclass
+class Trainer:
+    bs: int = 64
+    epochs: int = 5
+    lr: Any = 1e-3
+    wd: Optional[float] = None
+    moms: List[float] = field(default_factory=lambda: [0.95, 0.85, 0.95])
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 42
+    device: str = "auto"
+    num_workers: int = 0
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    save_best: bool = True
+    stages: List[Stage] = field(default_factory=lambda: [Stage()])
+
+
+@dataclass
+class Model:
+    arch: Optional[str] = None  # dotted path of a fastai/torchvision architecture for vision_learner
+    net: Any = None  # or a `_target_` node building the whole network (called with n_in, n_out)
+    pretrained: bool = False
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # extra learner arguments (ps, y_range, ...)
+
+
+@dataclass
+class Data:
+    "Where a task's data comes from: a local `path`, else the fastai `url` (a `URLs` name), downloaded once."
+    path: Optional[str] = None
+    url: Optional[str] = None
+    skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
+
+
+@dataclass
+class Monitor:
+    metric: str = "valid_loss"
+    mode: str = "min"
+
+
+@dataclass
+class TaskBase:
+    "Keys every task has; a kind's `Task` dataclass extends it."
+    kind: str = "classification"
+    data: Data = field(default_factory=Data)
+    metrics: List[Any] = field(default_factory=list)  # fastai.metrics names, or `_target_` nodes
+    monitor: Monitor = field(default_factory=Monitor)
+
+
+@dataclass
+class Config:
+    task: Any = None
+    model: Model = field(default_factory=Model)
+    trainer: Trainer = field(default_factory=Trainer)
+    logger: Dict[str, Any] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(name="fxp_schema", node=Config)
+
+
+def conf_dir() -> Path:
+    "The packaged config tree."
+    return Path(str(resources.files("fxp.conf")))
+
+
+def choices(group: str) -> dict[str, str]:
+    "Options of a config group with their one-line descriptions (the YAML's first comment), without imports."
+    return {p.stem: _first_comment(p) for p in sorted((conf_dir() / group).glob("*.yaml"))}
+
+
+def _first_comment(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    "Type `cfg.task` by its kind and check the values a schema type cannot; raise ConfigError with one line."
+    from fxp import dispatch
+
+    kind = dispatch.kind_module(cfg.task.kind)
+    try:
+        task = OmegaConf.merge(OmegaConf.structured(kind.Task), cfg.task)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e, "task", kind.Task)) from None
+    _check_in("task.monitor.mode", task.monitor.mode, ("min", "max"))
+    if hasattr(kind, "check"):
+        kind.check(task)
+    _check_trainer(cfg.trainer)
+    out = OmegaConf.create(OmegaConf.to_container(cfg))
+    out.task = task
+    return out
+
+
+def _check_trainer(t) -> None:
+    _check_in("trainer.precision", t.precision, PRECISIONS)
+    _check_in("trainer.device", t.device, DEVICES)
+    _check_lr("trainer.lr", t.lr)
+    if t.bs < 1 or t.epochs < 0:
+        raise ConfigError(f"trainer.bs must be ≥ 1 and trainer.epochs ≥ 0 (got bs={t.bs}, epochs={t.epochs})")
+    if not t.stages:
+        raise ConfigError("trainer.stages is empty: give at least one stage, e.g. [{policy: fit_one_cycle}]")
+    for i, s in enumerate(t.stages):
+        _check_in(f"trainer.stages.{i}.policy", s.policy, POLICIES)
+        _check_lr(f"trainer.stages.{i}.lr", s.lr)
+
+
+def _check_in(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; choose from: {', '.join(map(str, allowed))}")
+
+
+def _check_lr(key: str, lr) -> None:
+    ok = (lr is None or lr == "find" or _is_number(lr)
+          or (OmegaConf.is_list(lr) or isinstance(lr, list)) and len(lr) == 2 and all(map(_is_number, lr)))
+    if not ok:
+        raise ConfigError(f"{key}={lr!r} is not a learning rate: give a number (3e-3), "
+                          f"a [lo, hi] pair for discriminative rates, or 'find'")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _one_line(e: OmegaConfBaseException, prefix: str, schema) -> str:
+    "OmegaConf's multi-line errors as one line that names the key and the valid ones."
+    key = f"{prefix}.{e.full_key}" if getattr(e, "full_key", None) else prefix
+    msg = str(e).splitlines()[0]
+    if "not in" in msg or "Key '" in msg:
+        valid = ", ".join(f.name for f in fields(schema))
+        return f"unknown key {key}: {msg}; valid keys: {valid}"
+    return f"bad value for {key}: {msg}"

@@ -1,0 +1,24 @@
+"""`task.kind` → the module under `fxp/tasks/` that knows that kind.
+
+A kind module is a protocol, not a class: it declares `Task` (its config schema; light imports only), an
+optional `check(task)`, and `dls(cfg, device)`, `learner(cfg, dls)`, `plots(learn, cfg, dest)` and
+`predict(learn, cfg, inputs)`; it imports fastai inside those functions, so listing and validating stay fast.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+from fxp import tasks
+from fxp.errors import ConfigError
+
+
+def kinds() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(tasks.__path__) if not m.name.startswith("_"))
+
+
+def kind_module(kind: str) -> ModuleType:
+    if kind not in kinds():
+        raise ConfigError(f"task.kind={kind!r} is not a known kind; choose from: {', '.join(kinds())}")
+    return importlib.import_module(f"fxp.tasks.{kind}")

@@ -1,0 +1,14 @@
+"Errors a user can fix: the CLI prints their one-line message and exits with code 2."
+
+
+class FxpError(Exception):
+    "Bad input: the message says what was wrong, where, and how to fix it."
+    exit_code = 2
+
+
+class ConfigError(FxpError):
+    "The composed config is invalid (unknown key or choice, wrong type or value)."
+
+
+class Diverged(FxpError):
+    "The loss became NaN or infinite."

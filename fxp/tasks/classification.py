@@ -1,0 +1,229 @@
+"""Single-label image classification: digits (in memory), class folders, filename regex, or a CSV of files.
+
+Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from fxp.config import TaskBase
+from fxp.errors import ConfigError, FxpError
+
+SOURCES = ("digits", "folders", "regex", "csv")
+
+
+@dataclass
+class Aug:
+    "fastai's aug_transforms knobs; `size` crops after the item Resize (None keeps the size)."
+    size: Any = None
+    min_scale: float = 1.0
+    do_flip: bool = True
+    flip_vert: bool = False
+    max_rotate: float = 10.0
+    max_lighting: float = 0.2
+    max_zoom: float = 1.1
+    max_warp: float = 0.2
+    pad_mode: str = "reflection"
+
+
+@dataclass
+class Task(TaskBase):
+    source: str = "folders"  # digits | folders | regex | csv
+    folder: Optional[str] = None  # images sub-folder of data.path (regex, csv)
+    train: str = "train"  # folders: the training and validation folder names
+    valid: str = "valid"
+    pat: Optional[str] = None  # regex: the label is the pattern's first group in the file name
+    csv: str = "labels.csv"  # csv: the file, relative to data.path
+    fn_col: Any = 0  # csv: file-name column (name or position)
+    label_col: Any = 1
+    suff: str = ""  # csv: appended to each file name (e.g. .jpg)
+    valid_col: Optional[str] = None  # csv: boolean column marking valid rows; else valid_pct
+    valid_pct: float = 0.2
+    split_seed: int = 42
+    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
+    resize_method: str = "crop"  # crop | pad | squish
+    pad_mode: str = "reflection"  # zeros | reflection | border
+    bw: bool = False  # load images as one channel
+    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults
+
+
+def check(task) -> None:
+    "Value checks a schema type cannot express, done before any heavy import."
+    for key, allowed in (("source", SOURCES), ("resize_method", ("crop", "pad", "squish")),
+                         ("pad_mode", ("zeros", "reflection", "border"))):
+        if task[key] not in allowed:
+            raise ConfigError(f"task.{key}={task[key]!r} is not valid; choose from: {', '.join(allowed)}")
+    if task.source == "regex" and not task.pat:
+        raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
+    if not 0 < task.valid_pct < 1:
+        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+
+
+def dls(cfg, device):
+    "DataLoaders for the task: in-memory tensors for digits, a fastai DataBlock for image files."
+    t, tr = cfg.task, cfg.trainer
+    if t.source == "digits":
+        return _digits_dls(t, tr.bs, device)
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.vision.data import ImageBlock, PILImageBW
+
+    from fxp import vision
+
+    items, getters, splitter, skipped = _SOURCES[t.source](t)
+    block = DataBlock(blocks=(ImageBlock(PILImageBW) if t.bw else ImageBlock, CategoryBlock), splitter=splitter,
+                      item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t), **getters)
+    dsets = block.datasets(items)
+    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
+        if len(ds) == 0:
+            raise FxpError(f"the {name} split is empty ({len(items)} items in all); check the split settings "
+                           f"(task.valid_pct, task.train/task.valid folders or task.valid_col)")
+    out = dsets.dataloaders(bs=tr.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
+                            num_workers=tr.num_workers, device=device)
+    out.skipped = skipped
+    return out
+
+
+def _digits_dls(t, bs, device):
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from fxp.data import tensor_dls
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16  # 8x8, ink 0..16
+    y = torch.tensor(d.target)
+    _, valid_idx = train_test_split(range(len(y)), test_size=t.valid_pct, random_state=t.split_seed, stratify=d.target)
+    return tensor_dls(x, y, valid_idx, vocab=[str(c) for c in d.target_names], bs=bs, device=device)
+
+
+def _folders(t):
+    from fastai.data.transforms import GrandparentSplitter, parent_label
+
+    from fxp.data import check_images, data_path, image_files
+
+    path = data_path(t.data)
+    files = [f for f in image_files(path) if f.parent.parent.name in (t.train, t.valid)]
+    if not files:
+        raise FxpError(f"no images in {path}/{t.train}/<class>/ or {path}/{t.valid}/<class>/; "
+                       f"set task.train= and task.valid= to the folder names, or use source=csv")
+    files, bad = check_images(files, t.data.skip_bad)
+    return files, dict(get_y=parent_label), GrandparentSplitter(t.train, t.valid), bad
+
+
+def _regex(t):
+    import re
+
+    from fastai.data.transforms import RandomSplitter, RegexLabeller
+    from fastcore.basics import using_attr
+
+    from fxp.data import check_images, data_path, image_files
+
+    folder = data_path(t.data) / (t.folder or "")
+    files = image_files(folder)
+    unmatched = [f.name for f in files if not re.match(t.pat, f.name)]
+    if unmatched:
+        raise FxpError(f"task.pat={t.pat!r} does not match {unmatched[0]!r} ({len(unmatched)} of {len(files)} "
+                       f"files in {folder}); fix the pattern so its first group is the label")
+    files, bad = check_images(files, t.data.skip_bad)
+    get_y = using_attr(RegexLabeller(t.pat), "name")
+    return files, dict(get_y=get_y), RandomSplitter(t.valid_pct, seed=t.split_seed), bad
+
+
+def _csv(t):
+    from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter
+
+    from fxp.data import check_images, data_path, read_csv
+
+    root = data_path(t.data)
+    cols = [t.fn_col, t.label_col] + ([t.valid_col] if t.valid_col else [])
+    df = read_csv(root / t.csv, cols)
+    fn_col = df.columns[t.fn_col] if isinstance(t.fn_col, int) else t.fn_col
+    pref = root / (t.folder or "")
+    files = [pref / f"{name}{t.suff}" for name in df[fn_col]]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FxpError(f"{len(missing)} image files listed in {t.csv} are missing, e.g. {missing[0]}; "
+                       f"check data.path=, task.folder= and task.suff=")
+    good, bad = check_images(files, t.data.skip_bad)
+    df = df[[f not in set(map(Path, bad)) for f in files]].reset_index(drop=True)
+    splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
+    getters = dict(get_x=ColReader(t.fn_col, pref=pref, suff=t.suff), get_y=ColReader(t.label_col))
+    return df, getters, splitter, bad
+
+
+_SOURCES = {"folders": _folders, "regex": _regex, "csv": _csv}
+
+
+def learner(cfg, dls):
+    from fastai.losses import CrossEntropyLossFlat
+
+    from fxp import vision
+
+    n_in = dls.one_batch()[0].shape[1]
+    return vision.learner(cfg, dls, n_in=n_in, n_out=len(dls.vocab), loss_func=CrossEntropyLossFlat())
+
+
+def plots(learn, cfg, dest: Path) -> None:
+    "Confusion matrix and the top losses of the validation set."
+    from fastai.interpret import ClassificationInterpretation
+
+    from fxp import vision
+    from fxp.plots import save_current
+
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_confusion_matrix(figsize=(6, 6))
+    save_current(dest / "confusion_matrix.png")
+    losses, idx = interp.top_losses(9)
+    images, titles = _valid_items(learn, interp, idx), []
+    probs, targs = learn.get_preds(dl=interp.dl)
+    for i, loss in zip(idx.tolist(), losses.tolist()):
+        pred = probs[i].argmax().item()
+        titles.append(f"{learn.dls.vocab[pred]}/{learn.dls.vocab[targs[i].item()]} "
+                      f"loss {loss:.2f} p {probs[i, pred]:.2f}")
+    vision.image_grid(images, titles, dest / "top_losses.png")
+
+
+def _valid_items(learn, interp, idx) -> list:
+    "The validation inputs at `idx` as tensors, from memory or re-read from their files."
+    dl = interp.dl
+    if hasattr(dl.dataset, "tensors"):
+        return list(dl.dataset.tensors[0][idx])
+    return [dl.do_batch([dl.do_item(i)])[0][0] for i in idx.tolist()]
+
+
+def predict(learn, cfg, inputs: list[str]) -> list[dict]:
+    "Label and probability of each image file (or every image in a folder)."
+    import torch
+
+    from fxp.data import check_images, image_files
+
+    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
+    for f in files:
+        if not f.is_file():
+            raise FxpError(f"input not found: {f}")
+    check_images(files, skip_bad=False)
+    if cfg.task.source == "digits":
+        probs = torch.softmax(learn.model.eval()(_as_digits(files)), 1).detach()
+    else:
+        probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    vocab = learn.dls.vocab
+    return [{"input": str(f), "label": str(vocab[p.argmax().item()]), "probability": round(p.max().item(), 4)}
+            for f, p in zip(files, probs)]
+
+
+def _as_digits(files):
+    "Images as sklearn digits: 8x8 grey, ink bright on dark, scaled to 0..1."
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from fxp.data import load_image
+
+    arrays = []
+    for f in files:
+        a = np.asarray(load_image(f, bw=True).resize((8, 8), Image.BILINEAR), dtype=np.float32) / 255
+        arrays.append(1 - a if a.mean() > 0.5 else a)  # dark ink on a light page: invert
+    return torch.tensor(np.stack(arrays)).unsqueeze(1)

@@ -1,0 +1,142 @@
+"The training recipe: build data and learner for the task's kind, run the stages, export, plot."
+from __future__ import annotations
+
+import warnings
+
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
+import fastai.callback.all  # noqa: F401  (patches Learner with fit_one_cycle, fine_tune, lr_find, to_fp16, ...)
+import numpy as np
+import torch
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.tracker import EarlyStoppingCallback
+from fastai.torch_core import set_seed
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fxp import dispatch, plots
+from fxp.callbacks import DivergenceGuard, LastCheckpoint, MetricsCSV, Progress, SaveBest
+from fxp.errors import FxpError
+from fxp.runs import Run
+
+
+def device_of(trainer) -> torch.device:
+    if trainer.device == "cuda" and not torch.cuda.is_available():
+        raise FxpError("trainer.device=cuda but no CUDA device is available; use trainer.device=auto or cpu")
+    if trainer.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(trainer.device)
+
+
+def build(cfg, run: Run):
+    "Seeded DataLoaders and Learner for `cfg`, writing into the run folder."
+    kind, tr = dispatch.kind_module(cfg.task.kind), cfg.trainer
+    device = device_of(tr)
+    if tr.precision != "fp32" and device.type != "cuda":
+        raise FxpError(f"trainer.precision={tr.precision} needs a CUDA device (fastai autocasts on CUDA only); "
+                       f"use trainer.precision=fp32 on {device.type}")
+    set_seed(tr.seed, reproducible=True)
+    dls = kind.dls(cfg, device)
+    learn = kind.learner(cfg, dls)
+    learn.path, learn.model_dir = run.path, "checkpoints"
+    learn.remove_cb(ProgressCallback)
+    learn.logger = lambda *_: None  # fxp's Progress callback reports each epoch
+    run.info.update(device=str(device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
+                    skipped_images=len(getattr(dls, "skipped", [])))
+    return kind, learn
+
+
+def speedups(learn, tr) -> None:
+    if tr.channels_last:
+        learn.to_channelslast(use_amp=False)
+    if tr.precision == "fp16":
+        learn.to_fp16()
+    elif tr.precision == "bf16":
+        learn.to_bf16()
+    if tr.compile:
+        learn.model.compile()  # in place: parameters, freezing and the splitter keep working
+
+
+def callbacks(cfg, learn, n_stages: int) -> list:
+    tr, mon = cfg.trainer, cfg.task.monitor
+    names = ["train_loss", "valid_loss", *(m.name for m in learn.metrics)]
+    if mon.metric not in names:
+        raise FxpError(f"task.monitor.metric={mon.metric!r} is not recorded; choose from: {', '.join(names)}")
+    comp = np.less if mon.mode == "min" else np.greater
+    cbs = [*instantiate(cfg.logger).values(), Progress(n_stages), DivergenceGuard(), LastCheckpoint()]
+    if tr.save_best:
+        cbs.append(SaveBest(mon.metric, comp))
+    if tr.early_stopping.patience is not None:
+        cbs.append(EarlyStoppingCallback(monitor=mon.metric, comp=comp, min_delta=tr.early_stopping.min_delta,
+                                         patience=tr.early_stopping.patience))
+    return cbs
+
+
+def resolve_lr(learn, lr, run: Run):
+    "A number, a discriminative slice from [lo, hi], or the LR finder's suggestion (recorded in the summary)."
+    if lr == "find":
+        found = float(learn.lr_find(show_plot=False).valley)
+        run.info.setdefault("lr_found", []).append(found)
+        return found
+    return slice(*lr) if OmegaConf.is_list(lr) or isinstance(lr, list) else lr
+
+
+def fit_stage(learn, stage, tr, run: Run) -> None:
+    if stage.size is not None:
+        resize(learn.dls, stage.size)
+    if stage.freeze is True:
+        learn.freeze()
+    elif stage.freeze is False:
+        learn.unfreeze()
+    epochs = tr.epochs if stage.epochs is None else stage.epochs
+    lr = resolve_lr(learn, tr.lr if stage.lr is None else stage.lr, run)
+    extra = {} if stage.pct_start is None else {"pct_start": stage.pct_start}
+    if stage.policy == "fit_one_cycle":
+        learn.fit_one_cycle(epochs, lr, wd=tr.wd, moms=tuple(tr.moms), **extra)
+    elif stage.policy == "fine_tune":
+        if isinstance(lr, slice):
+            raise FxpError("a fine_tune stage takes one lr (it sets the discriminative rates itself)")
+        learn.fine_tune(epochs, lr, freeze_epochs=stage.freeze_epochs, wd=tr.wd, **extra)
+    else:
+        learn.fit(epochs, lr, wd=tr.wd)
+
+
+def resize(dls, size) -> None:
+    "Progressive resizing: give every Resize transform of the loaders the new size."
+    from fastai.vision.augment import Resize, _process_sz
+
+    tfms = [t for dl in dls.loaders for t in getattr(getattr(dl, "after_item", None), "fs", [])
+            if isinstance(t, Resize)]
+    if not tfms:
+        raise FxpError("a stage sets size= but the task's images have no Resize (set task.size for image files)")
+    for t in tfms:
+        t.size = _process_sz(tuple(size) if OmegaConf.is_list(size) else size)
+
+
+def train(cfg, run: Run) -> None:
+    kind, learn = build(cfg, run)
+    tr = cfg.trainer
+    cbs = callbacks(cfg, learn, len(tr.stages))
+    learn.add_cbs(cbs)
+    speedups(learn, tr)
+    for i, stage in enumerate(tr.stages, 1):
+        learn.stage = i
+        fit_stage(learn, stage, tr, run)
+    run.info["items_per_s"] = next(cb for cb in cbs if isinstance(cb, MetricsCSV)).items_per_s
+    learn.remove_cbs(cbs)
+    learn.export(run.path / "model.pkl")
+    plots.loss_curves(run.path)
+    kind.plots(learn, cfg, run.path / "plots")
+
+
+def lr_find(cfg, run: Run) -> None:
+    "Only the LR finder: its plot and suggestions in the run folder."
+    _, learn = build(cfg, run)
+    res = learn.lr_find(suggest_funcs=_suggest_funcs(), show_plot=True)
+    plots.save_current(run.path / "plots" / "lr_find.png")
+    run.info["suggested_lrs"] = {k: float(v) for k, v in res._asdict().items()}
+
+
+def _suggest_funcs():
+    from fastai.callback.schedule import minimum, slide, steep, valley
+
+    return (valley, slide, steep, minimum)

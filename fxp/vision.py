@@ -1,0 +1,82 @@
+"Pieces every image kind shares: transforms from config, the learner, metrics by name, image grids."
+from __future__ import annotations
+
+import math
+
+from fastai import metrics as fastai_metrics
+from fastai.learner import Learner
+from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+from fastai.vision.learner import vision_learner
+from hydra.utils import get_method, instantiate
+from omegaconf import OmegaConf
+
+from fxp.errors import FxpError
+from fxp.plots import plt, save
+
+RESIZE_METHODS = {"crop": ResizeMethod.Crop, "pad": ResizeMethod.Pad, "squish": ResizeMethod.Squish}
+PAD_MODES = ("zeros", "reflection", "border")
+
+
+def item_tfms(task) -> list:
+    "Resize every item to `task.size` (int or [h, w]) by crop, pad or squish; nothing if no size."
+    if task.size is None:
+        return []
+    size = tuple(task.size) if OmegaConf.is_list(task.size) else task.size
+    return [Resize(size, method=RESIZE_METHODS[task.resize_method], pad_mode=task.pad_mode)]
+
+
+def batch_tfms(task) -> list:
+    "fastai's aug_transforms with the task's knobs; none when `task.aug` is null."
+    if task.aug is None:
+        return []
+    kw = OmegaConf.to_container(task.aug)
+    if isinstance(kw.get("size"), list):
+        kw["size"] = tuple(kw["size"])
+    return aug_transforms(**kw)
+
+
+def metrics(names) -> list:
+    "fastai metrics from names (`accuracy`) or `_target_` nodes (`top_k_accuracy` with its `k`)."
+    out = []
+    for m in names:
+        if not isinstance(m, str):
+            out.append(instantiate(m))
+            continue
+        fn = getattr(fastai_metrics, m, None)
+        if not callable(fn):
+            raise FxpError(f"task.metrics: {m!r} is not a fastai metric (e.g. accuracy, error_rate, "
+                           f"top_k_accuracy, accuracy_multi, F1Score)")
+        out.append(fn() if isinstance(fn, type) else fn)
+    return out
+
+
+def learner(cfg, dls, n_in: int, n_out: int, **kwargs) -> Learner:
+    "A vision_learner on `model.arch` (pretrained or not), or a plain Learner on the `model.net` node."
+    m = cfg.model
+    kwargs = {**OmegaConf.to_container(m.kwargs), **kwargs, "metrics": metrics(cfg.task.metrics)}
+    if m.arch is None:
+        if m.net is None:
+            raise FxpError("the model has neither model.arch nor model.net; pick one with model=NAME (see fxp tasks)")
+        return Learner(dls, instantiate(m.net, n_in=n_in, n_out=n_out), **kwargs)
+    try:
+        return vision_learner(dls, get_method(m.arch), n_in=n_in, n_out=n_out, pretrained=m.pretrained, **kwargs)
+    except OSError as e:  # urllib's URLError and socket errors both derive from OSError
+        if not m.pretrained:
+            raise
+        raise FxpError(f"pretrained weights for {m.arch} are not available ({type(e).__name__}: {e}); "
+                       f"connect once to download them, or train from scratch with model.pretrained=false") from e
+
+
+def image_grid(images, titles, dest, ncols: int = 3, cmap=None) -> None:
+    "Save a grid of images (tensors CHW or HW, any range: each is min-max scaled) with titles."
+    n = len(images)
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axs = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    for ax in axs.flat:
+        ax.axis("off")
+    for ax, im, title in zip(axs.flat, images, titles):
+        im = im.float().cpu()
+        im = (im - im.min()) / (im.max() - im.min() + 1e-8)
+        ax.imshow(im.permute(1, 2, 0).squeeze(-1) if im.ndim == 3 else im, cmap=cmap or "gray")
+        ax.set_title(title, fontsize=8)
+    save(fig, dest)
