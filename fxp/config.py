@@ -69,9 +69,8 @@ class Model:
 
 @dataclass
 class Data:
-    "Where a task's data comes from: a local `path`, else the fastai `url` (a `URLs` name), downloaded once."
+    "A local copy of the task's dataset (`path`; else the task's fastai `url` is downloaded once)."
     path: Optional[str] = None
-    url: Optional[str] = None
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
 
 
@@ -85,7 +84,7 @@ class Monitor:
 class TaskBase:
     "Keys every task has; a kind's `Task` dataclass extends it."
     kind: str = "classification"
-    data: Data = field(default_factory=Data)
+    url: Optional[str] = None  # the dataset's fastai URLs name (PETS, MNIST_TINY, ...), used without data.path
     metrics: List[Any] = field(default_factory=list)  # fastai.metrics names, or `_target_` nodes
     monitor: Monitor = field(default_factory=Monitor)
 
@@ -93,6 +92,7 @@ class TaskBase:
 @dataclass
 class Config:
     task: Any = None
+    data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
     trainer: Trainer = field(default_factory=Trainer)
     logger: Dict[str, Any] = field(default_factory=dict)

@@ -15,17 +15,17 @@ from fastcore.parallel import parallel
 from fxp.errors import FxpError
 
 
-def data_path(data) -> Path:
-    "The local folder of `data`: `data.path` if given, else fastai's cached download of `URLs.<data.url>`."
-    if data.path:
-        path = Path(data.path).expanduser().resolve()
+def data_path(cfg) -> Path:
+    "The task's data folder: `data.path` if given, else fastai's cached download of `URLs.<task.url>`."
+    if cfg.data.path:
+        path = Path(cfg.data.path).expanduser().resolve()
         if not path.exists():
-            raise FxpError(f"data.path={data.path} does not exist (looked for {path}); "
+            raise FxpError(f"data.path={cfg.data.path} does not exist (looked for {path}); "
                            f"point data.path= at a local copy of the dataset")
         return path
-    if data.url:
-        return _download(data.url)
-    raise FxpError("this task has no data: set data.path=DIR (a local copy) or data.url=NAME (a fastai URLs name)")
+    if cfg.task.url:
+        return _download(cfg.task.url)
+    raise FxpError("this task has no data: set data.path=DIR (a local copy) or task.url=NAME (a fastai URLs name)")
 
 
 def _download(name: str) -> Path:
@@ -33,7 +33,7 @@ def _download(name: str) -> Path:
 
     url = getattr(URLs, name, None)
     if not isinstance(url, str):
-        raise FxpError(f"data.url={name} is not a fastai URLs name (e.g. PETS, MNIST_TINY, PLANET_SAMPLE)")
+        raise FxpError(f"task.url={name} is not a fastai URLs name (e.g. PETS, MNIST_TINY, PLANET_SAMPLE)")
     try:
         return untar_data(url)
     except Exception as e:  # any network or archive failure means the same thing to the user

@@ -71,7 +71,9 @@ def dls(cfg, device):
 
     from fxp import vision
 
-    items, getters, splitter, skipped = _SOURCES[t.source](t)
+    from fxp.data import data_path
+
+    items, getters, splitter, skipped = _SOURCES[t.source](t, data_path(cfg), cfg.data.skip_bad)
     block = DataBlock(blocks=(ImageBlock(PILImageBW) if t.bw else ImageBlock, CategoryBlock), splitter=splitter,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t), **getters)
     dsets = block.datasets(items)
@@ -99,45 +101,43 @@ def _digits_dls(t, bs, device):
     return tensor_dls(x, y, valid_idx, vocab=[str(c) for c in d.target_names], bs=bs, device=device)
 
 
-def _folders(t):
+def _folders(t, path, skip_bad):
     from fastai.data.transforms import GrandparentSplitter, parent_label
 
-    from fxp.data import check_images, data_path, image_files
+    from fxp.data import check_images, image_files
 
-    path = data_path(t.data)
     files = [f for f in image_files(path) if f.parent.parent.name in (t.train, t.valid)]
     if not files:
         raise FxpError(f"no images in {path}/{t.train}/<class>/ or {path}/{t.valid}/<class>/; "
                        f"set task.train= and task.valid= to the folder names, or use source=csv")
-    files, bad = check_images(files, t.data.skip_bad)
+    files, bad = check_images(files, skip_bad)
     return files, dict(get_y=parent_label), GrandparentSplitter(t.train, t.valid), bad
 
 
-def _regex(t):
+def _regex(t, root, skip_bad):
     import re
 
     from fastai.data.transforms import RandomSplitter, RegexLabeller
     from fastcore.basics import using_attr
 
-    from fxp.data import check_images, data_path, image_files
+    from fxp.data import check_images, image_files
 
-    folder = data_path(t.data) / (t.folder or "")
+    folder = root / (t.folder or "")
     files = image_files(folder)
     unmatched = [f.name for f in files if not re.match(t.pat, f.name)]
     if unmatched:
         raise FxpError(f"task.pat={t.pat!r} does not match {unmatched[0]!r} ({len(unmatched)} of {len(files)} "
                        f"files in {folder}); fix the pattern so its first group is the label")
-    files, bad = check_images(files, t.data.skip_bad)
+    files, bad = check_images(files, skip_bad)
     get_y = using_attr(RegexLabeller(t.pat), "name")
     return files, dict(get_y=get_y), RandomSplitter(t.valid_pct, seed=t.split_seed), bad
 
 
-def _csv(t):
+def _csv(t, root, skip_bad):
     from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter
 
-    from fxp.data import check_images, data_path, read_csv
+    from fxp.data import check_images, read_csv
 
-    root = data_path(t.data)
     cols = [t.fn_col, t.label_col] + ([t.valid_col] if t.valid_col else [])
     df = read_csv(root / t.csv, cols)
     fn_col = df.columns[t.fn_col] if isinstance(t.fn_col, int) else t.fn_col
@@ -147,7 +147,7 @@ def _csv(t):
     if missing:
         raise FxpError(f"{len(missing)} image files listed in {t.csv} are missing, e.g. {missing[0]}; "
                        f"check data.path=, task.folder= and task.suff=")
-    good, bad = check_images(files, t.data.skip_bad)
+    good, bad = check_images(files, skip_bad)
     df = df[[f not in set(map(Path, bad)) for f in files]].reset_index(drop=True)
     splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
     getters = dict(get_x=ColReader(t.fn_col, pref=pref, suff=t.suff), get_y=ColReader(t.label_col))
@@ -224,6 +224,6 @@ def _as_digits(files):
 
     arrays = []
     for f in files:
-        a = np.asarray(load_image(f, bw=True).resize((8, 8), Image.BILINEAR), dtype=np.float32) / 255
+        a = np.asarray(load_image(f, bw=True).resize((8, 8), Image.BOX), dtype=np.float32) / 255
         arrays.append(1 - a if a.mean() > 0.5 else a)  # dark ink on a light page: invert
     return torch.tensor(np.stack(arrays)).unsqueeze(1)
