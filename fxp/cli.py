@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import secrets
 import signal
 import sys
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return command(argv[1:]) or 0
     except FxpError as e:
         return fail(str(e))
+    except BrokenPipeError:  # `fxp ... | head` closed the pipe: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -130,12 +134,15 @@ def check_choices(overrides: list[str]) -> None:
 
 def one_line(e: Exception) -> str:
     "Hydra/OmegaConf messages on one line, with the valid keys when a key was unknown."
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("    ")]
-    msg = "; ".join(ln for ln in lines if not ln.startswith("To append"))
     cause = e.__cause__ or e
+    text = str(e) if cause is e else f"{e}\n{cause}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("    ")]
+    msg = "; ".join(ln.rstrip(".") for ln in lines if not ln.startswith("To append"))
     schema = getattr(cause, "object_type", None)
-    if "not in" in msg and schema is not None and hasattr(schema, "__dataclass_fields__"):
+    if "not in" in msg and hasattr(schema, "__dataclass_fields__"):
         msg += f"; valid keys: {', '.join(schema.__dataclass_fields__)}"
+    elif "not in" in msg:
+        msg += "; `fxp train --cfg job` shows every key"
     return msg
 
 
