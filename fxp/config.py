@@ -131,6 +131,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     if hasattr(kind, "check"):
         kind.check(task)
     _check_trainer(cfg.trainer)
+    if cfg.data.path and not Path(cfg.data.path).expanduser().exists():
+        raise ConfigError(f"data.path={cfg.data.path} does not exist (looked for {Path(cfg.data.path).resolve()}); "
+                          f"point data.path= at a local copy of the dataset")
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = task
     return out

@@ -17,12 +17,8 @@ from fxp.errors import FxpError
 
 def data_path(cfg) -> Path:
     "The task's data folder: `data.path` if given, else fastai's cached download of `URLs.<task.url>`."
-    if cfg.data.path:
-        path = Path(cfg.data.path).expanduser().resolve()
-        if not path.exists():
-            raise FxpError(f"data.path={cfg.data.path} does not exist (looked for {path}); "
-                           f"point data.path= at a local copy of the dataset")
-        return path
+    if cfg.data.path:  # its existence is checked with the config (fxp.config.validate)
+        return Path(cfg.data.path).expanduser().resolve()
     if cfg.task.url:
         return _download(cfg.task.url)
     raise FxpError("this task has no data: set data.path=DIR (a local copy) or task.url=NAME (a fastai URLs name)")
