@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in ("-V", "--version"):
         print(f"fxp {__version__}")
         return 0
+    if argv[0] in ("-sc", "--shell-completion"):  # Hydra's completion script calls `fxp -sc query=bash`
+        os.environ["COMP_LINE"] = os.environ.get("COMP_LINE", "").replace("fxp train ", "fxp ", 1)
+        argv = ["train", *argv]
     command = COMMANDS.get(argv[0])
     if command is None:
         return fail(f"unknown command {argv[0]!r}; choose from: {', '.join(COMMANDS)} (fxp --help)")
@@ -70,11 +73,11 @@ def fail(message: str, code: int = 2) -> int:
 # --- train / lr-find: Hydra apps -------------------------------------------------------------------------
 
 
-def hydra_command(name: str, app):
+def hydra_command(app):
     "A subcommand that validates the overrides cheaply, then hands argv to the `@hydra.main` app."
     def run(args: list[str]) -> int:
         precheck(args)
-        sys.argv = [f"fxp {name}", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
+        sys.argv = ["fxp", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
         app()
         return 0
     return run
@@ -267,8 +270,8 @@ def _print_rows(rows: list[dict]) -> None:
 
 
 COMMANDS = {
-    "train": hydra_command("train", train_app),
-    "lr-find": hydra_command("lr-find", lr_find_app),
+    "train": hydra_command(train_app),
+    "lr-find": hydra_command(lr_find_app),
     "predict": predict,
     "tasks": tasks,
 }
