@@ -102,7 +102,7 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
     except OverrideParseException as e:
-        raise ConfigError(one_line(e)) from None
+        raise ConfigError(config.one_line(e)) from None
     options = []
     for o in parsed:
         if not o.is_sweep_override():
@@ -124,7 +124,7 @@ def compose(overrides: list[str]):
         with initialize_config_module("fxp.conf", version_base="1.3"):
             return hydra_compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(one_line(e)) from None
+        raise ConfigError(config.one_line(e)) from None
 
 
 def check_choices(overrides: list[str]) -> None:
@@ -133,20 +133,6 @@ def check_choices(overrides: list[str]) -> None:
         group, _, value = o.lstrip("+").partition("=")
         if group in config.GROUPS and value not in config.choices(group):
             raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(config.choices(group))}")
-
-
-def one_line(e: Exception) -> str:
-    "Hydra/OmegaConf messages on one line, with the valid keys when a key was unknown."
-    cause = e.__cause__ or e
-    text = str(e) if cause is e else f"{e}\n{cause}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("    ")]
-    msg = "; ".join(ln.rstrip(".") for ln in lines if not ln.startswith("To append"))
-    schema = getattr(cause, "object_type", None)
-    if "not in" in msg and hasattr(schema, "__dataclass_fields__"):
-        msg += f"; valid keys: {', '.join(schema.__dataclass_fields__)}"
-    elif "not in" in msg:
-        msg += "; `fxp train --cfg job` shows every key"
-    return msg
 
 
 def job(cfg, what: str) -> None:

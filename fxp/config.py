@@ -6,7 +6,7 @@ The trainer and its stages are struct-typed at compose time, so `trainer.epoch=3
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -126,7 +126,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     try:
         task = OmegaConf.merge(OmegaConf.structured(kind.Task), cfg.task)
     except OmegaConfBaseException as e:
-        raise ConfigError(_one_line(e, "task", kind.Task)) from None
+        raise ConfigError(one_line(e, prefix="task.")) from None
     _check_in("task.monitor.mode", task.monitor.mode, ("min", "max"))
     if hasattr(kind, "check"):
         kind.check(task)
@@ -169,11 +169,18 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _one_line(e: OmegaConfBaseException, prefix: str, schema) -> str:
-    "OmegaConf's multi-line errors as one line that names the key and the valid ones."
-    key = f"{prefix}.{e.full_key}" if getattr(e, "full_key", None) else prefix
-    msg = str(e).splitlines()[0]
-    if "not in" in msg or "Key '" in msg:
-        valid = ", ".join(f.name for f in fields(schema))
-        return f"unknown key {key}: {msg}; valid keys: {valid}"
-    return f"bad value for {key}: {msg}"
+def one_line(e: Exception, prefix: str = "") -> str:
+    "Hydra/OmegaConf's multi-line errors as one line naming the key (under `prefix`), and the valid keys."
+    cause = e.__cause__ or e
+    text = str(e) if cause is e else f"{e}\n{cause}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("    ")]
+    msg = "; ".join(ln.rstrip(".") for ln in lines if not ln.startswith("To append"))
+    key = getattr(cause, "full_key", None)
+    if key and f"{prefix}{key}" not in msg:
+        msg = f"{prefix}{key}: {msg}"
+    schema = getattr(cause, "object_type", None)
+    if "not in" in msg and hasattr(schema, "__dataclass_fields__"):
+        msg += f"; valid keys: {', '.join(schema.__dataclass_fields__)}"
+    elif "not in" in msg:
+        msg += "; `fxp train --cfg job` shows every key"
+    return msg
