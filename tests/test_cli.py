@@ -1,0 +1,129 @@
+"The `fxp` front: help, version, tasks, unknown commands, and what the light commands import."
+import subprocess
+import sys
+
+import pytest
+
+from conftest import assert_one_line_error
+
+import fxp
+from fxp import config
+
+LIGHT_IMPORTS = """
+import sys
+from fxp.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as e:
+    code = e.code
+print("RESULT", {{"code": code, "torch": "torch" in sys.modules, "fastai": "fastai" in sys.modules}}, file=sys.stderr)
+"""
+
+
+def heavy_modules_after(argv: list[str]) -> dict:
+    "Run `fxp.cli.main(argv)` in a fresh interpreter; its exit code and whether torch/fastai got imported."
+    p = subprocess.run([sys.executable, "-c", LIGHT_IMPORTS.format(argv=argv)], capture_output=True, text=True,
+                       timeout=60)
+    line = next(ln for ln in p.stderr.splitlines() if ln.startswith("RESULT "))
+    return eval(line[len("RESULT "):])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["tasks"], ["--version"], ["train", "--help"],
+                                  ["train", "trainer.epoch=3"], ["train", "task=nope"]])
+def test_light_commands_do_not_import_torch_or_fastai(argv):
+    res = heavy_modules_after(argv)
+    assert res == {"code": res["code"], "torch": False, "fastai": False}
+    assert res["code"] == (2 if argv[-1] in ("trainer.epoch=3", "task=nope") else 0)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_command(fxp, flag):
+    r = fxp(flag)
+    assert r.returncode == 0, r
+    for cmd in ("train", "lr-find", "predict", "tasks"):
+        assert f"\n  {cmd} " in r.stdout, f"{cmd} missing from fxp {flag}"
+
+
+def test_no_arguments_prints_usage(fxp):
+    r = fxp()
+    assert r.returncode == 0, r
+    assert r.stdout.startswith("usage: fxp")
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(fxp, flag):
+    r = fxp(flag)
+    assert r.returncode == 0, r
+    assert r.stdout.strip() == f"fxp {fxp_version()}"
+
+
+def fxp_version() -> str:
+    from importlib.metadata import version
+
+    assert version("fxp") == fxp.__version__
+    return fxp.__version__
+
+
+def test_python_dash_m_fxp_works(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "fxp", "--version"], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"fxp {fxp.__version__}"
+
+
+def test_unknown_command_exits_2_naming_the_commands(fxp):
+    r = fxp("trian")
+    line = assert_one_line_error(r, "'trian'", "train", "predict", "tasks")
+    assert "lr-find" in line
+
+
+def test_tasks_lists_every_choice_of_every_group(fxp):
+    r = fxp("tasks")
+    assert r.returncode == 0, r
+    for group in config.GROUPS:
+        names = config.choices(group)
+        assert names, f"conf/{group}/ has no YAML"
+        for name in names:
+            assert f"{group}={name}" in r.stdout
+
+
+@pytest.mark.xfail(reason="fxp tasks wraps long descriptions onto a second line when stdout is not a terminal "
+                          "(rich's 80-column default), so it is not 'one line each' (SPEC CLI table)", strict=True)
+def test_tasks_prints_one_line_per_choice_with_its_description(fxp):
+    r = fxp("tasks")
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    for group in config.GROUPS:
+        for name, doc in config.choices(group).items():
+            assert doc, f"conf/{group}/{name}.yaml has no one-line '# ...' description"
+            mine = [ln for ln in lines if ln.split() and ln.split()[0] == f"{group}={name}"]
+            assert len(mine) == 1 and doc in mine[0], f"{group}={name}: {mine}"
+    n_choices = sum(len(config.choices(g)) for g in config.GROUPS)
+    assert len([ln for ln in lines if ln.strip()]) == n_choices
+
+
+def test_train_help_is_hydras_help(fxp):
+    r = fxp("train", "--help")
+    assert r.returncode == 0, r
+    for group in config.GROUPS:  # Hydra lists each config group with its options
+        assert f"{group}: {', '.join(config.choices(group))}" in r.stdout
+    assert not (r.cwd / "outputs").exists()
+
+
+def test_train_cfg_job_prints_the_composed_config_without_training(fxp):
+    r = fxp("train", "task=pets", "model=resnet18", "trainer.bs=7", "--cfg", "job")
+    assert r.returncode == 0, r
+    assert "arch: torchvision.models.resnet18" in r.stdout
+    assert "bs: 7" in r.stdout
+    assert "pat:" in r.stdout
+    assert not (r.cwd / "outputs").exists()
+
+
+def test_predict_without_a_run_folder_is_one_line(fxp, tmp_path):
+    r = fxp("predict", tmp_path / "nowhere", tmp_path / "x.png")
+    assert_one_line_error(r, "model.pkl", "nowhere")
+
+
+def test_predict_without_inputs_prints_its_usage(fxp, tmp_path):
+    r = fxp("predict", tmp_path)
+    assert_one_line_error(r, "fxp predict RUN_DIR INPUT")
+

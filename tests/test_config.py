@@ -1,0 +1,246 @@
+"The config tree composes in-process (Hydra's compose API) and `fxp.config.validate` types and checks it."
+import math
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from fxp import config
+from fxp.errors import ConfigError
+
+TASKS = sorted(config.choices("task"))
+
+
+def cfg(*overrides: str):
+    "The composed (not yet validated) config for `overrides`."
+    with initialize_config_module("fxp.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def valid(*overrides: str):
+    return config.validate(cfg(*overrides))
+
+
+def rejected(*overrides: str) -> str:
+    "The one-line message `validate` raises for `overrides`."
+    with pytest.raises(ConfigError) as e:
+        valid(*overrides)
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# --- the registry: every YAML composes and validates ---------------------------------------------------------
+
+
+def test_the_registry_is_the_config_folder():
+    for group in config.GROUPS:
+        files = {p.stem for p in (config.conf_dir() / group).glob("*.yaml")}
+        assert files and set(config.choices(group)) == files
+    assert {"digits", "mnist", "pets", "csv_images"} <= set(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_composes_and_validates(task):
+    c = valid(f"task={task}")
+    assert c.task.kind in __import__("fxp.dispatch").dispatch.kinds()
+    assert c.task.metrics, f"task {task} records no metric"
+    assert c.task.monitor.mode in ("min", "max")
+    assert c.trainer.stages and c.trainer.bs >= 1
+    assert (c.model.arch is None) != (c.model.net is None), "a model has either arch or net"
+    # validate typed the task by its kind: every key of the kind's schema is present
+    kind = __import__(f"fxp.tasks.{c.task.kind}", fromlist=["Task"])
+    assert set(kind.Task.__dataclass_fields__) <= set(c.task)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_has_a_one_line_description(task):
+    assert config.choices("task")[task], f"conf/task/{task}.yaml needs a first-line '# ...' description"
+
+
+@pytest.mark.parametrize("group", ["model", "trainer", "logger"])
+def test_every_choice_of_the_other_groups_composes_and_validates(group):
+    for name in config.choices(group):
+        c = valid(f"{group}={name}")
+        assert c[group] is not None
+
+
+def test_default_is_digits_small_cnn_cpu_friendly():
+    c = valid()
+    assert c.task.source == "digits"
+    assert c.model.net._target_ == "fxp.models.small_cnn" and c.model.arch is None
+    assert c.trainer.precision == "fp32" and c.trainer.device == "auto"
+
+
+# --- defaults picked by a task, and the command line winning -------------------------------------------------
+
+
+def test_a_task_picks_its_model_and_trainer():
+    pets = cfg("task=pets")
+    assert pets.model.arch == "torchvision.models.resnet34" and pets.model.pretrained is True
+    assert [s.freeze for s in pets.trainer.stages] == [True, False]  # lesson1: frozen, then unfrozen
+    assert list(pets.trainer.stages[1].lr) == [1e-6, 1e-4]
+    csv = cfg("task=csv_images")
+    assert [s.policy for s in csv.trainer.stages] == ["fine_tune"]
+    mnist = cfg("task=mnist")
+    assert mnist.model.net._target_ == "fxp.models.small_cnn"
+
+
+@pytest.mark.parametrize("order", ["task first", "task last"])
+def test_the_command_line_beats_the_tasks_defaults(order):
+    mine = ["model=resnet18", "trainer=default", "trainer.epochs=3"]
+    c = valid(*(["task=pets", *mine] if order == "task first" else [*mine, "task=pets"]))
+    assert c.model.arch == "torchvision.models.resnet18"
+    assert [s.policy for s in c.trainer.stages] == ["fit_one_cycle"] and c.trainer.epochs == 3
+    assert c.task.pat  # still the pets task
+
+
+def test_model_keys_override_after_the_task_picked_the_model():
+    c = valid("task=pets", "model.pretrained=false", "model=resnet18")
+    assert c.model.arch == "torchvision.models.resnet18" and c.model.pretrained is False
+
+
+def test_a_derived_task_inherits_and_overrides_its_parent():
+    d = valid("task=donkey_csv")
+    assert (d.task.fn_col, d.task.label_col, list(d.task.size)) == (1, 2, [160, 160])
+    assert (d.task.resize_method, d.task.pad_mode, d.task.source) == ("pad", "zeros", "csv")
+
+
+def test_task_keys_in_the_yaml_override_with_their_types():
+    c = valid("task=csv_images", "task.size=28", "task.fn_col=name", "task.valid_pct=0.3")
+    assert (c.task.size, c.task.fn_col, c.task.valid_pct) == (28, "name", 0.3)
+
+
+@pytest.mark.xfail(reason="task keys of the kind's schema (fxp.tasks.classification.Task) that the task YAML "
+                          "does not list cannot be overridden: `task=mnist task.size=32` fails at compose time with "
+                          "'Key size is not in struct' (the composed task is struct-locked to its YAML keys)",
+                   strict=True)
+@pytest.mark.parametrize("override, key, value", [("task.size=32", "size", 32), ("task.valid=val", "valid", "val"),
+                                                  ("task.valid_pct=0.5", "valid_pct", 0.5)])
+def test_any_schema_key_of_the_task_overrides(override, key, value):
+    assert valid("task=mnist", override).task[key] == value
+
+
+# --- unknown keys and wrong types fail at compose time ------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, key", [("trainer.epoch=3", "epoch"), ("trainer.stages.0.polcy=fit", "polcy"),
+                                           ("data.pth=x", "pth"), ("model.archh=x", "archh"), ("foo=1", "foo")])
+def test_unknown_keys_fail_at_compose(override, key):
+    with pytest.raises(ConfigCompositionException) as e:
+        cfg(override)
+    assert key in str(e.value) + str(e.value.__cause__)
+
+
+@pytest.mark.parametrize("override", ["trainer.bs=abc", "trainer.epochs=1.5", "trainer.seed=x",
+                                      "trainer.channels_last=maybe", "data.skip_bad=sometimes"])
+def test_wrong_types_fail_at_compose(override):
+    with pytest.raises(ConfigCompositionException) as e:
+        cfg(override)
+    assert override.split("=")[0] in str(e.value)
+
+
+def test_unknown_task_key_fails_at_validate_or_compose():
+    with pytest.raises((ConfigCompositionException, ConfigError)) as e:
+        valid("+task.sizee=3")
+    assert "sizee" in str(e.value)
+
+
+# --- learning rates, stages, precision, device --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lr, expected", [("3e-3", 3e-3), ("1", 1), ("[1e-5,1e-3]", [1e-5, 1e-3]),
+                                          ("find", "find")])
+def test_lr_forms_accepted(lr, expected):
+    c = valid(f"trainer.lr={lr}")
+    got = OmegaConf.to_object(c.trainer.lr) if OmegaConf.is_list(c.trainer.lr) else c.trainer.lr
+    assert got == expected
+
+
+@pytest.mark.parametrize("lr", ["abc", "[1e-5]", "[1e-5,1e-4,1e-3]", "[a,b]", "true", "findd"])
+def test_bad_lr_rejected_naming_the_key(lr):
+    msg = rejected(f"trainer.lr={lr}")
+    assert msg.startswith("trainer.lr=") and "learning rate" in msg
+
+
+def test_bad_stage_lr_rejected_naming_the_stage():
+    msg = rejected("trainer=lesson1", "trainer.stages.1.lr=fast")
+    assert "trainer.stages.1.lr" in msg
+
+
+def test_stages_from_the_command_line():
+    c = valid("trainer.stages=[{policy:fit,epochs:2,lr:find},{policy:fit_one_cycle,freeze:false,lr:[1e-4,1e-3],size:32}]")
+    s = c.trainer.stages
+    assert [x.policy for x in s] == ["fit", "fit_one_cycle"]
+    assert (s[0].epochs, s[0].lr, s[1].freeze, s[1].size) == (2, "find", False, 32)
+    assert list(s[1].lr) == [1e-4, 1e-3]
+    assert s[0].freeze is None and s[0].freeze_epochs == 1  # schema defaults fill each stage
+
+
+@pytest.mark.parametrize("override, key, allowed", [
+    ("trainer.stages.0.policy=fit_two_cycle", "trainer.stages.0.policy", config.POLICIES),
+    ("trainer.precision=fp8", "trainer.precision", config.PRECISIONS),
+    ("trainer.device=tpu", "trainer.device", config.DEVICES),
+    ("task.monitor.mode=up", "task.monitor.mode", ("min", "max")),
+])
+def test_bad_choice_values_rejected_with_the_allowed_ones(override, key, allowed):
+    msg = rejected(override)
+    assert key in msg
+    for a in allowed:
+        assert a in msg
+
+
+def test_empty_stages_rejected():
+    assert "trainer.stages" in rejected("trainer.stages=[]")
+
+
+@pytest.mark.parametrize("override, key", [("trainer.bs=0", "trainer.bs"), ("trainer.epochs=-1", "trainer.epochs")])
+def test_out_of_range_numbers_rejected(override, key):
+    assert key in rejected(override)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["task.valid_pct=1.5"], "task.valid_pct"),
+    (["task.source=web"], "task.source"),
+    (["task=pets", "task.pat=null"], "task.pat"),
+    (["task=csv_images", "task.resize_method=stretch"], "task.resize_method"),
+    (["task=csv_images", "task.pad_mode=mirror"], "task.pad_mode"),
+    (["task.kind=astrology"], "task.kind"),
+])
+def test_bad_task_values_rejected_naming_the_key(overrides, key):
+    assert key in rejected(*overrides)
+
+
+def test_missing_data_path_rejected_with_where_it_looked(tmp_path):
+    missing = tmp_path / "no_such_data"
+    msg = rejected("task=mnist", f"data.path={missing}")
+    assert "data.path" in msg and str(missing) in msg
+
+
+def test_existing_data_path_accepted(tmp_path):
+    assert valid("task=mnist", f"data.path={tmp_path}").data.path == str(tmp_path)
+
+
+def test_validate_returns_a_new_config_and_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from hydra import compose, initialize_config_module; from fxp import config\n"
+            "with initialize_config_module('fxp.conf', version_base='1.3'):\n"
+            "    c = compose('config', overrides=['task=pets'])\n"
+            "v = config.validate(c); assert v.task.size == 224\n"
+            "print('torch' in sys.modules, 'fastai' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("trainer", sorted(config.choices("trainer")))
+def test_yaml_learning_rates_are_numbers_not_strings(trainer):
+    "YAML 1.1 reads `1e-2` as a string; every shipped lr must reach fastai as a number."
+    c = valid(f"trainer={trainer}")
+    lrs = [c.trainer.lr] + [x for s in c.trainer.stages if s.lr is not None
+                            for x in (s.lr if OmegaConf.is_list(s.lr) else [s.lr])]
+    for lr in lrs:
+        assert lr == "find" or (isinstance(lr, float) and math.isfinite(lr) and lr > 0), (trainer, lr)
