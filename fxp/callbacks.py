@@ -41,7 +41,8 @@ class MetricsCSV(Callback):
             self.train_items += len(self.yb[0]) if self.yb else 0
 
     def after_train(self):
-        self.train_time += time.perf_counter() - self.t_train
+        if self.run_:
+            self.train_time += time.perf_counter() - self.t_train
 
     def after_epoch(self):
         if not self.run_:

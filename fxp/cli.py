@@ -99,10 +99,14 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
-    except OverrideParseException as e:
-        raise ConfigError(config.one_line(e)) from None
+    parser, parsed = OverridesParser.create(), []
+    for o in overrides:
+        try:
+            parsed += parser.parse_overrides([o])
+        except OverrideParseException as e:
+            raise ConfigError(f"cannot parse the override {o!r}: {str(e).splitlines()[0]}; quote values with "
+                              f"brackets or commas for the shell, e.g. 'trainer.lr=[1e-5,1e-3]'") from None
+    parsed = [o for o in parsed if not o.key_or_group.startswith("hydra")]
     options = []
     for o in parsed:
         if not o.is_sweep_override():
@@ -209,14 +213,10 @@ def lr_find_app(cfg) -> None:
 
 def tasks(args: list[str]) -> int:
     "Each config group's choices with their one-line descriptions; reads YAML only."
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, show_header=False, pad_edge=False)
-    for group in config.GROUPS:
-        for name, doc in config.choices(group).items():
-            table.add_row(f"{group}={name}", doc)
-    Console().print(table)
+    rows = [(f"{group}={name}", doc) for group in config.GROUPS for name, doc in config.choices(group).items()]
+    width = max(len(choice) for choice, _ in rows)
+    for choice, doc in rows:
+        print(f"{choice:<{width}}  {doc}")
     return 0
 
 
@@ -229,18 +229,30 @@ def predict(args: list[str]) -> int:
     run_dir, inputs = Path(paths[0]), paths[1:]
     if not (run_dir / "model.pkl").is_file():
         raise FxpError(f"no model.pkl in {run_dir}: give the folder of a completed run (see outputs/)")
+    missing = [p for p in inputs if not Path(p).exists()]
+    if missing:
+        raise FxpError(f"input not found: {missing[0]}")
     from fxp import dispatch
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     kind = dispatch.kind_module(cfg.task.kind)
-    from fastai.learner import load_learner
-
-    rows = kind.predict(load_learner(run_dir / "model.pkl", cpu=True), cfg, inputs)
+    rows = kind.predict(_load_learner(run_dir / "model.pkl"), cfg, inputs)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         _print_rows(rows)
     return 0
+
+
+def _load_learner(path: Path):
+    "fastai's load_learner on the CPU; its pickle warning is moot for a run folder of one's own."
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastai.learner import load_learner
+
+        return load_learner(path, cpu=True)
 
 
 def _print_rows(rows: list[dict]) -> None:

@@ -98,7 +98,14 @@ class Config:
     logger: Dict[str, Any] = field(default_factory=dict)
 
 
-ConfigStore.instance().store(name="fxp_schema", node=Config)
+def _store_schemas() -> None:
+    "The root schema, and each kind's task schema as `kind/<name>`, which task YAMLs take as their base."
+    from fxp import dispatch  # the kind modules import TaskBase from here, so this runs after it is defined
+
+    cs = ConfigStore.instance()
+    cs.store(name="fxp_schema", node=Config)
+    for kind in dispatch.kinds():
+        cs.store(group="kind", name=kind, node=dispatch.kind_module(kind).Task)
 
 
 def conf_dir() -> Path:
@@ -124,7 +131,8 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     kind = dispatch.kind_module(cfg.task.kind)
     try:
-        task = OmegaConf.merge(OmegaConf.structured(kind.Task), cfg.task)
+        # a plain container: `+task.key=...` force-adds keys to the typed node, a fresh merge still rejects them
+        task = OmegaConf.merge(OmegaConf.structured(kind.Task), OmegaConf.to_container(cfg.task))
     except OmegaConfBaseException as e:
         raise ConfigError(one_line(e, prefix="task.")) from None
     _check_in("task.monitor.mode", task.monitor.mode, ("min", "max"))
@@ -184,3 +192,6 @@ def one_line(e: Exception, prefix: str = "") -> str:
     elif "not in" in msg:
         msg += "; `fxp train --cfg job` shows every key"
     return msg
+
+
+_store_schemas()

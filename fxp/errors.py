@@ -3,7 +3,14 @@
 
 class FxpError(Exception):
     "Bad input: the message says what was wrong, where, and how to fix it."
-    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        # fastai rewrites the args of errors raised in callbacks ("Exception occured in ..."); keep ours clean
+        return self.message
 
 
 class ConfigError(FxpError):

@@ -36,6 +36,9 @@ def build(cfg, run: Run):
                        f"use trainer.precision=fp32 on {device.type}")
     set_seed(tr.seed, reproducible=True)
     dls = kind.dls(cfg, device)
+    if len(dls.train) == 0:
+        raise FxpError(f"trainer.bs={tr.bs} is larger than the training set ({len(dls.train_ds)} items); "
+                       f"lower trainer.bs")
     learn = kind.learner(cfg, dls)
     learn.path, learn.model_dir = run.path, "checkpoints"
     learn.remove_cb(ProgressCallback)

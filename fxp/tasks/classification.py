@@ -30,6 +30,7 @@ class Aug:
 
 @dataclass
 class Task(TaskBase):
+    kind: str = "classification"
     source: str = "folders"  # digits | folders | regex | csv
     folder: Optional[str] = None  # images sub-folder of data.path (regex, csv)
     train: str = "train"  # folders: the training and validation folder names
