@@ -1,22 +1,24 @@
 "The `fxp` front: help, version, tasks, unknown commands, and what the light commands import."
+import json
 import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_fxp, subprocess_env
 
-import fxp
-from fxp import config
+from fxp import __version__, config
 
 LIGHT_IMPORTS = """
-import sys
+import json, sys
 from fxp.cli import main
 try:
     code = main({argv!r})
 except SystemExit as e:
     code = e.code
-print("RESULT", {{"code": code, "torch": "torch" in sys.modules, "fastai": "fastai" in sys.modules}}, file=sys.stderr)
+print("RESULT", json.dumps({{"code": code, "torch": "torch" in sys.modules, "fastai": "fastai" in sys.modules}}),
+      file=sys.stderr)
 """
 
 
@@ -25,7 +27,7 @@ def heavy_modules_after(argv: list[str]) -> dict:
     p = subprocess.run([sys.executable, "-c", LIGHT_IMPORTS.format(argv=argv)], capture_output=True, text=True,
                        timeout=60)
     line = next(ln for ln in p.stderr.splitlines() if ln.startswith("RESULT "))
-    return eval(line[len("RESULT "):])
+    return json.loads(line[len("RESULT "):])
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["tasks"], ["--version"], ["train", "--help"],
@@ -54,20 +56,14 @@ def test_no_arguments_prints_usage(fxp):
 def test_version(fxp, flag):
     r = fxp(flag)
     assert r.returncode == 0, r
-    assert r.stdout.strip() == f"fxp {fxp_version()}"
-
-
-def fxp_version() -> str:
-    from importlib.metadata import version
-
-    assert version("fxp") == fxp.__version__
-    return fxp.__version__
+    assert r.stdout.strip() == f"fxp {__version__}"
+    assert version("fxp") == __version__  # the installed distribution is this package
 
 
 def test_python_dash_m_fxp_works(tmp_path):
     p = subprocess.run([sys.executable, "-m", "fxp", "--version"], cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == f"fxp {fxp.__version__}"
+    assert p.stdout.strip() == f"fxp {__version__}"
 
 
 def test_unknown_command_exits_2_naming_the_commands(fxp):
@@ -86,8 +82,6 @@ def test_tasks_lists_every_choice_of_every_group(fxp):
             assert f"{group}={name}" in r.stdout
 
 
-@pytest.mark.xfail(reason="fxp tasks wraps long descriptions onto a second line when stdout is not a terminal "
-                          "(rich's 80-column default), so it is not 'one line each' (SPEC CLI table)", strict=True)
 def test_tasks_prints_one_line_per_choice_with_its_description(fxp):
     r = fxp("tasks")
     assert r.returncode == 0, r
@@ -127,3 +121,19 @@ def test_predict_without_inputs_prints_its_usage(fxp, tmp_path):
     r = fxp("predict", tmp_path)
     assert_one_line_error(r, "fxp predict RUN_DIR INPUT")
 
+
+
+@pytest.mark.parametrize("line, expected", [("fxp train trainer.e", {"trainer.epochs="}),
+                                            ("fxp train task=p", {"task=pets"})])
+def test_tab_completion_of_train_overrides(tmp_path, line, expected):
+    "Hydra's bash completion script asks `fxp -sc query=bash` with the typed line in COMP_LINE."
+    env = {**subprocess_env(tmp_path), "COMP_LINE": line}
+    r = run_fxp("-sc", "query=bash", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r
+    assert expected <= set(r.stdout.split()), r.stdout
+
+
+def test_completion_script_installs_for_fxp(fxp):
+    r = fxp("train", "-sc", "install=bash")
+    assert r.returncode == 0, r
+    assert "complete -o nospace -o default -F hydra_bash_completion fxp" in r.stdout

@@ -112,10 +112,6 @@ def test_task_keys_in_the_yaml_override_with_their_types():
     assert (c.task.size, c.task.fn_col, c.task.valid_pct) == (28, "name", 0.3)
 
 
-@pytest.mark.xfail(reason="task keys of the kind's schema (fxp.tasks.classification.Task) that the task YAML "
-                          "does not list cannot be overridden: `task=mnist task.size=32` fails at compose time with "
-                          "'Key size is not in struct' (the composed task is struct-locked to its YAML keys)",
-                   strict=True)
 @pytest.mark.parametrize("override, key, value", [("task.size=32", "size", 32), ("task.valid=val", "valid", "val"),
                                                   ("task.valid_pct=0.5", "valid_pct", 0.5)])
 def test_any_schema_key_of_the_task_overrides(override, key, value):

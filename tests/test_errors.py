@@ -79,8 +79,6 @@ def test_missing_data_path_names_it(fxp, tmp_path):
     no_run_folder(r)
 
 
-@pytest.mark.xfail(reason="an override Hydra cannot parse gives only Hydra's grammar message (\"no viable "
-                          "alternative at input '[1e-3'\"), without naming the override or its key", strict=True)
 def test_override_that_is_not_valid_grammar_names_it(fxp):
     r = fxp("train", "trainer.lr=[1e-3")
     assert_one_line_error(r, "trainer.lr")
@@ -178,9 +176,6 @@ def test_empty_validation_split(fxp, tmp_path):
     assert_failed_run(r)
 
 
-@pytest.mark.xfail(reason="a batch size larger than the training set (drop_last) gives fastai's 'ValueError: This "
-                          "DataLoader does not contain any batches' with exit code 1, not a one-line bad-input error "
-                          "naming trainer.bs", strict=True)
 @pytest.mark.slow
 def test_batch_size_larger_than_the_training_set(fxp, tmp_path):
     root = mnist_subset(tmp_path / "tiny", n=4)  # 8 training images
@@ -204,9 +199,6 @@ def test_nan_loss_ends_the_run_as_diverged(diverged):
     assert not (run / "model.pkl").exists()
 
 
-@pytest.mark.xfail(reason="the divergence message comes wrapped by fastai's callback error ('Exception occured in "
-                          "`DivergenceGuard` when calling event `after_batch`:\\n\\tloss became nan ...'), so stderr "
-                          "gets two lines and summary.json's error starts with fastai's wrapper", strict=True)
 @pytest.mark.slow
 def test_nan_loss_error_is_one_line(diverged):
     r = diverged
@@ -225,11 +217,13 @@ def test_pretrained_weights_unavailable_offline_says_pretrained_false(fxp, tmp_p
     assert_failed_run(r)
 
 
+@pytest.mark.slow
 def test_monitor_metric_not_recorded_names_the_recorded_ones(fxp):
     r = fxp("train", "task.monitor.metric=f1", "trainer.epochs=1")
     assert_one_line_error(r, "task.monitor.metric", "'f1'", "accuracy", "valid_loss")
 
 
+@pytest.mark.slow
 def test_cuda_asked_for_on_a_cpu_machine(fxp):
     pytest.importorskip("torch")
     import torch
@@ -240,6 +234,7 @@ def test_cuda_asked_for_on_a_cpu_machine(fxp):
     assert_one_line_error(r, "trainer.device=cuda", "trainer.device=auto")
 
 
+@pytest.mark.slow
 def test_half_precision_on_cpu_is_one_line(fxp):
     r = fxp("train", "trainer.precision=bf16", "trainer.device=cpu", "trainer.epochs=1")
     assert_one_line_error(r, "trainer.precision=bf16", "fp32")
@@ -260,8 +255,6 @@ def test_predict_on_a_missing_input_is_a_plain_error(predict_missing):
     assert "missing.png" in r.stderr.splitlines()[-1]
 
 
-@pytest.mark.xfail(reason="fxp predict checks its inputs only after load_learner, so the torch.jit and pickle "
-                          "warnings land on stderr before the one error line", strict=True)
 @pytest.mark.slow
 def test_predict_on_a_missing_input_is_one_line(predict_missing):
     assert_one_line_error(predict_missing, "missing.png")

@@ -1,0 +1,153 @@
+"""Single-label image classification end to end, on real data: digits (the embedded default), MNIST class
+folders, images listed in a CSV, Oxford pets by filename regex; then `fxp predict` and `fxp lr-find`.
+
+Each run is kept tiny (a few epochs); the floors were measured on a 2-core CPU with a margin below what the run
+reached (noted at each test).
+"""
+import json
+
+import pytest
+
+from conftest import metrics_rows, mnist_subset, need_data, newest_run, run_fxp, subprocess_env, summary
+
+pytestmark = pytest.mark.slow
+
+
+def trained(cwd, *overrides):
+    "Train with `overrides` in `cwd`; the completed run folder."
+    r = run_fxp("train", *overrides, cwd=cwd)
+    assert r.returncode == 0, r
+    run = newest_run(cwd)
+    assert summary(run)["status"] == "completed"
+    return run
+
+
+def final(run, metric="accuracy") -> float:
+    return summary(run)["final_metrics"][metric]
+
+
+def test_default_run_is_digits_and_reaches_95_percent(tmp_path):
+    "`fxp train` with no arguments: digits, small CNN, CPU, well under a minute (reached 0.97-0.98 in ~6 s)."
+    run = trained(tmp_path)
+    s = summary(run)
+    assert s["task"] == "digits" and s["overrides"] == [] and s["device"] == "cpu"
+    assert final(run) >= 0.95
+    assert s["wall_time_s"] < 60
+    assert len(metrics_rows(run)) == 5  # trainer=default: 5 epochs
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    "MNIST 3s and 7s from class folders (reached 0.974 after 2 epochs)."
+    path = need_data("mnist_tiny")
+    return trained(tmp_path_factory.mktemp("mnist"), "task=mnist", f"data.path={path}", "trainer.epochs=2")
+
+
+def test_mnist_folders_reach_95_percent(mnist_run):
+    s = summary(mnist_run)
+    assert final(mnist_run) >= 0.95
+    assert (s["items_train"], s["items_valid"]) == (709, 699)  # train/ and valid/ folders, as in the data set
+    for png in ("loss_curves", "confusion_matrix", "top_losses"):
+        assert (mnist_run / "plots" / f"{png}.png").is_file()
+
+
+def test_mnist_images_from_labels_csv(tmp_path, data):
+    "mnist_tiny's labels.csv (name,label; names like train/3/7463.png), 20% random split (reached 0.964)."
+    run = trained(tmp_path, "task=csv_images", f"data.path={data('mnist_tiny')}", "model=small_cnn",
+                  "trainer=default", "task.size=28", "task.aug=null", "trainer.epochs=2")
+    s = summary(run)
+    assert s["items_train"] + s["items_valid"] == 1408 and 0.15 < s["items_valid"] / 1408 < 0.25
+    assert final(run) >= 0.90
+
+
+def test_pets_breeds_by_filename_regex_beat_chance(tmp_path, data):
+    "3 breeds, 60 photos, small CNN from scratch at 64 px: chance is 1/3 (reached 7/12 = 0.583, loss 0.90)."
+    run = trained(tmp_path, "task=pets", f"data.path={data('oxford-iiit-pet')}", "model=small_cnn", "trainer=default",
+                  "task.size=64", "trainer.bs=8", "trainer.epochs=15", "trainer.lr=3e-3")
+    s = summary(run)
+    assert (s["items_train"], s["items_valid"]) == (48, 12)
+    assert final(run) >= 0.5
+    assert s["best_metrics"]["valid_loss"] < 1.0986  # below the cross-entropy of a uniform guess, ln 3
+
+
+@pytest.mark.xfail(reason="classification.plots asks interp.top_losses(9): a validation set of fewer than 9 "
+                          "items fails the whole (trained) run with 'RuntimeError: selected index k out of range', "
+                          "exit code 1, status failed", strict=True)
+def test_small_validation_set_completes(tmp_path):
+    root = mnist_subset(tmp_path / "tiny", n=8, splits=("train",))
+    mnist_subset(root, n=2, splits=("valid",))  # 4 validation images
+    r = run_fxp("train", "task=mnist", f"data.path={root}", "trainer.bs=4", "trainer.epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r
+    run = newest_run(tmp_path)
+    assert summary(run)["status"] == "completed" and (run / "plots" / "top_losses.png").is_file()
+
+
+# --- fxp predict --------------------------------------------------------------------------------------------
+
+
+def known_digits(n: int = 2) -> list:
+    "n validation images of each of mnist_tiny's classes, with their labels."
+    root = need_data("mnist_tiny") / "valid"
+    return [(f, cls) for cls in ("3", "7") for f in sorted((root / cls).glob("*.png"))[:n]]
+
+
+def test_predict_prints_the_label(mnist_run, tmp_path):
+    images = known_digits(1)
+    env = {**subprocess_env(tmp_path), "COLUMNS": "400"}  # a wide table: one line per row, whatever the path
+    r = run_fxp("predict", mnist_run, *(f for f, _ in images), cwd=tmp_path, env=env)
+    assert r.returncode == 0, r
+    rows = [ln for ln in r.stdout.splitlines() if ".png" in ln]
+    assert len(rows) == len(images)
+    for (f, label), row in zip(images, rows):
+        cells = [c.strip() for c in row.strip("│┃| ").split("│")]
+        assert cells[0] == str(f) and cells[1] == label, row
+        assert 0.5 < float(cells[2]) <= 1
+
+
+def test_predict_json(mnist_run, tmp_path):
+    images = known_digits(3)
+    test_dir = need_data("mnist_tiny") / "test"
+    r = run_fxp("predict", mnist_run, *(f for f, _ in images), test_dir, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r
+    rows = json.loads(r.stdout)
+    assert len(rows) == len(images) + len(list(test_dir.glob("*.png")))
+    for row in rows:
+        assert {"label", "probability"} <= set(row)
+        assert row["label"] in ("3", "7") and 0.5 <= row["probability"] <= 1
+    assert [row["label"] for row in rows[:len(images)]] == [label for _, label in images]
+
+
+# --- fxp lr-find --------------------------------------------------------------------------------------------
+
+
+def test_lr_find_writes_its_plot_and_suggestions(tmp_path):
+    r = run_fxp("lr-find", "trainer.bs=32", cwd=tmp_path)
+    assert r.returncode == 0, r
+    run = newest_run(tmp_path)
+    png = run / "plots" / "lr_find.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    s = summary(run)
+    assert s["status"] == "completed"
+    lrs = s["suggested_lrs"]
+    assert {"valley", "slide", "steep", "minimum"} <= set(lrs)
+    assert all(1e-7 < v < 10 for v in lrs.values()), lrs
+    assert not (run / "model.pkl").exists()  # the LR finder trains nothing to keep
+
+
+def test_predict_on_digits_images(digits_run, tmp_path):
+    "The default task predicts image files too: scikit-learn digits written as 32x32 PNGs, one per class."
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    files = []
+    for label in range(10):
+        i = int(np.flatnonzero(d.target == label)[-1])
+        img = Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).resize((32, 32), Image.NEAREST)
+        img.save(tmp_path / f"digit{label}.png")
+        files.append(tmp_path / f"digit{label}.png")
+    r = run_fxp("predict", digits_run, *files, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r
+    labels = [row["label"] for row in json.loads(r.stdout)]
+    assert sum(got == str(want) for want, got in enumerate(labels)) >= 8, labels
