@@ -182,8 +182,8 @@ def plots(learn, cfg, dest: Path) -> None:
     probs, targs = learn.get_preds(dl=interp.dl)
     for i, loss in zip(idx.tolist(), losses.tolist()):
         pred = probs[i].argmax().item()
-        titles.append(f"{learn.dls.vocab[pred]}/{learn.dls.vocab[targs[i].item()]} "
-                      f"loss {loss:.2f} p {probs[i, pred]:.2f}")
+        titles.append(f"pred {learn.dls.vocab[pred]} / true {learn.dls.vocab[targs[i].item()]}\n"
+                      f"loss {loss:.2f}, p {probs[i, pred]:.2f}")
     vision.image_grid(images, titles, dest / "top_losses.png")
 
 
