@@ -145,3 +145,19 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
             for f in sorted((src / split / cls).glob("*.png"))[:n]:
                 shutil.copy(f, dest / split / cls / f.name)
     return dest
+
+
+def pytest_collection_modifyitems(config, items):
+    "Tests marked `gpu` are skipped where torch sees no CUDA device."
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)"))

@@ -2,7 +2,6 @@
 
 Every test here trains (digits, one or two epochs), so all are marked slow.
 """
-import json
 import math
 import re
 import subprocess
@@ -256,3 +255,12 @@ def test_config_yaml_records_data_path_absolute(tmp_path):
     assert r.returncode == 0, r
     cfg = yaml.safe_load((newest_run(tmp_path) / "config.yaml").read_text())
     assert cfg["data"]["path"] == str(tmp_path / "tiny")
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_channels_last(tmp_path):
+    r = run_fxp("train", "trainer.device=cuda", "trainer.precision=bf16", "trainer.channels_last=true", cwd=tmp_path)
+    assert r.returncode == 0, r
+    s = summary(newest_run(tmp_path))
+    assert s["status"] == "completed" and s["device"].startswith("cuda")
+    assert s["final_metrics"]["accuracy"] >= 0.9

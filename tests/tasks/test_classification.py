@@ -70,6 +70,18 @@ def test_pets_breeds_by_filename_regex_beat_chance(tmp_path, data):
     assert s["best_metrics"]["valid_loss"] < 1.0986  # below the cross-entropy of a uniform guess, ln 3
 
 
+def test_csv_with_an_is_valid_column_and_pad_resize(tmp_path):
+    "The split comes from the CSV's boolean column (not valid_pct); images padded to a square size."
+    root = mnist_subset(tmp_path / "tiny", n=8)
+    rows = [f"{f.relative_to(root)},{f.parent.name},{f.parts[-3] == 'valid'}" for f in sorted(root.rglob("*.png"))]
+    (root / "list.csv").write_text("name,label,is_valid\n" + "\n".join(rows) + "\n")
+    run = trained(tmp_path, "task=csv_images", f"data.path={root}", "task.csv=list.csv", "task.valid_col=is_valid",
+                  "task.resize_method=pad", "task.pad_mode=zeros", "task.size=32", "task.aug=null",
+                  "model=small_cnn", "trainer=default", "trainer.bs=4", "trainer.epochs=1")
+    s = summary(run)
+    assert (s["items_train"], s["items_valid"]) == (16, 16)
+
+
 @pytest.mark.xfail(reason="classification.plots asks interp.top_losses(9): a validation set of fewer than 9 "
                           "items fails the whole (trained) run with 'RuntimeError: selected index k out of range', "
                           "exit code 1, status failed", strict=True)
