@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from fxp import config
+from fxp import config, dispatch
 from fxp.errors import ConfigError
 
 TASKS = sorted(config.choices("task"))
@@ -44,14 +44,13 @@ def test_the_registry_is_the_config_folder():
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_composes_and_validates(task):
     c = valid(f"task={task}")
-    assert c.task.kind in __import__("fxp.dispatch").dispatch.kinds()
+    assert c.task.kind in dispatch.kinds()
     assert c.task.metrics, f"task {task} records no metric"
     assert c.task.monitor.mode in ("min", "max")
     assert c.trainer.stages and c.trainer.bs >= 1
     assert (c.model.arch is None) != (c.model.net is None), "a model has either arch or net"
     # validate typed the task by its kind: every key of the kind's schema is present
-    kind = __import__(f"fxp.tasks.{c.task.kind}", fromlist=["Task"])
-    assert set(kind.Task.__dataclass_fields__) <= set(c.task)
+    assert set(dispatch.kind_module(c.task.kind).Task.__dataclass_fields__) <= set(c.task)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -166,7 +165,8 @@ def test_bad_stage_lr_rejected_naming_the_stage():
 
 
 def test_stages_from_the_command_line():
-    c = valid("trainer.stages=[{policy:fit,epochs:2,lr:find},{policy:fit_one_cycle,freeze:false,lr:[1e-4,1e-3],size:32}]")
+    c = valid("trainer.stages=[{policy:fit,epochs:2,lr:find},"
+              "{policy:fit_one_cycle,freeze:false,lr:[1e-4,1e-3],size:32}]")
     s = c.trainer.stages
     assert [x.policy for x in s] == ["fit", "fit_one_cycle"]
     assert (s[0].epochs, s[0].lr, s[1].freeze, s[1].size) == (2, "find", False, 32)
