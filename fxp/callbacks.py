@@ -155,8 +155,17 @@ class SaveBest(SaveModelCallback):
     def __init__(self, monitor: str, comp):
         super().__init__(monitor=monitor, comp=comp, fname="best")
 
+    def before_fit(self):
+        super().before_fit()
+        self.saved = False
+
     def after_epoch(self):
         TrackerCallback.after_epoch(self)
         if self.new_best:
             log.info(f"best {self.monitor} so far: {self.best:.4g} (epoch {self.epoch + 1}), saved")
             self._save(self.fname)
+            self.saved = True
+
+    def after_fit(self, **kwargs):
+        if self.saved:  # a fit of zero epochs has no best to go back to
+            super().after_fit(**kwargs)

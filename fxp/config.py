@@ -139,11 +139,14 @@ def validate(cfg: DictConfig) -> DictConfig:
     if hasattr(kind, "check"):
         kind.check(task)
     _check_trainer(cfg.trainer)
-    if cfg.data.path and not Path(cfg.data.path).expanduser().exists():
-        raise ConfigError(f"data.path={cfg.data.path} does not exist (looked for {Path(cfg.data.path).resolve()}); "
-                          f"point data.path= at a local copy of the dataset")
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = task
+    if cfg.data.path:
+        path = Path(cfg.data.path).expanduser().resolve()
+        if not path.exists():
+            raise ConfigError(f"data.path={cfg.data.path} does not exist (looked for {path}); "
+                              f"point data.path= at a local copy of the dataset")
+        out.data.path = str(path)  # config.yaml records where the data was, whatever the working directory
     return out
 
 

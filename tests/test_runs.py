@@ -237,9 +237,6 @@ def test_early_stopping_stops_when_the_monitor_stops_improving(tmp_path):
     assert len(metrics_rows(run)) == 2 and summary(run)["status"] == "completed"
 
 
-@pytest.mark.xfail(reason="trainer.epochs=0 passes validation (epochs >= 0) but the run then fails with "
-                          "'FileNotFoundError: .../checkpoints/best.pth' (SaveBest reloads a checkpoint no epoch "
-                          "saved), exit code 1", strict=True)
 def test_zero_epochs_completes(tmp_path):
     r = run_fxp("train", "trainer.epochs=0", cwd=tmp_path)
     assert r.returncode == 0, r
@@ -247,9 +244,6 @@ def test_zero_epochs_completes(tmp_path):
     assert s["status"] == "completed" and s["epochs"] == 0
 
 
-@pytest.mark.xfail(reason="a relative data.path is written to config.yaml as given (e.g. `path: tiny`), not "
-                          "resolved absolute (STYLE 9), so the run's config only works from the directory it "
-                          "was started in", strict=True)
 def test_config_yaml_records_data_path_absolute(tmp_path):
     mnist_subset(tmp_path / "tiny", n=4)
     r = run_fxp("train", "task=mnist", "data.path=tiny", "trainer.bs=4", "trainer.epochs=1", cwd=tmp_path)

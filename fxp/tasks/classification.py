@@ -177,7 +177,7 @@ def plots(learn, cfg, dest: Path) -> None:
     interp = ClassificationInterpretation.from_learner(learn)
     interp.plot_confusion_matrix(figsize=(6, 6))
     save_current(dest / "confusion_matrix.png")
-    losses, idx = interp.top_losses(9)
+    losses, idx = interp.top_losses(min(9, len(interp.losses)))
     images, titles = _valid_items(learn, interp, idx), []
     probs, targs = learn.get_preds(dl=interp.dl)
     for i, loss in zip(idx.tolist(), losses.tolist()):

@@ -82,9 +82,6 @@ def test_csv_with_an_is_valid_column_and_pad_resize(tmp_path):
     assert (s["items_train"], s["items_valid"]) == (16, 16)
 
 
-@pytest.mark.xfail(reason="classification.plots asks interp.top_losses(9): a validation set of fewer than 9 "
-                          "items fails the whole (trained) run with 'RuntimeError: selected index k out of range', "
-                          "exit code 1, status failed", strict=True)
 def test_small_validation_set_completes(tmp_path):
     root = mnist_subset(tmp_path / "tiny", n=8, splits=("train",))
     mnist_subset(root, n=2, splits=("valid",))  # 4 validation images
