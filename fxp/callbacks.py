@@ -36,12 +36,10 @@ class MetricsCSV(Callback):
     def before_train(self):
         self.t_train = time.perf_counter()
 
-    def after_batch(self):
-        if self.run_ and self.training:
-            self.train_items += len(self.yb[0]) if self.yb else 0
-
     def after_train(self):
         if self.run_:
+            dl = self.dls.train
+            self.train_items += min(len(dl) * dl.bs, dl.n)  # counted per epoch: no work per batch
             self.train_time += time.perf_counter() - self.t_train
 
     def after_epoch(self):
@@ -70,26 +68,36 @@ def _plain(v):
     return float(v) if hasattr(v, "__float__") else v
 
 
-class Progress(Callback):
-    "rich progress (stage, epoch, batches, loss, ETA) on a terminal; one plain line per epoch otherwise."
+class EpochLog(Callback):
+    "A line per epoch (its metrics.csv row) in train.log and on the console."
     order = 65
 
-    def __init__(self, n_stages: int, console=None):
-        from rich.console import Console
+    def __init__(self, console):
+        self.console = console
 
-        self.n_stages, self.console = n_stages, console or Console(stderr=False)
-        self.live = self.console.is_terminal
-        self.bar = None
+    def after_epoch(self):
+        row = getattr(self.learn, "last_row", None)
+        if row is not None and _active(self):
+            line = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+            log.info(line)
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+
+class RichProgress(Callback):
+    "A rich progress bar on a terminal: stage, epoch, batches, smoothed loss, ETA."
+    order = 66
+
+    def __init__(self, n_stages: int, console):
+        self.n_stages, self.console, self.bar = n_stages, console, None
 
     def before_fit(self):
-        self.run_ = _active(self)
-        if not (self.run_ and self.live):
+        if not _active(self):
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=self.console,
-                       transient=True)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=self.console,
+                            transient=True)
         self.bar.start()
 
     def before_epoch(self):
@@ -103,20 +111,21 @@ class Progress(Callback):
             self.bar.update(self.task, advance=1, loss=loss)
 
     def after_epoch(self):
-        if not self.run_:
-            return
         if self.bar is not None:
             self.bar.remove_task(self.task)
-        row = getattr(self.learn, "last_row", None)
-        if row is not None:
-            line = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-            log.info(line)
-            self.console.print(line, highlight=False, soft_wrap=True)
 
     def after_fit(self):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def progress(n_stages: int) -> list:
+    "Epoch lines always; a live bar only on a terminal (piped or logged output gets no per-batch work)."
+    from rich.console import Console
+
+    console = Console()
+    return [EpochLog(console)] + ([RichProgress(n_stages, console)] if console.is_terminal else [])
 
 
 class DivergenceGuard(Callback):

@@ -8,6 +8,7 @@ import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.data.transforms import get_image_files
+from fastai.torch_core import to_device
 from fastai.vision.core import PILImage
 from fastai.vision.utils import verify_image
 from fastcore.parallel import parallel
@@ -89,14 +90,18 @@ class Tensors(torch.utils.data.TensorDataset):
 
 
 class TensorDL(DataLoader):
-    "Batches by indexing whole tensors: no per-item Python work (fastai issue #3949), same shuffling as fastai."
+    "Batches by indexing whole tensors, with fastai's shuffling: no per-item work (fastai issue #3949)."
 
-    def create_batches(self, samps):
-        idxs = torch.tensor(list(samps), dtype=torch.long)
+    def __iter__(self):
+        self.randomize()
+        self.before_iter()
+        idxs = torch.as_tensor(self.get_idxs(), dtype=torch.long)
         for b in idxs.split(self.bs):
             if self.drop_last and len(b) < self.bs:
-                return
-            yield tuple(t[b] for t in self.dataset.tensors)
+                break
+            batch = tuple(t[b] for t in self.dataset.tensors)
+            yield self.after_batch(batch if self.device is None else to_device(batch, self.device))
+        self.after_iter()
 
 
 def tensor_dls(x, y, valid_idx, vocab, bs: int, device) -> DataLoaders:

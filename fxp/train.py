@@ -14,8 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fxp import dispatch, plots
-from fxp.callbacks import DivergenceGuard, LastCheckpoint, MetricsCSV, Progress, SaveBest
+from fxp.callbacks import DivergenceGuard, LastCheckpoint, MetricsCSV, SaveBest, progress
 from fxp.errors import FxpError
+from fxp.learner import FxpLearner
 from fxp.runs import Run
 
 
@@ -40,9 +41,10 @@ def build(cfg, run: Run):
         raise FxpError(f"trainer.bs={tr.bs} is larger than the training set ({len(dls.train_ds)} items); "
                        f"lower trainer.bs")
     learn = kind.learner(cfg, dls)
+    learn.__class__ = FxpLearner  # kinds build theirs with fastai's factories (vision_learner, ...), which take no class
     learn.path, learn.model_dir = run.path, "checkpoints"
     learn.remove_cb(ProgressCallback)
-    learn.logger = lambda *_: None  # fxp's Progress callback reports each epoch
+    learn.logger = lambda *_: None  # fxp's EpochLog callback reports each epoch
     run.info.update(device=str(device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
                     skipped_images=len(getattr(dls, "skipped", [])))
     return kind, learn
@@ -65,7 +67,7 @@ def callbacks(cfg, learn, n_stages: int) -> list:
     if mon.metric not in names:
         raise FxpError(f"task.monitor.metric={mon.metric!r} is not recorded; choose from: {', '.join(names)}")
     comp = np.less if mon.mode == "min" else np.greater
-    cbs = [*instantiate(cfg.logger).values(), Progress(n_stages), DivergenceGuard(), LastCheckpoint()]
+    cbs = [*instantiate(cfg.logger).values(), *progress(n_stages), DivergenceGuard(), LastCheckpoint()]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
     if tr.early_stopping.patience is not None:

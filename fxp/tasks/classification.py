@@ -159,12 +159,11 @@ _SOURCES = {"folders": _folders, "regex": _regex, "csv": _csv}
 
 
 def learner(cfg, dls):
-    from fastai.losses import CrossEntropyLossFlat
-
     from fxp import vision
+    from fxp.learner import CrossEntropyLossPlain
 
     n_in = dls.one_batch()[0].shape[1]
-    return vision.learner(cfg, dls, n_in=n_in, n_out=len(dls.vocab), loss_func=CrossEntropyLossFlat())
+    return vision.learner(cfg, dls, n_in=n_in, n_out=len(dls.vocab), loss_func=CrossEntropyLossPlain())
 
 
 def plots(learn, cfg, dest: Path) -> None:
