@@ -1,0 +1,185 @@
+"""Multi-label image classification: images listed in a CSV with delimited tags (planet, lesson 3).
+
+One threshold (`task.thresh`) turns sigmoid outputs into tags everywhere: the metrics (`accuracy_multi`, `fbeta`,
+which take it by interpolation), the F-beta-against-threshold plot and `fxp predict`.
+Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from fxp.config import TaskBase
+from fxp.errors import ConfigError, FxpError
+from fxp.tasks.classification import Aug  # the same aug_transforms knobs (light: a dataclass)
+
+
+@dataclass
+class Task(TaskBase):
+    kind: str = "multilabel"
+    csv: str = "labels.csv"  # relative to data.path
+    folder: Optional[str] = None  # images sub-folder of data.path
+    fn_col: Any = 0  # file-name column (name or position)
+    label_col: Any = 1  # tags column (name or position)
+    label_delim: str = " "  # separates the tags of a cell
+    suff: str = ""  # appended to each file name (e.g. .jpg)
+    valid_col: Optional[str] = None  # boolean column marking valid rows; else valid_pct
+    valid_pct: float = 0.2
+    split_seed: int = 42
+    thresh: float = 0.5  # a tag is predicted when its sigmoid output is above this
+    beta: float = 2.0  # F-beta's beta (the planet competition scored F2)
+    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
+    resize_method: str = "crop"  # crop | pad | squish
+    pad_mode: str = "reflection"  # zeros | reflection | border
+    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults
+
+
+def check(task) -> None:
+    "Value checks a schema type cannot express, done before any heavy import."
+    for key, allowed in (("resize_method", ("crop", "pad", "squish")), ("pad_mode", ("zeros", "reflection", "border"))):
+        if task[key] not in allowed:
+            raise ConfigError(f"task.{key}={task[key]!r} is not valid; choose from: {', '.join(allowed)}")
+    if not 0 < task.thresh < 1:
+        raise ConfigError(f"task.thresh={task.thresh} must be between 0 and 1")
+    if task.beta <= 0:
+        raise ConfigError(f"task.beta={task.beta} must be positive")
+    if not 0 < task.valid_pct < 1:
+        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+
+
+def fbeta(beta: float = 2.0, thresh: float = 0.5, average: str = "samples"):
+    "fastai's FBetaMulti, recorded as `fbeta` (fastai would name it after sklearn's `fbeta_score`)."
+    from fastai.metrics import ActivationType, skm_to_fastai
+    from sklearn.metrics import fbeta_score
+
+    return skm_to_fastai(fbeta_score, thresh=thresh, activation=ActivationType.Sigmoid, flatten=False,
+                         beta=beta, average=average, zero_division=0, name="fbeta")
+
+
+def dls(cfg, device):
+    "DataLoaders of (image, tags) from the task's CSV, with MultiCategoryBlock targets."
+    from fastai.data.block import DataBlock, MultiCategoryBlock
+    from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter
+    from fastai.vision.data import ImageBlock
+
+    from fxp import vision
+    from fxp.data import data_path
+
+    t, tr = cfg.task, cfg.trainer
+    df, pref, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
+    splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
+    block = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), splitter=splitter,
+                      get_x=ColReader(t.fn_col, pref=pref, suff=t.suff),
+                      get_y=ColReader(t.label_col, label_delim=t.label_delim),
+                      item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
+    dsets = block.datasets(df)
+    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
+        if len(ds) == 0:
+            raise FxpError(f"the {name} split is empty ({len(df)} rows in all); check task.valid_pct or task.valid_col")
+    out = dsets.dataloaders(bs=tr.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
+                            num_workers=tr.num_workers, device=device)
+    out.skipped = skipped
+    return out
+
+
+def _items(t, root: Path, skip_bad: bool):
+    "The CSV's rows whose images exist and open, the images folder, and the names of skipped images."
+    from fxp.data import check_images, read_csv
+
+    df = read_csv(root / t.csv, [t.fn_col, t.label_col] + ([t.valid_col] if t.valid_col else []))
+    fn_col, label_col = (df.columns[c] if isinstance(c, int) else c for c in (t.fn_col, t.label_col))
+    empty = df[label_col].isna() | (df[label_col].astype(str).str.strip() == "")
+    if empty.any():
+        i = int(empty.to_numpy().nonzero()[0][0])
+        raise FxpError(f"{root / t.csv}: {int(empty.sum())} rows have an empty {label_col!r} cell, first at line {i + 2} "
+                       f"({df[fn_col].iloc[i]}); give every row at least one tag, or remove those rows")
+    pref = root / (t.folder or "")
+    files = [pref / f"{name}{t.suff}" for name in df[fn_col]]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FxpError(f"{len(missing)} image files listed in {t.csv} are missing, e.g. {missing[0]}; "
+                       f"check data.path=, task.folder= and task.suff=")
+    _, bad = check_images(files, skip_bad)
+    bad_set = set(map(Path, bad))
+    df = df[[f not in bad_set for f in files]].reset_index(drop=True)
+    return df, pref, bad
+
+
+def learner(cfg, dls):
+    "A vision learner with one sigmoid output per tag (BCE), decoding at `task.thresh`."
+    from fastai.losses import BCEWithLogitsLossFlat
+
+    from fxp import vision
+
+    n_in = dls.one_batch()[0].shape[1]
+    return vision.learner(cfg, dls, n_in=n_in, n_out=len(dls.vocab),
+                          loss_func=BCEWithLogitsLossFlat(thresh=cfg.task.thresh))
+
+
+def plots(learn, cfg, dest: Path) -> dict:
+    """F-beta of the validation set against the threshold (best threshold marked, also in fbeta_threshold.json),
+    and the validation images with the highest loss. Returns {best_thresh, best_fbeta} for the run's summary."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from fxp import vision
+    from fxp.plots import plt, save
+
+    t = cfg.task
+    probs, targs = learn.get_preds(dl=learn.dls.valid)
+    threshs = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    scores = [_fbeta(probs, targs, th, t.beta) for th in threshs]
+    best = int(np.argmax(scores))
+    info = {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4),
+            "thresh": t.thresh, "fbeta_at_thresh": round(_fbeta(probs, targs, t.thresh, t.beta), 4)}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(threshs, scores)
+    ax.axvline(t.thresh, color="grey", linestyle=":", label=f"task.thresh {t.thresh:g}")
+    ax.axvline(threshs[best], color="red", linestyle="--", label=f"best {threshs[best]:g} (F{t.beta:g} {scores[best]:.3f})")
+    ax.set(xlabel="threshold", ylabel=f"F{t.beta:g} (samples)", title="validation F-beta against threshold")
+    ax.legend()
+    save(fig, dest / "fbeta_threshold.png")
+    curve = {"thresholds": threshs.tolist(), "fbeta": [round(s, 4) for s in scores]}
+    (dest / "fbeta_threshold.json").write_text(json.dumps({**info, **curve}, indent=1))
+
+    losses = F.binary_cross_entropy(probs.float(), targs.float(), reduction="none").mean(1)
+    idx = losses.argsort(descending=True)[:9].tolist()
+    dl, vocab = learn.dls.valid, learn.dls.vocab
+    images = [dl.do_batch([dl.do_item(i)])[0][0] for i in idx]
+    titles = [f"pred {_tags(probs[i] > t.thresh, vocab)}\ntrue {_tags(targs[i] > 0.5, vocab)}\nloss {losses[i]:.2f}"
+              for i in idx]
+    vision.image_grid(images, titles, dest / "top_losses.png")
+    return {"best_thresh": info["best_thresh"], "best_fbeta": info["best_fbeta"]}
+
+
+def _fbeta(probs, targs, thresh: float, beta: float) -> float:
+    "Sample-averaged F-beta of thresholded `probs` (a sample with no true and no predicted tag scores 0, as sklearn)."
+    pred, targ = (probs > thresh).float(), targs.float()
+    tp = (pred * targ).sum(1)
+    denom = beta ** 2 * targ.sum(1) + pred.sum(1)
+    return float(((1 + beta ** 2) * tp / denom.clamp(min=1e-12)).mean())
+
+
+def _tags(mask, vocab) -> str:
+    return " ".join(str(vocab[j]) for j in mask.nonzero().flatten().tolist())
+
+
+def predict(learn, cfg, inputs: list[str]) -> list[dict]:
+    "The tags above `task.thresh` of each image file (or every image in a folder), with their probabilities."
+    from fxp.data import check_images, image_files
+
+    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
+    for f in files:
+        if not f.is_file():
+            raise FxpError(f"input not found: {f}")
+    check_images(files, skip_bad=False)
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    vocab, rows = learn.dls.vocab, []
+    for f, p in zip(files, probs):
+        keep = (p > cfg.task.thresh).nonzero().flatten()
+        keep = keep[p[keep].argsort(descending=True)].tolist()
+        rows.append({"input": str(f), "tags": " ".join(str(vocab[j]) for j in keep),
+                     "probabilities": [round(float(p[j]), 4) for j in keep]})
+    return rows
