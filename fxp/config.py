@@ -81,6 +81,20 @@ class Monitor:
 
 
 @dataclass
+class Aug:
+    "fastai's aug_transforms knobs; `size` crops after the item Resize (None keeps the size)."
+    size: Any = None
+    min_scale: float = 1.0
+    do_flip: bool = True
+    flip_vert: bool = False
+    max_rotate: float = 10.0
+    max_lighting: float = 0.2
+    max_zoom: float = 1.1
+    max_warp: float = 0.2
+    pad_mode: str = "reflection"
+
+
+@dataclass
 class TaskBase:
     "Keys every task has; a kind's `Task` dataclass extends it."
     kind: str = "classification"

@@ -3,6 +3,7 @@
 A kind module is a protocol, not a class: it declares `Task` (its config schema; light imports only), an
 optional `check(task)`, and `dls(cfg, device)`, `learner(cfg, dls)`, `plots(learn, cfg, dest)` and
 `predict(learn, cfg, inputs)`; it imports fastai inside those functions, so listing and validating stay fast.
+`plots` may return a dict of extra summary.json fields (e.g. multilabel's best threshold).
 """
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ def train(cfg, run: Run) -> None:
     learn.remove_cbs(cbs)
     learn.export(run.path / "model.pkl")
     plots.loss_curves(run.path)
-    kind.plots(learn, cfg, run.path / "plots")
+    run.info.update(kind.plots(learn, cfg, run.path / "plots") or {})  # a kind may add summary fields
 
 
 def lr_find(cfg, run: Run) -> None:

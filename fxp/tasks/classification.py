@@ -8,24 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import TaskBase
+from fxp.config import Aug, TaskBase
 from fxp.errors import ConfigError, FxpError
 
 SOURCES = ("digits", "folders", "regex", "csv")
-
-
-@dataclass
-class Aug:
-    "fastai's aug_transforms knobs; `size` crops after the item Resize (None keeps the size)."
-    size: Any = None
-    min_scale: float = 1.0
-    do_flip: bool = True
-    flip_vert: bool = False
-    max_rotate: float = 10.0
-    max_lighting: float = 0.2
-    max_zoom: float = 1.1
-    max_warp: float = 0.2
-    pad_mode: str = "reflection"
 
 
 @dataclass

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import TaskBase
+from fxp.config import Aug, TaskBase
 from fxp.errors import ConfigError, FxpError
-from fxp.tasks.classification import Aug  # the same aug_transforms knobs (light: a dataclass)
 
 
 @dataclass
