@@ -80,3 +80,48 @@ def image_grid(images, titles, dest, ncols: int = 3, cmap=None) -> None:
         ax.imshow(im.permute(1, 2, 0).squeeze(-1) if im.ndim == 3 else im, cmap=cmap or "gray")
         ax.set_title(title, fontsize=8)
     save(fig, dest)
+
+
+# --- segmentation: a U-Net on `model.arch`, pixel accuracy ---------------------------------------------------
+
+
+def unet(cfg, dls, n_out: int, **kwargs) -> Learner:
+    "fastai's unet_learner with `model.arch` as encoder (self_attention, blur, ... from `model.kwargs`)."
+    from fastai.vision.learner import unet_learner
+
+    m = cfg.model
+    if m.arch is None:
+        raise FxpError("a U-Net needs an encoder in model.arch (this model has none); "
+                       "pick one with model=unet_resnet34 or model=resnet18 (see fxp tasks)")
+    kwargs = {**OmegaConf.to_container(m.kwargs), **kwargs}
+    try:
+        return unet_learner(dls, get_method(m.arch), n_out=n_out, pretrained=m.pretrained, **kwargs)
+    except OSError as e:  # as in `learner`: no network for the weights
+        if not m.pretrained:
+            raise
+        raise FxpError(f"pretrained weights for {m.arch} are not available ({type(e).__name__}: {e}); "
+                       f"connect once to download them, or train from scratch with model.pretrained=false") from e
+
+
+class PixelAccuracy(fastai_metrics.Metric):
+    "Share of pixels predicted right, over the pixels whose target is not `ignore` (lesson 3's acc_camvid)."
+
+    def __init__(self, ignore: int | None = None, name: str = "pixel_accuracy"):
+        self.ignore, self._name = ignore, name
+
+    def reset(self):
+        self.correct = self.total = 0
+
+    def accumulate(self, learn):
+        pred, targ = learn.pred.argmax(dim=1), learn.y
+        keep = targ != self.ignore if self.ignore is not None else targ >= 0
+        self.correct += (pred[keep] == targ[keep]).sum().item()
+        self.total += keep.sum().item()
+
+    @property
+    def value(self):
+        return self.correct / self.total if self.total else None
+
+    @property
+    def name(self):
+        return self._name
