@@ -1,0 +1,317 @@
+"""Image regression: points (lesson 3's BIWI head pose, PointBlock) or numeric targets from a CSV (RegressionBlock).
+
+`target: points` reads x, y pixel columns in pairs (or BIWI_SAMPLE's centers.pkl); fastai scales them to [-1, 1]
+of the resized image, so the model ends in `task.y_range` [-1, 1]. Predictions map back to the input image's
+pixels through the item Resize (crop, pad or squish; `aug.size` must stay null for that). `target: scalars` reads
+one or more numeric columns; `log_target` trains on log(y) (loss and metrics then in log space) and `fxp predict`
+exponentiates back. Loss MSELossFlat; metrics `mse`, `mae` (fastai's, which flatten points) and `rmse`.
+Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from fxp.config import Aug, TaskBase
+from fxp.errors import ConfigError, FxpError
+
+TARGETS = ("points", "scalars")
+
+
+@dataclass
+class Task(TaskBase):
+    kind: str = "regression"
+    target: str = "points"  # points (PointBlock, x/y pairs) | scalars (RegressionBlock)
+    labels: str = "labels.csv"  # relative to data.path: a CSV, or a .pkl {file name: (row, col)} (BIWI's centers.pkl)
+    folder: Optional[str] = None  # images sub-folder of data.path
+    fn_col: Any = 0  # CSV: file-name column (name or position)
+    y_cols: List[Any] = field(default_factory=lambda: [1, 2])  # points: x, y pairs; scalars: the target columns
+    suff: str = ""  # appended to each file name (e.g. .jpg)
+    valid_col: Optional[str] = None  # CSV: boolean column marking valid rows; else valid_pct
+    valid_pct: float = 0.2
+    split_seed: int = 42
+    y_range: Optional[List[float]] = None  # [lo, hi]: a sigmoid squashes outputs into it (points: [-1, 1])
+    log_target: bool = False  # scalars: train on log(y); predict returns exp of the output
+    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
+    resize_method: str = "squish"  # crop | pad | squish
+    pad_mode: str = "reflection"  # zeros | reflection | border
+    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (flips move points consistently)
+
+
+def check(task) -> None:
+    "Value checks a schema type cannot express, done before any heavy import."
+    for key, allowed in (("target", TARGETS), ("resize_method", ("crop", "pad", "squish")),
+                         ("pad_mode", ("zeros", "reflection", "border"))):
+        if task[key] not in allowed:
+            raise ConfigError(f"task.{key}={task[key]!r} is not valid; choose from: {', '.join(allowed)}")
+    if not 0 < task.valid_pct < 1:
+        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    is_pkl = str(task.labels).endswith(".pkl")
+    if not task.y_cols and not is_pkl:
+        raise ConfigError("task.y_cols is empty: name the target columns (points: x, y pairs)")
+    if task.target == "points" and len(task.y_cols) % 2 and not is_pkl:
+        raise ConfigError(f"task.y_cols={list(task.y_cols)} has an odd length; points take x, y column pairs")
+    if task.target == "points" and task.log_target:
+        raise ConfigError("task.log_target=true is for target=scalars; points are scaled to [-1, 1] already")
+    if task.target == "scalars" and is_pkl:
+        raise ConfigError(f"task.labels={task.labels}: a .pkl holds points; scalars come from a CSV")
+    if task.y_range is not None and (len(task.y_range) != 2 or task.y_range[0] >= task.y_range[1]):
+        raise ConfigError(f"task.y_range={list(task.y_range)} must be [lo, hi] with lo < hi, or null")
+    if task.target == "points" and task.aug is not None and task.aug.size is not None:
+        raise ConfigError("task.aug.size must be null for points (predictions map back through the item Resize); "
+                          "set task.size instead")
+
+
+def rmse():
+    "fastai's rmse, recorded as `rmse` (fastai names it after its `_rmse` function)."
+    from fastai.metrics import AccumMetric, _rmse
+
+    return AccumMetric(_rmse, name="rmse")
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+
+def dls(cfg, device):
+    "DataLoaders of (image, points) with PointBlock, or (image, numbers) with RegressionBlock."
+    from fastai.data.block import DataBlock, RegressionBlock
+    from fastai.data.transforms import ColSplitter, RandomSplitter
+    from fastai.vision.data import ImageBlock, PointBlock
+
+    from fxp import vision
+    from fxp.data import data_path
+
+    t, tr = cfg.task, cfg.trainer
+    df, files, ys, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
+    df = df.assign(_file=[str(f) for f in files], _y=[y.reshape(-1, 2) if t.target == "points" else y for y in ys])
+    splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
+    y_block = PointBlock if t.target == "points" else RegressionBlock(n_out=ys.shape[1])
+    block = DataBlock(blocks=(ImageBlock, y_block), splitter=splitter, get_x=_get_file, get_y=_get_y,
+                      item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
+    dsets = block.datasets(df)
+    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
+        if len(ds) == 0:
+            raise FxpError(f"the {name} split is empty ({len(df)} rows in all); check task.valid_pct or task.valid_col")
+    out = dsets.dataloaders(bs=tr.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
+                            num_workers=tr.num_workers, device=device)
+    out.skipped, out.c = skipped, int(ys[0].size)
+    return out
+
+
+def _get_file(row):
+    return row["_file"]
+
+
+def _get_y(row):
+    "Points as an (n, 2) float tensor of pixels; scalars as a float tensor."
+    import torch
+
+    return torch.tensor(row["_y"], dtype=torch.float32)
+
+
+def _items(t, root: Path, skip_bad: bool):
+    "The label rows whose images exist and open, their files, targets (n_rows, n_values) and skipped image names."
+    import numpy as np
+
+    from fxp.data import check_images
+
+    path = root / t.labels
+    df, names, ys = _read_pkl(path) if path.suffix == ".pkl" else _read_csv(t, path)
+    pref = root / (t.folder or "")
+    files = [pref / f"{name}{t.suff}" for name in names]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FxpError(f"{len(missing)} image files listed in {path.name} are missing, e.g. {missing[0]}; "
+                       f"check data.path=, task.folder= and task.suff=")
+    _, bad = check_images(files, skip_bad)
+    keep = np.array([str(f) not in set(bad) for f in files])
+    df, files, ys = df[keep].reset_index(drop=True), [f for f, k in zip(files, keep) if k], ys[keep]
+    if t.target == "points":
+        _check_points(path, df, files, ys)
+    elif t.log_target:
+        ys = _log(path, t, ys)
+    return df, files, ys, bad
+
+
+def _read_csv(t, path: Path):
+    import numpy as np
+    import pandas as pd
+
+    from fxp.data import read_csv
+
+    df = read_csv(path, [t.fn_col, *t.y_cols] + ([t.valid_col] if t.valid_col else []))
+    fn_col = df.columns[t.fn_col] if isinstance(t.fn_col, int) else t.fn_col
+    cols = [df.columns[c] if isinstance(c, int) else c for c in t.y_cols]
+    values = df[cols].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=1).to_numpy()
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        col = next(c for c in cols if pd.isna(values[c].iloc[i]))
+        raise FxpError(f"{path}: {int(bad.sum())} rows have an empty or non-numeric target, first at line {i + 2} "
+                       f"({df[fn_col].iloc[i]}, column {col!r}); give every row numbers in {', '.join(map(str, cols))}")
+    return df, list(df[fn_col]), values.to_numpy(dtype=np.float32)
+
+
+def _read_pkl(path: Path):
+    "BIWI_SAMPLE's centers.pkl: {file name: tensor (row, col)}; points become (x, y)."
+    import pickle
+
+    import numpy as np
+    import pandas as pd
+
+    if not path.is_file():
+        raise FxpError(f"label file not found: {path}; set task.labels= (relative to data.path) or data.path=")
+    try:
+        with open(path, "rb") as f:
+            fn2ctr = pickle.load(f)
+        names = sorted(fn2ctr)
+        ys = np.stack([np.asarray(fn2ctr[n], dtype=np.float32).reshape(-1, 2)[:, ::-1].reshape(-1) for n in names])
+    except Exception as e:
+        raise FxpError(f"{path} is not a pickle of {{file name: (row, col)}} ({type(e).__name__}: {e}); "
+                       f"give a CSV of file, x, y columns in task.labels instead") from None
+    return pd.DataFrame({"name": names}), names, ys
+
+
+def _check_points(path: Path, df, files, ys) -> None:
+    "Every point inside its image (0 <= x <= width, 0 <= y <= height, in pixels); else one line naming the first."
+    from PIL import Image
+
+    outside = []
+    for i, (f, y) in enumerate(zip(files, ys)):
+        with Image.open(f) as im:
+            w, h = im.size
+        pts = y.reshape(-1, 2)
+        out = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
+        if out.any():
+            outside.append((i, f, pts[out.argmax()], w, h))
+    if outside:
+        i, f, (x, y), w, h = outside[0]
+        more = f" ({len(outside)} rows in all)" if len(outside) > 1 else ""
+        raise FxpError(f"{path}: point ({x:g}, {y:g}) of {f.name} (row {i + 1}) lies outside its {w}x{h} image{more}; "
+                       f"fix the coordinates (pixels, x in 0..{w}, y in 0..{h}) or remove the row")
+
+
+def _log(path: Path, t, ys):
+    import numpy as np
+
+    if (ys <= 0).any():
+        i = int((ys <= 0).any(axis=1).nonzero()[0][0])
+        raise FxpError(f"task.log_target=true needs positive targets, but {path.name} has {int((ys <= 0).sum())} "
+                       f"values <= 0, first at row {i + 1}; set task.log_target=false or fix the data")
+    return np.log(ys)
+
+
+# --- learner, plots, predict ----------------------------------------------------------------------------------
+
+
+def learner(cfg, dls):
+    "A vision learner (or `model.net`) with one output per target value, MSE loss, squashed into `task.y_range`."
+    from fastai.layers import SigmoidRange
+    from fastai.losses import MSELossFlat
+    from torch import nn
+
+    from fxp import vision
+
+    yr = cfg.task.y_range
+    yr = tuple(yr) if yr is not None else None
+    n_in = dls.one_batch()[0].shape[1]
+    extra = {"y_range": yr} if yr and cfg.model.arch is not None else {}
+    learn = vision.learner(cfg, dls, n_in=n_in, n_out=dls.c, loss_func=MSELossFlat(), **extra)
+    if yr and cfg.model.arch is None:  # a plain `model.net`: add the head's sigmoid range ourselves
+        learn.model = nn.Sequential(learn.model, SigmoidRange(*yr))
+    return learn
+
+
+def plots(learn, cfg, dest: Path) -> dict:
+    """Points: true (green) and predicted (red) on up to 9 validation images. Scalars: predicted against true.
+    Returns the valid MSE of predicting the training mean (`mse_train_mean`), the floor a model must beat."""
+    import torch
+
+    from fxp.plots import plt, save
+
+    preds, targs = learn.get_preds(dl=learn.dls.valid)
+    preds, targs = preds.float().view(len(preds), -1), targs.float().view(len(targs), -1)
+    dl = learn.dls.test_dl(learn.dls.train_ds.items, with_labels=True)  # the valid-time transforms, no shuffle
+    train_y = torch.cat([b[1].float().view(len(b[1]), -1) for b in dl])
+    base = float(((targs - train_y.mean(0)) ** 2).mean())
+    if cfg.task.target == "points":
+        _plot_points(learn, preds, targs, dest / "predicted_points.png")
+    else:
+        names = [str(c) for c in cfg.task.y_cols]
+        fig, axs = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+        for j, (ax, name) in enumerate(zip(axs.flat, names)):
+            ax.scatter(targs[:, j], preds[:, j], s=10)
+            lo, hi = float(min(targs[:, j].min(), preds[:, j].min())), float(max(targs[:, j].max(), preds[:, j].max()))
+            ax.plot([lo, hi], [lo, hi], color="grey", linestyle=":")
+            ax.set(xlabel=f"true {name}" + (" (log)" if cfg.task.log_target else ""), ylabel="predicted",
+                   title=f"valid {name}")
+        save(fig, dest / "predicted_vs_true.png")
+    return {"mse_train_mean": round(base, 6)}
+
+
+def _plot_points(learn, preds, targs, dest: Path) -> None:
+    from fxp.plots import plt, save
+
+    dl, n = learn.dls.valid, min(9, len(preds))
+    fig, axs = plt.subplots(3, 3, figsize=(9, 9), squeeze=False)
+    for ax in axs.flat:
+        ax.axis("off")
+    for i, ax in zip(range(n), axs.flat):
+        im = dl.do_batch([dl.do_item(i)])[0][0].float().cpu()
+        im = (im - im.min()) / (im.max() - im.min() + 1e-8)
+        h, w = im.shape[-2:]
+        ax.imshow(im.permute(1, 2, 0).squeeze(-1), cmap="gray")
+        for y, color, label in ((targs[i], "lime", "true"), (preds[i], "red", "predicted")):
+            p = y.view(-1, 2)
+            ax.scatter((p[:, 0] + 1) * w / 2, (p[:, 1] + 1) * h / 2, s=30, c=color, marker="x" if color == "red" else "o",
+                       label=label)
+        ax.set_title(f"mse {float(((preds[i] - targs[i]) ** 2).mean()):.4f}", fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=7, loc="lower right")
+    save(fig, dest)
+
+
+def predict(learn, cfg, inputs: list[str]) -> list[dict]:
+    "Points in the input image's pixels (x, y; or `points` when there are several), or each target column's value."
+    import numpy as np
+
+    from fxp.data import check_images, image_files
+
+    t = cfg.task
+    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
+    for f in files:
+        if not f.is_file():
+            raise FxpError(f"input not found: {f}")
+    check_images(files, skip_bad=False)
+    preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    preds = preds.float().view(len(files), -1).numpy()
+    if t.target == "points":
+        rows = []
+        for f, p in zip(files, preds):
+            pts = [[round(float(x), 2), round(float(y), 2)] for x, y in _to_pixels(t, f, p.reshape(-1, 2))]
+            rows.append({"input": str(f), "x": pts[0][0], "y": pts[0][1]} if len(pts) == 1
+                        else {"input": str(f), "points": pts})
+        return rows
+    if t.log_target:
+        preds = np.exp(preds)
+    names = [str(c) for c in t.y_cols]
+    return [{"input": str(f), **{n: round(float(v), 6) for n, v in zip(names, p)}} for f, p in zip(files, preds)]
+
+
+def _to_pixels(t, file: Path, pts):
+    "Invert the valid-time item Resize: [-1, 1] of the resized image → pixels of `file` (fastai's crop_pad window)."
+    from PIL import Image
+
+    with Image.open(file) as im:
+        w, h = im.size
+    if t.size is None or t.resize_method == "squish":
+        left, top, cw, ch = 0.0, 0.0, w, h
+    else:
+        size = list(t.size) if not isinstance(t.size, int) else [t.size, t.size]
+        sh, sw = size  # [h, w] as fastai's Resize takes it
+        wider = w / sw < h / sh
+        m = (w / sw if wider else h / sh) if t.resize_method == "crop" else (w / sw if not wider else h / sh)
+        cw, ch = int(m * sw), int(m * sh)
+        left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
+    return [(left + (x + 1) * cw / 2, top + (y + 1) * ch / 2) for x, y in pts]
