@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import TaskBase
+from fxp.config import Aug, TaskBase
 from fxp.errors import ConfigError, FxpError
-from fxp.tasks.classification import Aug
 
 VOID_ACCURACY = "acc_camvid"  # the metric name lesson 3 gave pixel accuracy that ignores the `void` code
 
@@ -159,7 +158,8 @@ def plots(learn, cfg, dest: Path, n: int = 4) -> None:
 
 
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
-    "Write each image's predicted mask to `out`/<name>_mask.png (pixel = code index, the image's size; a later call\n    overwrites it) and return the share of pixels of each predicted class, largest first."
+    """Write each image's predicted mask to `out`/<name>_mask.png (pixel = code index, the image's size; a later
+    call overwrites it) and return the share of pixels of each predicted class, largest first."""
     import numpy as np
     from PIL import Image
 
