@@ -140,6 +140,8 @@ def _read_csv(t, path: Path):
 
     from fxp.data import read_csv
 
+    if not path.is_file():
+        raise FxpError(f"label file not found: {path}; set task.labels= (relative to data.path) or data.path=")
     df = read_csv(path, [t.fn_col, *t.y_cols] + ([t.valid_col] if t.valid_col else []))
     fn_col = df.columns[t.fn_col] if isinstance(t.fn_col, int) else t.fn_col
     cols = [df.columns[c] if isinstance(c, int) else c for c in t.y_cols]
