@@ -255,6 +255,13 @@ def _load_learner(path: Path):
         return load_learner(path, cpu=True)
 
 
+def _cell(value) -> str:
+    "Table text for a value: a dict (e.g. class shares) as `key value` pairs."
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
 def _print_rows(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -263,8 +270,11 @@ def _print_rows(rows: list[dict]) -> None:
     for key in rows[0] if rows else []:
         table.add_column(key, overflow="fold")
     for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+        table.add_row(*(_cell(v) for v in row.values()))
+    console = Console()
+    if not console.is_terminal:  # piped: keep each cell (a path, a mask file) on one line for grep and scripts
+        console.width = 10_000
+    console.print(table)
 
 
 COMMANDS = {

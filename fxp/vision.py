@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 from fastai import metrics as fastai_metrics
 from fastai.learner import Learner
@@ -58,8 +59,15 @@ def learner(cfg, dls, n_in: int, n_out: int, **kwargs) -> Learner:
         if m.net is None:
             raise FxpError("the model has neither model.arch nor model.net; pick one with model=NAME (see fxp tasks)")
         return Learner(dls, instantiate(m.net, n_in=n_in, n_out=n_out), **kwargs)
-    try:
+    with pretrained_weights(m):
         return vision_learner(dls, get_method(m.arch), n_in=n_in, n_out=n_out, pretrained=m.pretrained, **kwargs)
+
+
+@contextmanager
+def pretrained_weights(m):
+    "A failed download of `m.arch`'s weights (no network) becomes one line with the way out."
+    try:
+        yield
     except OSError as e:  # urllib's URLError and socket errors both derive from OSError
         if not m.pretrained:
             raise
@@ -94,13 +102,8 @@ def unet(cfg, dls, n_out: int, **kwargs) -> Learner:
         raise FxpError("a U-Net needs an encoder in model.arch (this model has none); "
                        "pick one with model=unet_resnet34 or model=resnet18 (see fxp tasks)")
     kwargs = {**OmegaConf.to_container(m.kwargs), **kwargs}
-    try:
+    with pretrained_weights(m):
         return unet_learner(dls, get_method(m.arch), n_out=n_out, pretrained=m.pretrained, **kwargs)
-    except OSError as e:  # as in `learner`: no network for the weights
-        if not m.pretrained:
-            raise
-        raise FxpError(f"pretrained weights for {m.arch} are not available ({type(e).__name__}: {e}); "
-                       f"connect once to download them, or train from scratch with model.pretrained=false") from e
 
 
 class PixelAccuracy(fastai_metrics.Metric):

@@ -158,8 +158,8 @@ def plots(learn, cfg, dest: Path, n: int = 4) -> None:
 
 
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
-    """Write each image's predicted mask to `out`/<name>_mask.png (pixel = code index, the image's size; a later
-    call overwrites it) and return the share of pixels of each predicted class, largest first."""
+    """Write each image's predicted mask to `out`/<name>_mask.png (pixel = code index, the image's size; an existing
+    file is never overwritten) and return the share of pixels of each predicted class, largest first."""
     import numpy as np
     from PIL import Image
 
@@ -187,9 +187,9 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
 
 
 def _unique(path: Path, used: set) -> Path:
-    "`path`, or with -1, -2, ... before the suffix when an earlier input of this call had the same name."
+    "`path`, or with -1, -2, ... before the suffix when that file exists or an earlier input had the same name."
     i, cand = 0, path
-    while cand in used:
+    while cand in used or cand.exists():
         i += 1
         cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
     used.add(cand)

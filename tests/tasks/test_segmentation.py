@@ -6,6 +6,7 @@ scores that) plus a margin: a pipeline with masks misaligned or codes shifted st
 """
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,7 +93,9 @@ def test_predict_writes_masks_and_class_shares(camvid, tmp_path):
     assert np.mean(agree) > 0.35, agree
     env = {**subprocess_env(tmp_path), "COLUMNS": "400"}  # a wide table: one line per row, whatever the path
     table = run_fxp("predict", run, images[0], cwd=tmp_path, env=env)
-    assert table.returncode == 0 and "_mask.png" in table.stdout and "shares" in table.stdout, table
+    # the masks of the first call are kept: this one writes <name>_mask-1.png beside them
+    assert table.returncode == 0 and "_mask-1.png" in table.stdout and "shares" in table.stdout, table
+    assert (tmp_path / "predictions" / f"{Path(images[0]).stem}_mask.png").is_file()
 
 
 # --- the data checks: in-process (no training), one subprocess for the exit code ------------------------------
