@@ -177,6 +177,15 @@ def _check_trainer(t) -> None:
         _check_lr(f"trainer.stages.{i}.lr", s.lr)
 
 
+IMAGE_CHOICES = {"resize_method": ("crop", "pad", "squish"), "pad_mode": ("zeros", "reflection", "border")}
+
+
+def check_choices(task, choices: dict) -> None:
+    "Each `task.<key>` is one of `choices[key]`, or one line naming the valid ones."
+    for key, allowed in choices.items():
+        _check_in(f"task.{key}", task[key], allowed)
+
+
 def _check_in(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not valid; choose from: {', '.join(map(str, allowed))}")

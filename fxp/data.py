@@ -69,6 +69,15 @@ def check_images(files: list[Path], skip_bad: bool) -> tuple[list[Path], list[st
     return [f for f, good in zip(files, ok) if good], bad
 
 
+def input_images(inputs: list[str]) -> list[Path]:
+    "The images to predict on: files as given, folders expanded; each must exist and open."
+    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FxpError(f"input not found: {missing[0]}")
+    return check_images(files, skip_bad=False)[0]
+
+
 def load_image(fn, bw: bool = False):
     "Open an image as fastai does (PIL sniffs the format, so a PNG named .jpg or a CMYK JPEG loads as RGB)."
     try:

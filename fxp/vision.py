@@ -36,6 +36,16 @@ def batch_tfms(task) -> list:
     return aug_transforms(**kw)
 
 
+def dataloaders(block, source, cfg, device, fix: str):
+    "DataLoaders of `block` over `source`, with one line (ending in `fix`) when a split is empty."
+    dsets = block.datasets(source)
+    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
+        if len(ds) == 0:
+            raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
+    return dsets.dataloaders(bs=cfg.trainer.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
+                             num_workers=cfg.trainer.num_workers, device=device)
+
+
 def metrics(names) -> list:
     "fastai metrics from names (`accuracy`) or `_target_` nodes (`top_k_accuracy` with its `k`)."
     out = []

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import Aug, TaskBase
+from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
 from fxp.errors import ConfigError, FxpError
 
 SOURCES = ("digits", "folders", "regex", "csv")
@@ -38,10 +38,7 @@ class Task(TaskBase):
 
 def check(task) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
-    for key, allowed in (("source", SOURCES), ("resize_method", ("crop", "pad", "squish")),
-                         ("pad_mode", ("zeros", "reflection", "border"))):
-        if task[key] not in allowed:
-            raise ConfigError(f"task.{key}={task[key]!r} is not valid; choose from: {', '.join(allowed)}")
+    check_choices(task, {"source": SOURCES, **IMAGE_CHOICES})
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
     if not 0 < task.valid_pct < 1:
@@ -63,13 +60,7 @@ def dls(cfg, device):
     items, getters, splitter, skipped = _SOURCES[t.source](t, data_path(cfg), cfg.data.skip_bad)
     block = DataBlock(blocks=(ImageBlock(PILImageBW) if t.bw else ImageBlock, CategoryBlock), splitter=splitter,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t), **getters)
-    dsets = block.datasets(items)
-    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
-        if len(ds) == 0:
-            raise FxpError(f"the {name} split is empty ({len(items)} items in all); check the split settings "
-                           f"(task.valid_pct, task.train/task.valid folders or task.valid_col)")
-    out = dsets.dataloaders(bs=tr.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
-                            num_workers=tr.num_workers, device=device)
+    out = vision.dataloaders(block, items, cfg, device, "check the split settings (task.valid_pct, task.train/task.valid folders or task.valid_col)")
     out.skipped = skipped
     return out
 
@@ -184,13 +175,9 @@ def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     "Label and probability of each image file (or every image in a folder)."
     import torch
 
-    from fxp.data import check_images, image_files
+    from fxp.data import input_images
 
-    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
-    for f in files:
-        if not f.is_file():
-            raise FxpError(f"input not found: {f}")
-    check_images(files, skip_bad=False)
+    files = input_images(inputs)
     if cfg.task.source == "digits":
         probs = torch.softmax(learn.model.eval()(_as_digits(files)), 1).detach()
     else:

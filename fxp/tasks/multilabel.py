@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import Aug, TaskBase
+from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
 from fxp.errors import ConfigError, FxpError
 
 
@@ -37,9 +37,7 @@ class Task(TaskBase):
 
 def check(task) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
-    for key, allowed in (("resize_method", ("crop", "pad", "squish")), ("pad_mode", ("zeros", "reflection", "border"))):
-        if task[key] not in allowed:
-            raise ConfigError(f"task.{key}={task[key]!r} is not valid; choose from: {', '.join(allowed)}")
+    check_choices(task, IMAGE_CHOICES)
     if not 0 < task.thresh < 1:
         raise ConfigError(f"task.thresh={task.thresh} must be between 0 and 1")
     if task.beta <= 0:
@@ -66,19 +64,14 @@ def dls(cfg, device):
     from fxp import vision
     from fxp.data import data_path
 
-    t, tr = cfg.task, cfg.trainer
+    t = cfg.task
     df, pref, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
     splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
     block = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), splitter=splitter,
                       get_x=ColReader(t.fn_col, pref=pref, suff=t.suff),
                       get_y=ColReader(t.label_col, label_delim=t.label_delim),
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
-    dsets = block.datasets(df)
-    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
-        if len(ds) == 0:
-            raise FxpError(f"the {name} split is empty ({len(df)} rows in all); check task.valid_pct or task.valid_col")
-    out = dsets.dataloaders(bs=tr.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
-                            num_workers=tr.num_workers, device=device)
+    out = vision.dataloaders(block, df, cfg, device, "check task.valid_pct or task.valid_col")
     out.skipped = skipped
     return out
 
@@ -167,13 +160,9 @@ def _tags(mask, vocab) -> str:
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     "The tags above `task.thresh` of each image file (or every image in a folder), with their probabilities."
-    from fxp.data import check_images, image_files
+    from fxp.data import input_images
 
-    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
-    for f in files:
-        if not f.is_file():
-            raise FxpError(f"input not found: {f}")
-    check_images(files, skip_bad=False)
+    files = input_images(inputs)
     probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
     vocab, rows = learn.dls.vocab, []
     for f, p in zip(files, probs):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.config import Aug, TaskBase
+from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
 from fxp.errors import ConfigError, FxpError
 
 TARGETS = ("points", "scalars")
@@ -41,10 +41,7 @@ class Task(TaskBase):
 
 def check(task) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
-    for key, allowed in (("target", TARGETS), ("resize_method", ("crop", "pad", "squish")),
-                         ("pad_mode", ("zeros", "reflection", "border"))):
-        if task[key] not in allowed:
-            raise ConfigError(f"task.{key}={task[key]!r} is not valid; choose from: {', '.join(allowed)}")
+    check_choices(task, {"target": TARGETS, **IMAGE_CHOICES})
     if not 0 < task.valid_pct < 1:
         raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
     is_pkl = str(task.labels).endswith(".pkl")
@@ -82,19 +79,14 @@ def dls(cfg, device):
     from fxp import vision
     from fxp.data import data_path
 
-    t, tr = cfg.task, cfg.trainer
+    t = cfg.task
     df, files, ys, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
     df = df.assign(_file=[str(f) for f in files], _y=[y.reshape(-1, 2) if t.target == "points" else y for y in ys])
     splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
     y_block = PointBlock if t.target == "points" else RegressionBlock(n_out=ys.shape[1])
     block = DataBlock(blocks=(ImageBlock, y_block), splitter=splitter, get_x=_get_file, get_y=_get_y,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
-    dsets = block.datasets(df)
-    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
-        if len(ds) == 0:
-            raise FxpError(f"the {name} split is empty ({len(df)} rows in all); check task.valid_pct or task.valid_col")
-    out = dsets.dataloaders(bs=tr.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
-                            num_workers=tr.num_workers, device=device)
+    out = vision.dataloaders(block, df, cfg, device, "check task.valid_pct or task.valid_col")
     out.skipped, out.c = skipped, int(ys[0].size)
     return out
 
@@ -278,14 +270,10 @@ def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     "Points in the input image's pixels (x, y; or `points` when there are several), or each target column's value."
     import numpy as np
 
-    from fxp.data import check_images, image_files
+    from fxp.data import input_images
 
     t = cfg.task
-    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
-    for f in files:
-        if not f.is_file():
-            raise FxpError(f"input not found: {f}")
-    check_images(files, skip_bad=False)
+    files = input_images(inputs)
     preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
     preds = preds.float().view(len(files), -1).numpy()
     if t.target == "points":

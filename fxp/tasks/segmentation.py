@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import Aug, TaskBase
+from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
 from fxp.errors import ConfigError, FxpError
 
 VOID_ACCURACY = "acc_camvid"  # the metric name lesson 3 gave pixel accuracy that ignores the `void` code
@@ -34,9 +34,7 @@ class Task(TaskBase):
 
 def check(task) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
-    for key, allowed in (("resize_method", ("crop", "pad", "squish")), ("pad_mode", ("zeros", "reflection", "border"))):
-        if task[key] not in allowed:
-            raise ConfigError(f"task.{key}={task[key]!r} is not valid; choose from: {', '.join(allowed)}")
+    check_choices(task, IMAGE_CHOICES)
     if not 0 < task.valid_pct < 1:
         raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
 
@@ -91,7 +89,7 @@ def dls(cfg, device):
     from fxp import vision
     from fxp.data import check_images, data_path, image_files
 
-    t, tr = cfg.task, cfg.trainer
+    t = cfg.task
     root = data_path(cfg)
     codes = read_codes(root / t.codes)
     if t.void is not None and t.void not in codes:
@@ -104,13 +102,8 @@ def dls(cfg, device):
     splitter = FileSplitter(valid_file) if valid_file.is_file() else RandomSplitter(t.valid_pct, seed=t.split_seed)
     block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=get_y, splitter=splitter,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
-    dsets = block.datasets(files)
-    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
-        if len(ds) == 0:
-            how = f"{valid_file} names none of the images" if valid_file.is_file() else "check task.valid_pct"
-            raise FxpError(f"the {name} split is empty ({len(files)} images in all); {how}")
-    out = dsets.dataloaders(bs=tr.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
-                            num_workers=tr.num_workers, device=device)
+    how = f"{valid_file} names none of the images" if valid_file.is_file() else "check task.valid_pct"
+    out = vision.dataloaders(block, files, cfg, device, how)
     out.skipped = bad
     return out
 
@@ -163,13 +156,9 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     import numpy as np
     from PIL import Image
 
-    from fxp.data import check_images, image_files
+    from fxp.data import input_images
 
-    files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
-    for f in files:
-        if not f.is_file():
-            raise FxpError(f"input not found: {f}")
-    check_images(files, skip_bad=False)
+    files = input_images(inputs)
     probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
     codes, rows, used = _codes(learn.dls), [], set()
     out = Path(out).resolve()
