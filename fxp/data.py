@@ -78,6 +78,18 @@ def input_images(inputs: list[str]) -> list[Path]:
     return check_images(files, skip_bad=False)[0]
 
 
+def listed_images(names, pref: Path, suff: str, listed_in: str, skip_bad: bool):
+    "The image files a label file names (each must exist), which of them open, and the names of those that don't."
+    files = [pref / f"{name}{suff}" for name in names]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FxpError(f"{len(missing)} image files listed in {listed_in} are missing, e.g. {missing[0]}; "
+                       f"check data.path=, task.folder= and task.suff=")
+    _, bad = check_images(files, skip_bad)
+    bad_set = set(bad)
+    return files, [str(f) not in bad_set for f in files], bad
+
+
 def load_image(fn, bw: bool = False):
     "Open an image as fastai does (PIL sniffs the format, so a PNG named .jpg or a CMYK JPEG loads as RGB)."
     try:

@@ -114,19 +114,14 @@ def _regex(t, root, skip_bad):
 def _csv(t, root, skip_bad):
     from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter
 
-    from fxp.data import check_images, read_csv
+    from fxp.data import listed_images, read_csv
 
     cols = [t.fn_col, t.label_col] + ([t.valid_col] if t.valid_col else [])
     df = read_csv(root / t.csv, cols)
     fn_col = df.columns[t.fn_col] if isinstance(t.fn_col, int) else t.fn_col
     pref = root / (t.folder or "")
-    files = [pref / f"{name}{t.suff}" for name in df[fn_col]]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise FxpError(f"{len(missing)} image files listed in {t.csv} are missing, e.g. {missing[0]}; "
-                       f"check data.path=, task.folder= and task.suff=")
-    good, bad = check_images(files, skip_bad)
-    df = df[[f not in set(map(Path, bad)) for f in files]].reset_index(drop=True)
+    _, keep, bad = listed_images(df[fn_col], pref, t.suff, t.csv, skip_bad)
+    df = df[keep].reset_index(drop=True)
     splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
     getters = dict(get_x=ColReader(t.fn_col, pref=pref, suff=t.suff), get_y=ColReader(t.label_col))
     return df, getters, splitter, bad

@@ -78,7 +78,7 @@ def dls(cfg, device):
 
 def _items(t, root: Path, skip_bad: bool):
     "The CSV's rows whose images exist and open, the images folder, and the names of skipped images."
-    from fxp.data import check_images, read_csv
+    from fxp.data import listed_images, read_csv
 
     df = read_csv(root / t.csv, [t.fn_col, t.label_col] + ([t.valid_col] if t.valid_col else []))
     fn_col, label_col = (df.columns[c] if isinstance(c, int) else c for c in (t.fn_col, t.label_col))
@@ -88,14 +88,8 @@ def _items(t, root: Path, skip_bad: bool):
         raise FxpError(f"{root / t.csv}: {int(empty.sum())} rows have an empty {label_col!r} cell, first at line {i + 2} "
                        f"({df[fn_col].iloc[i]}); give every row at least one tag, or remove those rows")
     pref = root / (t.folder or "")
-    files = [pref / f"{name}{t.suff}" for name in df[fn_col]]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise FxpError(f"{len(missing)} image files listed in {t.csv} are missing, e.g. {missing[0]}; "
-                       f"check data.path=, task.folder= and task.suff=")
-    _, bad = check_images(files, skip_bad)
-    bad_set = set(map(Path, bad))
-    df = df[[f not in bad_set for f in files]].reset_index(drop=True)
+    _, keep, bad = listed_images(df[fn_col], pref, t.suff, t.csv, skip_bad)
+    df = df[keep].reset_index(drop=True)
     return df, pref, bad
 
 

@@ -106,18 +106,13 @@ def _items(t, root: Path, skip_bad: bool):
     "The label rows whose images exist and open, their files, targets (n_rows, n_values) and skipped image names."
     import numpy as np
 
-    from fxp.data import check_images
+    from fxp.data import listed_images
 
     path = root / t.labels
     df, names, ys = _read_pkl(path) if path.suffix == ".pkl" else _read_csv(t, path)
     pref = root / (t.folder or "")
-    files = [pref / f"{name}{t.suff}" for name in names]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise FxpError(f"{len(missing)} image files listed in {path.name} are missing, e.g. {missing[0]}; "
-                       f"check data.path=, task.folder= and task.suff=")
-    _, bad = check_images(files, skip_bad)
-    keep = np.array([str(f) not in set(bad) for f in files])
+    files, keep, bad = listed_images(names, pref, t.suff, path.name, skip_bad)
+    keep = np.array(keep)
     df, files, ys = df[keep].reset_index(drop=True), [f for f, k in zip(files, keep) if k], ys[keep]
     if t.target == "points":
         _check_points(path, df, files, ys)
