@@ -4,6 +4,10 @@ A kind module is a protocol, not a class: it declares `Task` (its config schema;
 optional `check(task)`, and `dls(cfg, device)`, `learner(cfg, dls)`, `plots(learn, cfg, dest)` and
 `predict(learn, cfg, inputs)`; it imports fastai inside those functions, so listing and validating stay fast.
 `plots` may return a dict of extra summary.json fields (e.g. multilabel's best threshold).
+
+A kind that trains in steps (ULMFiT's language model then classifier; a GAN's generator and critic pre-training)
+also declares `train(cfg, run)`: it builds each step's learner with `fxp.train.setup/attach/fit` (earlier steps
+write into subfolders of the run) and returns the learner that `fxp predict` uses, which the core exports.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
 import fastai.callback.all  # noqa: F401  (patches Learner with fit_one_cycle, fine_tune, lr_find, to_fp16, ...)
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
+from fastai.learner import Learner
 from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -28,23 +30,40 @@ def device_of(trainer) -> torch.device:
     return torch.device(trainer.device)
 
 
-def build(cfg, run: Run):
-    "Seeded DataLoaders and Learner for `cfg`, writing into the run folder."
-    kind, tr = dispatch.kind_module(cfg.task.kind), cfg.trainer
+def setup(cfg) -> torch.device:
+    "The device for `cfg.trainer`, checked, with every random generator seeded."
+    tr = cfg.trainer
     device = device_of(tr)
     if tr.precision != "fp32" and device.type != "cuda":
         raise FxpError(f"trainer.precision={tr.precision} needs a CUDA device (fastai autocasts on CUDA only); "
                        f"use trainer.precision=fp32 on {device.type}")
     set_seed(tr.seed, reproducible=True)
-    dls = kind.dls(cfg, device)
+    return device
+
+
+def check_batches(dls, bs: int) -> None:
     if len(dls.train) == 0:
-        raise FxpError(f"trainer.bs={tr.bs} is larger than the training set ({len(dls.train_ds)} items); "
+        raise FxpError(f"trainer.bs={bs} is larger than the training set ({len(dls.train_ds)} items); "
                        f"lower trainer.bs")
-    learn = kind.learner(cfg, dls)
-    learn.__class__ = FxpLearner  # kinds build theirs with fastai's factories (vision_learner, ...), which take no class
-    learn.path, learn.model_dir = run.path, "checkpoints"
+
+
+def attach(learn, path: Path):
+    "Make a kind's learner write into `path` (a run folder or a step's subfolder) and report through fxp."
+    if type(learn) is Learner:  # subclasses (TabularLearner, TextLearner, GANLearner) keep their own methods
+        learn.__class__ = FxpLearner  # fastai's factories (vision_learner, ...) take no learner class
+    learn.path, learn.model_dir = Path(path), "checkpoints"
     learn.remove_cb(ProgressCallback)
     learn.logger = lambda *_: None  # fxp's EpochLog callback reports each epoch
+    return learn
+
+
+def build(cfg, run: Run):
+    "Seeded DataLoaders and Learner for `cfg`, writing into the run folder."
+    kind = dispatch.kind_module(cfg.task.kind)
+    device = setup(cfg)
+    dls = kind.dls(cfg, device)
+    check_batches(dls, cfg.trainer.bs)
+    learn = attach(kind.learner(cfg, dls), run.path)
     run.info.update(device=str(device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
                     skipped_images=len(getattr(dls, "skipped", [])))
     return kind, learn
@@ -61,11 +80,12 @@ def speedups(learn, tr) -> None:
         learn.model.compile()  # in place: parameters, freezing and the splitter keep working
 
 
-def callbacks(cfg, learn, n_stages: int) -> list:
-    tr, mon = cfg.trainer, cfg.task.monitor
+def callbacks(cfg, learn, n_stages: int, monitor=None) -> list:
+    tr, mon = cfg.trainer, monitor or cfg.task.monitor
     names = ["train_loss", "valid_loss", *(m.name for m in learn.metrics)]
     if mon.metric not in names:
-        raise FxpError(f"task.monitor.metric={mon.metric!r} is not recorded; choose from: {', '.join(names)}")
+        raise FxpError(f"monitor metric {mon.metric!r} is not recorded; choose from: {', '.join(names)} "
+                       f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
     cbs = [*instantiate(cfg.logger).values(), *progress(n_stages), DivergenceGuard(), LastCheckpoint()]
     if tr.save_best:
@@ -117,17 +137,35 @@ def resize(dls, size) -> None:
         t.size = _process_sz(tuple(size) if OmegaConf.is_list(size) else size)
 
 
-def train(cfg, run: Run) -> None:
-    kind, learn = build(cfg, run)
-    tr = cfg.trainer
-    cbs = callbacks(cfg, learn, len(tr.stages))
+def fit(learn, cfg, run: Run, stages=None, monitor=None) -> None:
+    """Run `stages` (default: the trainer's) with fxp's callbacks, which write into `learn.path`.
+
+    Kinds that train in steps (a language model, then a classifier) call this once per step with the step's
+    stages and monitor; the final step's learner writes into the run folder itself.
+    """
+    stages = cfg.trainer.stages if stages is None else stages
+    cbs = callbacks(cfg, learn, len(stages), monitor)
     learn.add_cbs(cbs)
-    speedups(learn, tr)
-    for i, stage in enumerate(tr.stages, 1):
+    speedups(learn, cfg.trainer)
+    for i, stage in enumerate(stages, 1):
         learn.stage = i
-        fit_stage(learn, stage, tr, run)
-    run.info["items_per_s"] = next(cb for cb in cbs if isinstance(cb, MetricsCSV)).items_per_s
+        fit_stage(learn, stage, cfg.trainer, run)
+    if learn.path == run.path:
+        run.info["items_per_s"] = next(cb for cb in cbs if isinstance(cb, MetricsCSV)).items_per_s
     learn.remove_cbs(cbs)
+
+
+def single_step(cfg, run: Run):
+    "The usual recipe: one learner, the trainer's stages."
+    _, learn = build(cfg, run)
+    fit(learn, cfg, run)
+    return learn
+
+
+def train(cfg, run: Run) -> None:
+    "Train (in one step, or in the kind's own steps), then export the learner that predicts, and plot."
+    kind = dispatch.kind_module(cfg.task.kind)
+    learn = kind.train(cfg, run) if hasattr(kind, "train") else single_step(cfg, run)
     learn.export(run.path / "model.pkl")
     plots.loss_curves(run.path)
     run.info.update(kind.plots(learn, cfg, run.path / "plots") or {})  # a kind may add summary fields
