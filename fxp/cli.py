@@ -4,6 +4,7 @@ Only the stdlib, hydra, omegaconf and rich are imported here; torch and fastai l
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
@@ -221,27 +222,48 @@ def tasks(args: list[str]) -> int:
 
 
 def predict(args: list[str]) -> int:
-    "fxp predict RUN_DIR INPUT... [--json]: load the run's exported learner (CPU) and predict."
+    """fxp predict RUN_DIR [INPUT...] [--OPTION VALUE...] [--json]: the run's exported learner (CPU) predicts.
+
+    Inputs are what the kind takes (image files or folders, texts, a CSV of rows); options go to the kind's
+    `predict` as keyword arguments (collab's `--user 42 --top 10`), each checked against what it accepts.
+    """
     as_json = "--json" in args
-    paths = [a for a in args if a != "--json"]
-    if len(paths) < 2:
-        raise FxpError("usage: fxp predict RUN_DIR INPUT... [--json] (inputs: image files or folders)")
-    run_dir, inputs = Path(paths[0]), paths[1:]
+    run_dir, inputs, options = _predict_args([a for a in args if a != "--json"])
     if not (run_dir / "model.pkl").is_file():
         raise FxpError(f"no model.pkl in {run_dir}: give the folder of a completed run (see outputs/)")
-    missing = [p for p in inputs if not Path(p).exists()]
-    if missing:
-        raise FxpError(f"input not found: {missing[0]}")
     from fxp import dispatch
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     kind = dispatch.kind_module(cfg.task.kind)
-    rows = kind.predict(_load_learner(run_dir / "model.pkl"), cfg, inputs)
+    accepted = [p for p in inspect.signature(kind.predict).parameters if p not in ("learn", "cfg", "inputs")]
+    unknown = [o for o in options if o not in accepted]
+    if unknown:
+        takes = ", ".join(f"--{o}" for o in accepted) or "no options"
+        raise FxpError(f"fxp predict: --{unknown[0]} is not an option of {cfg.task.kind} runs (it takes {takes})")
+    rows = kind.predict(_load_learner(run_dir / "model.pkl"), cfg, inputs, **options)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         _print_rows(rows)
     return 0
+
+
+def _predict_args(args: list[str]) -> tuple[Path, list[str], dict[str, str]]:
+    "RUN_DIR, the inputs, and `--key value` options as a dict."
+    positional, options, i = [], {}, 0
+    while i < len(args):
+        if args[i].startswith("--") and len(args[i]) > 2:
+            if i + 1 == len(args):
+                raise FxpError(f"fxp predict: {args[i]} needs a value")
+            options[args[i][2:].replace("-", "_")] = args[i + 1]
+            i += 2
+        else:
+            positional.append(args[i])
+            i += 1
+    if len(positional) + len(options) < 2:
+        raise FxpError("usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--json] (inputs: what the "
+                       "run's kind takes: image files or folders, texts, a CSV of rows)")
+    return Path(positional[0]), positional[1:], options
 
 
 def _load_learner(path: Path):
