@@ -29,7 +29,7 @@ class Stage:
     policy: str = "fit_one_cycle"
     epochs: Optional[int] = None  # None: trainer.epochs
     lr: Any = None  # number, [lo, hi] (discriminative), "find", or None: trainer.lr
-    freeze: Optional[bool] = None  # True: freeze the body, False: unfreeze, None: leave as is
+    freeze: Any = None  # True: freeze the body, False: unfreeze, -n: train the last n parameter groups, None: as is
     freeze_epochs: int = 1  # fine_tune only
     pct_start: Optional[float] = None  # None: fastai's default for the policy
     size: Any = None  # new image size (progressive resizing): int or [h, w]
@@ -170,11 +170,19 @@ def _check_trainer(t) -> None:
     _check_lr("trainer.lr", t.lr)
     if t.bs < 1 or t.epochs < 0:
         raise ConfigError(f"trainer.bs must be ≥ 1 and trainer.epochs ≥ 0 (got bs={t.bs}, epochs={t.epochs})")
-    if not t.stages:
-        raise ConfigError("trainer.stages is empty: give at least one stage, e.g. [{policy: fit_one_cycle}]")
-    for i, s in enumerate(t.stages):
-        _check_in(f"trainer.stages.{i}.policy", s.policy, POLICIES)
-        _check_lr(f"trainer.stages.{i}.lr", s.lr)
+    check_stages("trainer.stages", t.stages)
+
+
+def check_stages(key: str, stages) -> None:
+    "A list of stages (the trainer's, or a kind's own step, e.g. task.lm_stages) that fit_stage can run."
+    if not stages:
+        raise ConfigError(f"{key} is empty: give at least one stage, e.g. [{{policy: fit_one_cycle}}]")
+    for i, s in enumerate(stages):
+        _check_in(f"{key}.{i}.policy", s.policy, POLICIES)
+        _check_lr(f"{key}.{i}.lr", s.lr)
+        if not (s.freeze is None or isinstance(s.freeze, (bool, int))):
+            raise ConfigError(f"{key}.{i}.freeze={s.freeze!r} is not valid: give true (freeze the body), "
+                              f"false (unfreeze) or a negative count of trainable groups (-2: freeze_to(-2))")
 
 
 IMAGE_CHOICES = {"resize_method": ("crop", "pad", "squish"), "pad_mode": ("zeros", "reflection", "border")}

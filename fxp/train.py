@@ -112,6 +112,8 @@ def fit_stage(learn, stage, tr, run: Run) -> None:
         learn.freeze()
     elif stage.freeze is False:
         learn.unfreeze()
+    elif stage.freeze is not None:
+        learn.freeze_to(stage.freeze)  # ULMFiT's gradual unfreezing: -2, then -3, ...
     epochs = tr.epochs if stage.epochs is None else stage.epochs
     lr = resolve_lr(learn, tr.lr if stage.lr is None else stage.lr, run)
     extra = {} if stage.pct_start is None else {"pct_start": stage.pct_start}

@@ -164,6 +164,12 @@ def test_bad_stage_lr_rejected_naming_the_stage():
     assert "trainer.stages.1.lr" in msg
 
 
+def test_stage_freeze_takes_a_bool_or_a_group_count():
+    assert valid("trainer.stages.0.freeze=-2").trainer.stages[0].freeze == -2  # ULMFiT's freeze_to(-2)
+    msg = rejected("trainer=lesson1", "trainer.stages.1.freeze=maybe")
+    assert msg.startswith("trainer.stages.1.freeze='maybe'") and "freeze_to" in msg
+
+
 def test_stages_from_the_command_line():
     c = valid("trainer.stages=[{policy:fit,epochs:2,lr:find},"
               "{policy:fit_one_cycle,freeze:false,lr:[1e-4,1e-3],size:32}]")
