@@ -41,6 +41,9 @@ MAX_PRECHECKED_JOBS = 64
 
 # A few random characters after the timestamp: two runs started in the same second get their own folders.
 OmegaConf.register_new_resolver("fxp_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+# Optuna's direction from a task's monitor mode, so a search maximises accuracy and minimises a loss.
+OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
+                                replace=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +110,7 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         except OverrideParseException as e:
             raise ConfigError(f"cannot parse the override {o!r}: {str(e).splitlines()[0]}; quote values with "
                               f"brackets or commas for the shell, e.g. 'trainer.lr=[1e-5,1e-3]'") from None
+    check_choices([o.input_line for o in parsed if o.key_or_group in ("hydra/launcher", "hydra/sweeper")])
     parsed = [o for o in parsed if not o.key_or_group.startswith("hydra")]
     options = []
     for o in parsed:
@@ -138,10 +142,24 @@ def check_choices(overrides: list[str]) -> None:
         group, _, value = o.lstrip("+").partition("=")
         if group in config.GROUPS and value not in config.choices(group):
             raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(config.choices(group))}")
+        if group in ("hydra/launcher", "hydra/sweeper") and value not in plugin_choices(group):
+            raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(plugin_choices(group))}")
 
 
-def job(cfg, what: str) -> None:
-    "One Hydra job: validate, claim the run folder, train; errors end the job with one line."
+def plugin_choices(group: str) -> list[str]:
+    "Hydra's options for a launcher/sweeper group: its plugins' configs and the ones fxp ships."
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module("fxp.conf", version_base="1.3"):
+        return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
+def job(cfg, what: str) -> float:
+    """One Hydra job: validate, claim the run folder, train; errors end the job with one line.
+
+    Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
+    """
     from fxp.runs import Run
 
     hc = HydraConfig.get()
@@ -162,6 +180,14 @@ def job(cfg, what: str) -> None:
     except Exception as e:  # a bug or an unforeseen failure: one line here, the traceback in train.log
         first_line = (str(e).strip().splitlines() or [""])[0]
         _end(multirun, 1, f"{type(e).__name__}: {first_line}{_where(run)}")
+    return objective(run)
+
+
+def objective(run) -> float:
+    if run is None or run.status != "completed":
+        return float("nan")  # Optuna records the trial as failed and the search goes on
+    summary = json.loads((run.path / "summary.json").read_text())
+    return summary["best_metrics"].get(run.cfg.task.monitor.metric, float("nan"))
 
 
 def _interrupt(signum, frame):
@@ -200,8 +226,8 @@ def report(run) -> None:
 
 
 @hydra.main(config_path="pkg://fxp.conf", config_name="config", version_base="1.3")
-def train_app(cfg) -> None:
-    job(cfg, "train")
+def train_app(cfg) -> float:
+    return job(cfg, "train")
 
 
 @hydra.main(config_path="pkg://fxp.conf", config_name="config", version_base="1.3")

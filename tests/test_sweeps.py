@@ -1,0 +1,80 @@
+"""Sweeps end to end on the default digits task: a job per combination, sweep.csv kept per job, the best job,
+failed jobs recorded while the sweep goes on, and the shipped launcher and sweeper configs (joblib, submitit_local,
+Optuna). One epoch per job; the basic launcher runs its jobs in one process, so torch loads once there.
+"""
+import csv
+import json
+import math
+
+import pytest
+
+from conftest import assert_one_line_error
+
+pytestmark = pytest.mark.slow
+
+
+def sweep_rows(sweep_dir):
+    with open(sweep_dir / "sweep.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_grid_sweep_writes_a_row_per_job_and_points_at_the_best(fxp, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = fxp("train", "-m", "trainer.stages.0.lr=1e-3,1e-2", "trainer.bs=16,100000", "trainer.epochs=1",
+            f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    rows = sweep_rows(sweep)
+    assert [row["job"] for row in rows] == ["0", "1", "2", "3"]
+    assert [row["status"] for row in rows] == ["completed", "failed", "completed", "failed"]  # bs > the data
+    assert "trainer.stages.0.lr=0.01 trainer.bs=16" in rows[2]["overrides"]
+    for row in rows:
+        assert json.loads((sweep / row["job"] / "summary.json").read_text())["status"] == row["status"]
+    completed = [row for row in rows if row["status"] == "completed"]
+    best = json.loads((sweep / "best.json").read_text())
+    top = max(completed, key=lambda row: float(row["best_accuracy"]))
+    assert (best["job"], best["metric"], best["mode"]) == (top["job"], "accuracy", "max")
+    assert best["value"] == pytest.approx(float(top["best_accuracy"]))
+    assert f"sweep of 4 jobs: 2 completed, 2 failed; best job {top['job']}" in r.stdout
+
+
+def test_joblib_runs_jobs_in_parallel_processes(fxp, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = fxp("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=1,2",
+            "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
+    spans = [((sweep / j / "config.yaml").stat().st_mtime, (sweep / j / "summary.json").stat().st_mtime)
+             for j in ("0", "1")]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), f"jobs ran one after the other: {spans}"
+
+
+def test_submitit_local_launcher(fxp, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = fxp("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1,2", "trainer.epochs=1",
+            f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
+    assert (sweep / "best.json").is_file()
+
+
+def test_optuna_search_maximises_the_monitored_metric(fxp, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = fxp("train", "-m", "hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=3",
+            "trainer.epochs=choice(1)", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    rows = sweep_rows(sweep)
+    assert len(rows) == 3 and {row["status"] for row in rows} == {"completed"}
+    lrs = {float(row["overrides"].split("trainer.lr=")[1].split()[0]) for row in rows}
+    assert len(lrs) == 3 and all(1e-4 <= lr <= 1e-1 for lr in lrs)  # sampled from the shipped search space
+    results = (sweep / "optimization_results.yaml").read_text()
+    best_value = float(results.split("best_value:")[1].split()[0])
+    assert best_value == pytest.approx(max(float(row["best_accuracy"]) for row in rows))  # direction: maximize
+    assert not math.isnan(best_value)
+
+
+@pytest.mark.parametrize("override, group", [("hydra/launcher=jobli", "hydra/launcher"),
+                                             ("hydra/sweeper=optun", "hydra/sweeper")])
+def test_unknown_launcher_or_sweeper_is_one_line(fxp, override, group):
+    r = fxp("train", "-m", override, "trainer.epochs=1")
+    line = assert_one_line_error(r, group)
+    assert ("joblib" in line) if "launcher" in group else ("optuna_search" in line)
