@@ -27,14 +27,16 @@ commands:
   train [OVERRIDES...]       compose the config with Hydra and train; every Hydra flag works
                              (-m multirun, --cfg job, --info, --help, hydra.run.dir=...)
   lr-find [OVERRIDES...]     only fastai's LR finder: plot and suggested LRs in a run folder
-  predict RUN_DIR INPUT...   predict with a run's exported model (image files or folders); --json
-  tasks                      the task, model, trainer and logger choices, one line each
+  predict RUN_DIR INPUT...   predict with a run's exported model (images, texts, CSV rows); --json
+  reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result
+  tasks                      the task, model, trainer, logger and experiment choices, one line each
   --version                  fxp's version
 
 examples:
   fxp train                                   # digits, a small CNN on CPU, under a minute
   fxp train task=mnist data.path=DIR trainer.epochs=3
-  fxp train -m trainer.lr=1e-3,3e-3           # a sweep: one run folder per job
+  fxp train -m trainer.lr=1e-3,3e-3           # a sweep: one run folder per job, sweep.csv, best.json
+  fxp reproduce fastbook-01-adult data.path=DIR
   fxp predict outputs/digits/<run> digit.png
 """
 MAX_PRECHECKED_JOBS = 64
@@ -325,9 +327,16 @@ def _print_rows(rows: list[dict]) -> None:
     console.print(table)
 
 
+def reproduce(args: list[str]) -> int:
+    from fxp import reproduce as presets
+
+    return presets.main(args, train=hydra_command(train_app))
+
+
 COMMANDS = {
     "train": hydra_command(train_app),
     "lr-find": hydra_command(lr_find_app),
     "predict": predict,
+    "reproduce": reproduce,
     "tasks": tasks,
 }

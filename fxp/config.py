@@ -20,7 +20,7 @@ from fxp.errors import ConfigError
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-GROUPS = ("task", "model", "trainer", "logger")
+GROUPS = ("task", "model", "trainer", "logger", "experiment")
 
 
 @dataclass
@@ -104,12 +104,24 @@ class TaskBase:
 
 
 @dataclass
+class Reproduce:
+    "What an experiment preset reproduces: a published metric, its direction, the tolerance, where it is from."
+    metric: str = "valid_loss"
+    published: float = 0.0
+    mode: str = "min"
+    tolerance: float = 0.0
+    source: str = ""
+    needs: List[str] = field(default_factory=list)  # gpu, pretrained, data: what the preset cannot do offline on CPU
+
+
+@dataclass
 class Config:
     task: Any = None
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
     trainer: Trainer = field(default_factory=Trainer)
     logger: Dict[str, Any] = field(default_factory=dict)
+    reproduce: Optional[Reproduce] = None  # set by an experiment preset (experiments/)
 
 
 def _store_schemas() -> None:
@@ -120,6 +132,8 @@ def _store_schemas() -> None:
     cs.store(name="fxp_schema", node=Config)
     for kind in dispatch.kinds():
         cs.store(group="kind", name=kind, node=dispatch.kind_module(kind).Task)
+    for path in sorted(experiments_dir().glob("*.yaml")):  # `+experiment=NAME`: presets live in experiments/
+        cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 def conf_dir() -> Path:
@@ -127,9 +141,15 @@ def conf_dir() -> Path:
     return Path(str(resources.files("fxp.conf")))
 
 
+def experiments_dir() -> Path:
+    "The packaged experiment presets (the repo's experiments/ folder)."
+    return Path(str(resources.files("fxp.experiments")))
+
+
 def choices(group: str) -> dict[str, str]:
     "Options of a config group with their one-line descriptions (the YAML's first comment), without imports."
-    return {p.stem: _first_comment(p) for p in sorted((conf_dir() / group).glob("*.yaml"))}
+    folder = experiments_dir() if group == "experiment" else conf_dir() / group
+    return {p.stem: _first_comment(p) for p in sorted(folder.glob("*.yaml"))}
 
 
 def _first_comment(path: Path) -> str:

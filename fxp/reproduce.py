@@ -1,0 +1,114 @@
+"""`fxp reproduce NAME | --list | --from RUN_DIR`: run a course recipe from experiments/ and say whether it got there.
+
+A preset is a Hydra experiment (`+experiment=NAME`) with a `reproduce:` block: the published metric, its direction,
+a tolerance and the source. The verdict compares the run's final-epoch value (the course tables report the last
+epoch) with the published one. Light imports: listing and verdicts read YAML and JSON only.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from fxp import config
+from fxp.errors import FxpError
+from fxp.runs import CONFIG, SUMMARY
+
+NEEDS = {"gpu": "a CUDA GPU (hours on a CPU)", "pretrained": "pre-trained weights (network)",
+         "data": "a dataset that is not downloadable by fastai (data.path=)"}
+USAGE = "usage: fxp reproduce NAME [overrides...] | fxp reproduce --list | fxp reproduce --from RUN_DIR"
+
+
+def presets() -> dict[str, dict]:
+    "Every preset's reproduce block (plus its one-line description), by name."
+    out = {}
+    for name, doc in config.choices("experiment").items():
+        block = OmegaConf.load(config.experiments_dir() / f"{name}.yaml").reproduce
+        out[name] = {"description": doc, **OmegaConf.to_container(block)}
+    return out
+
+
+def main(args: list[str], train) -> int:
+    "`train(overrides)` runs `fxp train` in this process (the CLI passes its Hydra command)."
+    if not args:
+        raise FxpError(USAGE)
+    if args[0] == "--list":
+        return list_presets()
+    if args[0] == "--from":
+        if len(args) != 2:
+            raise FxpError(USAGE)
+        return print_verdict(verdict(Path(args[1])))
+    name, overrides = args[0], args[1:]
+    preset = presets().get(name)
+    if preset is None:
+        raise FxpError(f"unknown preset {name!r}; choose from: {', '.join(presets())} (fxp reproduce --list)")
+    if preset["needs"]:
+        print(f"{name} needs {'; '.join(NEEDS.get(n, n) for n in preset['needs'])}", flush=True)
+    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"  # as fxp train names its run folders
+    run_dir = Path("outputs", "reproduce", name, stamp).resolve()
+    train([f"+experiment={name}", f"hydra.run.dir={run_dir}", *overrides])
+    return print_verdict(verdict(run_dir))
+
+
+def verdict(run_dir: Path) -> dict:
+    "Published vs reached (final epoch) for a finished run of a preset."
+    cfg_file, summary_file = run_dir / CONFIG, run_dir / SUMMARY
+    if not (cfg_file.is_file() and summary_file.is_file()):
+        raise FxpError(f"{run_dir} is not a run folder (no {CONFIG} or {SUMMARY})")
+    block = OmegaConf.load(cfg_file).get("reproduce")
+    if block is None:
+        raise FxpError(f"{run_dir} was not run from a preset (its {CONFIG} has no reproduce block); "
+                       f"run one with fxp reproduce NAME")
+    summary = json.loads(summary_file.read_text())
+    reached = summary.get("final_metrics", {}).get(block.metric)
+    out = {"run": str(run_dir), "metric": block.metric, "mode": block.mode, "published": block.published,
+           "tolerance": block.tolerance, "source": block.source, "status": summary.get("status"),
+           "reached": reached, "wall_time_s": summary.get("wall_time_s")}
+    if reached is None:
+        return {**out, "difference": None, "within_tolerance": False}
+    difference = reached - block.published
+    worse = difference if block.mode == "min" else -difference  # > 0: on the bad side of the published value
+    return {**out, "difference": difference, "within_tolerance": worse <= block.tolerance}
+
+
+def print_verdict(v: dict) -> int:
+    "The verdict table; exit code 0 when the published result was reached within tolerance, else 1."
+    from rich.table import Table
+
+    ok = v["within_tolerance"]
+    table = Table(title=f"{v['metric']} ({v['mode']}): {'reached' if ok else 'NOT reached'}", caption=v["source"])
+    for col in ("published", "reached", "difference", "tolerance", "verdict", "status", "time"):
+        table.add_column(col, justify="right")
+    fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+    table.add_row(fmt(v["published"]), fmt(v["reached"]), fmt(v["difference"]), f"±{v['tolerance']:g}",
+                  "within tolerance" if ok else "outside tolerance", str(v["status"]),
+                  f"{v['wall_time_s'] or 0:.0f}s")
+    console = _console()
+    console.print(table)
+    console.print(f"run folder: {v['run']}", highlight=False, soft_wrap=True)
+    return 0 if ok else 1
+
+
+def list_presets() -> int:
+    from rich.table import Table
+
+    table = Table(title="fxp reproduce NAME (needs: what a CPU machine without network lacks)")
+    for col in ("name", "metric", "published", "tolerance", "needs", "recipe"):
+        table.add_column(col, overflow="fold")
+    for name, p in presets().items():
+        table.add_row(name, f"{p['metric']} ({p['mode']})", f"{p['published']:g}", f"±{p['tolerance']:g}",
+                      ", ".join(p["needs"]) or "cpu", p["description"])
+    _console().print(table)
+    return 0
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = 10_000  # piped: one line per row, for grep and scripts
+    return console
