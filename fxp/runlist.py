@@ -144,8 +144,8 @@ def read_sweep(path: Path, root: Path) -> dict:
 
 
 def best_job(jobs: list[dict]) -> dict | None:
-    "The job with the best value of the monitor metric (in its mode)."
-    scored = [j for j in jobs if j["best"] is not None]
+    "The completed job with the best value of the monitor metric, in its mode (fxp.sweeps' best.json rule)."
+    scored = [j for j in jobs if j["status"] == "completed" and j["best"] is not None]
     if not scored:
         return None
     pick = min if scored[0]["mode"] == "min" else max
@@ -173,9 +173,9 @@ def sweep_status(jobs: list[dict]) -> str:
 
 
 def _best_over(jobs: list[dict]) -> dict:
-    "Each metric's best value over the jobs, for --sort."
+    "Each metric's best value over the completed jobs, for --sort."
     out = {}
-    for job in jobs:
+    for job in (j for j in jobs if j["status"] == "completed"):
         monitor = SimpleNamespace(metric=job["metric"], mode=job["mode"])
         for name, value in job["best_metrics"].items():
             if value is None:
