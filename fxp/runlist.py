@@ -112,35 +112,32 @@ def read_run(path: Path, root: Path) -> dict:
     monitor = read_monitor(path)
     status = summary.get("status", "incomplete")
     if status in ("running", "incomplete"):
-        rows = read_metrics(path)
+        rows, last_write = read_metrics(path), _last_write(path)
         final = {k: v for k, v in rows[-1].items() if k not in NOT_METRICS} if rows else {}
-        best, epochs, wall = best_metrics(rows, monitor), len(rows), _last_write(path) - _started(path)
-        if status == "running" and time.time() - _last_write(path) > _stale_after(rows):
+        best, epochs, wall = best_metrics(rows, monitor), len(rows), last_write - _started(path)
+        if status == "running" and time.time() - last_write > _stale_after(rows):
             status = "stale"
     else:
         final, best = summary.get("final_metrics", {}), summary.get("best_metrics", {})
         epochs, wall = summary.get("epochs", 0), summary.get("wall_time_s")
     final, best = _finite(final), _finite(best)
+    overrides = summary["overrides"] if "overrides" in summary else _read_overrides(path)
     return dict(run=path.relative_to(root).as_posix(), kind="run", task=summary.get("task") or _task_of(path),
-                overrides=summary["overrides"] if "overrides" in summary else _read_overrides(path), metric=monitor.metric,
-                mode=monitor.mode, final=final.get(monitor.metric), best=best.get(monitor.metric), epochs=epochs,
-                wall_time_s=wall, status=status, started=_iso(_started(path)), final_metrics=final,
-                best_metrics=best)
+                overrides=overrides, metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
+                best=best.get(monitor.metric), epochs=epochs, wall_time_s=wall, status=status,
+                started=_iso(_started(path)), final_metrics=final, best_metrics=best)
 
 
 def read_sweep(path: Path, root: Path) -> dict:
     "A sweep as one row: its best job's metric, every job's status, the overrides that vary as `k=a,b`."
     jobs = [read_run(p, path) for p in job_dirs(path)]
-    best = best_job(jobs)
+    best = best_job(jobs) or {}
     return dict(run=path.relative_to(root).as_posix(), kind="sweep",
                 task=", ".join(dict.fromkeys(j["task"] for j in jobs)), overrides=sweep_overrides(jobs),
-                metric=best["metric"] if best else None, mode=best["mode"] if best else None,
-                final=best["final"] if best else None, best=best["best"] if best else None,
-                epochs=best["epochs"] if best else None,
-                wall_time_s=round(sum(j["wall_time_s"] or 0 for j in jobs), 3),
-                status=sweep_status(jobs), started=_iso(_started(path)), jobs=len(jobs),
-                best_job=best["run"] if best else None, job_status=dict(Counter(j["status"] for j in jobs)),
-                best_metrics=_best_over(jobs))
+                metric=best.get("metric"), mode=best.get("mode"), final=best.get("final"), best=best.get("best"),
+                epochs=best.get("epochs"), wall_time_s=round(sum(j["wall_time_s"] or 0 for j in jobs), 3),
+                status=sweep_status(jobs), started=_iso(_started(path)), jobs=len(jobs), best_job=best.get("run"),
+                job_status=dict(Counter(j["status"] for j in jobs)), best_metrics=_best_over(jobs))
 
 
 def best_job(jobs: list[dict]) -> dict | None:
