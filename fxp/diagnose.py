@@ -52,7 +52,7 @@ def main(args: list[str]) -> int:
         raise FxpError(f"fxp diagnose: {run_dir} is not a run folder (no {METRICS} or {SUMMARY}); give one "
                        f"from fxp runs, e.g. outputs/<task>/<stamp>")
     diagnosis = diagnose(run_dir)
-    dest = None if opts.no_plot or diagnosis["verdict"] == "no epochs" else run_dir / PLOT
+    dest = None if opts.no_plot or not diagnosis["epochs"] else run_dir / PLOT
     if dest is not None:
         plot(run_dir, diagnosis, dest)
     if opts.json:
@@ -214,6 +214,8 @@ def plot(run_dir: Path, diagnosis: dict, dest_png: Path) -> None:
     from fxp.plots import plt, save
 
     rows = read_metrics(run_dir)
+    if not rows:
+        return
     epochs = [r["epoch"] for r in rows]
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for name in ("train_loss", "valid_loss"):

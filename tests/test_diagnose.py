@@ -143,6 +143,7 @@ def test_a_run_without_epochs_says_so(tmp_path, capsys):
     (run / "summary.json").write_text(json.dumps({"status": "failed"}))
     assert diagnose.main([str(run)]) == 0
     assert "no epochs" in capsys.readouterr().out
+    diagnose.plot(run, diagnose.diagnose(run), run / "plots" / "diagnosis.png")  # the training-end hook's call
     assert not (run / "plots").exists()
 
 
