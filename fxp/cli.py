@@ -29,6 +29,10 @@ commands:
   lr-find [OVERRIDES...]     only fastai's LR finder: plot and suggested LRs in a run folder
   predict RUN_DIR INPUT...   predict with a run's exported model (images, texts, CSV rows); --json
   reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result
+  runs [DIR]                 the runs under DIR (./outputs), newest first, a sweep as one row with its best
+                             job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs
+  diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
+                             with what to try; writes RUN_DIR/plots/diagnosis.png; --json
   tasks                      the task, model, trainer, logger and experiment choices, one line each
   --version                  fxp's version
 
@@ -327,6 +331,18 @@ def _print_rows(rows: list[dict]) -> None:
     console.print(table)
 
 
+def runs(args: list[str]) -> int:
+    from fxp import runlist
+
+    return runlist.main(args)
+
+
+def diagnose(args: list[str]) -> int:
+    from fxp import diagnose as rules
+
+    return rules.main(args)
+
+
 def reproduce(args: list[str]) -> int:
     from fxp import reproduce as presets
 
@@ -338,5 +354,7 @@ COMMANDS = {
     "lr-find": hydra_command(lr_find_app),
     "predict": predict,
     "reproduce": reproduce,
+    "runs": runs,
+    "diagnose": diagnose,
     "tasks": tasks,
 }

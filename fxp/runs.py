@@ -49,8 +49,20 @@ class Run:
             self.info["error"] = str(exc) if isinstance(exc, FxpError) else f"{exc_type.__name__}: {exc}"
             with open(self.path / LOG, "a") as f:
                 f.write("".join(traceback.format_exception(exc_type, exc, tb)))
+        if read_metrics(self.path):
+            self.add_diagnosis()
         self.write_summary()
         return False
+
+    def add_diagnosis(self) -> None:
+        "What the curves say (fxp diagnose), in summary.json and plots/diagnosis.png; never in the way of the summary."
+        from fxp import diagnose
+
+        try:
+            self.info["diagnosis"] = diagnose.diagnose(self.path, status=self.status)
+            diagnose.plot(self.path, self.info["diagnosis"], self.path / diagnose.PLOT)
+        except Exception as e:  # the run's own outcome matters more than its diagnosis
+            self.info["diagnosis"] = {"error": f"{type(e).__name__}: {e}"}
 
     def write_summary(self) -> None:
         rows = read_metrics(self.path)
