@@ -1,0 +1,585 @@
+"""GANs (lesson 7): super-resolution from "crappified" images, and a Wasserstein GAN from noise.
+
+`recipe: superres` trains in three steps, each writing into the run folder: a U-Net generator pre-trained to
+undo the crappification (gen/), a critic pre-trained to tell real images from its outputs (critic/), then
+fastai's `GANLearner.from_learners` with a loss-driven switcher (the run folder itself). Inputs are each image
+downscaled by `task.scale` and saved as a JPEG, once, in a cache keyed by the source folder and those settings.
+The generator is what the run exports: `fxp predict` enhances images with it. Metric `psnr` (pixel space).
+`recipe: wgan` is `GANLearner.wgan` from noise with fastai's basic generator and critic.
+Both record `gen_loss` and `crit_loss` on the validation set each epoch.
+Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from fxp.config import Aug, Monitor, Stage, TaskBase, check_stages
+from fxp.errors import ConfigError, FxpError
+
+RECIPES = ("superres", "wgan")
+CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
+
+
+@dataclass
+class Critic:
+    "fastai's gan_critic for the superres recipe."
+    nf: int = 128
+    n_blocks: int = 3
+    p: float = 0.15
+
+
+@dataclass
+class Task(TaskBase):
+    kind: str = "gan"
+    recipe: str = "superres"  # superres | wgan
+    folder: Optional[str] = None  # the images: every image file under data.path/folder
+    size: int = 128  # training size (square): superres targets, wgan samples (a power of 2)
+    valid_pct: float = 0.1
+    split_seed: int = 42
+    aug: Optional[Aug] = None  # superres: fastai's aug_transforms on input and target alike; null: none
+    # superres: crappified inputs and the pre-training steps
+    scale: float = 2.0  # inputs are downscaled to size/scale pixels (shorter side), then resized back up
+    quality: List[int] = field(default_factory=lambda: [10, 70])  # JPEG quality of each input, drawn in [lo, hi]
+    cache_dir: Optional[str] = None  # where crappified copies go; null: $XDG_CACHE_HOME or ~/.cache, /fxp/crappified
+    gen_stages: List[Stage] = field(default_factory=lambda: [Stage()])
+    gen_monitor: Monitor = field(default_factory=lambda: Monitor("psnr", "max"))
+    crit_stages: List[Stage] = field(default_factory=lambda: [Stage()])
+    crit_monitor: Monitor = field(default_factory=Monitor)
+    critic: Critic = field(default_factory=Critic)
+    weights_gen: List[float] = field(default_factory=lambda: [1.0, 50.0])  # generator loss: critic, pixel MSE
+    critic_thresh: float = 0.65  # AdaptiveGANSwitcher: back to the generator once the critic loss is below
+    mult_lr: float = 5.0  # GANDiscriminativeLR: the critic's learning rate multiplier
+    # wgan
+    noise_size: int = 100
+    n_crit: int = 5  # critic batches per generator batch
+    clip: float = 0.01  # critic weight clipping
+    mom: float = 0.0  # Adam's momentum in the GAN step (lesson 7: 0)
+
+
+def check(task) -> None:
+    "Value checks a schema type cannot express, done before any heavy import."
+    if task.recipe not in RECIPES:
+        raise ConfigError(f"task.recipe={task.recipe!r} is not valid; choose from: {', '.join(RECIPES)}")
+    if not 0 < task.valid_pct < 1:
+        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    for key in ("gen_monitor", "crit_monitor"):
+        if task[key].mode not in ("min", "max"):
+            raise ConfigError(f"task.{key}.mode={task[key].mode!r} is not valid; choose from: min, max")
+    _check_superres(task) if task.recipe == "superres" else _check_wgan(task)
+
+
+def _check_superres(t) -> None:
+    if t.scale < 1:
+        raise ConfigError(f"task.scale={t.scale} must be ≥ 1: inputs are the images downscaled by it (2: half size)")
+    if len(t.quality) != 2 or not 1 <= t.quality[0] <= t.quality[1] <= 100:
+        raise ConfigError(f"task.quality={list(t.quality)} must be [lo, hi] with 1 ≤ lo ≤ hi ≤ 100 "
+                          f"(JPEG quality; [q, q] for a fixed one)")
+    if t.size >> (t.critic.n_blocks + 1) < 4:
+        raise ConfigError(f"task.size={t.size} is too small for a critic of task.critic.n_blocks="
+                          f"{t.critic.n_blocks} (it needs size ≥ {4 << (t.critic.n_blocks + 1)}); raise the "
+                          f"size or lower n_blocks")
+    check_stages("task.gen_stages", t.gen_stages)
+    check_stages("task.crit_stages", t.crit_stages)
+
+
+def _check_wgan(t) -> None:
+    if t.size < 8 or t.size & (t.size - 1):
+        raise ConfigError(f"task.size={t.size} must be a power of 2, at least 8, for the basic generator and critic")
+    if t.n_crit < 1 or t.noise_size < 1:
+        raise ConfigError(f"task.n_crit={t.n_crit} and task.noise_size={t.noise_size} must be ≥ 1")
+
+
+# --- crappified inputs ------------------------------------------------------------------------------------
+
+
+def crappify(files: list[Path], root: Path, t) -> tuple[Path, list[Path], int]:
+    """The cache folder, each image's crappified copy (made only if missing or older than the image) and how many
+    were made now. The folder is keyed by the source folder and the settings, so changing one makes a new set."""
+    from fastcore.parallel import parallel
+
+    px = round(t.size / t.scale)
+    key = hashlib.sha1(f"{root}|{px}|{t.quality[0]}|{t.quality[1]}".encode()).hexdigest()[:10]
+    cache = _cache_root(t) / f"{root.name}-{px}px-q{t.quality[0]}-{t.quality[1]}-{key}"
+    if cache.is_relative_to(root):
+        raise FxpError(f"the crappified copies' folder {cache} is inside the image folder {root}, so they would "
+                       f"become training images; set task.cache_dir= to a folder outside it")
+    dests = [cache / f.relative_to(root).with_name(f"{f.name}.jpg") for f in files]
+    todo = [(f, d) for f, d in zip(files, dests) if not d.exists() or d.stat().st_mtime < f.stat().st_mtime]
+    parallel(Crappifier(root, px, tuple(t.quality)), todo, n_workers=0 if len(todo) < 1000 else None)
+    return cache, dests, len(todo)
+
+
+def _cache_root(t) -> Path:
+    if t.cache_dir is not None:
+        return Path(t.cache_dir).expanduser().resolve()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fxp" / "crappified"
+
+
+class Crappifier:
+    "Lesson 7's crappify, without its text overlay: shorter side to `px` pixels, then JPEG at a quality in range."
+
+    def __init__(self, root: Path, px: int, quality: tuple[int, int]):
+        self.root, self.px, self.quality = root, px, quality
+
+    def __call__(self, pair: tuple[Path, Path]) -> None:
+        from PIL import Image
+        from fastai.vision.utils import resize_to
+
+        from fxp.data import load_image
+
+        src, dest = pair
+        im = load_image(src)
+        im = im.resize(resize_to(im, self.px, use_min=True), Image.BILINEAR)
+        quality = random.Random(str(src.relative_to(self.root))).randint(*self.quality)  # the same every time
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")  # a crash or a parallel job never leaves half a file
+        im.save(tmp, format="JPEG", quality=quality)
+        tmp.replace(dest)
+
+
+class SourceOf:
+    "cache/a/b.jpg.jpg → root/a/b.jpg: the target of a crappified input (a class, so the exported learner pickles)."
+
+    def __init__(self, cache: Path, root: Path):
+        self.cache, self.root = cache, root
+
+    def __call__(self, f) -> Path:
+        return self.root / Path(f).relative_to(self.cache).with_suffix("")
+
+
+# --- data -------------------------------------------------------------------------------------------------
+
+
+def dls(cfg, device):
+    "superres: (crappified input, image) pairs; wgan: (noise, image)."
+    return superres_dls(cfg, device) if cfg.task.recipe == "superres" else wgan_dls(cfg, device)
+
+
+def _image_files(cfg) -> tuple[Path, list[Path], list[str]]:
+    from fxp.data import check_images, data_path, image_files
+
+    root = data_path(cfg) / (cfg.task.folder or "")
+    if not root.is_dir():
+        raise FxpError(f"image folder not found: {root}; check data.path= and task.folder=")
+    files, bad = check_images(sorted(image_files(root)), cfg.data.skip_bad)
+    return root, files, bad
+
+
+def superres_dls(cfg, device):
+    "Crappified inputs and their images, both resized (squished, so they stay aligned) to task.size, normalized."
+    from fastai.data.block import DataBlock
+    from fastai.data.transforms import Normalize, RandomSplitter
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.core import imagenet_stats
+    from fastai.vision.data import ImageBlock
+
+    from fxp import vision
+
+    t = cfg.task
+    root, files, bad = _image_files(cfg)
+    cache, inputs, made = crappify(files, root, t)
+    block = DataBlock(blocks=(ImageBlock, ImageBlock), get_y=SourceOf(cache, root),
+                      splitter=RandomSplitter(t.valid_pct, seed=t.split_seed),
+                      item_tfms=Resize(t.size, method=ResizeMethod.Squish),
+                      batch_tfms=[*vision.batch_tfms(t), Normalize.from_stats(*imagenet_stats)])
+    out = vision.dataloaders(block, inputs, cfg, device, "check task.valid_pct")
+    out.skipped, out.target_of = bad, block.get_y
+    out.crappified = {"cache": str(cache), "made": made, "reused": len(inputs) - made}
+    return out
+
+
+def wgan_dls(cfg, device):
+    "Noise vectors as inputs, the images (cropped to task.size, scaled to [-1, 1]) as targets (lesson 7)."
+    from functools import partial
+
+    import torch
+    from fastai.data.block import DataBlock, TransformBlock
+    from fastai.data.transforms import Normalize, RandomSplitter
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.data import ImageBlock
+    from fastai.vision.gan import generate_noise
+
+    from fxp import vision
+
+    t = cfg.task
+    _, files, bad = _image_files(cfg)
+    half = torch.tensor([0.5, 0.5, 0.5])
+    block = DataBlock(blocks=(TransformBlock, ImageBlock), get_x=partial(generate_noise, size=t.noise_size),
+                      splitter=RandomSplitter(t.valid_pct, seed=t.split_seed),
+                      item_tfms=Resize(t.size, method=ResizeMethod.Crop), batch_tfms=Normalize.from_stats(half, half))
+    out = vision.dataloaders(block, files, cfg, device, "check task.valid_pct")
+    out.skipped = bad
+    return out
+
+
+# --- metrics: callables fastai wraps in AvgMetric (a batch's mean, weighted by its size) ----------------------
+
+
+class PSNR:
+    "psnr: the PSNR (dB) of each image in pixel space, the loaders' Normalize undone."
+
+    __name__ = "psnr"
+
+    def __init__(self, norm):
+        self.norm = norm
+
+    def __call__(self, pred, targ):
+        mean, std = self.norm.mean.to(pred.device), self.norm.std.to(pred.device)
+        return psnr((pred * std + mean).clamp(0, 1), (targ * std + mean).clamp(0, 1)).mean()
+
+
+class CriticLoss:
+    """crit_loss: the critic's loss on the validation set, real targets against generated images. (fastai's
+    LossMetric repeats the last training batch's critic loss there: the critic does not run in validation.)"""
+
+    __name__ = "crit_loss"
+
+    def __init__(self, critic, crit_loss_func):
+        self.critic, self.crit_loss_func = critic, crit_loss_func
+
+    def __call__(self, pred, targ):
+        return self.crit_loss_func(self.critic(targ), self.critic(pred))
+
+
+def _normalize(dls):
+    from fastai.data.transforms import Normalize
+
+    return next(t for t in dls.after_batch.fs if isinstance(t, Normalize))
+
+
+def to_pixels(x, dls):
+    "Model-space images back to pixels in [0, 1], undoing the loaders' Normalize."
+    norm = _normalize(dls)
+    return (x * norm.std.to(x.device) + norm.mean.to(x.device)).clamp(0, 1)
+
+
+def psnr(pred, targ):
+    "Peak signal-to-noise ratio in dB of each image of a batch, pixels in [0, 1]."
+    import torch
+
+    mse = ((pred - targ) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return -10 * torch.log10(mse)
+
+
+def task_metrics(t, dls) -> list:
+    "`psnr` by name, any other fastai metric by name (on normalized images)."
+    from fxp import vision
+
+    return [PSNR(_normalize(dls)) if m == "psnr" else vision.metrics([m])[0] for m in t.metrics]
+
+
+# --- learners ---------------------------------------------------------------------------------------------
+
+
+def learner(cfg, dls):
+    "The first step's learner (what `fxp lr-find` tunes): the superres generator."
+    if cfg.task.recipe != "superres":
+        raise FxpError("fxp lr-find tunes one learner; a wgan trains generator and critic together: set trainer.lr "
+                       "(lesson 7: 2e-4)")
+    return generator(cfg, dls)
+
+
+def generator(cfg, dls):
+    "A U-Net on `model.arch` (lesson 7: blur, self-attention, weight norm, y_range [-3, 3]) trained with pixel MSE."
+    from fastai.losses import MSELossFlat
+
+    from fxp import vision
+
+    return vision.unet(cfg, dls, n_out=3, loss_func=MSELossFlat(), metrics=task_metrics(cfg.task, dls),
+                       **_norm_type(cfg.model))
+
+
+def _norm_type(m) -> dict:
+    "`model.kwargs.norm_type` by name (Weight, Spectral, Batch, ...) as unet_learner takes it."
+    from fastai.layers import NormType
+
+    if "norm_type" not in m.kwargs:
+        return {}
+    if m.kwargs.norm_type not in NormType.__members__:
+        raise FxpError(f"model.kwargs.norm_type={m.kwargs.norm_type!r} is not valid; choose from: "
+                       f"{', '.join(NormType.__members__)}")
+    return {"norm_type": NormType[m.kwargs.norm_type]}
+
+
+def critic_dls(cfg, gen, dest: Path, device):
+    """Real images against the generator's outputs for the same inputs (saved under `dest`), with the generator's
+    split, size and transforms: lesson 7 pre-trains the critic on them before the GAN starts."""
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter, ItemGetter
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.data import ImageBlock
+
+    from fxp import vision
+
+    t = cfg.task
+    split = {}
+    for name, ds in (("train", gen.dls.train_ds), ("valid", gen.dls.valid_ds)):
+        fakes = save_generated(gen, list(ds.items), dest / name)
+        reals = [gen.dls.target_of(f) for f in ds.items]
+        split[name] = [(f, "real") for f in reals] + [(f, "generated") for f in fakes]
+    items = split["train"] + split["valid"]
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=CRITIC_CLASSES)), get_x=ItemGetter(0),
+                      get_y=ItemGetter(1), splitter=IndexSplitter(range(len(split["train"]), len(items))),
+                      item_tfms=Resize(t.size, method=ResizeMethod.Squish),
+                      batch_tfms=[*vision.batch_tfms(t), _normalize(gen.dls)])
+    return vision.dataloaders(block, items, cfg, device, "check task.valid_pct")
+
+
+def save_generated(gen, inputs: list, dest: Path) -> list[Path]:
+    "The generator's output for each input as a PNG under `dest` (a batch at a time: the set may not fit in memory)."
+    import torch
+    from PIL import Image
+
+    dest.mkdir(parents=True, exist_ok=True)
+    files = []
+    gen.model.eval()
+    with torch.no_grad():
+        for (xb,) in gen.dls.test_dl(inputs):
+            for im in to_pixels(gen.model(xb), gen.dls):
+                files.append(dest / f"{len(files):05d}.png")
+                Image.fromarray((im.permute(1, 2, 0) * 255).round().byte().cpu().numpy()).save(files[-1])
+    return files
+
+
+def critic(cfg, dls):
+    "fastai's gan_critic, BCE on real (1) against generated (0), lesson 7's thresholded accuracy."
+    from fastai.learner import Learner
+    from fastai.vision.gan import AdaptiveLoss, accuracy_thresh_expand, gan_critic
+    from torch import nn
+
+    c = cfg.task.critic
+    return Learner(dls, gan_critic(n_channels=3, nf=c.nf, n_blocks=c.n_blocks, p=c.p),
+                   loss_func=AdaptiveLoss(nn.BCEWithLogitsLoss()), metrics=accuracy_thresh_expand)
+
+
+def superres_gan(cfg, gen, crit):
+    "Lesson 7's GAN of the pre-trained pair: critic loss and 50x pixel MSE for the generator, Adam without momentum."
+    from functools import partial
+
+    from fastai.callback.core import Callback
+    from fastai.optimizer import Adam
+    from fastai.vision.gan import AdaptiveGANSwitcher, GANDiscriminativeLR, GANLearner
+
+    t = cfg.task
+    learn = GANLearner.from_learners(gen, crit, switcher=AdaptiveGANSwitcher(critic_thresh=t.critic_thresh),
+                                     weights_gen=tuple(t.weights_gen), show_img=False,
+                                     opt_func=partial(Adam, mom=t.mom), cbs=GANDiscriminativeLR(mult_lr=t.mult_lr),
+                                     metrics=task_metrics(t, gen.dls))
+    learn.add_cb(Callback(before_validate=_generator_eval))  # after GANTrainer, which sets it to train mode there
+    return _valid_critic_loss(learn)
+
+
+def _generator_eval(cb) -> None:
+    "Validate the generator as it predicts, in eval mode (no batch statistics, no BatchNorm updates from valid data)."
+    cb.model.generator.eval()
+
+
+def small_encoder(pretrained: bool = False):
+    """A 4-block stride-2 conv encoder (16 to 128 channels) for a U-Net small enough to train on a CPU in seconds
+    (a ResNet U-Net spends most of its work at full resolution on 64+ channels): `model.arch` of model=unet_small."""
+    from fastai.layers import ConvLayer
+    from torch import nn
+
+    if pretrained:
+        raise FxpError("model=unet_small has no pretrained weights; set model.pretrained=false")
+    chans = [3, 16, 32, 64, 128]
+    return nn.Sequential(*(ConvLayer(ci, co, stride=2) for ci, co in zip(chans[:-1], chans[1:])),
+                         nn.AdaptiveAvgPool2d(1))  # unet_learner cuts the encoder at its last pooling layer
+
+
+def basic_gan(size: int, n_channels: int, in_sz: int, n_features: int = 64, n_extra_layers: int = 1,
+              slope: float = 0.2):
+    "fastai's basic_generator and basic_critic (LeakyReLU critic, lesson 7's WGAN): a `model.net` target."
+    from functools import partial
+
+    from fastai.vision.gan import basic_critic, basic_generator
+    from torch import nn
+
+    return (basic_generator(size, n_channels, in_sz=in_sz, n_features=n_features, n_extra_layers=n_extra_layers),
+            basic_critic(size, n_channels, n_features=n_features, n_extra_layers=n_extra_layers,
+                         act_cls=partial(nn.LeakyReLU, negative_slope=slope)))
+
+
+def wgan(cfg, dls):
+    "GANLearner.wgan on `model.net`'s generator and critic: weight clipping, task.n_crit critic batches a turn."
+    from functools import partial
+
+    from fastai.optimizer import Adam
+    from fastai.vision.gan import FixedGANSwitcher, GANLearner
+    from hydra.utils import instantiate
+
+    t = cfg.task
+    if cfg.model.net is None:
+        raise FxpError("the wgan recipe builds its generator and critic from model.net; use model=basic_gan")
+    gen, crit = instantiate(cfg.model.net, size=t.size, n_channels=3, in_sz=t.noise_size)
+    learn = GANLearner.wgan(dls, gen, crit, switcher=FixedGANSwitcher(n_crit=t.n_crit, n_gen=1), clip=t.clip,
+                            opt_func=partial(Adam, mom=t.mom), metrics=task_metrics(t, dls))
+    return _valid_critic_loss(learn)
+
+
+def _valid_critic_loss(learn):
+    "Swap fastai's crit_loss LossMetric (stale in validation) for the critic's loss on the validation batches."
+    learn.metrics = [*learn.metrics[:-1], CriticLoss(learn.model.critic, learn.loss_func.crit_loss_func)]
+    return learn
+
+
+# --- training: the steps ----------------------------------------------------------------------------------
+
+
+def train(cfg, run):
+    "superres: generator, critic, then GAN (returns the generator); wgan: one GAN step (returns the GAN learner)."
+    return train_superres(cfg, run) if cfg.task.recipe == "superres" else train_wgan(cfg, run)
+
+
+def _data(cfg, run, device):
+    from fxp.train import check_batches
+
+    data = dls(cfg, device)
+    check_batches(data, cfg.trainer.bs)
+    run.info.update(device=str(device), items_train=len(data.train_ds), items_valid=len(data.valid_ds),
+                    skipped_images=len(data.skipped))
+    return data
+
+
+def train_superres(cfg, run):
+    from fxp.train import attach, fit, setup
+
+    t, device = cfg.task, setup(cfg)
+    data = _data(cfg, run, device)
+    run.info.update(crappified=data.crappified, psnr_input=input_psnr(data))
+    gen = attach(generator(cfg, data), _step_dir(run, "gen"))
+    fit(gen, cfg, run, stages=t.gen_stages, monitor=t.gen_monitor)
+    superres_grid(gen, run.path / "plots" / "superres_pretrained.png")
+    generated = run.path / "critic" / "generated"
+    crit = attach(critic(cfg, critic_dls(cfg, gen, generated, device)), _step_dir(run, "critic"))
+    fit(crit, cfg, run, stages=t.crit_stages, monitor=t.crit_monitor)
+    shutil.rmtree(generated)  # only the critic's pre-training reads them; a run folder need not keep a copy
+    fit_gan(attach(superres_gan(cfg, gen, crit), run.path), cfg, run)
+    return gen  # its model is the GAN's generator (the same module), trained by all three steps
+
+
+def _step_dir(run, name: str) -> Path:
+    "A pre-training step's subfolder of the run (its metrics.csv and checkpoints/)."
+    (run.path / name).mkdir(exist_ok=True)
+    return run.path / name
+
+
+def input_psnr(data) -> float:
+    "The validation PSNR of the input itself (the crappified image resized up): what the generator must beat."
+    import torch
+
+    with torch.no_grad():
+        vals = [psnr(to_pixels(x, data), to_pixels(y, data)) for x, y in data.valid]
+    return round(torch.cat(vals).mean().item(), 4)
+
+
+def train_wgan(cfg, run):
+    from fxp.train import attach, setup
+
+    data = _data(cfg, run, setup(cfg))
+    learn = attach(wgan(cfg, data), run.path)
+    fit_gan(learn, cfg, run)
+    return learn
+
+
+def fit_gan(learn, cfg, run) -> None:
+    "The trainer's stages on a GANLearner, without fastai's warnings about its own GANTrainer's attribute names."
+    import warnings
+
+    from fxp.train import fit
+
+    from fastai.vision.gan import set_freeze_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are shadowing an attribute", category=UserWarning)
+        fit(learn, cfg, run)
+    set_freeze_model(learn.model, True)  # GANTrainer leaves one side frozen; export rebuilds the optimizer on all
+
+
+# --- plots ------------------------------------------------------------------------------------------------
+
+
+def plots(learn, cfg, dest: Path) -> None:
+    "superres: input, output and target of a few validation images; wgan: a grid of generated samples."
+    if cfg.task.recipe == "superres":
+        superres_grid(learn, dest / "superres.png")
+    else:
+        samples_grid(learn, cfg, dest / "samples.png")
+
+
+def superres_grid(gen, dest: Path, n: int = 4) -> None:
+    from fxp.vision import image_grid
+
+    items = gen.dls.valid_ds.items[:n]
+    inp, preds, targs = gen.get_preds(dl=gen.dls.test_dl(items, with_labels=True), with_input=True)
+    inp, preds, targs = (to_pixels(x, gen.dls) for x in (inp, preds, targs))
+    scores = psnr(preds, targs)
+    images = [im for row in zip(inp, preds, targs) for im in row]
+    titles = [t for f, s in zip(items, scores.tolist())
+              for t in (f"input {Path(f).with_suffix('').name}", f"output ({s:.1f} dB)", "target")]
+    image_grid(images, titles, dest)
+
+
+def samples(learn, noise_size: int, n: int, seed: int = 0):
+    "`n` generated images in pixels [0, 1], from a fixed noise draw."
+    import torch
+
+    gen = learn.model.generator.eval()
+    noise = torch.randn(n, noise_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return to_pixels(gen(noise.to(next(gen.parameters()).device)), learn.dls).cpu()
+
+
+def samples_grid(learn, cfg, dest: Path, n: int = 16) -> None:
+    from fxp.vision import image_grid
+
+    image_grid(list(samples(learn, cfg.task.noise_size, n)), [f"sample {i}" for i in range(n)], dest, ncols=4)
+
+
+# --- predict ----------------------------------------------------------------------------------------------
+
+
+def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
+    """superres: each image enlarged by task.scale and enhanced by the generator, written to `out`/<name>_enhanced.png
+    (an existing file is never overwritten); returns input, output file and its size."""
+    from fxp.data import input_images, load_image
+
+    if cfg.task.recipe != "superres":
+        raise FxpError(f"fxp predict enhances images with a superres run; a {cfg.task.recipe} run has no inputs "
+                       f"(its generated samples are in plots/samples.png of its run folder)")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows, used = [], set()
+    for f in input_images(inputs):
+        im = enhance(learn, load_image(f), cfg.task.scale)
+        dest = _unique(out / f"{f.stem}_enhanced.png", used)
+        im.save(dest)
+        rows.append({"input": str(f), "output": str(dest), "size": f"{im.width}x{im.height}"})
+    return rows
+
+
+def enhance(gen, im, scale: float):
+    """The image resized up by `scale` (as training inputs were), through the generator at that full size (a U-Net
+    takes any size), as a PIL image."""
+    from fastai.data.transforms import ToTensor
+    from PIL import Image
+
+    big = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
+    pred, _ = gen.get_preds(dl=gen.dls.test_dl([big], after_item=[ToTensor()]))
+    return Image.fromarray((to_pixels(pred, gen.dls)[0].permute(1, 2, 0) * 255).round().byte().numpy())
+
+
+def _unique(path: Path, used: set) -> Path:
+    "`path`, or with -1, -2, ... before the suffix when that file exists or an earlier input had the same name."
+    i, cand = 0, path
+    while cand in used or cand.exists():
+        i += 1
+        cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
+    used.add(cand)
+    return cand
