@@ -112,6 +112,7 @@ class Reproduce:
     tolerance: float = 0.0
     source: str = ""
     needs: List[str] = field(default_factory=list)  # gpu, pretrained, data: what the preset cannot do offline on CPU
+    step: Optional[str] = None  # the published figure is a training step's (its subfolder), not the final learner's
 
 
 @dataclass
