@@ -27,7 +27,7 @@ class Task(TaskBase):
     ratings: str = "ratings.csv"  # relative to data.path
     sep: str = ","
     encoding: str = "utf-8"
-    names: Optional[List[str]] = None  # null: the file's header names the columns; else no header, these name its first columns
+    names: Optional[List[str]] = None  # null: the header row names the columns; a list: no header, it names the first ones
     user_col: str = "userId"
     item_col: str = "movieId"
     rating_col: str = "rating"
@@ -89,13 +89,14 @@ def _ratings(t, root: Path):
     "The ratings (with titles merged in when they are the items) and a {item: title} map for display (or None)."
     path = root / t.ratings
     df = _read(path, t.sep, t.encoding, t.names, ("task.ratings", "task.encoding"))
-    _need_cols(df, path, {"task.user_col": t.user_col, "task.item_col": t.item_col, "task.rating_col": t.rating_col})
+    _need_cols(df, path, {"task.user_col": t.user_col, "task.item_col": t.item_col, "task.rating_col": t.rating_col},
+               "task.sep")
     _check_numeric(df, path, t.rating_col, header=t.names is None)
     if t.titles is None:
         return df, None
     ipath = root / t.titles
     items = _read(ipath, t.titles_sep, t.titles_encoding, t.titles_names, ("task.titles", "task.titles_encoding"))
-    _need_cols(items, ipath, {"task.item_col": t.item_col, "task.title_col": t.title_col})
+    _need_cols(items, ipath, {"task.item_col": t.item_col, "task.title_col": t.title_col}, "task.titles_sep")
     if t.item_by_title:
         return df.merge(items[[t.item_col, t.title_col]], on=t.item_col), None  # fastbook's ratings.merge(movies)
     return df, dict(zip(items[t.item_col], items[t.title_col].astype(str)))
@@ -121,11 +122,12 @@ def _read(path: Path, sep: str, encoding: str, names, keys: tuple):
     return df
 
 
-def _need_cols(df, path: Path, cols: dict) -> None:
+def _need_cols(df, path: Path, cols: dict, sep_key: str) -> None:
     for key, col in cols.items():
         if col not in df.columns:
+            hint = f" (one column only: check {sep_key})" if len(df.columns) == 1 else ""
             raise FxpError(f"column {col!r} ({key}) not in {path.name}; its columns are: "
-                           f"{', '.join(map(str, df.columns))}")
+                           f"{', '.join(map(str, df.columns))}{hint}")
 
 
 def _check_numeric(df, path: Path, col: str, header: bool) -> None:
@@ -219,8 +221,8 @@ def _plot_bias(learn, bias, items, counts, dest: Path, n: int = 10) -> None:
 
 def _plot_pca(learn, weights, items, counts, dest: Path, n_fit: int = 1000, n_label: int = 50) -> None:
     "fastbook's plot: PCA of the embeddings of the `n_fit` most-rated items, the `n_label` most-rated labelled."
+    import fastai.torch_core  # noqa: F401  (patches Tensor.pca)
     import numpy as np
-    from fastai.torch_core import pca  # noqa: F401  (patches Tensor.pca)
 
     from fxp.plots import plt, save
 
