@@ -27,7 +27,7 @@ class Task(TaskBase):
     ratings: str = "ratings.csv"  # relative to data.path
     sep: str = ","
     encoding: str = "utf-8"
-    names: Optional[List[str]] = None  # null: the header row names the columns; a list: no header, it names the first ones
+    names: Optional[List[str]] = None  # null: a header row names the columns; a list: no header, these name the first
     user_col: str = "userId"
     item_col: str = "movieId"
     rating_col: str = "rating"
