@@ -54,6 +54,7 @@ class Trainer:
     seed: int = 42
     device: str = "auto"
     num_workers: int = 0
+    num_threads: Optional[int] = None  # torch's CPU threads; None: torch's default. 1 per job when jobs share cores
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     save_best: bool = True
     stages: List[Stage] = field(default_factory=lambda: [Stage()])

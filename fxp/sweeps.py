@@ -9,76 +9,49 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
-import math
 from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import OmegaConf
 
-from fxp.runs import CONFIG, SUMMARY
+from fxp import runlist
 
 SWEEP_CSV, BEST = "sweep.csv", "best.json"
 
 
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    "The sweep's job folders (those a job has claimed), in job-number order."
-    dirs = [d for d in Path(sweep_dir).iterdir() if d.is_dir() and (d / CONFIG).is_file()]
-    return sorted(dirs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+def jobs(sweep_dir: Path) -> list[dict]:
+    "Each job folder read as `fxp runs` reads a run (a job still going is `running`), in job order."
+    return [runlist.read_run(d, sweep_dir) for d in runlist.job_dirs(sweep_dir)]
 
 
-def read_summary(job_dir: Path) -> dict:
-    "A job's summary.json; a job that has not written one yet is `running`."
-    try:
-        return json.loads((job_dir / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return {"status": "running"}
+def csv_row(job: dict) -> dict:
+    "job, status, overrides, final_<metric>..., best_<metric>..., epochs, wall_time_s."
+    return {"job": job["run"], "status": job["status"], "overrides": " ".join(job["overrides"]),
+            **{f"final_{k}": v for k, v in job["final_metrics"].items()},
+            **{f"best_{k}": v for k, v in job["best_metrics"].items()},
+            "epochs": job["epochs"], "wall_time_s": job["wall_time_s"]}
 
 
-def monitor_of(job_dir: Path) -> tuple[str, str]:
-    mon = OmegaConf.load(job_dir / CONFIG).task.monitor
-    return mon.metric, mon.mode
-
-
-def rows(sweep_dir: Path) -> list[dict]:
-    "A dict per job: job, status, overrides, final_<metric>, best_<metric>..., epochs, wall_time_s."
-    out = []
-    for d in job_dirs(sweep_dir):
-        s = read_summary(d)
-        row = {"job": d.name, "status": s.get("status"), "overrides": " ".join(s.get("overrides", []))}
-        row.update({f"final_{k}": v for k, v in (s.get("final_metrics") or {}).items()})
-        row.update({f"best_{k}": v for k, v in (s.get("best_metrics") or {}).items()})
-        row.update(epochs=s.get("epochs"), wall_time_s=s.get("wall_time_s"))
-        out.append(row)
-    return out
-
-
-def best_job(sweep_dir: Path, table: list[dict]) -> dict | None:
-    "The completed job with the best value of the monitored metric, in the monitor's direction."
-    dirs = {d.name: d for d in job_dirs(sweep_dir)}
-    candidates = []
-    for row in table:
-        metric, mode = monitor_of(dirs[row["job"]])
-        value = row.get(f"best_{metric}")
-        if row["status"] == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
-            candidates.append((value if mode == "min" else -value, row, metric, mode))
-    if not candidates:
+def best_of(sweep_dir: Path, table: list[dict]) -> dict | None:
+    "best.json's content: the best completed job by task.monitor, in its direction (runlist.best_job's rule)."
+    best = runlist.best_job(table)
+    if best is None:
         return None
-    _, row, metric, mode = min(candidates, key=lambda c: c[0])
-    return {"job": row["job"], "metric": metric, "mode": mode, "value": row[f"best_{metric}"],
-            "overrides": row["overrides"].split(), "path": str(dirs[row["job"]])}
+    return {"job": best["run"], "metric": best["metric"], "mode": best["mode"], "value": best["best"],
+            "overrides": best["overrides"], "path": str(Path(sweep_dir) / best["run"])}
 
 
 def update(sweep_dir: Path) -> None:
     "Rewrite sweep.csv and best.json from the job folders (one writer at a time)."
     sweep_dir = Path(sweep_dir)
     with _locked(sweep_dir / ".sweep.lock"):
-        table = rows(sweep_dir)
-        columns = list(dict.fromkeys(k for row in table for k in row))
-        _write_atomic(sweep_dir / SWEEP_CSV, lambda f: _write_csv(f, table, columns))
-        best = best_job(sweep_dir, table)
+        table = jobs(sweep_dir)
+        rows = [csv_row(job) for job in table]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        _write_atomic(sweep_dir / SWEEP_CSV, lambda f: _write_csv(f, rows, columns))
+        best = best_of(sweep_dir, table)
         if best is not None:
             _write_atomic(sweep_dir / BEST, lambda f: f.write(json.dumps(best, indent=2)))
 
@@ -123,7 +96,7 @@ class SweepFiles(Callback):
 
 def report_line(sweep_dir: Path) -> str:
     "e.g. `sweep of 4 jobs: 3 completed, 1 failed; best job 2 (accuracy 0.9250): outputs/multirun/...`"
-    statuses = [row["status"] for row in rows(sweep_dir)]
+    statuses = [job["status"] for job in jobs(sweep_dir)]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
     best_file = sweep_dir / BEST
     best = json.loads(best_file.read_text()) if best_file.is_file() else None

@@ -38,6 +38,8 @@ def setup(cfg) -> torch.device:
         raise FxpError(f"trainer.precision={tr.precision} needs a CUDA device (fastai autocasts on CUDA only); "
                        f"use trainer.precision=fp32 on {device.type}")
     set_seed(tr.seed, reproducible=True)
+    if tr.num_threads is not None:
+        torch.set_num_threads(tr.num_threads)
     return device
 
 
