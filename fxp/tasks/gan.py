@@ -75,8 +75,9 @@ def check(task) -> None:
 
 
 def _check_superres(t) -> None:
-    if t.scale < 1:
-        raise ConfigError(f"task.scale={t.scale} must be ≥ 1: inputs are the images downscaled by it (2: half size)")
+    if not 1 <= t.scale <= t.size / 4:
+        raise ConfigError(f"task.scale={t.scale} must be ≥ 1 (inputs are the images downscaled by it, 2: half size) "
+                          f"and leave inputs of 4 px or more (task.size / task.scale, size {t.size})")
     if len(t.quality) != 2 or not 1 <= t.quality[0] <= t.quality[1] <= 100:
         raise ConfigError(f"task.quality={list(t.quality)} must be [lo, hi] with 1 ≤ lo ≤ hi ≤ 100 "
                           f"(JPEG quality; [q, q] for a fixed one)")
