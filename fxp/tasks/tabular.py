@@ -1,0 +1,400 @@
+"""Tabular data from a CSV: classification (lesson 4 / fastbook ch. 1: adult) and regression (lesson 6: rossmann).
+
+fastai's own pieces throughout: the CSV is read as `TabularDataLoaders.from_csv` reads it (`skipinitialspace`),
+`add_datepart` expands each of `task.date_names`, `cont_cat_split` names the columns the config leaves null, procs
+are fastai's by name, and `TabularPandas` + `tabular_learner` build the rest. With `trainer.seed` equal to
+`task.split_seed` the random split is the one fastai's `RandomSplitter()` draws after `set_seed`, so a fastbook
+recipe run through fxp trains exactly as the notebook does. `log_target` trains on log(y) (rossmann); `y_range: auto`
+is lesson 6's [0, log(1.2 * max y)] over the CSV's rows. The learner's layers and `config` (`tabular_config`: ps,
+embed_p, ...) are the model group's `kwargs`, the y_range the task's.
+Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from fxp.config import TaskBase, check_choices
+from fxp.errors import ConfigError, FxpError
+
+# fastai's tabular batches wrap pandas' read-only arrays (copy-on-write) without writing to them
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+Y_BLOCKS = ("category", "regression")
+PROCS = ("Categorify", "FillMissing", "Normalize")
+Y_RANGE_HEADROOM = 1.2  # lesson 6: the sigmoid must reach the largest target, so the range ends a little above it
+SHOWN_ROWS = 10
+IMPORTANCE_BS = 1024  # fxp predict prints this many rows; the CSV it writes has them all
+
+
+@dataclass
+class Task(TaskBase):
+    kind: str = "tabular"
+    csv: str = "train.csv"  # relative to data.path (or absolute)
+    y_names: Optional[str] = None  # the target column
+    y_block: str = "category"  # category (classification) | regression
+    cat_names: Optional[List[str]] = None  # null: the columns cont_cat_split calls categorical
+    cont_names: Optional[List[str]] = None  # null: the columns cont_cat_split calls continuous
+    max_card: int = 20  # cont_cat_split: an integer column with more distinct values than this is continuous
+    procs: List[str] = field(default_factory=lambda: list(PROCS))  # fastai TabularProcs by name
+    date_names: List[str] = field(default_factory=list)  # add_datepart on each (Year, Month, ..., Elapsed)
+    valid_col: Optional[str] = None  # boolean column marking valid rows
+    valid_rows: Optional[List[int]] = None  # [start, end): rows start..end-1 validate (lesson 4: [800, 1000])
+    valid_pct: float = 0.2  # else a random split
+    split_seed: int = 42
+    log_target: bool = False  # regression: train on log(y); fxp predict returns exp of the output
+    y_range: Any = None  # regression: [lo, hi] (log space with log_target), auto (lesson 6), or null
+
+
+def check(task) -> None:
+    "Value checks a schema type cannot express, done before any heavy import."
+    check_choices(task, {"y_block": Y_BLOCKS})
+    if not task.y_names:
+        raise ConfigError("task.y_names is not set: name the target column of the CSV (e.g. task.y_names=salary)")
+    for name in task.procs:
+        if name not in PROCS:
+            raise ConfigError(f"task.procs: {name!r} is not a fastai tabular proc; choose from: {', '.join(PROCS)}")
+    _check_names(task)
+    _check_split(task)
+    _check_target(task)
+
+
+def _check_names(task) -> None:
+    cat, cont = list(task.cat_names or []), list(task.cont_names or [])
+    both = [c for c in cat if c in cont]
+    if both:
+        raise ConfigError(f"column {both[0]!r} is in both task.cat_names and task.cont_names; "
+                          f"keep it in one (categorical: an embedding; continuous: a normalised number)")
+    for key, names in (("task.cat_names", cat), ("task.cont_names", cont), ("task.date_names", task.date_names)):
+        if task.y_names in names:
+            raise ConfigError(f"{key} lists the target {task.y_names!r} (task.y_names); remove it from {key}")
+
+
+def _check_split(task) -> None:
+    if not 0 < task.valid_pct < 1:
+        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    rows = task.valid_rows
+    if rows is not None and not (len(rows) == 2 and 0 <= rows[0] < rows[1]):
+        raise ConfigError(f"task.valid_rows={list(rows)} must be [start, end) with 0 <= start < end, or null")
+    if rows is not None and task.valid_col:
+        raise ConfigError("task.valid_rows and task.valid_col both choose the valid rows; set one to null")
+
+
+def _check_target(task) -> None:
+    regression = task.y_block == "regression"
+    if task.log_target and not regression:
+        raise ConfigError("task.log_target=true needs task.y_block=regression (a numeric target)")
+    yr = task.y_range
+    if yr is not None and not regression:
+        raise ConfigError("task.y_range is for task.y_block=regression; set task.y_range=null")
+    if yr is not None and yr != "auto" and not (_is_pair(yr) and yr[0] < yr[1]):
+        raise ConfigError(f"task.y_range={yr!r} must be [lo, hi] with lo < hi, auto (lesson 6: [0, max * "
+                          f"{Y_RANGE_HEADROOM}], in log space with log_target), or null")
+
+
+def _is_pair(x) -> bool:
+    return not isinstance(x, str) and hasattr(x, "__len__") and len(x) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+
+
+def exp_rmspe():
+    "fastai's exp_rmspe, recorded as `exp_rmspe` (fastai names it after its `_exp_rmspe` function)."
+    from fastai.metrics import AccumMetric, _exp_rmspe
+
+    return AccumMetric(_exp_rmspe, name="exp_rmspe")
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+
+def dls(cfg, device):
+    "TabularDataLoaders from the CSV: date parts added, column kinds checked, procs set up on the training rows."
+    import fastai.tabular.core as tab
+    import fastai.tabular.data  # noqa: F401  (makes TabularDataLoaders, whose test_dl processes new rows, the type)
+    from fastai.data.block import CategoryBlock, RegressionBlock
+
+    from fxp.data import data_path
+
+    t, tr = cfg.task, cfg.trainer
+    path = data_path(cfg) / t.csv
+    df = with_date_parts(read_rows(path), t.date_names, path)
+    cat, cont = column_names(t, df, path)
+    df = _target(t, df, path)
+    y_block = CategoryBlock() if t.y_block == "category" else RegressionBlock()
+    to = tab.TabularPandas(df, [getattr(tab, p) for p in t.procs], cat, cont, y_names=t.y_names, y_block=y_block,
+                           splits=_splits(t, df, path))
+    return to.dataloaders(bs=tr.bs, num_workers=tr.num_workers, device=device, path=path.parent)
+
+
+def read_rows(path: Path):
+    "The CSV as fastai's TabularDataLoaders.from_csv reads it (spaces after commas skipped)."
+    import pandas as pd
+
+    if not path.is_file():
+        raise FxpError(f"CSV file not found: {path}; set task.csv= (relative to data.path) or data.path=")
+    df = pd.read_csv(path, skipinitialspace=True)
+    if df.empty:
+        raise FxpError(f"{path} has no rows")
+    return df
+
+
+def _require(df, names, key: str, source: str) -> None:
+    "Each of `names` is a column of `df`, or one line naming its columns."
+    missing = [c for c in names if c not in df.columns]
+    if missing:
+        raise FxpError(f"{key}: column {missing[0]!r} is not in {source}; its columns are: "
+                       f"{', '.join(map(str, df.columns))}")
+
+
+def with_date_parts(df, date_names, path: Path):
+    "fastai's add_datepart on each date column (the column becomes Year, Month, Week, Day, ..., Elapsed)."
+    import pandas as pd
+    from fastai.tabular.core import add_datepart
+
+    _require(df, date_names, "task.date_names", path.name)
+    for name in date_names:
+        if pd.api.types.is_numeric_dtype(df[name]):
+            raise FxpError(f"task.date_names: column {name!r} of {path.name} holds numbers, not dates "
+                           f"(e.g. {df[name].iloc[0]!r}); give dates like 2015-07-31")
+        try:
+            df = add_datepart(df, name)
+        except (ValueError, TypeError) as e:
+            raise FxpError(f"task.date_names: column {name!r} of {path.name} is not a date ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0]})") from None
+    return df
+
+
+def column_names(t, df, path: Path) -> tuple[list, list]:
+    "The categorical and continuous columns: as configured, or as cont_cat_split sorts the rest (null lists)."
+    from fastai.tabular.core import cont_cat_split
+
+    source = path.name + (" with the date parts of task.date_names" if t.date_names else "")
+    _require(df, [t.y_names], "task.y_names", source)
+    _require(df, [t.valid_col] if t.valid_col else [], "task.valid_col", source)
+    _require(df, t.cat_names or [], "task.cat_names", source)
+    _require(df, t.cont_names or [], "task.cont_names", source)
+    given = [*(t.cat_names or []), *(t.cont_names or []), t.valid_col]
+    inferred_cont, inferred_cat = cont_cat_split(df.drop(columns=[c for c in given if c]), t.max_card,
+                                                 dep_var=t.y_names)
+    cat = inferred_cat if t.cat_names is None else list(t.cat_names)
+    cont = inferred_cont if t.cont_names is None else list(t.cont_names)
+    _check_numeric(df, cont, path, "list it in task.cat_names instead")
+    return cat, cont
+
+
+def _check_numeric(df, cont, path: Path, fix: str) -> None:
+    "Continuous columns must hold numbers (a text column is categorical); else one line ending in `fix`."
+    import pandas as pd
+
+    for c in cont:
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            example = df[c].dropna().iloc[0] if df[c].notna().any() else "empty"
+            raise FxpError(f"task.cont_names: column {c!r} of {path.name} is not numeric (e.g. {example!r}); {fix}")
+
+
+def _target(t, df, path: Path):
+    "The target checked for its block: two classes or more; numbers (as float32, logged with `log_target`)."
+    import numpy as np
+    import pandas as pd
+
+    y = df[t.y_names]
+    if y.isna().any():
+        i = int(y.isna().to_numpy().nonzero()[0][0])
+        raise FxpError(f"{path.name}: {int(y.isna().sum())} rows have no {t.y_names!r} (task.y_names), first at "
+                       f"line {i + 2}; fill or drop them")
+    if t.y_block == "category":
+        if y.nunique() < 2:
+            raise FxpError(f"task.y_names={t.y_names!r} has a single class ({y.iloc[0]!r}) in {path.name}; "
+                           f"a classifier needs two or more")
+        return df
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        raise FxpError(f"task.y_names={t.y_names!r} of {path.name} is not numeric (e.g. {y.iloc[0]!r}); "
+                       f"task.y_block=regression needs numbers (task.y_block=category classifies it)")
+    y = y.astype("float32")
+    if t.log_target and (y <= 0).any():
+        raise FxpError(f"task.log_target=true needs positive targets, but {path.name} has {int((y <= 0).sum())} "
+                       f"rows with {t.y_names} <= 0 (lesson 6 drops them: closed stores sell nothing); "
+                       f"drop those rows or set task.log_target=false")
+    return df.assign(**{t.y_names: np.log(y) if t.log_target else y})
+
+
+def _splits(t, df, path: Path) -> tuple[list, list]:
+    "Train and valid row indices: a boolean column, a row range, or a seeded random split."
+    from fastai.data.transforms import ColSplitter, IndexSplitter, RandomSplitter
+
+    if t.valid_col:
+        if not df[t.valid_col].isin([True, False]).all():
+            raise FxpError(f"task.valid_col={t.valid_col!r} of {path.name} must hold True/False in every row")
+        splitter = ColSplitter(t.valid_col)
+    elif t.valid_rows is not None:
+        start, end = t.valid_rows
+        if end > len(df):
+            raise FxpError(f"task.valid_rows=[{start}, {end}] goes past the {len(df)} rows of {path.name}")
+        splitter = IndexSplitter(list(range(start, end)))
+    else:
+        splitter = RandomSplitter(t.valid_pct, seed=t.split_seed)
+    train, valid = splitter(df)
+    for name, idx in (("train", train), ("valid", valid)):
+        if len(idx) == 0:
+            raise FxpError(f"the {name} split of {path.name} is empty ({len(df)} rows); check task.valid_pct, "
+                           f"task.valid_rows or task.valid_col")
+    return list(train), list(valid)
+
+
+# --- learner --------------------------------------------------------------------------------------------------
+
+
+def learner(cfg, dls):
+    "fastai's tabular_learner: layers and `config` (tabular_config: ps, embed_p, ...) from model.kwargs."
+    from fastai.tabular.learner import tabular_learner
+    from fastai.tabular.model import tabular_config
+    from omegaconf import OmegaConf
+
+    from fxp import vision
+
+    m = cfg.model
+    if m.arch is not None or m.net is not None:
+        raise FxpError(f"model.arch/model.net ({m.arch or 'net'}) build image models; tabular tasks take "
+                       f"model=tabular (or tabular_rossmann), with layers and config in model.kwargs")
+    kwargs = OmegaConf.to_container(m.kwargs)
+    config = kwargs.pop("config", None)
+    if "y_range" in kwargs or "y_range" in (config or {}):
+        raise FxpError("model.kwargs sets y_range: it belongs to the task (task.y_range=[lo,hi] or auto)")
+    return tabular_learner(dls, config=None if config is None else tabular_config(**config),
+                           y_range=_y_range(cfg.task, dls), metrics=vision.metrics(cfg.task.metrics), **kwargs)
+
+
+def _y_range(t, dls):
+    "The task's [lo, hi]; for `auto`, lesson 6's [0, 1.2 * the largest target] (log of it with log_target)."
+    import math
+
+    if t.y_range is None:
+        return None
+    if t.y_range != "auto":
+        return tuple(t.y_range)
+    top = max(float(dls.train_ds.y.max()), float(dls.valid_ds.y.max()))  # the whole CSV, as the lesson
+    return (0.0, top + math.log(Y_RANGE_HEADROOM) if t.log_target else top * Y_RANGE_HEADROOM)
+
+
+# --- plots, predict -------------------------------------------------------------------------------------------
+
+
+def plots(learn, cfg, dest: Path) -> dict:
+    """Permutation importance on the valid set: how much worse the monitored metric gets when one column's values
+    are shuffled (a FillMissing `_na` column moves with its column), one pass each. Also in summary.json."""
+    from fxp.plots import plt, save
+
+    importance = permutation_importance(learn, cfg.task.monitor, cfg.trainer.seed)
+    names = sorted(importance, key=importance.get)
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.5))
+    ax.barh(names, [importance[n] for n in names])
+    ax.set(xlabel=f"drop in {_metric_name(learn, cfg.task.monitor)} when shuffled (valid set)",
+           title="permutation feature importance")
+    save(fig, dest / "feature_importance.png")
+    return {"feature_importance": {n: round(importance[n], 6) for n in reversed(names)},
+            "cat_names": list(_inputs(learn.dls.train_ds)[0]), "cont_names": list(learn.dls.cont_names)}
+
+
+def _metric_name(learn, monitor) -> str:
+    names = ["valid_loss", *(m.name for m in learn.metrics)]
+    return monitor.metric if monitor.metric in names else "valid_loss"
+
+
+def permutation_importance(learn, monitor, seed: int) -> dict:
+    "{column: metric change when its valid values are permuted}, positive when the model relies on the column."
+    import numpy as np
+
+    names = ["valid_loss", *(m.name for m in learn.metrics)]
+    at = names.index(_metric_name(learn, monitor))
+    sign = -1 if monitor.mode == "max" and at > 0 else 1
+    to, rng = learn.dls.valid.dataset, np.random.default_rng(seed)
+    base = _validate(learn, to)[at]
+    out = {}
+    for col, cols in _feature_columns(to).items():
+        df = to.items.copy()
+        df[cols] = df[cols].to_numpy()[rng.permutation(len(df))]
+        out[col] = sign * (_validate(learn, to.new(df))[at] - base)
+    return out
+
+
+def _validate(learn, to) -> list:
+    "Loss and metrics on processed rows `to`, in large batches (each fastai tabular batch has a fixed cost)."
+    return [float(v) for v in learn.validate(dl=learn.dls.valid.new(to, bs=IMPORTANCE_BS))]
+
+
+def _filled(to) -> list:
+    "Columns FillMissing added (`<column>_na`), which are not in the input rows."
+    fill = [p for p in to.procs if type(p).__name__ == "FillMissing"]
+    return [f"{c}_na" for p in fill if p.add_col for c in p.na_dict]
+
+
+def _inputs(to) -> tuple[list, list]:
+    "The categorical and continuous columns an input row must have."
+    added = set(_filled(to))
+    return [c for c in to.cat_names if c not in added], list(to.cont_names)
+
+
+def _feature_columns(to) -> dict:
+    "Each input column with the columns shuffled together with it (itself and its `_na` flag)."
+    cat, cont = _inputs(to)
+    added = set(_filled(to))
+    return {c: [c] + ([f"{c}_na"] if f"{c}_na" in added else []) for c in [*cat, *cont]}
+
+
+def predict(learn, cfg, inputs: list[str], out: Optional[str] = None) -> list[dict]:
+    """Predict each row of each CSV; write the rows with the prediction (and probability for classification)
+    beside them to `<name>_predictions.csv` next to the CSV (or in the folder `--out`), never overwriting a file.
+    Returns the first rows of each for the table."""
+    rows = []
+    for name in inputs:
+        path = Path(name)
+        df = read_rows(path)
+        preds = _predictions(learn, cfg.task, df, path)
+        dest = _free_name(Path(out) if out else path.parent, f"{path.stem}_predictions.csv", path)
+        preds.to_csv(dest, index=False)
+        print(f"wrote {len(preds)} predictions to {dest}", file=sys.stderr)
+        rows += [{"input": str(path), "row": i + 1, **r} for i, r in
+                 enumerate(preds[list(preds.columns[len(df.columns):])].head(SHOWN_ROWS).to_dict("records"))]
+    return rows
+
+
+def _predictions(learn, t, df, path: Path):
+    "`df` with `<y>_pred` (and `probability`) columns added, from the exported learner's test_dl."
+    import numpy as np
+
+    to = learn.dls.train_ds
+    rows = with_date_parts(df.copy(), t.date_names, path)
+    cat, cont = _inputs(to)
+    missing = [c for c in [*cat, *cont] if c not in rows.columns]
+    if missing:
+        raise FxpError(f"{path.name} lacks the model's input columns: {', '.join(missing)}; its columns are: "
+                       f"{', '.join(map(str, df.columns))}")
+    _check_numeric(rows, cont, path, "the model reads it as a number: give numbers or leave cells empty")
+    unfilled = [c for c in cont if rows[c].isna().any() and f"{c}_na" not in _filled(to)]
+    if unfilled:
+        raise FxpError(f"{path.name}: column {unfilled[0]!r} has empty values, which the training rows never had "
+                       f"(FillMissing learnt no fill value for it); fill them")
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(rows[[*cat, *cont]]))
+    if t.y_block == "category":
+        vocab = learn.dls.vocab
+        return df.assign(**{f"{t.y_names}_pred": [str(vocab[i]) for i in probs.argmax(1).tolist()],
+                            "probability": probs.max(1).values.double().numpy().round(4)})
+    values = probs.view(len(df)).double().numpy()
+    return df.assign(**{f"{t.y_names}_pred": (np.exp(values) if t.log_target else values).round(6)})
+
+
+def _free_name(folder: Path, name: str, source: Path) -> Path:
+    "`folder/name`, or with -1, -2, ... before the suffix when that file exists; the folder must be writable."
+    folder.mkdir(parents=True, exist_ok=True)
+    dest, i = folder / name, 0
+    while dest.exists():
+        i += 1
+        dest = folder / f"{Path(name).stem}-{i}.csv"
+    try:
+        dest.touch(exist_ok=False)
+    except OSError as e:
+        raise FxpError(f"cannot write predictions for {source.name} to {dest} ({e.strerror}); choose a folder "
+                       f"with --out DIR") from None
+    return dest
