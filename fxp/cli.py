@@ -27,7 +27,8 @@ commands:
   train [OVERRIDES...]       compose the config with Hydra and train; every Hydra flag works
                              (-m multirun, --cfg job, --info, --help, hydra.run.dir=...)
   lr-find [OVERRIDES...]     only fastai's LR finder: plot and suggested LRs in a run folder
-  predict RUN_DIR INPUT...   predict with a run's exported model (images, texts, CSV rows); --json
+  predict RUN_DIR INPUT...   predict with a run's exported model (image files or folders, texts, CSV rows;
+                             collab: --user U [--top N] or a pairs CSV); --json
   reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result
   runs [DIR]                 the runs under DIR (./outputs), newest first, a sweep as one row with its best
                              job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs

@@ -133,3 +133,15 @@ def tensor_dls(x, y, valid_idx, vocab, bs: int, device) -> DataLoaders:
     train = TensorDL(ds[0], bs=bs, shuffle=True, drop_last=True, device=device)
     valid = TensorDL(ds[1], bs=bs * 2, device=device)
     return DataLoaders(train, valid, device=device)
+
+
+def free_path(path: Path, used: set | None = None) -> Path:
+    """`path`, or with -1, -2, ... before the suffix when that file exists (or is in `used`: names this call took
+    already, which it adds to): what predict writes never overwrites anything."""
+    used = set() if used is None else used
+    i, cand = 0, Path(path)
+    while cand in used or cand.exists():
+        i += 1
+        cand = cand.with_name(f"{Path(path).stem}-{i}{Path(path).suffix}")
+    used.add(cand)
+    return cand

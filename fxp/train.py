@@ -53,6 +53,7 @@ def attach(learn, path: Path):
     "Make a kind's learner write into `path` (a run folder or a step's subfolder) and report through fxp."
     if type(learn) is Learner:  # subclasses (TabularLearner, TextLearner, GANLearner) keep their own methods
         learn.__class__ = FxpLearner  # fastai's factories (vision_learner, ...) take no learner class
+    Path(path).mkdir(parents=True, exist_ok=True)  # a step's subfolder of the run folder
     learn.path, learn.model_dir = Path(path), "checkpoints"
     learn.remove_cb(ProgressCallback)
     learn.logger = lambda *_: None  # fxp's EpochLog callback reports each epoch

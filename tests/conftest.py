@@ -69,6 +69,7 @@ def subprocess_env(tmp: Path) -> dict:
     for k in ("no_proxy", "NO_PROXY", "COLUMNS", "PYTHONWARNINGS"):
         env.pop(k, None)
     env["TORCH_HOME"] = str(tmp / ".torch_home")  # no cached pretrained weights
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny test models: a second thread only contends on a shared CPU
     return env
 
 

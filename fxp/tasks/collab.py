@@ -306,6 +306,8 @@ def _score_pairs(learn, t, path: Path) -> list[dict]:
 
     import pandas as pd
 
+    from fxp.data import free_path
+
     item = _item_name(t)
     if not path.is_file():
         raise FxpError(f"input not found: {path}; give a CSV of {t.user_col},{item} pairs, or --user U")
@@ -318,7 +320,7 @@ def _score_pairs(learn, t, path: Path) -> list[dict]:
         raise FxpError(f"{path} has no rows")
     users, items = (_codes(learn.dls.classes[c], df[c], c, path) for c in (t.user_col, item))
     preds = _scores(learn, users, items)
-    dest = _free_path(path.with_name(f"{path.stem}_predictions.csv"))
+    dest = free_path(path.with_name(f"{path.stem}_predictions.csv"))
     df.assign(prediction=preds.round(4)).to_csv(dest, index=False)
     print(f"predictions written to {dest}", file=sys.stderr)
     titles = learn.dls.classes[item]
@@ -338,12 +340,3 @@ def _codes(classes, values, col: str, where) -> list[int]:
                        f"give one of them with --user")
     raise FxpError(f"{where}: {col} {value!r} at line {missing[0] + 2} is not known to the model (it knows "
                    f"{len(lookup)}, {examples}); {len(missing)} of {len(values)} rows are unknown, remove them")
-
-
-def _free_path(path: Path) -> Path:
-    "`path`, or with -1, -2, ... before the suffix when that file exists: earlier predictions are never overwritten."
-    i, cand = 0, path
-    while cand.exists():
-        i += 1
-        cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
-    return cand

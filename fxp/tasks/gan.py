@@ -454,21 +454,15 @@ def train_superres(cfg, run):
     t, device = cfg.task, setup(cfg)
     data = _data(cfg, run, device)
     run.info.update(crappified=data.crappified, psnr_input=input_psnr(data))
-    gen = attach(generator(cfg, data), _step_dir(run, "gen"))
+    gen = attach(generator(cfg, data), run.path / "gen")
     fit(gen, cfg, run, stages=t.gen_stages, monitor=t.gen_monitor)
     superres_grid(gen, run.path / "plots" / "superres_pretrained.png")
     generated = run.path / "critic" / "generated"
-    crit = attach(critic(cfg, critic_dls(cfg, gen, generated, device)), _step_dir(run, "critic"))
+    crit = attach(critic(cfg, critic_dls(cfg, gen, generated, device)), run.path / "critic")
     fit(crit, cfg, run, stages=t.crit_stages, monitor=t.crit_monitor)
     shutil.rmtree(generated)  # only the critic's pre-training reads them; a run folder need not keep a copy
     fit_gan(attach(superres_gan(cfg, gen, crit), run.path), cfg, run)
     return gen  # its model is the GAN's generator (the same module), trained by all three steps
-
-
-def _step_dir(run, name: str) -> Path:
-    "A pre-training step's subfolder of the run (its metrics.csv and checkpoints/)."
-    (run.path / name).mkdir(exist_ok=True)
-    return run.path / name
 
 
 def input_psnr(data) -> float:
@@ -549,7 +543,7 @@ def samples_grid(learn, cfg, dest: Path, n: int = 16) -> None:
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
     """superres: each image enlarged by task.scale and enhanced by the generator, written to `out`/<name>_enhanced.png
     (an existing file is never overwritten); returns input, output file and its size."""
-    from fxp.data import input_images, load_image
+    from fxp.data import free_path, input_images, load_image
 
     if cfg.task.recipe != "superres":
         raise FxpError(f"fxp predict enhances images with a superres run; a {cfg.task.recipe} run has no inputs "
@@ -559,7 +553,7 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     rows, used = [], set()
     for f in input_images(inputs):
         im = enhance(learn, load_image(f), cfg.task.scale)
-        dest = _unique(out / f"{f.stem}_enhanced.png", used)
+        dest = free_path(out / f"{f.stem}_enhanced.png", used)
         im.save(dest)
         rows.append({"input": str(f), "output": str(dest), "size": f"{im.width}x{im.height}"})
     return rows
@@ -574,13 +568,3 @@ def enhance(gen, im, scale: float):
     big = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
     pred, _ = gen.get_preds(dl=gen.dls.test_dl([big], after_item=[ToTensor()]))
     return Image.fromarray((to_pixels(pred, gen.dls)[0].permute(1, 2, 0) * 255).round().byte().numpy())
-
-
-def _unique(path: Path, used: set) -> Path:
-    "`path`, or with -1, -2, ... before the suffix when that file exists or an earlier input had the same name."
-    i, cand = 0, path
-    while cand in used or cand.exists():
-        i += 1
-        cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
-    used.add(cand)
-    return cand

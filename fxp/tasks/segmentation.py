@@ -156,7 +156,7 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     import numpy as np
     from PIL import Image
 
-    from fxp.data import input_images
+    from fxp.data import free_path, input_images
 
     files = input_images(inputs)
     probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
@@ -167,19 +167,9 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
         with Image.open(f) as im:
             size = im.size
         mask = Image.fromarray(p.argmax(0).numpy().astype(np.uint8)).resize(size, Image.NEAREST)
-        dest = _unique(out / f"{f.stem}_mask.png", used)
+        dest = free_path(out / f"{f.stem}_mask.png", used)
         mask.save(dest)
         counts = np.bincount(np.asarray(mask).ravel(), minlength=len(codes)) / (size[0] * size[1])
         shares = {codes[i]: round(float(counts[i]), 4) for i in np.argsort(-counts) if counts[i] > 0}
         rows.append({"input": str(f), "mask": str(dest), "shares": shares})
     return rows
-
-
-def _unique(path: Path, used: set) -> Path:
-    "`path`, or with -1, -2, ... before the suffix when that file exists or an earlier input had the same name."
-    i, cand = 0, path
-    while cand in used or cand.exists():
-        i += 1
-        cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
-    used.add(cand)
-    return cand
