@@ -134,7 +134,10 @@ def read_rows(path: Path):
 
     if not path.is_file():
         raise FxpError(f"CSV file not found: {path}; set task.csv= (relative to data.path) or data.path=")
-    df = pd.read_csv(path, skipinitialspace=True)
+    try:
+        df = pd.read_csv(path, skipinitialspace=True)
+    except (ValueError, pd.errors.ParserError) as e:  # UnicodeDecodeError is a ValueError
+        raise FxpError(f"cannot read {path} as a CSV ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if df.empty:
         raise FxpError(f"{path} has no rows")
     return df
@@ -290,7 +293,7 @@ def plots(learn, cfg, dest: Path) -> dict:
     names = sorted(importance, key=importance.get)
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.5))
     ax.barh(names, [importance[n] for n in names])
-    ax.set(xlabel=f"drop in {_metric_name(learn, cfg.task.monitor)} when shuffled (valid set)",
+    ax.set(xlabel=f"how much worse {_metric_name(learn, cfg.task.monitor)} gets with the column shuffled (valid set)",
            title="permutation feature importance")
     save(fig, dest / "feature_importance.png")
     return {"feature_importance": {n: round(importance[n], 6) for n in reversed(names)},
@@ -343,20 +346,20 @@ def _feature_columns(to) -> dict:
     return {c: [c] + ([f"{c}_na"] if f"{c}_na" in added else []) for c in [*cat, *cont]}
 
 
-def predict(learn, cfg, inputs: list[str], out: Optional[str] = None) -> list[dict]:
+def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
     """Predict each row of each CSV; write the rows with the prediction (and probability for classification)
-    beside them to `<name>_predictions.csv` next to the CSV (or in the folder `--out`), never overwriting a file.
-    Returns the first rows of each for the table."""
+    beside them to `out`/<name>_predictions.csv, never overwriting a file. Returns the first rows of each."""
     rows = []
     for name in inputs:
         path = Path(name)
         df = read_rows(path)
         preds = _predictions(learn, cfg.task, df, path)
-        dest = _free_name(Path(out) if out else path.parent, f"{path.stem}_predictions.csv", path)
+        dest = _free_name(Path(out).resolve(), f"{path.stem}_predictions.csv")
         preds.to_csv(dest, index=False)
         print(f"wrote {len(preds)} predictions to {dest}", file=sys.stderr)
-        rows += [{"input": str(path), "row": i + 1, **r} for i, r in
-                 enumerate(preds[list(preds.columns[len(df.columns):])].head(SHOWN_ROWS).to_dict("records"))]
+        added = list(preds.columns[len(df.columns):])
+        rows += [{"input": str(path), "row": i + 1, **r}
+                 for i, r in enumerate(preds[added].head(SHOWN_ROWS).to_dict("records"))]
     return rows
 
 
@@ -385,16 +388,11 @@ def _predictions(learn, t, df, path: Path):
     return df.assign(**{f"{t.y_names}_pred": (np.exp(values) if t.log_target else values).round(6)})
 
 
-def _free_name(folder: Path, name: str, source: Path) -> Path:
-    "`folder/name`, or with -1, -2, ... before the suffix when that file exists; the folder must be writable."
+def _free_name(folder: Path, name: str) -> Path:
+    "`folder/name`, or with -1, -2, ... before the suffix when that file exists."
     folder.mkdir(parents=True, exist_ok=True)
     dest, i = folder / name, 0
     while dest.exists():
         i += 1
         dest = folder / f"{Path(name).stem}-{i}.csv"
-    try:
-        dest.touch(exist_ok=False)
-    except OSError as e:
-        raise FxpError(f"cannot write predictions for {source.name} to {dest} ({e.strerror}); choose a folder "
-                       f"with --out DIR") from None
     return dest

@@ -69,15 +69,16 @@ def plain_fastai_adult(epochs: int) -> list:
 
 @pytest.mark.slow
 def test_adult_trains_exactly_as_plain_fastai(adult_run):
-    """Same recipe, seed and rows: fxp adds nothing. Measured identical to the last bit (0.8318 after one epoch);
-    allowed: float noise, far below one valid row (1/6512 = 1.5e-4 of accuracy)."""
+    """Same recipe, seed, rows and thread count: fxp adds nothing. fxp's split_seed 42 draws the permutation that
+    fastai's RandomSplitter() draws after set_seed(42), and nothing else uses a random generator in between, so
+    the two trainings are the same computation: measured bit-identical (accuracy 0.8311 after one epoch)."""
     s = summary(adult_run)
     assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (26049, 6512)
     train_loss, valid_loss, acc = plain_fastai_adult(epochs=1)
     fxp_metrics = s["final_metrics"]
-    assert fxp_metrics["accuracy"] == pytest.approx(acc, abs=1e-4), (fxp_metrics, acc)
-    assert fxp_metrics["valid_loss"] == pytest.approx(valid_loss, abs=1e-4)
-    assert fxp_metrics["train_loss"] == pytest.approx(train_loss, abs=1e-4)
+    assert fxp_metrics["accuracy"] == acc, (fxp_metrics, acc)  # the same valid rows right
+    assert fxp_metrics["valid_loss"] == pytest.approx(valid_loss, rel=1e-6)
+    assert fxp_metrics["train_loss"] == pytest.approx(train_loss, rel=1e-6)
     _, valid = valid_rows(adult_rows())
     majority = valid.salary.value_counts(normalize=True).max()  # ~0.76
     assert acc >= 0.82 and acc > majority + 0.05, (acc, majority)
@@ -96,16 +97,17 @@ def test_adult_feature_importance(adult_run):
 
 @pytest.mark.slow
 def test_predict_writes_beside_rows_never_overwriting(adult_run, tmp_path):
-    "Rows without the label get salary_pred and probability; an existing predictions file is kept."
+    "Rows without the label get salary_pred and probability in predictions/; an existing file there is kept."
     df = adult_rows().head(300)
     df.drop(columns="salary").to_csv(tmp_path / "rows.csv", index=False)
-    (tmp_path / "rows_predictions.csv").write_text("keep me\n")
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "rows_predictions.csv").write_text("keep me\n")
     r = run_fxp("predict", adult_run, tmp_path / "rows.csv", "--json", cwd=tmp_path)
     assert r.returncode == 0, r
     shown = json.loads(r.stdout)
     assert len(shown) == 10 and set(shown[0]) == {"input", "row", "salary_pred", "probability"}
-    assert (tmp_path / "rows_predictions.csv").read_text() == "keep me\n"
-    out = pd.read_csv(tmp_path / "rows_predictions-1.csv")
+    assert (tmp_path / "predictions" / "rows_predictions.csv").read_text() == "keep me\n"
+    out = pd.read_csv(tmp_path / "predictions" / "rows_predictions-1.csv")
     assert list(out.columns) == [*df.columns.drop("salary"), "salary_pred", "probability"] and len(out) == 300
     assert set(out.salary_pred) <= {"<50k", ">=50k"} and out.probability.between(0.5, 1).all()
     assert (out.salary_pred == df.salary).mean() > df.salary.value_counts(normalize=True).max()
@@ -131,7 +133,8 @@ def dated_adult(dest):
 @pytest.mark.slow
 def test_rossmann_recipe_regresses_age(tmp_path):
     """rossmann's recipe (log target, y_range auto, layers [1000, 500], ps, embed_p, exp_rmspe) on adult's age with
-    columns inferred by cont_cat_split: clearly below predicting the training mean (measured ~0.6 of its MSE)."""
+    columns inferred by cont_cat_split: clearly below predicting the training mean (measured ~0.6 of its MSE), and
+    predictions back in years (exp of the output) beat that mean on the valid rows."""
     df = dated_adult(tmp_path)
     r = run_fxp("train", "task=rossmann", f"data.path={tmp_path}", "task.csv=adult_dated.csv", "task.y_names=age",
                 "task.date_names=[rated_date]", "task.cat_names=null", "task.cont_names=null",
@@ -147,12 +150,11 @@ def test_rossmann_recipe_regresses_age(tmp_path):
     base_rmspe = float(np.sqrt((((np.exp(mean_log) - valid.age) / valid.age) ** 2).mean()))
     best = s["best_metrics"]
     assert best["valid_loss"] < 0.8 * base_mse and best["exp_rmspe"] < 0.9 * base_rmspe, (best, base_mse, base_rmspe)
-    rows = df.head(40).drop(columns="age")
-    rows.to_csv(tmp_path / "people.csv", index=False)
+    valid.drop(columns="age").to_csv(tmp_path / "people.csv", index=False)
     r = run_fxp("predict", run, tmp_path / "people.csv", "--json", cwd=tmp_path)
     assert r.returncode == 0, r
-    ages = pd.read_csv(tmp_path / "people_predictions.csv").age_pred
-    assert len(ages) == 40 and ages.between(df.age.min() - 5, df.age.max()).all()  # exp of the log output
+    ages = pd.read_csv(tmp_path / "predictions" / "people_predictions.csv").age_pred.to_numpy()
+    assert np.abs(ages - valid.age).mean() < np.abs(np.exp(mean_log) - valid.age).mean()
     assert [row["age_pred"] for row in json.loads(r.stdout)] == pytest.approx(list(ages[:10]))
 
 
