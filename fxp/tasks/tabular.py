@@ -25,8 +25,8 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 Y_BLOCKS = ("category", "regression")
 PROCS = ("Categorify", "FillMissing", "Normalize")
 Y_RANGE_HEADROOM = 1.2  # lesson 6: the sigmoid must reach the largest target, so the range ends a little above it
-SHOWN_ROWS = 10
-IMPORTANCE_BS = 1024  # fxp predict prints this many rows; the CSV it writes has them all
+SHOWN_ROWS = 10  # fxp predict prints this many rows of each CSV; the file it writes has them all
+IMPORTANCE_BS = 1024  # permutation importance batches: a fastai tabular batch has a fixed cost, so few large ones
 
 
 @dataclass
@@ -128,12 +128,12 @@ def dls(cfg, device):
     return to.dataloaders(bs=tr.bs, num_workers=tr.num_workers, device=device, path=path.parent)
 
 
-def read_rows(path: Path):
+def read_rows(path: Path, fix: str = "set task.csv= (relative to data.path) or data.path="):
     "The CSV as fastai's TabularDataLoaders.from_csv reads it (spaces after commas skipped)."
     import pandas as pd
 
     if not path.is_file():
-        raise FxpError(f"CSV file not found: {path}; set task.csv= (relative to data.path) or data.path=")
+        raise FxpError(f"CSV file not found: {path}; {fix}")
     try:
         df = pd.read_csv(path, skipinitialspace=True)
     except (ValueError, pd.errors.ParserError) as e:  # UnicodeDecodeError is a ValueError
@@ -327,10 +327,17 @@ def _validate(learn, to) -> list:
     return [float(v) for v in learn.validate(dl=learn.dls.valid.new(to, bs=IMPORTANCE_BS))]
 
 
+def _fill_values(to) -> dict:
+    "FillMissing's {continuous column: fill value}, learnt from the training rows that missed a value."
+    from fastai.tabular.core import FillMissing
+
+    fill = next((p for p in to.procs if isinstance(p, FillMissing)), None)
+    return dict(fill.na_dict) if fill is not None else {}
+
+
 def _filled(to) -> list:
     "Columns FillMissing added (`<column>_na`), which are not in the input rows."
-    fill = [p for p in to.procs if type(p).__name__ == "FillMissing"]
-    return [f"{c}_na" for p in fill if p.add_col for c in p.na_dict]
+    return [f"{c}_na" for c in _fill_values(to) if f"{c}_na" in to.cat_names]
 
 
 def _inputs(to) -> tuple[list, list]:
@@ -352,7 +359,7 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     rows = []
     for name in inputs:
         path = Path(name)
-        df = read_rows(path)
+        df = read_rows(path, fix="give the path of a CSV of rows to predict on")
         preds = _predictions(learn, cfg.task, df, path)
         dest = _free_name(Path(out).resolve(), f"{path.stem}_predictions.csv")
         preds.to_csv(dest, index=False)
@@ -375,7 +382,7 @@ def _predictions(learn, t, df, path: Path):
         raise FxpError(f"{path.name} lacks the model's input columns: {', '.join(missing)}; its columns are: "
                        f"{', '.join(map(str, df.columns))}")
     _check_numeric(rows, cont, path, "the model reads it as a number: give numbers or leave cells empty")
-    unfilled = [c for c in cont if rows[c].isna().any() and f"{c}_na" not in _filled(to)]
+    unfilled = [c for c in cont if rows[c].isna().any() and c not in _fill_values(to)]
     if unfilled:
         raise FxpError(f"{path.name}: column {unfilled[0]!r} has empty values, which the training rows never had "
                        f"(FillMissing learnt no fill value for it); fill them")
