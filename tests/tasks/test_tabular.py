@@ -47,7 +47,7 @@ def adult_run(tmp_path_factory):
 
 
 def plain_fastai_adult(epochs: int) -> list:
-    "fastbook ch. 1's adult cell, verbatim but for the epoch count; [train_loss, valid_loss, accuracy]."
+    "fastbook ch. 1's adult cell (`epochs` epochs, one thread); the last [train_loss, valid_loss, accuracy]."
     import torch
     from fastai.tabular.all import (Categorify, FillMissing, Normalize, TabularDataLoaders, accuracy, set_seed,
                                     tabular_learner)
@@ -96,7 +96,7 @@ def test_adult_feature_importance(adult_run):
 
 
 @pytest.mark.slow
-def test_predict_writes_beside_rows_never_overwriting(adult_run, tmp_path):
+def test_predict_writes_rows_with_predictions_never_overwriting(adult_run, tmp_path):
     "Rows without the label get salary_pred and probability in predictions/; an existing file there is kept."
     df = adult_rows().head(300)
     df.drop(columns="salary").to_csv(tmp_path / "rows.csv", index=False)
