@@ -1,0 +1,386 @@
+"""Text classification with ULMFiT (lesson 3 / fastbook ch. 10): an AWD-LSTM language model fine-tuned on every
+text, then a classifier on its encoder, trained with gradual unfreezing (the trainer's stages).
+
+Texts come from a CSV (`text_col`, `label_col`, `valid_col` or `valid_pct`; rows without a label feed the language
+model only) or from folders in fastai's IMDB layout (`train/<label>/*.txt`, `test/<label>/*.txt`, `unsup/*.txt`).
+Step 1 writes into the run's `lm/` folder: metrics.csv, checkpoints/, encoder.pth, vocab.pkl, samples.txt (a few
+generated continuations) and plots/. Step 2, the classifier, is the run itself: metrics.csv, model.pkl and plots/
+at the top level, so `fxp runs`, sweeps and `fxp predict` treat it as any run. `task.encoder=RUN_DIR` (an earlier
+run or its lm/ folder) skips step 1 and trains a classifier on that encoder and vocab.
+Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from fxp.config import Monitor, Stage, TaskBase, check_choices, check_stages
+from fxp.errors import ConfigError, FxpError
+
+SOURCES = ("csv", "folders")
+ENCODER, VOCAB = "encoder.pth", "vocab.pkl"
+
+
+@dataclass
+class Task(TaskBase):
+    kind: str = "text"
+    source: str = "csv"  # csv | folders
+    csv: str = "texts.csv"  # csv: the file, relative to data.path
+    text_col: str = "text"
+    label_col: str = "label"  # rows with an empty label feed the language model only
+    valid_col: Optional[str] = "is_valid"  # csv: boolean column marking valid rows; null: valid_pct
+    valid_pct: float = 0.2
+    split_seed: int = 42
+    train: str = "train"  # folders: <train>/<label>/*.txt and <valid>/<label>/*.txt
+    valid: str = "test"
+    unlabelled: List[str] = field(default_factory=lambda: ["unsup"])  # folders of texts for the language model only
+    max_vocab: int = 60000  # the language model's vocab, which the classifier reuses
+    min_freq: int = 3
+    seq_len: int = 72  # classifier: tokens per forward chunk
+    max_len: int = 1440  # classifier: gradients flow through the last max_len tokens of each text
+    drop_mult: float = 0.5  # classifier: scales every AWD-LSTM dropout
+    encoder: Optional[str] = None  # a previous run (or its lm/ folder): skip the language model, use its encoder
+    lm_seq_len: int = 80
+    lm_drop_mult: float = 0.3
+    lm_valid_pct: float = 0.1  # the language model's own random split over all texts
+    lm_stages: List[Stage] = field(default_factory=lambda: [Stage(epochs=1, lr=2e-2, freeze=True),
+                                                            Stage(epochs=10, lr=2e-3, freeze=False)])
+    lm_monitor: Monitor = field(default_factory=lambda: Monitor("perplexity", "min"))
+    prompts: List[str] = field(default_factory=lambda: ["I liked this movie because"])  # lm/samples.txt
+    n_samples: int = 2  # continuations per prompt
+    n_words: int = 40
+    temperature: float = 0.75
+
+
+def check(task) -> None:
+    "Value checks a schema type cannot express, done before any heavy import."
+    check_choices(task, {"source": SOURCES})
+    for key in ("valid_pct", "lm_valid_pct"):
+        if not 0 < task[key] < 1:
+            raise ConfigError(f"task.{key}={task[key]} must be between 0 and 1")
+    for key in ("seq_len", "lm_seq_len", "max_len", "max_vocab", "n_words"):
+        if task[key] < 1:
+            raise ConfigError(f"task.{key}={task[key]} must be at least 1")
+    check_stages("task.lm_stages", task.lm_stages)
+    if task.encoder is not None:
+        encoder_dir(task.encoder)
+
+
+def encoder_dir(where: str) -> Path:
+    "The folder holding encoder.pth and vocab.pkl: `where` itself or its lm/ subfolder (a whole run)."
+    path = Path(where).expanduser().resolve()
+    for d in (path, path / "lm"):
+        if (d / ENCODER).is_file() and (d / VOCAB).is_file():
+            return d
+    raise ConfigError(f"task.encoder={where}: no {ENCODER} and {VOCAB} in {path} or {path / 'lm'}; give the folder "
+                      f"of a completed text run (or its lm/ folder), or drop task.encoder to train the language model")
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+
+def texts(cfg):
+    "Every text as a DataFrame of text, label (None: language model only) and is_valid."
+    from fxp.data import data_path
+
+    root = data_path(cfg)
+    df = _csv_texts(cfg.task, root) if cfg.task.source == "csv" else _folder_texts(cfg.task, root)
+    labels = df.label[df.label.notna() & ~df.is_valid].unique()
+    if len(labels) < 2:
+        t = cfg.task
+        found = f"a single class ({labels[0]!r})" if len(labels) else "no labels"
+        where = (f"task.label_col={t.label_col!r} of {t.csv}" if t.source == "csv"
+                 else f"the class folders under {root / t.train}")
+        raise FxpError(f"{where}: the training texts have {found}; a classifier needs at least two classes")
+    return df
+
+
+def _csv_texts(t, root: Path):
+    import pandas as pd
+
+    from fxp.data import read_csv
+
+    path = root / t.csv
+    try:
+        df = read_csv(path, [])
+    except pd.errors.EmptyDataError:
+        raise FxpError(f"{path} is empty; give a CSV with a header and a row per text (task.csv=)") from None
+    for key in ("text_col", "label_col") + (("valid_col",) if t.valid_col else ()):
+        if t[key] not in df.columns:
+            raise FxpError(f"task.{key}={t[key]!r} is not a column of {path.name}; its columns are: "
+                           f"{', '.join(map(str, df.columns))}")
+    label = df[t.label_col].map(lambda v: None if pd.isna(v) else str(v))
+    out = pd.DataFrame({"text": df[t.text_col].fillna("").astype(str), "label": label})
+    out["is_valid"] = _as_bool(df[t.valid_col]) if t.valid_col else _random_valid(out.label.notna(), t)
+    return out
+
+
+def _as_bool(col):
+    "A valid column as booleans, whether pandas read True/False, 0/1 or strings."
+    if col.dtype == bool:
+        return col
+    return col.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+
+
+def _random_valid(labelled, t):
+    "valid_pct of the labelled rows, drawn as fastai's RandomSplitter draws them."
+    import numpy as np
+    from fastai.data.transforms import RandomSplitter
+
+    idx = np.flatnonzero(labelled.to_numpy())
+    _, valid = RandomSplitter(t.valid_pct, seed=t.split_seed)(idx)
+    out = np.zeros(len(labelled), dtype=bool)
+    out[idx[list(valid)]] = True
+    return out
+
+
+def _folder_texts(t, root: Path):
+    "fastai's IMDB layout: <train|valid>/<label>/*.txt, and unlabelled folders of *.txt."
+    import pandas as pd
+    from fastai.data.transforms import get_text_files
+
+    labelled = get_text_files(root, folders=[t.train, t.valid])
+    labelled = [f for f in labelled if f.parent.parent.name in (t.train, t.valid)]
+    if not labelled:
+        raise FxpError(f"no texts in {root}/{t.train}/<label>/*.txt or {root}/{t.valid}/<label>/*.txt; set "
+                       f"task.train= and task.valid= to the folder names, or use task.source=csv")
+    extra = list(get_text_files(root, folders=list(t.unlabelled))) if t.unlabelled else []
+    files = labelled + extra
+    return pd.DataFrame({"text": [f.read_text(encoding="utf-8", errors="replace") for f in files],
+                         "label": [f.parent.name for f in labelled] + [None] * len(extra),
+                         "is_valid": [f.parent.parent.name == t.valid for f in labelled] + [False] * len(extra)})
+
+
+def _dataloaders(block, df, cfg, device, fix: str):
+    "fastai DataLoaders of `block` (with its text loader kwargs), with one line when a split is empty."
+    dsets = block.datasets(df)
+    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
+        if len(ds) == 0:
+            raise FxpError(f"the {name} split is empty ({len(df)} texts in all); {fix}")
+    return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device,
+                             **block.dls_kwargs)
+
+
+def lm_dls(cfg, df, device):
+    "A language model's loaders over every text (labelled or not), split at random."
+    from fastai.data.block import DataBlock
+    from fastai.data.transforms import ColReader, RandomSplitter
+    from fastai.text.data import TextBlock
+
+    t = cfg.task
+    block = DataBlock(blocks=TextBlock.from_df("text", is_lm=True, seq_len=t.lm_seq_len, min_freq=t.min_freq,
+                                               max_vocab=t.max_vocab),
+                      get_x=ColReader("text"), splitter=RandomSplitter(t.lm_valid_pct, seed=t.split_seed))
+    return _dataloaders(block, df, cfg, device, "check task.lm_valid_pct")
+
+
+def clf_dls(cfg, df, vocab, device):
+    "The classifier's loaders over the labelled texts, numericalized with the language model's vocab."
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import ColReader, ColSplitter
+    from fastai.text.data import TextBlock
+
+    labelled = df[df.label.notna()].reset_index(drop=True)
+    block = DataBlock(blocks=(TextBlock.from_df("text", vocab=vocab, seq_len=cfg.task.seq_len), CategoryBlock),
+                      get_x=ColReader("text"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"))
+    return _dataloaders(block, labelled, cfg, device,
+                        "check task.valid_col (or task.valid_pct), or the train/valid folders")
+
+
+def dls(cfg, device):
+    "The loaders of the step `fxp train` runs first (for `fxp lr-find`): the classifier's with task.encoder, else the LM's."
+    df = texts(cfg)
+    if cfg.task.encoder:
+        return clf_dls(cfg, df, read_vocab(encoder_dir(cfg.task.encoder)), device)
+    return lm_dls(cfg, df, device)
+
+
+def read_vocab(folder: Path) -> list:
+    from fastcore.xtras import load_pickle
+
+    return load_pickle(folder / VOCAB)
+
+
+# --- learners -------------------------------------------------------------------------------------------------
+
+
+def _arch(m):
+    "The fastai text architecture named by model.arch (AWD_LSTM)."
+    from fastai.text.models.core import _model_meta
+    from hydra.utils import get_object
+
+    arch = get_object(m.arch) if m.arch else None
+    if arch not in _model_meta:
+        raise FxpError(f"model.arch={m.arch} is not a fastai text architecture; use model=awd_lstm (see fxp tasks)")
+    return arch
+
+
+def _config(m, arch, step: str) -> dict:
+    "fastai's AWD-LSTM config for `step` (lm or clas) with model.kwargs.config's sizes and dropouts on top."
+    from fastai.text.models.core import _model_meta
+    from omegaconf import OmegaConf
+
+    return {**_model_meta[arch][f"config_{step}"], **OmegaConf.to_container(m.kwargs).get("config", {})}
+
+
+def pretrained_files(m) -> Path:
+    "fastai's WikiText-103 weights for model.arch, downloaded once into its cache."
+    from fastai.data.external import untar_data
+    from fastai.text.models.core import _model_meta
+
+    from fxp.vision import pretrained_weights
+
+    with pretrained_weights(m):
+        return untar_data(_model_meta[_arch(m)]["url"], c_key="model")
+
+
+def lm_learner(cfg, dls):
+    "fastai's language_model_learner: accuracy and perplexity; WikiText-103 weights when model.pretrained."
+    from fastai.metrics import Perplexity, accuracy
+    from fastai.text.learner import language_model_learner
+
+    from fxp.vision import pretrained_weights
+
+    m, arch = cfg.model, _arch(cfg.model)
+    with pretrained_weights(m):
+        return language_model_learner(dls, arch, config=_config(m, arch, "lm"), drop_mult=cfg.task.lm_drop_mult,
+                                      pretrained=m.pretrained, metrics=[accuracy, Perplexity()])
+
+
+def clf_learner(cfg, dls, encoder: Optional[Path]):
+    "fastai's text_classifier_learner (other model.kwargs go to it) on the language model's `encoder`, frozen."
+    from fastai.text.learner import text_classifier_learner
+    from omegaconf import OmegaConf
+
+    from fxp.vision import metrics
+
+    t, m, arch = cfg.task, cfg.model, _arch(cfg.model)
+    kwargs = {k: v for k, v in OmegaConf.to_container(m.kwargs).items() if k != "config"}
+    learn = text_classifier_learner(dls, arch, seq_len=t.seq_len, config=_config(m, arch, "clas"),
+                                    drop_mult=t.drop_mult, max_len=t.max_len, pretrained=False,
+                                    metrics=metrics(t.metrics), **kwargs)
+    if encoder is not None:
+        load_encoder(learn, encoder)
+    return learn
+
+
+def load_encoder(learn, file: Path) -> None:
+    "fastai's TextLearner.load_encoder for a file anywhere (not only under the learner's model_dir)."
+    import torch
+    from fastai.text.learner import clean_raw_keys
+    from fastai.torch_core import get_model
+
+    wgts = torch.load(file, map_location=learn.dls.device, weights_only=True)
+    try:
+        get_model(learn.model)[0].module.load_state_dict(clean_raw_keys(wgts))
+    except RuntimeError as e:
+        raise FxpError(f"the encoder {file} does not fit this model ({str(e).splitlines()[-1].strip()}); train "
+                       f"the classifier with the model= of the run that made it") from None
+    learn.freeze()
+
+
+def learner(cfg, dls):
+    "The learner of the step `fxp train` runs first (for `fxp lr-find`)."
+    from fastai.text.data import LMDataLoader
+
+    if isinstance(dls.train, LMDataLoader):
+        return lm_learner(cfg, dls)
+    return clf_learner(cfg, dls, encoder_dir(cfg.task.encoder) / ENCODER)
+
+
+# --- the two steps --------------------------------------------------------------------------------------------
+
+
+def train(cfg, run):
+    "Step 1, the language model into lm/ (unless task.encoder names one); step 2, the classifier: the run itself."
+    from fxp.train import attach, check_batches, fit, setup
+
+    device = setup(cfg)
+    df = texts(cfg)
+    folder = encoder_dir(cfg.task.encoder) if cfg.task.encoder else language_model(cfg, run, df, device)
+    dls = clf_dls(cfg, df, read_vocab(folder), device)
+    check_batches(dls, cfg.trainer.bs)
+    run.info.update(device=str(device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
+                    encoder=str(folder / ENCODER))
+    learn = attach(clf_learner(cfg, dls, folder / ENCODER), run.path)
+    fit(learn, cfg, run)
+    return learn
+
+
+def language_model(cfg, run, df, device) -> Path:
+    "Fine-tune the language model in the run's lm/ folder; save its encoder, vocab and a few samples there."
+    from fastcore.xtras import save_pickle
+
+    from fxp import plots
+    from fxp.runs import best_metrics, read_metrics
+    from fxp.train import attach, check_batches, fit
+
+    t, folder = cfg.task, run.path / "lm"
+    if cfg.model.pretrained:
+        pretrained_files(cfg.model)  # before tokenizing: offline, fail at once
+    folder.mkdir(exist_ok=True)
+    dls = lm_dls(cfg, df, device)
+    check_batches(dls, cfg.trainer.bs)
+    learn = attach(lm_learner(cfg, dls), folder)
+    fit(learn, cfg, run, stages=t.lm_stages, monitor=t.lm_monitor)
+    learn.save_encoder(str(folder / Path(ENCODER).stem))  # an absolute name: fastai joins it to model_dir as is
+    save_pickle(folder / VOCAB, dls.vocab)
+    write_samples(learn, t, folder / "samples.txt")
+    plots.loss_curves(folder)
+    rows = read_metrics(folder)
+    run.info["lm"] = dict(texts=len(df), vocab=len(dls.vocab), perplexity_unigram=unigram_perplexity(dls),
+                          final_metrics=rows[-1] if rows else {}, best_metrics=best_metrics(rows, t.lm_monitor))
+    return folder
+
+
+def unigram_perplexity(dls) -> float:
+    "Valid perplexity of predicting every token by its training frequency: what a context-blind LM reaches."
+    import torch
+
+    def tokens(ds):
+        return torch.cat([ds[i][0] for i in range(len(ds))])
+
+    counts = torch.bincount(tokens(dls.train_ds), minlength=len(dls.vocab)).double() + 1  # add-one: no zero
+    return round(float(torch.exp(-(counts / counts.sum()).log()[tokens(dls.valid_ds)].mean())), 3)
+
+
+def write_samples(learn, t, dest: Path) -> None:
+    "`n_samples` continuations of each prompt, `n_words` long (fastbook's check that the LM learnt English)."
+    lines = [learn.predict(p, t.n_words, temperature=t.temperature, no_bar=True)
+             for p in t.prompts for _ in range(t.n_samples)]
+    dest.write_text("".join(f"{line}\n\n" for line in lines))
+
+
+# --- plots, predict -------------------------------------------------------------------------------------------
+
+
+def plots(learn, cfg, dest: Path) -> dict:
+    "The confusion matrix; returns the valid accuracy of always predicting the most common training label."
+    from fastai.interpret import ClassificationInterpretation
+
+    from fxp.plots import save_current
+
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_confusion_matrix(figsize=(6, 6))
+    save_current(dest / "confusion_matrix.png")
+    train_y, valid_y = learn.dls.train_ds.items.label, learn.dls.valid_ds.items.label
+    return {"accuracy_majority": round(float((valid_y == train_y.mode()[0]).mean()), 6)}
+
+
+def predict(learn, cfg, inputs: list[str]) -> list[dict]:
+    "Label and class probabilities of each text (an existing .txt file is read)."
+    texts_ = [_read_input(i) for i in inputs]
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(texts_))
+    vocab = [str(c) for c in learn.dls.vocab[1]]
+    return [{"input": i, "label": vocab[p.argmax().item()],
+             "probabilities": {c: round(float(v), 4) for c, v in zip(vocab, p)}} for i, p in zip(inputs, probs)]
+
+
+def _read_input(text: str) -> str:
+    path = Path(text)
+    if path.suffix == ".txt" and path.is_file():
+        return path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise FxpError("fxp predict: an input text is empty; give the texts to classify (or .txt files)")
+    return text
