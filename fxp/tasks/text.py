@@ -248,7 +248,7 @@ def lm_learner(cfg, dls):
                                       pretrained=m.pretrained, metrics=[accuracy, Perplexity()])
 
 
-def clf_learner(cfg, dls, encoder: Optional[Path]):
+def clf_learner(cfg, dls, encoder: Path):
     "fastai's text_classifier_learner (other model.kwargs go to it) on the language model's `encoder`, frozen."
     from fastai.text.learner import text_classifier_learner
     from omegaconf import OmegaConf
@@ -260,8 +260,7 @@ def clf_learner(cfg, dls, encoder: Optional[Path]):
     learn = text_classifier_learner(dls, arch, seq_len=t.seq_len, config=_config(m, arch, "clas"),
                                     drop_mult=t.drop_mult, max_len=t.max_len, pretrained=False,
                                     metrics=metrics(t.metrics), **kwargs)
-    if encoder is not None:
-        load_encoder(learn, encoder)
+    load_encoder(learn, encoder)
     return learn
 
 

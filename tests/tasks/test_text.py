@@ -1,0 +1,156 @@
+"""Text (ULMFiT) end to end on imdb_sample (1,000 IMDB reviews): a language model on every review, then a
+sentiment classifier on its encoder with gradual unfreezing; `fxp predict` on texts; bad input in one line.
+
+No WikiText weights offline, so a tiny AWD-LSTM (model=awd_lstm_tiny) learns from scratch on ~285k tokens.
+Floors are baselines computed here or by the run: the language model must beat the perplexity of a context-blind
+(unigram) model, the classifier the valid share of the majority training label, which a model that ignores the
+text cannot pass. Measured on a 2-core CPU (seeds 42 and 1): the LM reached perplexity 105-106 against the unigram
+model's 181; the classifier 0.63-0.64 final accuracy (majority 0.535) and the same recipe with shuffled labels
+0.45-0.47 (0.47-0.52 with a longer last stage), so the floor, majority + 0.05, holds for a working pipeline and
+fails for one that mixes up texts and labels. The main run takes about 75 s.
+Training runs single-threaded: the tiny LSTM's many small ops were up to 100x slower with 2 OpenMP threads on a
+loaded 2-core machine (thread sync), and about as fast on an idle one.
+"""
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import (assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env,
+                      summary)
+
+PROMPT = "I liked this movie because"
+TINY = ("model=awd_lstm_tiny", "task.max_vocab=2000", "task.lm_seq_len=48", "task.seq_len=48", "trainer.bs=32",
+        "task.drop_mult=0.3", "task.n_words=12", f"task.prompts=[{PROMPT}]",
+        "task.max_len=480", "task.lm_stages=[{epochs:1,lr:2e-2,freeze:true},{epochs:1,lr:5e-3,freeze:false}]")
+# fastbook's gradual unfreezing, with the higher rates and longer last stage an encoder trained from scratch needs
+CLASSIFIER = ("trainer.stages=[{epochs:1,lr:1e-2,freeze:true},{epochs:1,lr:[1e-3,1e-2],freeze:-2},"
+              "{epochs:1,lr:[1e-3,5e-3],freeze:-3},{epochs:3,lr:[1e-3,5e-3],freeze:false}]")
+
+
+def train(cwd, *overrides):
+    "fxp train task=imdb in `cwd`, single-threaded, with an empty fastai cache (no WikiText weights)."
+    env = {**subprocess_env(cwd), "OMP_NUM_THREADS": "1", "FASTAI_HOME": str(cwd / ".fastai")}
+    return run_fxp("train", "task=imdb", *overrides, cwd=cwd, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def imdb():
+    return need_data("imdb_sample")
+
+
+@pytest.fixture(scope="module")
+def imdb_run(imdb, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("imdb")
+    r = train(cwd, f"data.path={imdb}", *TINY, CLASSIFIER)
+    assert r.returncode == 0, r
+    return newest_run(cwd)
+
+
+def majority_share(csv) -> float:
+    "Valid accuracy of always answering the most common training label."
+    df = pd.read_csv(csv)
+    train, valid = df[~df.is_valid], df[df.is_valid]
+    return float((valid.label == train.label.mode()[0]).mean())
+
+
+@pytest.mark.slow
+def test_language_model_step_writes_lm_folder(imdb_run):
+    "lm/: metrics, encoder, vocab, samples continuing the prompt; perplexity well below the unigram model's."
+    lm = imdb_run / "lm"
+    for name in ("encoder.pth", "vocab.pkl", "checkpoints/best.pth", "plots/loss_curves.png"):
+        assert (lm / name).is_file(), name
+    rows = metrics_rows(lm)
+    assert list(rows[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "perplexity", "lr", "time"]
+    assert [r["stage"] for r in rows] == ["1", "2"]
+    samples = [s for s in (lm / "samples.txt").read_text().split("\n\n") if s.strip()]
+    assert len(samples) == 2  # n_samples continuations of the one prompt
+    for s in samples:
+        assert s.lower().startswith(PROMPT.lower()) and len(s.split()) > len(PROMPT.split()) + 5, s
+    info = summary(imdb_run)["lm"]
+    assert info["texts"] == 1000 and 1000 < info["vocab"] <= 2008  # max_vocab, rounded up to a multiple of 8
+    assert info["best_metrics"]["perplexity"] < 0.85 * info["perplexity_unigram"] < info["vocab"], info
+
+
+@pytest.mark.slow
+def test_classifier_beats_the_majority_label(imdb_run, imdb):
+    s = summary(imdb_run)
+    assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (800, 200)
+    base = majority_share(imdb / "texts.csv")
+    assert s["accuracy_majority"] == pytest.approx(base)  # the kind's own baseline agrees
+    assert s["final_metrics"]["accuracy"] >= base + 0.05, (s["final_metrics"], base)
+    rows = metrics_rows(imdb_run)
+    assert list(rows[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "lr", "time"]
+    assert [r["stage"] for r in rows] == ["1", "2", "3", "4", "4", "4"]  # the four unfreezing stages
+    assert s["encoder"] == str(imdb_run / "lm" / "encoder.pth")
+    for name in ("model.pkl", "plots/confusion_matrix.png", "plots/loss_curves.png"):
+        assert (imdb_run / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_predict_prints_label_and_probabilities(imdb_run, tmp_path):
+    review = tmp_path / "review.txt"
+    review.write_text("A dull, lifeless film. The plot made no sense and the acting was awful.")
+    texts = ["What a wonderful film, I loved every minute of it.", str(review)]
+    r = run_fxp("predict", imdb_run, *texts, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r
+    rows = json.loads(r.stdout)
+    assert [row["input"] for row in rows] == texts
+    for row in rows:
+        probs = row["probabilities"]
+        assert set(probs) == {"negative", "positive"} and sum(probs.values()) == pytest.approx(1, abs=1e-3)
+        assert row["label"] == max(probs, key=probs.get)
+    r = run_fxp("predict", imdb_run, texts[0], cwd=tmp_path)
+    assert r.returncode == 0 and rows[0]["label"] in r.stdout, r
+
+
+def imdb_folders(csv, dest):
+    "The reviews in fastai's IMDB layout: train/<label>/<i>.txt, test/<label>/<i>.txt, a few in unsup/."
+    df = pd.read_csv(csv)
+    for i, row in df.iterrows():
+        folder = dest / ("test" if row.is_valid else "train") / row.label
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.txt").write_text(row.text)
+    (dest / "unsup").mkdir()
+    (dest / "unsup" / "0.txt").write_text(df.text[0])
+    return dest
+
+
+@pytest.mark.slow
+def test_classifier_from_folders_on_an_earlier_runs_encoder(imdb_run, imdb, tmp_path):
+    "task.source=folders, and task.encoder=RUN_DIR skips the language model: no lm/, that run's encoder and vocab."
+    root = imdb_folders(imdb / "texts.csv", tmp_path / "imdb")
+    r = train(tmp_path, f"data.path={root}", "task.source=folders", *TINY, f"task.encoder={imdb_run}",
+              "trainer.stages=[{epochs:1,lr:1e-2,freeze:true}]")
+    assert r.returncode == 0, r
+    run = newest_run(tmp_path)
+    s = summary(run)
+    assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (800, 200)
+    assert s["encoder"] == str(imdb_run / "lm" / "encoder.pth") and "lm" not in s
+    assert not (run / "lm").exists() and len(metrics_rows(run)) == 1
+
+
+def test_wrong_text_column_names_the_columns(imdb, tmp_path):
+    r = train(tmp_path, f"data.path={imdb}", "task.text_col=review", *TINY)
+    assert_one_line_error(r, "task.text_col='review'", "texts.csv", "label, text, is_valid")
+
+
+def test_single_class_labels_are_one_line(imdb, tmp_path):
+    df = pd.read_csv(imdb / "texts.csv").head(40).assign(label="positive")
+    df.to_csv(tmp_path / "texts.csv", index=False)
+    r = train(tmp_path, f"data.path={tmp_path}", *TINY)
+    assert_one_line_error(r, "task.label_col='label'", "single class", "'positive'")
+
+
+def test_encoder_folder_without_an_encoder(imdb, tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    r = train(tmp_path, f"data.path={imdb}", f"task.encoder={tmp_path / 'empty_run'}", *TINY)
+    assert_one_line_error(r, "task.encoder=", "encoder.pth", "vocab.pkl")
+
+
+def test_pretrained_weights_offline_say_pretrained_false(imdb, tmp_path):
+    "No network in tests: the WikiText-103 download fails in one line that names the way out."
+    df = pd.read_csv(imdb / "texts.csv").head(40)
+    df.to_csv(tmp_path / "texts.csv", index=False)
+    r = train(tmp_path, f"data.path={tmp_path}", "model=awd_lstm")
+    assert_one_line_error(r, "pretrained weights", "model.pretrained=false")
