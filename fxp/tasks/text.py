@@ -298,6 +298,7 @@ def train(cfg, run):
     device = setup(cfg)
     df = texts(cfg)
     folder = encoder_dir(cfg.task.encoder) if cfg.task.encoder else language_model(cfg, run, df, device)
+    announce(f"classifier on the encoder in {folder}")
     dls = clf_dls(cfg, df, read_vocab(folder), device)
     check_batches(dls, cfg.trainer.bs)
     run.info.update(device=str(device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
@@ -319,6 +320,7 @@ def language_model(cfg, run, df, device) -> Path:
     if cfg.model.pretrained:
         pretrained_files(cfg.model)  # before tokenizing: offline, fail at once
     folder.mkdir(exist_ok=True)
+    announce(f"language model on {len(df)} texts, in {folder}")
     dls = lm_dls(cfg, df, device)
     check_batches(dls, cfg.trainer.bs)
     learn = attach(lm_learner(cfg, dls), folder)
@@ -331,6 +333,14 @@ def language_model(cfg, run, df, device) -> Path:
     run.info["lm"] = dict(texts=len(df), vocab=len(dls.vocab), perplexity_unigram=unigram_perplexity(dls),
                           final_metrics=rows[-1] if rows else {}, best_metrics=best_metrics(rows, t.lm_monitor))
     return folder
+
+
+def announce(step: str) -> None:
+    "A line before each step's epoch lines, on the console and in train.log (both steps count stages from 1)."
+    import logging
+
+    logging.getLogger("fxp").info(step)
+    print(step, flush=True)
 
 
 def unigram_perplexity(dls) -> float:
