@@ -273,7 +273,13 @@ def predict(args: list[str]) -> int:
     if unknown:
         takes = ", ".join(f"--{o}" for o in accepted) or "no options"
         raise FxpError(f"fxp predict: --{unknown[0]} is not an option of {cfg.task.kind} runs (it takes {takes})")
-    rows = kind.predict(_load_learner(run_dir / "model.pkl"), cfg, inputs, **options)
+    try:
+        rows = kind.predict(_load_learner(run_dir / "model.pkl"), cfg, inputs, **options)
+    except FxpError:
+        raise
+    except Exception as e:  # an input the kind did not foresee: one line, not a traceback
+        raise FxpError(f"predicting with {run_dir} failed: {type(e).__name__}: "
+                       f"{(str(e).strip().splitlines() or [''])[0]}") from e
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 
-from fastai import metrics as fastai_metrics
-from fastai.learner import Learner
+from fastai.learner import Learner, Metric
 from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
 from fastai.vision.learner import vision_learner
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
 from fxp.errors import FxpError
+from fxp.metrics import metrics
 from fxp.plots import plt, save
 
 RESIZE_METHODS = {"crop": ResizeMethod.Crop, "pad": ResizeMethod.Pad, "squish": ResizeMethod.Squish}
@@ -44,21 +44,6 @@ def dataloaders(block, source, cfg, device, fix: str):
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
     return dsets.dataloaders(bs=cfg.trainer.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
                              num_workers=cfg.trainer.num_workers, device=device)
-
-
-def metrics(names) -> list:
-    "fastai metrics from names (`accuracy`) or `_target_` nodes (`top_k_accuracy` with its `k`)."
-    out = []
-    for m in names:
-        if not isinstance(m, str):
-            out.append(instantiate(m))
-            continue
-        fn = getattr(fastai_metrics, m, None)
-        if not callable(fn):
-            raise FxpError(f"task.metrics: {m!r} is not a fastai metric (e.g. accuracy, error_rate, "
-                           f"top_k_accuracy, accuracy_multi, F1Score)")
-        out.append(fn() if isinstance(fn, type) else fn)
-    return out
 
 
 def learner(cfg, dls, n_in: int, n_out: int, **kwargs) -> Learner:
@@ -116,7 +101,7 @@ def unet(cfg, dls, n_out: int, **kwargs) -> Learner:
         return unet_learner(dls, get_method(m.arch), n_out=n_out, pretrained=m.pretrained, **kwargs)
 
 
-class PixelAccuracy(fastai_metrics.Metric):
+class PixelAccuracy(Metric):
     "Share of pixels predicted right, over the pixels whose target is not `ignore` (lesson 3's acc_camvid)."
 
     def __init__(self, ignore: int | None = None, name: str = "pixel_accuracy"):

@@ -155,7 +155,7 @@ def learner(cfg, dls):
     from fastai.collab import collab_learner
     from omegaconf import OmegaConf
 
-    from fxp.vision import metrics
+    from fxp.metrics import metrics
 
     m = cfg.model
     if m.arch is not None or m.net is not None:

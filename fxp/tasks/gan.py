@@ -270,9 +270,9 @@ def psnr(pred, targ):
 
 def task_metrics(t, dls) -> list:
     "`psnr` by name, any other fastai metric by name (on normalized images)."
-    from fxp import vision
+    from fxp.metrics import metrics
 
-    return [PSNR(_normalize(dls)) if m == "psnr" else vision.metrics([m])[0] for m in t.metrics]
+    return [PSNR(_normalize(dls)) if m == "psnr" else metrics([m])[0] for m in t.metrics]
 
 
 # --- learners ---------------------------------------------------------------------------------------------

@@ -112,10 +112,11 @@ def learner(cfg, dls):
     "A U-Net with one output channel per code; `acc_camvid` is pixel accuracy leaving out `task.void`."
     from fxp import vision
     from fxp.learner import CrossEntropyLossPlain
+    from fxp.metrics import metrics
 
     codes = _codes(dls)
     void = codes.index(cfg.task.void) if cfg.task.void is not None else None
-    mets = [vision.PixelAccuracy(void, name=m) if m == VOID_ACCURACY else vision.metrics([m])[0]
+    mets = [vision.PixelAccuracy(void, name=m) if m == VOID_ACCURACY else metrics([m])[0]
             for m in cfg.task.metrics]
     return vision.unet(cfg, dls, n_out=len(codes), metrics=mets, loss_func=CrossEntropyLossPlain(axis=1))
 

@@ -255,7 +255,7 @@ def learner(cfg, dls):
     from fastai.tabular.model import tabular_config
     from omegaconf import OmegaConf
 
-    from fxp import vision
+    from fxp.metrics import metrics
 
     m = cfg.model
     if m.arch is not None or m.net is not None:
@@ -266,7 +266,7 @@ def learner(cfg, dls):
     if "y_range" in kwargs or "y_range" in (config or {}):
         raise FxpError("model.kwargs sets y_range: it belongs to the task (task.y_range=[lo,hi] or auto)")
     return tabular_learner(dls, config=None if config is None else tabular_config(**config),
-                           y_range=_y_range(cfg.task, dls), metrics=vision.metrics(cfg.task.metrics), **kwargs)
+                           y_range=_y_range(cfg.task, dls), metrics=metrics(cfg.task.metrics), **kwargs)
 
 
 def _y_range(t, dls):

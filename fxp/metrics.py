@@ -1,0 +1,22 @@
+"task.metrics → fastai metrics, for every kind (without the vision imports)."
+from __future__ import annotations
+
+from fastai import metrics as fastai_metrics
+from hydra.utils import instantiate
+
+from fxp.errors import FxpError
+
+
+def metrics(names) -> list:
+    "fastai metrics from names (`accuracy`) or `_target_` nodes (`top_k_accuracy` with its `k`)."
+    out = []
+    for m in names:
+        if not isinstance(m, str):
+            out.append(instantiate(m))
+            continue
+        fn = getattr(fastai_metrics, m, None)
+        if not callable(fn):
+            raise FxpError(f"task.metrics: {m!r} is not a fastai metric (e.g. accuracy, error_rate, "
+                           f"top_k_accuracy, accuracy_multi, F1Score)")
+        out.append(fn() if isinstance(fn, type) else fn)
+    return out
