@@ -253,7 +253,7 @@ def clf_learner(cfg, dls, encoder: Path):
     from fastai.text.learner import text_classifier_learner
     from omegaconf import OmegaConf
 
-    from fxp.vision import metrics
+    from fxp.metrics import metrics
 
     t, m, arch = cfg.task, cfg.model, _arch(cfg.model)
     kwargs = {k: v for k, v in OmegaConf.to_container(m.kwargs).items() if k != "config"}
