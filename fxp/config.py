@@ -151,7 +151,7 @@ def experiments_dir() -> Path:
 def choices(group: str) -> dict[str, str]:
     "Options of a config group with their one-line descriptions (the YAML's first comment), without imports."
     folder = experiments_dir() if group == "experiment" else conf_dir() / group
-    return {p.stem: _first_comment(p) for p in sorted(folder.glob("*.yaml"))}
+    return {p.stem: _first_comment(p) for p in sorted(folder.glob("*.yaml"), key=lambda p: p.stem)}  # Hydra's order
 
 
 def _first_comment(path: Path) -> str:
