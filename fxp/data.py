@@ -145,3 +145,12 @@ def free_path(path: Path, used: set | None = None) -> Path:
         cand = cand.with_name(f"{Path(path).stem}-{i}{Path(path).suffix}")
     used.add(cand)
     return cand
+
+
+def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
+    "DataLoaders of a DataBlock over `source`, with one line (ending in `fix`) when a split is empty."
+    dsets = block.datasets(source)
+    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
+        if len(ds) == 0:
+            raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
+    return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)

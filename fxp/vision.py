@@ -10,6 +10,7 @@ from fastai.vision.learner import vision_learner
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
+from fxp import data
 from fxp.errors import FxpError
 from fxp.metrics import metrics
 from fxp.plots import plt, save
@@ -37,13 +38,8 @@ def batch_tfms(task) -> list:
 
 
 def dataloaders(block, source, cfg, device, fix: str):
-    "DataLoaders of `block` over `source`, with one line (ending in `fix`) when a split is empty."
-    dsets = block.datasets(source)
-    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
-        if len(ds) == 0:
-            raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
-    return dsets.dataloaders(bs=cfg.trainer.bs, after_item=block.item_tfms, after_batch=block.batch_tfms,
-                             num_workers=cfg.trainer.num_workers, device=device)
+    "An image DataBlock's loaders over `source` (its item and batch transforms applied), empty splits in one line."
+    return data.dataloaders(block, source, cfg, device, fix, after_item=block.item_tfms, after_batch=block.batch_tfms)
 
 
 def learner(cfg, dls, n_in: int, n_out: int, **kwargs) -> Learner:

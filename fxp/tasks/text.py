@@ -152,27 +152,19 @@ def _folder_texts(t, root: Path):
                          "is_valid": [f.parent.parent.name == t.valid for f in labelled] + [False] * len(extra)})
 
 
-def _dataloaders(block, df, cfg, device, fix: str):
-    "fastai DataLoaders of `block` (with its text loader kwargs), with one line when a split is empty."
-    dsets = block.datasets(df)
-    for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
-        if len(ds) == 0:
-            raise FxpError(f"the {name} split is empty ({len(df)} texts in all); {fix}")
-    return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device,
-                             **block.dls_kwargs)
-
-
 def lm_dls(cfg, df, device):
     "A language model's loaders over every text (labelled or not), split at random."
     from fastai.data.block import DataBlock
     from fastai.data.transforms import ColReader, RandomSplitter
     from fastai.text.data import TextBlock
 
+    from fxp.data import dataloaders
+
     t = cfg.task
     block = DataBlock(blocks=TextBlock.from_df("text", is_lm=True, seq_len=t.lm_seq_len, min_freq=t.min_freq,
                                                max_vocab=t.max_vocab),
                       get_x=ColReader("text"), splitter=RandomSplitter(t.lm_valid_pct, seed=t.split_seed))
-    return _dataloaders(block, df, cfg, device, "check task.lm_valid_pct")
+    return dataloaders(block, df, cfg, device, "check task.lm_valid_pct", **block.dls_kwargs)
 
 
 def clf_dls(cfg, df, vocab, device):
@@ -181,11 +173,13 @@ def clf_dls(cfg, df, vocab, device):
     from fastai.data.transforms import ColReader, ColSplitter
     from fastai.text.data import TextBlock
 
+    from fxp.data import dataloaders
+
     labelled = df[df.label.notna()].reset_index(drop=True)
     block = DataBlock(blocks=(TextBlock.from_df("text", vocab=vocab, seq_len=cfg.task.seq_len), CategoryBlock),
                       get_x=ColReader("text"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"))
-    return _dataloaders(block, labelled, cfg, device,
-                        "check task.valid_col (or task.valid_pct), or the train/valid folders")
+    return dataloaders(block, labelled, cfg, device,
+                       "check task.valid_col (or task.valid_pct), or the train/valid folders", **block.dls_kwargs)
 
 
 def dls(cfg, device):
