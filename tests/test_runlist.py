@@ -214,13 +214,7 @@ def test_runs_does_not_import_torch_or_fastai(outputs):
     assert json.loads(line[len("RESULT "):]) == {"code": 0, "torch": False, "fastai": False}, p.stderr
 
 
-def wired(tmp_path) -> bool:
-    return "runs" in run_fxp("--help", cwd=tmp_path).stdout
-
-
 def test_fxp_runs_command(outputs, tmp_path):
-    if not wired(tmp_path):
-        pytest.skip("fxp runs is not wired into fxp/cli.py yet")
     r = run_fxp("runs", "--json", cwd=tmp_path)  # ./outputs by default
     assert r.returncode == 0, r
     assert len(json.loads(r.stdout)) == 7
@@ -242,22 +236,14 @@ def test_real_runs_and_sweep(tmp_path):
     assert rows["run"]["best"] > 0.5  # ten classes: chance is 0.1
     sweep_dir = tmp_path / "outputs" / rows["sweep"]["run"]
     assert rows["sweep"]["jobs"] == 2 and rows["sweep"]["overrides"] == ["trainer.epochs=1", "trainer.lr=0.001,0.01"]
-    best_file = sweep_dir / "best.json"
-    if best_file.is_file():
-        assert json.loads(best_file.read_text())["job"] == rows["sweep"]["best_job"]
+    assert json.loads((sweep_dir / "best.json").read_text())["job"] == rows["sweep"]["best_job"]
     jobs = json.loads(_runs_json(tmp_path, sweep_dir))
     assert [j["run"] for j in jobs] == ["0", "1"]
     assert rows["sweep"]["best"] == max(j["best"] for j in jobs)
 
 
 def _runs_json(cwd, folder) -> str:
-    "`fxp runs FOLDER --json` through the installed command once wired, else in a fresh interpreter."
-    if wired(cwd):
-        r = run_fxp("runs", folder, "--json", cwd=cwd)
-        assert r.returncode == 0, r
-        return r.stdout
-    p = subprocess.run([sys.executable, "-c", "import sys; from fxp import runlist; "
-                        "sys.exit(runlist.main(sys.argv[1:]))", str(folder), "--json"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
+    "`fxp runs FOLDER --json` through the installed command."
+    r = run_fxp("runs", folder, "--json", cwd=cwd)
+    assert r.returncode == 0, r
+    return r.stdout
