@@ -58,6 +58,7 @@ class Trainer:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     save_best: bool = True
     stages: List[Stage] = field(default_factory=lambda: [Stage()])
+    cbs: Dict[str, Any] = field(default_factory=dict)  # extra fastai callbacks: name → `_target_` node
 
 
 @dataclass
@@ -172,11 +173,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as e:
         raise ConfigError(one_line(e, prefix="task.")) from None
     _check_in("task.monitor.mode", task.monitor.mode, ("min", "max"))
-    if hasattr(kind, "check"):
-        kind.check(task)
     _check_trainer(cfg.trainer)
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = task
+    kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too
     if cfg.data.path:
         path = Path(cfg.data.path).expanduser().resolve()
         if not path.exists():

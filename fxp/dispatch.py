@@ -1,29 +1,110 @@
-"""`task.kind` → the module under `fxp/tasks/` that knows that kind.
+"""`task.kind` → the module under `fxp/tasks/` that knows that kind, checked against the kind protocol.
 
-A kind module is a protocol, not a class: it declares `Task` (its config schema; light imports only), an
-optional `check(task)`, and `dls(cfg, device)`, `learner(cfg, dls)`, `plots(learn, cfg, dest)` and
-`predict(learn, cfg, inputs)`; it imports fastai inside those functions, so listing and validating stay fast.
-`plots` may return a dict of extra summary.json fields (e.g. multilabel's best threshold).
-
-A kind that trains in steps (ULMFiT's language model then classifier; a GAN's generator and critic pre-training)
-also declares `train(cfg, run)`: it builds each step's learner with `fxp.train.setup/attach/fit` (earlier steps
-write into subfolders of the run) and returns the learner that `fxp predict` uses, which the core exports.
+A kind is a module, not a class: it provides the functions of `Kind` below, imports fastai inside them (so listing
+and validating configs stay light), and never re-implements what the core does (seeding, callbacks, stages,
+export). Most kinds train one learner: they give `dls` and `learner`, and the core makes the one default step.
+A kind that trains in steps (ULMFiT's language model then classifier; a GAN's generator, critic, then GAN)
+gives `steps(cfg)` instead: a list of `Step`s that the core runs in one loop (`fxp.train.run_steps`).
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any, Callable, Optional, Protocol
 
 from fxp import tasks
 from fxp.errors import ConfigError
+
+
+class Kind(Protocol):
+    "What `fxp/tasks/<kind>.py` provides. `check` sees the whole config (cfg.task typed by `Task`)."
+    Task: type  # the task schema: a dataclass extending fxp.schema.TaskBase
+
+    def check(self, cfg) -> None: ...  # values a schema type cannot express; raise ConfigError with one line
+
+    def factories(self, cfg) -> list: ...  # the fastai functions `model.kwargs` go to (checked against them)
+
+    def evaluate(self, learn, cfg) -> dict: ...  # numbers for summary.json (baselines, thresholds, ...)
+
+    def plots(self, learn, cfg, dest) -> None: ...  # PNGs under the run's plots/ folder
+
+    def predict(self, learn, cfg, inputs) -> list: ...  # rows (dicts) for `fxp predict`; options as kwargs
+
+
+# Either `steps(cfg) -> list[Step]`, or the two functions of the one default step.
+STEPS = ("steps",)
+ONE_STEP = (("dls", ("cfg", "device")), ("learner", ("cfg", "dls")))
+
+
+@dataclass
+class Step:
+    """One learner of a kind's recipe, trained with `stages`. `dls(ctx)` and `learner(dls, ctx)` build it; `ctx`
+    holds the device, the step's folder (`path`) and the learners of earlier steps (`done`, by name). `after(learn,
+    ctx)` may save what later steps read (an encoder) and return fields for the step's summary."""
+    name: str
+    dls: Callable
+    learner: Callable
+    folder: Optional[str] = None  # a subfolder of the run for an earlier step; None: the run folder (the last step)
+    stages: Any = None  # None: trainer.stages
+    monitor: Any = None  # None: task.monitor
+    about: str = ""  # a line announcing the step, on the console and in train.log
+    after: Optional[Callable] = None
+    exports: bool = False  # the learner model.pkl holds (fxp predict); default: the last step's
 
 
 def kinds() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(tasks.__path__) if not m.name.startswith("_"))
 
 
+_checked: dict[str, ModuleType] = {}
+
+
 def kind_module(kind: str) -> ModuleType:
-    if kind not in kinds():
-        raise ConfigError(f"task.kind={kind!r} is not a known kind; choose from: {', '.join(kinds())}")
-    return importlib.import_module(f"fxp.tasks.{kind}")
+    "The module of `kind`, checked once against the protocol."
+    if kind not in _checked:
+        if kind not in kinds():
+            raise ConfigError(f"task.kind={kind!r} is not a known kind; choose from: {', '.join(kinds())}")
+        _checked[kind] = check_protocol(importlib.import_module(f"fxp.tasks.{kind}"))
+    return _checked[kind]
+
+
+def check_protocol(module: ModuleType) -> ModuleType:
+    "`module` if it provides every function of the protocol with the right parameters; else one line saying what lacks."
+    wanted = [(name, _params(fn)) for name, fn in vars(Kind).items() if inspect.isfunction(fn)]
+    wanted += [(name, ("cfg",)) for name in STEPS] if hasattr(module, "steps") else list(ONE_STEP)
+    problems = [] if inspect.isclass(getattr(module, "Task", None)) else ["a Task schema class"]
+    for name, params in wanted:
+        fn = getattr(module, name, None)
+        if not callable(fn):
+            problems.append(f"{name}({', '.join(params)})")
+        elif _params(fn)[:len(params)] != params:
+            problems.append(f"{name}({', '.join(params)}), not {name}({', '.join(_params(fn))})")
+    if problems:
+        raise ConfigError(f"{module.__name__} is not a complete task kind: it needs {'; '.join(problems)} "
+                          f"(the protocol is fxp.dispatch.Kind)")
+    return module
+
+
+def _params(fn) -> tuple:
+    return tuple(p for p in inspect.signature(fn).parameters if p != "self")
+
+
+def steps(kind: ModuleType, cfg) -> list[Step]:
+    "The kind's training steps; a one-learner kind's single step."
+    if hasattr(kind, "steps"):
+        return kind.steps(cfg)
+    return [Step("train", dls=lambda ctx: kind.dls(cfg, ctx.device), learner=lambda dls, ctx: kind.learner(cfg, dls))]
+
+
+def check_kwargs(kind: ModuleType, cfg) -> None:
+    "Each `model.kwargs` key is a parameter of one of the kind's learner factories (fastai imported by now)."
+    factories = kind.factories(cfg)
+    accepted = {p for f in factories for p in inspect.signature(f).parameters if p not in ("dls", "arch", "kwargs")}
+    for key in cfg.model.kwargs:
+        if key not in accepted:
+            names = " or ".join(f.__name__ for f in factories) or "this task's learner"
+            raise ConfigError(f"model.kwargs.{key} is not an argument of {names}; "
+                              f"choose from: {', '.join(sorted(accepted)) or 'none (remove model.kwargs)'}")

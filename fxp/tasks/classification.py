@@ -36,8 +36,9 @@ class Task(TaskBase):
     aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults
 
 
-def check(task) -> None:
+def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
+    task = cfg.task
     check_choices(task, {"source": SOURCES, **IMAGE_CHOICES})
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")

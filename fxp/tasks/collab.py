@@ -42,8 +42,9 @@ class Task(TaskBase):
     y_range: Optional[List[float]] = field(default_factory=lambda: [0.0, 5.5])  # a sigmoid squashes predictions into it
 
 
-def check(task) -> None:
+def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
+    task = cfg.task
     if not 0 < task.valid_pct < 1:
         raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
     if task.y_range is not None and (len(task.y_range) != 2 or task.y_range[0] >= task.y_range[1]):

@@ -62,8 +62,9 @@ class Task(TaskBase):
     mom: float = 0.0  # Adam's momentum in the GAN step (lesson 7: 0)
 
 
-def check(task) -> None:
+def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
+    task = cfg.task
     if task.recipe not in RECIPES:
         raise ConfigError(f"task.recipe={task.recipe!r} is not valid; choose from: {', '.join(RECIPES)}")
     if not 0 < task.valid_pct < 1:

@@ -35,8 +35,9 @@ class Task(TaskBase):
     aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults
 
 
-def check(task) -> None:
+def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
+    task = cfg.task
     check_choices(task, IMAGE_CHOICES)
     if not 0 < task.thresh < 1:
         raise ConfigError(f"task.thresh={task.thresh} must be between 0 and 1")

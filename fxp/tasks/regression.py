@@ -39,8 +39,9 @@ class Task(TaskBase):
     aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (flips move points consistently)
 
 
-def check(task) -> None:
+def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
+    task = cfg.task
     check_choices(task, {"target": TARGETS, **IMAGE_CHOICES})
     if not 0 < task.valid_pct < 1:
         raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")

@@ -48,8 +48,9 @@ class Task(TaskBase):
     y_range: Any = None  # regression: [lo, hi] (log space with log_target), auto (lesson 6), or null
 
 
-def check(task) -> None:
+def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
+    task = cfg.task
     check_choices(task, {"y_block": Y_BLOCKS})
     if not task.y_names:
         raise ConfigError("task.y_names is not set: name the target column of the CSV (e.g. task.y_names=salary)")

@@ -53,8 +53,9 @@ class Task(TaskBase):
     temperature: float = 0.75
 
 
-def check(task) -> None:
+def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
+    task = cfg.task
     check_choices(task, {"source": SOURCES})
     for key in ("valid_pct", "lm_valid_pct"):
         if not 0 < task[key] < 1:
