@@ -149,6 +149,29 @@ class DivergenceGuard(Callback):
                            f"{self.epoch + 1}; lower the learning rate (trainer.lr=...) and try again")
 
 
+def guarded(cb: Callback, name: str) -> Callback:
+    """`cb` with each of its event handlers made harmless: a logger whose service is down or whose disk is full logs
+    one warning and goes quiet, and the run goes on (its metrics.csv is the core's, not a logger's)."""
+    from fastai.callback.core import event
+
+    def guard(event_name, handler):
+        def call():
+            if getattr(cb, "failed", False):
+                return None
+            try:
+                return handler()
+            except Exception as e:  # fastai's Cancel* control flow is not an Exception a logger raises
+                log.warning(f"logger {name} failed in {event_name} ({type(e).__name__}: {e}); the run goes on without it")
+                object.__setattr__(cb, "failed", True)
+        return call
+
+    for event_name in (n for n in vars(event) if not n.startswith("_")):
+        handler = getattr(type(cb), event_name, None)
+        if callable(handler):
+            object.__setattr__(cb, event_name, guard(event_name, getattr(cb, event_name)))
+    return cb
+
+
 class LastCheckpoint(Callback):
     "Save checkpoints/last.pth after every epoch, so an interrupted run keeps its last state."
     order = 70

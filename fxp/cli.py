@@ -45,6 +45,7 @@ examples:
   fxp predict outputs/digits/<run> digit.png
 """
 MAX_PRECHECKED_JOBS = 64
+OPTIONAL_GROUPS = ("logger",)
 
 # A few random characters after the timestamp: two runs started in the same second get their own folders.
 OmegaConf.register_new_resolver("fxp_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
@@ -87,11 +88,17 @@ def fail(message: str, code: int = 2) -> int:
 def hydra_command(app):
     "A subcommand that validates the overrides cheaply, then hands argv to the `@hydra.main` app."
     def run(args: list[str]) -> int:
+        args = [_no_option(a) for a in args]
         precheck(args)
         sys.argv = ["fxp", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
         app()
         return 0
     return run
+
+
+def _no_option(arg: str) -> str:
+    "`logger=null` as Hydra spells it (`~logger`): an optional group with nothing chosen."
+    return f"~{arg.partition('=')[0]}" if arg in (f"{g}=null" for g in OPTIONAL_GROUPS) else arg
 
 
 def precheck(args: list[str]) -> None:
@@ -147,10 +154,20 @@ def check_choices(overrides: list[str]) -> None:
     "An unknown group option named with its valid ones (Hydra's message spans many lines)."
     for o in overrides:
         group, _, value = o.lstrip("+").partition("=")
-        if group in config.GROUPS and value not in config.choices(group):
-            raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(config.choices(group))}")
+        for v in _options(value) if group in config.GROUPS else []:
+            if v not in config.choices(group):
+                raise ConfigError(f"unknown {group} {v!r}; choose from: {', '.join(config.choices(group))}")
         if group in ("hydra/launcher", "hydra/sweeper") and value not in plugin_choices(group):
             raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(plugin_choices(group))}")
+
+
+def _options(value: str) -> list[str]:
+    "The options a group override picks: one, several (`[a,b]`), or none (`null`)."
+    if value == "null":
+        return []
+    if value.startswith("[") and value.endswith("]"):
+        return [v.strip() for v in value[1:-1].split(",") if v.strip()]
+    return [value]
 
 
 def plugin_choices(group: str) -> list[str]:

@@ -29,7 +29,7 @@ class Kind(Protocol):
 
     def evaluate(self, learn, cfg) -> dict: ...  # numbers for summary.json (baselines, thresholds, ...)
 
-    def plots(self, learn, cfg, dest) -> None: ...  # PNGs under the run's plots/ folder
+    def plots(self, learn, cfg, dest, evaluation) -> None: ...  # PNGs under dest (plots/), from evaluate's numbers
 
     def predict(self, learn, cfg, inputs) -> list: ...  # rows (dicts) for `fxp predict`; options as kwargs
 
@@ -53,6 +53,7 @@ class Step:
     about: str = ""  # a line announcing the step, on the console and in train.log
     after: Optional[Callable] = None
     exports: bool = False  # the learner model.pkl holds (fxp predict); default: the last step's
+    ignore_warnings: tuple = ()  # message regexes a library warns with during this step's fit, known to be moot
 
 
 def kinds() -> list[str]:
@@ -73,7 +74,8 @@ def kind_module(kind: str) -> ModuleType:
 
 def check_protocol(module: ModuleType) -> ModuleType:
     "`module` if it provides every function of the protocol with the right parameters; else one line saying what lacks."
-    wanted = [(name, _params(fn)) for name, fn in vars(Kind).items() if inspect.isfunction(fn)]
+    wanted = [(name, _params(fn)) for name, fn in vars(Kind).items()
+              if inspect.isfunction(fn) and not name.startswith("_")]
     wanted += [(name, ("cfg",)) for name in STEPS] if hasattr(module, "steps") else list(ONE_STEP)
     problems = [] if inspect.isclass(getattr(module, "Task", None)) else ["a Task schema class"]
     for name, params in wanted:
@@ -99,11 +101,17 @@ def steps(kind: ModuleType, cfg) -> list[Step]:
     return [Step("train", dls=lambda ctx: kind.dls(cfg, ctx.device), learner=lambda dls, ctx: kind.learner(cfg, dls))]
 
 
+NOT_KWARGS = {"self", "dls", "arch", "model", "encoder", "n_out", "kwargs"}  # what the kind itself passes
+OWNED = {"metrics": "metrics are the task's: set task.metrics", "y_range": "the output range is the task's: set task.y_range"}
+
+
 def check_kwargs(kind: ModuleType, cfg) -> None:
     "Each `model.kwargs` key is a parameter of one of the kind's learner factories (fastai imported by now)."
     factories = kind.factories(cfg)
-    accepted = {p for f in factories for p in inspect.signature(f).parameters if p not in ("dls", "arch", "kwargs")}
+    accepted = {p for f in factories for p in inspect.signature(f).parameters} - NOT_KWARGS
     for key in cfg.model.kwargs:
+        if key in OWNED:
+            raise ConfigError(f"model.kwargs.{key}: {OWNED[key]}")
         if key not in accepted:
             names = " or ".join(f.__name__ for f in factories) or "this task's learner"
             raise ConfigError(f"model.kwargs.{key} is not an argument of {names}; "

@@ -68,7 +68,7 @@ class Run:
         rows = read_metrics(self.path)
         summary = dict(
             status=self.status, task=self.task, overrides=list(self.overrides),
-            final_metrics=_final(rows), best_metrics=best_metrics(rows, self.cfg.task.monitor),
+            final_metrics=final_metrics(rows), best_metrics=best_metrics(rows, self.cfg.task.monitor),
             epochs=len(rows), wall_time_s=round(time.time() - self.start, 3),
             seed=self.cfg.trainer.seed, versions=versions(), git_commit=git_commit(), **self.info)
         tmp = self.path / (SUMMARY + ".tmp")
@@ -102,7 +102,8 @@ def _num(v):
         return v
 
 
-def _final(rows: list[dict]) -> dict:
+def final_metrics(rows: list[dict]) -> dict:
+    "The last epoch's losses and metrics."
     return {k: v for k, v in rows[-1].items() if k not in NOT_METRICS} if rows else {}
 
 

@@ -1,11 +1,15 @@
-"The training recipe: build data and learner for the task's kind, run the stages, export, plot."
+"""The training recipe: a kind's steps, each built, attached and fitted through its stages with fxp's callbacks;
+then export, evaluate and plot."""
 from __future__ import annotations
 
+import logging
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
-import fastai.callback.all  # noqa: F401  (patches Learner with fit_one_cycle, fine_tune, lr_find, to_fp16, ...)
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
+    import fastai.callback.all  # noqa: F401  (patches Learner with fit_one_cycle, fine_tune, lr_find, to_fp16, ...)
 import numpy as np
 import torch
 from fastai.callback.progress import ProgressCallback
@@ -16,10 +20,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fxp import dispatch, plots
-from fxp.callbacks import DivergenceGuard, LastCheckpoint, MetricsCSV, SaveBest, progress
+from fxp.callbacks import DivergenceGuard, LastCheckpoint, MetricsCSV, SaveBest, guarded, progress
 from fxp.errors import FxpError
 from fxp.learner import FxpLearner
-from fxp.runs import Run
+from fxp.runs import Run, best_metrics, final_metrics, read_metrics
+
+log = logging.getLogger("fxp")
 
 
 def device_of(trainer) -> torch.device:
@@ -60,18 +66,6 @@ def attach(learn, path: Path):
     return learn
 
 
-def build(cfg, run: Run):
-    "Seeded DataLoaders and Learner for `cfg`, writing into the run folder."
-    kind = dispatch.kind_module(cfg.task.kind)
-    device = setup(cfg)
-    dls = kind.dls(cfg, device)
-    check_batches(dls, cfg.trainer.bs)
-    learn = attach(kind.learner(cfg, dls), run.path)
-    run.info.update(device=str(device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
-                    skipped_images=len(getattr(dls, "skipped", [])))
-    return kind, learn
-
-
 def speedups(learn, tr) -> None:
     if tr.channels_last:
         learn.to_channelslast(use_amp=False)
@@ -90,13 +84,19 @@ def callbacks(cfg, learn, n_stages: int, monitor=None) -> list:
         raise FxpError(f"monitor metric {mon.metric!r} is not recorded; choose from: {', '.join(names)} "
                        f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
-    cbs = [*instantiate(cfg.logger).values(), *progress(n_stages), DivergenceGuard(), LastCheckpoint()]
+    cbs = [MetricsCSV(), *progress(n_stages), DivergenceGuard(), LastCheckpoint(), *loggers(cfg.logger),
+           *(instantiate(node) for node in cfg.trainer.cbs.values())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
     if tr.early_stopping.patience is not None:
         cbs.append(EarlyStoppingCallback(monitor=mon.metric, comp=comp, min_delta=tr.early_stopping.min_delta,
                                          patience=tr.early_stopping.patience))
     return cbs
+
+
+def loggers(nodes) -> list:
+    "The chosen loggers' callbacks (`logger=[a,b]`; null: none), each unable to stop the run if its service fails."
+    return [guarded(instantiate(node), name) for name, node in (nodes or {}).items() if node is not None]
 
 
 def resolve_lr(learn, lr, run: Run):
@@ -160,25 +160,77 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None) -> None:
     learn.remove_cbs(cbs)
 
 
-def single_step(cfg, run: Run):
-    "The usual recipe: one learner, the trainer's stages."
-    _, learn = build(cfg, run)
-    fit(learn, cfg, run)
+def train(cfg, run: Run) -> None:
+    "Train the kind's steps, then export the learner that predicts, evaluate it and plot."
+    kind = dispatch.kind_module(cfg.task.kind)
+    device = setup(cfg)
+    dispatch.check_kwargs(kind, cfg)  # a misspelled model.kwargs key fails before any data loads
+    learn = run_steps(dispatch.steps(kind, cfg), cfg, run, device)
+    learn.export(run.path / "model.pkl")
+    plots.loss_curves(run.path)
+    evaluation = kind.evaluate(learn, cfg)
+    run.info.update(evaluation)
+    kind.plots(learn, cfg, run.path / "plots", evaluation)
+
+
+def run_steps(steps: list, cfg, run: Run, device):
+    """Build, attach and fit each step in turn; earlier steps write into their subfolders, with their curves and
+    metrics under their name in the summary. Returns the learner that predicts (the step that `exports`, else the last)."""
+    done = {}
+    for step in steps:
+        ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
+        learn = build(step, cfg, run, ctx)
+        with warnings.catch_warnings():
+            for message in step.ignore_warnings:
+                warnings.filterwarnings("ignore", message=message)
+            fit(learn, cfg, run, step.stages, step.monitor)
+        extra = (step.after(learn, ctx) if step.after else None) or {}
+        if step.folder:
+            plots.loss_curves(ctx.path)
+            rows = read_metrics(ctx.path)
+            run.info[step.name] = {**extra, "final_metrics": final_metrics(rows),
+                                   "best_metrics": best_metrics(rows, step.monitor or cfg.task.monitor)}
+        else:
+            run.info.update(extra)
+        done[step.name] = learn
+    return next((done[s.name] for s in steps if s.exports), learn)
+
+
+@dataclass
+class StepContext:
+    "What a step's functions may use: the device, the step's folder, the run folder, earlier steps' learners by name."
+    device: torch.device
+    path: Path
+    run_path: Path
+    done: dict
+
+
+def build(step, cfg, run: Run, ctx: StepContext):
+    "The step's DataLoaders and Learner, writing into its folder; the run's data counts come from its last step."
+    if step.about:
+        announce(step.about)
+    dls = step.dls(ctx)
+    check_batches(dls, cfg.trainer.bs)
+    learn = attach(step.learner(dls, ctx), ctx.path)
+    if step.folder is None:
+        run.info.update(device=str(ctx.device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
+                        skipped_images=len(getattr(dls, "skipped", [])))
     return learn
 
 
-def train(cfg, run: Run) -> None:
-    "Train (in one step, or in the kind's own steps), then export the learner that predicts, and plot."
-    kind = dispatch.kind_module(cfg.task.kind)
-    learn = kind.train(cfg, run) if hasattr(kind, "train") else single_step(cfg, run)
-    learn.export(run.path / "model.pkl")
-    plots.loss_curves(run.path)
-    run.info.update(kind.plots(learn, cfg, run.path / "plots") or {})  # a kind may add summary fields
+def announce(line: str) -> None:
+    "A line before a step's epoch lines, on the console and in train.log."
+    log.info(line)
+    print(line, flush=True)
 
 
 def lr_find(cfg, run: Run) -> None:
-    "Only the LR finder: its plot and suggestions in the run folder."
-    _, learn = build(cfg, run)
+    "Only the LR finder, on the kind's first step: its plot and suggestions in the run folder."
+    kind = dispatch.kind_module(cfg.task.kind)
+    device = setup(cfg)
+    dispatch.check_kwargs(kind, cfg)
+    step = dispatch.steps(kind, cfg)[0]
+    learn = build(replace(step, folder=None), cfg, run, StepContext(device, run.path, run.path, {}))
     res = learn.lr_find(suggest_funcs=_suggest_funcs(), show_plot=True)
     plots.save_current(run.path / "plots" / "lr_find.png")
     run.info["suggested_lrs"] = {k: float(v) for k, v in res._asdict().items()}

@@ -42,6 +42,19 @@ def dataloaders(block, source, cfg, device, fix: str):
     return data.dataloaders(block, source, cfg, device, fix, after_item=block.item_tfms, after_batch=block.batch_tfms)
 
 
+def factories(cfg) -> list:
+    "What `learner` passes `model.kwargs` to: vision_learner for `model.arch`, fastai's Learner for `model.net`."
+    return [Learner] if cfg.model.arch is None else [vision_learner]
+
+
+def unet_factories() -> list:
+    "unet_learner takes its own arguments and passes the rest to the DynamicUnet (blur, self_attention, ...)."
+    from fastai.vision.learner import unet_learner
+    from fastai.vision.models.unet import DynamicUnet
+
+    return [unet_learner, DynamicUnet]
+
+
 def learner(cfg, dls, n_in: int, n_out: int, **kwargs) -> Learner:
     "A vision_learner on `model.arch` (pretrained or not), or a plain Learner on the `model.net` node."
     m = cfg.model

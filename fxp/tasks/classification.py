@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
+from fxp.checks import IMAGE_CHOICES, check_choices
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import Aug, TaskBase
 
 SOURCES = ("digits", "folders", "regex", "csv")
 
@@ -131,6 +132,12 @@ def _csv(t, root, skip_bad):
 _SOURCES = {"folders": _folders, "regex": _regex, "csv": _csv}
 
 
+def factories(cfg) -> list:
+    from fxp import vision
+
+    return vision.factories(cfg)
+
+
 def learner(cfg, dls):
     from fxp import vision
     from fxp.learner import CrossEntropyLossPlain
@@ -139,7 +146,11 @@ def learner(cfg, dls):
     return vision.learner(cfg, dls, n_in=n_in, n_out=len(dls.vocab), loss_func=CrossEntropyLossPlain())
 
 
-def plots(learn, cfg, dest: Path) -> None:
+def evaluate(learn, cfg) -> dict:
+    return {}
+
+
+def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     "Confusion matrix and the top losses of the validation set."
     from fastai.interpret import ClassificationInterpretation
 

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.config import TaskBase
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import TaskBase
 
-LEARNER_KWARGS = ("n_factors", "use_nn", "layers", "emb_szs", "config")  # collab_learner's own model arguments
 
 
 @dataclass
@@ -45,6 +44,9 @@ class Task(TaskBase):
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
+    if cfg.model.arch is not None or cfg.model.net is not None:
+        raise ConfigError("this model is not a collab model (it sets model.arch or model.net); "
+                          "choose model=collab_dot or model=collab_nn")
     if not 0 < task.valid_pct < 1:
         raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
     if task.y_range is not None and (len(task.y_range) != 2 or task.y_range[0] >= task.y_range[1]):
@@ -151,6 +153,12 @@ def _rated_pairs(dls):
 # --- learner, plots, predict ----------------------------------------------------------------------------------
 
 
+def factories(cfg) -> list:
+    from fastai.collab import collab_learner
+
+    return [collab_learner]
+
+
 def learner(cfg, dls):
     "fastai's collab_learner: `model.kwargs` pick dot product (n_factors) or neural net (use_nn, layers)."
     from fastai.collab import collab_learner
@@ -158,15 +166,7 @@ def learner(cfg, dls):
 
     from fxp.metrics import metrics
 
-    m = cfg.model
-    if m.arch is not None or m.net is not None:
-        raise FxpError("this model is not a collab model (it sets model.arch or model.net); "
-                       "choose model=collab_dot or model=collab_nn")
-    kwargs = OmegaConf.to_container(m.kwargs)
-    unknown = [k for k in kwargs if k not in LEARNER_KWARGS]
-    if unknown:
-        raise FxpError(f"model.kwargs.{unknown[0]} is not a collab_learner argument; "
-                       f"choose from: {', '.join(LEARNER_KWARGS)}")
+    kwargs = OmegaConf.to_container(cfg.model.kwargs)
     yr = cfg.task.y_range
     learn = collab_learner(dls, y_range=tuple(yr) if yr is not None else None, metrics=metrics(cfg.task.metrics),
                            **kwargs)
@@ -186,21 +186,28 @@ def _label(learn, item) -> str:
     return str(titles.get(item, item)) if titles else str(item)
 
 
-def plots(learn, cfg, dest: Path) -> dict:
+def evaluate(learn, cfg) -> dict:
+    "The valid MSE of predicting the training mean: the floor to beat."
+    import numpy as np
+
+    train_y, valid_y = (np.asarray(ds.ys[cfg.task.rating_col], dtype=np.float64)
+                        for ds in (learn.dls.train_ds, learn.dls.valid_ds))
+    return {"mse_train_mean": round(float(((valid_y - train_y.mean()) ** 2).mean()), 6)}
+
+
+def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     """The items with the lowest and highest learned bias (dot model), and a 2-D PCA of the embeddings of the
-    most-rated items, labelled. Returns the valid MSE of predicting the training mean, the floor to beat."""
+    most-rated items, labelled."""
     import numpy as np
 
     t = cfg.task
-    train, valid = learn.dls.train_ds, learn.dls.valid_ds
-    train_y, valid_y = (np.asarray(ds.ys[t.rating_col], dtype=np.float64) for ds in (train, valid))
+    train = learn.dls.train_ds
     items = learn.dls.classes[_item_name(t)]
     counts = np.bincount(train.xs[_item_name(t)].to_numpy(), minlength=len(items))
     weights, bias = _item_weights(learn.model)
     if bias is not None:
         _plot_bias(learn, bias.detach().float().cpu(), items, counts, dest / "item_bias.png")
     _plot_pca(learn, weights.detach().float().cpu(), items, counts, dest / "item_pca.png")
-    return {"mse_train_mean": round(float(((valid_y - train_y.mean()) ** 2).mean()), 6)}
 
 
 def _plot_bias(learn, bias, items, counts, dest: Path, n: int = 10) -> None:

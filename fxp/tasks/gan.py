@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.config import Aug, Monitor, Stage, TaskBase, check_stages
+from fxp.checks import check_stages
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import Aug, Monitor, Stage, TaskBase
 
 RECIPES = ("superres", "wgan")
 CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
@@ -158,11 +159,6 @@ class SourceOf:
 # --- data -------------------------------------------------------------------------------------------------
 
 
-def dls(cfg, device):
-    "superres: (crappified input, image) pairs; wgan: (noise, image)."
-    return superres_dls(cfg, device) if cfg.task.recipe == "superres" else wgan_dls(cfg, device)
-
-
 def _image_files(cfg) -> tuple[Path, list[Path], list[str]]:
     from fxp.data import check_images, data_path, image_files
 
@@ -277,14 +273,6 @@ def task_metrics(t, dls) -> list:
 
 
 # --- learners ---------------------------------------------------------------------------------------------
-
-
-def learner(cfg, dls):
-    "The first step's learner (what `fxp lr-find` tunes): the superres generator."
-    if cfg.task.recipe != "superres":
-        raise FxpError("fxp lr-find tunes one learner; a wgan trains generator and critic together: set trainer.lr "
-                       "(lesson 7: 2e-4)")
-    return generator(cfg, dls)
 
 
 def generator(cfg, dls):
@@ -433,41 +421,59 @@ def _valid_critic_loss(learn):
 
 # --- training: the steps ----------------------------------------------------------------------------------
 
-
-def train(cfg, run):
-    "superres: generator, critic, then GAN (returns the generator); wgan: one GAN step (returns the GAN learner)."
-    return train_superres(cfg, run) if cfg.task.recipe == "superres" else train_wgan(cfg, run)
+# GANTrainer stores the generator and critic on itself, which fastai warns shadows the learner's: moot here
+SHADOWING = (r"You are shadowing an attribute",)
 
 
-def _data(cfg, run, device):
-    from fxp.train import check_batches
+def factories(cfg) -> list:
+    "superres: the generator's unet_learner (and its DynamicUnet); wgan builds its nets from model.net."
+    from fxp import vision
 
-    data = dls(cfg, device)
-    check_batches(data, cfg.trainer.bs)
-    run.info.update(device=str(device), items_train=len(data.train_ds), items_valid=len(data.valid_ds),
-                    skipped_images=len(data.skipped))
-    return data
+    return vision.unet_factories() if cfg.task.recipe == "superres" else []
 
 
-def train_superres(cfg, run):
-    from fxp.train import attach, fit, setup
+def steps(cfg) -> list:
+    """superres: the generator pre-trained into gen/ (what the run exports), the critic pre-trained into critic/ on
+    its outputs, then the GAN of both (the run folder); wgan: one GAN step."""
+    from fxp.dispatch import Step
 
-    t, device = cfg.task, setup(cfg)
-    data = _data(cfg, run, device)
-    run.info.update(crappified=data.crappified, psnr_input=input_psnr(data))
-    gen = attach(generator(cfg, data), run.path / "gen")
-    fit(gen, cfg, run, stages=t.gen_stages, monitor=t.gen_monitor)
-    superres_grid(gen, run.path / "plots" / "superres_pretrained.png")
-    generated = run.path / "critic" / "generated"
-    crit = attach(critic(cfg, critic_dls(cfg, gen, generated, device)), run.path / "critic")
-    fit(crit, cfg, run, stages=t.crit_stages, monitor=t.crit_monitor)
-    shutil.rmtree(generated)  # only the critic's pre-training reads them; a run folder need not keep a copy
-    fit_gan(attach(superres_gan(cfg, gen, crit), run.path), cfg, run)
-    return gen  # its model is the GAN's generator (the same module), trained by all three steps
+    if cfg.task.recipe == "wgan":
+        return [Step("gan", dls=lambda ctx: wgan_dls(cfg, ctx.device), learner=lambda dls, ctx: wgan(cfg, dls),
+                     after=_freeze_for_export, ignore_warnings=SHADOWING)]
+    t = cfg.task
+    return [
+        Step("gen", folder="gen", stages=t.gen_stages, monitor=t.gen_monitor, exports=True,
+             about="generator pre-training, in gen/", dls=lambda ctx: superres_dls(cfg, ctx.device),
+             learner=lambda dls, ctx: generator(cfg, dls),
+             after=lambda learn, ctx: superres_grid(learn, ctx.run_path / "plots" / "superres_pretrained.png")),
+        Step("critic", folder="critic", stages=t.crit_stages, monitor=t.crit_monitor,
+             about="critic pre-training on the generator's outputs, in critic/",
+             dls=lambda ctx: critic_dls(cfg, ctx.done["gen"], ctx.path / "generated", ctx.device),
+             learner=lambda dls, ctx: critic(cfg, dls),
+             # only the critic's pre-training reads the generated images; a run folder need not keep a copy
+             after=lambda learn, ctx: shutil.rmtree(ctx.path / "generated")),
+        Step("gan", about="GAN of the pre-trained generator and critic", dls=lambda ctx: ctx.done["gen"].dls,
+             learner=lambda dls, ctx: superres_gan(cfg, ctx.done["gen"], ctx.done["critic"]),
+             after=_freeze_for_export, ignore_warnings=SHADOWING),
+    ]
+
+
+def _freeze_for_export(learn, ctx) -> None:
+    "GANTrainer leaves one side frozen; export rebuilds the optimizer on all."
+    from fastai.vision.gan import set_freeze_model
+
+    set_freeze_model(learn.model, True)
+
+
+def evaluate(learn, cfg) -> dict:
+    "superres: where the crappified inputs are, and their own validation PSNR: what the generator must beat."
+    if cfg.task.recipe != "superres":
+        return {}
+    return {"crappified": learn.dls.crappified, "psnr_input": input_psnr(learn.dls)}
 
 
 def input_psnr(data) -> float:
-    "The validation PSNR of the input itself (the crappified image resized up): what the generator must beat."
+    "The validation PSNR of the input itself (the crappified image resized up)."
     import torch
 
     with torch.no_grad():
@@ -475,33 +481,10 @@ def input_psnr(data) -> float:
     return round(torch.cat(vals).mean().item(), 4)
 
 
-def train_wgan(cfg, run):
-    from fxp.train import attach, setup
-
-    data = _data(cfg, run, setup(cfg))
-    learn = attach(wgan(cfg, data), run.path)
-    fit_gan(learn, cfg, run)
-    return learn
-
-
-def fit_gan(learn, cfg, run) -> None:
-    "The trainer's stages on a GANLearner, without fastai's warnings about its own GANTrainer's attribute names."
-    import warnings
-
-    from fxp.train import fit
-
-    from fastai.vision.gan import set_freeze_model
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="You are shadowing an attribute", category=UserWarning)
-        fit(learn, cfg, run)
-    set_freeze_model(learn.model, True)  # GANTrainer leaves one side frozen; export rebuilds the optimizer on all
-
-
 # --- plots ------------------------------------------------------------------------------------------------
 
 
-def plots(learn, cfg, dest: Path) -> None:
+def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     "superres: input, output and target of a few validation images; wgan: a grid of generated samples."
     if cfg.task.recipe == "superres":
         superres_grid(learn, dest / "superres.png")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
+from fxp.checks import IMAGE_CHOICES, check_choices
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import Aug, TaskBase
 
 
 @dataclass
@@ -94,6 +95,12 @@ def _items(t, root: Path, skip_bad: bool):
     return df, pref, bad
 
 
+def factories(cfg) -> list:
+    from fxp import vision
+
+    return vision.factories(cfg)
+
+
 def learner(cfg, dls):
     "A vision learner with one sigmoid output per tag (BCE), decoding at `task.thresh`."
     from fastai.losses import BCEWithLogitsLossFlat
@@ -105,9 +112,27 @@ def learner(cfg, dls):
                           loss_func=BCEWithLogitsLossFlat(thresh=cfg.task.thresh))
 
 
-def plots(learn, cfg, dest: Path) -> dict:
+def _fbeta_curve(probs, targs, beta: float):
+    "Thresholds 0.05..0.95 and the valid F-beta at each."
+    import numpy as np
+
+    threshs = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    return threshs, [_fbeta(probs, targs, th, beta) for th in threshs]
+
+
+def evaluate(learn, cfg) -> dict:
+    "The threshold with the best valid F-beta, and that F-beta."
+    import numpy as np
+
+    probs, targs = learn.get_preds(dl=learn.dls.valid)
+    threshs, scores = _fbeta_curve(probs, targs, cfg.task.beta)
+    best = int(np.argmax(scores))
+    return {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4)}
+
+
+def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     """F-beta of the validation set against the threshold (best threshold marked, also in fbeta_threshold.json),
-    and the validation images with the highest loss. Returns {best_thresh, best_fbeta} for the run's summary."""
+    and the validation images with the highest loss."""
     import numpy as np
     import torch.nn.functional as F
 
@@ -116,11 +141,9 @@ def plots(learn, cfg, dest: Path) -> dict:
 
     t = cfg.task
     probs, targs = learn.get_preds(dl=learn.dls.valid)
-    threshs = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    scores = [_fbeta(probs, targs, th, t.beta) for th in threshs]
+    threshs, scores = _fbeta_curve(probs, targs, t.beta)
     best = int(np.argmax(scores))
-    info = {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4),
-            "thresh": t.thresh, "fbeta_at_thresh": round(_fbeta(probs, targs, t.thresh, t.beta), 4)}
+    info = {**evaluation, "thresh": t.thresh, "fbeta_at_thresh": round(_fbeta(probs, targs, t.thresh, t.beta), 4)}
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(threshs, scores)
     ax.axvline(t.thresh, color="grey", linestyle=":", label=f"task.thresh {t.thresh:g}")
@@ -138,7 +161,6 @@ def plots(learn, cfg, dest: Path) -> dict:
     titles = [f"pred {_tags(probs[i] > t.thresh, vocab)}\ntrue {_tags(targs[i] > 0.5, vocab)}\nloss {losses[i]:.2f}"
               for i in idx]
     vision.image_grid(images, titles, dest / "top_losses.png")
-    return {"best_thresh": info["best_thresh"], "best_fbeta": info["best_fbeta"]}
 
 
 def _fbeta(probs, targs, thresh: float, beta: float) -> float:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
+from fxp.checks import IMAGE_CHOICES, check_choices
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import Aug, TaskBase
 
 TARGETS = ("points", "scalars")
 
@@ -195,6 +196,12 @@ def _log(path: Path, t, ys):
 # --- learner, plots, predict ----------------------------------------------------------------------------------
 
 
+def factories(cfg) -> list:
+    from fxp import vision
+
+    return vision.factories(cfg)
+
+
 def learner(cfg, dls):
     "A vision learner (or `model.net`) with one output per target value, MSE loss, squashed into `task.y_range`."
     from fastai.layers import SigmoidRange
@@ -213,18 +220,27 @@ def learner(cfg, dls):
     return learn
 
 
-def plots(learn, cfg, dest: Path) -> dict:
-    """Points: true (green) and predicted (red) on up to 9 validation images. Scalars: predicted against true.
-    Returns the valid MSE of predicting the training mean (`mse_train_mean`), the floor a model must beat."""
+def _valid_preds(learn):
+    "Valid predictions and targets, one row per item."
+    preds, targs = learn.get_preds(dl=learn.dls.valid)
+    return preds.float().view(len(preds), -1), targs.float().view(len(targs), -1)
+
+
+def evaluate(learn, cfg) -> dict:
+    "The valid MSE of predicting the training mean (`mse_train_mean`): the floor a model must beat."
     import torch
 
-    from fxp.plots import plt, save
-
-    preds, targs = learn.get_preds(dl=learn.dls.valid)
-    preds, targs = preds.float().view(len(preds), -1), targs.float().view(len(targs), -1)
+    _, targs = _valid_preds(learn)
     dl = learn.dls.test_dl(learn.dls.train_ds.items, with_labels=True)  # the valid-time transforms, no shuffle
     train_y = torch.cat([b[1].float().view(len(b[1]), -1) for b in dl])
-    base = float(((targs - train_y.mean(0)) ** 2).mean())
+    return {"mse_train_mean": round(float(((targs - train_y.mean(0)) ** 2).mean()), 6)}
+
+
+def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
+    "Points: true (green) and predicted (red) on up to 9 validation images. Scalars: predicted against true."
+    from fxp.plots import plt, save
+
+    preds, targs = _valid_preds(learn)
     if cfg.task.target == "points":
         _plot_points(learn, preds, targs, dest / "predicted_points.png")
     else:
@@ -237,7 +253,6 @@ def plots(learn, cfg, dest: Path) -> dict:
             ax.set(xlabel=f"true {name}" + (" (log)" if cfg.task.log_target else ""), ylabel="predicted",
                    title=f"valid {name}")
         save(fig, dest / "predicted_vs_true.png")
-    return {"mse_train_mean": round(base, 6)}
 
 
 def _plot_points(learn, preds, targs, dest: Path) -> None:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.config import Aug, IMAGE_CHOICES, TaskBase, check_choices
+from fxp.checks import IMAGE_CHOICES, check_choices
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import Aug, TaskBase
 
 VOID_ACCURACY = "acc_camvid"  # the metric name lesson 3 gave pixel accuracy that ignores the `void` code
 
@@ -109,6 +110,12 @@ def dls(cfg, device):
     return out
 
 
+def factories(cfg) -> list:
+    from fxp import vision
+
+    return vision.unet_factories()
+
+
 def learner(cfg, dls):
     "A U-Net with one output channel per code; `acc_camvid` is pixel accuracy leaving out `task.void`."
     from fxp import vision
@@ -127,7 +134,11 @@ def _codes(dls) -> list[str]:
     return list(dls.valid.after_item.vocab)
 
 
-def plots(learn, cfg, dest: Path, n: int = 4) -> None:
+def evaluate(learn, cfg) -> dict:
+    return {}
+
+
+def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:
     "Image, true mask and predicted mask (over the image) for the first few validation images."
     from fxp.plots import plt, save
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.config import TaskBase, check_choices
+from fxp.checks import check_choices
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import TaskBase
 
 # fastai's tabular batches wrap pandas' read-only arrays (copy-on-write) without writing to them
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -60,6 +61,9 @@ def check(cfg) -> None:
     _check_names(task)
     _check_split(task)
     _check_target(task)
+    if cfg.model.arch is not None or cfg.model.net is not None:
+        raise ConfigError(f"model.arch/model.net ({cfg.model.arch or 'net'}) build image models; tabular tasks take "
+                          f"model=tabular (or tabular_rossmann), with layers and config in model.kwargs")
 
 
 def _check_names(task) -> None:
@@ -250,6 +254,12 @@ def _splits(t, df, path: Path) -> tuple[list, list]:
 # --- learner --------------------------------------------------------------------------------------------------
 
 
+def factories(cfg) -> list:
+    from fastai.tabular.learner import tabular_learner
+
+    return [tabular_learner]
+
+
 def learner(cfg, dls):
     "fastai's tabular_learner: layers and `config` (tabular_config: ps, embed_p, ...) from model.kwargs."
     from fastai.tabular.learner import tabular_learner
@@ -258,14 +268,10 @@ def learner(cfg, dls):
 
     from fxp.metrics import metrics
 
-    m = cfg.model
-    if m.arch is not None or m.net is not None:
-        raise FxpError(f"model.arch/model.net ({m.arch or 'net'}) build image models; tabular tasks take "
-                       f"model=tabular (or tabular_rossmann), with layers and config in model.kwargs")
-    kwargs = OmegaConf.to_container(m.kwargs)
+    kwargs = OmegaConf.to_container(cfg.model.kwargs)
     config = kwargs.pop("config", None)
-    if "y_range" in kwargs or "y_range" in (config or {}):
-        raise FxpError("model.kwargs sets y_range: it belongs to the task (task.y_range=[lo,hi] or auto)")
+    if "y_range" in (config or {}):
+        raise FxpError("model.kwargs.config sets y_range: it belongs to the task (task.y_range=[lo,hi] or auto)")
     return tabular_learner(dls, config=None if config is None else tabular_config(**config),
                            y_range=_y_range(cfg.task, dls), metrics=metrics(cfg.task.metrics), **kwargs)
 
@@ -285,20 +291,26 @@ def _y_range(t, dls):
 # --- plots, predict -------------------------------------------------------------------------------------------
 
 
-def plots(learn, cfg, dest: Path) -> dict:
+def evaluate(learn, cfg) -> dict:
     """Permutation importance on the valid set: how much worse the monitored metric gets when one column's values
-    are shuffled (a FillMissing `_na` column moves with its column), one pass each. Also in summary.json."""
+    are shuffled (a FillMissing `_na` column moves with its column), one pass each; most important first."""
+    importance = permutation_importance(learn, cfg.task.monitor, cfg.trainer.seed)
+    names = sorted(importance, key=importance.get, reverse=True)
+    return {"feature_importance": {n: round(importance[n], 6) for n in names},
+            "cat_names": list(_inputs(learn.dls.train_ds)[0]), "cont_names": list(learn.dls.cont_names)}
+
+
+def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
+    "The permutation importance as bars, the most important on top."
     from fxp.plots import plt, save
 
-    importance = permutation_importance(learn, cfg.task.monitor, cfg.trainer.seed)
-    names = sorted(importance, key=importance.get)
+    importance = evaluation["feature_importance"]
+    names = list(reversed(importance))
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.5))
     ax.barh(names, [importance[n] for n in names])
     ax.set(xlabel=f"how much worse {_metric_name(learn, cfg.task.monitor)} gets with the column shuffled (valid set)",
            title="permutation feature importance")
     save(fig, dest / "feature_importance.png")
-    return {"feature_importance": {n: round(importance[n], 6) for n in reversed(names)},
-            "cat_names": list(_inputs(learn.dls.train_ds)[0]), "cont_names": list(learn.dls.cont_names)}
 
 
 def _metric_name(learn, monitor) -> str:

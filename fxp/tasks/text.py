@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.config import Monitor, Stage, TaskBase, check_choices, check_stages
+from fxp.checks import check_choices, check_stages
 from fxp.errors import ConfigError, FxpError
+from fxp.schema import Monitor, Stage, TaskBase
 
 SOURCES = ("csv", "folders")
 ENCODER, VOCAB = "encoder.pth", "vocab.pkl"
@@ -162,6 +163,8 @@ def lm_dls(cfg, df, device):
     from fxp.data import dataloaders
 
     t = cfg.task
+    if cfg.model.pretrained:
+        pretrained_files(cfg.model)  # before tokenizing: offline, fail at once
     block = DataBlock(blocks=TextBlock.from_df("text", is_lm=True, seq_len=t.lm_seq_len, min_freq=t.min_freq,
                                                max_vocab=t.max_vocab),
                       get_x=ColReader("text"), splitter=RandomSplitter(t.lm_valid_pct, seed=t.split_seed))
@@ -181,14 +184,6 @@ def clf_dls(cfg, df, vocab, device):
                       get_x=ColReader("text"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"))
     return dataloaders(block, labelled, cfg, device,
                        "check task.valid_col (or task.valid_pct), or the train/valid folders", **block.dls_kwargs)
-
-
-def dls(cfg, device):
-    "The loaders of the step `fxp train` runs first (for `fxp lr-find`): the classifier's with task.encoder, else the LM's."
-    df = texts(cfg)
-    if cfg.task.encoder:
-        return clf_dls(cfg, df, read_vocab(encoder_dir(cfg.task.encoder)), device)
-    return lm_dls(cfg, df, device)
 
 
 def read_vocab(folder: Path) -> list:
@@ -274,68 +269,50 @@ def load_encoder(learn, file: Path) -> None:
     learn.freeze()
 
 
-def learner(cfg, dls):
-    "The learner of the step `fxp train` runs first (for `fxp lr-find`)."
-    from fastai.text.data import LMDataLoader
+def factories(cfg) -> list:
+    "model.kwargs go to the classifier (`config` holds the AWD-LSTM's sizes and dropouts for both learners)."
+    from fastai.text.learner import text_classifier_learner
 
-    if isinstance(dls.train, LMDataLoader):
-        return lm_learner(cfg, dls)
-    return clf_learner(cfg, dls, encoder_dir(cfg.task.encoder) / ENCODER)
+    return [text_classifier_learner]
 
 
 # --- the two steps --------------------------------------------------------------------------------------------
 
 
-def train(cfg, run):
-    "Step 1, the language model into lm/ (unless task.encoder names one); step 2, the classifier: the run itself."
-    from fxp.train import attach, check_batches, fit, setup
+def steps(cfg) -> list:
+    "The language model into lm/ (unless task.encoder names one), then the classifier on its encoder: the run itself."
+    from functools import cache
 
-    device = setup(cfg)
-    df = texts(cfg)
-    folder = encoder_dir(cfg.task.encoder) if cfg.task.encoder else language_model(cfg, run, df, device)
-    announce(f"classifier on the encoder in {folder}")
-    dls = clf_dls(cfg, df, read_vocab(folder), device)
-    check_batches(dls, cfg.trainer.bs)
-    run.info.update(device=str(device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
-                    encoder=str(folder / ENCODER))
-    learn = attach(clf_learner(cfg, dls, folder / ENCODER), run.path)
-    fit(learn, cfg, run)
-    return learn
+    from fxp.dispatch import Step
+
+    t = cfg.task
+    all_texts = cache(lambda: texts(cfg))  # read once, for both steps
+
+    def encoder_folder(ctx) -> Path:
+        return encoder_dir(t.encoder) if t.encoder else ctx.done["lm"].path
+
+    classifier = Step(
+        "classifier", about="classifier on " + (f"the encoder in {encoder_dir(t.encoder)}" if t.encoder
+                                                else "the language model's encoder"),
+        dls=lambda ctx: clf_dls(cfg, all_texts(), read_vocab(encoder_folder(ctx)), ctx.device),
+        learner=lambda dls, ctx: clf_learner(cfg, dls, encoder_folder(ctx) / ENCODER),
+        after=lambda learn, ctx: {"encoder": str(encoder_folder(ctx) / ENCODER)})
+    if t.encoder:
+        return [classifier]
+    lm = Step("lm", folder="lm", stages=t.lm_stages, monitor=t.lm_monitor, about="language model on every text, in lm/",
+              dls=lambda ctx: lm_dls(cfg, all_texts(), ctx.device), learner=lambda dls, ctx: lm_learner(cfg, dls),
+              after=lambda learn, ctx: save_language_model(learn, t, ctx.path, len(all_texts())))
+    return [lm, classifier]
 
 
-def language_model(cfg, run, df, device) -> Path:
-    "Fine-tune the language model in the run's lm/ folder; save its encoder, vocab and a few samples there."
+def save_language_model(learn, t, folder: Path, n_texts: int) -> dict:
+    "The encoder and vocab the classifier reads, a few generated samples, and the step's summary fields."
     from fastcore.xtras import save_pickle
 
-    from fxp import plots
-    from fxp.runs import best_metrics, read_metrics
-    from fxp.train import attach, check_batches, fit
-
-    t, folder = cfg.task, run.path / "lm"
-    if cfg.model.pretrained:
-        pretrained_files(cfg.model)  # before tokenizing: offline, fail at once
-    folder.mkdir(exist_ok=True)
-    announce(f"language model on {len(df)} texts, in {folder}")
-    dls = lm_dls(cfg, df, device)
-    check_batches(dls, cfg.trainer.bs)
-    learn = attach(lm_learner(cfg, dls), folder)
-    fit(learn, cfg, run, stages=t.lm_stages, monitor=t.lm_monitor)
     learn.save_encoder(str(folder / Path(ENCODER).stem))  # an absolute name: fastai joins it to model_dir as is
-    save_pickle(folder / VOCAB, dls.vocab)
+    save_pickle(folder / VOCAB, learn.dls.vocab)
     write_samples(learn, t, folder / "samples.txt")
-    plots.loss_curves(folder)
-    rows = read_metrics(folder)
-    run.info["lm"] = dict(texts=len(df), vocab=len(dls.vocab), perplexity_unigram=unigram_perplexity(dls),
-                          final_metrics=rows[-1] if rows else {}, best_metrics=best_metrics(rows, t.lm_monitor))
-    return folder
-
-
-def announce(step: str) -> None:
-    "A line before each step's epoch lines, on the console and in train.log (both steps count stages from 1)."
-    import logging
-
-    logging.getLogger("fxp").info(step)
-    print(step, flush=True)
+    return dict(texts=n_texts, vocab=len(learn.dls.vocab), perplexity_unigram=unigram_perplexity(learn.dls))
 
 
 def unigram_perplexity(dls) -> float:
@@ -359,8 +336,14 @@ def write_samples(learn, t, dest: Path) -> None:
 # --- plots, predict -------------------------------------------------------------------------------------------
 
 
-def plots(learn, cfg, dest: Path) -> dict:
-    "The confusion matrix; returns the valid accuracy of always predicting the most common training label."
+def evaluate(learn, cfg) -> dict:
+    "The valid accuracy of always predicting the most common training label."
+    train_y, valid_y = learn.dls.train_ds.items.label, learn.dls.valid_ds.items.label
+    return {"accuracy_majority": round(float((valid_y == train_y.mode()[0]).mean()), 6)}
+
+
+def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
+    "The confusion matrix."
     from fastai.interpret import ClassificationInterpretation
 
     from fxp.plots import save_current
@@ -368,8 +351,6 @@ def plots(learn, cfg, dest: Path) -> dict:
     interp = ClassificationInterpretation.from_learner(learn)
     interp.plot_confusion_matrix(figsize=(6, 6))
     save_current(dest / "confusion_matrix.png")
-    train_y, valid_y = learn.dls.train_ds.items.label, learn.dls.valid_ds.items.label
-    return {"accuracy_majority": round(float((valid_y == train_y.mode()[0]).mean()), 6)}
 
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:

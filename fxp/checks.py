@@ -1,0 +1,46 @@
+"""Value checks a schema type cannot express, shared by the core and the kinds: each fails with one line naming the key."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from fxp.errors import ConfigError
+
+POLICIES = ("fit_one_cycle", "fine_tune", "fit")
+
+
+def check_stages(key: str, stages) -> None:
+    "A list of stages (the trainer's, or a kind's own step, e.g. task.lm_stages) that fit_stage can run."
+    if not stages:
+        raise ConfigError(f"{key} is empty: give at least one stage, e.g. [{{policy: fit_one_cycle}}]")
+    for i, s in enumerate(stages):
+        check_in(f"{key}.{i}.policy", s.policy, POLICIES)
+        check_lr(f"{key}.{i}.lr", s.lr)
+        if not (s.freeze is None or isinstance(s.freeze, (bool, int))):
+            raise ConfigError(f"{key}.{i}.freeze={s.freeze!r} is not valid: give true (freeze the body), "
+                              f"false (unfreeze) or a negative count of trainable groups (-2: freeze_to(-2))")
+
+
+IMAGE_CHOICES = {"resize_method": ("crop", "pad", "squish"), "pad_mode": ("zeros", "reflection", "border")}
+
+
+def check_choices(task, choices: dict) -> None:
+    "Each `task.<key>` is one of `choices[key]`, or one line naming the valid ones."
+    for key, allowed in choices.items():
+        check_in(f"task.{key}", task[key], allowed)
+
+
+def check_in(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; choose from: {', '.join(map(str, allowed))}")
+
+
+def check_lr(key: str, lr) -> None:
+    ok = (lr is None or lr == "find" or _is_number(lr)
+          or (OmegaConf.is_list(lr) or isinstance(lr, list)) and len(lr) == 2 and all(map(_is_number, lr)))
+    if not ok:
+        raise ConfigError(f"{key}={lr!r} is not a learning rate: give a number (3e-3), "
+                          f"a [lo, hi] pair for discriminative rates, or 'find'")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
