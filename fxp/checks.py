@@ -23,6 +23,19 @@ def check_stages(key: str, stages) -> None:
 IMAGE_CHOICES = {"resize_method": ("crop", "pad", "squish"), "pad_mode": ("zeros", "reflection", "border")}
 
 
+def check_images(task, **choices) -> None:
+    "An image kind's keys (fxp.schema.Images, Split): resize_method, pad_mode and the kind's own `choices`; valid_pct."
+    check_choices(task, {**choices, **IMAGE_CHOICES})
+    check_fraction(task, "valid_pct")
+
+
+def check_fraction(task, *keys: str) -> None:
+    "Each `task.<key>` is strictly between 0 and 1 (valid_pct, a threshold)."
+    for key in keys:
+        if not 0 < task[key] < 1:
+            raise ConfigError(f"task.{key}={task[key]} must be between 0 and 1")
+
+
 def check_choices(task, choices: dict) -> None:
     "Each `task.<key>` is one of `choices[key]`, or one line naming the valid ones."
     for key, allowed in choices.items():
@@ -44,3 +57,9 @@ def check_lr(key: str, lr) -> None:
 
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_y_range(y_range) -> None:
+    "task.y_range: [lo, hi] with lo < hi (a sigmoid squashes the outputs into it), or null."
+    if y_range is not None and (len(y_range) != 2 or y_range[0] >= y_range[1]):
+        raise ConfigError(f"task.y_range={list(y_range)} must be [lo, hi] with lo < hi, or null")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from fxp.checks import check_y_range
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import TaskBase
 
@@ -49,8 +50,7 @@ def check(cfg) -> None:
                           "choose model=collab_dot or model=collab_nn")
     if not 0 < task.valid_pct < 1:
         raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
-    if task.y_range is not None and (len(task.y_range) != 2 or task.y_range[0] >= task.y_range[1]):
-        raise ConfigError(f"task.y_range={list(task.y_range)} must be [lo, hi] with lo < hi, or null")
+    check_y_range(task.y_range)
     if task.item_by_title and task.titles is None:
         raise ConfigError("task.item_by_title=true needs a titles file: set task.titles= (e.g. u.item) or "
                           "task.item_by_title=false")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.checks import check_stages
+from fxp.checks import check_stages, check_y_range
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Aug, Monitor, Stage, TaskBase
 
@@ -56,6 +56,7 @@ class Task(TaskBase):
     weights_gen: List[float] = field(default_factory=lambda: [1.0, 50.0])  # generator loss: critic, pixel MSE
     critic_thresh: float = 0.65  # AdaptiveGANSwitcher: back to the generator once the critic loss is below
     mult_lr: float = 5.0  # GANDiscriminativeLR: the critic's learning rate multiplier
+    y_range: List[float] = field(default_factory=lambda: [-3.0, 3.0])  # the generator's outputs (normalized pixels)
     # wgan
     noise_size: int = 100
     n_crit: int = 5  # critic batches per generator batch
@@ -87,6 +88,7 @@ def _check_superres(t) -> None:
         raise ConfigError(f"task.size={t.size} is too small for a critic of task.critic.n_blocks="
                           f"{t.critic.n_blocks} (it needs size ≥ {4 << (t.critic.n_blocks + 1)}); raise the "
                           f"size or lower n_blocks")
+    check_y_range(t.y_range)
     check_stages("task.gen_stages", t.gen_stages)
     check_stages("task.crit_stages", t.crit_stages)
 
@@ -276,13 +278,13 @@ def task_metrics(t, dls) -> list:
 
 
 def generator(cfg, dls):
-    "A U-Net on `model.arch` (lesson 7: blur, self-attention, weight norm, y_range [-3, 3]) trained with pixel MSE."
+    "A U-Net on `model.arch` (lesson 7: blur, self-attention, weight norm) into `task.y_range`, pixel MSE."
     from fastai.losses import MSELossFlat
 
     from fxp import vision
 
     return vision.unet(cfg, dls, n_out=3, loss_func=MSELossFlat(), metrics=task_metrics(cfg.task, dls),
-                       **_norm_type(cfg.model))
+                       y_range=tuple(cfg.task.y_range), **_norm_type(cfg.model))
 
 
 def _norm_type(m) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.checks import IMAGE_CHOICES, check_choices
+from fxp.checks import IMAGE_CHOICES, check_choices, check_y_range
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Aug, TaskBase
 
@@ -55,8 +55,7 @@ def check(cfg) -> None:
         raise ConfigError("task.log_target=true is for target=scalars; points are scaled to [-1, 1] already")
     if task.target == "scalars" and is_pkl:
         raise ConfigError(f"task.labels={task.labels}: a .pkl holds points; scalars come from a CSV")
-    if task.y_range is not None and (len(task.y_range) != 2 or task.y_range[0] >= task.y_range[1]):
-        raise ConfigError(f"task.y_range={list(task.y_range)} must be [lo, hi] with lo < hi, or null")
+    check_y_range(task.y_range)
     if task.target == "points" and task.aug is not None and task.aug.size is not None:
         raise ConfigError("task.aug.size must be null for points (predictions map back through the item Resize); "
                           "set task.size instead")
