@@ -182,22 +182,24 @@ class LastCheckpoint(Callback):
 
 
 class SaveBest(SaveModelCallback):
-    "fastai's SaveModelCallback (checkpoints/best.pth, reloaded at the end), logging instead of printing."
+    """checkpoints/best.pth: the best epoch of the whole step, across its stages (fastai's SaveModelCallback would
+    reset at each `fit` and reload that stage's best, so the next stage would not start where this one ended).
+    `restore` loads it once, after the last stage."""
 
     def __init__(self, monitor: str, comp):
-        super().__init__(monitor=monitor, comp=comp, fname="best")
-
-    def before_fit(self):
-        super().before_fit()
-        self.saved = False
+        super().__init__(monitor=monitor, comp=comp, fname="best", reset_on_fit=False)
+        self.best_epoch = None  # counted across stages, as metrics.csv's epoch column
 
     def after_epoch(self):
         TrackerCallback.after_epoch(self)
         if self.new_best:
-            log.info(f"best {self.monitor} so far: {self.best:.4g} (epoch {self.epoch + 1}), saved")
+            self.best_epoch = self.learn.last_row["epoch"]
+            log.info(f"best {self.monitor} so far: {self.best:.4g} (epoch {self.best_epoch}), saved")
             self._save(self.fname)
-            self.saved = True
 
-    def after_fit(self, **kwargs):
-        if self.saved:  # a fit of zero epochs has no best to go back to
-            super().after_fit(**kwargs)
+    def after_fit(self):
+        TrackerCallback.after_fit(self)
+
+    def restore(self) -> None:
+        if self.best_epoch is not None:
+            self.learn.load(self.fname, with_opt=False, weights_only=False)

@@ -142,12 +142,10 @@ def resize(dls, size) -> None:
         t.size = _process_sz(tuple(size) if OmegaConf.is_list(size) else size)
 
 
-def fit(learn, cfg, run: Run, stages=None, monitor=None) -> None:
-    """Run `stages` (default: the trainer's) with fxp's callbacks, which write into `learn.path`.
-
-    Kinds that train in steps (a language model, then a classifier) call this once per step with the step's
-    stages and monitor; the final step's learner writes into the run folder itself.
-    """
+def fit(learn, cfg, run: Run, stages=None, monitor=None) -> dict:
+    """Run `stages` (default: the trainer's) with fxp's callbacks, which write into `learn.path`. Each stage starts
+    where the last one ended (the course's recipes); after the last, the learner goes back to the best epoch of all
+    stages when save-best is on. Returns the step's summary fields: which epoch the learner now holds, throughput."""
     stages = cfg.trainer.stages if stages is None else stages
     cbs = callbacks(cfg, learn, len(stages), monitor)
     learn.add_cbs(cbs)
@@ -155,9 +153,13 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None) -> None:
     for i, stage in enumerate(stages, 1):
         learn.stage = i
         fit_stage(learn, stage, cfg.trainer, run)
-    if learn.path == run.path:
-        run.info["items_per_s"] = next(cb for cb in cbs if isinstance(cb, MetricsCSV)).items_per_s
+    csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
+    if best is not None:
+        best.restore()
     learn.remove_cbs(cbs)
+    last = csv_rows.epochs_done or None
+    return {"model_epoch": best.best_epoch if best is not None and best.best_epoch else last,
+            "items_per_s": csv_rows.items_per_s}
 
 
 def train(cfg, run: Run) -> None:
@@ -183,8 +185,8 @@ def run_steps(steps: list, cfg, run: Run, device):
         with warnings.catch_warnings():
             for message in step.ignore_warnings:
                 warnings.filterwarnings("ignore", message=message)
-            fit(learn, cfg, run, step.stages, step.monitor)
-        extra = (step.after(learn, ctx) if step.after else None) or {}
+            facts = fit(learn, cfg, run, step.stages, step.monitor)
+        extra = {**facts, **((step.after(learn, ctx) if step.after else None) or {})}
         if step.folder:
             plots.loss_curves(ctx.path)
             rows = read_metrics(ctx.path)
