@@ -1,43 +1,63 @@
-"""The config tree and validation, before anything heavy is imported: the packaged groups and presets, the
-registration of the schemas (fxp.schema) with Hydra, and `validate`, which types `cfg.task` by its kind."""
+"""The config tree and validation, before anything heavy is imported: the packaged groups and presets, listed from
+their YAML without parsing it; `register`, which tells Hydra and OmegaConf about the schemas (fxp.schema), each kind's
+task schema, the presets and fxp's resolvers; and `validate`, which types `cfg.task` by its kind.
+
+Importing this module does no work: Hydra, OmegaConf and the kinds load when a config is composed or validated.
+"""
 from __future__ import annotations
 
-from importlib import resources
+import functools
+import secrets
+from importlib.util import find_spec
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from fxp.checks import check_in, check_lr, check_stages
 from fxp.errors import ConfigError
-from fxp.schema import Config
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 GROUPS = ("task", "model", "trainer", "logger", "experiment")
 
 
-def _store_schemas() -> None:
-    "The root schema, and each kind's task schema as `kind/<name>`, which task YAMLs take as their base."
-    from fxp import dispatch
+@functools.cache
+def register() -> None:
+    """What fxp's configs need from Hydra's ConfigStore and OmegaConf, once per process, before the first compose.
 
+    The root schema; each kind's task schema as `kind/<name>`, which task YAMLs take as their base; the presets of
+    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid` and `fxp_direction`.
+    Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads it: so
+    any compose, a launcher's worker process included, finds them.
+    """
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from fxp import dispatch
+    from fxp.schema import Config
+
+    # A few random characters after the timestamp: two runs started in the same second get their own folders.
+    OmegaConf.register_new_resolver("fxp_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    # Optuna's direction from a task's monitor mode, so a search maximises accuracy and minimises a loss.
+    OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
+                                    replace=True)
     cs = ConfigStore.instance()
     cs.store(name="fxp_schema", node=Config)
     for kind in dispatch.kinds():
         cs.store(group="kind", name=kind, node=dispatch.kind_module(kind).Task)
-    for path in sorted(experiments_dir().glob("*.yaml")):  # `+experiment=NAME`: presets live in experiments/
+    for path in sorted(experiments_dir().glob("*.yaml")):
         cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 def conf_dir() -> Path:
-    "The packaged config tree."
-    return Path(str(resources.files("fxp.conf")))
+    "The packaged config tree, found without importing its package (which registers the schemas)."
+    return _package_dir("fxp.conf")
 
 
 def experiments_dir() -> Path:
     "The packaged experiment presets (the repo's experiments/ folder)."
-    return Path(str(resources.files("fxp.experiments")))
+    return _package_dir("fxp.experiments")
+
+
+def _package_dir(name: str) -> Path:
+    return Path(find_spec(name).submodule_search_locations[0])
 
 
 def choices(group: str) -> dict[str, str]:
@@ -53,9 +73,13 @@ def _first_comment(path: Path) -> str:
     return ""
 
 
-def validate(cfg: DictConfig) -> DictConfig:
+def validate(cfg):
     "Type `cfg.task` by its kind and check the values a schema type cannot; raise ConfigError with one line."
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     from fxp import dispatch
+    from fxp.checks import check_in
 
     kind = dispatch.kind_module(cfg.task.kind)
     try:
@@ -78,6 +102,8 @@ def validate(cfg: DictConfig) -> DictConfig:
 
 
 def _check_trainer(t) -> None:
+    from fxp.checks import check_in, check_lr, check_stages
+
     check_in("trainer.precision", t.precision, PRECISIONS)
     check_in("trainer.device", t.device, DEVICES)
     check_lr("trainer.lr", t.lr)
@@ -102,5 +128,3 @@ def one_line(e: Exception, prefix: str = "") -> str:
         msg += "; `fxp train --cfg job` shows every key"
     return msg
 
-
-_store_schemas()

@@ -1,4 +1,5 @@
-"""`fxp diagnose RUN_DIR`: what the run's curves say, with the rules of the fastai course (lesson 2), and what to try.
+"""What a run's curves say, with the rules of the fastai course (lesson 2), and what to try: `fxp diagnose RUN_DIR`
+(fxp.commands.diagnose) and every run as it ends (`finish`, into summary.json and plots/diagnosis.png).
 
 The rules, checked on metrics.csv (a row per epoch), most serious first:
 - diverged: a loss is NaN/inf, the valid loss jumps above EXPLODE times its lowest so far (at the first epoch:
@@ -14,19 +15,16 @@ more, so divergence is listed alone).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from fxp.errors import FxpError
-from fxp.runlist import Parser, read_monitor
-from fxp.runs import CONFIG, METRICS, SUMMARY, lower_is_better, read_metrics
+from fxp.runs import CONFIG, METRICS, PLOTS, lower_is_better, read_metrics, read_monitor, read_summary
 
 EXPLODE = 10.0
 MIN_EPOCHS_AFTER_BEST = 2
 NOISE = 0.1
 STEEP = 0.5
-PLOT = Path("plots") / "diagnosis.png"
+PLOT = Path(PLOTS) / "diagnosis.png"
 
 ADVICE = {
     "diverged": "learning rate too high: lower trainer.lr (e.g. 10x), or pick it with trainer.lr=find",
@@ -40,26 +38,15 @@ ADVICE = {
 }
 
 
-def main(args: list[str]) -> int:
-    p = Parser(prog="fxp diagnose", description="Say whether a run diverged, over- or under-fit, or should train "
-                                                "longer (the fastai course's rules), and what to try.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (outputs/<task>/<stamp>)")
-    p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
-    p.add_argument("--no-plot", action="store_true", help=f"do not write RUN_DIR/{PLOT.as_posix()}")
-    opts = p.parse_args(args)
-    run_dir = Path(opts.run_dir)
-    if not ((run_dir / METRICS).is_file() or (run_dir / SUMMARY).is_file()):
-        raise FxpError(f"fxp diagnose: {run_dir} is not a run folder (no {METRICS} or {SUMMARY}); give one "
-                       f"from fxp runs, e.g. outputs/<task>/<stamp>")
-    diagnosis = diagnose(run_dir)
-    dest = None if opts.no_plot or not diagnosis["epochs"] else run_dir / PLOT
-    if dest is not None:
-        plot(run_dir, diagnosis, dest)
-    if opts.json:
-        print(json.dumps(diagnosis, indent=2))
-    else:
-        report(run_dir, diagnosis, dest)
-    return 0
+def finish(run) -> None:
+    "A run's diagnosis as it ends (`fxp.runs.Run(finish=...)`), whatever its status; never in the way of its summary."
+    if not read_metrics(run.path):
+        return
+    try:
+        run.info["diagnosis"] = diagnose(run.path, status=run.status)
+        plot(run.path, run.info["diagnosis"], run.path / PLOT)
+    except Exception as e:  # the run's own outcome matters more than its diagnosis
+        run.info["diagnosis"] = {"error": f"{type(e).__name__}: {e}"}
 
 
 # --- the rules -------------------------------------------------------------------------------------------------
@@ -72,7 +59,7 @@ def diagnose(run_dir: Path, status: str | None = None) -> dict:
     """
     run_dir = Path(run_dir)
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("epoch"), float)]
-    status = status or _read_json(run_dir / SUMMARY).get("status")
+    status = status or read_summary(run_dir).get("status")
     metric, lower = main_metric(run_dir, rows)
     divergence = diverged(rows, status)  # a diverged run's curves say nothing more
     findings = [divergence] if divergence else [f for f in (over_fitting(rows, metric, lower), under_fitting(rows),
@@ -171,40 +158,11 @@ def _finite(v) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
 
-def _epochs(n: int) -> str:
-    return f"{n} epoch" + "s" * (n != 1)
-
-
 def _epoch(row: dict) -> int:
     return int(row["epoch"])
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-# --- report and plot -------------------------------------------------------------------------------------------
-
-
-def report(run_dir: Path, diagnosis: dict, plot_path: Path | None) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console(highlight=False, soft_wrap=True)
-    at = f" at epoch {diagnosis['epoch']}" if diagnosis["epoch"] is not None else ""
-    console.print(f"[bold]{escape(str(run_dir))}[/]: [bold magenta]{diagnosis['verdict']}[/]{at} "
-                  f"({_epochs(diagnosis['epochs'])}, main metric {diagnosis['metric']})")
-    console.print(f"  what to try: {escape(diagnosis['advice'])}")
-    if diagnosis["curves"]:
-        console.print(f"  curves: {escape(diagnosis['curves'])}")
-    for f in diagnosis["findings"]:
-        epoch = f" (epoch {f['epoch']})" if f["epoch"] is not None else ""
-        console.print(f"  - {f['verdict']}{epoch}: {escape(f['evidence'])}")
-    if plot_path is not None:
-        console.print(f"plot: {escape(str(plot_path))}")
+# --- plot -------------------------------------------------------------------------------------------------
 
 
 def plot(run_dir: Path, diagnosis: dict, dest_png: Path) -> None:

@@ -1,6 +1,9 @@
-"""The one writer of run folders: config.yaml, overrides.yaml, summary.json, and the traceback in train.log.
+"""The run-folder format, in one place: its file names, the one writer (`Run`), and the readers every command goes
+through (metrics.csv, summary.json, config.yaml, a run or sweep job as a row), with the rules for a run's status, its
+monitor metric and best values, and a sweep's best job.
 
-Light imports only: `fxp runs` and the CLI read run folders without torch.
+Light imports only (the stdlib and yaml; omegaconf when a run is written): `fxp runs` reads run folders without
+torch. It imports no command and no report: what a run adds as it ends (its diagnosis) comes in as `Run(finish=...)`.
 """
 from __future__ import annotations
 
@@ -8,37 +11,51 @@ import csv
 import json
 import math
 import platform
+import re
 import subprocess
 import time
 import traceback
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Optional
 
-from omegaconf import OmegaConf
+import yaml
 
 from fxp.errors import Diverged, FxpError
 
-SUMMARY, METRICS, CONFIG, LOG = "summary.json", "metrics.csv", "config.yaml", "train.log"
+CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
+MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
+SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sweeps writes them)
+SWEEP_FILES = ("multirun.yaml", SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
 NOT_METRICS = {"stage", "epoch", "lr", "time"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
+STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "stale", "incomplete")
+STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")  # outputs/<task>/<stamp>_<uid>
+STALE_AFTER_S = 3600
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster than OmegaConf.load
 
 
 class Run:
     "A run folder: claimed once (never overwritten), its summary.json written whatever happens."
 
-    def __init__(self, path: Path, cfg, overrides: list[str], task: str):
+    def __init__(self, path: Path, cfg, overrides: list[str], task: str, finish: Optional[Callable] = None):
         self.path, self.cfg, self.overrides, self.task = Path(path).resolve(), cfg, overrides, task
+        self.finish = finish  # finish(run) as the run ends, whatever its status, before the last summary
         self.info: dict = {}  # extra summary fields set while training (device, lr_found, ...)
         self.status = "running"
 
     def __enter__(self) -> "Run":
+        from omegaconf import OmegaConf
+
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             with open(self.path / CONFIG, "x") as f:
                 f.write(OmegaConf.to_yaml(self.cfg, resolve=True))
         except FileExistsError:
             raise FxpError(f"{self.path} already holds a run; choose a new folder (hydra.run.dir=...)") from None
-        (self.path / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(self.overrides))))
+        (self.path / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(list(self.overrides))))
         self.start = time.time()
         self.write_summary()
         return self
@@ -49,20 +66,12 @@ class Run:
             self.info["error"] = str(exc) if isinstance(exc, FxpError) else f"{exc_type.__name__}: {exc}"
             with open(self.path / LOG, "a") as f:
                 f.write("".join(traceback.format_exception(exc_type, exc, tb)))
-        if read_metrics(self.path):
-            self.add_diagnosis()
-        self.write_summary()
-        return False
-
-    def add_diagnosis(self) -> None:
-        "What the curves say (fxp diagnose), in summary.json and plots/diagnosis.png; never in the way of the summary."
-        from fxp import diagnose
-
         try:
-            self.info["diagnosis"] = diagnose.diagnose(self.path, status=self.status)
-            diagnose.plot(self.path, self.info["diagnosis"], self.path / diagnose.PLOT)
-        except Exception as e:  # the run's own outcome matters more than its diagnosis
-            self.info["diagnosis"] = {"error": f"{type(e).__name__}: {e}"}
+            if self.finish is not None:
+                self.finish(self)  # e.g. the diagnosis (fxp.diagnose.finish), into self.info
+        finally:
+            self.write_summary()
+        return False
 
     def write_summary(self) -> None:
         rows = read_metrics(self.path)
@@ -85,6 +94,8 @@ def status_of(exc) -> str:
         return "interrupted"
     return "failed"
 
+# --- reading a run folder --------------------------------------------------------------------------------------
+
 
 def read_metrics(path: Path) -> list[dict]:
     "Rows of a run's metrics.csv as dicts of floats (empty if none yet)."
@@ -100,6 +111,42 @@ def _num(v):
         return float(v)
     except (TypeError, ValueError):
         return v
+
+
+def read_json(path: Path) -> dict:
+    "A JSON file of a run or sweep folder (summary.json, best.json); {} if missing or half-written."
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_summary(path: Path) -> dict:
+    return read_json(Path(path) / SUMMARY)
+
+
+def read_config(path: Path) -> dict:
+    "The run's config.yaml as plain data (resolved when written); {} if unreadable."
+    try:
+        return yaml.load((Path(path) / CONFIG).read_text(), Loader=YAML_LOADER) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def read_overrides(path: Path) -> list[str]:
+    try:
+        return [str(o) for o in yaml.load((Path(path) / OVERRIDES).read_text(), Loader=YAML_LOADER) or []]
+    except (OSError, yaml.YAMLError, TypeError):
+        return []
+
+
+def read_monitor(path: Path) -> SimpleNamespace:
+    "The run's main metric and direction (config.yaml's task.monitor); valid_loss/min if unreadable."
+    try:
+        monitor = read_config(path)["task"]["monitor"]
+        return SimpleNamespace(metric=str(monitor["metric"]), mode=str(monitor["mode"]))
+    except (KeyError, TypeError):
+        return SimpleNamespace(metric="valid_loss", mode="min")
 
 
 def final_metrics(rows: list[dict]) -> dict:
@@ -121,6 +168,98 @@ def best_metrics(rows: list[dict], monitor=None) -> dict:
         if name not in NOT_METRICS and vals:
             best[name] = min(vals) if lower_is_better(name, monitor) else max(vals)
     return best
+
+
+# --- runs and sweeps as rows (fxp runs, sweep.csv, best.json) --------------------------------------------------------
+
+
+def is_run(path: Path) -> bool:
+    return any((path / name).is_file() for name in (SUMMARY, CONFIG, METRICS))
+
+
+def job_dirs(path: Path) -> list[Path]:
+    "A sweep's job folders (0, 1, 2, ...) in job order."
+    return sorted((p for p in path.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
+
+
+def is_sweep(path: Path) -> bool:
+    return any((path / name).is_file() for name in SWEEP_FILES) or any(map(is_run, job_dirs(path)))
+
+
+def read_run(path: Path, root: Path) -> dict:
+    """One run folder as a row (`run` relative to root); a run still going (or dead) is read from its metrics.csv.
+
+    A folder without summary.json is `incomplete`; a `running` run whose files have not changed for STALE_AFTER_S
+    (or three of its epochs, if longer) is `stale`: its process most likely died.
+    """
+    summary = read_summary(path)
+    monitor = read_monitor(path)
+    status = summary.get("status", "incomplete")
+    if status in ("running", "incomplete"):
+        rows, last_write = read_metrics(path), _last_write(path)
+        final, best, epochs = final_metrics(rows), best_metrics(rows, monitor), len(rows)
+        wall = last_write - started(path)
+        if status == "running" and time.time() - last_write > _stale_after(rows):
+            status = "stale"
+    else:
+        final, best = summary.get("final_metrics", {}), summary.get("best_metrics", {})
+        epochs, wall = summary.get("epochs", 0), summary.get("wall_time_s")
+    final, best = _finite(final), _finite(best)
+    overrides = summary["overrides"] if "overrides" in summary else read_overrides(path)
+    return dict(run=path.relative_to(root).as_posix(), kind="run", task=summary.get("task") or _task_of(path),
+                overrides=overrides, metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
+                best=best.get(monitor.metric), epochs=epochs, wall_time_s=wall, status=status,
+                started=iso(started(path)), final_metrics=final, best_metrics=best)
+
+
+def read_jobs(sweep_dir: Path) -> list[dict]:
+    "Each job folder of a sweep as a row (a job still going is `running`), in job order."
+    return [read_run(d, sweep_dir) for d in job_dirs(sweep_dir)]
+
+
+def best_job(jobs: list[dict]) -> dict | None:
+    "The completed job with the best value of the monitor metric, in its mode (best.json's and `fxp runs`' rule)."
+    scored = [j for j in jobs if j["status"] == "completed" and j["best"] is not None]
+    if not scored:
+        return None
+    pick = min if scored[0]["mode"] == "min" else max
+    return pick(scored, key=lambda j: j["best"])
+
+
+def _task_of(path: Path) -> str:
+    "Without summary.json: the folder the run sits in (runs land in outputs/<task>/<stamp>)."
+    return path.parent.name if STAMP.match(path.name) else "?"
+
+
+def started(path: Path) -> float:
+    "When the run started: its folder's stamp, else when config.yaml (the first file written) was written."
+    stamp = STAMP.match(path.name)
+    if stamp:
+        return datetime.strptime(stamp.group(), "%Y-%m-%d_%H-%M-%S").timestamp()
+    first = path / CONFIG
+    return (first if first.exists() else path).stat().st_mtime
+
+
+def _last_write(path: Path) -> float:
+    files = [path / SUMMARY, path / METRICS, path / LOG, path / CHECKPOINTS / "last.pth", path / CONFIG]
+    return max([f.stat().st_mtime for f in files if f.exists()] or [path.stat().st_mtime])
+
+
+def _stale_after(rows: list[dict]) -> float:
+    longest_epoch = max((r["time"] for r in rows if isinstance(r.get("time"), float)), default=0.0)
+    return max(STALE_AFTER_S, 3 * longest_epoch)
+
+
+def _finite(metrics: dict) -> dict:
+    "Numeric metrics; NaN and inf as None, so --json is strict JSON."
+    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+# --- what a run records about where it ran ---------------------------------------------------------------------------
 
 
 def versions() -> dict:

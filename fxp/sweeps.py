@@ -16,14 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from fxp import runlist
-
-SWEEP_CSV, BEST = "sweep.csv", "best.json"
-
-
-def jobs(sweep_dir: Path) -> list[dict]:
-    "Each job folder read as `fxp runs` reads a run (a job still going is `running`), in job order."
-    return [runlist.read_run(d, sweep_dir) for d in runlist.job_dirs(sweep_dir)]
+from fxp.runs import BEST, SWEEP_CSV, best_job, read_jobs, read_json
 
 
 def csv_row(job: dict) -> dict:
@@ -35,8 +28,8 @@ def csv_row(job: dict) -> dict:
 
 
 def best_of(sweep_dir: Path, table: list[dict]) -> dict | None:
-    "best.json's content: the best completed job by task.monitor, in its direction (runlist.best_job's rule)."
-    best = runlist.best_job(table)
+    "best.json's content: the best completed job by task.monitor, in its direction (fxp.runs.best_job)."
+    best = best_job(table)
     if best is None:
         return None
     return {"job": best["run"], "metric": best["metric"], "mode": best["mode"], "value": best["best"],
@@ -47,7 +40,7 @@ def update(sweep_dir: Path) -> None:
     "Rewrite sweep.csv and best.json from the job folders (one writer at a time)."
     sweep_dir = Path(sweep_dir)
     with _locked(sweep_dir / ".sweep.lock"):
-        table = jobs(sweep_dir)
+        table = read_jobs(sweep_dir)
         rows = [csv_row(job) for job in table]
         columns = list(dict.fromkeys(k for row in rows for k in row))
         _write_atomic(sweep_dir / SWEEP_CSV, lambda f: _write_csv(f, rows, columns))
@@ -96,10 +89,9 @@ class SweepFiles(Callback):
 
 def report_line(sweep_dir: Path) -> str:
     "e.g. `sweep of 4 jobs: 3 completed, 1 failed; best job 2 (accuracy 0.9250): outputs/multirun/...`"
-    statuses = [job["status"] for job in jobs(sweep_dir)]
+    statuses = [job["status"] for job in read_jobs(sweep_dir)]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
-    best_file = sweep_dir / BEST
-    best = json.loads(best_file.read_text()) if best_file.is_file() else None
+    best = read_json(sweep_dir / BEST)
     where = (f"best job {best['job']} ({best['metric']} {best['value']:.4f}): {best['path']}" if best
              else f"no job completed: {sweep_dir}")
     return f"sweep of {len(statuses)} jobs: {counts}; {where}"

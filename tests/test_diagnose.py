@@ -9,6 +9,8 @@ import yaml
 from conftest import assert_one_line_error, newest_run, summary
 
 from fxp import diagnose
+from fxp.commands import diagnose as command
+from fxp.errors import FxpError
 
 # Curves shaped like real fastai runs (fit_one_cycle on a small image set), one per case.
 OVER_FIT = dict(  # valid loss turns up at epoch 5; the error rate is lowest at epoch 5 and then keeps rising
@@ -122,7 +124,7 @@ def test_plot_marks_the_epoch(tmp_path):
 
 def test_main_prints_the_report_and_writes_the_plot(tmp_path, capsys):
     run = make_run(tmp_path / "run", OVER_FIT)
-    assert diagnose.main([str(run)]) == 0
+    assert command.main([str(run)]) == 0
     out = capsys.readouterr().out
     assert "over-fitting at epoch 5" in out and "what to try: train fewer epochs" in out
     assert "accuracy best 0.892 at epoch 5, 0.862 at epoch 12" in out
@@ -131,7 +133,7 @@ def test_main_prints_the_report_and_writes_the_plot(tmp_path, capsys):
 
 def test_main_json_parses(tmp_path, capsys):
     run = make_run(tmp_path / "run", EXPLODING)
-    assert diagnose.main([str(run), "--json", "--no-plot"]) == 0
+    assert command.main([str(run), "--json", "--no-plot"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert (d["verdict"], d["epoch"]) == ("diverged", 3)
     assert not (run / "plots").exists()
@@ -141,15 +143,15 @@ def test_a_run_without_epochs_says_so(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "summary.json").write_text(json.dumps({"status": "failed"}))
-    assert diagnose.main([str(run)]) == 0
+    assert command.main([str(run)]) == 0
     assert "no epochs" in capsys.readouterr().out
     diagnose.plot(run, diagnose.diagnose(run), run / "plots" / "diagnosis.png")  # the training-end hook's call
     assert not (run / "plots").exists()
 
 
 def test_not_a_run_folder_is_one_line(tmp_path):
-    with pytest.raises(diagnose.FxpError, match="not a run folder"):
-        diagnose.main([str(tmp_path)])
+    with pytest.raises(FxpError, match="not a run folder"):
+        command.main([str(tmp_path)])
 
 
 def test_cli_errors_are_one_line(fxp, tmp_path):

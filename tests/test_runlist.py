@@ -10,8 +10,9 @@ import yaml
 
 from conftest import assert_one_line_error, run_fxp
 
-from fxp import runlist
+from fxp.commands import runs as runlist
 from fxp.errors import FxpError
+from fxp.runs import NOT_METRICS
 
 COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "lr", "time"]
 
@@ -31,7 +32,7 @@ def write_run(folder, task="digits", status="completed", accuracy=(0.90, 0.95, 0
         (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
     if summary:
         done = status not in ("running",)  # a running run's summary.json is the one written at its start
-        final = {k: v for k, v in rows[-1].items() if k not in runlist.NOT_METRICS} if rows and done else {}
+        final = {k: v for k, v in rows[-1].items() if k not in NOT_METRICS} if rows and done else {}
         best = ({"train_loss": min(r["train_loss"] for r in rows), "valid_loss": min(r["valid_loss"] for r in rows),
                  "accuracy": max(accuracy), "error_rate": min(r["error_rate"] for r in rows)}
                 if rows and done else {})
@@ -201,7 +202,7 @@ def test_reading_a_hundred_runs_is_fast(tmp_path, capsys):
 IMPORTS = """
 import json, sys
 import fxp.cli
-from fxp import runlist
+from fxp.commands import runs as runlist
 code = runlist.main([sys.argv[1]])
 print("RESULT", json.dumps({"code": code, "torch": "torch" in sys.modules, "fastai": "fastai" in sys.modules}),
       file=sys.stderr)

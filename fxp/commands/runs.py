@@ -1,40 +1,21 @@
 """`fxp runs [DIR]`: the runs under DIR (default ./outputs) as a table, newest first; a sweep is one row.
 
-Reads run folders only (summary.json, config.yaml, overrides.yaml, metrics.csv), with light imports: no torch.
-Half-written runs show as they are: a folder without summary.json is `incomplete`; a `running` run whose files
-have not changed for STALE_AFTER_S (or three of its epochs, if longer) is `stale`: its process most likely died.
+Reads run folders only through fxp.runs (which says how a half-written run shows: `incomplete`, `stale`), with
+light imports: no torch.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import re
-import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-import yaml
-
+from fxp.commands import Parser, console
 from fxp.errors import FxpError
-from fxp.runs import CONFIG, LOG, METRICS, NOT_METRICS, SUMMARY, best_metrics, lower_is_better, read_metrics
+from fxp.runs import STATUSES, best_job, is_run, is_sweep, iso, lower_is_better, read_jobs, read_run, started
 
-STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")
-STALE_AFTER_S = 3600
-STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "stale", "incomplete")
-SWEEP_FILES = ("multirun.yaml", "sweep.csv", "best.json")  # Hydra writes multirun.yaml in every sweep folder
 STATUS_STYLE = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
                 "running": "cyan", "stale": "magenta", "incomplete": "dim"}
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster than OmegaConf.load
-
-
-class Parser(argparse.ArgumentParser):
-    "argparse whose usage errors are one FxpError line (exit 2) instead of a usage block."
-
-    def error(self, message):
-        raise FxpError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def parser() -> Parser:
@@ -71,26 +52,13 @@ def main(args: list[str]) -> int:
     return 0
 
 
-# --- finding and reading run folders ------------------------------------------------------------------------
-
-
-def is_run(path: Path) -> bool:
-    return any((path / name).is_file() for name in (SUMMARY, CONFIG, METRICS))
-
-
-def job_dirs(path: Path) -> list[Path]:
-    "A sweep's job folders (0, 1, 2, ...) in job order."
-    return sorted((p for p in path.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
-
-
-def is_sweep(path: Path) -> bool:
-    return any((path / name).is_file() for name in SWEEP_FILES) or any(map(is_run, job_dirs(path)))
+# --- runs and sweeps as rows -----------------------------------------------------------------------------------
 
 
 def collect(root: Path) -> list[dict]:
     "A row per run or sweep under root; a sweep folder gives its jobs, a run folder itself."
     if is_sweep(root):
-        return [read_run(p, root) for p in job_dirs(root)]
+        return read_jobs(root)
     if is_run(root):
         return [read_run(root, root.parent)]
     return list(_rows_under(root, root))
@@ -106,47 +74,16 @@ def _rows_under(folder: Path, root: Path):
             yield from _rows_under(sub, root)
 
 
-def read_run(path: Path, root: Path) -> dict:
-    "One run folder as a row; a run still going (or dead) is read from its metrics.csv."
-    summary = _read_json(path / SUMMARY)
-    monitor = read_monitor(path)
-    status = summary.get("status", "incomplete")
-    if status in ("running", "incomplete"):
-        rows, last_write = read_metrics(path), _last_write(path)
-        final = {k: v for k, v in rows[-1].items() if k not in NOT_METRICS} if rows else {}
-        best, epochs, wall = best_metrics(rows, monitor), len(rows), last_write - _started(path)
-        if status == "running" and time.time() - last_write > _stale_after(rows):
-            status = "stale"
-    else:
-        final, best = summary.get("final_metrics", {}), summary.get("best_metrics", {})
-        epochs, wall = summary.get("epochs", 0), summary.get("wall_time_s")
-    final, best = _finite(final), _finite(best)
-    overrides = summary["overrides"] if "overrides" in summary else _read_overrides(path)
-    return dict(run=path.relative_to(root).as_posix(), kind="run", task=summary.get("task") or _task_of(path),
-                overrides=overrides, metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
-                best=best.get(monitor.metric), epochs=epochs, wall_time_s=wall, status=status,
-                started=_iso(_started(path)), final_metrics=final, best_metrics=best)
-
-
 def read_sweep(path: Path, root: Path) -> dict:
     "A sweep as one row: its best job's metric, every job's status, the overrides that vary as `k=a,b`."
-    jobs = [read_run(p, path) for p in job_dirs(path)]
+    jobs = read_jobs(path)
     best = best_job(jobs) or {}
     return dict(run=path.relative_to(root).as_posix(), kind="sweep",
                 task=", ".join(dict.fromkeys(j["task"] for j in jobs)), overrides=sweep_overrides(jobs),
                 metric=best.get("metric"), mode=best.get("mode"), final=best.get("final"), best=best.get("best"),
                 epochs=best.get("epochs"), wall_time_s=round(sum(j["wall_time_s"] or 0 for j in jobs), 3),
-                status=sweep_status(jobs), started=_iso(_started(path)), jobs=len(jobs), best_job=best.get("run"),
+                status=sweep_status(jobs), started=iso(started(path)), jobs=len(jobs), best_job=best.get("run"),
                 job_status=dict(Counter(j["status"] for j in jobs)), best_metrics=_best_over(jobs))
-
-
-def best_job(jobs: list[dict]) -> dict | None:
-    "The completed job with the best value of the monitor metric, in its mode (fxp.sweeps' best.json rule)."
-    scored = [j for j in jobs if j["status"] == "completed" and j["best"] is not None]
-    if not scored:
-        return None
-    pick = min if scored[0]["mode"] == "min" else max
-    return pick(scored, key=lambda j: j["best"])
 
 
 def sweep_overrides(jobs: list[dict]) -> list[str]:
@@ -182,63 +119,6 @@ def _best_over(jobs: list[dict]) -> dict:
     return out
 
 
-def read_monitor(path: Path) -> SimpleNamespace:
-    "The run's main metric and direction (config.yaml's task.monitor); valid_loss/min if unreadable."
-    try:
-        cfg = yaml.load((path / CONFIG).read_text(), Loader=YAML_LOADER)
-        monitor = cfg["task"]["monitor"]
-        return SimpleNamespace(metric=str(monitor["metric"]), mode=str(monitor["mode"]))
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return SimpleNamespace(metric="valid_loss", mode="min")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_overrides(path: Path) -> list[str]:
-    try:
-        return [str(o) for o in yaml.load((path / "overrides.yaml").read_text(), Loader=YAML_LOADER) or []]
-    except (OSError, yaml.YAMLError, TypeError):
-        return []
-
-
-def _task_of(path: Path) -> str:
-    "Without summary.json: the folder the run sits in (runs land in outputs/<task>/<stamp>)."
-    return path.parent.name if STAMP.match(path.name) else "?"
-
-
-def _started(path: Path) -> float:
-    "When the run started: its folder's stamp, else when config.yaml (the first file written) was written."
-    stamp = STAMP.match(path.name)
-    if stamp:
-        return datetime.strptime(stamp.group(), "%Y-%m-%d_%H-%M-%S").timestamp()
-    first = path / CONFIG
-    return (first if first.exists() else path).stat().st_mtime
-
-
-def _last_write(path: Path) -> float:
-    files = [path / SUMMARY, path / METRICS, path / LOG, path / "checkpoints" / "last.pth", path / CONFIG]
-    return max([f.stat().st_mtime for f in files if f.exists()] or [path.stat().st_mtime])
-
-
-def _stale_after(rows: list[dict]) -> float:
-    longest_epoch = max((r["time"] for r in rows if isinstance(r.get("time"), float)), default=0.0)
-    return max(STALE_AFTER_S, 3 * longest_epoch)
-
-
-def _finite(metrics: dict) -> dict:
-    "Numeric metrics; NaN and inf as None, so --json is strict JSON."
-    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts).isoformat(timespec="seconds")
-
-
 # --- filtering, sorting, printing ------------------------------------------------------------------------------
 
 
@@ -263,20 +143,18 @@ def sort_by(rows: list[dict], metric: str, root: Path) -> list[dict]:
 
 
 def print_table(rows: list[dict], title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for name, justify in (("run", "left"), ("task", "left"), ("overrides", "left"), ("metric", "left"),
                           ("final", "right"), ("best", "right"), ("epochs", "right"), ("time", "right"),
                           ("status", "left")):
         table.add_column(name, justify=justify, overflow="fold")
     for r in rows:
         table.add_row(*cells(r))
-    console = Console()
-    if not console.is_terminal:  # piped: one line per run, whole cells, for grep and scripts
-        console.width = 10_000
-    console.print(table)
+    out = console()
+    out.print(title, style="table.title", highlight=False, soft_wrap=True)  # whole, however narrow the table
+    out.print(table)
 
 
 def cells(r: dict) -> list[str]:

@@ -6,16 +6,14 @@ epoch) with the published one. Light imports: listing and verdicts read YAML and
 """
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from fxp import config
+from fxp.commands import console
 from fxp.errors import FxpError
-from fxp.runs import CONFIG, SUMMARY, read_metrics
+from fxp.runs import CONFIG, SUMMARY, read_config, read_metrics, read_summary
 
 NEEDS = {"gpu": "a CUDA GPU (hours on a CPU)", "pretrained": "pre-trained weights (network)",
          "data": "a dataset that is not downloadable by fastai (data.path=)"}
@@ -24,6 +22,8 @@ USAGE = "usage: fxp reproduce NAME [overrides...] | fxp reproduce --list | fxp r
 
 def presets() -> dict[str, dict]:
     "Every preset's reproduce block (plus its one-line description), by name."
+    from omegaconf import OmegaConf
+
     out = {}
     for name, doc in config.choices("experiment").items():
         block = OmegaConf.load(config.experiments_dir() / f"{name}.yaml").reproduce
@@ -31,8 +31,7 @@ def presets() -> dict[str, dict]:
     return out
 
 
-def main(args: list[str], train) -> int:
-    "`train(overrides)` runs `fxp train` in this process (the CLI passes its Hydra command)."
+def main(args: list[str]) -> int:
     if not args:
         raise FxpError(USAGE)
     if args[0] == "--list":
@@ -49,7 +48,9 @@ def main(args: list[str], train) -> int:
         print(f"{name} needs {'; '.join(NEEDS.get(n, n) for n in preset['needs'])}", flush=True)
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"  # as fxp train names its run folders
     run_dir = Path("outputs", "reproduce", name, stamp).resolve()
-    train([f"+experiment={name}", f"hydra.run.dir={run_dir}", *overrides])
+    from fxp import apps
+
+    apps.train([f"+experiment={name}", f"hydra.run.dir={run_dir}", *overrides])  # `fxp train`, in this process
     return print_verdict(verdict(run_dir))
 
 
@@ -58,28 +59,27 @@ def verdict(run_dir: Path) -> dict:
     cfg_file, summary_file = run_dir / CONFIG, run_dir / SUMMARY
     if not (cfg_file.is_file() and summary_file.is_file()):
         raise FxpError(f"{run_dir} is not a run folder (no {CONFIG} or {SUMMARY})")
-    block = OmegaConf.load(cfg_file).get("reproduce")
+    block = read_config(run_dir).get("reproduce")
     if block is None:
         raise FxpError(f"{run_dir} was not run from a preset (its {CONFIG} has no reproduce block); "
                        f"run one with fxp reproduce NAME")
-    summary = json.loads(summary_file.read_text())
+    summary = read_summary(run_dir)
     reached = final_value(run_dir, block, summary)
-    out = {"run": str(run_dir), "metric": block.metric, "mode": block.mode, "published": block.published,
-           "tolerance": block.tolerance, "source": block.source, "status": summary.get("status"),
-           "reached": reached, "wall_time_s": summary.get("wall_time_s")}
+    out = {"run": str(run_dir), **{k: block[k] for k in ("metric", "mode", "published", "tolerance", "source")},
+           "status": summary.get("status"), "reached": reached, "wall_time_s": summary.get("wall_time_s")}
     if reached is None:
         return {**out, "difference": None, "within_tolerance": False}
-    difference = reached - block.published
-    worse = difference if block.mode == "min" else -difference  # > 0: on the bad side of the published value
-    return {**out, "difference": difference, "within_tolerance": worse <= block.tolerance}
+    difference = reached - block["published"]
+    worse = difference if block["mode"] == "min" else -difference  # > 0: on the bad side of the published value
+    return {**out, "difference": difference, "within_tolerance": worse <= block["tolerance"]}
 
 
 def final_value(run_dir: Path, block, summary: dict):
     "The metric's last-epoch value: of the run, or of the step the published figure belongs to (e.g. `gen`)."
     if block.get("step") is None:
-        return summary.get("final_metrics", {}).get(block.metric)
-    rows = read_metrics(run_dir / block.step)
-    return rows[-1].get(block.metric) if rows else None
+        return summary.get("final_metrics", {}).get(block["metric"])
+    rows = read_metrics(run_dir / block["step"])
+    return rows[-1].get(block["metric"]) if rows else None
 
 
 def print_verdict(v: dict) -> int:
@@ -94,9 +94,9 @@ def print_verdict(v: dict) -> int:
     table.add_row(fmt(v["published"]), fmt(v["reached"]), fmt(v["difference"]), f"±{v['tolerance']:g}",
                   "within tolerance" if ok else "outside tolerance", str(v["status"]),
                   f"{v['wall_time_s'] or 0:.0f}s")
-    console = _console()
-    console.print(table)
-    console.print(f"run folder: {v['run']}", highlight=False, soft_wrap=True)
+    out = console()
+    out.print(table)
+    out.print(f"run folder: {v['run']}", highlight=False, soft_wrap=True)
     return 0 if ok else 1
 
 
@@ -109,14 +109,5 @@ def list_presets() -> int:
     for name, p in presets().items():
         table.add_row(name, f"{p['metric']} ({p['mode']})", f"{p['published']:g}", f"±{p['tolerance']:g}",
                       ", ".join(p["needs"]) or "cpu", p["description"])
-    _console().print(table)
+    console().print(table)
     return 0
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console.width = 10_000  # piped: one line per row, for grep and scripts
-    return console

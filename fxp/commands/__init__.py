@@ -1,0 +1,24 @@
+"""The commands that are not Hydra apps, one module each, each with `main(args) -> int`; `fxp.cli` imports the one
+it runs. They read run folders only through `fxp.runs`."""
+from __future__ import annotations
+
+import argparse
+
+from fxp.errors import FxpError
+
+
+class Parser(argparse.ArgumentParser):
+    "argparse whose usage errors are one FxpError line (exit 2) instead of a usage block."
+
+    def error(self, message):
+        raise FxpError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def console():
+    "A rich console; piped, one line per row with whole cells, for grep and scripts."
+    from rich.console import Console
+
+    out = Console()
+    if not out.is_terminal:
+        out.width = 10_000
+    return out

@@ -1,0 +1,91 @@
+"""`fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--json]`: the run's exported learner (CPU) predicts.
+
+Inputs are what the kind takes (image files or folders, texts, a CSV of rows); options go to the kind's `predict`
+as keyword arguments (collab's `--user 42 --top 10`), each checked against what it accepts.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+from fxp.commands import console
+from fxp.errors import FxpError
+from fxp.runs import CONFIG, MODEL
+
+
+def main(args: list[str]) -> int:
+    as_json = "--json" in args
+    run_dir, inputs, options = _predict_args([a for a in args if a != "--json"])
+    if not (run_dir / MODEL).is_file():
+        raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
+    from omegaconf import OmegaConf
+
+    from fxp import dispatch
+
+    cfg = OmegaConf.load(run_dir / CONFIG)
+    kind = dispatch.kind_module(cfg.task.kind)
+    accepted = [p for p in inspect.signature(kind.predict).parameters if p not in ("learn", "cfg", "inputs")]
+    unknown = [o for o in options if o not in accepted]
+    if unknown:
+        takes = ", ".join(f"--{o}" for o in accepted) or "no options"
+        raise FxpError(f"fxp predict: --{unknown[0]} is not an option of {cfg.task.kind} runs (it takes {takes})")
+    try:
+        rows = kind.predict(_load_learner(run_dir / MODEL), cfg, inputs, **options)
+    except FxpError:
+        raise
+    except Exception as e:  # an input the kind did not foresee: one line, not a traceback
+        raise FxpError(f"predicting with {run_dir} failed: {type(e).__name__}: "
+                       f"{(str(e).strip().splitlines() or [''])[0]}") from e
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_rows(rows)
+    return 0
+
+
+def _predict_args(args: list[str]) -> tuple[Path, list[str], dict[str, str]]:
+    "RUN_DIR, the inputs, and `--key value` options as a dict."
+    positional, options, i = [], {}, 0
+    while i < len(args):
+        if args[i].startswith("--") and len(args[i]) > 2:
+            if i + 1 == len(args):
+                raise FxpError(f"fxp predict: {args[i]} needs a value")
+            options[args[i][2:].replace("-", "_")] = args[i + 1]
+            i += 2
+        else:
+            positional.append(args[i])
+            i += 1
+    if len(positional) + len(options) < 2:
+        raise FxpError("usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--json] (inputs: what the "
+                       "run's kind takes: image files or folders, texts, a CSV of rows)")
+    return Path(positional[0]), positional[1:], options
+
+
+def _load_learner(path: Path):
+    "fastai's load_learner on the CPU; its pickle warning is moot for a run folder of one's own."
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastai.learner import load_learner
+
+        return load_learner(path, cpu=True)
+
+
+def _cell(value) -> str:
+    "Table text for a value: a dict (e.g. class shares) as `key value` pairs."
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
+def _print_rows(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for key in rows[0] if rows else []:
+        table.add_column(key, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row.values()))
+    console().print(table)  # piped: each cell (a path, a mask file) on one line
