@@ -166,7 +166,6 @@ def train(cfg, run: Run) -> None:
     "Train the kind's steps, then export the learner that predicts, evaluate it and plot."
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
-    dispatch.check_kwargs(kind, cfg)  # a misspelled model.kwargs key fails before any data loads
     learn = run_steps(dispatch.steps(kind, cfg), cfg, run, device)
     learn.export(run.path / "model.pkl")
     plots.loss_curves(run.path)
@@ -230,7 +229,6 @@ def lr_find(cfg, run: Run) -> None:
     "Only the LR finder, on the kind's first step: its plot and suggestions in the run folder."
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
-    dispatch.check_kwargs(kind, cfg)
     step = dispatch.steps(kind, cfg)[0]
     learn = build(replace(step, folder=None), cfg, run, StepContext(device, run.path, run.path, {}))
     res = learn.lr_find(suggest_funcs=_suggest_funcs(), show_plot=True)
