@@ -32,7 +32,7 @@ class EarlyStopping:
 class Trainer:
     bs: int = 64
     epochs: int = 5
-    lr: Any = 1e-3
+    lr: Any = 1e-2
     wd: Optional[float] = None
     moms: List[float] = field(default_factory=lambda: [0.95, 0.85, 0.95])
     precision: str = "fp32"
