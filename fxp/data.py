@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastai.data.transforms import get_image_files
+from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter, get_image_files
 from fastai.torch_core import to_device
 from fastai.vision.core import PILImage
 from fastai.vision.utils import verify_image
@@ -38,18 +39,67 @@ def _download(name: str) -> Path:
                        f"point data.path= at a local copy of the dataset") from e
 
 
-def read_csv(path: Path, cols: list) -> pd.DataFrame:
-    "Read a CSV and check that the named columns (names or positions) exist."
-    if not path.is_file():
-        raise FxpError(f"CSV file not found: {path}; set task.csv= (relative to data.path) or data.path=")
-    df = pd.read_csv(path)
-    for c in cols:
-        ok = c < len(df.columns) if isinstance(c, int) else c in df.columns
-        if not ok:
-            raise FxpError(f"column {c!r} not in {path.name}; its columns are: {', '.join(map(str, df.columns))}")
+def read_table(path: Path, key: str | None, cols: dict | None = None, names=None, sep_key: str | None = None,
+               encoding_key: str | None = None, **opts) -> pd.DataFrame:
+    """The delimited file at `path` (pandas `opts`: sep, encoding, ...; `names`: the first columns of a file without a
+    header) with the columns `cols` names (see `need_cols`). Anything wrong is one line: what, the file and the key to
+    set: `key` names the file (None: an input given on the command line), `sep_key`/`encoding_key` its options."""
+    need_file(path, key)
+    if names:
+        opts.update(header=None, names=list(names), usecols=range(len(names)))
+    try:
+        df = pd.read_csv(path, **opts)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
+    except UnicodeDecodeError:
+        enc = opts.get("encoding", "utf-8")
+        raise FxpError(f"{path} is not {enc} text; " + (f"set {encoding_key}= (e.g. latin-1)" if encoding_key
+                                                        else f"save it as {enc}")) from None
+    except (pd.errors.ParserError, ValueError) as e:
+        raise FxpError(f"cannot read {path} ({type(e).__name__}: {str(e).strip().splitlines()[0]}); check its "
+                       f"separator" + (f" ({sep_key}=)" if sep_key else "") + (" and column names" if names else "")
+                       ) from None
     if df.empty:
-        raise FxpError(f"{path} has no rows")
+        raise FxpError(f"{path} has no rows" + (f"; fill it or set {key}=" if key else ""))
+    need_cols(df, path.name, cols or {}, sep_key)
     return df
+
+
+def need_file(path: Path, key: str | None) -> None:
+    "`path` is a file; else one line: the config `key` that names it (None: an input given on the command line)."
+    if not path.is_file():
+        raise FxpError(f"file not found: {path}; set {key}= (relative to data.path) or data.path=" if key
+                       else f"input not found: {path}")
+
+
+def need_cols(df, source: str, cols: dict, sep_key: str | None = None) -> None:
+    """Each column `cols` names ({config key: a column by name or position, a list of them, or None}) is one of
+    `df`'s (read from `source`); else one line naming the key and the columns there are."""
+    for key, col in _each_col(cols):
+        n = len(df.columns)
+        if not (-n <= col < n if isinstance(col, int) else col in df.columns):
+            hint = f" (one column only: check the separator{f', {sep_key}=' if sep_key else ''})" if n == 1 else ""
+            raise FxpError(f"{key}{col!r} is not a column of {source}; its columns are: "
+                           f"{', '.join(map(str, df.columns))}{hint}")
+
+
+def _each_col(cols: dict):
+    "(`key=` or, in a list, `key: `; a column) for each column `cols` names."
+    for key, col in cols.items():
+        if isinstance(col, (str, int)):
+            yield f"{key}=", col
+        elif col is not None:
+            yield from ((f"{key}: ", c) for c in col)
+
+
+def col_name(df, col) -> str:
+    "A column given by name or position → its name."
+    return df.columns[col] if isinstance(col, int) else col
+
+
+def splitter(t, valid_col: str | None = None):
+    "fastai's ColSplitter on `valid_col` when given, else RandomSplitter(task.valid_pct, seed=task.split_seed)."
+    return ColSplitter(valid_col) if valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -78,16 +128,33 @@ def input_images(inputs: list[str]) -> list[Path]:
     return check_images(files, skip_bad=False)[0]
 
 
-def listed_images(names, pref: Path, suff: str, listed_in: str, skip_bad: bool):
-    "The image files a label file names (each must exist), which of them open, and the names of those that don't."
-    files = [pref / f"{name}{suff}" for name in names]
+def image_folder(t, root: Path) -> Path:
+    "The images of a kind with a `task.folder` (fxp.schema.Listed): that sub-folder of the data folder `root`."
+    return root / (t.folder or "")
+
+
+def read_listing(path: Path, t, key: str, cols: dict) -> pd.DataFrame:
+    "A label file listing images (fxp.schema.Listed): task.fn_col, `cols` and task.valid_col (if set) must be columns."
+    return read_table(path, key, {"task.fn_col": t.fn_col, **cols, "task.valid_col": t.valid_col})
+
+
+def listed_rows(df, t, root: Path, listed_in: str, skip_bad: bool):
+    "The rows of a listing `df` whose image opens, a get_x reading that image, and the names of those that don't."
+    _, keep, bad = listed_images(df[col_name(df, t.fn_col)], t, root, listed_in, skip_bad)
+    return df[keep].reset_index(drop=True), ColReader(t.fn_col, pref=image_folder(t, root), suff=t.suff), bad
+
+
+def listed_images(names, t, root: Path, listed_in: str, skip_bad: bool):
+    """The image file of each name (<root>/<task.folder>/<name><task.suff>; a missing one is an error), a mask of those
+    that open, and the names of those that don't."""
+    files = [image_folder(t, root) / f"{name}{t.suff}" for name in names]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise FxpError(f"{len(missing)} image files listed in {listed_in} are missing, e.g. {missing[0]}; "
                        f"check data.path=, task.folder= and task.suff=")
     _, bad = check_images(files, skip_bad)
     bad_set = set(bad)
-    return files, [str(f) not in bad_set for f in files], bad
+    return files, np.array([str(f) not in bad_set for f in files], dtype=bool), bad
 
 
 def load_image(fn, bw: bool = False):

@@ -42,3 +42,20 @@ def save(fig, dest: Path) -> None:
 def save_current(dest: Path) -> None:
     "Save the figure a fastai plotting method just drew."
     save(plt.gcf(), dest)
+
+
+def displayable(im):
+    "An image tensor (CHW or HW, any range) as imshow takes it: HWC (HW for one channel), min-max scaled to [0, 1]."
+    im = im.float().cpu()
+    im = (im - im.min()) / (im.max() - im.min() + 1e-8)
+    return im.permute(1, 2, 0).squeeze(-1) if im.ndim == 3 else im
+
+
+def confusion_matrix(learn, dest: Path):
+    "fastai's confusion matrix of the validation set, saved to `dest`; returns the interpretation (top losses)."
+    from fastai.interpret import ClassificationInterpretation
+
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_confusion_matrix(figsize=(6, 6))
+    save_current(dest)
+    return interp

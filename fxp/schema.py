@@ -92,6 +92,35 @@ class TaskBase:
     monitor: Monitor = field(default_factory=Monitor)
 
 
+# Bases a kind's `Task` mixes in before TaskBase (`class Task(Images, Listed, TaskBase)`), so TaskBase's keys come
+# first; a kind whose default differs re-declares the field (`resize_method: str = "squish"`).
+
+
+@dataclass
+class Split:
+    "A random split (fastai's RandomSplitter): `valid_pct` of the items, drawn with `split_seed`."
+    valid_pct: float = 0.2
+    split_seed: int = 42
+
+
+@dataclass
+class Listed(Split):
+    "Images a label file lists: <folder>/<fn_col cell><suff>; a boolean `valid_col` marks valid rows (else valid_pct)."
+    folder: Optional[str] = None  # images sub-folder of data.path
+    fn_col: Any = 0  # file-name column (name or position)
+    suff: str = ""  # appended to each file name (e.g. .jpg)
+    valid_col: Optional[str] = None
+
+
+@dataclass
+class Images:
+    "How image items are resized and augmented."
+    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
+    resize_method: str = "crop"  # crop | pad | squish
+    pad_mode: str = "reflection"  # zeros | reflection | border
+    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (applied to masks and points too)
+
+
 @dataclass
 class Reproduce:
     "What an experiment preset reproduces: a published metric, its direction, the tolerance, where it is from."

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from fxp import data
 from fxp.errors import FxpError
 from fxp.metrics import metrics
-from fxp.plots import plt, save
+from fxp.plots import displayable, plt, save
 
 RESIZE_METHODS = {"crop": ResizeMethod.Crop, "pad": ResizeMethod.Pad, "squish": ResizeMethod.Squish}
 PAD_MODES = ("zeros", "reflection", "border")
@@ -55,9 +55,9 @@ def unet_factories() -> list:
     return [unet_learner, DynamicUnet]
 
 
-def learner(cfg, dls, n_in: int, n_out: int, **kwargs) -> Learner:
+def learner(cfg, dls, n_out: int, **kwargs) -> Learner:
     "A vision_learner on `model.arch` (pretrained or not), or a plain Learner on the `model.net` node."
-    m = cfg.model
+    m, n_in = cfg.model, n_channels(dls)
     kwargs = {**OmegaConf.to_container(m.kwargs), **kwargs, "metrics": metrics(cfg.task.metrics)}
     if m.arch is None:
         if m.net is None:
@@ -65,6 +65,11 @@ def learner(cfg, dls, n_in: int, n_out: int, **kwargs) -> Learner:
         return Learner(dls, instantiate(m.net, n_in=n_in, n_out=n_out), **kwargs)
     with pretrained_weights(m):
         return vision_learner(dls, get_method(m.arch), n_in=n_in, n_out=n_out, pretrained=m.pretrained, **kwargs)
+
+
+def n_channels(dls) -> int:
+    "The input channels of the loaders' images (1 for grey, 3 for RGB), from a batch."
+    return dls.one_batch()[0].shape[1]
 
 
 @contextmanager
@@ -87,11 +92,16 @@ def image_grid(images, titles, dest, ncols: int = 3, cmap=None) -> None:
     for ax in axs.flat:
         ax.axis("off")
     for ax, im, title in zip(axs.flat, images, titles):
-        im = im.float().cpu()
-        im = (im - im.min()) / (im.max() - im.min() + 1e-8)
-        ax.imshow(im.permute(1, 2, 0).squeeze(-1) if im.ndim == 3 else im, cmap=cmap or "gray")
+        ax.imshow(displayable(im), cmap=cmap or "gray")
         ax.set_title(title, fontsize=8)
     save(fig, dest)
+
+
+def valid_items(dl, idxs) -> list:
+    "The inputs of `dl` at `idxs` as tensors to show (item transforms applied, batch ones not), from memory or re-read."
+    if hasattr(dl.dataset, "tensors"):
+        return list(dl.dataset.tensors[0][idxs])
+    return [dl.do_batch([dl.do_item(i)])[0][0] for i in idxs]
 
 
 # --- segmentation: a U-Net on `model.arch`, pixel accuracy ---------------------------------------------------

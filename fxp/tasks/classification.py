@@ -8,43 +8,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.checks import IMAGE_CHOICES, check_choices
+from fxp.checks import check_images
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Aug, TaskBase
+from fxp.schema import Images, Listed, TaskBase
 
 SOURCES = ("digits", "folders", "regex", "csv")
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Images, Listed, TaskBase):
+    "Image keys (fxp.schema.Images); folder, suff and valid_col (fxp.schema.Listed) are for source regex and csv."
     kind: str = "classification"
     source: str = "folders"  # digits | folders | regex | csv
-    folder: Optional[str] = None  # images sub-folder of data.path (regex, csv)
     train: str = "train"  # folders: the training and validation folder names
     valid: str = "valid"
     pat: Optional[str] = None  # regex: the label is the pattern's first group in the file name
     csv: str = "labels.csv"  # csv: the file, relative to data.path
-    fn_col: Any = 0  # csv: file-name column (name or position)
-    label_col: Any = 1
-    suff: str = ""  # csv: appended to each file name (e.g. .jpg)
-    valid_col: Optional[str] = None  # csv: boolean column marking valid rows; else valid_pct
-    valid_pct: float = 0.2
-    split_seed: int = 42
-    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
-    resize_method: str = "crop"  # crop | pad | squish
-    pad_mode: str = "reflection"  # zeros | reflection | border
+    label_col: Any = 1  # csv: label column (name or position)
     bw: bool = False  # load images as one channel
-    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults
 
 
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
-    check_choices(task, {"source": SOURCES, **IMAGE_CHOICES})
+    check_images(task, source=SOURCES)
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
-    if not 0 < task.valid_pct < 1:
-        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
 
 
 def dls(cfg, device):
@@ -56,7 +45,6 @@ def dls(cfg, device):
     from fastai.vision.data import ImageBlock, PILImageBW
 
     from fxp import vision
-
     from fxp.data import data_path
 
     items, getters, splitter, skipped = _SOURCES[t.source](t, data_path(cfg), cfg.data.skip_bad)
@@ -97,12 +85,12 @@ def _folders(t, path, skip_bad):
 def _regex(t, root, skip_bad):
     import re
 
-    from fastai.data.transforms import RandomSplitter, RegexLabeller
+    from fastai.data.transforms import RegexLabeller
     from fastcore.basics import using_attr
 
-    from fxp.data import check_images, image_files
+    from fxp.data import check_images, image_files, image_folder, splitter
 
-    folder = root / (t.folder or "")
+    folder = image_folder(t, root)
     files = image_files(folder)
     unmatched = [f.name for f in files if not re.match(t.pat, f.name)]
     if unmatched:
@@ -110,23 +98,17 @@ def _regex(t, root, skip_bad):
                        f"files in {folder}); fix the pattern so its first group is the label")
     files, bad = check_images(files, skip_bad)
     get_y = using_attr(RegexLabeller(t.pat), "name")
-    return files, dict(get_y=get_y), RandomSplitter(t.valid_pct, seed=t.split_seed), bad
+    return files, dict(get_y=get_y), splitter(t), bad
 
 
 def _csv(t, root, skip_bad):
-    from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter
+    from fastai.data.transforms import ColReader
 
-    from fxp.data import listed_images, read_csv
+    from fxp.data import listed_rows, read_listing, splitter
 
-    cols = [t.fn_col, t.label_col] + ([t.valid_col] if t.valid_col else [])
-    df = read_csv(root / t.csv, cols)
-    fn_col = df.columns[t.fn_col] if isinstance(t.fn_col, int) else t.fn_col
-    pref = root / (t.folder or "")
-    _, keep, bad = listed_images(df[fn_col], pref, t.suff, t.csv, skip_bad)
-    df = df[keep].reset_index(drop=True)
-    splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
-    getters = dict(get_x=ColReader(t.fn_col, pref=pref, suff=t.suff), get_y=ColReader(t.label_col))
-    return df, getters, splitter, bad
+    df = read_listing(root / t.csv, t, "task.csv", {"task.label_col": t.label_col})
+    df, get_x, bad = listed_rows(df, t, root, t.csv, skip_bad)
+    return df, dict(get_x=get_x, get_y=ColReader(t.label_col)), splitter(t, t.valid_col), bad
 
 
 _SOURCES = {"folders": _folders, "regex": _regex, "csv": _csv}
@@ -142,8 +124,7 @@ def learner(cfg, dls):
     from fxp import vision
     from fxp.learner import CrossEntropyLossPlain
 
-    n_in = dls.one_batch()[0].shape[1]
-    return vision.learner(cfg, dls, n_in=n_in, n_out=len(dls.vocab), loss_func=CrossEntropyLossPlain())
+    return vision.learner(cfg, dls, n_out=len(dls.vocab), loss_func=CrossEntropyLossPlain())
 
 
 def evaluate(learn, cfg) -> dict:
@@ -152,30 +133,18 @@ def evaluate(learn, cfg) -> dict:
 
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     "Confusion matrix and the top losses of the validation set."
-    from fastai.interpret import ClassificationInterpretation
-
     from fxp import vision
-    from fxp.plots import save_current
+    from fxp.plots import confusion_matrix
 
-    interp = ClassificationInterpretation.from_learner(learn)
-    interp.plot_confusion_matrix(figsize=(6, 6))
-    save_current(dest / "confusion_matrix.png")
+    interp = confusion_matrix(learn, dest / "confusion_matrix.png")
     losses, idx = interp.top_losses(min(9, len(interp.losses)))
-    images, titles = _valid_items(learn, interp, idx), []
+    images, titles = vision.valid_items(interp.dl, idx.tolist()), []
     probs, targs = learn.get_preds(dl=interp.dl)
     for i, loss in zip(idx.tolist(), losses.tolist()):
         pred = probs[i].argmax().item()
         titles.append(f"pred {learn.dls.vocab[pred]} / true {learn.dls.vocab[targs[i].item()]}\n"
                       f"loss {loss:.2f}, p {probs[i, pred]:.2f}")
     vision.image_grid(images, titles, dest / "top_losses.png")
-
-
-def _valid_items(learn, interp, idx) -> list:
-    "The validation inputs at `idx` as tensors, from memory or re-read from their files."
-    dl = interp.dl
-    if hasattr(dl.dataset, "tensors"):
-        return list(dl.dataset.tensors[0][idx])
-    return [dl.do_batch([dl.do_item(i)])[0][0] for i in idx.tolist()]
 
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:

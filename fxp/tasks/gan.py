@@ -21,7 +21,7 @@ from typing import List, Optional
 
 from fxp.checks import check_stages, check_y_range
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Aug, Monitor, Stage, TaskBase
+from fxp.schema import Aug, Monitor, Split, Stage, TaskBase
 
 RECIPES = ("superres", "wgan")
 CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
@@ -36,13 +36,12 @@ class Critic:
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Split, TaskBase):
     kind: str = "gan"
     recipe: str = "superres"  # superres | wgan
     folder: Optional[str] = None  # the images: every image file under data.path/folder
     size: int = 128  # training size (square): superres targets, wgan samples (a power of 2)
     valid_pct: float = 0.1
-    split_seed: int = 42
     aug: Optional[Aug] = None  # superres: fastai's aug_transforms on input and target alike; null: none
     # superres: crappified inputs and the pre-training steps
     scale: float = 2.0  # inputs are downscaled to size/scale pixels (shorter side), then resized back up
@@ -162,9 +161,9 @@ class SourceOf:
 
 
 def _image_files(cfg) -> tuple[Path, list[Path], list[str]]:
-    from fxp.data import check_images, data_path, image_files
+    from fxp.data import check_images, data_path, image_files, image_folder
 
-    root = data_path(cfg) / (cfg.task.folder or "")
+    root = image_folder(cfg.task, data_path(cfg))
     if not root.is_dir():
         raise FxpError(f"image folder not found: {root}; check data.path= and task.folder=")
     files, bad = check_images(sorted(image_files(root)), cfg.data.skip_bad)
@@ -174,7 +173,7 @@ def _image_files(cfg) -> tuple[Path, list[Path], list[str]]:
 def superres_dls(cfg, device):
     "Crappified inputs and their images, both resized (squished, so they stay aligned) to task.size, normalized."
     from fastai.data.block import DataBlock
-    from fastai.data.transforms import Normalize, RandomSplitter
+    from fastai.data.transforms import Normalize
     from fastai.vision.augment import Resize, ResizeMethod
     from fastai.vision.core import imagenet_stats
     from fastai.vision.data import ImageBlock
@@ -184,8 +183,8 @@ def superres_dls(cfg, device):
     t = cfg.task
     root, files, bad = _image_files(cfg)
     cache, inputs, made = crappify(files, root, t)
-    block = DataBlock(blocks=(ImageBlock, ImageBlock), get_y=SourceOf(cache, root),
-                      splitter=RandomSplitter(t.valid_pct, seed=t.split_seed),
+    from fxp.data import splitter
+    block = DataBlock(blocks=(ImageBlock, ImageBlock), get_y=SourceOf(cache, root), splitter=splitter(t),
                       item_tfms=Resize(t.size, method=ResizeMethod.Squish),
                       batch_tfms=[*vision.batch_tfms(t), Normalize.from_stats(*imagenet_stats)])
     out = vision.dataloaders(block, inputs, cfg, device, "check task.valid_pct")
@@ -200,7 +199,7 @@ def wgan_dls(cfg, device):
 
     import torch
     from fastai.data.block import DataBlock, TransformBlock
-    from fastai.data.transforms import Normalize, RandomSplitter
+    from fastai.data.transforms import Normalize
     from fastai.vision.augment import Resize, ResizeMethod
     from fastai.vision.data import ImageBlock
     from fastai.vision.gan import generate_noise
@@ -210,9 +209,10 @@ def wgan_dls(cfg, device):
     t = cfg.task
     _, files, bad = _image_files(cfg)
     half = torch.tensor([0.5, 0.5, 0.5])
+    from fxp.data import splitter
     block = DataBlock(blocks=(TransformBlock, ImageBlock), get_x=partial(generate_noise, size=t.noise_size),
-                      splitter=RandomSplitter(t.valid_pct, seed=t.split_seed),
-                      item_tfms=Resize(t.size, method=ResizeMethod.Crop), batch_tfms=Normalize.from_stats(half, half))
+                      splitter=splitter(t), item_tfms=Resize(t.size, method=ResizeMethod.Crop),
+                      batch_tfms=Normalize.from_stats(half, half))
     out = vision.dataloaders(block, files, cfg, device, "check task.valid_pct")
     out.skipped = bad
     return out

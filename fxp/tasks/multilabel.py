@@ -9,43 +9,31 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from fxp.checks import IMAGE_CHOICES, check_choices
+from fxp.checks import check_fraction, check_images
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Aug, TaskBase
+from fxp.schema import Images, Listed, TaskBase
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Images, Listed, TaskBase):
+    "Image keys (fxp.schema.Images); the CSV lists the images (fxp.schema.Listed)."
     kind: str = "multilabel"
     csv: str = "labels.csv"  # relative to data.path
-    folder: Optional[str] = None  # images sub-folder of data.path
-    fn_col: Any = 0  # file-name column (name or position)
     label_col: Any = 1  # tags column (name or position)
     label_delim: str = " "  # separates the tags of a cell
-    suff: str = ""  # appended to each file name (e.g. .jpg)
-    valid_col: Optional[str] = None  # boolean column marking valid rows; else valid_pct
-    valid_pct: float = 0.2
-    split_seed: int = 42
     thresh: float = 0.5  # a tag is predicted when its sigmoid output is above this
     beta: float = 2.0  # F-beta's beta (the planet competition scored F2)
-    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
-    resize_method: str = "crop"  # crop | pad | squish
-    pad_mode: str = "reflection"  # zeros | reflection | border
-    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults
 
 
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
-    check_choices(task, IMAGE_CHOICES)
-    if not 0 < task.thresh < 1:
-        raise ConfigError(f"task.thresh={task.thresh} must be between 0 and 1")
+    check_images(task)
+    check_fraction(task, "thresh")
     if task.beta <= 0:
         raise ConfigError(f"task.beta={task.beta} must be positive")
-    if not 0 < task.valid_pct < 1:
-        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
 
 
 def fbeta(beta: float = 2.0, thresh: float = 0.5, average: str = "samples"):
@@ -60,17 +48,15 @@ def fbeta(beta: float = 2.0, thresh: float = 0.5, average: str = "samples"):
 def dls(cfg, device):
     "DataLoaders of (image, tags) from the task's CSV, with MultiCategoryBlock targets."
     from fastai.data.block import DataBlock, MultiCategoryBlock
-    from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter
+    from fastai.data.transforms import ColReader
     from fastai.vision.data import ImageBlock
 
     from fxp import vision
-    from fxp.data import data_path
+    from fxp.data import data_path, splitter
 
     t = cfg.task
-    df, pref, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
-    splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
-    block = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), splitter=splitter,
-                      get_x=ColReader(t.fn_col, pref=pref, suff=t.suff),
+    df, get_x, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
+    block = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), splitter=splitter(t, t.valid_col), get_x=get_x,
                       get_y=ColReader(t.label_col, label_delim=t.label_delim),
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
     out = vision.dataloaders(block, df, cfg, device, "check task.valid_pct or task.valid_col")
@@ -79,20 +65,17 @@ def dls(cfg, device):
 
 
 def _items(t, root: Path, skip_bad: bool):
-    "The CSV's rows whose images exist and open, the images folder, and the names of skipped images."
-    from fxp.data import listed_images, read_csv
+    "The CSV's rows whose images exist and open, a get_x reading their image, and the names of skipped images."
+    from fxp.data import col_name, listed_rows, read_listing
 
-    df = read_csv(root / t.csv, [t.fn_col, t.label_col] + ([t.valid_col] if t.valid_col else []))
-    fn_col, label_col = (df.columns[c] if isinstance(c, int) else c for c in (t.fn_col, t.label_col))
+    df = read_listing(root / t.csv, t, "task.csv", {"task.label_col": t.label_col})
+    fn_col, label_col = col_name(df, t.fn_col), col_name(df, t.label_col)
     empty = df[label_col].isna() | (df[label_col].astype(str).str.strip() == "")
     if empty.any():
         i = int(empty.to_numpy().nonzero()[0][0])
         raise FxpError(f"{root / t.csv}: {int(empty.sum())} rows have an empty {label_col!r} cell, first at line {i + 2} "
                        f"({df[fn_col].iloc[i]}); give every row at least one tag, or remove those rows")
-    pref = root / (t.folder or "")
-    _, keep, bad = listed_images(df[fn_col], pref, t.suff, t.csv, skip_bad)
-    df = df[keep].reset_index(drop=True)
-    return df, pref, bad
+    return listed_rows(df, t, root, t.csv, skip_bad)
 
 
 def factories(cfg) -> list:
@@ -107,9 +90,7 @@ def learner(cfg, dls):
 
     from fxp import vision
 
-    n_in = dls.one_batch()[0].shape[1]
-    return vision.learner(cfg, dls, n_in=n_in, n_out=len(dls.vocab),
-                          loss_func=BCEWithLogitsLossFlat(thresh=cfg.task.thresh))
+    return vision.learner(cfg, dls, n_out=len(dls.vocab), loss_func=BCEWithLogitsLossFlat(thresh=cfg.task.thresh))
 
 
 def _fbeta_curve(probs, targs, beta: float):
@@ -156,8 +137,8 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
     losses = F.binary_cross_entropy(probs.float(), targs.float(), reduction="none").mean(1)
     idx = losses.argsort(descending=True)[:9].tolist()
-    dl, vocab = learn.dls.valid, learn.dls.vocab
-    images = [dl.do_batch([dl.do_item(i)])[0][0] for i in idx]
+    vocab = learn.dls.vocab
+    images = vision.valid_items(learn.dls.valid, idx)
     titles = [f"pred {_tags(probs[i] > t.thresh, vocab)}\ntrue {_tags(targs[i] > 0.5, vocab)}\nloss {losses[i]:.2f}"
               for i in idx]
     vision.image_grid(images, titles, dest / "top_losses.png")

@@ -13,39 +13,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.checks import IMAGE_CHOICES, check_choices, check_y_range
+from fxp.checks import check_images, check_y_range
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Aug, TaskBase
+from fxp.schema import Images, Listed, TaskBase
 
 TARGETS = ("points", "scalars")
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Images, Listed, TaskBase):
+    "Image keys (fxp.schema.Images; aug flips move points too); task.labels lists the images (fxp.schema.Listed)."
     kind: str = "regression"
     target: str = "points"  # points (PointBlock, x/y pairs) | scalars (RegressionBlock)
     labels: str = "labels.csv"  # relative to data.path: a CSV, or a .pkl {file name: (row, col)} (BIWI's centers.pkl)
-    folder: Optional[str] = None  # images sub-folder of data.path
-    fn_col: Any = 0  # CSV: file-name column (name or position)
     y_cols: List[Any] = field(default_factory=lambda: [1, 2])  # points: x, y pairs; scalars: the target columns
-    suff: str = ""  # appended to each file name (e.g. .jpg)
-    valid_col: Optional[str] = None  # CSV: boolean column marking valid rows; else valid_pct
-    valid_pct: float = 0.2
-    split_seed: int = 42
     y_range: Optional[List[float]] = None  # [lo, hi]: a sigmoid squashes outputs into it (points: [-1, 1])
     log_target: bool = False  # scalars: train on log(y); predict returns exp of the output
-    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
     resize_method: str = "squish"  # crop | pad | squish
-    pad_mode: str = "reflection"  # zeros | reflection | border
-    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (flips move points consistently)
 
 
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
-    check_choices(task, {"target": TARGETS, **IMAGE_CHOICES})
-    if not 0 < task.valid_pct < 1:
-        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    check_images(task, target=TARGETS)
     is_pkl = str(task.labels).endswith(".pkl")
     if not task.y_cols and not is_pkl:
         raise ConfigError("task.y_cols is empty: name the target columns (points: x, y pairs)")
@@ -74,18 +64,16 @@ def rmse():
 def dls(cfg, device):
     "DataLoaders of (image, points) with PointBlock, or (image, numbers) with RegressionBlock."
     from fastai.data.block import DataBlock, RegressionBlock
-    from fastai.data.transforms import ColSplitter, RandomSplitter
     from fastai.vision.data import ImageBlock, PointBlock
 
     from fxp import vision
-    from fxp.data import data_path
+    from fxp.data import data_path, splitter
 
     t = cfg.task
     df, files, ys, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
     df = df.assign(_file=[str(f) for f in files], _y=[y.reshape(-1, 2) if t.target == "points" else y for y in ys])
-    splitter = ColSplitter(t.valid_col) if t.valid_col else RandomSplitter(t.valid_pct, seed=t.split_seed)
     y_block = PointBlock if t.target == "points" else RegressionBlock(n_out=ys.shape[1])
-    block = DataBlock(blocks=(ImageBlock, y_block), splitter=splitter, get_x=_get_file, get_y=_get_y,
+    block = DataBlock(blocks=(ImageBlock, y_block), splitter=splitter(t, t.valid_col), get_x=_get_file, get_y=_get_y,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
     out = vision.dataloaders(block, df, cfg, device, "check task.valid_pct or task.valid_col")
     out.skipped, out.c = skipped, int(ys[0].size)
@@ -105,15 +93,11 @@ def _get_y(row):
 
 def _items(t, root: Path, skip_bad: bool):
     "The label rows whose images exist and open, their files, targets (n_rows, n_values) and skipped image names."
-    import numpy as np
-
     from fxp.data import listed_images
 
     path = root / t.labels
     df, names, ys = _read_pkl(path) if path.suffix == ".pkl" else _read_csv(t, path)
-    pref = root / (t.folder or "")
-    files, keep, bad = listed_images(names, pref, t.suff, path.name, skip_bad)
-    keep = np.array(keep)
+    files, keep, bad = listed_images(names, t, root, path.name, skip_bad)
     df, files, ys = df[keep].reset_index(drop=True), [f for f, k in zip(files, keep) if k], ys[keep]
     if t.target == "points":
         _check_points(path, df, files, ys)
@@ -126,13 +110,10 @@ def _read_csv(t, path: Path):
     import numpy as np
     import pandas as pd
 
-    from fxp.data import read_csv
+    from fxp.data import col_name, read_listing
 
-    if not path.is_file():
-        raise FxpError(f"label file not found: {path}; set task.labels= (relative to data.path) or data.path=")
-    df = read_csv(path, [t.fn_col, *t.y_cols] + ([t.valid_col] if t.valid_col else []))
-    fn_col = df.columns[t.fn_col] if isinstance(t.fn_col, int) else t.fn_col
-    cols = [df.columns[c] if isinstance(c, int) else c for c in t.y_cols]
+    df = read_listing(path, t, "task.labels", {"task.y_cols": t.y_cols})
+    fn_col, cols = col_name(df, t.fn_col), [col_name(df, c) for c in t.y_cols]
     values = df[cols].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=1).to_numpy()
     if bad.any():
@@ -150,8 +131,9 @@ def _read_pkl(path: Path):
     import numpy as np
     import pandas as pd
 
-    if not path.is_file():
-        raise FxpError(f"label file not found: {path}; set task.labels= (relative to data.path) or data.path=")
+    from fxp.data import need_file
+
+    need_file(path, "task.labels")
     try:
         with open(path, "rb") as f:
             fn2ctr = pickle.load(f)
@@ -211,9 +193,8 @@ def learner(cfg, dls):
 
     yr = cfg.task.y_range
     yr = tuple(yr) if yr is not None else None
-    n_in = dls.one_batch()[0].shape[1]
     extra = {"y_range": yr} if yr and cfg.model.arch is not None else {}
-    learn = vision.learner(cfg, dls, n_in=n_in, n_out=dls.c, loss_func=MSELossFlat(), **extra)
+    learn = vision.learner(cfg, dls, n_out=dls.c, loss_func=MSELossFlat(), **extra)
     if yr and cfg.model.arch is None:  # a plain `model.net`: add the head's sigmoid range ourselves
         learn.model = nn.Sequential(learn.model, SigmoidRange(*yr))
     return learn
@@ -255,17 +236,16 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
 
 def _plot_points(learn, preds, targs, dest: Path) -> None:
-    from fxp.plots import plt, save
+    from fxp.plots import displayable, plt, save
+    from fxp.vision import valid_items
 
-    dl, n = learn.dls.valid, min(9, len(preds))
+    n = min(9, len(preds))
     fig, axs = plt.subplots(3, 3, figsize=(9, 9), squeeze=False)
     for ax in axs.flat:
         ax.axis("off")
-    for i, ax in zip(range(n), axs.flat):
-        im = dl.do_batch([dl.do_item(i)])[0][0].float().cpu()
-        im = (im - im.min()) / (im.max() - im.min() + 1e-8)
+    for i, (ax, im) in enumerate(zip(axs.flat, valid_items(learn.dls.valid, list(range(n))))):
         h, w = im.shape[-2:]
-        ax.imshow(im.permute(1, 2, 0).squeeze(-1), cmap="gray")
+        ax.imshow(displayable(im), cmap="gray")
         for y, color, label in ((targs[i], "lime", "true"), (preds[i], "red", "predicted")):
             p = y.view(-1, 2)
             ax.scatter((p[:, 0] + 1) * w / 2, (p[:, 1] + 1) * h / 2, s=30, c=color, marker="x" if color == "red" else "o",

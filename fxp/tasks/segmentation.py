@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from fxp.checks import IMAGE_CHOICES, check_choices
-from fxp.errors import ConfigError, FxpError
-from fxp.schema import Aug, TaskBase
+from fxp.checks import check_images
+from fxp.errors import FxpError
+from fxp.schema import Images, Split, TaskBase
 
 VOID_ACCURACY = "acc_camvid"  # the metric name lesson 3 gave pixel accuracy that ignores the `void` code
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Images, Split, TaskBase):
+    "Image keys (fxp.schema.Images: the item Resize and aug apply to the masks too); valid_pct when no valid_file."
     kind: str = "segmentation"
     images: str = "images"  # image folder, relative to data.path
     labels: str = "labels"  # mask folder: the mask of images/x.png is labels/x{label_suffix}.png
@@ -25,20 +26,12 @@ class Task(TaskBase):
     codes: str = "codes.txt"  # one class name a line; mask pixel value i is codes[i]
     void: Optional[str] = "Void"  # the code acc_camvid leaves out; null counts every pixel
     valid_file: str = "valid.txt"  # image names of the validation set; if absent, a random valid_pct split
-    valid_pct: float = 0.2
-    split_seed: int = 42
-    size: Any = None  # item Resize of image and mask: int or [h, w]; None keeps the images' size
     resize_method: str = "squish"  # crop | pad | squish
-    pad_mode: str = "reflection"  # zeros | reflection | border
-    aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (applied to masks too)
 
 
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
-    task = cfg.task
-    check_choices(task, IMAGE_CHOICES)
-    if not 0 < task.valid_pct < 1:
-        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    check_images(cfg.task)
 
 
 class LabelFile:
@@ -85,11 +78,11 @@ def check_masks(files: list[Path], get_y: LabelFile, codes: list[str], path: Pat
 def dls(cfg, device):
     "A DataBlock of (image, mask) pairs, split by valid.txt when the data set has one."
     from fastai.data.block import DataBlock
-    from fastai.data.transforms import FileSplitter, RandomSplitter
+    from fastai.data.transforms import FileSplitter
     from fastai.vision.data import ImageBlock, MaskBlock
 
     from fxp import vision
-    from fxp.data import check_images, data_path, image_files
+    from fxp.data import check_images, data_path, image_files, splitter
 
     t = cfg.task
     root = data_path(cfg)
@@ -101,8 +94,8 @@ def dls(cfg, device):
     get_y = LabelFile(root / t.labels, t.label_suffix)
     check_masks(files, get_y, codes, root / t.codes)
     valid_file = root / t.valid_file
-    splitter = FileSplitter(valid_file) if valid_file.is_file() else RandomSplitter(t.valid_pct, seed=t.split_seed)
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=get_y, splitter=splitter,
+    split = FileSplitter(valid_file) if valid_file.is_file() else splitter(t)
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=get_y, splitter=split,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
     how = f"{valid_file} names none of the images" if valid_file.is_file() else "check task.valid_pct"
     out = vision.dataloaders(block, files, cfg, device, how)
@@ -140,7 +133,7 @@ def evaluate(learn, cfg) -> dict:
 
 def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:
     "Image, true mask and predicted mask (over the image) for the first few validation images."
-    from fxp.plots import plt, save
+    from fxp.plots import displayable, plt, save
 
     items = learn.dls.valid_ds.items[:n]
     dl = learn.dls.test_dl(items, with_labels=True, bs=len(items))
@@ -150,8 +143,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:
     void = codes.index(cfg.task.void) if cfg.task.void is not None else -1
     fig, axs = plt.subplots(len(items), 3, figsize=(10, 2.6 * len(items)), squeeze=False)
     for row, f, im, targ, pred in zip(axs, items, images, targs, preds):
-        im = im.permute(1, 2, 0).float().cpu()
-        im = (im - im.min()) / (im.max() - im.min() + 1e-8)
+        im = displayable(im)
         keep = targ != void
         acc = (pred[keep] == targ[keep]).float().mean().item() if keep.any() else float("nan")
         for ax, mask, title in zip(row, (None, targ, pred), (Path(f).name, "true mask", f"predicted ({acc:.2f})")):

@@ -101,17 +101,9 @@ def texts(cfg):
 def _csv_texts(t, root: Path):
     import pandas as pd
 
-    from fxp.data import read_csv
+    from fxp.data import read_table
 
-    path = root / t.csv
-    try:
-        df = read_csv(path, [])
-    except pd.errors.EmptyDataError:
-        raise FxpError(f"{path} is empty; give a CSV with a header and a row per text (task.csv=)") from None
-    for key in ("text_col", "label_col") + (("valid_col",) if t.valid_col else ()):
-        if t[key] not in df.columns:
-            raise FxpError(f"task.{key}={t[key]!r} is not a column of {path.name}; its columns are: "
-                           f"{', '.join(map(str, df.columns))}")
+    df = read_table(root / t.csv, "task.csv", {f"task.{k}": t[k] for k in ("text_col", "label_col", "valid_col")})
     label = df[t.label_col].map(lambda v: None if pd.isna(v) else str(v))
     out = pd.DataFrame({"text": df[t.text_col].fillna("").astype(str), "label": label})
     out["is_valid"] = _as_bool(df[t.valid_col]) if t.valid_col else _random_valid(out.label.notna(), t)
