@@ -107,30 +107,16 @@ def _ratings(t, root: Path):
 
 def _read(path: Path, sep: str, encoding: str, names, keys: tuple):
     "A delimited file; `names` name its first columns when it has no header. `keys`: its file and encoding keys."
-    import pandas as pd
+    from fxp.data import read_table
 
     key, enc_key = keys
-    if not path.is_file():
-        raise FxpError(f"file not found: {path}; set {key}= (relative to data.path) or data.path=")
-    opts = dict(header=None, names=list(names), usecols=range(len(names))) if names else {}
-    try:
-        df = pd.read_csv(path, sep=sep, encoding=encoding, **opts)
-    except UnicodeDecodeError:
-        raise FxpError(f"{path} is not {encoding} text; set {enc_key}= (e.g. latin-1)") from None
-    except (pd.errors.ParserError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise FxpError(f"cannot read {path}: {first}; check the separator and column names of {key}") from None
-    if df.empty:
-        raise FxpError(f"{path} has no rows")
-    return df
+    return read_table(path, key, names=names, encoding_key=enc_key, sep=sep, encoding=encoding)
 
 
 def _need_cols(df, path: Path, cols: dict, sep_key: str) -> None:
-    for key, col in cols.items():
-        if col not in df.columns:
-            hint = f" (one column only: check {sep_key})" if len(df.columns) == 1 else ""
-            raise FxpError(f"column {col!r} ({key}) not in {path.name}; its columns are: "
-                           f"{', '.join(map(str, df.columns))}{hint}")
+    from fxp.data import need_cols
+
+    need_cols(df, path.name, cols, sep_key)
 
 
 def _check_numeric(df, path: Path, col: str, header: bool) -> None:

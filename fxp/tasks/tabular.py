@@ -133,27 +133,19 @@ def dls(cfg, device):
     return to.dataloaders(bs=tr.bs, num_workers=tr.num_workers, device=device, path=path.parent)
 
 
-def read_rows(path: Path, fix: str = "set task.csv= (relative to data.path) or data.path="):
-    "The CSV as fastai's TabularDataLoaders.from_csv reads it (spaces after commas skipped)."
-    import pandas as pd
+def read_rows(path: Path, fix: str | None = None):
+    """The CSV as fastai's TabularDataLoaders.from_csv reads it (spaces after commas skipped): task.csv, or with `fix`
+    an input given on the command line (fxp.data.read_table's messages)."""
+    from fxp.data import read_table
 
-    if not path.is_file():
-        raise FxpError(f"CSV file not found: {path}; {fix}")
-    try:
-        df = pd.read_csv(path, skipinitialspace=True)
-    except (ValueError, pd.errors.ParserError) as e:  # UnicodeDecodeError is a ValueError
-        raise FxpError(f"cannot read {path} as a CSV ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if df.empty:
-        raise FxpError(f"{path} has no rows")
-    return df
+    return read_table(path, None if fix else "task.csv", skipinitialspace=True)
 
 
 def _require(df, names, key: str, source: str) -> None:
     "Each of `names` is a column of `df`, or one line naming its columns."
-    missing = [c for c in names if c not in df.columns]
-    if missing:
-        raise FxpError(f"{key}: column {missing[0]!r} is not in {source}; its columns are: "
-                       f"{', '.join(map(str, df.columns))}")
+    from fxp.data import need_cols
+
+    need_cols(df, source, {key: names})
 
 
 def with_date_parts(df, date_names, path: Path):
