@@ -63,3 +63,22 @@ def check_y_range(y_range) -> None:
     "task.y_range: [lo, hi] with lo < hi (a sigmoid squashes the outputs into it), or null."
     if y_range is not None and (len(y_range) != 2 or y_range[0] >= y_range[1]):
         raise ConfigError(f"task.y_range={list(y_range)} must be [lo, hi] with lo < hi, or null")
+
+
+NEEDS = {(): "no model.arch or model.net (it builds its own network from model.kwargs)",
+         ("arch",): "an architecture in model.arch", ("net",): "a network in model.net",
+         ("arch", "net"): "an image architecture in model.arch or a network in model.net"}
+
+
+IMAGE_MODEL = ("arch", "net"), "an image model, e.g. model=resnet34, resnet18 or small_cnn"
+
+
+def check_model(cfg, takes: tuple, pick: str) -> None:
+    "The model is one the task's learner takes (`takes`: model.arch, model.net, or neither); else one line saying which."
+    m = cfg.model
+    given = tuple(k for k in ("arch", "net") if m[k] is not None)
+    text_arch = str(m.arch or "").startswith("fastai.text.")
+    if not set(given) <= set(takes) or (takes and not given) or text_arch != (cfg.task.kind == "text"):
+        what = f"model.arch={m.arch}" if m.arch else ("a model.net" if m.net is not None else "no architecture")
+        raise ConfigError(f"a {cfg.task.kind} task needs {NEEDS[takes]}, but this model has {what}; "
+                          f"pick {pick} (fxp tasks lists the models)")

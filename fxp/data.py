@@ -221,3 +221,10 @@ def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
         if len(ds) == 0:
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
     return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+
+
+def quiet_readonly_arrays() -> None:
+    "fastai's tabular and collab batches wrap pandas' read-only (copy-on-write) arrays, never writing to them."
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

@@ -4,19 +4,19 @@ A kind is a module, not a class: it provides the functions of `Kind` below, impo
 and validating configs stay light), and never re-implements what the core does (seeding, callbacks, stages,
 export). Most kinds train one learner: they give `dls` and `learner`, and the core makes the one default step.
 A kind that trains in steps (ULMFiT's language model then classifier; a GAN's generator, critic, then GAN)
-gives `steps(cfg)` instead: a list of `Step`s that the core runs in one loop (`fxp.train.run_steps`).
+gives `steps(cfg)` instead: a list of `fxp.step.Step`s that the core runs in one loop (`fxp.train.run_steps`).
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Optional, Protocol
+from typing import Protocol
 
 from fxp import tasks
 from fxp.errors import ConfigError
+from fxp.step import Step
 
 
 class Kind(Protocol):
@@ -37,23 +37,6 @@ class Kind(Protocol):
 # Either `steps(cfg) -> list[Step]`, or the two functions of the one default step.
 STEPS = ("steps",)
 ONE_STEP = (("dls", ("cfg", "device")), ("learner", ("cfg", "dls")))
-
-
-@dataclass
-class Step:
-    """One learner of a kind's recipe, trained with `stages`. `dls(ctx)` and `learner(dls, ctx)` build it; `ctx`
-    holds the device, the step's folder (`path`) and the learners of earlier steps (`done`, by name). `after(learn,
-    ctx)` may save what later steps read (an encoder) and return fields for the step's summary."""
-    name: str
-    dls: Callable
-    learner: Callable
-    folder: Optional[str] = None  # a subfolder of the run for an earlier step; None: the run folder (the last step)
-    stages: Any = None  # None: trainer.stages
-    monitor: Any = None  # None: task.monitor
-    about: str = ""  # a line announcing the step, on the console and in train.log
-    after: Optional[Callable] = None
-    exports: bool = False  # the learner model.pkl holds (fxp predict); default: the last step's
-    ignore_warnings: tuple = ()  # message regexes a library warns with during this step's fit, known to be moot
 
 
 def kinds() -> list[str]:

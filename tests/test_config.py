@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from fxp import config, dispatch
+from fxp import checks, config, dispatch
 from fxp.errors import ConfigError
 
 TASKS = sorted(config.choices("task"))
@@ -186,7 +186,7 @@ def test_stages_from_the_command_line():
 
 
 @pytest.mark.parametrize("override, key, allowed", [
-    ("trainer.stages.0.policy=fit_two_cycle", "trainer.stages.0.policy", config.POLICIES),
+    ("trainer.stages.0.policy=fit_two_cycle", "trainer.stages.0.policy", checks.POLICIES),
     ("trainer.precision=fp8", "trainer.precision", config.PRECISIONS),
     ("trainer.device=tpu", "trainer.device", config.DEVICES),
     ("task.monitor.mode=up", "task.monitor.mode", ("min", "max")),

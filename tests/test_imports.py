@@ -153,15 +153,9 @@ def test_no_import_cycle_at_module_level():
     assert cycles(top) == []
 
 
-# Known, in function bodies only: kinds that train in steps import `fxp.dispatch.Step`, and dispatch imports the
-# kinds by name. Harmless at run time (dispatch is loaded by then); gone when `Step` lives where kinds and dispatch
-# both import it from. Remove an entry once its cycle is gone.
-KNOWN_FUNCTION_LEVEL = [["fxp.dispatch", "fxp.tasks.gan", "fxp.tasks.text"]]
-
-
 def test_no_import_cycle_counting_imports_inside_functions():
     _, full = graphs()
-    assert [c for c in cycles(full) if c not in KNOWN_FUNCTION_LEVEL] == []
+    assert cycles(full) == []
 
 
 def test_the_front_and_the_run_folder_module_import_no_command():

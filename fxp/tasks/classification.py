@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.checks import check_images
+from fxp.checks import IMAGE_MODEL, check_images, check_model
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Listed, TaskBase
 
@@ -32,6 +32,7 @@ def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
     check_images(task, source=SOURCES)
+    check_model(cfg, *IMAGE_MODEL)
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
 

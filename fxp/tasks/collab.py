@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.checks import check_y_range
+from fxp.checks import check_fraction, check_model, check_y_range
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import TaskBase
+from fxp.schema import Split, TaskBase
 
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Split, TaskBase):  # split_seed equal to trainer.seed: fastai's own split after set_seed
     kind: str = "collab"
     ratings: str = "ratings.csv"  # relative to data.path
     sep: str = ","
@@ -37,19 +37,14 @@ class Task(TaskBase):
     titles_names: Optional[List[str]] = None  # as `names`, for the titles file; it must have item_col and title_col
     title_col: str = "title"
     item_by_title: bool = False  # true: the titles are the model's items (fastbook ch. 8; equal titles become one item)
-    valid_pct: float = 0.2
-    split_seed: int = 42  # RandomSplitter's seed; equal to trainer.seed it is fastai's own split after set_seed
     y_range: Optional[List[float]] = field(default_factory=lambda: [0.0, 5.5])  # a sigmoid squashes predictions into it
 
 
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
-    if cfg.model.arch is not None or cfg.model.net is not None:
-        raise ConfigError("this model is not a collab model (it sets model.arch or model.net); "
-                          "choose model=collab_dot or model=collab_nn")
-    if not 0 < task.valid_pct < 1:
-        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    check_model(cfg, (), "model=collab_dot or collab_nn")
+    check_fraction(task, "valid_pct")
     check_y_range(task.y_range)
     if task.item_by_title and task.titles is None:
         raise ConfigError("task.item_by_title=true needs a titles file: set task.titles= (e.g. u.item) or "
@@ -64,14 +59,11 @@ def check(cfg) -> None:
 
 def dls(cfg, device):
     "fastai's CollabDataLoaders over the ratings (titles joined), with the rated pairs and titles for the learner."
-    import warnings
-
     from fastai.collab import CollabDataLoaders
 
-    from fxp.data import data_path
+    from fxp.data import data_path, quiet_readonly_arrays
 
-    # fastai's batches wrap pandas' read-only arrays (copy-on-write): its tensors are never written, so no warning
-    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    quiet_readonly_arrays()
     t = cfg.task
     ratings, titles = _ratings(t, data_path(cfg))
     item = _item_name(t)
@@ -90,33 +82,21 @@ def _item_name(t) -> str:
 
 def _ratings(t, root: Path):
     "The ratings (with titles merged in when they are the items) and a {item: title} map for display (or None)."
+    from fxp.data import read_table
+
     path = root / t.ratings
-    df = _read(path, t.sep, t.encoding, t.names, ("task.ratings", "task.encoding"))
-    _need_cols(df, path, {"task.user_col": t.user_col, "task.item_col": t.item_col, "task.rating_col": t.rating_col},
-               "task.sep")
+    df = read_table(path, "task.ratings", {"task.user_col": t.user_col, "task.item_col": t.item_col,
+                                           "task.rating_col": t.rating_col},
+                    names=t.names, sep_key="task.sep", encoding_key="task.encoding", sep=t.sep, encoding=t.encoding)
     _check_numeric(df, path, t.rating_col, header=t.names is None)
     if t.titles is None:
         return df, None
-    ipath = root / t.titles
-    items = _read(ipath, t.titles_sep, t.titles_encoding, t.titles_names, ("task.titles", "task.titles_encoding"))
-    _need_cols(items, ipath, {"task.item_col": t.item_col, "task.title_col": t.title_col}, "task.titles_sep")
+    items = read_table(root / t.titles, "task.titles", {"task.item_col": t.item_col, "task.title_col": t.title_col},
+                       names=t.titles_names, sep_key="task.titles_sep", encoding_key="task.titles_encoding",
+                       sep=t.titles_sep, encoding=t.titles_encoding)
     if t.item_by_title:
         return df.merge(items[[t.item_col, t.title_col]], on=t.item_col), None  # fastbook's ratings.merge(movies)
     return df, dict(zip(items[t.item_col], items[t.title_col].astype(str)))
-
-
-def _read(path: Path, sep: str, encoding: str, names, keys: tuple):
-    "A delimited file; `names` name its first columns when it has no header. `keys`: its file and encoding keys."
-    from fxp.data import read_table
-
-    key, enc_key = keys
-    return read_table(path, key, names=names, encoding_key=enc_key, sep=sep, encoding=encoding)
-
-
-def _need_cols(df, path: Path, cols: dict, sep_key: str) -> None:
-    from fxp.data import need_cols
-
-    need_cols(df, path.name, cols, sep_key)
 
 
 def _check_numeric(df, path: Path, col: str, header: bool) -> None:
@@ -298,20 +278,14 @@ def _scores(learn, users, items):
 def _score_pairs(learn, t, path: Path) -> list[dict]:
     import sys
 
-    import pandas as pd
-
-    from fxp.data import free_path
+    from fxp.data import free_path, read_table
 
     item = _item_name(t)
-    if not path.is_file():
-        raise FxpError(f"input not found: {path}; give a CSV of {t.user_col},{item} pairs, or --user U")
-    df = pd.read_csv(path, dtype=str)  # values matched as text against the model's users and items
+    df = read_table(path, None, dtype=str)  # values matched as text against the model's users and items
     for col in (t.user_col, item):
         if col not in df.columns:
             raise FxpError(f"column {col!r} not in {path.name}; a pairs CSV needs columns {t.user_col} and {item} "
                            f"(as in training); its columns are: {', '.join(map(str, df.columns))}")
-    if df.empty:
-        raise FxpError(f"{path} has no rows")
     users, items = (_codes(learn.dls.classes[c], df[c], c, path) for c in (t.user_col, item))
     preds = _scores(learn, users, items)
     dest = free_path(path.with_name(f"{path.stem}_predictions.csv"))

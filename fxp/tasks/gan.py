@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.checks import check_stages, check_y_range
+from fxp.checks import check_fraction, check_model, check_stages, check_y_range
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Aug, Monitor, Split, Stage, TaskBase
 
@@ -68,12 +68,15 @@ def check(cfg) -> None:
     task = cfg.task
     if task.recipe not in RECIPES:
         raise ConfigError(f"task.recipe={task.recipe!r} is not valid; choose from: {', '.join(RECIPES)}")
-    if not 0 < task.valid_pct < 1:
-        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    check_fraction(task, "valid_pct")
     for key in ("gen_monitor", "crit_monitor"):
         if task[key].mode not in ("min", "max"):
             raise ConfigError(f"task.{key}.mode={task[key].mode!r} is not valid; choose from: min, max")
     _check_superres(task) if task.recipe == "superres" else _check_wgan(task)
+    if task.recipe == "superres":
+        check_model(cfg, ("arch",), "model=unet_superres or unet_small")
+    else:
+        check_model(cfg, ("net",), "model=basic_gan")
 
 
 def _check_superres(t) -> None:
@@ -179,11 +182,11 @@ def superres_dls(cfg, device):
     from fastai.vision.data import ImageBlock
 
     from fxp import vision
+    from fxp.data import splitter
 
     t = cfg.task
     root, files, bad = _image_files(cfg)
     cache, inputs, made = crappify(files, root, t)
-    from fxp.data import splitter
     block = DataBlock(blocks=(ImageBlock, ImageBlock), get_y=SourceOf(cache, root), splitter=splitter(t),
                       item_tfms=Resize(t.size, method=ResizeMethod.Squish),
                       batch_tfms=[*vision.batch_tfms(t), Normalize.from_stats(*imagenet_stats)])
@@ -205,11 +208,11 @@ def wgan_dls(cfg, device):
     from fastai.vision.gan import generate_noise
 
     from fxp import vision
+    from fxp.data import splitter
 
     t = cfg.task
     _, files, bad = _image_files(cfg)
     half = torch.tensor([0.5, 0.5, 0.5])
-    from fxp.data import splitter
     block = DataBlock(blocks=(TransformBlock, ImageBlock), get_x=partial(generate_noise, size=t.noise_size),
                       splitter=splitter(t), item_tfms=Resize(t.size, method=ResizeMethod.Crop),
                       batch_tfms=Normalize.from_stats(half, half))
@@ -407,8 +410,6 @@ def wgan(cfg, dls):
     from hydra.utils import instantiate
 
     t = cfg.task
-    if cfg.model.net is None:
-        raise FxpError("the wgan recipe builds its generator and critic from model.net; use model=basic_gan")
     gen, crit = instantiate(cfg.model.net, size=t.size, n_channels=3, in_sz=t.noise_size)
     learn = GANLearner.wgan(dls, gen, crit, switcher=FixedGANSwitcher(n_crit=t.n_crit, n_gen=1), clip=t.clip,
                             opt_func=partial(Adam, mom=t.mom), metrics=task_metrics(t, dls))
@@ -437,7 +438,7 @@ def factories(cfg) -> list:
 def steps(cfg) -> list:
     """superres: the generator pre-trained into gen/ (what the run exports), the critic pre-trained into critic/ on
     its outputs, then the GAN of both (the run folder); wgan: one GAN step."""
-    from fxp.dispatch import Step
+    from fxp.step import Step
 
     if cfg.task.recipe == "wgan":
         return [Step("gan", dls=lambda ctx: wgan_dls(cfg, ctx.device), learner=lambda dls, ctx: wgan(cfg, dls),

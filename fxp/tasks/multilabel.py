@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fxp.checks import check_fraction, check_images
+from fxp.checks import IMAGE_MODEL, check_fraction, check_images, check_model
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Listed, TaskBase
 
@@ -31,6 +31,7 @@ def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
     check_images(task)
+    check_model(cfg, *IMAGE_MODEL)
     check_fraction(task, "thresh")
     if task.beta <= 0:
         raise ConfigError(f"task.beta={task.beta} must be positive")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.checks import check_images, check_y_range
+from fxp.checks import IMAGE_MODEL, check_images, check_model, check_y_range
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Listed, TaskBase
 
@@ -36,6 +36,7 @@ def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
     check_images(task, target=TARGETS)
+    check_model(cfg, *IMAGE_MODEL)
     is_pkl = str(task.labels).endswith(".pkl")
     if not task.y_cols and not is_pkl:
         raise ConfigError("task.y_cols is empty: name the target columns (points: x, y pairs)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from fxp.checks import check_images
+from fxp.checks import check_images, check_model
 from fxp.errors import FxpError
 from fxp.schema import Images, Split, TaskBase
 
@@ -32,6 +32,7 @@ class Task(Images, Split, TaskBase):
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     check_images(cfg.task)
+    check_model(cfg, ("arch",), "a U-Net encoder, e.g. model=unet_resnet34 or resnet18")
 
 
 class LabelFile:

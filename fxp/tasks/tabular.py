@@ -12,17 +12,14 @@ Module top stays light (the schema is read before anything heavy); fastai is imp
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.checks import check_choices
+from fxp.checks import check_choices, check_fraction, check_model
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import TaskBase
+from fxp.schema import Split, TaskBase
 
-# fastai's tabular batches wrap pandas' read-only arrays (copy-on-write) without writing to them
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 Y_BLOCKS = ("category", "regression")
 PROCS = ("Categorify", "FillMissing", "Normalize")
 Y_RANGE_HEADROOM = 1.2  # lesson 6: the sigmoid must reach the largest target, so the range ends a little above it
@@ -31,7 +28,7 @@ IMPORTANCE_BS = 1024  # permutation importance batches: a fastai tabular batch h
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Split, TaskBase):  # Split: the random split when there is no valid_col or valid_rows
     kind: str = "tabular"
     csv: str = "train.csv"  # relative to data.path (or absolute)
     y_names: Optional[str] = None  # the target column
@@ -43,8 +40,6 @@ class Task(TaskBase):
     date_names: List[str] = field(default_factory=list)  # add_datepart on each (Year, Month, ..., Elapsed)
     valid_col: Optional[str] = None  # boolean column marking valid rows
     valid_rows: Optional[List[int]] = None  # [start, end): rows start..end-1 validate (lesson 4: [800, 1000])
-    valid_pct: float = 0.2  # else a random split
-    split_seed: int = 42
     log_target: bool = False  # regression: train on log(y); fxp predict returns exp of the output
     y_range: Any = None  # regression: [lo, hi] (log space with log_target), auto (lesson 6), or null
 
@@ -61,9 +56,7 @@ def check(cfg) -> None:
     _check_names(task)
     _check_split(task)
     _check_target(task)
-    if cfg.model.arch is not None or cfg.model.net is not None:
-        raise ConfigError(f"model.arch/model.net ({cfg.model.arch or 'net'}) build image models; tabular tasks take "
-                          f"model=tabular (or tabular_rossmann), with layers and config in model.kwargs")
+    check_model(cfg, (), "model=tabular or tabular_rossmann")
 
 
 def _check_names(task) -> None:
@@ -78,8 +71,7 @@ def _check_names(task) -> None:
 
 
 def _check_split(task) -> None:
-    if not 0 < task.valid_pct < 1:
-        raise ConfigError(f"task.valid_pct={task.valid_pct} must be between 0 and 1")
+    check_fraction(task, "valid_pct")
     rows = task.valid_rows
     if rows is not None and not (len(rows) == 2 and 0 <= rows[0] < rows[1]):
         raise ConfigError(f"task.valid_rows={list(rows)} must be [start, end) with 0 <= start < end, or null")
@@ -120,8 +112,9 @@ def dls(cfg, device):
     import fastai.tabular.data  # noqa: F401  (makes TabularDataLoaders, whose test_dl processes new rows, the type)
     from fastai.data.block import CategoryBlock, RegressionBlock
 
-    from fxp.data import data_path
+    from fxp.data import data_path, quiet_readonly_arrays
 
+    quiet_readonly_arrays()
     t, tr = cfg.task, cfg.trainer
     path = data_path(cfg) / t.csv
     df = with_date_parts(read_rows(path), t.date_names, path)
@@ -133,19 +126,12 @@ def dls(cfg, device):
     return to.dataloaders(bs=tr.bs, num_workers=tr.num_workers, device=device, path=path.parent)
 
 
-def read_rows(path: Path, fix: str | None = None):
-    """The CSV as fastai's TabularDataLoaders.from_csv reads it (spaces after commas skipped): task.csv, or with `fix`
-    an input given on the command line (fxp.data.read_table's messages)."""
+def read_rows(path: Path, key: str | None = "task.csv"):
+    """The CSV as fastai's TabularDataLoaders.from_csv reads it (spaces after commas skipped): `key`'s file, or (None)
+    an input given on the command line."""
     from fxp.data import read_table
 
-    return read_table(path, None if fix else "task.csv", skipinitialspace=True)
-
-
-def _require(df, names, key: str, source: str) -> None:
-    "Each of `names` is a column of `df`, or one line naming its columns."
-    from fxp.data import need_cols
-
-    need_cols(df, source, {key: names})
+    return read_table(path, key, skipinitialspace=True)
 
 
 def with_date_parts(df, date_names, path: Path):
@@ -153,7 +139,9 @@ def with_date_parts(df, date_names, path: Path):
     import pandas as pd
     from fastai.tabular.core import add_datepart
 
-    _require(df, date_names, "task.date_names", path.name)
+    from fxp.data import need_cols
+
+    need_cols(df, path.name, {"task.date_names": date_names})
     for name in date_names:
         if pd.api.types.is_numeric_dtype(df[name]):
             raise FxpError(f"task.date_names: column {name!r} of {path.name} holds numbers, not dates "
@@ -170,11 +158,11 @@ def column_names(t, df, path: Path) -> tuple[list, list]:
     "The categorical and continuous columns: as configured, or as cont_cat_split sorts the rest (null lists)."
     from fastai.tabular.core import cont_cat_split
 
+    from fxp.data import need_cols
+
     source = path.name + (" with the date parts of task.date_names" if t.date_names else "")
-    _require(df, [t.y_names], "task.y_names", source)
-    _require(df, [t.valid_col] if t.valid_col else [], "task.valid_col", source)
-    _require(df, t.cat_names or [], "task.cat_names", source)
-    _require(df, t.cont_names or [], "task.cont_names", source)
+    need_cols(df, source, {"task.y_names": t.y_names, "task.valid_col": t.valid_col, "task.cat_names": t.cat_names,
+                           "task.cont_names": t.cont_names})
     given = [*(t.cat_names or []), *(t.cont_names or []), t.valid_col]
     inferred_cont, inferred_cat = cont_cat_split(df.drop(columns=[c for c in given if c]), t.max_card,
                                                  dep_var=t.y_names)
@@ -222,20 +210,19 @@ def _target(t, df, path: Path):
 
 def _splits(t, df, path: Path) -> tuple[list, list]:
     "Train and valid row indices: a boolean column, a row range, or a seeded random split."
-    from fastai.data.transforms import ColSplitter, IndexSplitter, RandomSplitter
+    from fastai.data.transforms import IndexSplitter
 
-    if t.valid_col:
-        if not df[t.valid_col].isin([True, False]).all():
-            raise FxpError(f"task.valid_col={t.valid_col!r} of {path.name} must hold True/False in every row")
-        splitter = ColSplitter(t.valid_col)
-    elif t.valid_rows is not None:
+    from fxp.data import splitter
+
+    if t.valid_col and not df[t.valid_col].isin([True, False]).all():
+        raise FxpError(f"task.valid_col={t.valid_col!r} of {path.name} must hold True/False in every row")
+    if t.valid_rows is not None and not t.valid_col:
         start, end = t.valid_rows
         if end > len(df):
             raise FxpError(f"task.valid_rows=[{start}, {end}] goes past the {len(df)} rows of {path.name}")
-        splitter = IndexSplitter(list(range(start, end)))
+        train, valid = IndexSplitter(list(range(start, end)))(df)
     else:
-        splitter = RandomSplitter(t.valid_pct, seed=t.split_seed)
-    train, valid = splitter(df)
+        train, valid = splitter(t, t.valid_col)(df)
     for name, idx in (("train", train), ("valid", valid)):
         if len(idx) == 0:
             raise FxpError(f"the {name} split of {path.name} is empty ({len(df)} rows); check task.valid_pct, "
@@ -364,7 +351,7 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     rows = []
     for name in inputs:
         path = Path(name)
-        df = read_rows(path, fix="give the path of a CSV of rows to predict on")
+        df = read_rows(path, key=None)
         preds = _predictions(learn, cfg.task, df, path)
         dest = _free_name(Path(out).resolve(), f"{path.stem}_predictions.csv")
         preds.to_csv(dest, index=False)

@@ -15,24 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.checks import check_choices, check_stages
+from fxp.checks import check_choices, check_fraction, check_model, check_stages
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Monitor, Stage, TaskBase
+from fxp.schema import Monitor, Split, Stage, TaskBase
 
 SOURCES = ("csv", "folders")
 ENCODER, VOCAB = "encoder.pth", "vocab.pkl"
 
 
 @dataclass
-class Task(TaskBase):
+class Task(Split, TaskBase):
     kind: str = "text"
     source: str = "csv"  # csv | folders
     csv: str = "texts.csv"  # csv: the file, relative to data.path
     text_col: str = "text"
     label_col: str = "label"  # rows with an empty label feed the language model only
     valid_col: Optional[str] = "is_valid"  # csv: boolean column marking valid rows; null: valid_pct
-    valid_pct: float = 0.2
-    split_seed: int = 42
     train: str = "train"  # folders: <train>/<label>/*.txt and <valid>/<label>/*.txt
     valid: str = "test"
     unlabelled: List[str] = field(default_factory=lambda: ["unsup"])  # folders of texts for the language model only
@@ -58,13 +56,12 @@ def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
     check_choices(task, {"source": SOURCES})
-    for key in ("valid_pct", "lm_valid_pct"):
-        if not 0 < task[key] < 1:
-            raise ConfigError(f"task.{key}={task[key]} must be between 0 and 1")
+    check_fraction(task, "valid_pct", "lm_valid_pct")
     for key in ("seq_len", "lm_seq_len", "max_len", "max_vocab", "n_words"):
         if task[key] < 1:
             raise ConfigError(f"task.{key}={task[key]} must be at least 1")
     check_stages("task.lm_stages", task.lm_stages)
+    check_model(cfg, ("arch",), "model=awd_lstm or awd_lstm_tiny")
     if task.encoder is not None:
         encoder_dir(task.encoder)
 
@@ -120,10 +117,11 @@ def _as_bool(col):
 def _random_valid(labelled, t):
     "valid_pct of the labelled rows, drawn as fastai's RandomSplitter draws them."
     import numpy as np
-    from fastai.data.transforms import RandomSplitter
+
+    from fxp.data import splitter
 
     idx = np.flatnonzero(labelled.to_numpy())
-    _, valid = RandomSplitter(t.valid_pct, seed=t.split_seed)(idx)
+    _, valid = splitter(t)(idx)
     out = np.zeros(len(labelled), dtype=bool)
     out[idx[list(valid)]] = True
     return out
@@ -275,7 +273,7 @@ def steps(cfg) -> list:
     "The language model into lm/ (unless task.encoder names one), then the classifier on its encoder: the run itself."
     from functools import cache
 
-    from fxp.dispatch import Step
+    from fxp.step import Step
 
     t = cfg.task
     all_texts = cache(lambda: texts(cfg))  # read once, for both steps
@@ -336,13 +334,9 @@ def evaluate(learn, cfg) -> dict:
 
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     "The confusion matrix."
-    from fastai.interpret import ClassificationInterpretation
+    from fxp.plots import confusion_matrix
 
-    from fxp.plots import save_current
-
-    interp = ClassificationInterpretation.from_learner(learn)
-    interp.plot_confusion_matrix(figsize=(6, 6))
-    save_current(dest / "confusion_matrix.png")
+    confusion_matrix(learn, dest / "confusion_matrix.png")
 
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:
