@@ -23,7 +23,7 @@ from fxp import dispatch, plots
 from fxp.callbacks import DivergenceGuard, LastCheckpoint, MetricsCSV, SaveBest, guarded, progress
 from fxp.errors import FxpError
 from fxp.learner import FxpLearner
-from fxp.runs import Run, best_metrics, final_metrics, read_metrics
+from fxp.runs import CHECKPOINTS, MODEL, PLOTS, Run, best_metrics, final_metrics, read_metrics
 
 log = logging.getLogger("fxp")
 
@@ -60,7 +60,7 @@ def attach(learn, path: Path):
     if type(learn) is Learner:  # subclasses (TabularLearner, TextLearner, GANLearner) keep their own methods
         learn.__class__ = FxpLearner  # fastai's factories (vision_learner, ...) take no learner class
     Path(path).mkdir(parents=True, exist_ok=True)  # a step's subfolder of the run folder
-    learn.path, learn.model_dir = Path(path), "checkpoints"
+    learn.path, learn.model_dir = Path(path), CHECKPOINTS
     learn.remove_cb(ProgressCallback)
     learn.logger = lambda *_: None  # fxp's EpochLog callback reports each epoch
     return learn
@@ -167,11 +167,11 @@ def train(cfg, run: Run) -> None:
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
     learn = run_steps(dispatch.steps(kind, cfg), cfg, run, device)
-    learn.export(run.path / "model.pkl")
+    learn.export(run.path / MODEL)
     plots.loss_curves(run.path)
     evaluation = kind.evaluate(learn, cfg)
     run.info.update(evaluation)
-    kind.plots(learn, cfg, run.path / "plots", evaluation)
+    kind.plots(learn, cfg, run.path / PLOTS, evaluation)
 
 
 def run_steps(steps: list, cfg, run: Run, device):
@@ -232,7 +232,7 @@ def lr_find(cfg, run: Run) -> None:
     step = dispatch.steps(kind, cfg)[0]
     learn = build(replace(step, folder=None), cfg, run, StepContext(device, run.path, run.path, {}))
     res = learn.lr_find(suggest_funcs=_suggest_funcs(), show_plot=True)
-    plots.save_current(run.path / "plots" / "lr_find.png")
+    plots.save_current(run.path / PLOTS / "lr_find.png")
     run.info["suggested_lrs"] = {k: float(v) for k, v in res._asdict().items()}
 
 
