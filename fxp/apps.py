@@ -21,10 +21,13 @@ MAX_PRECHECKED_JOBS = 64
 OPTIONAL_GROUPS = ("logger",)
 
 
-def hydra_command(app):
-    "A subcommand that validates the overrides cheaply, then hands argv to the `@hydra.main` app."
+def hydra_command(app, help_overrides: tuple = ()):
+    """A subcommand that validates the overrides cheaply, then hands argv to the `@hydra.main` app; `--help` is
+    Hydra's, with `help_overrides` (the command's own name and header in it)."""
     def run(args: list[str]) -> int:
         args = [_no_option(a) for a in args]
+        if "--help" in args or "-h" in args:
+            args += list(help_overrides)
         config.register()
         precheck(args)
         sys.argv = ["fxp", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
@@ -208,4 +211,9 @@ def lr_find_app(cfg) -> None:
     job(cfg, "lr_find")
 
 
-train, lr_find = hydra_command(train_app), hydra_command(lr_find_app)  # `fxp train ...`, `fxp lr-find ...`
+LR_FIND_HELP = ("hydra.help.app_name=fxp lr-find",
+                "hydra.help.header='${hydra.help.app_name}: compose a config as fxp train does (the same overrides), "
+                "then run only fastai LR finder on it: plots/lr_find.png and the suggested LRs in a run folder'",
+                "hydra.help.footer='Examples: fxp lr-find task=pets data.path=DIR | then fxp train task=pets "
+                "trainer.lr=SUGGESTED (or trainer.lr=find)'")
+train, lr_find = hydra_command(train_app), hydra_command(lr_find_app, LR_FIND_HELP)  # `fxp train`, `fxp lr-find`

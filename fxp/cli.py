@@ -25,6 +25,7 @@ commands:
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
   tasks                      the task, model, trainer, logger and experiment choices, one line each
   --version                  fxp's version
+  COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 
 examples:
   fxp train                                   # digits, a small CNN on CPU, under a minute
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fxp {__version__}")
         return 0
     if argv[0] in ("-sc", "--shell-completion"):  # Hydra's completion script calls `fxp -sc query=bash`
-        os.environ["COMP_LINE"] = os.environ.get("COMP_LINE", "").replace("fxp train ", "fxp ", 1)
-        argv = ["train", *argv]
+        argv = completion(argv)
+        if not argv:
+            return 0
     if argv[0] not in COMMANDS:
         return fail(f"unknown command {argv[0]!r}; choose from: {', '.join(COMMANDS)} (fxp --help)")
     try:
@@ -66,6 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `fxp ... | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def completion(argv: list[str]) -> list[str]:
+    """Tab completion: the command names while the first word is typed; Hydra's override completion after
+    `fxp train ` and `fxp lr-find ` (the command word taken out of COMP_LINE); nothing after the other commands,
+    so the shell completes file names. Returns the argv for `fxp train` to run, or [] when answered here."""
+    if not any(a.startswith("query=") for a in argv[1:]):
+        return ["train", *argv]  # install=bash, uninstall=bash: Hydra's script for `fxp`
+    words = os.environ.get("COMP_LINE", "").split()
+    typing_first = len(words) <= 1 or (len(words) == 2 and not os.environ.get("COMP_LINE", "").endswith(" "))
+    if typing_first:
+        typed = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(typed)))
+        return []
+    if words[1] not in ("train", "lr-find"):
+        return []
+    os.environ["COMP_LINE"] = os.environ["COMP_LINE"].replace(f" {words[1]} ", " ", 1)
+    return ["train", *argv]
 
 
 def command(name: str):

@@ -14,7 +14,28 @@ from fxp.errors import FxpError
 from fxp.runs import CONFIG, MODEL
 
 
+HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--json]
+
+Predict with a run's exported model (RUN_DIR/model.pkl, on the CPU) and print a table, one row per input.
+
+arguments:
+  RUN_DIR          a completed run folder (outputs/<task>/<stamp>; fxp runs lists them)
+  INPUT...         what the run's kind takes: image files or folders of images, texts (quoted), a CSV of rows
+                   (tabular), a CSV of user,item pairs (collab)
+  --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10
+  --json           print a JSON list of dicts instead of the table
+  -h, --help       show this help
+
+examples:
+  fxp predict outputs/digits/<stamp> digit.png
+  fxp predict outputs/imdb/<stamp> "a film I would watch again"
+"""
+
+
 def main(args: list[str]) -> int:
+    if "-h" in args or "--help" in args:
+        print(HELP, end="")
+        return 0
     as_json = "--json" in args
     run_dir, inputs, options = _predict_args([a for a in args if a != "--json"])
     if not (run_dir / MODEL).is_file():

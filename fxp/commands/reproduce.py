@@ -18,6 +18,21 @@ from fxp.runs import CONFIG, SUMMARY, read_config, read_metrics, read_summary
 NEEDS = {"gpu": "a CUDA GPU (hours on a CPU)", "pretrained": "pre-trained weights (network)",
          "data": "a dataset that is not downloadable by fastai (data.path=)"}
 USAGE = "usage: fxp reproduce NAME [overrides...] | fxp reproduce --list | fxp reproduce --from RUN_DIR"
+HELP = f"""{USAGE}
+
+Run a course recipe (a preset in experiments/) and print a verdict table: the metric it reached at its last epoch
+against the published one, within the preset's tolerance. Exit 0 when reached, 1 when not.
+
+arguments:
+  NAME [overrides...]  a preset (fxp reproduce --list), with fxp train overrides, e.g. data.path=DIR
+  --list               the presets: metric, published value, tolerance, what a CPU machine without network lacks
+  --from RUN_DIR       the verdict for a run already made from a preset (no training)
+  -h, --help           show this help
+
+examples:
+  fxp reproduce --list
+  fxp reproduce fastbook-01-adult data.path=DIR
+"""
 
 
 def presets() -> dict[str, dict]:
@@ -34,6 +49,9 @@ def presets() -> dict[str, dict]:
 def main(args: list[str]) -> int:
     if not args:
         raise FxpError(USAGE)
+    if args[0] in ("-h", "--help"):
+        print(HELP, end="")
+        return 0
     if args[0] == "--list":
         return list_presets()
     if args[0] == "--from":

@@ -1,0 +1,57 @@
+"""What a user sees from the commands (issue 16 items 9 and 12): each command's own --help, tab completion of
+command names and of `fxp lr-find` overrides."""
+import pytest
+
+from conftest import run_fxp, subprocess_env
+
+
+@pytest.mark.parametrize("command, says", [
+    ("predict", "usage: fxp predict RUN_DIR INPUT"),
+    ("reproduce", "usage: fxp reproduce NAME"),
+    ("runs", "usage: fxp runs"),
+    ("diagnose", "usage: fxp diagnose"),
+    ("tasks", "usage: fxp tasks"),
+    ("lr-find", "fxp lr-find: compose a config"),
+    ("train", "fxp train: compose a config"),
+])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_its_own_help(tmp_path, command, says, flag):
+    r = run_fxp(command, flag, cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert r.stdout.lstrip().startswith(says), r.stdout[:300]
+    assert command == "train" or not r.stdout.lstrip().startswith("fxp train")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_lr_find_help_names_lr_find_not_train(tmp_path):
+    r = run_fxp("lr-find", "--help", cwd=tmp_path)
+    assert "fxp train:" not in r.stdout
+    assert "lr_find.png" in r.stdout
+
+
+def test_the_main_help_points_to_command_help(tmp_path):
+    r = run_fxp("--help", cwd=tmp_path)
+    assert "COMMAND --help" in r.stdout
+
+
+def complete(tmp_path, line: str) -> set[str]:
+    env = {**subprocess_env(tmp_path), "COMP_LINE": line}
+    r = run_fxp("-sc", "query=bash", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r
+    return set(r.stdout.split())
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("fxp tr", {"train"}),
+    ("fxp ", {"train", "lr-find", "predict", "reproduce", "runs", "diagnose", "tasks"}),
+    ("fxp r", {"reproduce", "runs"}),
+    ("fxp lr-find trainer.e", {"trainer.epochs="}),
+    ("fxp lr-find task=p", {"task=pets", "task=planet"}),
+    ("fxp train trainer.e", {"trainer.epochs="}),
+    ("fxp runs ", set()),  # the shell completes file names
+])
+def test_tab_completion(tmp_path, line, expected):
+    got = complete(tmp_path, line)
+    assert expected <= got if expected else got == set(), got
+    if line.count(" ") == 1:
+        assert not any(c.endswith((".", "=")) for c in got), got  # command names, not overrides
