@@ -183,8 +183,9 @@ def _end(multirun: bool, code: int, message: str) -> None:
 
 def report(run) -> None:
     "The final metrics as a small table, and where the run folder is."
-    from rich.console import Console
     from rich.table import Table
+
+    from fxp.commands import console
 
     summary = read_summary(run.path)
     table = Table(title=f"{summary['task']}: {summary['status']} in {summary['wall_time_s']:.1f}s")
@@ -196,9 +197,9 @@ def report(run) -> None:
     for key in ("lr_found", "suggested_lrs"):
         if key in summary:
             table.caption = f"{key}: {summary[key]}"
-    console = Console()
-    console.print(table)
-    console.print(f"run folder: {run.path}", highlight=False, soft_wrap=True)
+    out = console()
+    out.print(table)
+    out.print(f"run folder: {run.path}", highlight=False, soft_wrap=True)
 
 
 @hydra.main(config_path="pkg://fxp.conf", config_name="config", version_base="1.3")

@@ -15,10 +15,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def console():
-    "A rich console; piped, one line per row with whole cells, for grep and scripts."
+    """A rich console that prints text as is (no markup: a `[spoiler]` in a text or `y_cols=[a,b]` in an override
+    stays); styles come as rich Text. Piped, one line per row with whole cells, for grep and scripts."""
     from rich.console import Console
 
-    out = Console()
+    out = Console(markup=False)
     if not out.is_terminal:
         out.width = 10_000
     return out

@@ -38,8 +38,8 @@ def report(run_dir: Path, diagnosis: dict, plot_path: Path | None) -> None:
 
     console = Console(highlight=False, soft_wrap=True)
     at = f" at epoch {diagnosis['epoch']}" if diagnosis["epoch"] is not None else ""
-    console.print(f"[bold]{escape(str(run_dir))}[/]: [bold magenta]{diagnosis['verdict']}[/]{at} "
-                  f"({_epochs(diagnosis['epochs'])}, main metric {diagnosis['metric']})")
+    console.print(f"[bold]{escape(str(run_dir))}[/]: [bold magenta]{escape(diagnosis['verdict'])}[/]{at} "
+                  f"({_epochs(diagnosis['epochs'])}, main metric {escape(diagnosis['metric'])})")
     console.print(f"  what to try: {escape(diagnosis['advice'])}")
     if diagnosis["curves"]:
         console.print(f"  curves: {escape(diagnosis['curves'])}")

@@ -157,14 +157,17 @@ def print_table(rows: list[dict], title: str) -> None:
     out.print(table)
 
 
-def cells(r: dict) -> list[str]:
+def cells(r: dict) -> list:
+    "The table cells of a row, as they are (the console prints no markup); the status coloured."
+    from rich.text import Text
+
     sweep = r["kind"] == "sweep"
     run = f"{r['run']}  [{r['jobs']} jobs]" if sweep else r["run"]
     best = _number(r["best"]) + (f" (job {r['best_job']})" if sweep and r["best_job"] is not None else "")
     overrides = " ".join(o for o in r["overrides"] if not o.startswith("task="))  # the task has its column
     status = r["status"]
     return [run, r["task"], overrides, r["metric"] or "-", _number(r["final"]), best, str(r["epochs"] or 0),
-            _duration(r["wall_time_s"]), f"[{STATUS_STYLE.get(status, 'default')}]{status}[/]"]
+            _duration(r["wall_time_s"]), Text(status, style=STATUS_STYLE.get(status, "default"))]
 
 
 def sweep_title(root: Path, jobs: list[dict]) -> str:
