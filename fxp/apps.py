@@ -14,8 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from fxp import config
+from fxp.commands import console, number
 from fxp.errors import ConfigError, FxpError
-from fxp.runs import read_summary
+from fxp.runs import baselines, read_config, read_summary
 
 MAX_PRECHECKED_JOBS = 64
 OPTIONAL_GROUPS = ("logger",)
@@ -182,24 +183,58 @@ def _end(multirun: bool, code: int, message: str) -> None:
 
 
 def report(run) -> None:
-    "The final metrics as a small table, and where the run folder is."
+    """The final metrics as a small table, each beside its baseline where fxp computes one (a step's metrics too,
+    e.g. the language model's perplexity), which epoch model.pkl holds, and where the run folder is. An lr-find run:
+    its suggested learning rates."""
     from rich.table import Table
 
-    from fxp.commands import console
-
     summary = read_summary(run.path)
-    table = Table(title=f"{summary['task']}: {summary['status']} in {summary['wall_time_s']:.1f}s")
-    table.add_column("metric")
-    table.add_column("final", justify="right")
-    table.add_column("best", justify="right")
-    for name, value in summary["final_metrics"].items():
-        table.add_row(name, f"{value:.4f}", f"{summary['best_metrics'].get(name, float('nan')):.4f}")
-    for key in ("lr_found", "suggested_lrs"):
-        if key in summary:
-            table.caption = f"{key}: {summary[key]}"
+    what = "lr-find " if "suggested_lrs" in summary else ""
+    table = Table(title=f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s")
+    if what:
+        table.add_column("suggestion")
+        table.add_column("lr", justify="right")
+        for name, lr in summary["suggested_lrs"].items():
+            table.add_row(name, number(lr))
+        notes = ["plot: plots/lr_find.png; train at one: fxp train trainer.lr=LR (trainer.lr=find: the valley)"]
+    else:
+        rows = metric_rows(summary)
+        for col in ("metric", "final", "best", *(["baseline"] if any(r[3] for r in rows) else [])):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for name, final, best, baseline in rows:
+            table.add_row(name, number(final), number(best), *([baseline] if len(table.columns) == 4 else []))
+        notes = [model_line(summary, read_config(run.path)),
+                 f"lr_found: {summary['lr_found']}" if "lr_found" in summary else ""]
     out = console()
     out.print(table)
-    out.print(f"run folder: {run.path}", highlight=False, soft_wrap=True)
+    for line in [*filter(None, notes), f"run folder: {run.path}"]:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def metric_rows(summary: dict) -> list[tuple]:
+    "(name, final, best, baseline text) for the run's metrics, then each step's (`lm perplexity`), losses aside."
+    rows = []
+    for step, part in [(None, summary), *((k, v) for k, v in summary.items()
+                                          if isinstance(v, dict) and "final_metrics" in v)]:
+        base = baselines(part)
+        for name, final in part["final_metrics"].items():
+            if step is not None and "loss" in name:
+                continue
+            value, who = base.get(name, (None, None))
+            rows.append((f"{step} {name}" if step else name, final, part.get("best_metrics", {}).get(name),
+                         f"{number(value)} ({who})" if value is not None else ""))
+    return rows
+
+
+def model_line(summary: dict, cfg: dict) -> str:
+    "Which epoch model.pkl holds: the best by the monitored metric (trainer.save_best), else the last."
+    epoch, epochs = summary.get("model_epoch"), summary.get("epochs")
+    if not epoch:
+        return ""
+    trainer, monitor = cfg.get("trainer") or {}, (cfg.get("task") or {}).get("monitor") or {}
+    if trainer.get("save_best") and monitor.get("metric"):
+        return f"model.pkl: epoch {epoch} of {epochs}, the best {monitor['metric']}"
+    return f"model.pkl: epoch {epoch} of {epochs}, the last"
 
 
 @hydra.main(config_path="pkg://fxp.conf", config_name="config", version_base="1.3")

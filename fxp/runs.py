@@ -34,6 +34,10 @@ LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
 STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "stale", "incomplete")
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")  # outputs/<task>/<stamp>_<uid>
 STALE_AFTER_S = 3600
+# The baselines fxp computes as a run ends (summary.json keys, a step's under its name: summary["lm"]): what a trivial
+# predictor reaches on the valid set, the metric it is the floor of, and who reaches it.
+BASELINES = {"accuracy_majority": ("accuracy", "the majority label"), "mse_train_mean": ("mse", "the training mean"),
+             "perplexity_unigram": ("perplexity", "unigram frequencies"), "psnr_input": ("psnr", "the input itself")}
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster than OmegaConf.load
 
 
@@ -170,6 +174,25 @@ def best_metrics(rows: list[dict], monitor=None) -> dict:
     return best
 
 
+def baselines(summary: dict) -> dict:
+    "{metric: (value, who reaches it)} for the metrics of a summary (a run's, or a step's) fxp has a baseline of."
+    out = {}
+    for key, (metric, who) in BASELINES.items():
+        value = summary.get(key) if isinstance(summary, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[metric] = (float(value), who)
+    if "accuracy" in out:
+        out["error_rate"] = (1 - out["accuracy"][0], out["accuracy"][1])
+    return out
+
+
+def first_line(text, words: int = 0) -> str:
+    "A message's first line (its first `words` words, `...` if cut): what a table shows of an error."
+    line = (str(text or "").strip().splitlines() or [""])[0]
+    cut = line.split()
+    return " ".join(cut[:words]) + " ..." if words and len(cut) > words else line
+
+
 # --- runs and sweeps as rows (fxp runs, sweep.csv, best.json) --------------------------------------------------------
 
 
@@ -206,10 +229,14 @@ def read_run(path: Path, root: Path) -> dict:
         epochs, wall = summary.get("epochs", 0), summary.get("wall_time_s")
     final, best = _finite(final), _finite(best)
     overrides = summary["overrides"] if "overrides" in summary else read_overrides(path)
-    return dict(run=path.relative_to(root).as_posix(), kind="run", task=summary.get("task") or _task_of(path),
-                overrides=overrides, metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
-                best=best.get(monitor.metric), epochs=epochs, wall_time_s=wall, status=status,
-                started=iso(started(path)), final_metrics=final, best_metrics=best)
+    baseline = baselines(summary).get(monitor.metric, (None, None))
+    return dict(run=path.relative_to(root).as_posix(), kind="lr-find" if "suggested_lrs" in summary else "run",
+                task=summary.get("task") or _task_of(path), overrides=overrides, metric=monitor.metric,
+                mode=monitor.mode, final=final.get(monitor.metric), best=best.get(monitor.metric),
+                baseline=baseline[0], baseline_of=baseline[1], model_epoch=summary.get("model_epoch"), epochs=epochs,
+                wall_time_s=wall, status=status, error=first_line(summary.get("error")) or None,
+                suggested_lrs=summary.get("suggested_lrs"), started=iso(started(path)), final_metrics=final,
+                best_metrics=best)
 
 
 def read_jobs(sweep_dir: Path) -> list[dict]:

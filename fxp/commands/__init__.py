@@ -23,3 +23,12 @@ def console():
     if not out.is_terminal:
         out.width = 10_000
     return out
+
+
+def number(v) -> str:
+    "A metric in a table: four significant digits (-3e-06, not -0.0000; 0.9583; 1235); `-` for none or NaN."
+    import math
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "-"
+    return f"{v:.4g}"

@@ -10,12 +10,14 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-from fxp.commands import Parser, console
+from fxp.commands import Parser, console, number
 from fxp.errors import FxpError
-from fxp.runs import STATUSES, best_job, is_run, is_sweep, iso, lower_is_better, read_jobs, read_run, started
+from fxp.runs import (STATUSES, best_job, first_line, is_run, is_sweep, iso, lower_is_better, read_jobs, read_run,
+                      started)
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
                 "running": "cyan", "stale": "magenta", "incomplete": "dim"}
+ERROR_WORDS = 8  # of a failed run's error, in its status cell (--json has the whole first line)
 
 
 def parser() -> Parser:
@@ -161,13 +163,23 @@ def cells(r: dict) -> list:
     "The table cells of a row, as they are (the console prints no markup); the status coloured."
     from rich.text import Text
 
-    sweep = r["kind"] == "sweep"
-    run = f"{r['run']}  [{r['jobs']} jobs]" if sweep else r["run"]
+    sweep, lr_find = r["kind"] == "sweep", r["kind"] == "lr-find"
+    run = f"{r['run']}  [{r['jobs']} jobs]" if sweep else f"{r['run']}  [lr-find]" if lr_find else r["run"]
     best = _number(r["best"]) + (f" (job {r['best_job']})" if sweep and r["best_job"] is not None else "")
     overrides = " ".join(o for o in r["overrides"] if not o.startswith("task="))  # the task has its column
-    status = r["status"]
-    return [run, r["task"], overrides, r["metric"] or "-", _number(r["final"]), best, str(r["epochs"] or 0),
-            _duration(r["wall_time_s"]), Text(status, style=STATUS_STYLE.get(status, "default"))]
+    metric = r["metric"] or "-"
+    if r.get("baseline") is not None:
+        metric += f" ({_number(r['baseline'])} for {r['baseline_of']})"
+    epochs = str(r["epochs"] or 0)
+    if r.get("model_epoch") and r["model_epoch"] != r["epochs"]:
+        epochs += f" (model.pkl: {r['model_epoch']})"
+    final = _number(r["final"])
+    if lr_find:  # no epochs: what it found instead (the valley, as trainer.lr=find picks; --json has them all)
+        valley = (r.get("suggested_lrs") or {}).get("valley")
+        metric, final, best, epochs = "suggested lr (valley)", _number(valley), "-", "-"
+    status = r["status"] + (f": {first_line(r['error'], ERROR_WORDS)}" if r.get("error") else "")
+    return [run, r["task"], overrides, metric, final, best, epochs, _duration(r["wall_time_s"]),
+            Text(status, style=STATUS_STYLE.get(r["status"], "default"))]
 
 
 def sweep_title(root: Path, jobs: list[dict]) -> str:
@@ -187,7 +199,7 @@ def empty_hint(root: Path, found: list[dict], opts) -> str:
 
 
 def _number(v) -> str:
-    return "-" if v is None else f"{v:.4g}"
+    return number(v)
 
 
 def _duration(seconds) -> str:
