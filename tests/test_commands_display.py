@@ -150,3 +150,11 @@ def test_error_rate_baseline_follows_from_the_majority_accuracy(tmp_path, capsys
               accuracy_majority=0.25, final_metrics={"error_rate": 0.1}, best_metrics={"error_rate": 0.1})
     line = next(ln for ln in runs_output(capsys, tmp_path / "outputs").splitlines() if "aaaaaa" in ln)
     assert "error_rate (0.75 for the majority label)" in line
+
+
+def test_reproduce_verdict_keeps_tiny_differences(tmp_path, capsys):
+    v = dict(run=str(tmp_path), metric="mse", mode="min", published=0.5, tolerance=0.01, source="s",
+             status="completed", reached=0.500003, difference=3.0e-06, within_tolerance=True, wall_time_s=1.0)
+    reproduce.print_verdict(v)
+    out = capsys.readouterr().out
+    assert "3e-06" in out and "0.0000" not in out

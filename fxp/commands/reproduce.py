@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from fxp import config
-from fxp.commands import console
+from fxp.commands import console, number
 from fxp.errors import FxpError
 from fxp.runs import CONFIG, SUMMARY, read_config, read_metrics, read_summary
 
@@ -108,7 +108,7 @@ def print_verdict(v: dict) -> int:
     table = Table(title=f"{v['metric']} ({v['mode']}): {'reached' if ok else 'NOT reached'}", caption=v["source"])
     for col in ("published", "reached", "difference", "tolerance", "verdict", "status", "time"):
         table.add_column(col, justify="right")
-    fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+    fmt = lambda x: number(x) if x is None or abs(x) < 1e-3 else f"{x:.4f}"  # noqa: E731  (3e-06, not 0.0000)
     table.add_row(fmt(v["published"]), fmt(v["reached"]), fmt(v["difference"]), f"±{v['tolerance']:g}",
                   "within tolerance" if ok else "outside tolerance", str(v["status"]),
                   f"{v['wall_time_s'] or 0:.0f}s")
