@@ -1,9 +1,12 @@
 """What a run's curves say, with the rules of the fastai course (lesson 2), and what to try: `fxp diagnose RUN_DIR`
 (fxp.commands.diagnose) and every run as it ends (`finish`, into summary.json and plots/diagnosis.png).
 
-The rules, checked on metrics.csv (a row per epoch), most serious first:
+A failed run's diagnosis is its error. Otherwise the rules, checked on metrics.csv (a row per epoch), most serious
+first:
 - diverged: a loss is NaN/inf, the valid loss jumps above EXPLODE times its lowest so far (at the first epoch:
   EXPLODE times the training loss), or the run stopped as `diverged` -> the learning rate is too high;
+- no better than its baseline: the main metric's last value is not better than what fxp's trivial predictor reaches
+  (summary.json's accuracy_majority, mse_train_mean, ...: fxp.runs.BASELINES) -> the model learnt nothing usable;
 - over-fitting: the main metric (task.monitor; else error_rate, else valid_loss) reached its best and then got
   clearly worse: at least MIN_EPOCHS_AFTER_BEST epochs after the best, the last two worse than the best by more
   than NOISE of the metric's range over the run -> fewer epochs, more augmentation, weight decay, dropout;
@@ -12,13 +15,23 @@ The rules, checked on metrics.csv (a row per epoch), most serious first:
   train longer.
 Several may hold; the first in that order is the verdict, all are listed (a diverged run's curves say nothing
 more, so divergence is listed alone).
+
+A GAN's curves (a run that records gen_loss and crit_loss) are adversarial: the generator and the critic pull its
+losses against each other, so the over-/under-fitting and explosion rules do not apply. What can be said: a
+non-finite loss (diverged), the main metric against its baseline (superres: psnr against the input's own), whether
+the main metric improved; and that the supervised pre-training steps (step folders: gen/, critic/) are diagnosed on
+their own with these rules.
+
+Advice names keys that act: `trainer.stages.N.epochs` where the stages set their own epochs (then trainer.epochs
+changes nothing), trainer.epochs for a single stage that does not.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from fxp.runs import CONFIG, METRICS, PLOTS, lower_is_better, read_metrics, read_monitor, read_summary
+from fxp.runs import (CONFIG, METRICS, PLOTS, baselines, first_line, lower_is_better, read_config, read_metrics,
+                      read_monitor, read_summary)
 
 EXPLODE = 10.0
 MIN_EPOCHS_AFTER_BEST = 2
@@ -26,14 +39,20 @@ NOISE = 0.1
 STEEP = 0.5
 PLOT = Path(PLOTS) / "diagnosis.png"
 
+ADVERSARIAL = ("gen_loss", "crit_loss")  # columns of a GAN's curves
 ADVICE = {
+    "failed": "fix what the error says and run again (the traceback is in train.log)",
     "diverged": "learning rate too high: lower trainer.lr (e.g. 10x), or pick it with trainer.lr=find",
-    "over-fitting": "train fewer epochs (trainer.epochs={epoch}), or regularise: more data augmentation, "
-                    "weight decay (trainer.wd), dropout",
-    "under-fitting": "train more epochs (trainer.epochs) or at a higher lr; use less regularisation "
-                     "(weight decay, dropout, augmentation)",
-    "still improving": "train longer (more trainer.epochs): the valid loss was still falling steeply",
+    "no better than its baseline": "the model learnt nothing usable: check the labels and inputs (fxp predict on a "
+                                   "few items), then train longer ({more}) or at a higher lr (trainer.lr=find)",
+    "over-fitting": "train fewer epochs ({fewer}), or regularise: more data augmentation, weight decay (trainer.wd), "
+                    "dropout",
+    "under-fitting": "train more epochs ({more}) or at a higher lr; use less regularisation (weight decay, dropout, "
+                     "augmentation)",
+    "still improving": "train longer ({more}): the valid loss was still falling steeply",
     "looks fine": "nothing to fix by these rules; compare runs with fxp runs --sort METRIC",
+    "adversarial": "a GAN's losses are adversarial, so the over- and under-fitting rules do not apply: judge the "
+                   "generated images in plots/ and the main metric{steps}",
     "no epochs": "no epoch finished: nothing to diagnose yet",
 }
 
@@ -43,7 +62,7 @@ def finish(run) -> None:
     if not read_metrics(run.path):
         return
     try:
-        run.info["diagnosis"] = diagnose(run.path, status=run.status)
+        run.info["diagnosis"] = diagnose(run.path, status=run.status, summary=run.info)
         plot(run.path, run.info["diagnosis"], run.path / PLOT)
     except Exception as e:  # the run's own outcome matters more than its diagnosis
         run.info["diagnosis"] = {"error": f"{type(e).__name__}: {e}"}
@@ -52,28 +71,79 @@ def finish(run) -> None:
 # --- the rules -------------------------------------------------------------------------------------------------
 
 
-def diagnose(run_dir: Path, status: str | None = None) -> dict:
+def diagnose(run_dir: Path, status: str | None = None, summary: dict | None = None) -> dict:
     """The run's verdict, the epoch it happened at, what to try, and every finding (JSON-able).
 
-    `status` overrides summary.json's, for a caller that diagnoses a run before its summary is final.
+    `status` and `summary` (fields such as the error and the baselines) override summary.json's, for a caller that
+    diagnoses a run before its summary is final.
     """
     run_dir = Path(run_dir)
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("epoch"), float)]
-    status = status or read_summary(run_dir).get("status")
+    summary = {**_dict(read_summary(run_dir)), **(summary or {})}
+    status = status or summary.get("status")
     metric, lower = main_metric(run_dir, rows)
-    divergence = diverged(rows, status)  # a diverged run's curves say nothing more
-    findings = [divergence] if divergence else [f for f in (over_fitting(rows, metric, lower), under_fitting(rows),
-                                                            still_improving(rows)) if f]
+    keys = EpochKeys(run_dir, rows)
+    baseline = baselines(summary).get(metric)
+    adversarial = bool(rows) and all(k in rows[0] for k in ADVERSARIAL)
+    if status == "failed":
+        findings = [failed(rows, summary.get("error"))]
+    elif adversarial:
+        findings = gan_findings(run_dir, rows, status, metric, lower, baseline)
+    else:
+        divergence = diverged(rows, status)  # a diverged run's curves say nothing more
+        findings = [divergence] if divergence else [
+            f for f in (below_baseline(rows, metric, lower, baseline, keys), over_fitting(rows, metric, lower, keys),
+                        under_fitting(rows, keys), still_improving(rows, keys)) if f]
     if not findings:
         findings = [finding("looks fine", _epoch(rows[-1]), "none of the rules holds") if rows
                     else finding("no epochs", None, f"{METRICS} has no rows")]
     top = findings[0]
     return dict(verdict=top["verdict"], epoch=top["epoch"], advice=top["advice"], metric=metric,
-                epochs=len(rows), curves=curves(rows, metric), findings=findings)
+                epochs=len(rows), curves=curves(rows, metric, baseline), findings=findings)
 
 
-def finding(verdict: str, epoch: int | None, evidence: str) -> dict:
-    return dict(verdict=verdict, epoch=epoch, advice=ADVICE[verdict].format(epoch=epoch), evidence=evidence)
+def finding(verdict: str, epoch: int | None, evidence: str, **advice) -> dict:
+    return dict(verdict=verdict, epoch=epoch, advice=ADVICE[verdict].format(epoch=epoch, **advice), evidence=evidence)
+
+
+class EpochKeys:
+    """The keys that set a run's epochs, as advice names them: trainer.epochs for one stage that does not set its
+    own, else `trainer.stages.N.epochs` (with stages that set their epochs, trainer.epochs changes nothing).
+    A step's folder (lm/, gen/: its config is the run's, its stages the kind's) gets the step's stages, unnamed."""
+
+    def __init__(self, run_dir: Path, rows: list[dict]):
+        self.step = not (run_dir / CONFIG).is_file() and (run_dir.parent / CONFIG).is_file()
+        trainer = _dict(_dict(read_config(run_dir)).get("trainer"))
+        self.stages = [_dict(st) for st in trainer.get("stages") or []] if isinstance(trainer.get("stages"),
+                                                                                       list) else []
+        self.epochs, self.rows = trainer.get("epochs"), rows
+
+    def _key(self, i: int) -> str:
+        if not self.stages or (len(self.stages) == 1 and self.stages[0].get("epochs") is None):
+            return "trainer.epochs"
+        return f"trainer.stages.{i}.epochs"
+
+    def more(self) -> str:
+        "More epochs: the last stage's key, with its value now."
+        if self.step:
+            return "more epochs in this step's stages (fxp train --cfg job shows them)"
+        i = max(len(self.stages) - 1, 0)
+        now = self.stages[i].get("epochs") if self.stages else None
+        now = self.epochs if now is None else now
+        return f"more {self._key(i)}" + (f", now {now}" if now is not None else "")
+
+    def fewer(self, epoch: int) -> str:
+        "Stop at `epoch` (counted across stages): the key of its stage, set to its epoch within the stage."
+        if self.step:
+            return f"stop this step at epoch {epoch}: fewer epochs in its stages"
+        row = next((r for r in self.rows if _epoch(r) == epoch), None)
+        stage = _stage(row) if row is not None else None
+        if stage is None or not 1 <= stage <= len(self.stages) or self._key(stage - 1) == "trainer.epochs":
+            return f"trainer.epochs={epoch}"
+        within = sum(1 for r in self.rows if _stage(r) == stage and _epoch(r) <= epoch)
+        later = len(self.stages) - stage
+        tail = f", and fewer or none of the {later} later stage{'s' * (later != 1)}" if later else ""
+        return f"{self._key(stage - 1)}={within}{tail}"
 
 
 def main_metric(run_dir: Path, rows: list[dict]) -> tuple[str, bool]:
@@ -105,7 +175,47 @@ def diverged(rows: list[dict], status: str | None) -> dict | None:
     return None
 
 
-def over_fitting(rows: list[dict], metric: str, lower: bool) -> dict | None:
+def failed(rows: list[dict], error) -> dict:
+    "A failed run: its error is the diagnosis."
+    done = f"after {len(rows)} epoch{'s' * (len(rows) != 1)}" if rows else "before any epoch (no epochs)"
+    return finding("failed", None, f"the run failed {done}: {first_line(error) or 'no error recorded (see train.log)'}")
+
+
+def below_baseline(rows: list[dict], metric: str, lower: bool, baseline, keys: EpochKeys) -> dict | None:
+    "The main metric's last value no better than the baseline fxp computed for it."
+    last = rows[-1].get(metric) if rows else None
+    if baseline is None or not _finite(last) or (last < baseline[0] if lower else last > baseline[0]):
+        return None
+    return finding("no better than its baseline", _epoch(rows[-1]),
+                   f"{metric} {last:.4g} vs {baseline[0]:.4g} for {baseline[1]}", more=keys.more())
+
+
+def gan_findings(run_dir: Path, rows: list[dict], status, metric: str, lower: bool, baseline) -> list[dict]:
+    "What a GAN's curves can say: a non-finite loss, the main metric against its baseline and over the run."
+    bad = next((r for r in rows if not all(_finite(r.get(k)) for k in ("train_loss", "valid_loss", *ADVERSARIAL)
+                                           if k in r)), None)
+    if bad is not None or status == "diverged":
+        epoch = _epoch(bad) if bad is not None else (_epoch(rows[-1]) + 1)
+        return [finding("diverged", epoch, f"a loss became NaN or infinite in epoch {epoch}")]
+    first, last = rows[0].get(metric), rows[-1].get(metric)
+    evidence = [f"gen_loss {rows[0]['gen_loss']:.4g} -> {rows[-1]['gen_loss']:.4g}, crit_loss "
+                f"{rows[0]['crit_loss']:.4g} -> {rows[-1]['crit_loss']:.4g} (adversarial: not a measure of fit)"]
+    if _finite(first) and _finite(last) and metric not in ADVERSARIAL:
+        better = last < first if lower else last > first
+        evidence.append(f"{metric} {first:.4g} -> {last:.4g} ({'improved' if better else 'no better'})")
+    if baseline is not None and _finite(last):
+        beats = last < baseline[0] if lower else last > baseline[0]
+        evidence.append(f"{metric} {last:.4g} vs {baseline[0]:.4g} for {baseline[1]}")
+        if not beats:
+            return [finding("no better than its baseline", _epoch(rows[-1]), "; ".join(evidence[1:]),
+                            more="the generator's pre-training, then the GAN step")]
+    steps = [p.name for p in sorted(Path(run_dir).iterdir()) if (p / METRICS).is_file()] if rows else []
+    hint = (f"; its supervised pre-training steps are diagnosed on their own: "
+            f"{', '.join(f'fxp diagnose {Path(run_dir) / n}' for n in steps)}") if steps else ""
+    return [finding("adversarial", _epoch(rows[-1]), "; ".join(evidence), steps=hint)]
+
+
+def over_fitting(rows: list[dict], metric: str, lower: bool, keys: EpochKeys) -> dict | None:
     "The main metric's best epoch, if the metric then got clearly and lastingly worse."
     values = [r.get(metric) for r in rows]
     if len(values) < 1 + MIN_EPOCHS_AFTER_BEST or not all(map(_finite, values)):
@@ -118,20 +228,21 @@ def over_fitting(rows: list[dict], metric: str, lower: bool) -> dict | None:
         return None
     best, last = _epoch(rows[b]), _epoch(rows[-1])
     return finding("over-fitting", best, f"{metric} best {values[b]:.4g} at epoch {best}, {values[-1]:.4g} at "
-                                         f"epoch {last}")
+                                         f"epoch {last}", fewer=keys.fewer(best))
 
 
-def under_fitting(rows: list[dict]) -> dict | None:
+def under_fitting(rows: list[dict], keys: EpochKeys) -> dict | None:
     "Training loss above valid loss at every epoch."
     pairs = [(r.get("train_loss"), r.get("valid_loss")) for r in rows]
     if not pairs or not all(_finite(t) and _finite(v) and t > v for t, v in pairs):
         return None
     (t0, v0), (t1, v1) = pairs[0], pairs[-1]
     return finding("under-fitting", _epoch(rows[-1]), f"train_loss above valid_loss at every epoch "
-                                                      f"({t0:.4g} > {v0:.4g} first, {t1:.4g} > {v1:.4g} last)")
+                                                      f"({t0:.4g} > {v0:.4g} first, {t1:.4g} > {v1:.4g} last)",
+                   more=keys.more())
 
 
-def still_improving(rows: list[dict]) -> dict | None:
+def still_improving(rows: list[dict], keys: EpochKeys) -> dict | None:
     "The valid loss's last drop, against its average drop per epoch over the run."
     valid = [r.get("valid_loss") for r in rows]
     if len(valid) < 2 or not all(map(_finite, valid)):
@@ -141,17 +252,19 @@ def still_improving(rows: list[dict]) -> dict | None:
         return None
     return finding("still improving", _epoch(rows[-1]), f"valid_loss fell {last_drop:.4g} in the last epoch "
                                                         f"({valid[-2]:.4g} -> {valid[-1]:.4g}); "
-                                                        f"{average_drop:.4g} per epoch on average")
+                                                        f"{average_drop:.4g} per epoch on average",
+                   more=keys.more())
 
 
-def curves(rows: list[dict], metric: str) -> str:
-    "Each loss and the main metric from the first epoch to the last, in a line."
+def curves(rows: list[dict], metric: str, baseline=None) -> str:
+    "Each loss and the main metric from the first epoch to the last, in a line; the metric's baseline if known."
     if not rows:
         return ""
     first, last = rows[0], rows[-1]
     names = dict.fromkeys(["train_loss", "valid_loss", metric])
-    return ", ".join(f"{k} {first.get(k, math.nan):.4g} -> {last.get(k, math.nan):.4g}" for k in names
+    line = ", ".join(f"{k} {first.get(k, math.nan):.4g} -> {last.get(k, math.nan):.4g}" for k in names
                      if isinstance(first.get(k), float) and isinstance(last.get(k), float))
+    return line + (f" ({baseline[0]:.4g} for {baseline[1]})" if baseline is not None else "")
 
 
 def _finite(v) -> bool:
@@ -160,6 +273,15 @@ def _finite(v) -> bool:
 
 def _epoch(row: dict) -> int:
     return int(row["epoch"])
+
+
+def _stage(row: dict) -> int | None:
+    return int(row["stage"]) if _finite(row.get("stage")) else None
+
+
+def _dict(value) -> dict:
+    "A mapping read from a file, or {} if it has another shape."
+    return value if isinstance(value, dict) else {}
 
 
 # --- plot -------------------------------------------------------------------------------------------------
