@@ -12,30 +12,60 @@ from fxp.runs import NOT_METRICS, read_metrics
 
 
 def loss_curves(run_dir: Path) -> None:
-    "Train and valid loss per epoch, and each metric, with stage boundaries marked."
+    """Each epoch's curves, one panel per scale (curve_panels), with stage boundaries marked: the language model's
+    accuracy (0.06) and perplexity (300) are not drawn on one axis."""
     rows = read_metrics(run_dir)
     if not rows:
         return
     epochs = [r["epoch"] for r in rows]
-    metrics = [k for k in rows[0] if k not in NOT_METRICS and "loss" not in k]
-    fig, axs = plt.subplots(1, 1 + bool(metrics), figsize=(6 * (1 + bool(metrics)), 4), squeeze=False)
-    for name in ("train_loss", "valid_loss"):
-        axs[0, 0].plot(epochs, [r[name] for r in rows], marker="o", label=name)
-    for name in metrics:
-        axs[0, 1].plot(epochs, [r[name] for r in rows], marker="o", label=name)
-    for ax in axs.flat:
+    panels = curve_panels(rows)
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, names in zip(axs.flat, panels):
+        for name in names:
+            ax.plot(epochs, [_plottable(r.get(name)) for r in rows], marker="o", label=name)
+        values = [_plottable(r.get(n)) for r in rows for n in names]
+        positive = [v for v in values if v == v and v > 0]
+        if positive and len(positive) == sum(v == v for v in values) and max(positive) > 100 * min(positive):
+            ax.set_yscale("log")  # a loss that fell (or exploded) over decades
         for a, b in zip(rows, rows[1:]):
             if a["stage"] != b["stage"]:
                 ax.axvline(a["epoch"] + 0.5, color="grey", linestyle=":")
         ax.set_xlabel("epoch")
+        ax.set_title(", ".join(names), fontsize=10)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend()
+    for ax in list(axs.flat)[len(panels):]:
+        ax.set_visible(False)
     save(fig, Path(run_dir) / "plots" / "loss_curves.png")
+
+
+def curve_panels(rows: list[dict]) -> list[list[str]]:
+    """The curves of metrics.csv grouped by scale: train and valid loss together; the metrics whose values all lie in
+    [0, 1] (accuracy, error_rate, fbeta) together; each other curve (perplexity, psnr, mse, a GAN's gen_loss and
+    crit_loss) alone."""
+    names = [k for k in rows[0] if k not in NOT_METRICS]
+    losses = [n for n in ("train_loss", "valid_loss") if n in names]
+    rest = [n for n in names if n not in losses]
+    unit = [n for n in rest if "loss" not in n and _in_unit([_plottable(r.get(n)) for r in rows])]
+    return [p for p in [losses, unit, *([n] for n in rest if n not in unit)] if p]
+
+
+def _in_unit(values: list[float]) -> bool:
+    finite = [v for v in values if v == v]
+    return bool(finite) and all(0 <= v <= 1 for v in finite)
+
+
+def _plottable(v) -> float:
+    "A number to draw (NaN, a gap, for anything else)."
+    return float(v) if isinstance(v, (int, float)) else float("nan")
 
 
 def save(fig, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(dest, dpi=80)
+    fig.savefig(dest, dpi=80, bbox_inches="tight")  # keeps what lies outside the axes (a legend below them)
     plt.close(fig)
 
 

@@ -1,5 +1,8 @@
 """Semantic segmentation (lesson 3, CamVid): images/x.png with a mask labels/x_P.png whose pixels index codes.txt.
 
+Masks may have another extension than their images (`task.label_ext`: JPEG photos with PNG masks, the Oxford-IIIT Pet
+trimaps) and the codes may be given as a list in the config (`task.codes: [a, b, c]`) where no codes file exists.
+
 A U-Net (fastai's unet_learner) on the model's encoder. The split is valid.txt (image names) when present, else
 random. Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
 """
@@ -7,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from fxp.checks import check_images, check_model
-from fxp.errors import FxpError
+from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Split, TaskBase
 
-VOID_ACCURACY = "acc_camvid"  # the metric name lesson 3 gave pixel accuracy that ignores the `void` code
+# pixel accuracy leaving out the `void` code: the name lesson 3 gave it, and a name for data sets other than CamVid
+PIXEL_ACCURACY = ("acc_camvid", "pixel_accuracy")
 
 
 @dataclass
@@ -21,9 +25,11 @@ class Task(Images, Split, TaskBase):
     "Image keys (fxp.schema.Images: the item Resize and aug apply to the masks too); valid_pct when no valid_file."
     kind: str = "segmentation"
     images: str = "images"  # image folder, relative to data.path
-    labels: str = "labels"  # mask folder: the mask of images/x.png is labels/x{label_suffix}.png
+    labels: str = "labels"  # mask folder: the mask of images/x.png is labels/x{label_suffix}{label_ext}
     label_suffix: str = "_P"
-    codes: str = "codes.txt"  # one class name a line; mask pixel value i is codes[i]
+    label_ext: Optional[str] = None  # the masks' extension (.png for JPEG photos); null: the image's
+    codes: Any = "codes.txt"  # a file of one class name a line (relative to data.path), or the names as a list;
+    # mask pixel value i is codes[i]
     void: Optional[str] = "Void"  # the code acc_camvid leaves out; null counts every pixel
     valid_file: str = "valid.txt"  # image names of the validation set; if absent, a random valid_pct split
     resize_method: str = "squish"  # crop | pad | squish
@@ -31,40 +37,55 @@ class Task(Images, Split, TaskBase):
 
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
-    check_images(cfg.task)
+    from omegaconf import OmegaConf
+
+    t = cfg.task
+    check_images(t)
     check_model(cfg, ("arch",), "a U-Net encoder, e.g. model=unet_resnet34 or resnet18")
+    if OmegaConf.is_list(t.codes):
+        if not t.codes or not all(isinstance(c, str) and c.strip() for c in t.codes):
+            raise ConfigError(f"task.codes={list(t.codes)} must name each class (mask value i = codes[i]), "
+                              f"e.g. task.codes=[pet,background,border]; or give a codes file: task.codes=codes.txt")
+    elif not isinstance(t.codes, str):
+        raise ConfigError(f"task.codes={t.codes!r} must be a codes file (relative to data.path) or a list of names")
 
 
 class LabelFile:
-    "images/x.png → labels/x_P.png (a class, not a lambda, so the exported learner pickles)."
+    "images/x.png → labels/x_P.png, or with `ext` labels/x_P.png for x.jpg (a class, so the exported learner pickles)."
 
-    def __init__(self, folder: Path, suffix: str):
-        self.folder, self.suffix = Path(folder), suffix
+    ext = None  # learners exported before task.label_ext unpickle without it: the image's suffix
+
+    def __init__(self, folder: Path, suffix: str, ext: str | None = None):
+        self.folder, self.suffix, self.ext = Path(folder), suffix, ext and "." + ext.lstrip(".")
 
     def __call__(self, fn) -> Path:
         fn = Path(fn)
-        return self.folder / f"{fn.stem}{self.suffix}{fn.suffix}"
+        return self.folder / f"{fn.stem}{self.suffix}{self.ext or fn.suffix}"
 
 
-def read_codes(path: Path) -> list[str]:
+def read_codes(root: Path, codes) -> tuple[list[str], str]:
+    "The class names (task.codes: a file under `root`, or the names) and where they come from, for messages."
+    if not isinstance(codes, str):
+        return [str(c).strip() for c in codes], "task.codes"
+    path = root / codes
     if not path.is_file():
         raise FxpError(f"codes file not found: {path}; it lists one class name a line (mask value i = line i): "
-                       f"set task.codes= (relative to data.path) or data.path=")
-    codes = [c.strip() for c in path.read_text().splitlines() if c.strip()]
-    if not codes:
+                       f"set task.codes= (a file relative to data.path, or the names: task.codes=[a,b]) or data.path=")
+    names = [c.strip() for c in path.read_text().splitlines() if c.strip()]
+    if not names:
         raise FxpError(f"codes file {path} is empty; it must list one class name a line (mask value i = line i)")
-    return codes
+    return names, str(path)
 
 
-def check_masks(files: list[Path], get_y: LabelFile, codes: list[str], path: Path) -> None:
-    "Every image has a mask of its size, and no mask value is past the last code."
+def check_masks(files: list[Path], get_y: LabelFile, codes: list[str], where: str) -> None:
+    "Every image has a mask of its size, and no mask value is past the last code (`where` the codes come from)."
     from PIL import Image
 
     top = (-1, None)
     for f in files:
         mask = get_y(f)
         if not mask.is_file():
-            raise FxpError(f"no mask for {f}: expected {mask}; check task.labels= and task.label_suffix=")
+            raise FxpError(f"no mask for {f}: expected {mask}; {_mask_hint(mask)}")
         with Image.open(f) as im, Image.open(mask) as m:
             if im.size != m.size:
                 raise FxpError(f"mask {mask} is {m.size[0]}x{m.size[1]} but its image {f} is "
@@ -72,8 +93,18 @@ def check_masks(files: list[Path], get_y: LabelFile, codes: list[str], path: Pat
             hi = m.convert("L").getextrema()[1]  # as fastai's PILMask reads it
         top = max(top, (hi, mask))
     if top[0] >= len(codes):
-        raise FxpError(f"mask {top[1]} has value {top[0]} but {path} lists only {len(codes)} codes (values "
-                       f"0..{len(codes) - 1}); add the missing class names to {path.name} or set task.codes=")
+        fix = "name them all in task.codes" if where == "task.codes" else \
+            f"add the missing class names to {Path(where).name} or set task.codes="
+        raise FxpError(f"mask {top[1]} has value {top[0]} but {where} lists only {len(codes)} codes (values "
+                       f"0..{len(codes) - 1}); {fix}")
+
+
+def _mask_hint(mask: Path) -> str:
+    "What to set when a mask is not where it was looked for: its extension when a file of that name has another."
+    others = sorted(p for p in mask.parent.glob(f"{mask.stem}.*") if p.suffix != mask.suffix) if mask.parent.is_dir() else []
+    if others:
+        return f"{others[0].name} is there: set task.label_ext={others[0].suffix} (the masks' extension)"
+    return "check task.labels=, task.label_suffix= and task.label_ext= (the masks' extension; null: the image's)"
 
 
 def dls(cfg, device):
@@ -87,13 +118,13 @@ def dls(cfg, device):
 
     t = cfg.task
     root = data_path(cfg)
-    codes = read_codes(root / t.codes)
+    codes, where = read_codes(root, t.codes)
     if t.void is not None and t.void not in codes:
-        raise FxpError(f"task.void={t.void!r} is not in {root / t.codes}; name one of its codes, "
+        raise FxpError(f"task.void={t.void!r} is not in {where}; name one of its codes, "
                        f"or set task.void=null to count every pixel")
     files, bad = check_images(image_files(root / t.images), cfg.data.skip_bad)
-    get_y = LabelFile(root / t.labels, t.label_suffix)
-    check_masks(files, get_y, codes, root / t.codes)
+    get_y = LabelFile(root / t.labels, t.label_suffix, t.label_ext)
+    check_masks(files, get_y, codes, where)
     valid_file = root / t.valid_file
     split = FileSplitter(valid_file) if valid_file.is_file() else splitter(t)
     block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=get_y, splitter=split,
@@ -111,14 +142,14 @@ def factories(cfg) -> list:
 
 
 def learner(cfg, dls):
-    "A U-Net with one output channel per code; `acc_camvid` is pixel accuracy leaving out `task.void`."
+    "A U-Net with one output channel per code; `acc_camvid` (or `pixel_accuracy`) is pixel accuracy leaving out `task.void`."
     from fxp import vision
     from fxp.learner import CrossEntropyLossPlain
     from fxp.metrics import metrics
 
     codes = _codes(dls)
     void = codes.index(cfg.task.void) if cfg.task.void is not None else None
-    mets = [vision.PixelAccuracy(void, name=m) if m == VOID_ACCURACY else metrics([m])[0]
+    mets = [vision.PixelAccuracy(void, name=m) if m in PIXEL_ACCURACY else metrics([m])[0]
             for m in cfg.task.metrics]
     return vision.unet(cfg, dls, n_out=len(codes), metrics=mets, loss_func=CrossEntropyLossPlain(axis=1))
 
@@ -133,7 +164,8 @@ def evaluate(learn, cfg) -> dict:
 
 
 def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:
-    "Image, true mask and predicted mask (over the image) for the first few validation images."
+    """Image, true mask and predicted mask (over the image) for the first few validation images, one colour per code
+    and a legend of the codes they show; each prediction titled with its pixel accuracy (leaving out task.void)."""
     from fxp.plots import displayable, plt, save
 
     items = learn.dls.valid_ds.items[:n]
@@ -142,18 +174,40 @@ def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:
     images = dl.decode((inp, targs))[0]
     codes, preds = _codes(learn.dls), probs.argmax(1)
     void = codes.index(cfg.task.void) if cfg.task.void is not None else -1
-    fig, axs = plt.subplots(len(items), 3, figsize=(10, 2.6 * len(items)), squeeze=False)
+    colours = code_colours(len(codes))
+    fig, axs = plt.subplots(len(items), 3, figsize=(10, 2.8 * len(items)), squeeze=False)
     for row, f, im, targ, pred in zip(axs, items, images, targs, preds):
         im = displayable(im)
         keep = targ != void
         acc = (pred[keep] == targ[keep]).float().mean().item() if keep.any() else float("nan")
-        for ax, mask, title in zip(row, (None, targ, pred), (Path(f).name, "true mask", f"predicted ({acc:.2f})")):
+        for ax, mask, title in zip(row, (None, targ, pred), (Path(f).name, "true mask", f"predicted (accuracy {acc:.2f})")):
             ax.imshow(im)
             if mask is not None:
-                ax.imshow(mask.cpu(), cmap="tab20", vmin=0, vmax=len(codes) - 1, alpha=0.6, interpolation="nearest")
-            ax.set_title(title, fontsize=8)
+                ax.imshow(colours[mask.cpu().numpy()], alpha=0.55, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
             ax.axis("off")
+    shown = sorted(set(targs.unique().tolist()) | set(preds.unique().tolist()))
+    legend(fig, [(colours[i], codes[i] + (" (void)" if i == void else "")) for i in shown])
     save(fig, dest / "masks.png")
+
+
+def code_colours(n: int):
+    "An (n, 3) array of distinct RGB colours, one per code (tab10, tab20, then tab20 + tab20b + tab20c, repeating)."
+    import numpy as np
+    from matplotlib import colormaps
+
+    names = ["tab10"] if n <= 10 else ["tab20"] if n <= 20 else ["tab20", "tab20b", "tab20c"]
+    cols = np.concatenate([np.asarray(colormaps[m].colors)[:, :3] for m in names])
+    return cols[np.arange(n) % len(cols)]
+
+
+def legend(fig, entries) -> None:
+    "A legend of (colour, name) patches below the figure's axes."
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.5, label=name) for c, name in entries]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(6, len(handles)), fontsize=9,
+               frameon=False)
 
 
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
