@@ -1,11 +1,128 @@
 """Value checks a schema type cannot express, shared by the core and the kinds: each fails with one line naming the key."""
 from __future__ import annotations
 
+import functools
+import math
+from dataclasses import fields, is_dataclass, replace
+
 from omegaconf import OmegaConf
 
 from fxp.errors import ConfigError
+from fxp.schema import POLICIES, Valid  # noqa: F401  (POLICIES: the stage policies, for the kinds and tests)
 
-POLICIES = ("fit_one_cycle", "fine_tune", "fit")
+
+def check_values(cfg) -> None:
+    """Every value of `cfg` (typed and resolved) that its schema field declares a `Valid` for (fxp.schema): ranges,
+    list lengths, integers, choices; one line naming the first bad key. Schema nodes anywhere are checked (a kind's
+    own stage lists too); untyped ones (model.kwargs, logger) are not."""
+    for key, value, v in declared(cfg):
+        if value is not None:
+            check_value(key, value, v)
+
+
+def check_no_ops(cfg, overrides) -> None:
+    """A key of the command line that changes nothing is an error: `trainer.epochs` (or `trainer.lr`) when every stage
+    of `cfg` sets its own (the stage fields declared `default_from` it). One line naming the keys that act."""
+    given = {o.lstrip("+").partition("=")[0]: o.partition("=")[2] for o in overrides if "=" in o[1:]}
+    acting = {}
+    for key, value, v in declared(cfg):
+        if v.default_from:
+            acting.setdefault(v.default_from, []).append((key, value))
+    for key, stages in acting.items():
+        if key in given and all(value is not None for _, value in stages):
+            own = ", ".join(f"{k}={_shown(value)}" for k, value in stages)
+            raise ConfigError(f"{key}={given[key]} changes nothing: every stage sets its own ({own}); "
+                              f"set those instead, e.g. {stages[0][0]}={given[key]}")
+
+
+def declared(node, key: str = ""):
+    "(key, value, Valid) for each value under `node` whose schema field declares a `Valid` (fxp.schema), at any depth."
+    if OmegaConf.is_list(node):
+        for i, item in enumerate(node):
+            if OmegaConf.is_config(item):
+                yield from declared(item, f"{key}.{i}")
+        return
+    spec = declared_values(OmegaConf.get_type(node))
+    for name in node:
+        value, full = node[name], f"{key}.{name}" if key else str(name)
+        if name in spec:
+            yield full, value, spec[name]
+        if OmegaConf.is_config(value):
+            yield from declared(value, full)
+
+
+def _shown(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+@functools.cache
+def declared_values(schema) -> dict:
+    """{field: Valid} of a schema class; a field a subclass re-declares (another default) keeps its base's declaration.
+    An int field takes integers only (`whole`), as its type says."""
+    if not is_dataclass(schema):
+        return {}
+    out = {}
+    for klass in reversed(schema.__mro__):
+        for f in fields(klass) if is_dataclass(klass) else ():
+            if "valid" in f.metadata:
+                whole = str(f.type) in ("int", "Optional[int]")
+                out[f.name] = replace(f.metadata["valid"], whole=True) if whole else f.metadata["valid"]
+    return out
+
+
+def check_value(key: str, value, v: Valid) -> None:
+    "`value` of `key` as `v` declares it, or one line saying what the key takes."
+    if v.choices:
+        return check_in(key, value, v.choices)
+    if not v.interval:
+        return
+    if OmegaConf.is_list(value) or isinstance(value, list):
+        ok = v.items is not None and len(value) == v.items and all(_in(x, v) for x in value)
+    else:
+        ok = v.scalar and _in(value, v)
+    if not ok:
+        raise ConfigError(f"{key}={_shown(value)!r} is not valid: give {_takes(v)}" + (f" ({v.why})" if v.why else ""))
+
+
+def _in(x, v: Valid) -> bool:
+    "`x` is a number (an integer where `v.whole`) inside `v.interval`."
+    if not _is_number(x) or (v.whole and not isinstance(x, int)):
+        return False
+    lo, hi, lo_open, hi_open = _bounds(v.interval)
+    return (lo < x if lo_open else lo <= x) and (x < hi if hi_open else x <= hi)
+
+
+@functools.cache
+def _bounds(interval: str) -> tuple:
+    "'[1, inf)' → (1.0, inf, False, True)."
+    lo, hi = (float(b.strip()) for b in interval[1:-1].split(","))
+    return lo, hi, interval[0] == "(", interval[-1] == ")"
+
+
+def _takes(v: Valid) -> str:
+    "What a field takes, in words: 'an integer ≥ 2', 'a list of 3 numbers in [0, 1)', 'an integer ≥ 1 or a list of 2'."
+    lo, hi, lo_open, hi_open = _bounds(v.interval)
+    where = (f"{'>' if lo_open else '≥'} {lo:g}" if math.isinf(hi) else f"in {v.interval}")
+    one = f"{'an integer' if v.whole else 'a number'} {where}"
+    many = f"a list of {v.items} {'integers' if v.whole else 'numbers'} {where}"
+    return many if v.items and not v.scalar else f"{one} or {many}" if v.items else one
+
+
+def frozen_random_body(cfg, stages) -> str | None:
+    """The first of `stages` (those that start from the model's weights) freezes the body of an architecture that
+    has no pretrained weights (model.pretrained=false): only the head of a random network would learn. A warning."""
+    m = cfg.model
+    if m.arch is None or m.pretrained or not stages:
+        return None
+    s, key = stages[0], f"{stages._get_full_key(None)}.0"
+    if s.policy == "fine_tune" and s.freeze_epochs:
+        what, fix = f"policy fine_tune first trains {s.freeze_epochs} epoch(s) frozen", f"{key}.policy=fit_one_cycle"
+    elif s.freeze is True or (not isinstance(s.freeze, bool) and isinstance(s.freeze, int) and s.freeze < 0):
+        what, fix = f"freeze: {str(s.freeze).lower()}", f"{key}.freeze=null"
+    else:
+        return None
+    return (f"model.pretrained=false, yet {key} trains with the body frozen ({what}): only the head of a random "
+            f"network learns there; train it whole ({fix}, or trainer=default), or use pretrained weights")
 
 
 def check_stages(key: str, stages) -> None:
@@ -13,7 +130,6 @@ def check_stages(key: str, stages) -> None:
     if not stages:
         raise ConfigError(f"{key} is empty: give at least one stage, e.g. [{{policy: fit_one_cycle}}]")
     for i, s in enumerate(stages):
-        check_in(f"{key}.{i}.policy", s.policy, POLICIES)
         check_lr(f"{key}.{i}.lr", s.lr)
         if not (s.freeze is None or isinstance(s.freeze, (bool, int))):
             raise ConfigError(f"{key}.{i}.freeze={s.freeze!r} is not valid: give true (freeze the body), "
@@ -48,11 +164,16 @@ def check_in(key: str, value, allowed) -> None:
 
 
 def check_lr(key: str, lr) -> None:
-    ok = (lr is None or lr == "find" or _is_number(lr)
-          or (OmegaConf.is_list(lr) or isinstance(lr, list)) and len(lr) == 2 and all(map(_is_number, lr)))
+    "A learning rate: a positive number, a [lo, hi] pair of them (discriminative rates), 'find', or None (inherited)."
+    ok = (lr is None or lr == "find" or _is_rate(lr)
+          or (OmegaConf.is_list(lr) or isinstance(lr, list)) and len(lr) == 2 and all(map(_is_rate, lr)))
     if not ok:
-        raise ConfigError(f"{key}={lr!r} is not a learning rate: give a number (3e-3), "
+        raise ConfigError(f"{key}={_shown(lr)!r} is not a learning rate: give a positive number (3e-3), "
                           f"a [lo, hi] pair for discriminative rates, or 'find'")
+
+
+def _is_rate(x) -> bool:
+    return _is_number(x) and 0 < x < math.inf
 
 
 def _is_number(x) -> bool:

@@ -12,10 +12,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from fxp.errors import ConfigError
+from fxp.schema import DEVICES, PRECISIONS  # noqa: F401  (declared with the trainer's fields)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 GROUPS = ("task", "model", "trainer", "logger", "experiment")
+NODE_GROUP = "node"  # `+node=task.aug`: a schema node that is null by default, made with its schema's defaults
 
 
 @functools.cache
@@ -44,6 +44,39 @@ def register() -> None:
         cs.store(group="kind", name=kind, node=dispatch.kind_module(kind).Task)
     for path in sorted(experiments_dir().glob("*.yaml")):
         cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
+    for path in null_nodes():
+        node = {}
+        for part in reversed(path.split(".")):
+            node = {part: node}
+        cs.store(group=NODE_GROUP, name=path, node=node, package="_global_")
+
+
+@functools.cache
+def null_nodes() -> tuple[str, ...]:
+    """The keys whose schema is a dataclass and whose default is null (`task.aug`, `reproduce`), in the root schema
+    and every kind's task: `+node=KEY` makes one from its schema, so that keys inside it can be set."""
+    from fxp import dispatch
+    from fxp.schema import Config
+
+    paths = _null_nodes(Config, "")
+    for kind in dispatch.kinds():
+        paths += [p for p in _null_nodes(dispatch.kind_module(kind).Task, "task.") if p not in paths]
+    return tuple(paths)
+
+
+def _null_nodes(schema, prefix: str) -> list[str]:
+    import typing
+    from dataclasses import fields, is_dataclass
+
+    hints, out = typing.get_type_hints(schema), []
+    for f in fields(schema):
+        args = typing.get_args(hints[f.name])
+        inner = [a for a in args if a is not type(None)]
+        if type(None) in args and len(inner) == 1 and is_dataclass(inner[0]):
+            out.append(f"{prefix}{f.name}")
+        elif is_dataclass(hints[f.name]):
+            out += _null_nodes(hints[f.name], f"{prefix}{f.name}.")
+    return out
 
 
 def conf_dir() -> Path:
@@ -73,25 +106,26 @@ def _first_comment(path: Path) -> str:
     return ""
 
 
-def validate(cfg):
-    "Type `cfg.task` by its kind and check the values a schema type cannot; raise ConfigError with one line."
+def validate(cfg, overrides=()):
+    """A new config, typed by the schemas (`cfg.task` by its kind) and checked before anything heavy is imported; else
+    ConfigError with one line naming the key. Checked: interpolations resolve; no key the schemas lack, however it was
+    added (`+`, `++`), and none they need removed (`~data`); the values fxp.schema declares (ranges, list lengths,
+    choices) in every schema node; learning rates and stages; the kind's own checks; data.path. `overrides` (the
+    command line's) may not set a key that changes nothing (`trainer.epochs` when every stage sets its epochs)."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     from fxp import dispatch
-    from fxp.checks import check_in
+    from fxp.checks import check_no_ops, check_values
 
-    kind = dispatch.kind_module(cfg.task.kind)
-    try:
-        # a plain container: `+task.key=...` force-adds keys to the typed node, a fresh merge still rejects them
-        task = OmegaConf.merge(OmegaConf.structured(kind.Task), OmegaConf.to_container(cfg.task))
-    except OmegaConfBaseException as e:
-        raise ConfigError(one_line(e, prefix="task.")) from None
-    check_in("task.monitor.mode", task.monitor.mode, ("min", "max"))
-    _check_trainer(cfg.trainer)
+    plain = _resolved(cfg)
+    kind = dispatch.kind_module(plain["task"].get("kind"))
+    typed = _typed(plain, kind.Task)
+    check_values(typed)
+    _check_trainer(typed.trainer)
     out = OmegaConf.create(OmegaConf.to_container(cfg))
-    out.task = task
+    out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
     kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too
+    check_no_ops(typed, overrides)
     if cfg.data.path:
         path = Path(cfg.data.path).expanduser().resolve()
         if not path.exists():
@@ -101,14 +135,69 @@ def validate(cfg):
     return out
 
 
-def _check_trainer(t) -> None:
-    from fxp.checks import check_in, check_lr, check_stages
+def cautions(cfg) -> list[str]:
+    "What a valid config does that is likely not what was meant, one line each (the command line prints them)."
+    from fxp import dispatch
+    from fxp.checks import frozen_random_body
 
-    check_in("trainer.precision", t.precision, PRECISIONS)
-    check_in("trainer.device", t.device, DEVICES)
+    first = dispatch.steps(dispatch.kind_module(cfg.task.kind), cfg)[0]  # the step that starts from model's weights
+    line = frozen_random_body(cfg, cfg.trainer.stages if first.stages is None else first.stages)
+    return [line] if line else []
+
+
+def _resolved(cfg) -> dict:
+    "The config as plain containers with its interpolations resolved; a task and every part a run needs present."
+    from dataclasses import MISSING, fields
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from fxp.schema import Config
+
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:  # ${oc.env:NOPE}, ${nope}, or a value of the wrong type once resolved
+        raise ConfigError(one_line(e)) from None
+    if not isinstance(plain.get("task"), dict):
+        raise ConfigError(f"no task: pick one with task=NAME; choose from: {', '.join(choices('task'))}")
+    for f in fields(Config):
+        if f.name not in plain and f.default is MISSING and f.default_factory():
+            raise ConfigError(f"~{f.name} removed {f.name}, which every run needs; set its keys instead "
+                              f"(fxp train --cfg job shows them)")
+    return plain
+
+
+def _typed(plain: dict, task_schema):
+    "`plain` merged into the root schema and `task` into its kind's: a key they lack fails, however it was added."
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from fxp.schema import Config
+
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in plain.items() if k != "task"})
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e)) from None
+    typed.task = _typed_task(plain["task"], task_schema)
+    return typed
+
+
+def _typed_task(task: dict, schema):
+    "A fresh merge into the kind's schema: `+task.key=...` force-adds keys to the typed node, the merge rejects them."
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), task)
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e, prefix="task.")) from None
+
+
+def _check_trainer(t) -> None:
+    "What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages."
+    from fxp.checks import check_lr, check_stages
+
     check_lr("trainer.lr", t.lr)
-    if t.bs < 1 or t.epochs < 0:
-        raise ConfigError(f"trainer.bs must be ≥ 1 and trainer.epochs ≥ 0 (got bs={t.bs}, epochs={t.epochs})")
     check_stages("trainer.stages", t.stages)
 
 

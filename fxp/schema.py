@@ -1,47 +1,78 @@
 """The config schemas: dataclasses that Hydra's ConfigStore holds and OmegaConf types the composed config with.
 
 Struct-typed, so `trainer.epoch=3` fails at compose time naming the valid keys. `task` is typed by its kind: each
-`fxp/tasks/<kind>.py` declares a `Task` dataclass extending `TaskBase`. Nothing here imports from fxp, so any
-module can read a schema without pulling in the rest.
+`fxp/tasks/<kind>.py` declares a `Task` dataclass extending `TaskBase`. What a type cannot say (a range, a list's
+length, the allowed words) is declared once beside the default, as `field(metadata=valid(...))`, and checked for every
+schema node by fxp.checks.check_values. Nothing here imports from fxp, so any module can read a schema without
+pulling in the rest.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+POLICIES = ("fit_one_cycle", "fine_tune", "fit")
+PAD_MODES = ("zeros", "reflection", "border")
+SEEDS = "[0, 4294967295]"  # numpy's seed range
+
+
+@dataclass(frozen=True)
+class Valid:
+    "The values a field takes beyond its type: checked by fxp.checks.check_values before anything is loaded."
+    interval: str = ""  # numbers: '[1, inf)', '(0, 1)'; a bracket includes the end, a parenthesis excludes it
+    items: Optional[int] = None  # a list of this many numbers ([h, w]; moms' three), each in the interval
+    scalar: bool = True  # with `items`: a single number is accepted too (size: 224 or [h, w])
+    whole: bool = False  # integers only
+    choices: tuple = ()  # the allowed words
+    why: str = ""  # said when the value is refused
+    default_from: str = ""  # None here means that key's value (a stage's epochs: trainer.epochs)
+
+
+def valid(interval: str = "", **kw) -> dict:
+    "Field metadata declaring what the field takes (`Valid`): `field(default=64, metadata=valid('[2, inf)'))`."
+    return {"valid": Valid(interval, **kw)}
+
+
+SIZE = valid("[1, inf)", items=2, whole=True)  # pixels: one side, or [h, w]
+
 
 @dataclass
 class Stage:
     "One training step of a recipe: `policy` for `epochs` at `lr`, after optional freezing and resizing."
-    policy: str = "fit_one_cycle"
-    epochs: Optional[int] = None  # None: trainer.epochs
-    lr: Any = None  # number, [lo, hi] (discriminative), "find", or None: trainer.lr
+    policy: str = field(default="fit_one_cycle", metadata=valid(choices=POLICIES))
+    epochs: Optional[int] = field(default=None, metadata=valid("[0, inf)", default_from="trainer.epochs"))
+    # number, [lo, hi] (discriminative), "find", or None: trainer.lr
+    lr: Any = field(default=None, metadata=valid(default_from="trainer.lr"))
     freeze: Any = None  # True: freeze the body, False: unfreeze, -n: train the last n parameter groups, None: as is
-    freeze_epochs: int = 1  # fine_tune only
-    pct_start: Optional[float] = None  # None: fastai's default for the policy
-    size: Any = None  # new image size (progressive resizing): int or [h, w]
+    freeze_epochs: int = field(default=1, metadata=valid("[0, inf)"))  # fine_tune only
+    pct_start: Optional[float] = field(default=None, metadata=valid("[0, 1]"))  # None: fastai's default for the policy
+    size: Any = field(default=None, metadata=SIZE)  # new image size (progressive resizing): int or [h, w]
 
 
 @dataclass
 class EarlyStopping:
-    patience: Optional[int] = None  # None: off
-    min_delta: float = 0.0
+    patience: Optional[int] = field(default=None, metadata=valid("[0, inf)"))  # None: off
+    min_delta: float = field(default=0.0, metadata=valid("[0, inf)"))
 
 
 @dataclass
 class Trainer:
-    bs: int = 64
-    epochs: int = 5
+    bs: int = field(default=64, metadata=valid("[2, inf)", why="batch norm layers need two items per batch"))
+    epochs: int = field(default=5, metadata=valid("[0, inf)"))
     lr: Any = 1e-2
-    wd: Optional[float] = None
-    moms: List[float] = field(default_factory=lambda: [0.95, 0.85, 0.95])
-    precision: str = "fp32"
+    wd: Optional[float] = field(default=None, metadata=valid("[0, inf)"))
+    moms: List[float] = field(default_factory=lambda: [0.95, 0.85, 0.95],
+                              metadata=valid("[0, 1)", items=3, scalar=False, why="one-cycle's start, middle, end"))
+    precision: str = field(default="fp32", metadata=valid(choices=PRECISIONS))
     channels_last: bool = False
     compile: bool = False
-    seed: int = 42
-    device: str = "auto"
-    num_workers: int = 0
-    num_threads: Optional[int] = None  # torch's CPU threads; None: torch's default. 1 per job when jobs share cores
+    seed: int = field(default=42, metadata=valid(SEEDS))
+    device: str = field(default="auto", metadata=valid(choices=DEVICES))
+    num_workers: int = field(default=0, metadata=valid("[0, 256]"))
+    # torch's CPU threads; None: torch's default. 1 per job when jobs share cores
+    num_threads: Optional[int] = field(default=None, metadata=valid("[1, 1024]"))
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     save_best: bool = True
     stages: List[Stage] = field(default_factory=lambda: [Stage()])
@@ -66,21 +97,21 @@ class Data:
 @dataclass
 class Monitor:
     metric: str = "valid_loss"
-    mode: str = "min"
+    mode: str = field(default="min", metadata=valid(choices=("min", "max")))
 
 
 @dataclass
 class Aug:
     "fastai's aug_transforms knobs; `size` crops after the item Resize (None keeps the size)."
-    size: Any = None
-    min_scale: float = 1.0
+    size: Any = field(default=None, metadata=SIZE)
+    min_scale: float = field(default=1.0, metadata=valid("(0, 1]"))
     do_flip: bool = True
     flip_vert: bool = False
-    max_rotate: float = 10.0
-    max_lighting: float = 0.2
-    max_zoom: float = 1.1
-    max_warp: float = 0.2
-    pad_mode: str = "reflection"
+    max_rotate: float = field(default=10.0, metadata=valid("[0, 360]"))
+    max_lighting: float = field(default=0.2, metadata=valid("[0, 1)"))
+    max_zoom: float = field(default=1.1, metadata=valid("[1, 10]"))
+    max_warp: float = field(default=0.2, metadata=valid("[0, 1)"))
+    pad_mode: str = field(default="reflection", metadata=valid(choices=PAD_MODES))
 
 
 @dataclass
@@ -99,8 +130,8 @@ class TaskBase:
 @dataclass
 class Split:
     "A random split (fastai's RandomSplitter): `valid_pct` of the items, drawn with `split_seed`."
-    valid_pct: float = 0.2
-    split_seed: int = 42
+    valid_pct: float = field(default=0.2, metadata=valid("(0, 1)"))
+    split_seed: int = field(default=42, metadata=valid(SEEDS))
 
 
 @dataclass
@@ -115,7 +146,7 @@ class Listed(Split):
 @dataclass
 class Images:
     "How image items are resized and augmented."
-    size: Any = None  # item Resize: int or [h, w]; None keeps the images' size
+    size: Any = field(default=None, metadata=SIZE)  # item Resize: int or [h, w]; None keeps the images' size
     resize_method: str = "crop"  # crop | pad | squish
     pad_mode: str = "reflection"  # zeros | reflection | border
     aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (applied to masks and points too)
