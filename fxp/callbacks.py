@@ -1,16 +1,23 @@
-"Cross-cutting run behaviour as fastai callbacks: metrics.csv, progress, divergence, the last checkpoint."
+"""Cross-cutting run behaviour as fastai callbacks: metrics.csv, progress, divergence, the best and last checkpoints,
+early stopping; and what a checkpoint holds for `fxp resume` (`checkpoint`, `load_checkpoint`, `Resumed`)."""
 from __future__ import annotations
 
-import csv
+import copy
+import json
 import logging
 import math
+import random
 import time
 
-from fastai.callback.core import Callback
-from fastai.callback.tracker import SaveModelCallback, TrackerCallback
+import numpy as np
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
+from fastai.learner import save_model
+from fastai.torch_core import get_model, rank_distrib
 
 from fxp.errors import Diverged
-from fxp.runs import METRICS
+from fxp.runs import LAST, METRICS, csv_line, signals_deferred, write_atomic
 
 log = logging.getLogger("fxp")
 
@@ -21,8 +28,9 @@ def _active(cb) -> bool:
 
 
 class MetricsCSV(Callback):
-    "A row per epoch in metrics.csv: stage, epoch (counted across stages), losses, metrics, lr, seconds."
+    "A row per epoch in metrics.csv (rewritten whole): stage, epoch (across stages), losses, metrics, lr, seconds."
     order = 60  # after the Recorder has logged the epoch
+    carried = ("epochs_done", "train_items", "train_time")  # into checkpoints, for fxp resume
 
     def __init__(self, fname: str = METRICS):
         self.fname, self.epochs_done, self.train_items, self.train_time = fname, 0, 0, 0.0
@@ -51,12 +59,11 @@ class MetricsCSV(Callback):
                    **{n: _plain(v) for n, v in zip(names, self.recorder.log[1:-1])},
                    lr=self.opt.hypers[-1]["lr"], time=round(time.perf_counter() - self.t0, 3))
         path = self.path / self.fname
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        old = ""
+        if path.exists():
+            with open(path, newline="") as f:
+                old = f.read()
+        write_atomic(path, old + csv_line(row, header=not old))
         self.learn.last_row = row
 
     @property
@@ -173,18 +180,31 @@ def guarded(cb: Callback, name: str) -> Callback:
 
 
 class LastCheckpoint(Callback):
-    "Save checkpoints/last.pth after every epoch, so an interrupted run keeps its last state."
-    order = 70
+    """checkpoints/last.pth after every epoch: what `fxp resume` goes on from (see `checkpoint`), written whole, and
+    last.json beside it saying where it stands (read without torch: `fxp runs`, the interrupted message)."""
+    order = 64  # after metrics.csv, save-best and early stopping have seen the epoch; before its line is printed
+
+    def __init__(self, step: str):
+        self.step = step
 
     def after_epoch(self):
-        if _active(self):
-            self.learn.save("last")
+        if not _active(self) or rank_distrib():
+            return
+        state, place = checkpoint(self.learn), self.learn.place
+        point = dict(step=self.step, stage=place["stage"], epoch=place["before"] + self.epoch + 1,
+                     epochs=self.learn.last_row["epoch"], time=time.time())
+        folder = self.path / self.model_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        with signals_deferred():  # a Ctrl-C acts once both are written
+            write_atomic(folder / f"{LAST}.pth", lambda f: torch.save(state, f), fsync=True)
+            write_atomic(folder / f"{LAST}.json", json.dumps(point))
 
 
 class SaveBest(SaveModelCallback):
     """checkpoints/best.pth: the best epoch of the whole step, across its stages (fastai's SaveModelCallback would
     reset at each `fit` and reload that stage's best, so the next stage would not start where this one ended).
-    `restore` loads it once, after the last stage."""
+    Written whole (temp + rename); `restore` loads it once, after the last stage."""
+    carried = ("best", "best_epoch")
 
     def __init__(self, monitor: str, comp):
         super().__init__(monitor=monitor, comp=comp, fname="best", reset_on_fit=False)
@@ -197,9 +217,117 @@ class SaveBest(SaveModelCallback):
             log.info(f"best {self.monitor} so far: {self.best:.4g} (epoch {self.best_epoch}), saved")
             self._save(self.fname)
 
+    def _save(self, name):
+        if rank_distrib():
+            return
+        file = self.path / self.model_dir / f"{name}.pth"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with signals_deferred():
+            write_atomic(file, lambda f: save_model(f, self.learn.model, self.learn.opt, with_opt=self.with_opt),
+                         fsync=True)
+        self.last_saved_path = file
+
     def after_fit(self):
         TrackerCallback.after_fit(self)
 
     def restore(self) -> None:
         if self.best_epoch is not None:
             self.learn.load(self.fname, with_opt=False, weights_only=False)
+
+
+class EarlyStop(EarlyStoppingCallback):
+    """fastai's early stopping, which decides after an epoch and ends the stage's fit before the next one (fastai's
+    raises inside after_epoch), so the stopping epoch still gets its line and its checkpoint, which records the stop."""
+    carried = ("best", "wait", "stop")
+
+    def before_fit(self):
+        super().before_fit()
+        self.stop = False
+
+    def before_epoch(self):
+        if self.stop:
+            raise CancelFitException()
+
+    def after_epoch(self):
+        TrackerCallback.after_epoch(self)
+        if self.new_best:
+            self.wait = 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                line = f"no improvement in {self.monitor} since epoch {self.epoch - self.wait}: early stopping"
+                log.info(line)
+                print(line, flush=True)
+                self.stop = True
+
+
+# --- what a checkpoint holds, for fxp resume --------------------------------------------------------------------
+
+# fastai callbacks whose state goes on from one epoch to the next within a fit (fxp's say so in `carried`)
+FASTAI_CARRIED = {"Recorder": ("smooth_loss",), "GANTrainer": ("gen_mode", "gen_loss", "crit_loss")}
+
+
+def checkpoint(learn) -> dict:
+    """Everything an epoch leaves that the next one uses, so a resumed run goes on exactly as if never stopped: the
+    weights, the optimizer state, where in the recipe (`place`: stage, part of it, epoch within, its lr), each
+    callback's carried state, the iteration count, the grad scaler and every random state (torch, numpy, Python,
+    and each DataLoader's own generator, which shuffles)."""
+    scaler = learn.__dict__.get("scaler")
+    stopped = any(getattr(cb, "stop", False) for cb in learn.cbs if isinstance(cb, EarlyStop))
+    return dict(model=get_model(learn.model).state_dict(), opt=learn.opt.state_dict(),
+                at=dict(learn.place, epoch=learn.epoch + 1, epochs=learn.last_row["epoch"], stopped=stopped),
+                train_iter=learn.train_iter, scaler=scaler.state_dict() if scaler is not None else None,
+                callbacks=carried(learn), rng=rng_states(learn.dls))
+
+
+def carried(learn) -> dict:
+    out = {}
+    for cb in learn.cbs:
+        names = getattr(type(cb), "carried", None) or FASTAI_CARRIED.get(type(cb).__name__, ())
+        if names:
+            out[type(cb).__name__] = {n: cb.__dict__[n] for n in names if n in cb.__dict__}
+    return out
+
+
+def rng_states(dls) -> dict:
+    cuda = [s.numpy() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None
+    return dict(torch=torch.get_rng_state().numpy(), cuda=cuda, numpy=np.random.get_state(), python=random.getstate(),
+                loaders=[dl.rng.getstate() if hasattr(dl, "rng") else None for dl in dls.loaders])
+
+
+def load_checkpoint(learn, state: dict) -> None:
+    "Put `learn` (built and set up as it was: stage, freezing, size) back at the end of the epoch `state` holds."
+    get_model(learn.model).load_state_dict(state["model"])
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.load_state_dict(state["opt"])
+    restore(learn, state)
+    rng = state["rng"]
+    torch.set_rng_state(torch.from_numpy(rng["torch"]))
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.from_numpy(s) for s in rng["cuda"]])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    for dl, s in zip(learn.dls.loaders, rng["loaders"]):
+        if s is not None:
+            dl.rng.setstate(s)
+
+
+def restore(learn, state: dict) -> None:
+    "The callbacks' carried state, the iteration count and the grad scaler, as the checkpoint has them."
+    learn.train_iter = state["train_iter"]
+    if state["scaler"] is not None and learn.__dict__.get("scaler") is not None:
+        learn.scaler.load_state_dict(state["scaler"])
+    for cb in learn.cbs:  # copies: a fit's before_fit resets objects such as the Recorder's smoothed loss in place
+        cb.__dict__.update(copy.deepcopy(state["callbacks"].get(type(cb).__name__, {})))
+
+
+class Resumed(Callback):
+    "For the one fit `fxp resume` enters mid-way: puts back, after every `before_fit`, what fastai resets there."
+    order = 1000
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def before_fit(self):
+        restore(self.learn, self.state)

@@ -8,13 +8,19 @@ torch. It imports no command and no report: what a run adds as it ends (its diag
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import math
+import os
 import platform
 import re
+import signal
 import subprocess
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -27,13 +33,17 @@ from fxp.errors import Diverged, FxpError
 
 CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
+LAST = "last"  # checkpoints/last.pth (what `fxp resume` continues from) and last.json (where that is, readable light)
 SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sweeps writes them)
 SWEEP_FILES = ("multirun.yaml", SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
 NOT_METRICS = {"stage", "epoch", "lr", "time"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
-STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "stale", "incomplete")
+STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete")
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")  # outputs/<task>/<stamp>_<uid>
-STALE_AFTER_S = 3600
+STALE_AFTER_S = 3600  # a run without a heartbeat (older fxp) whose files stopped changing: `stale`
+HEARTBEAT_S = 60  # a running run touches its summary.json this often; one silent for DEAD_AFTER_BEATS of them: killed
+DEAD_AFTER_BEATS = 10
+HOST = platform.node()
 # The baselines fxp computes as a run ends (summary.json keys, a step's under its name: summary["lm"]): what a trivial
 # predictor reaches on the valid set, the metric it is the floor of, and who reaches it.
 BASELINES = {"accuracy_majority": ("accuracy", "the majority label"), "mse_train_mean": ("mse", "the training mean"),
@@ -42,39 +52,116 @@ YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x fast
 
 
 class Run:
-    "A run folder: claimed once (never overwritten), its summary.json written whatever happens."
+    """A run folder, owned by one process at a time: claimed only if new or empty (never overwritten), or reopened by
+    `fxp resume` (`resume`: what the resume is, recorded in summary.json's `resumes`). summary.json names the owner
+    (pid, host) and is touched every HEARTBEAT_S while the run lives; its final status is written whatever ends it."""
 
-    def __init__(self, path: Path, cfg, overrides: list[str], task: str, finish: Optional[Callable] = None):
+    def __init__(self, path: Path, cfg, overrides: list[str], task: str, finish: Optional[Callable] = None,
+                 resume: Optional[dict] = None):
         self.path, self.cfg, self.overrides, self.task = Path(path).resolve(), cfg, overrides, task
         self.finish = finish  # finish(run) as the run ends, whatever its status, before the last summary
+        self.resume = resume
         self.info: dict = {}  # extra summary fields set while training (device, lr_found, ...)
         self.status = "running"
+        self._lock_fd, self._stop = None, threading.Event()
 
     def __enter__(self) -> "Run":
+        try:
+            with signals_deferred():  # a Ctrl-C now acts once the folder is claimed and its summary written
+                if self.resume is not None:
+                    self._lock()
+                    self._reopen()
+                else:
+                    self._claim()
+                    self._lock()
+                self.process = dict(pid=os.getpid(), host=HOST, start=_proc_start(os.getpid()),
+                                    heartbeat_s=HEARTBEAT_S)
+                self._versions, self._commit = versions(), git_commit()
+                self.write_summary()
+                threading.Thread(target=self._heartbeat, name="fxp-heartbeat", daemon=True).start()
+        except KeyboardInterrupt as e:
+            if self._lock_fd is not None:  # the run is open: end it as interrupted
+                self.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self
+
+    def _claim(self) -> None:
         from omegaconf import OmegaConf
 
+        check_claimable(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             with open(self.path / CONFIG, "x") as f:
                 f.write(OmegaConf.to_yaml(self.cfg, resolve=True))
         except FileExistsError:
             raise FxpError(f"{self.path} already holds a run; choose a new folder (hydra.run.dir=...)") from None
-        (self.path / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(list(self.overrides))))
+        write_atomic(self.path / OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(self.overrides))))
         self.start = time.time()
-        self.write_summary()
-        return self
+
+    def _reopen(self) -> None:
+        "`fxp resume`: the summary's fields kept (its wall time goes on), the resume added to `resumes`."
+        from omegaconf import OmegaConf
+
+        old = read_summary(self.path)
+        self.info = {k: v for k, v in old.items() if k not in OWN_FIELDS}
+        self.info["resumes"] = [*old.get("resumes", []), self.resume]
+        if self.resume.get("extend"):  # the new stage is part of the run's config from now on
+            write_atomic(self.path / CONFIG, OmegaConf.to_yaml(self.cfg, resolve=True))
+        before = old.get("wall_time_s") or 0.0
+        if old.get("status") == "running":  # killed: it ran until its last heartbeat
+            before = max(before, _last_write(self.path) - started(self.path))
+        self.start = time.time() - before
+
+    def _lock(self) -> None:
+        "An exclusive lock on the folder for as long as this process has the run (freed by the OS if it dies)."
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): the pid in summary.json still tells
+            self._lock_fd = -1
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise FxpError(f"{self.path} is in use by another fxp process; wait for it to end") from None
+            fd = -1  # a file system without flock
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None and self._lock_fd >= 0:
+            os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path / SUMMARY)
+            except OSError:
+                pass
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.status = status_of(exc)
-        if exc is not None:
-            self.info["error"] = str(exc) if isinstance(exc, FxpError) else f"{exc_type.__name__}: {exc}"
-            with open(self.path / LOG, "a") as f:
-                f.write("".join(traceback.format_exception(exc_type, exc, tb)))
-        try:
-            if self.finish is not None:
-                self.finish(self)  # e.g. the diagnosis (fxp.diagnose.finish), into self.info
-        finally:
-            self.write_summary()
+        with signals_deferred(drop=True):  # more Ctrl-C while the run ends must not leave it `running`
+            self._stop.set()
+            self.status = status_of(exc)
+            if exc is not None:
+                self.info["error"] = str(exc) if isinstance(exc, FxpError) else f"{exc_type.__name__}: {exc}"
+                try:
+                    with open(self.path / LOG, "a") as f:
+                        f.write("".join(traceback.format_exception(exc_type, exc, tb)))
+                except OSError:
+                    pass
+            try:
+                self.write_summary()  # the final status first, whatever the finish does
+                if self.finish is not None:
+                    self.finish(self)  # e.g. the diagnosis (fxp.diagnose.finish), into self.info
+                    self.write_summary()
+            except Exception:
+                if exc is None:
+                    raise
+            finally:
+                self._unlock()
         return False
 
     def write_summary(self) -> None:
@@ -83,10 +170,83 @@ class Run:
             status=self.status, task=self.task, overrides=list(self.overrides),
             final_metrics=final_metrics(rows), best_metrics=best_metrics(rows, self.cfg.task.monitor),
             epochs=len(rows), wall_time_s=round(time.time() - self.start, 3),
-            seed=self.cfg.trainer.seed, versions=versions(), git_commit=git_commit(), **self.info)
-        tmp = self.path / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        tmp.replace(self.path / SUMMARY)
+            seed=self.cfg.trainer.seed, versions=self._versions, git_commit=self._commit, **self.info)
+        if self.status == "running":
+            summary["process"] = self.process
+        text = json.dumps(summary, indent=2, default=str)
+        try:
+            write_atomic(self.path / SUMMARY, text)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not (self.path / SUMMARY).is_file():
+                raise
+            with open(self.path / SUMMARY, "r+") as f:  # a full disk: over the old summary, in its own blocks
+                f.write(text)
+                f.truncate()
+
+
+OWN_FIELDS = {"status", "task", "overrides", "final_metrics", "best_metrics", "epochs", "wall_time_s", "seed",
+              "versions", "git_commit", "process", "error", "resumes"}  # what write_summary sets itself
+
+
+def check_claimable(path: Path) -> None:
+    "A run is written only into a new or empty folder (Hydra's train.log, still empty, aside): one line if not."
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FxpError(f"{path} is a file, not a folder; choose a new folder for the run (hydra.run.dir=...)")
+    taken = sorted(p.name for p in path.iterdir() if not (p.name == LOG and p.stat().st_size == 0))
+    if taken:
+        what = ("a run (fxp resume continues it)" if (path / CONFIG).exists() else "a sweep" if is_sweep(path)
+                else f"{len(taken)} file(s) or folder(s), e.g. {taken[0]}")
+        raise FxpError(f"{path} is not empty: it holds {what}; a run is written only into a new or empty folder "
+                       f"(hydra.run.dir=...)")
+
+
+def write_atomic(path: Path, data, fsync: bool = False) -> None:
+    """`path` written whole or not at all: `data` (text, bytes, or a function that writes the file at the path it is
+    given) goes to a temporary file beside it, renamed over it once complete; a kill at any moment leaves the old or
+    the new file. `fsync` (checkpoints, model.pkl): on disk before the rename, so a power cut cannot tear them."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "w", newline="") if isinstance(data, str) else open(tmp, "wb") as f:
+                f.write(data)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def signals_deferred(drop: bool = False):
+    """SIGINT and SIGTERM held back while files are committed (a checkpoint, the run's status): a Ctrl-C or SIGTERM
+    then acts as soon as they are whole; `drop`: ignored (the run is ending anyway). Main thread only, as signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    old = {s: signal.signal(s, lambda n, _: got.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if got and not drop:
+            handler = old[got[0]]
+            if callable(handler):
+                handler(got[0], None)  # Python's SIGINT handler, fxp's SIGTERM one: KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), got[0])
 
 
 def status_of(exc) -> str:
@@ -222,8 +382,8 @@ def read_run(path: Path, root: Path) -> dict:
         rows, last_write = read_metrics(path), _last_write(path)
         final, best, epochs = final_metrics(rows), best_metrics(rows, monitor), len(rows)
         wall = last_write - started(path)
-        if status == "running" and time.time() - last_write > _stale_after(rows):
-            status = "stale"
+        if status == "running":
+            status = liveness(summary, last_write, rows)
     else:
         final, best = summary.get("final_metrics", {}), summary.get("best_metrics", {})
         epochs, wall = summary.get("epochs", 0), summary.get("wall_time_s")
@@ -268,8 +428,84 @@ def started(path: Path) -> float:
 
 
 def _last_write(path: Path) -> float:
-    files = [path / SUMMARY, path / METRICS, path / LOG, path / CHECKPOINTS / "last.pth", path / CONFIG]
+    files = [path / SUMMARY, path / METRICS, path / LOG, path / CHECKPOINTS / f"{LAST}.pth", path / CONFIG]
     return max([f.stat().st_mtime for f in files if f.exists()] or [path.stat().st_mtime])
+
+
+def liveness(summary: dict, last_write: float, rows: list[dict]) -> str:
+    """A `running` summary's true status: `killed` when its process is gone (this host: the pid, checked against its
+    start time; another host: no heartbeat for DEAD_AFTER_BEATS beats), else `running`. A run written by an older
+    fxp (no process recorded) is `stale` once its files stopped changing for STALE_AFTER_S or three epochs."""
+    proc = summary.get("process")
+    if not isinstance(proc, dict):
+        return "stale" if time.time() - last_write > _stale_after(rows) else "running"
+    if proc.get("host") == HOST and isinstance(proc.get("pid"), int):
+        return "running" if alive(proc["pid"], proc.get("start")) else "killed"
+    beat = proc.get("heartbeat_s") or HEARTBEAT_S
+    return "killed" if time.time() - last_write > DEAD_AFTER_BEATS * beat else "running"
+
+
+def alive(pid: int, start: str | None = None) -> bool:
+    "Whether process `pid` lives (not a zombie) and is the one that started at `start` (not a reused pid)."
+    stat = _proc_stat(pid)
+    if stat is not None:
+        return stat[0] != "Z" and (start is None or stat[19] == start)
+    if Path("/proc/self/stat").is_file():  # Linux, and no such process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, not ours
+        return True
+    return True
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    "The fields of /proc/PID/stat after the command name (state first, start time 20th), None if none."
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _proc_start(pid: int) -> str | None:
+    stat = _proc_stat(pid)
+    return stat[19] if stat else None
+
+
+def last_checkpoint(path: Path) -> dict | None:
+    """Where a run's newest checkpoint stands (its last.json, of the run folder or of a step's): step, stage, epoch
+    within the stage, epochs in all, and `folder`; None before the first epoch ended."""
+    path = Path(path)
+    found = []
+    for f in [path / CHECKPOINTS / f"{LAST}.json", *path.glob(f"*/{CHECKPOINTS}/{LAST}.json")]:
+        point = read_json(f)
+        if isinstance(point, dict) and point and f.with_suffix(".pth").is_file():
+            found.append({**point, "folder": str(f.parent.parent)})
+    return max(found, key=lambda c: c.get("time", 0), default=None)
+
+
+def truncate_metrics(path: Path, n: int) -> None:
+    "Keep metrics.csv's first `n` rows (those a checkpoint holds; the rest are retrained); none: no file."
+    f = Path(path) / METRICS
+    if not f.is_file():
+        return
+    lines = f.read_text().splitlines(keepends=True)
+    if n == 0:
+        f.unlink()
+    elif len(lines) > n + 1:
+        write_atomic(f, "".join(lines[:n + 1]))
+
+
+def csv_line(row: dict, header: bool = False) -> str:
+    "One metrics.csv row (with the header line first when `header`)."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(row))
+    if header:
+        w.writeheader()
+    w.writerow(row)
+    return buf.getvalue()
 
 
 def _stale_after(rows: list[dict]) -> float:

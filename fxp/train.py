@@ -2,28 +2,33 @@
 then export, evaluate and plot."""
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
     import fastai.callback.all  # noqa: F401  (patches Learner with fit_one_cycle, fine_tune, lr_find, to_fp16, ...)
 import numpy as np
 import torch
+from fastai.callback.core import CancelEpochException
 from fastai.callback.progress import ProgressCallback
-from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.learner import Learner
 from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fxp import dispatch, plots
-from fxp.callbacks import DivergenceGuard, LastCheckpoint, MetricsCSV, SaveBest, guarded, progress
+from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, guarded,
+                           load_checkpoint, progress)
 from fxp.errors import FxpError
 from fxp.learner import FxpLearner
-from fxp.runs import CHECKPOINTS, MODEL, PLOTS, Run, best_metrics, final_metrics, read_metrics
+from fxp.runs import (CHECKPOINTS, LAST, MODEL, PLOTS, Run, best_metrics, final_metrics, first_line, read_metrics,
+                      truncate_metrics, write_atomic)
 
 log = logging.getLogger("fxp")
 
@@ -77,20 +82,20 @@ def speedups(learn, tr) -> None:
         learn.model.compile()  # in place: parameters, freezing and the splitter keep working
 
 
-def callbacks(cfg, learn, n_stages: int, monitor=None) -> list:
+def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> list:
     tr, mon = cfg.trainer, monitor or cfg.task.monitor
     names = ["train_loss", "valid_loss", *(m.name for m in learn.metrics)]
     if mon.metric not in names:
         raise FxpError(f"monitor metric {mon.metric!r} is not recorded; choose from: {', '.join(names)} "
                        f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
-    cbs = [MetricsCSV(), *progress(n_stages), DivergenceGuard(), LastCheckpoint(), *loggers(cfg.logger),
+    cbs = [MetricsCSV(), *progress(n_stages), DivergenceGuard(), LastCheckpoint(step), *loggers(cfg.logger),
            *(instantiate(node) for node in cfg.trainer.cbs.values())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
     if tr.early_stopping.patience is not None:
-        cbs.append(EarlyStoppingCallback(monitor=mon.metric, comp=comp, min_delta=tr.early_stopping.min_delta,
-                                         patience=tr.early_stopping.patience))
+        cbs.append(EarlyStop(monitor=mon.metric, comp=comp, min_delta=tr.early_stopping.min_delta,
+                             patience=tr.early_stopping.patience))
     return cbs
 
 
@@ -108,26 +113,106 @@ def resolve_lr(learn, lr, run: Run):
     return slice(*lr) if OmegaConf.is_list(lr) or isinstance(lr, list) else lr
 
 
-def fit_stage(learn, stage, tr, run: Run) -> None:
-    if stage.size is not None:
-        resize(learn.dls, stage.size)
-    if stage.freeze is True:
-        learn.freeze()
-    elif stage.freeze is False:
-        learn.unfreeze()
-    elif stage.freeze is not None:
-        learn.freeze_to(stage.freeze)  # ULMFiT's gradual unfreezing: -2, then -3, ...
+@dataclass
+class Part:
+    "One fastai fit of a stage, after an optional freeze: `learn.<method>(epochs, **args(lr))`."
+    method: str
+    epochs: int
+    args: Callable
+    freeze: Any = None
+
+
+def parts(stage, tr) -> list[Part]:
+    "A stage's fits: one, or fine_tune's two (frozen, then unfrozen), so that `fxp resume` can enter either."
     epochs = tr.epochs if stage.epochs is None else stage.epochs
-    lr = resolve_lr(learn, tr.lr if stage.lr is None else stage.lr, run)
     extra = {} if stage.pct_start is None else {"pct_start": stage.pct_start}
     if stage.policy == "fit_one_cycle":
-        learn.fit_one_cycle(epochs, lr, wd=tr.wd, moms=tuple(tr.moms), **extra)
-    elif stage.policy == "fine_tune":
+        return [Part("fit_one_cycle", epochs, lambda lr: dict(lr_max=lr, wd=tr.wd, moms=tuple(tr.moms), **extra))]
+    if stage.policy == "fine_tune":
+        return fine_tune(epochs, stage.freeze_epochs, tr.wd, **extra)
+    return [Part("fit", epochs, lambda lr: dict(lr=lr, wd=tr.wd))]
+
+
+def fine_tune(epochs: int, freeze_epochs: int, wd, pct_start=None) -> list[Part]:
+    "fastai's `Learner.fine_tune` as its two fits, with its own defaults (lr_mult, div, pct_start of the second)."
+    d = {k: p.default for k, p in inspect.signature(Learner.fine_tune).parameters.items()}
+
+    def one_lr(lr):
         if isinstance(lr, slice):
             raise FxpError("a fine_tune stage takes one lr (it sets the discriminative rates itself)")
-        learn.fine_tune(epochs, lr, freeze_epochs=stage.freeze_epochs, wd=tr.wd, **extra)
-    else:
-        learn.fit(epochs, lr, wd=tr.wd)
+        return lr
+
+    def frozen(lr):
+        return dict(lr_max=slice(one_lr(lr)), pct_start=0.99, wd=wd)
+
+    def unfrozen(lr):
+        half = one_lr(lr) / 2
+        pct = d["pct_start"] if pct_start is None else pct_start
+        return dict(lr_max=slice(half / d["lr_mult"], half), pct_start=pct, div=d["div"], wd=wd)
+
+    return [Part("fit_one_cycle", freeze_epochs, frozen, freeze=True),
+            Part("fit_one_cycle", epochs, unfrozen, freeze=False)]
+
+
+def set_freeze(learn, freeze) -> None:
+    "True: freeze the body; False: unfreeze; -n: train the last n parameter groups (ULMFiT); None: as is."
+    if freeze is True:
+        learn.freeze()
+    elif freeze is False:
+        learn.unfreeze()
+    elif freeze is not None:
+        learn.freeze_to(freeze)
+
+
+def fit_stage(learn, stage, tr, run: Run, at: dict | None = None) -> None:
+    """Resize, freeze, then the stage's fits. `at` (fxp resume: where the step's checkpoint stands, and its `state`):
+    stages and fits before it are only set up again (sizes and freezing as they were), the one it is in loads the
+    checkpoint and goes on from the epoch after it, without a new LR search."""
+    i = learn.stage
+    if stage.size is not None:
+        resize(learn.dls, stage.size)
+    set_freeze(learn, stage.freeze)
+    if at is not None and i < at["stage"]:
+        for part in parts(stage, tr):
+            set_freeze(learn, part.freeze)
+        return
+    resumed = at is not None and i == at["stage"]
+    lr = at["lr"] if resumed else resolve_lr(learn, tr.lr if stage.lr is None else stage.lr, run)
+    before = 0
+    for j, part in enumerate(parts(stage, tr), 1):
+        learn.place = dict(stage=i, part=j, before=before, lr=lr)  # what LastCheckpoint records
+        set_freeze(learn, part.freeze)
+        before += part.epochs
+        start, cbs = 0, None
+        if at is not None and (i, j) <= (at["stage"], at["part"]):
+            if (i, j) < (at["stage"], at["part"]):
+                continue
+            load_checkpoint(learn, at["state"])
+            start, cbs = (part.epochs if at["stopped"] else at["epoch"]), Resumed(at["state"])
+        if start < part.epochs or start == 0:  # a fit of 0 epochs still runs (its before_fit/after_fit), as fastai's
+            with starting_at(learn, start):
+                getattr(learn, part.method)(part.epochs, cbs=cbs, **part.args(lr))
+
+
+@contextmanager
+def starting_at(learn, epoch: int):
+    """The next fit begins at `epoch` of its schedule (fxp resume), the epochs before it firing no event at all.
+    fastai's `start_epoch` (SkipToEpoch) would still send each skipped epoch through every callback's after_epoch:
+    rows, checkpoints and logger entries for epochs that never ran."""
+    if not epoch:
+        yield
+        return
+
+    def _do_fit():
+        for e in range(epoch, learn.n_epoch):
+            learn.epoch = e
+            learn._with_events(learn._do_epoch, "epoch", CancelEpochException)
+
+    learn._do_fit = _do_fit
+    try:
+        yield
+    finally:
+        del learn._do_fit
 
 
 def resize(dls, size) -> None:
@@ -142,17 +227,18 @@ def resize(dls, size) -> None:
         t.size = _process_sz(tuple(size) if OmegaConf.is_list(size) else size)
 
 
-def fit(learn, cfg, run: Run, stages=None, monitor=None) -> dict:
+def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at: dict | None = None) -> dict:
     """Run `stages` (default: the trainer's) with fxp's callbacks, which write into `learn.path`. Each stage starts
     where the last one ended (the course's recipes); after the last, the learner goes back to the best epoch of all
-    stages when save-best is on. Returns the step's summary fields: which epoch the learner now holds, throughput."""
+    stages when save-best is on. `at`: go on from the step's checkpoint (fxp resume; see `fit_stage`). Returns the
+    step's summary fields: which epoch the learner now holds, throughput."""
     stages = cfg.trainer.stages if stages is None else stages
-    cbs = callbacks(cfg, learn, len(stages), monitor)
+    cbs = callbacks(cfg, learn, len(stages), monitor, step)
     learn.add_cbs(cbs)
     speedups(learn, cfg.trainer)
     for i, stage in enumerate(stages, 1):
         learn.stage = i
-        fit_stage(learn, stage, cfg.trainer, run)
+        fit_stage(learn, stage, cfg.trainer, run, at)
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
     if best is not None:
         best.restore()
@@ -162,29 +248,44 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None) -> dict:
             "items_per_s": csv_rows.items_per_s}
 
 
-def train(cfg, run: Run) -> None:
-    "Train the kind's steps, then export the learner that predicts, evaluate it and plot."
+def train(cfg, run: Run, resume: bool = False) -> None:
+    """Train the kind's steps, then export the learner that predicts, evaluate it and plot. `resume` (fxp resume):
+    each step goes on from its checkpoint if it has one."""
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
-    learn = run_steps(dispatch.steps(kind, cfg), cfg, run, device)
-    learn.export(run.path / MODEL)
+    if resume:
+        announce(run.resume["note"])
+    learn = run_steps(dispatch.steps(kind, cfg), cfg, run, device, resume)
+    export(learn, run.path / MODEL)
     plots.loss_curves(run.path)
     evaluation = kind.evaluate(learn, cfg)
     run.info.update(evaluation)
     kind.plots(learn, cfg, run.path / PLOTS, evaluation)
 
 
-def run_steps(steps: list, cfg, run: Run, device):
+def export(learn, file: Path) -> None:
+    "model.pkl (fastai's `export`), written whole: a kill leaves the old file or the new one."
+    write_atomic(file, learn.export, fsync=True)
+
+
+def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):
     """Build, attach and fit each step in turn; earlier steps write into their subfolders, with their curves and
-    metrics under their name in the summary. Returns the learner that predicts (the step that `exports`, else the last)."""
+    metrics under their name in the summary. Returns the learner that predicts (the step that `exports`, else the last).
+
+    `resume`: a step with a checkpoint is rebuilt and goes on from it; one that had ended is not retrained (its fits
+    are done: its best epoch is loaded back and its `after` runs again, as the steps after it need); metrics.csv
+    rows after the checkpoint's epoch are dropped (they are retrained)."""
     done = {}
     for step in steps:
         ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
         learn = build(step, cfg, run, ctx)
+        at = saved_place(ctx.path, device) if resume else None
+        if resume:
+            truncate_metrics(ctx.path, at["epochs"] if at else 0)
         with warnings.catch_warnings():
             for message in step.ignore_warnings:
                 warnings.filterwarnings("ignore", message=message)
-            facts = fit(learn, cfg, run, step.stages, step.monitor)
+            facts = fit(learn, cfg, run, step.stages, step.monitor, step.name, at)
         extra = {**facts, **((step.after(learn, ctx) if step.after else None) or {})}
         if step.folder:
             plots.loss_curves(ctx.path)
@@ -195,6 +296,20 @@ def run_steps(steps: list, cfg, run: Run, device):
             run.info.update(extra)
         done[step.name] = learn
     return next((done[s.name] for s in steps if s.exports), learn)
+
+
+def saved_place(folder: Path, device) -> dict | None:
+    "Where the step's last checkpoint stands (stage, part, epoch, lr, ...) with its `state`; None without one."
+    file = folder / CHECKPOINTS / f"{LAST}.pth"
+    if not file.is_file():
+        return None
+    try:
+        state = torch.load(file, map_location=device, weights_only=False)  # fxp's own file: RNG states, callbacks
+    except Exception as e:
+        raise FxpError(f"{file} cannot be read ({type(e).__name__}: {first_line(e)}); it cannot be resumed") from None
+    if not isinstance(state, dict) or "at" not in state:
+        raise FxpError(f"{file} was written by an older fxp (no resume state in it); it cannot be resumed")
+    return {**state["at"], "state": state}
 
 
 @dataclass

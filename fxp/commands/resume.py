@@ -1,0 +1,186 @@
+"""`fxp resume RUN_DIR [--extend N] [OVERRIDES...]`: continue an interrupted, failed or killed run in its own folder,
+with its saved config, from its last checkpoint, so that it ends as the uninterrupted run would have (same metrics.csv,
+times aside); `--extend N` trains a completed run N more epochs, as a new stage recorded in its config.yaml.
+
+Nothing to resume is one line and changes nothing: no checkpoint, a completed run without --extend, a run still
+running, a diverged one, a saved config that no longer validates. Overrides may change only what leaves the results
+as they are (RESUMABLE: where the data is, the device, threads, loader workers, loggers); others are refused.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fxp.commands import Parser
+from fxp.errors import ConfigError, FxpError
+from fxp.runs import CONFIG, LOG, last_checkpoint, read_overrides, read_run, read_summary
+
+RESUMABLE = ("data.path", "trainer.device", "trainer.num_threads", "trainer.num_workers", "logger")
+NOT_AGAIN = {"completed": "it completed; nothing to resume (fxp resume RUN_DIR --extend N trains N more epochs)",
+             "running": "it is still running{pid}; nothing to resume",
+             "diverged": "it diverged: resumed, it would diverge again at the same epoch; train it anew with a lower "
+                         "trainer.lr"}
+
+
+def parser() -> Parser:
+    p = Parser(prog="fxp resume", description="Continue an interrupted, failed or killed run from its last "
+                                              "checkpoint, in its own folder, as if it had never stopped.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (outputs/<task>/<stamp>; fxp runs lists them)")
+    p.add_argument("--extend", type=int, metavar="N", help="train a completed run N more epochs (a new stage like "
+                                                           "its last one; after fine_tune, its unfrozen part)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"only {', '.join(RESUMABLE)}")
+    return p
+
+
+def main(args: list[str]) -> int:
+    opts = parser().parse_args(args)
+    path = Path(opts.run_dir).expanduser().resolve()
+    status = check_run(path, opts.extend)
+    point = last_checkpoint(path)
+    if point is None:
+        raise FxpError(f"fxp resume: {path} has no checkpoint (it stopped before its first epoch ended): nothing to "
+                       f"resume; train it anew with fxp train")
+    cfg = saved_config(path, opts.overrides, opts.extend)
+    entry = dict(time=datetime.now().isoformat(timespec="seconds"), status=status, step=point["step"],
+                 stage=point["stage"], epoch=point["epoch"], extend=opts.extend, overrides=opts.overrides,
+                 note=note(path, point, opts.extend, len(cfg.trainer.stages)))
+    from fxp import apps, diagnose
+    from fxp.runs import Run
+
+    def reopen(cfg):
+        return Run(path, cfg, read_overrides(path), read_summary(path).get("task") or path.parent.name,
+                   finish=diagnose.finish, resume=entry)
+
+    with logging_to(path / LOG):
+        apps.execute(cfg, reopen, "train", resume=True)
+    return 0
+
+
+def check_run(path: Path, extend: int | None) -> str:
+    "The run's status, if it is one `fxp resume` can go on with (or extend); else one line saying why not."
+    if not (path / CONFIG).is_file():
+        raise FxpError(f"fxp resume: {path} is not a run folder (no {CONFIG}); give one from fxp runs")
+    summary = read_summary(path)
+    if "suggested_lrs" in summary:
+        raise FxpError(f"fxp resume: {path} is an lr-find run; nothing to resume")
+    row = read_run(path, path.parent)
+    status = row["status"]
+    if extend is not None:
+        if extend < 1:
+            raise FxpError(f"fxp resume: --extend {extend}: give a number of epochs, at least 1")
+        if status != "completed":
+            raise FxpError(f"fxp resume: --extend trains a completed run further, and {path} is {status}: resume it "
+                           f"first (fxp resume {path})")
+        return status
+    if status in NOT_AGAIN:
+        pid = (summary.get("process") or {}).get("pid")
+        reason = NOT_AGAIN[status].format(pid=f" (pid {pid})" if pid else "")
+        raise FxpError(f"fxp resume: {path}: {reason}")
+    return status
+
+
+def saved_config(path: Path, overrides: list[str], extend: int | None):
+    "The run's config.yaml, validated as it is now, with the overrides a resume may take, and the --extend stage."
+    from omegaconf import OmegaConf
+
+    from fxp import config
+    from fxp.schema import Config
+
+    config.register()
+    try:
+        saved = OmegaConf.load(path / CONFIG)
+    except Exception as e:  # unreadable or not YAML
+        raise FxpError(f"fxp resume: {path / CONFIG} cannot be read ({type(e).__name__}); nothing to resume") from None
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
+        cfg = apply(cfg, overrides)
+        if extend is not None:
+            cfg.trainer.stages.append(extension(cfg.trainer.stages[-1], extend))
+        return config.validate(cfg)
+    except ConfigError as e:
+        if str(e).startswith("fxp resume:"):
+            raise
+        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {e}; nothing to resume (train it anew)"
+                          ) from None
+    except Exception as e:  # OmegaConf's errors: the key and what is wrong, on one line
+        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {config.one_line(e)}; nothing to "
+                          f"resume (train it anew)") from None
+
+
+def apply(cfg, overrides: list[str]):
+    "The overrides a resume takes (RESUMABLE keys only: they leave the results as they are)."
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    for o in overrides:
+        try:
+            parsed = OverridesParser.create().parse_overrides([o])[0]
+        except Exception as e:
+            raise ConfigError(f"fxp resume: cannot parse the override {o!r} ({str(e).splitlines()[0]})") from None
+        key = parsed.key_or_group
+        if key not in RESUMABLE and not key.startswith("logger."):
+            raise ConfigError(f"fxp resume: {key} would change what the run computes, so a resume cannot take it; "
+                              f"it takes only {', '.join(RESUMABLE)} (train anew to change {key})")
+        if key == "logger":
+            cfg.logger = loggers(parsed.value())
+        else:
+            OmegaConf.update(cfg, key, parsed.value(), merge=True)
+    return cfg
+
+
+def loggers(value):
+    "`logger=NAME`, `logger=[A,B]` or `logger=null` as `fxp train` composes it: the chosen YAMLs merged."
+    from omegaconf import OmegaConf
+
+    from fxp import config
+
+    names = [] if value is None else [value] if isinstance(value, str) else list(value)
+    choices = config.choices("logger")
+    out = OmegaConf.create({})
+    for name in names:
+        if name not in choices:
+            raise ConfigError(f"fxp resume: unknown logger {name!r}; choose from: {', '.join(choices)}")
+        out = OmegaConf.merge(out, OmegaConf.load(config.conf_dir() / "logger" / f"{name}.yaml"))
+    return out
+
+
+def extension(last, n: int) -> dict:
+    """The stage --extend adds: the last stage again for `n` epochs at the size it left (its policy, lr, freezing); a
+    fine_tune stage without its frozen epochs, so the `n` epochs are its unfrozen part."""
+    from omegaconf import OmegaConf
+
+    stage = {**OmegaConf.to_container(last), "epochs": n, "size": None}
+    if stage["policy"] == "fine_tune":
+        stage["freeze_epochs"] = 0
+    return stage
+
+
+def note(path: Path, point: dict, extend: int | None, n_stages: int) -> str:
+    "The line train.log and the console get as the run goes on."
+    if extend is not None:
+        return f"extended by {extend} epochs: stage {n_stages}, after stage {point['stage']} epoch {point['epoch']}"
+    step = f"step {point['step']} " if point["folder"] != str(path) else ""
+    return f"resumed at {step}stage {point['stage']} epoch {point['epoch']}"
+
+
+@contextmanager
+def logging_to(file: Path):
+    "The run's train.log gets the resumed run's log lines, formatted as `fxp train` (Hydra's job logging) writes them."
+    from omegaconf import OmegaConf
+
+    from fxp import config
+
+    fmt = OmegaConf.load(config.conf_dir() / "hydra" / "job_logging" / "fxp.yaml").formatters.simple.format
+    handler = logging.FileHandler(file)
+    handler.setFormatter(logging.Formatter(fmt))
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(level)
