@@ -18,6 +18,7 @@ from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Listed, TaskBase
 
 TARGETS = ("points", "scalars")
+OUTSIDE = ("error", "clip", "drop")  # task.points_outside
 
 
 @dataclass
@@ -29,13 +30,14 @@ class Task(Images, Listed, TaskBase):
     y_cols: List[Any] = field(default_factory=lambda: [1, 2])  # points: x, y pairs; scalars: the target columns
     y_range: Optional[List[float]] = None  # [lo, hi]: a sigmoid squashes outputs into it (points: [-1, 1])
     log_target: bool = False  # scalars: train on log(y); predict returns exp of the output
+    points_outside: str = "error"  # a point outside its image: error | clip (onto the border) | drop (its row)
     resize_method: str = "squish"  # crop | pad | squish
 
 
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
-    check_images(task, target=TARGETS)
+    check_images(task, target=TARGETS, points_outside=OUTSIDE)
     check_model(cfg, *IMAGE_MODEL)
     is_pkl = str(task.labels).endswith(".pkl")
     if not task.y_cols and not is_pkl:
@@ -101,7 +103,7 @@ def _items(t, root: Path, skip_bad: bool):
     files, keep, bad = listed_images(names, t, root, path.name, skip_bad)
     df, files, ys = df[keep].reset_index(drop=True), [f for f, k in zip(files, keep) if k], ys[keep]
     if t.target == "points":
-        _check_points(path, df, files, ys)
+        df, files, ys = _inside(path, t.points_outside, df, files, ys)
     elif t.log_target:
         ys = _log(path, t, ys)
     return df, files, ys, bad
@@ -146,23 +148,47 @@ def _read_pkl(path: Path):
     return pd.DataFrame({"name": names}), names, ys
 
 
-def _check_points(path: Path, df, files, ys) -> None:
-    "Every point inside its image (0 <= x <= width, 0 <= y <= height, in pixels); else one line naming the first."
+def _inside(path: Path, how: str, df, files, ys):
+    """Points outside their image (x outside 0..width or y outside 0..height, in pixels; dlib landmarks a few pixels
+    off the frame): an error naming the first, clipped onto the border, or their rows dropped (task.points_outside)."""
+    import numpy as np
     from PIL import Image
 
-    outside = []
-    for i, (f, y) in enumerate(zip(files, ys)):
+    sizes = []
+    for f in files:
         with Image.open(f) as im:
-            w, h = im.size
-        pts = y.reshape(-1, 2)
-        out = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
-        if out.any():
-            outside.append((i, f, pts[out.argmax()], w, h))
-    if outside:
-        i, f, (x, y), w, h = outside[0]
-        more = f" ({len(outside)} rows in all)" if len(outside) > 1 else ""
-        raise FxpError(f"{path}: point ({x:g}, {y:g}) of {f.name} (row {i + 1}) lies outside its {w}x{h} image{more}; "
-                       f"fix the coordinates (pixels, x in 0..{w}, y in 0..{h}) or remove the row")
+            sizes.append(im.size)
+    wh = np.repeat(np.asarray(sizes, dtype=np.float32).reshape(-1, 1, 2), ys.shape[1] // 2, axis=1)
+    pts = ys.reshape(len(ys), -1, 2)
+    out = (pts < 0) | (pts > wh)
+    rows = out.any(axis=(1, 2))
+    if not rows.any():
+        return df, files, ys
+    i = int(rows.argmax())
+    (w, h), n = sizes[i], int(rows.sum())
+    where = f"{n} of {len(rows)} rows have points outside their image" if n > 1 else "1 row has a point outside its image"
+    if how == "error":
+        x, y = pts[i][out[i].any(axis=1)][0]
+        raise FxpError(f"{path}: point ({x:g}, {y:g}) of {files[i].name} (row {i + 1}) lies outside its {w}x{h} image"
+                       f"{f' ({n} rows in all)' if n > 1 else ''}; set task.points_outside=clip (onto the border) "
+                       f"or drop (those rows), or fix the coordinates (pixels, x in 0..{w}, y in 0..{h})")
+    if how == "clip":
+        _note(f"{path.name}: {where}, clipped onto the border (task.points_outside=clip)")
+        return df, files, np.clip(pts, 0, wh).reshape(ys.shape).astype(ys.dtype)
+    if rows.all():
+        raise FxpError(f"{path}: every row has a point outside its image, so task.points_outside=drop leaves none; "
+                       f"check the coordinates are pixels (x in 0..width, y in 0..height) or set points_outside=clip")
+    _note(f"{path.name}: {where}, dropped (task.points_outside=drop): {', '.join(f.name for f, r in zip(files, rows) if r)}")
+    keep = ~rows
+    return df[keep].reset_index(drop=True), [f for f, k in zip(files, keep) if k], ys[keep]
+
+
+def _note(line: str) -> None:
+    "A line about the data, on the console and in train.log."
+    import logging
+
+    logging.getLogger("fxp").info(line)
+    print(line, flush=True)
 
 
 def _log(path: Path, t, ys):
@@ -236,25 +262,38 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
         save(fig, dest / "predicted_vs_true.png")
 
 
-def _plot_points(learn, preds, targs, dest: Path) -> None:
+def _plot_points(learn, preds, targs, dest: Path, n: int = 9) -> None:
+    "True and predicted points on the first `n` validation images, a panel each (up to 3 a row), titled with the file."
+    import math
+
     from fxp.plots import displayable, plt, save
     from fxp.vision import valid_items
 
-    n = min(9, len(preds))
-    fig, axs = plt.subplots(3, 3, figsize=(9, 9), squeeze=False)
-    for ax in axs.flat:
-        ax.axis("off")
+    n = min(n, len(preds))
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.5 * nrows + 0.4), squeeze=False)
+    for ax in axs.flat[n:]:
+        ax.set_visible(False)
+    files = learn.dls.valid_ds.items["_file"]
     for i, (ax, im) in enumerate(zip(axs.flat, valid_items(learn.dls.valid, list(range(n))))):
         h, w = im.shape[-2:]
         ax.imshow(displayable(im), cmap="gray")
         for y, color, label in ((targs[i], "lime", "true"), (preds[i], "red", "predicted")):
             p = y.view(-1, 2)
-            ax.scatter((p[:, 0] + 1) * w / 2, (p[:, 1] + 1) * h / 2, s=30, c=color, marker="x" if color == "red" else "o",
-                       label=label)
-        ax.set_title(f"mse {float(((preds[i] - targs[i]) ** 2).mean()):.4f}", fontsize=8)
-        if i == 0:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.scatter((p[:, 0] + 1) * w / 2, (p[:, 1] + 1) * h / 2, s=30 if len(p) < 5 else 8, c=color,
+                       marker="x" if color == "red" else "o", label=label, linewidths=1)
+        ax.set_title(f"{_short(Path(files.iloc[i]).name)}\nmse {float(((preds[i] - targs[i]) ** 2).mean()):.4f}",
+                     fontsize=8)
+        ax.axis("off")
+    handles, labels = axs.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=2, fontsize=8, frameon=False)
     save(fig, dest)
+
+
+def _short(name: str, width: int = 32) -> str:
+    "A file name that fits a panel's title: its start and end around an ellipsis when longer than `width`."
+    return name if len(name) <= width else f"{name[:width // 2 - 1]}…{name[-(width // 2 - 1):]}"
 
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:

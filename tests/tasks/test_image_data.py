@@ -31,7 +31,7 @@ def composed(*overrides):
 
 
 class Figures:
-    "What fxp.plots.save is given during a run: file name → (legend texts, axes titles)."
+    "What fxp.plots.save is given during a run: file name → (figure legend texts, titles of the visible axes)."
 
     def __init__(self, mp):
         from fxp import plots
@@ -40,7 +40,7 @@ class Figures:
 
         def save(fig, dest, *a, **kw):
             self.seen[Path(dest).name] = ([t.get_text() for lg in fig.legends for t in lg.get_texts()],
-                                          [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.has_data()])
+                                          [ax.get_title() for ax in fig.axes if ax.get_visible()])
             return original(fig, dest, *a, **kw)
 
         mp.setattr(plots, "save", save)
@@ -150,3 +150,96 @@ def test_masks_png_has_a_legend_of_the_codes_it_shows(trimaps_run):
     assert "background" in texts and "border (void)" in texts and set(texts) <= {"unused", "pet", "background",
                                                                                      "border (void)"}
     assert sum(t == "true mask" for t in titles) == 4 and any(t.endswith(".jpg") for t in titles)
+
+
+# --- item 6: points outside their image (dlib landmarks a few pixels off the frame) --------------------------------
+
+LANDMARKS = "[" + ",".join(map(str, range(1, 137))) + "]"  # part_0_x .. part_67_y
+OFF_FRAME = {"137341995_e7c48e9a75.jpg", "1383023626_8a49e4879a.jpg", "529447797_0f9d2fb756.jpg"}
+FACES_TINY = ["task=biwi", "task.labels=face_landmarks.csv", "task.folder=null", f"task.y_cols={LANDMARKS}",
+              "model=small_cnn", "trainer=default", "task.size=64", "trainer.bs=16"]
+
+
+def face_items(*overrides):
+    from fxp.data import data_path
+    from fxp.tasks import regression
+
+    cfg = composed(f"data.path={need_data('faces')}", *FACES_TINY, *overrides)
+    return regression._items(cfg.task, data_path(cfg), False)
+
+
+def test_points_outside_are_an_error_by_default_naming_the_choice(tmp_path):
+    r = run_fxp("train", f"data.path={need_data('faces')}", *FACES_TINY, cwd=tmp_path)
+    line = assert_one_line_error(r, "face_landmarks.csv", "outside", "(3 rows in all)", "task.points_outside=clip",
+                                 "drop")
+    assert any(name in line for name in OFF_FRAME), line
+
+
+def test_points_outside_clipped_onto_the_border(capsys):
+    from PIL import Image
+
+    df, files, ys, _ = face_items("task.points_outside=clip")
+    assert len(files) == 56 and "3 of 56 rows" in capsys.readouterr().out
+    for f, y in zip(files, ys):
+        w, h = Image.open(f).size
+        pts = y.reshape(-1, 2)
+        assert (pts >= 0).all() and (pts[:, 0] <= w).all() and (pts[:, 1] <= h).all(), f
+    i = [f.name for f in files].index("137341995_e7c48e9a75.jpg")
+    assert ys[i].reshape(-1, 2).min() == 0  # x = -4 clipped to the left edge
+
+
+def test_points_outside_drop_their_rows(capsys):
+    df, files, ys, _ = face_items("task.points_outside=drop")
+    assert len(files) == len(df) == len(ys) == 53 and not OFF_FRAME & {f.name for f in files}
+    out = capsys.readouterr().out
+    assert "dropped (task.points_outside=drop)" in out and all(name in out for name in OFF_FRAME)
+
+
+def test_points_outside_takes_error_clip_or_drop():
+    with pytest.raises(ConfigError, match="task.points_outside='ignore' is not valid; choose from: error, clip, drop"):
+        composed("task=biwi", "task.points_outside=ignore")
+
+
+# --- item 10: predicted_points.png sized to the images, titled with their file names -------------------------------
+
+
+@pytest.fixture(scope="module")
+def faces_run(tmp_path_factory):
+    "68 landmarks (off-frame ones clipped) on the 56 faces: a small CNN, 3 epochs (a few seconds)."
+    cwd = tmp_path_factory.mktemp("faces")
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", f"data.path={need_data('faces')}", *FACES_TINY, "task.points_outside=clip",
+                    "trainer.epochs=3", cwd=cwd)
+    assert r.returncode == 0, r
+    return newest_run(cwd), figures.seen
+
+
+@pytest.mark.slow
+def test_faces_with_points_clipped_train_and_plot_nine_named_panels(faces_run):
+    run, figures = faces_run
+    s = summary(run)
+    assert s["status"] == "completed" and s["items_train"] + s["items_valid"] == 56
+    open_png(run / "plots" / "predicted_points.png")
+    texts, titles = figures["predicted_points.png"]
+    assert texts == ["true", "predicted"] and len(titles) == 9
+    assert all(t.split("\n")[0].endswith(".jpg") and "mse" in t for t in titles), titles
+
+
+@pytest.mark.slow
+def test_predicted_points_grid_fits_two_valid_images(tmp_path):
+    "10 faces, 2 of them valid: two panels (not a 3x3 grid of 7 blank ones), each named."
+    import pandas as pd
+
+    root = need_data("faces")
+    df = pd.read_csv(root / "face_landmarks.csv")
+    df[~df.image_name.isin(OFF_FRAME)].head(10).iloc[:, :3].to_csv(tmp_path / "ten.csv", index=False)
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", "task=biwi", f"data.path={root}", f"task.labels={tmp_path / 'ten.csv'}",
+                    "task.folder=null", *FACES_TINY[4:], "trainer.bs=4", "trainer.epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r
+    valid = {Path(f).name for f in df.image_name.head(10)}
+    _, titles = figures.seen["predicted_points.png"]
+    assert len(titles) == 2 and all(t.split("\n")[0] in valid for t in titles), titles
+    assert open_png(newest_run(tmp_path) / "plots" / "predicted_points.png")[0] < 600  # two panels wide, not three
