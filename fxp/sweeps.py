@@ -3,12 +3,17 @@
 A Hydra callback (`SweepFiles`, in conf/config.yaml) rewrites both from the job folders' summary.json as each job
 ends, under a file lock, so they stay current whichever launcher runs the jobs (in-process, joblib workers,
 submitit processes) and a failed job is a row too. Light imports only.
+
+A sweep claims its folder before its first job (`claim`): a new or empty folder, taken atomically, so a rerun or a
+second sweep with the same `hydra.sweep.dir` is refused in one line instead of mixing its jobs with the first's.
+A sweep whose jobs did not all complete goes on to its last job, then exits 1 saying how many did not.
 """
 from __future__ import annotations
 
 import csv
 import fcntl
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +22,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
 from fxp.runs import BEST, SWEEP_CSV, best_job, read_jobs, read_json
+
+LOCK = ".sweep.lock"  # the sweep's claim on its folder, then the lock its files are rewritten under
 
 
 def csv_row(job: dict) -> dict:
@@ -39,7 +46,7 @@ def best_of(sweep_dir: Path, table: list[dict]) -> dict | None:
 def update(sweep_dir: Path) -> None:
     "Rewrite sweep.csv and best.json from the job folders (one writer at a time)."
     sweep_dir = Path(sweep_dir)
-    with _locked(sweep_dir / ".sweep.lock"):
+    with _locked(sweep_dir / LOCK):
         table = read_jobs(sweep_dir)
         rows = [csv_row(job) for job in table]
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -72,8 +79,38 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def claim(sweep_dir: Path) -> None:
+    """Take `sweep_dir` for a new sweep: created, or empty, and its claim file created exclusively (two sweeps started
+    at once into one folder: one gets it). A folder that holds anything is refused in one line (exit 2)."""
+    sweep_dir = Path(sweep_dir)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not any(sweep_dir.iterdir()):
+            with open(sweep_dir / LOCK, "x"):
+                return
+    except FileExistsError:
+        pass  # another sweep claimed it between the two lines
+    except OSError as e:
+        _exit(2, f"cannot create the sweep folder {sweep_dir}: {e.strerror}; choose another hydra.sweep.dir")
+    held = sorted(p.name for p in sweep_dir.iterdir() if p.name != LOCK)
+    what = f"files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''})" if held else "another sweep's claim"
+    _exit(2, f"{sweep_dir} already holds {what}: a sweep writes into a new or empty folder; choose another "
+             f"hydra.sweep.dir (or leave it out for outputs/multirun/<stamp>), or continue a job there with "
+             f"fxp resume {sweep_dir}/N")
+
+
+def _exit(code: int, message: str) -> None:
+    "End the sweep with one line (raised through Hydra, which would print an exception in many lines)."
+    print(f"fxp: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
 class SweepFiles(Callback):
-    "Keep sweep.csv and best.json current as jobs end; at the end of a sweep, say how it went in one line."
+    """Claim the sweep folder before the first job; keep sweep.csv and best.json current as jobs end; at the end of a
+    sweep, say how it went in one line, and exit 1 if any job did not complete."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        claim(Path(config.hydra.sweep.dir))
 
     def on_job_end(self, config, job_return=None, **kwargs) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -85,6 +122,12 @@ class SweepFiles(Callback):
             return
         update(sweep_dir)
         print(report_line(sweep_dir), flush=True)
+        statuses = [job["status"] for job in read_jobs(sweep_dir)]
+        missed = [s for s in statuses if s != "completed"]
+        if missed:
+            counts = ", ".join(f"{missed.count(s)} {s}" for s in dict.fromkeys(missed))
+            _exit(1, f"{len(missed)} of {len(statuses)} jobs did not complete ({counts}); the sweep went on with the "
+                     f"others; each job's error: fxp runs {sweep_dir}")
 
 
 def report_line(sweep_dir: Path) -> str:
