@@ -262,12 +262,15 @@ def status_of(exc) -> str:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    "Rows of a run's metrics.csv as dicts of floats (empty if none yet)."
+    "Rows of a run's metrics.csv as dicts of floats (empty if none yet or not a CSV; undecodable bytes replaced)."
     f = Path(path) / METRICS
     if not f.is_file():
         return []
-    with open(f, newline="") as fh:
-        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    try:
+        with open(f, newline="", errors="replace") as fh:
+            return [{k: _num(v) for k, v in row.items() if isinstance(k, str)} for row in csv.DictReader(fh)]
+    except (OSError, csv.Error):
+        return []
 
 
 def _num(v):
@@ -278,11 +281,12 @@ def _num(v):
 
 
 def read_json(path: Path) -> dict:
-    "A JSON file of a run or sweep folder (summary.json, best.json); {} if missing or half-written."
+    "A JSON object of a run or sweep folder (summary.json, best.json); {} if missing, half-written or not an object."
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_summary(path: Path) -> dict:
@@ -292,15 +296,16 @@ def read_summary(path: Path) -> dict:
 def read_config(path: Path) -> dict:
     "The run's config.yaml as plain data (resolved when written); {} if unreadable."
     try:
-        return yaml.load((Path(path) / CONFIG).read_text(), Loader=YAML_LOADER) or {}
-    except (OSError, yaml.YAMLError):
+        value = yaml.load((Path(path) / CONFIG).read_text(), Loader=YAML_LOADER)
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_overrides(path: Path) -> list[str]:
     try:
         return [str(o) for o in yaml.load((Path(path) / OVERRIDES).read_text(), Loader=YAML_LOADER) or []]
-    except (OSError, yaml.YAMLError, TypeError):
+    except (OSError, ValueError, yaml.YAMLError, TypeError):
         return []
 
 
@@ -375,9 +380,9 @@ def read_run(path: Path, root: Path) -> dict:
     A folder without summary.json is `incomplete`; a `running` run whose files have not changed for STALE_AFTER_S
     (or three of its epochs, if longer) is `stale`: its process most likely died.
     """
-    summary = read_summary(path)
+    summary, bad = read_summary(path), unreadable(path)  # a summary.json that is no summary reads as {}
     monitor = read_monitor(path)
-    status = summary.get("status", "incomplete")
+    status = summary.get("status") if isinstance(summary.get("status"), str) else "incomplete"
     if status in ("running", "incomplete"):
         rows, last_write = read_metrics(path), _last_write(path)
         final, best, epochs = final_metrics(rows), best_metrics(rows, monitor), len(rows)
@@ -385,18 +390,44 @@ def read_run(path: Path, root: Path) -> dict:
         if status == "running":
             status = liveness(summary, last_write, rows)
     else:
-        final, best = summary.get("final_metrics", {}), summary.get("best_metrics", {})
-        epochs, wall = summary.get("epochs", 0), summary.get("wall_time_s")
+        final, best = _of(dict, summary.get("final_metrics")), _of(dict, summary.get("best_metrics"))
+        epochs, wall = _of(int, summary.get("epochs")) or 0, _of(float, summary.get("wall_time_s"))
     final, best = _finite(final), _finite(best)
-    overrides = summary["overrides"] if "overrides" in summary else read_overrides(path)
+    overrides = summary["overrides"] if isinstance(summary.get("overrides"), list) else read_overrides(path)
     baseline = baselines(summary).get(monitor.metric, (None, None))
-    return dict(run=path.relative_to(root).as_posix(), kind="lr-find" if "suggested_lrs" in summary else "run",
-                task=summary.get("task") or _task_of(path), overrides=overrides, metric=monitor.metric,
-                mode=monitor.mode, final=final.get(monitor.metric), best=best.get(monitor.metric),
-                baseline=baseline[0], baseline_of=baseline[1], model_epoch=summary.get("model_epoch"), epochs=epochs,
-                wall_time_s=wall, status=status, error=first_line(summary.get("error")) or None,
-                suggested_lrs=summary.get("suggested_lrs"), started=iso(started(path)), final_metrics=final,
-                best_metrics=best)
+    lrs = _of(dict, summary.get("suggested_lrs")) if "suggested_lrs" in summary else None
+    return dict(run=path.relative_to(root).as_posix(), kind="run" if lrs is None else "lr-find",
+                task=_of(str, summary.get("task")) or _task_of(path), overrides=[str(o) for o in overrides],
+                metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
+                best=best.get(monitor.metric), baseline=baseline[0], baseline_of=baseline[1],
+                model_epoch=_of(int, summary.get("model_epoch")), epochs=epochs, wall_time_s=wall, status=status,
+                error=bad or first_line(_of(str, summary.get("error"))) or None, suggested_lrs=lrs,
+                started=iso(started(path)), final_metrics=final, best_metrics=best)
+
+
+def unreadable(path: Path) -> str:
+    "What is wrong with a run folder's summary.json or config.yaml, if one is there but unreadable; else ''."
+    path = Path(path)
+    try:
+        value = json.loads((path / SUMMARY).read_bytes())
+        if not isinstance(value, dict):
+            what = {type(None): "null", list: "list", str: "string", bool: "boolean"}.get(type(value), "number")
+            return f"unreadable {SUMMARY}: a JSON {what}, not a summary"
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        return f"unreadable {SUMMARY}: {type(e).__name__}"
+    if (path / CONFIG).is_file() and not read_config(path):
+        return f"unreadable {CONFIG}"
+    return ""
+
+
+def _of(kind: type, value):
+    "`value` if it is a `kind` (int and float: a number, not a bool), else None: a field of a hand-edited summary."
+    if kind in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return (int(value) if kind is int else float(value)) if ok and (kind is float or value == int(value)) else None
+    return value if isinstance(value, kind) else None
 
 
 def read_jobs(sweep_dir: Path) -> list[dict]:
@@ -515,7 +546,8 @@ def _stale_after(rows: list[dict]) -> float:
 
 def _finite(metrics: dict) -> dict:
     "Numeric metrics; NaN and inf as None, so --json is strict JSON."
-    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return {str(k): (v if math.isfinite(v) else None) for k, v in (metrics or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def iso(ts: float) -> str:

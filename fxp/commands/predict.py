@@ -40,11 +40,9 @@ def main(args: list[str]) -> int:
     run_dir, inputs, options = _predict_args([a for a in args if a != "--json"])
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
-    from omegaconf import OmegaConf
-
     from fxp import dispatch
 
-    cfg = OmegaConf.load(run_dir / CONFIG)
+    cfg = _config(run_dir)
     kind = dispatch.kind_module(cfg.task.kind)
     accepted = [p for p in inspect.signature(kind.predict).parameters if p not in ("learn", "cfg", "inputs")]
     unknown = [o for o in options if o not in accepted]
@@ -81,6 +79,26 @@ def _predict_args(args: list[str]) -> tuple[Path, list[str], dict[str, str]]:
         raise FxpError("usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--json] (inputs: what the "
                        "run's kind takes: image files or folders, texts, a CSV of rows)")
     return Path(positional[0]), positional[1:], options
+
+
+def _config(run_dir: Path):
+    "The run's config.yaml (written resolved), or one line saying what is wrong with it."
+    from omegaconf import DictConfig, OmegaConf
+
+    f = run_dir / CONFIG
+    if not f.is_file():
+        raise FxpError(f"fxp predict: no {CONFIG} in {run_dir}: the run's kind and task come from it; give the "
+                       f"folder of a completed run (fxp runs lists them)")
+    try:
+        cfg = OmegaConf.load(f)
+    except Exception as e:  # not YAML, not UTF-8
+        raise FxpError(f"fxp predict: {f} cannot be read ({type(e).__name__}: "
+                       f"{(str(e).strip().splitlines() or [''])[0]})") from None
+    kind = OmegaConf.select(cfg, "task.kind", default=None) if isinstance(cfg, DictConfig) else None
+    if not isinstance(kind, str):
+        raise FxpError(f"fxp predict: {f} has no task.kind (it is not a run's {CONFIG}); give the folder of a "
+                       f"completed run")
+    return cfg
 
 
 def _load_learner(path: Path):

@@ -68,12 +68,27 @@ def collect(root: Path) -> list[dict]:
 
 def _rows_under(folder: Path, root: Path):
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if is_run(sub):
-            yield read_run(sub, root)
-        elif is_sweep(sub):
-            yield read_sweep(sub, root)
-        else:
-            yield from _rows_under(sub, root)
+        try:
+            if is_run(sub):
+                yield read_run(sub, root)
+            elif is_sweep(sub):
+                yield read_sweep(sub, root)
+            else:
+                yield from _rows_under(sub, root)
+        except Exception as e:  # one folder fxp cannot read (permissions, files of odd shapes): flagged, not fatal
+            yield unreadable_row(sub, root, e)
+
+
+def unreadable_row(path: Path, root: Path, e: Exception) -> dict:
+    "A folder that could not be read, as a row saying why."
+    try:
+        when = iso(path.stat().st_mtime)
+    except OSError:
+        when = ""
+    return dict(run=path.relative_to(root).as_posix(), kind="run", task="?", overrides=[], metric=None, mode=None,
+                final=None, best=None, baseline=None, model_epoch=None, epochs=0, wall_time_s=None,
+                status="incomplete", error=f"unreadable: {type(e).__name__}: {first_line(e)}", started=when,
+                final_metrics={}, best_metrics={})
 
 
 def read_sweep(path: Path, root: Path) -> dict:
