@@ -269,12 +269,14 @@ FASTAI_CARRIED = {"Recorder": ("smooth_loss",), "GANTrainer": ("gen_mode", "gen_
 
 def checkpoint(learn) -> dict:
     """Everything an epoch leaves that the next one uses, so a resumed run goes on exactly as if never stopped: the
-    weights, the optimizer state, where in the recipe (`place`: stage, part of it, epoch within, its lr), each
+    weights, the optimizer state (and which parameters hold a gradient: fastai's optimizer steps every parameter
+    that has one, zeroed or frozen since), where in the recipe (`place`: stage, part of it, epoch within, its lr), each
     callback's carried state, the iteration count, the grad scaler and every random state (torch, numpy, Python,
     and each DataLoader's own generator, which shuffles)."""
     scaler = learn.__dict__.get("scaler")
     stopped = any(getattr(cb, "stop", False) for cb in learn.cbs if isinstance(cb, EarlyStop))
     return dict(model=get_model(learn.model).state_dict(), opt=learn.opt.state_dict(),
+                grads=[p.grad is not None for p in learn.model.parameters()],
                 at=dict(learn.place, epoch=learn.epoch + 1, epochs=learn.last_row["epoch"], stopped=stopped),
                 train_iter=learn.train_iter, scaler=scaler.state_dict() if scaler is not None else None,
                 callbacks=carried(learn), rng=rng_states(learn.dls))
@@ -292,7 +294,25 @@ def carried(learn) -> dict:
 def rng_states(dls) -> dict:
     cuda = [s.numpy() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None
     return dict(torch=torch.get_rng_state().numpy(), cuda=cuda, numpy=np.random.get_state(), python=random.getstate(),
-                loaders=[dl.rng.getstate() if hasattr(dl, "rng") else None for dl in dls.loaders])
+                loaders=[loader_state(dl) for dl in dls.loaders])
+
+
+def loader_state(dl) -> dict:
+    """A DataLoader's own state that goes on from epoch to epoch: its random generator, and the order of the items
+    of a loader that shuffles them in place, each epoch from the last (fastai's LMDataLoader: `items.idxs`)."""
+    items = dl.__dict__.get("items")
+    return dict(rng=dl.rng.getstate() if hasattr(dl, "rng") else None,
+                idxs=list(items.idxs) if hasattr(items, "idxs") and hasattr(items, "shuffle") else None)
+
+
+def load_loader_state(dl, state: dict) -> None:
+    if state["rng"] is not None:
+        dl.rng.setstate(state["rng"])
+    if state["idxs"] is not None:
+        idxs = dl.items.idxs  # set in place: the loader's other collections (lens) share it
+        (idxs.items if isinstance(getattr(idxs, "items", None), list) else idxs)[:] = state["idxs"]
+        if hasattr(dl, "make_chunks"):
+            dl.make_chunks()
 
 
 def load_checkpoint(learn, state: dict) -> None:
@@ -301,6 +321,9 @@ def load_checkpoint(learn, state: dict) -> None:
     if learn.opt is None:
         learn.create_opt()
     learn.opt.load_state_dict(state["opt"])
+    for p, had in zip(learn.model.parameters(), state["grads"]):
+        if had and p.grad is None:  # zeroed after the last step; fastai's optimizer still steps such parameters
+            p.grad = torch.zeros_like(p)
     restore(learn, state)
     rng = state["rng"]
     torch.set_rng_state(torch.from_numpy(rng["torch"]))
@@ -309,8 +332,7 @@ def load_checkpoint(learn, state: dict) -> None:
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     for dl, s in zip(learn.dls.loaders, rng["loaders"]):
-        if s is not None:
-            dl.rng.setstate(s)
+        load_loader_state(dl, s)
 
 
 def restore(learn, state: dict) -> None:
