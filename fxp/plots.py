@@ -82,10 +82,16 @@ def displayable(im):
 
 
 def confusion_matrix(learn, dest: Path):
-    "fastai's confusion matrix of the validation set, saved to `dest`; returns the interpretation (top losses)."
+    """fastai's confusion matrix of the validation set, saved to `dest`, a size that keeps 37 pet breeds' labels and
+    counts apart; returns the interpretation (top losses)."""
     from fastai.interpret import ClassificationInterpretation
 
     interp = ClassificationInterpretation.from_learner(learn)
-    interp.plot_confusion_matrix(figsize=(6, 6))
+    # fastai takes a list vocab for [inputs' vocab, labels' vocab] (a text classifier's) and keeps its last item: of
+    # a plain list of class names (digits' tensors) that is one name, and the matrix would be 1x1
+    if isinstance(interp.vocab, str):
+        interp.vocab = list(interp.dl.vocab)
+    side = max(6, 2.5 + 0.3 * len(interp.vocab))
+    interp.plot_confusion_matrix(figsize=(side, side), dpi=80)
     save_current(dest)
     return interp

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from contextlib import contextmanager
+from pathlib import Path
 
 from fastai.learner import Learner, Metric
 from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
@@ -84,17 +86,37 @@ def pretrained_weights(m):
                        f"connect once to download them, or train from scratch with model.pretrained=false") from e
 
 
-def image_grid(images, titles, dest, ncols: int = 3, cmap=None) -> None:
-    "Save a grid of images (tensors CHW or HW, any range: each is min-max scaled) with titles."
+def image_grid(images, titles, dest, ncols: int = 3, cmap=None, width: int = 36) -> None:
+    """Save a grid of images (tensors CHW or HW, any range: each is min-max scaled) with titles, as many columns as
+    images up to `ncols`; each title line wrapped at `width` characters (a planet image's list of tags)."""
+    titles = ["\n".join(textwrap.fill(line, width) or line for line in str(t).split("\n")) for t in titles]
     n = len(images)
+    ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axs = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (3.1 + 0.16 * lines) * nrows), squeeze=False)
     for ax in axs.flat:
         ax.axis("off")
+        ax.set_anchor("S")  # an image at the bottom of its cell: the room its title needs is above it
+    for ax in axs.flat[n:]:
+        ax.set_visible(False)
     for ax, im, title in zip(axs.flat, images, titles):
         ax.imshow(displayable(im), cmap=cmap or "gray")
         ax.set_title(title, fontsize=8)
     save(fig, dest)
+
+
+def item_names(dl, idxs, col=None) -> list[str]:
+    """The file names of the items of `dl` at `idxs`: a path's name, or a table row's `col` cell (a name or a position);
+    empty for in-memory tensors (digits)."""
+    items = getattr(dl.dataset, "items", None)
+    if items is None:
+        return [""] * len(idxs)
+    if hasattr(items, "iloc"):
+        rows = items.iloc[list(idxs)]
+        cells = rows.iloc[:, col or 0] if col is None or isinstance(col, int) else rows[col]
+        return [Path(str(c)).name for c in cells]
+    return [Path(str(items[i])).name for i in idxs]
 
 
 def valid_items(dl, idxs) -> list:
