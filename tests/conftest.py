@@ -1,22 +1,38 @@
-"""Shared test helpers: where the small real datasets are, the installed `fxp` in a subprocess, run folders.
+"""Shared test helpers: where the small real datasets are, `fxp` run in-process or as the installed command,
+run folders.
 
-Every run a test starts lands in its own `tmp_path` (the subprocess's working directory), so tests never
-see each other's `outputs/`. Subprocesses get no network (a closed proxy port) and an empty torch hub cache,
-so a test can never download data or weights, whatever the machine.
+Most tests run `fxp` in this process (`run_fxp`, the `fxp` fixture): `fxp.cli.main(argv)` as the installed command
+calls it, with the working directory, environment and output of a subprocess, and torch, fastai and Hydra imported
+once per worker instead of once per command. `run_installed` / `start_fxp` start the installed command in a
+subprocess, for what only a process boundary shows (signals, what gets imported, the console script itself, Hydra
+launchers that start processes).
+
+Every run a test starts lands in its own `tmp_path` (the run's working directory), so tests never see each other's
+`outputs/`. Runs get no network (a closed proxy port) and an empty torch hub cache, so a test can never download
+data or weights, whatever the machine; torch uses one thread (tiny models; a second thread only contends on a
+shared CPU).
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported in this process (as in subprocesses)
+THREADS = int(os.environ["OMP_NUM_THREADS"])
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 NO_NET = "http://127.0.0.1:9"  # the discard port: nothing listens, so every download fails at once
@@ -63,6 +79,7 @@ class Result:
 
 
 def subprocess_env(tmp: Path) -> dict:
+    "The environment of a test's fxp run, in-process or not: no network, no cached weights, one torch thread."
     env = dict(os.environ)
     for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         env[k] = NO_NET
@@ -74,7 +91,81 @@ def subprocess_env(tmp: Path) -> dict:
 
 
 def run_fxp(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> Result:
-    "Run the installed `fxp ARGS...` with `cwd` as working directory (run folders go to cwd/outputs)."
+    """`fxp ARGS...` in this process: `fxp.cli.main` with `cwd` as working directory, the environment a subprocess
+    would get (`env`, else `subprocess_env(cwd)`), stdout and stderr captured, the exit code returned.
+
+    What the command changes in the process is put back afterwards: cwd, environment, sys.argv, the logging
+    handlers Hydra installs (train.log), the SIGTERM/SIGINT handlers, torch's thread count. Uncaught exceptions
+    become exit code 1 with the traceback on stderr, as in a subprocess. Warnings are left to pytest (reported in
+    its summary, not on the captured stderr), deprecations ignored as a fresh interpreter does; the real stderr of
+    the command is checked through `run_installed`. `timeout` is the subprocess runner's (not enforced here).
+    """
+    from fxp.cli import main
+
+    cwd = Path(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with (_process_state(cwd, env or subprocess_env(cwd)), warnings.catch_warnings(), redirect_stdout(out),
+          redirect_stderr(err)):
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.filterwarnings("ignore", category=category)
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = exit_code(e.code)
+        except Exception:  # what the interpreter would print for an uncaught exception
+            traceback.print_exc()
+            code = 1
+    return Result(code, out.getvalue(), err.getvalue(), cwd)
+
+
+def exit_code(code) -> int:
+    "The exit status the interpreter gives `SystemExit(code)`."
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
+@contextmanager
+def _process_state(cwd: Path, env: dict):
+    "Run with `cwd` and `env`; afterwards restore what a command may change in the process."
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv[:]
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    os.environ.clear()
+    os.environ.update(env)
+    _forget_proxies()
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _forget_proxies()
+        sys.argv[:] = saved_argv
+        for h in root.handlers[:]:  # Hydra's job logging: a FileHandler on this run's train.log
+            if h not in saved_handlers:
+                root.removeHandler(h)
+                h.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+        if "torch" in sys.modules:  # trainer.num_threads sets torch's threads for the process
+            sys.modules["torch"].set_num_threads(THREADS)
+
+
+def _forget_proxies() -> None:
+    "urllib's shared opener reads the proxy variables once: drop it, so the next download sees the current ones."
+    if "urllib.request" in sys.modules:
+        sys.modules["urllib.request"].install_opener(None)
+
+
+def run_installed(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> Result:
+    """The installed `fxp ARGS...` in a subprocess, `cwd` as working directory: for what only a process shows
+    (signals, imports, the console script, exit codes of the interpreter)."""
     cwd = Path(cwd)
     p = subprocess.run([*fxp_command(), *map(str, args)], cwd=cwd, capture_output=True, text=True,
                        timeout=timeout, env=env or subprocess_env(cwd))
@@ -89,7 +180,7 @@ def start_fxp(*args: str, cwd: Path) -> subprocess.Popen:
 
 @pytest.fixture
 def fxp(tmp_path):
-    "`fxp('train', 'trainer.epochs=1')` runs the installed command in this test's tmp_path."
+    "`fxp('train', 'trainer.epochs=1')` runs fxp (in-process) in this test's tmp_path."
     def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> Result:
         return run_fxp(*args, cwd=cwd or tmp_path, timeout=timeout)
     return run
@@ -137,6 +228,15 @@ def digits_run(tmp_path_factory) -> Path:
     return newest_run(cwd)
 
 
+@pytest.fixture(scope="session")
+def digits_sweep(tmp_path_factory) -> list[Path]:
+    "The two job folders of one completed sweep, `fxp train -m trainer.seed=1,2 trainer.epochs=1`."
+    cwd = tmp_path_factory.mktemp("digits_sweep")
+    r = run_fxp("train", "-m", "trainer.seed=1,2", "trainer.epochs=1", cwd=cwd)
+    assert r.returncode == 0, r
+    return sorted(run_dirs(cwd))
+
+
 def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
     "A tiny class-folder copy of mnist_tiny (n images per class and split) under `dest`."
     src = need_data("mnist_tiny")
@@ -148,8 +248,29 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
     return dest
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`-n N` hands each worker whole test modules (`--dist loadscope`) in collection order: a run that a module
+    trains once for several tests (a module-scoped fixture) is trained on one worker, not on each."""
+    if getattr(config.option, "numprocesses", None) and config.option.dist in ("no", "load"):
+        config.option.dist = "loadscope"
+        config.option.loadscopereorder = False
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def _uses_a_module_fixture(item) -> bool:
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(d and d[-1].scope == "module" and d[-1].baseid == _module(item) for d in defs.values())
+
+
 def pytest_collection_modifyitems(config, items):
-    "Tests marked `gpu` are skipped where torch sees no CUDA device."
+    """Modules that train a shared run (a module-scoped fixture of their own) first, so the longest work starts
+    first and the quick modules fill in at the end. Tests marked `gpu` are skipped where torch sees no CUDA device."""
+    shared = {_module(item) for item in items if _uses_a_module_fixture(item)}
+    items.sort(key=lambda item: _module(item) not in shared)  # stable: each module's tests stay in order
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
