@@ -13,7 +13,7 @@ from pathlib import Path
 from fxp import config
 from fxp.commands import console, number
 from fxp.errors import FxpError
-from fxp.runs import CONFIG, SUMMARY, read_config, read_metrics, read_summary
+from fxp.runs import CONFIG, SUMMARY, read_config, read_metrics, read_run, read_summary, unreadable
 
 NEEDS = {"gpu": "a CUDA GPU (hours on a CPU)", "pretrained": "pre-trained weights (network)",
          "data": "a dataset that is not downloadable by fastai (data.path=)"}
@@ -77,27 +77,56 @@ def verdict(run_dir: Path) -> dict:
     cfg_file, summary_file = run_dir / CONFIG, run_dir / SUMMARY
     if not (cfg_file.is_file() and summary_file.is_file()):
         raise FxpError(f"{run_dir} is not a run folder (no {CONFIG} or {SUMMARY})")
+    problem = unreadable(run_dir) or _bad_fields(read_summary(run_dir))
+    if problem:
+        raise FxpError(f"fxp reproduce --from: {run_dir}: {problem}; no verdict without it (run the preset anew: "
+                       f"fxp reproduce NAME)")
     block = read_config(run_dir).get("reproduce")
     if block is None:
         raise FxpError(f"{run_dir} was not run from a preset (its {CONFIG} has no reproduce block); "
                        f"run one with fxp reproduce NAME")
+    _check_block(block, run_dir)
     summary = read_summary(run_dir)
     reached = final_value(run_dir, block, summary)
+    status = read_run(run_dir, run_dir.parent)["status"]  # a dead process's `running` reads as killed
     out = {"run": str(run_dir), **{k: block[k] for k in ("metric", "mode", "published", "tolerance", "source")},
-           "status": summary.get("status"), "reached": reached, "wall_time_s": summary.get("wall_time_s")}
+           "status": status, "reached": reached, "wall_time_s": summary.get("wall_time_s")}
     if reached is None:
         return {**out, "difference": None, "within_tolerance": False}
     difference = reached - block["published"]
     worse = difference if block["mode"] == "min" else -difference  # > 0: on the bad side of the published value
-    return {**out, "difference": difference, "within_tolerance": worse <= block["tolerance"]}
+    completed = status == "completed"  # only a completed run reaches a published figure (not one cut short)
+    return {**out, "difference": difference, "within_tolerance": completed and worse <= block["tolerance"]}
+
+
+BLOCK = {"metric": str, "mode": str, "published": (int, float), "tolerance": (int, float), "source": str}
+
+
+def _check_block(block, run_dir: Path) -> None:
+    "A config.yaml's reproduce block has what a verdict reads, each of its type; else one line."
+    bad = [k for k, t in BLOCK.items() if not isinstance(block, dict) or not isinstance(block.get(k), t)]
+    if bad:
+        raise FxpError(f"fxp reproduce --from: {run_dir / CONFIG}: its reproduce block lacks {', '.join(bad)} (or "
+                       f"has another type); run the preset anew: fxp reproduce NAME")
+
+
+def _bad_fields(summary: dict) -> str:
+    "What a verdict reads from summary.json that has another shape ('' if none)."
+    if not isinstance(summary.get("final_metrics", {}), dict):
+        return f"{SUMMARY}'s final_metrics is not a mapping"
+    if not isinstance(summary.get("wall_time_s", 0), (int, float, type(None))):
+        return f"{SUMMARY}'s wall_time_s is not a number"
+    return ""
 
 
 def final_value(run_dir: Path, block, summary: dict):
     "The metric's last-epoch value: of the run, or of the step the published figure belongs to (e.g. `gen`)."
     if block.get("step") is None:
-        return summary.get("final_metrics", {}).get(block["metric"])
-    rows = read_metrics(run_dir / block["step"])
-    return rows[-1].get(block["metric"]) if rows else None
+        value = summary.get("final_metrics", {}).get(block["metric"])
+    else:
+        rows = read_metrics(run_dir / str(block["step"]))
+        value = rows[-1].get(block["metric"]) if rows else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def print_verdict(v: dict) -> int:
@@ -110,7 +139,8 @@ def print_verdict(v: dict) -> int:
         table.add_column(col, justify="right")
     fmt = lambda x: number(x) if x is None or abs(x) < 1e-3 else f"{x:.4f}"  # noqa: E731  (3e-06, not 0.0000)
     table.add_row(fmt(v["published"]), fmt(v["reached"]), fmt(v["difference"]), f"±{v['tolerance']:g}",
-                  "within tolerance" if ok else "outside tolerance", str(v["status"]),
+                  "within tolerance" if ok else "outside tolerance" if v["status"] == "completed" else
+                  f"not completed ({v['status']})", str(v["status"]),
                   f"{v['wall_time_s'] or 0:.0f}s")
     out = console()
     out.print(table)

@@ -146,15 +146,17 @@ def loggers(value):
     return out
 
 
-def extension(last, n: int) -> dict:
+def extension(last, n: int):
     """The stage --extend adds: the last stage again for `n` epochs at the size it left (its policy, lr, freezing); a
     fine_tune stage without its frozen epochs, so the `n` epochs are its unfrozen part."""
     from omegaconf import OmegaConf
 
+    from fxp.schema import Stage
+
     stage = {**OmegaConf.to_container(last), "epochs": n, "size": None}
     if stage["policy"] == "fine_tune":
         stage["freeze_epochs"] = 0
-    return stage
+    return OmegaConf.structured(Stage(**stage))
 
 
 def note(path: Path, point: dict, extend: int | None, n_stages: int) -> str:
