@@ -16,7 +16,7 @@ from fxp.runs import (STATUSES, best_job, first_line, is_run, is_sweep, iso, low
                       started)
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
-                "running": "cyan", "stale": "magenta", "incomplete": "dim"}
+                "running": "cyan", "killed": "magenta", "stale": "magenta", "incomplete": "dim"}
 ERROR_WORDS = 8  # of a failed run's error, in its status cell (--json has the whole first line)
 
 
