@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 import pytest
 
-from conftest import assert_one_line_error, run_fxp, subprocess_env
+from conftest import assert_one_line_error, fxp_command, run_installed, subprocess_env
 
 from fxp import __version__, config
 
@@ -60,8 +60,12 @@ def test_version(fxp, flag):
     assert version("fxp") == __version__  # the installed distribution is this package
 
 
-def test_python_dash_m_fxp_works(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "fxp", "--version"], cwd=tmp_path, capture_output=True, text=True)
+@pytest.mark.parametrize("command", ["fxp", "python -m fxp"])
+def test_the_installed_command_and_python_dash_m_fxp_work(tmp_path, command):
+    "The console script and `python -m fxp`, each in its own process, from a folder outside the repository."
+    cmd = fxp_command() if command == "fxp" else [sys.executable, "-m", "fxp"]
+    p = subprocess.run([*cmd, "--version"], cwd=tmp_path, capture_output=True, text=True,
+                       env=subprocess_env(tmp_path), timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"fxp {__version__}"
 
@@ -128,7 +132,7 @@ def test_predict_without_inputs_prints_its_usage(fxp, tmp_path):
 def test_tab_completion_of_train_overrides(tmp_path, line, expected):
     "Hydra's bash completion script asks `fxp -sc query=bash` with the typed line in COMP_LINE."
     env = {**subprocess_env(tmp_path), "COMP_LINE": line}
-    r = run_fxp("-sc", "query=bash", cwd=tmp_path, env=env)
+    r = run_installed("-sc", "query=bash", cwd=tmp_path, env=env)
     assert r.returncode == 0, r
     assert expected <= set(r.stdout.split()), r.stdout
 

@@ -1,11 +1,12 @@
-"""Every bad-input path of the installed `fxp`: exit code 2, one line on stderr naming the bad key or file, no
-traceback on the terminal; where a run folder was made, its train.log holds the traceback and summary.json the status.
+"""Every bad-input path of `fxp` (in-process, one through the installed command): exit code 2, one line on stderr
+naming the bad key or file, no traceback on the terminal; where a run folder was made, its train.log holds the
+traceback and summary.json the status.
 """
 import shutil
 
 import pytest
 
-from conftest import assert_one_line_error, mnist_subset, newest_run, run_dirs, summary
+from conftest import assert_one_line_error, mnist_subset, newest_run, run_dirs, run_installed, summary
 
 from fxp import config
 
@@ -150,9 +151,10 @@ def corrupt_folder(tmp_path, data):
     return root, bad
 
 
-def test_corrupt_image_names_the_file_and_the_way_out(fxp, corrupt_folder):
+def test_corrupt_image_names_the_file_and_the_way_out(corrupt_folder, tmp_path):
+    "Through the installed command: its real stderr (warnings included) is the one line, whatever torch prints."
     root, bad = corrupt_folder
-    r = fxp("train", "task=mnist", f"data.path={root}", "trainer.bs=4", "trainer.epochs=1")
+    r = run_installed("train", "task=mnist", f"data.path={root}", "trainer.bs=4", "trainer.epochs=1", cwd=tmp_path)
     assert_one_line_error(r, str(bad), "data.skip_bad=true")
     run = assert_failed_run(r)
     assert not (run / "model.pkl").exists()

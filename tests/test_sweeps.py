@@ -1,6 +1,7 @@
 """Sweeps end to end on the default digits task: a job per combination, sweep.csv kept per job, the best job,
 failed jobs recorded while the sweep goes on, and the shipped launcher and sweeper configs (joblib, submitit_local,
-Optuna). One epoch per job; the basic launcher runs its jobs in one process, so torch loads once there.
+Optuna). One epoch per job; the basic launcher runs its jobs in one process (here the test's: in-process), the
+joblib and submitit launchers start processes, so those run through the installed command.
 """
 import csv
 import json
@@ -8,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_installed
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +38,11 @@ def test_a_grid_sweep_writes_a_row_per_job_and_points_at_the_best(fxp, tmp_path)
     assert f"sweep of 4 jobs: 2 completed, 2 failed; best job {top['job']}" in r.stdout
 
 
-def test_joblib_runs_jobs_in_parallel_processes(fxp, tmp_path):
+def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
+    "Through the installed command: joblib starts worker processes."
     sweep = tmp_path / "sweep"
-    r = fxp("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=1,2",
-            "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+    r = run_installed("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=1,2",
+                      "trainer.epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
     spans = [((sweep / j / "config.yaml").stat().st_mtime, (sweep / j / "summary.json").stat().st_mtime)
@@ -48,10 +50,11 @@ def test_joblib_runs_jobs_in_parallel_processes(fxp, tmp_path):
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"jobs ran one after the other: {spans}"
 
 
-def test_submitit_local_launcher(fxp, tmp_path):
+def test_submitit_local_launcher(tmp_path):
+    "Through the installed command: submitit starts a process per job."
     sweep = tmp_path / "sweep"
-    r = fxp("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1,2", "trainer.epochs=1",
-            f"hydra.sweep.dir={sweep}")
+    r = run_installed("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1,2", "trainer.epochs=1",
+                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
     assert (sweep / "best.json").is_file()
