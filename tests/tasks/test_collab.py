@@ -4,8 +4,8 @@ plain fastai; a neural model on the movie_lens_sample CSV; `fxp predict --user` 
 To fit the test budget the ml-100k runs use the first 25,000 lines of u.data (original order, u.item unchanged) and
 2 epochs; the full recipe (100,000 ratings, 5 epochs) is a manual check. Floors are the valid MSE of predicting the
 training mean rating, computed here with the same split.
-Every run uses one torch thread (OMP_NUM_THREADS=1 here, set_num_threads(1) in-process): these models are tiny,
-and on a busy 2-core machine two OpenMP threads made an epoch 25-100x slower (0.4 s became 10-40 s).
+Every run uses one torch thread (conftest's in-process runs, and the `one_thread` fixture here): these models are
+tiny, and on a busy 2-core machine two OpenMP threads made an epoch 25-100x slower (0.4 s became 10-40 s).
 """
 import json
 import shutil
@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env, summary
+from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, summary
 
 ML_ROWS, ML_EPOCHS = 25_000, 2
 NAMES = ["user", "movie", "rating", "timestamp"]
 
 
 def fxp1(*args, cwd):
-    "The installed fxp with one torch thread."
-    return run_fxp(*args, cwd=cwd, env={**subprocess_env(cwd), "OMP_NUM_THREADS": "1"})
+    "fxp with one torch thread (as every in-process run: conftest.THREADS)."
+    return run_fxp(*args, cwd=cwd)
 
 
 def ml100k_head(dest, n: int = ML_ROWS, bad_rating: str | None = None):

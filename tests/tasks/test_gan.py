@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env, summary
+from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, summary
 
 PX = 64
 SUPERRES = ("task=superres", "model=unet_small", f"task.size={PX}", "task.aug=null", "task.valid_pct=0.2",
@@ -27,9 +27,8 @@ WGAN = ("task=wgan", "task.folder=train", "task.size=32", "model.net.n_features=
 
 
 def fxp_run(*args, cwd):
-    env = subprocess_env(cwd)
-    env["OMP_NUM_THREADS"] = "1"
-    return run_fxp(*args, cwd=cwd, env=env)
+    "fxp with one torch thread (as every in-process run: conftest.THREADS)."
+    return run_fxp(*args, cwd=cwd)
 
 
 def pixels(path, size) -> np.ndarray:

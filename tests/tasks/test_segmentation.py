@@ -98,7 +98,7 @@ def test_predict_writes_masks_and_class_shares(camvid, tmp_path):
     assert (tmp_path / "predictions" / f"{Path(images[0]).stem}_mask.png").is_file()
 
 
-# --- the data checks: in-process (no training), one subprocess for the exit code ------------------------------
+# --- the data checks: the kind called directly (no training), one fxp run for the exit code ------------------
 
 
 def camvid_cfg(root, *overrides):

@@ -30,7 +30,7 @@ CLASSIFIER = ("trainer.stages=[{epochs:1,lr:1e-2,freeze:true},{epochs:1,lr:[1e-3
 
 def train(cwd, *overrides):
     "fxp train task=imdb in `cwd`, single-threaded, with an empty fastai cache (no WikiText weights)."
-    env = {**subprocess_env(cwd), "OMP_NUM_THREADS": "1", "FASTAI_HOME": str(cwd / ".fastai")}
+    env = {**subprocess_env(cwd), "FASTAI_HOME": str(cwd / ".fastai")}  # one torch thread: conftest.THREADS
     return run_fxp("train", "task=imdb", *overrides, cwd=cwd, timeout=600, env=env)
 
 
