@@ -130,17 +130,8 @@ def test_git_commit_is_the_working_directorys_head(seeded_run):
     assert summary(run)["git_commit"] == head
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    "The job folders of `fxp train -m trainer.seed=1,2`."
-    cwd = tmp_path_factory.mktemp("sweep")
-    r = run_fxp("train", "-m", "trainer.seed=1,2", "trainer.epochs=1", cwd=cwd)
-    assert r.returncode == 0, r
-    return sorted(run_dirs(cwd))
-
-
-def test_multirun_writes_a_folder_per_job(sweep):
-    jobs = sweep
+def test_multirun_writes_a_folder_per_job(digits_sweep):
+    jobs = digits_sweep
     assert len(jobs) == 2 and jobs[0].parent == jobs[1].parent
     assert jobs[0].parent.parent.parent.name == "outputs"
     assert sorted(summary(j)["seed"] for j in jobs) == [1, 2]
@@ -151,8 +142,8 @@ def test_multirun_writes_a_folder_per_job(sweep):
     assert overrides == [["trainer.seed=1", "trainer.epochs=1"], ["trainer.seed=2", "trainer.epochs=1"]]
 
 
-def test_different_seeds_give_different_losses(sweep):
-    a, b = sweep
+def test_different_seeds_give_different_losses(digits_sweep):
+    a, b = digits_sweep
     assert numbers(a) != numbers(b)
 
 
@@ -212,10 +203,10 @@ def test_sigterm_ends_the_run_as_interrupted_keeping_the_last_checkpoint(tmp_pat
     import signal
     import time
 
-    p = start_fxp("train", "trainer.epochs=200", cwd=tmp_path)
+    p = start_fxp("train", "trainer.epochs=200", cwd=tmp_path)  # a real process: the signal is what is tested
     deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "outputs").rglob("last.pth")):  # an epoch is saved
-        time.sleep(0.2)
+    while time.time() < deadline and p.poll() is None and not list((tmp_path / "outputs").rglob("last.pth")):
+        time.sleep(0.2)  # until an epoch is saved
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
