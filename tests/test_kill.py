@@ -1,0 +1,220 @@
+"""A kill loses nothing (issue 11 item 3, issue 17 items 1 and 4): `fxp train` on the default task (digits, 4 epochs)
+killed with SIGKILL at seeded random moments, from before its run folder exists to after its last summary.
+
+After each kill: every JSON and CSV of the run parses, every checkpoint and model.pkl loads (written whole or not at
+all), `fxp runs` lists the run as killed (or completed, when the kill came after the end), never running; then
+`fxp resume` completes it with the metrics.csv of the uninterrupted run (times aside), or says in one line that there
+is nothing to resume (no epoch had ended; or the run had completed).
+
+The runs are children forked from this process, which has torch and fastai imported already: a run starts in a
+blink, so the kill moments spread over the run itself instead of over interpreter start-up.
+"""
+import csv
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+
+import pytest
+import torch
+import yaml
+
+from conftest import assert_one_line_error, newest_run, run_fxp
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not hasattr(os, "fork"), reason="forks runs from this process (POSIX only)")]
+
+ARGS = ("trainer.epochs=4",)
+TRIALS, SEED = 12, 11
+
+
+def forked(cwd, *args) -> int:
+    "`fxp train ARGS` in a forked child of this process, in `cwd`; its pid."
+    pid = os.fork()
+    if pid == 0:  # the child: run, then leave without any of pytest's teardown
+        code = 1
+        try:
+            fd = os.open(cwd / "console.txt", os.O_WRONLY | os.O_CREAT)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            code = run_fxp("train", *args, cwd=cwd).returncode
+        finally:
+            os._exit(code)
+    return pid
+
+
+def claim_time(cwd) -> float:
+    "When the run forked into `cwd` has claimed its folder (config.yaml written)."
+    deadline = time.time() + 120
+    while not list((cwd / "outputs").rglob("config.yaml")) and time.time() < deadline:
+        time.sleep(0.005)
+    return time.perf_counter()
+
+
+def curves(run) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)]
+
+
+def check_files(run) -> None:
+    "Every file fxp writes parses or loads whole; no temporary file looks like a finished one."
+    for f in run.rglob("*.json"):
+        assert isinstance(json.loads(f.read_text()), dict), f
+    for f in run.rglob("*.yaml"):
+        yaml.safe_load(f.read_text())
+    for f in run.rglob("metrics.csv"):
+        with open(f, newline="") as fh:
+            rows = list(csv.reader(fh))
+        assert rows and all(len(r) == len(rows[0]) for r in rows), f
+        assert [int(r[1]) for r in rows[1:]] == list(range(1, len(rows))), f  # epochs in order, none twice
+    for f in run.rglob("*.pth"):
+        torch.load(f, map_location="cpu", weights_only=False)
+    if (run / "model.pkl").is_file():
+        from fastai.learner import load_learner
+
+        load_learner(run / "model.pkl", cpu=True)
+
+
+def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(tmp_path):
+    from fxp.runs import last_checkpoint, read_summary
+
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    r = run_fxp("train", *ARGS, cwd=ref)
+    assert r.returncode == 0, r
+    expected = curves(newest_run(ref))
+    whole = tmp_path / "whole"  # one forked run to its end: how long it takes from its claim, and the same metrics
+    whole.mkdir()
+    pid = forked(whole, *ARGS)
+    claimed = claim_time(whole)
+    _, status = os.waitpid(pid, 0)
+    duration = time.perf_counter() - claimed
+    assert os.waitstatus_to_exitcode(status) == 0, (whole / "console.txt").read_text()
+    assert curves(newest_run(whole)) == expected
+
+    rng, outcomes = random.Random(SEED), Counter()
+    for i in range(TRIALS):
+        cwd = tmp_path / f"trial{i}"
+        cwd.mkdir()
+        pid = forked(cwd, *ARGS)
+        if rng.random() < 0.1:  # now and then before or while the folder is claimed
+            time.sleep(rng.uniform(0, 0.3))
+        else:  # mostly at any moment of the run itself: epochs, checkpoints, export, plots, the last summary
+            claim_time(cwd)
+            time.sleep(rng.uniform(0, duration))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        runs = [p.parent for p in (cwd / "outputs").rglob("config.yaml")]
+        if not runs:
+            outcomes["killed before its run folder"] += 1
+            continue
+        run = runs[0]
+        check_files(run)
+        listed = run_fxp("runs", str(cwd / "outputs"), "--json", cwd=cwd)
+        assert listed.returncode == 0, listed
+        status = json.loads(listed.stdout)[0]["status"]
+        assert status in ("killed", "completed", "incomplete"), status  # never `running` for a dead process
+        resumed = run_fxp("resume", str(run), cwd=cwd)
+        if status == "completed":
+            assert_one_line_error(resumed, "completed")
+            outcomes["completed before the kill"] += 1
+        elif last_checkpoint(run) is None:
+            assert_one_line_error(resumed, "no checkpoint")
+            outcomes["killed before its first checkpoint"] += 1
+        else:
+            assert resumed.returncode == 0, resumed
+            assert read_summary(run)["status"] == "completed" and curves(run) == expected, i
+            check_files(run)
+            outcomes["resumed to the same metrics"] += 1
+    print(f"\n{TRIALS} kills over {duration:.1f} s runs: {dict(outcomes)}")
+    assert outcomes["resumed to the same metrics"] >= TRIALS // 3
+
+
+# --- the status a run ends with is always written (issue 17 item 4) -------------------------------------------
+
+
+def wait_for(cwd, pattern: str, p) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((cwd / "outputs").rglob(pattern)):
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.05)
+
+
+def test_ctrl_c_again_and_again_still_ends_the_run_interrupted(tmp_path):
+    from conftest import metrics_rows, start_fxp, summary
+
+    p = start_fxp("train", "trainer.epochs=200", cwd=tmp_path)
+    wait_for(tmp_path, "checkpoints/last.json", p)
+    for _ in range(4):
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.03)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    run = newest_run(tmp_path)
+    s = summary(run)
+    assert s["status"] == "interrupted" and s["epochs"] == len(metrics_rows(run)) >= 1, s
+    assert "process" not in s and not list(run.rglob("*.tmp"))
+
+
+def test_ctrl_c_before_the_first_epoch_ended_says_nothing_is_kept(tmp_path):
+    from conftest import start_fxp, summary
+
+    p = start_fxp("train", "trainer.bs=2", "trainer.epochs=1", cwd=tmp_path)  # an epoch of ~700 batches
+    wait_for(tmp_path, "summary.json", p)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "no checkpoint yet" in err and "is kept" not in err, err
+    run = newest_run(tmp_path)
+    assert summary(run)["status"] == "interrupted" and not (run / "checkpoints" / "last.pth").exists()
+
+
+def test_a_full_disk_while_checkpointing_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from conftest import metrics_rows, summary
+
+    real, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith("last.pth.tmp"):
+            saves.append(f)
+            if len(saves) == 2:  # the second epoch's checkpoint: the disk fills up half-way
+                with open(f, "wb") as fh:
+                    fh.write(b"half a checkpoint")
+                raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    r = run_fxp("train", "trainer.epochs=3", cwd=tmp_path)
+    assert r.returncode == 1 and "No space left on device" in r.err_lines[-1], r
+    run = newest_run(tmp_path)
+    assert summary(run)["status"] == "failed" and not list(run.rglob("*.tmp"))
+    assert torch.load(run / "checkpoints" / "last.pth", weights_only=False)["at"]["epochs"] == 1
+    monkeypatch.setattr(torch, "save", real)
+    r = run_fxp("resume", str(run), cwd=tmp_path)  # the epoch whose checkpoint failed is trained again
+    assert r.returncode == 0, r
+    assert summary(run)["status"] == "completed" and [m["epoch"] for m in metrics_rows(run)] == ["1", "2", "3"]
+
+
+def test_a_full_disk_at_the_end_still_writes_the_final_status(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from conftest import summary
+    from fxp import runs
+
+    real = runs.write_atomic
+
+    def write(path, data, fsync=False):
+        if Path(path).name == "summary.json" and '"running"' not in data:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, fsync)
+
+    monkeypatch.setattr(runs, "write_atomic", write)
+    r = run_fxp("train", "trainer.epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r
+    run = newest_run(tmp_path)
+    assert summary(run)["status"] == "completed" and not list(run.rglob("*.tmp"))  # over the old one, in place
