@@ -100,7 +100,7 @@ def _bounds(interval: str) -> tuple:
 
 
 def _takes(v: Valid) -> str:
-    "What a field takes, in words: 'an integer ≥ 2', 'a list of 3 numbers in [0, 1)', 'an integer ≥ 1 or a list of 2'."
+    "What a field takes, in words: 'an integer ≥ 2', 'a list of 3 numbers in [0, 1)', 'a number in (0, 1]'."
     lo, hi, lo_open, hi_open = _bounds(v.interval)
     where = (f"{'>' if lo_open else '≥'} {lo:g}" if math.isinf(hi) else f"in {v.interval}")
     one = f"{'an integer' if v.whole else 'a number'} {where}"
@@ -123,6 +123,14 @@ def frozen_random_body(cfg, stages) -> str | None:
         return None
     return (f"model.pretrained=false, yet {key} trains with the body frozen ({what}): only the head of a random "
             f"network learns there; train it whole ({fix}, or trainer=default), or use pretrained weights")
+
+
+def check_metrics(key: str, metrics) -> None:
+    "Each metric is a name (a fastai metric, looked up when the run starts) or a node with a `_target_`."
+    for i, m in enumerate(metrics):
+        if not (isinstance(m, str) and m.strip() or OmegaConf.is_dict(m) and "_target_" in m):
+            raise ConfigError(f"{key}.{i}={_shown(m)!r} is not a metric: give a fastai metric's name (accuracy, "
+                              f"error_rate, ...) or a node with a _target_ (e.g. {{_target_: fastai.metrics.F1Score}})")
 
 
 def check_stages(key: str, stages) -> None:

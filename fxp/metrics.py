@@ -4,15 +4,16 @@ from __future__ import annotations
 from fastai import metrics as fastai_metrics
 from hydra.utils import instantiate
 
-from fxp.errors import FxpError
+from fxp.errors import FxpError, building
 
 
 def metrics(names) -> list:
     "fastai metrics from names (`accuracy`) or `_target_` nodes (`top_k_accuracy` with its `k`)."
     out = []
-    for m in names:
+    for i, m in enumerate(names):
         if not isinstance(m, str):
-            out.append(instantiate(m))
+            with building(f"task.metrics.{i}"):
+                out.append(instantiate(m))
             continue
         fn = getattr(fastai_metrics, m, None)
         if not callable(fn):

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from fxp import dispatch, plots
 from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, guarded,
                            load_checkpoint, progress)
-from fxp.errors import FxpError
+from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
 from fxp.runs import (CHECKPOINTS, LAST, MODEL, PLOTS, Run, best_metrics, final_metrics, first_line, read_metrics,
                       truncate_metrics, write_atomic)
@@ -90,7 +90,7 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> l
                        f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
     cbs = [MetricsCSV(), *progress(n_stages), DivergenceGuard(), LastCheckpoint(step), *loggers(cfg.logger),
-           *(instantiate(node) for node in cfg.trainer.cbs.values())]
+           *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
     if tr.early_stopping.patience is not None:
@@ -101,7 +101,13 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> l
 
 def loggers(nodes) -> list:
     "The chosen loggers' callbacks (`logger=[a,b]`; null: none), each unable to stop the run if its service fails."
-    return [guarded(instantiate(node), name) for name, node in (nodes or {}).items() if node is not None]
+    return [guarded(_built(f"logger.{name}", node), name) for name, node in (nodes or {}).items() if node is not None]
+
+
+def _built(key: str, node):
+    "The object a `_target_` node of the config (`key`) builds."
+    with building(key):
+        return instantiate(node)
 
 
 def resolve_lr(learn, lr, run: Run):

@@ -13,7 +13,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
 from fxp import data
-from fxp.errors import FxpError
+from fxp.errors import FxpError, building
 from fxp.metrics import metrics
 from fxp.plots import displayable, plt, save
 
@@ -64,9 +64,13 @@ def learner(cfg, dls, n_out: int, **kwargs) -> Learner:
     if m.arch is None:
         if m.net is None:
             raise FxpError("the model has neither model.arch nor model.net; pick one with model=NAME (see fxp tasks)")
-        return Learner(dls, instantiate(m.net, n_in=n_in, n_out=n_out), **kwargs)
+        with building("model.net"):
+            net = instantiate(m.net, n_in=n_in, n_out=n_out)
+        return Learner(dls, net, **kwargs)
+    with building("model.arch"):
+        arch = get_method(m.arch)
     with pretrained_weights(m):
-        return vision_learner(dls, get_method(m.arch), n_in=n_in, n_out=n_out, pretrained=m.pretrained, **kwargs)
+        return vision_learner(dls, arch, n_in=n_in, n_out=n_out, pretrained=m.pretrained, **kwargs)
 
 
 def n_channels(dls) -> int:
@@ -138,8 +142,10 @@ def unet(cfg, dls, n_out: int, **kwargs) -> Learner:
         raise FxpError("a U-Net needs an encoder in model.arch (this model has none); "
                        "pick one with model=unet_resnet34 or model=resnet18 (see fxp tasks)")
     kwargs = {**OmegaConf.to_container(m.kwargs), **kwargs}
+    with building("model.arch"):
+        arch = get_method(m.arch)
     with pretrained_weights(m):
-        return unet_learner(dls, get_method(m.arch), n_out=n_out, pretrained=m.pretrained, **kwargs)
+        return unet_learner(dls, arch, n_out=n_out, pretrained=m.pretrained, **kwargs)
 
 
 class PixelAccuracy(Metric):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from fxp.checks import check_fraction, check_model, check_stages, check_y_range
-from fxp.errors import ConfigError, FxpError
+from fxp.errors import ConfigError, FxpError, building
 from fxp.schema import Aug, Monitor, Split, Stage, TaskBase
 
 RECIPES = ("superres", "wgan")
@@ -410,7 +410,8 @@ def wgan(cfg, dls):
     from hydra.utils import instantiate
 
     t = cfg.task
-    gen, crit = instantiate(cfg.model.net, size=t.size, n_channels=3, in_sz=t.noise_size)
+    with building("model.net"):
+        gen, crit = instantiate(cfg.model.net, size=t.size, n_channels=3, in_sz=t.noise_size)
     learn = GANLearner.wgan(dls, gen, crit, switcher=FixedGANSwitcher(n_crit=t.n_crit, n_gen=1), clip=t.clip,
                             opt_func=partial(Adam, mom=t.mom), metrics=task_metrics(t, dls))
     return _valid_critic_loss(learn)
