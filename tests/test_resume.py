@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, metrics_rows, newest_run, run_fxp, summary
+from conftest import assert_one_line_error, metrics_rows, newest_run, run_fxp, subprocess_env, summary
 
 # fit_one_cycle, fastai's fine_tune (a frozen fit, then an unfrozen one) and fit: 2 + (1 + 2) + 1 = 6 epochs
 RECIPE = "trainer.stages=[{epochs:2},{policy:fine_tune,epochs:2,lr:1e-3},{policy:fit,epochs:1,lr:1e-4}]"
@@ -279,3 +279,47 @@ def test_reproduce_from_certifies_only_a_completed_run(tmp_path, status, code):
     r = run_fxp("reproduce", "--from", str(run), cwd=tmp_path)
     assert r.returncode == code, r
     assert ("within tolerance" in r.stdout) == (code == 0) and (f"not completed ({status})" in r.stdout) == (code == 1)
+
+
+# --- a kind that trains in steps resumes inside the step it was in ------------------------------------------------
+
+TEXT = ("task=imdb", "model=awd_lstm_tiny", "task.max_vocab=2000", "task.lm_seq_len=48", "task.seq_len=48",
+        "trainer.bs=32", "task.n_words=12", "task.prompts=[I liked this movie because]", "task.max_len=480",
+        "task.lm_stages=[{epochs:1,lr:2e-2,freeze:true},{epochs:1,lr:5e-3,freeze:false}]",
+        "trainer.stages=[{epochs:1,lr:1e-2,freeze:true},{epochs:2,lr:[1e-3,5e-3],freeze:false}]")
+
+
+def text_run(cwd, *args):
+    "fxp (a text run) in `cwd`: no network, no WikiText weights (none needed)."
+    return run_fxp(*args, cwd=cwd, env={**subprocess_env(cwd), "FASTAI_HOME": str(cwd / ".fastai")})
+
+
+@pytest.fixture(scope="module")
+def text_reference(tmp_path_factory, data):
+    ref = tmp_path_factory.mktemp("text_ref")
+    r = text_run(ref, "train", f"data.path={data('imdb_sample')}", *TEXT)
+    assert r.returncode == 0, r
+    return newest_run(ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step, k, where", [("classifier", 2, "stage 2 epoch 1"), ("lm", 1, "step lm stage 1 epoch 1")])
+def test_text_resumes_inside_the_step_it_was_in(text_reference, tmp_path, data, step, k, where):
+    "Stopped in the classifier: the language model is not trained again; stopped in the language model: it goes on."
+    with interrupt_after(k, step):
+        r = text_run(tmp_path, "train", f"data.path={data('imdb_sample')}", *TEXT)
+    assert r.returncode == 130, r
+    run = newest_run(tmp_path)
+    lm_rows = (run / "lm" / "metrics.csv").read_bytes()
+    r = text_run(tmp_path, "resume", str(run))
+    assert r.returncode == 0, r
+    assert f"resumed at {where}" in r.stdout
+    reference = text_reference
+    assert curves(run, "lm") == curves(reference, "lm") and curves(run) == curves(reference)
+    assert (run / "lm" / "samples.txt").read_text() == (reference / "lm" / "samples.txt").read_text()
+    if step == "classifier":  # its times too: not one language-model epoch ran again
+        assert (run / "lm" / "metrics.csv").read_bytes() == lm_rows
+    lm, lm_ref = summary(run)["lm"], summary(reference)["lm"]
+    assert summary(run)["status"] == "completed"
+    assert [lm[k] for k in ("final_metrics", "best_metrics", "model_epoch", "vocab")] == [
+        lm_ref[k] for k in ("final_metrics", "best_metrics", "model_epoch", "vocab")]
