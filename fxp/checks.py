@@ -125,6 +125,21 @@ def frozen_random_body(cfg, stages) -> str | None:
             f"network learns there; train it whole ({fix}, or trainer=default), or use pretrained weights")
 
 
+def check_targets(cfg) -> None:
+    """What the run builds from the config has the form it needs (whether it imports is known when it is built):
+    model.arch a dotted path; model.net (or null), each trainer.cbs entry and each logger (or null) a `_target_` node."""
+    arch = cfg.model.arch
+    if arch is not None and not (isinstance(arch, str) and "." in arch.strip(".")):
+        raise ConfigError(f"model.arch={_shown(arch)!r} is not the dotted path of an architecture "
+                          f"(e.g. torchvision.models.resnet34)")
+    nodes = [("model.net", cfg.model.net, True), *((f"trainer.cbs.{k}", v, False) for k, v in cfg.trainer.cbs.items()),
+             *((f"logger.{k}", v, True) for k, v in (cfg.logger or {}).items())]
+    for key, node, may_be_null in nodes:
+        if not (node is None and may_be_null or OmegaConf.is_dict(node) and "_target_" in node):
+            raise ConfigError(f"{key}={_shown(node)!r} is not a node with a _target_ "
+                              f"(e.g. {{_target_: package.module.Name, arg: value}})")
+
+
 def check_metrics(key: str, metrics) -> None:
     "Each metric is a name (a fastai metric, looked up when the run starts) or a node with a `_target_`."
     for i, m in enumerate(metrics):
@@ -139,8 +154,8 @@ def check_stages(key: str, stages) -> None:
         raise ConfigError(f"{key} is empty: give at least one stage, e.g. [{{policy: fit_one_cycle}}]")
     for i, s in enumerate(stages):
         check_lr(f"{key}.{i}.lr", s.lr)
-        if not (s.freeze is None or isinstance(s.freeze, (bool, int))):
-            raise ConfigError(f"{key}.{i}.freeze={s.freeze!r} is not valid: give true (freeze the body), "
+        if not (s.freeze is None or isinstance(s.freeze, bool) or isinstance(s.freeze, int) and s.freeze < 0):
+            raise ConfigError(f"{key}.{i}.freeze={_shown(s.freeze)!r} is not valid: give true (freeze the body), "
                               f"false (unfreeze) or a negative count of trainable groups (-2: freeze_to(-2))")
 
 

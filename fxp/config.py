@@ -115,13 +115,14 @@ def validate(cfg, overrides=()):
     from omegaconf import OmegaConf
 
     from fxp import dispatch
-    from fxp.checks import check_metrics, check_no_ops, check_values
+    from fxp.checks import check_metrics, check_no_ops, check_targets, check_values
 
     plain = _resolved(cfg)
     kind = dispatch.kind_module(plain["task"].get("kind"))
     typed = _typed(plain, kind.Task)
     check_values(typed)
     check_metrics("task.metrics", typed.task.metrics)
+    check_targets(typed)
     _check_trainer(typed.trainer)
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
