@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import assert_one_line_error, mnist_subset, newest_run, run_dirs, run_installed, summary
+from conftest import assert_one_line_error, mnist_subset, newest_run, run_dirs, run_fxp, run_installed, summary
 
 from fxp import config
 
@@ -151,10 +151,12 @@ def corrupt_folder(tmp_path, data):
     return root, bad
 
 
-def test_corrupt_image_names_the_file_and_the_way_out(corrupt_folder, tmp_path):
-    "Through the installed command: its real stderr (warnings included) is the one line, whatever torch prints."
+@pytest.mark.parametrize("runner", [run_fxp, pytest.param(run_installed, marks=pytest.mark.slow)],
+                         ids=["in-process", "installed"])
+def test_corrupt_image_names_the_file_and_the_way_out(corrupt_folder, tmp_path, runner):
+    "Also through the installed command: its real stderr (warnings included) is the one line, whatever torch prints."
     root, bad = corrupt_folder
-    r = run_installed("train", "task=mnist", f"data.path={root}", "trainer.bs=4", "trainer.epochs=1", cwd=tmp_path)
+    r = runner("train", "task=mnist", f"data.path={root}", "trainer.bs=4", "trainer.epochs=1", cwd=tmp_path)
     assert_one_line_error(r, str(bad), "data.skip_bad=true")
     run = assert_failed_run(r)
     assert not (run / "model.pkl").exists()
