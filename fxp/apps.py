@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import signal
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,7 +31,7 @@ def hydra_command(app, help_overrides: tuple = ()):
         if "--help" in args or "-h" in args:
             args += list(help_overrides)
         config.register()
-        precheck(args)
+        args = precheck(args)
         sys.argv = ["fxp", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
         app()
         return 0
@@ -42,17 +43,169 @@ def _no_option(arg: str) -> str:
     return f"~{arg.partition('=')[0]}" if arg in (f"{g}=null" for g in OPTIONAL_GROUPS) else arg
 
 
-def precheck(args: list[str]) -> None:
-    "Compose every job's config (a sweep expanded) and validate it, so bad input fails in one line."
-    from hydra._internal.utils import get_args_parser
+def precheck(args: list[str]) -> list[str]:
+    """Check the flags and the `hydra.*` overrides, compose every job's config (a sweep expanded) and validate it, so
+    bad input fails in one line; then print, once each, what a valid config does that is likely not meant (warnings).
 
-    parsed = get_args_parser().parse_args(args)
-    if parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion:
-        return
-    for overrides in jobs(parsed.overrides, parsed.multirun)[:MAX_PRECHECKED_JOBS]:
-        cfg = config.validate(compose(overrides))
+    Returns `args`, with `+node=PATH` before the first key set under a node that is null in the composed config
+    (`task.aug.max_rotate=5` where the task's `aug` is null): Hydra cannot set a key inside null, so the node is first
+    made from its schema (config.NODE_GROUP), and the key then set in it. `--help`, `--hydra-help` and `--info`
+    compose the first job only (Hydra shows it, nothing runs); completion is Hydra's alone."""
+    parsed = parse_args(args)
+    check_modes(parsed)
+    if parsed.shell_completion:
+        return args
+    showing = parsed.help or parsed.hydra_help or parsed.info
+    sweep = next((o for o in parsed.overrides if showing and _is_sweep(o)), None)
+    if sweep:
+        raise ConfigError(f"{sweep} is a sweep, and --help, --hydra-help and --info show one config: give one value")
+    check_flags(parsed)
+    check_hydra_overrides(parsed.overrides, parsed.multirun, writes=not showing)
+    nodes, cautions = [], []
+    for overrides in jobs(parsed.overrides, parsed.multirun or showing)[:1 if showing else MAX_PRECHECKED_JOBS]:
+        try:
+            composed = compose(overrides)
+        except NullNode:
+            overrides = with_nodes(overrides)
+            nodes += [o for o in overrides if o.startswith(f"+{config.NODE_GROUP}=") and o not in nodes]
+            composed = compose(overrides)
+        if showing:
+            break
+        cfg = config.validate(composed, overrides)
         if cfg.model.kwargs:  # checked against fastai's functions: only then is fastai imported here
             check_kwargs(cfg)
+        cautions += config.cautions(cfg)
+    for line in dict.fromkeys(cautions):
+        print(f"fxp: warning: {line}", file=sys.stderr)
+    return _insert_nodes(args, nodes)
+
+
+def parse_args(args: list[str]):
+    "Hydra's flags and overrides; a flag it does not know (or a bad value of one) is one line, not argparse's usage."
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str):
+        raise ConfigError(f"{message}; fxp train takes key=value overrides and Hydra's flags (fxp train --help)")
+
+    parser.error = error
+    return parser.parse_args(args)
+
+
+def check_modes(parsed) -> None:
+    "One of Hydra's modes at a time (its own error is a traceback)."
+    modes = [f for f, on in (("--cfg", parsed.cfg), ("-m", parsed.multirun), ("--run", parsed.run),
+                             ("--info", parsed.info), ("--shell-completion", parsed.shell_completion)) if on]
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)} cannot go together: give one of them")
+
+
+def check_flags(parsed) -> None:
+    "The files and folders Hydra's flags name exist (Hydra's own errors span many lines)."
+    from pathlib import Path
+
+    for flag, folder in (("--config-dir", parsed.config_dir), ("--config-path", parsed.config_path)):
+        if folder and not folder.startswith("pkg://") and not Path(folder).is_dir():
+            raise ConfigError(f"{flag}={folder}: no such folder")
+    if parsed.config_name:
+        where = [Path(parsed.config_dir or parsed.config_path or config.conf_dir())]
+        name = parsed.config_name.removesuffix(".yaml")
+        if not any((w / f"{name}.yaml").is_file() for w in where if not str(w).startswith("pkg://")):
+            raise ConfigError(f"--config-name={parsed.config_name}: no {name}.yaml in {where[0]}; fxp's config is "
+                              f"'config' (its groups are chosen with overrides: fxp tasks lists them)")
+    if parsed.experimental_rerun is not None:
+        _check_rerun(Path(parsed.experimental_rerun))
+
+
+def _check_rerun(path) -> None:
+    "`--experimental-rerun FILE`: a config.pickle that Hydra wrote."
+    import pickle
+
+    if not path.is_file():
+        raise ConfigError(f"--experimental-rerun {path}: no such file (give the config.pickle of a Hydra run)")
+    try:
+        with open(path, "rb") as f:
+            pickle.load(f)
+    except Exception as e:  # any unpickling failure means the same: not a file Hydra wrote
+        raise ConfigError(f"--experimental-rerun {path}: not a config.pickle Hydra wrote "
+                          f"({type(e).__name__})") from None
+
+
+def check_hydra_overrides(overrides: list[str], multirun: bool, writes: bool = True) -> None:
+    """`hydra.*` keys exist (composed with Hydra's own config: an unknown one is one line), and, when the command
+    `writes`, the folder the run (or sweep) is written under can be: no regular file on its path, and writable."""
+    hydra_keys = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    if hydra_keys:
+        compose([o for o in hydra_keys if not _is_sweep(o)], hydra=True)
+    which = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o.partition("=")[2] for o in hydra_keys if o.lstrip("+").partition("=")[0] == which]
+    if writes:
+        check_output_folder(given[-1] if given else "outputs", which)
+    if writes and given and not multirun and "${" not in given[-1]:  # refused before Hydra writes its train.log
+        from fxp.runs import check_claimable
+
+        check_claimable(Path(given[-1] or ".").expanduser().absolute())
+
+
+def _is_sweep(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides([override])[0].is_sweep_override()
+    except Exception:  # not valid grammar: composing it says so
+        return False
+
+
+def check_output_folder(folder: str, key: str) -> None:
+    "The run folder's fixed part (before the first `${`) has no regular file on its path, and can be written in."
+    import os
+    from pathlib import Path
+
+    path = Path(folder.split("${")[0] or ".").expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"cannot make the run folder under {path}: {existing} is a file, not a folder; "
+                          f"set {key}= to a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in {existing} (read-only): run fxp from a folder you can write to, "
+                          f"or set {key}= to one")
+
+
+def with_nodes(overrides: list[str]) -> list[str]:
+    """`overrides` with `+node=PATH` before the first key set under PATH, for each schema node PATH (config.null_nodes)
+    that is null once the other overrides apply; a null node without a schema is one line saying to set it whole."""
+    from omegaconf import OmegaConf
+
+    deep = [o for o in overrides if _key(o).count(".") >= 2 and not o.startswith("~")]
+    base = compose([o for o in overrides if o not in deep])
+    out, made, absent = [], set(), object()
+    for o in overrides:
+        parts = _key(o).split(".") if o in deep else []
+        for path in (".".join(parts[:i]) for i in range(2, len(parts))):
+            if path in made or OmegaConf.select(base, path, default=absent) is not None:
+                continue
+            if path not in config.null_nodes():
+                raise ConfigError(f"cannot set {_key(o)}: {path} is null in this config; set {path} whole first "
+                                  f"(e.g. '{path}={{...}}')")
+            out.append(f"+{config.NODE_GROUP}={path}")
+            made.add(path)
+        out.append(o)
+    return out
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0]
+
+
+def _insert_nodes(args: list[str], nodes: list[str]) -> list[str]:
+    "Each `+node=PATH` in `args`, before the first override of a key under PATH."
+    args = list(args)
+    for node in nodes:
+        path = node.partition("=")[2]
+        at = next((i for i, a in enumerate(args) if _key(a).startswith(f"{path}.")), len(args))
+        args.insert(at, node)
+    return args
 
 
 def check_kwargs(cfg) -> None:
@@ -72,8 +225,11 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         try:
             parsed += parser.parse_overrides([o])
         except OverrideParseException as e:
-            raise ConfigError(f"cannot parse the override {o!r}: {str(e).splitlines()[0]}; quote values with "
-                              f"brackets or commas for the shell, e.g. 'trainer.lr=[1e-5,1e-3]'") from None
+            raise ConfigError(f"cannot parse the override {o} ({str(e).splitlines()[0]}); a value with characters "
+                              f"Hydra reads as syntax (a regex's ( ) $ \\, brackets, braces, commas, spaces) goes in "
+                              f"Hydra's quotes inside the shell's: {quoted(o)}") from None
+        if not parsed[-1].key_or_group:
+            raise ConfigError(f"the override {o!r} names no key: write KEY=VALUE (fxp train --cfg job shows the keys)")
     check_choices([o.input_line for o in parsed if o.key_or_group in ("hydra/launcher", "hydra/sweeper")])
     parsed = [o for o in parsed if not o.key_or_group.startswith("hydra")]
     options = []
@@ -87,17 +243,34 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*options)]
 
 
-def compose(overrides: list[str]):
+def quoted(override: str) -> str:
+    """`KEY=VALUE` as the shell must pass it for Hydra to read VALUE as a plain string: `'task.pat="^(.+)_\\d+$"'`
+    (Hydra's double quotes, or single ones if the value has a double quote, inside the shell's)."""
+    key, _, value = override.partition("=")
+    q = "'" if '"' in value else '"'
+    inner = f"{key}={q}{value}{q}"
+    return f"'{inner}'" if "'" not in inner else '"' + inner.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class NullNode(ConfigError):
+    "A key set inside a node that is null in the composed config (precheck first makes the node: with_nodes)."
+
+
+def compose(overrides: list[str], hydra: bool = False):
+    "The config `overrides` compose to (with Hydra's own under `hydra` if asked); any failure is one line."
     from hydra import compose as hydra_compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     check_choices(overrides)
     config.register()
     try:
         with initialize_config_module("fxp.conf", version_base="1.3"):
-            return hydra_compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
+            return hydra_compose("config", overrides=overrides, return_hydra_config=hydra)
+    except AssertionError as e:  # OmegaConf.update inside a null node
+        if "Unexpected type for root" not in str(e):
+            raise ConfigError(f"cannot apply the overrides {' '.join(overrides)}: {config.one_line(e)}") from None
+        raise NullNode(f"a key is set inside a node that is null in this config ({' '.join(overrides)}); "
+                       f"set the node whole first") from None
+    except Exception as e:  # Hydra's and OmegaConf's errors, and what bad input gets past them (`=5`: a ValueError)
         raise ConfigError(config.one_line(e)) from None
 
 
@@ -139,26 +312,47 @@ def job(cfg, what: str) -> float:
     from fxp.runs import Run
 
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
+
+    def claim(cfg):
+        return Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=diagnose.finish)
+
+    return objective(execute(cfg, claim, what, multirun=hc.mode == RunMode.MULTIRUN))
+
+
+def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
+    """Validate `cfg`, open its run folder (`open_run(cfg)`: a new Run, or one `fxp resume` reopens), run
+    `fxp.train.<what>(cfg, run, **kwargs)` in it with SIGTERM as Ctrl-C; errors end the job with one line (and its
+    exit code, unless in a sweep). Returns the run, None if it was never opened."""
     run = None
     try:
         cfg = config.validate(cfg)
         from fxp import train  # torch and fastai load here, after the config is known to be good
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
-        with Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task,
-                 finish=diagnose.finish) as run:
+        with open_run(cfg) as run:
             signal.signal(signal.SIGTERM, _interrupt)
-            getattr(train, what)(cfg, run)
+            getattr(train, what)(cfg, run, **kwargs)
         report(run)
     except FxpError as e:
         _end(multirun, 2, f"{e}{_where(run)}")
     except KeyboardInterrupt:
-        _end(multirun, 130, f"interrupted; the last checkpoint is kept{_where(run)}")
+        _end(multirun, 130, f"interrupted; {_kept(run)}{_where(run)}")
     except Exception as e:  # a bug or an unforeseen failure: one line here, the traceback in train.log
         first_line = (str(e).strip().splitlines() or [""])[0]
         _end(multirun, 1, f"{type(e).__name__}: {first_line}{_where(run)}")
-    return objective(run)
+    return run
+
+
+def _kept(run) -> str:
+    "What an interrupted run keeps: its last checkpoint (where it stands), or none yet."
+    from fxp.runs import last_checkpoint
+
+    point = last_checkpoint(run.path) if run is not None else None
+    if point is None:
+        return "no checkpoint yet (no epoch had ended), so there is nothing to resume"
+    step = f"step {point['step']} " if point["folder"] != str(run.path) else ""
+    return (f"its checkpoint after {step}stage {point['stage']} epoch {point['epoch']} is kept; "
+            f"go on with: fxp resume {run.path}")
 
 
 def objective(run) -> float:

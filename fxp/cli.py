@@ -19,6 +19,9 @@ commands:
   predict RUN_DIR INPUT...   predict with a run's exported model (image files or folders, texts, CSV rows;
                              collab: --user U [--top N] or a pairs CSV); --json
   reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result
+  resume RUN_DIR [--extend N]
+                             continue an interrupted, failed or killed run from its last checkpoint, in its
+                             folder, as if never stopped; --extend N: N more epochs on a completed run
   runs [DIR]                 the runs under DIR (./outputs), newest first, a sweep as one row with its best
                              job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
@@ -41,6 +44,7 @@ COMMANDS = {
     "lr-find": "fxp.apps:lr_find",
     "predict": "fxp.commands.predict:main",
     "reproduce": "fxp.commands.reproduce:main",
+    "resume": "fxp.commands.resume:main",
     "runs": "fxp.commands.runs:main",
     "diagnose": "fxp.commands.diagnose:main",
     "tasks": "fxp.commands.tasks:main",
@@ -48,7 +52,21 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    "Run `fxp ARGV...`; bad input is one line and exit code 2, Ctrl-C exit code 130, a closed pipe a quiet exit."
+    try:
+        code = route(sys.argv[1:] if argv is None else list(argv))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
+        return code
+    except FxpError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C before a job started (a job reports its own)
+        return fail("interrupted", 130)
+    except BrokenPipeError:  # `fxp ... | head` closed the pipe: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def route(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -61,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     if argv[0] not in COMMANDS:
         return fail(f"unknown command {argv[0]!r}; choose from: {', '.join(COMMANDS)} (fxp --help)")
-    try:
-        return command(argv[0])(argv[1:]) or 0
-    except FxpError as e:
-        return fail(str(e))
-    except BrokenPipeError:  # `fxp ... | head` closed the pipe: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return command(argv[0])(argv[1:]) or 0
 
 
 def completion(argv: list[str]) -> list[str]:
@@ -80,7 +92,8 @@ def completion(argv: list[str]) -> list[str]:
     typing_first = len(words) <= 1 or (len(words) == 2 and not os.environ.get("COMP_LINE", "").endswith(" "))
     if typing_first:
         typed = words[1] if len(words) == 2 else ""
-        print(" ".join(c for c in COMMANDS if c.startswith(typed)))
+        sep = "\n" if "query=fish" in argv else " "  # as Hydra's fish and bash completions answer
+        print(sep.join(c for c in COMMANDS if c.startswith(typed)))
         return []
     if words[1] not in ("train", "lr-find"):
         return []
@@ -95,5 +108,6 @@ def command(name: str):
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"fxp: error: {message}", file=sys.stderr)
+    "One line on stderr (a line break in a value the user gave is shown as \\n), and the exit code."
+    print("fxp: error: " + "\\n".join(message.strip().splitlines()), file=sys.stderr)
     return code
