@@ -89,12 +89,22 @@ class Run:
         from omegaconf import OmegaConf
 
         check_claimable(self.path)
+        text = OmegaConf.to_yaml(self.cfg, resolve=True)  # before anything is written: it may fail
         self.path.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(self.path / CONFIG, "x") as f:
-                f.write(OmegaConf.to_yaml(self.cfg, resolve=True))
+        tmp = self.path / (CONFIG + ".tmp")
+        tmp.write_text(text)
+        try:  # the claim: config.yaml appears whole, and only if no other process made it first
+            try:
+                os.link(tmp, self.path / CONFIG)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                with open(self.path / CONFIG, "x") as f:
+                    f.write(text)
         except FileExistsError:
             raise FxpError(f"{self.path} already holds a run; choose a new folder (hydra.run.dir=...)") from None
+        finally:
+            tmp.unlink()
         write_atomic(self.path / OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(self.overrides))))
         self.start = time.time()
 

@@ -102,8 +102,8 @@ def saved_config(path: Path, overrides: list[str], extend: int | None):
     except ConfigError as e:
         if str(e).startswith("fxp resume:"):
             raise
-        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {e}; nothing to resume (train it anew)"
-                          ) from None
+        fix = (f"if the data moved: fxp resume {path} data.path=NEW" if "data.path" in str(e) else "train it anew")
+        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {e}; nothing resumed ({fix})") from None
     except Exception as e:  # OmegaConf's errors: the key and what is wrong, on one line
         raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {config.one_line(e)}; nothing to "
                           f"resume (train it anew)") from None
