@@ -55,3 +55,10 @@ def test_tab_completion(tmp_path, line, expected):
     assert expected <= got if expected else got == set(), got
     if line.count(" ") == 1:
         assert not any(c.endswith((".", "=")) for c in got), got  # command names, not overrides
+
+
+def test_fish_completion_gets_one_command_a_line(tmp_path):
+    env = {**subprocess_env(tmp_path), "COMP_LINE": "fxp r"}
+    r = run_fxp("-sc", "query=fish", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r
+    assert r.stdout.split("\n")[:2] == ["reproduce", "resume"] or r.stdout.split("\n")[:2] == ["reproduce", "runs"]
