@@ -69,6 +69,7 @@ def precheck(args: list[str]) -> list[str]:
             overrides = with_nodes(overrides)
             nodes += [o for o in overrides if o.startswith(f"+{config.NODE_GROUP}=") and o not in nodes]
             composed = compose(overrides)
+        _check_package(composed, parsed.package)
         if showing:
             break
         cfg = config.validate(composed, overrides)
@@ -78,6 +79,14 @@ def precheck(args: list[str]) -> list[str]:
     for line in dict.fromkeys(cautions):
         print(f"fxp: warning: {line}", file=sys.stderr)
     return _insert_nodes(args, nodes)
+
+
+def _check_package(cfg, package: str | None) -> None:
+    "`--cfg job --package KEY` shows a part of the config that is there."
+    from omegaconf import OmegaConf
+
+    if package and package != "_global_" and OmegaConf.select(cfg, package, default=None) is None:
+        raise ConfigError(f"--package {package}: no such key in the config (fxp train --cfg job shows them)")
 
 
 def parse_args(args: list[str]):

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter, get_image_files
+from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter, get_image_files, image_extensions
 from fastai.torch_core import to_device
 from fastai.vision.core import PILImage
 from fastai.vision.utils import verify_image
@@ -48,7 +48,8 @@ def read_table(path: Path, key: str | None, cols: dict | None = None, names=None
     if names:
         opts.update(header=None, names=list(names), usecols=range(len(names)))
     try:
-        df = pd.read_csv(path, **opts)
+        # consolidated (pandas 3 reads a block per column, so a kind adding columns hears "highly fragmented")
+        df = pd.read_csv(path, **opts).copy()
     except pd.errors.EmptyDataError:
         df = pd.DataFrame()
     except UnicodeDecodeError:
@@ -119,13 +120,47 @@ def check_images(files: list[Path], skip_bad: bool) -> tuple[list[Path], list[st
     return [f for f, good in zip(files, ok) if good], bad
 
 
-def input_images(inputs: list[str]) -> list[Path]:
-    "The images to predict on: files as given, folders expanded; each must exist and open."
+def input_images(inputs: list[str], listing: str | None = None) -> list[Path]:
+    """The images to predict on: files as given, folders expanded; each must exist and open, else one line saying what
+    `fxp predict` takes. `listing`: the kind's key for a table of labelled images (task.csv), named when one is given."""
     files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise FxpError(f"input not found: {missing[0]}")
-    return check_images(files, skip_bad=False)[0]
+    ok, bad = check_images(files, skip_bad=True)
+    if bad:
+        raise FxpError(_not_an_image(Path(bad[0]), len(bad), listing))
+    return ok
+
+
+TABLES = (".csv", ".tsv", ".txt", ".json", ".pkl")
+
+
+def _not_an_image(f: Path, n: int, listing: str | None) -> str:
+    "Why `f` (and n - 1 more inputs) cannot be predicted on, and what `fxp predict` on an image run takes instead."
+    takes = "fxp predict on an image run takes image files or folders of them (fxp predict RUN_DIR IMAGE... or DIR)"
+    if f.suffix.lower() not in TABLES:
+        return f"unreadable or corrupt image: {f}{f' and {n - 1} more' if n > 1 else ''}; {takes}"
+    listed = _listed_images(f)
+    what = f"{f} is a {f.suffix.lstrip('.').upper()} file, not an image" + (
+        f"; it lists {listed} image files" if listed else "")
+    score = ("; predict does not score labels (fxp has no command yet that evaluates a saved run on new labelled "
+             "data): to measure a model on labelled images, train with them as the valid split"
+             + (f" (data.path=DIR {listing}={f.name} and task.valid_col=)" if listing else " (data.path=DIR)"))
+    return f"{what}: {takes}" + (score if listed else "")
+
+
+def _listed_images(table: Path) -> int:
+    "How many cells of a CSV name image files beside it (0 if it cannot be read as one)."
+    from fastai.data.transforms import image_extensions
+
+    try:
+        df = pd.read_csv(table, sep=None, engine="python", dtype=str, nrows=100_000)
+    except Exception:
+        return 0
+    names = {v for col in df.columns for v in df[col].dropna()
+             if Path(v).suffix.lower() in image_extensions and (table.parent / v).is_file()}
+    return len(names)
 
 
 def image_folder(t, root: Path) -> Path:
@@ -215,12 +250,41 @@ def free_path(path: Path, used: set | None = None) -> Path:
 
 
 def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
-    "DataLoaders of a DataBlock over `source`, with one line (ending in `fix`) when a split is empty."
+    """DataLoaders of a DataBlock over `source`, with one line (ending in `fix`) when a split is empty, and one naming
+    two files when image inputs differ in size with nothing to resize them (a batch stacks them: task.size=)."""
     dsets = block.datasets(source)
     for name, ds in (("train", dsets.train), ("valid", dsets.valid)):
         if len(ds) == 0:
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
+    same_size(block, source)
     return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+
+
+def same_size(block, source) -> None:
+    """The input images of `source` (files, as the block's get_x finds them) have one size, unless an item transform
+    resizes them (task.size); else one line naming a file of each size and the key. Reads image headers only."""
+    from PIL import Image
+
+    if any(hasattr(t, "size") for t in block.item_tfms):
+        return
+    get_x = block.getters[0] if len(block.getters) else (lambda o: o)
+    items = (source.iloc[i] for i in range(len(source))) if hasattr(source, "iloc") else iter(source)
+    first = None
+    for item in items:
+        f = get_x(item)
+        if not isinstance(f, (str, Path)) or Path(f).suffix.lower() not in image_extensions or not Path(f).is_file():
+            return  # not image files: nothing to check
+        try:
+            with Image.open(f) as im:
+                size = im.size
+        except Exception:  # unreadable: check_images decides what to do with it
+            continue
+        if first is None:
+            first = (f, size)
+        elif size != first[1]:
+            (a, (wa, ha)), (wb, hb) = first, size
+            raise FxpError(f"images differ in size ({a} is {wa}x{ha}, {f} is {wb}x{hb}) and nothing resizes them; "
+                           f"a batch needs one size: set task.size= (e.g. task.size={ha} or [h, w])")
 
 
 def quiet_readonly_arrays() -> None:

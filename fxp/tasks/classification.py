@@ -48,12 +48,37 @@ def dls(cfg, device):
     from fxp import vision
     from fxp.data import data_path
 
-    items, getters, splitter, skipped = _SOURCES[t.source](t, data_path(cfg), cfg.data.skip_bad)
+    root = data_path(cfg)
+    items, getters, splitter, skipped = _SOURCES[t.source](t, root, cfg.data.skip_bad)
+    _check_classes(items, getters["get_y"], splitter, _fix_split(t, root))
     block = DataBlock(blocks=(ImageBlock(PILImageBW) if t.bw else ImageBlock, CategoryBlock), splitter=splitter,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t), **getters)
     out = vision.dataloaders(block, items, cfg, device, "check the split settings (task.valid_pct, task.train/task.valid folders or task.valid_col)")
     out.skipped = skipped
     return out
+
+
+def _fix_split(t, root: Path) -> str:
+    "What to do when a class is only in the validation split, for the task's source (`{label}`: the class)."
+    if t.source == "folders":
+        return f"add training images of it to {root}/{t.train}/{{label}}/, or take out {root}/{t.valid}/{{label}}/"
+    if t.valid_col:
+        return f"mark some of its rows as training in {t.csv} (column {t.valid_col}), or drop them"
+    return "change task.split_seed= or task.valid_pct=, or add images of it"
+
+
+def _check_classes(items, get_y, splitter, fix: str) -> None:
+    """Every label of the validation split is one of the training split's (the model learns those); else one line
+    naming the class, an item of it and `fix` (`{label}` in it: the class)."""
+    train, valid = splitter(items)
+    at = items.iloc.__getitem__ if hasattr(items, "iloc") else items.__getitem__
+    seen = {get_y(at(i)) for i in train}
+    for i in valid:
+        if (label := get_y(at(i))) not in seen:
+            item = at(i)
+            shown = item if isinstance(item, Path) else ", ".join(map(str, item.values))
+            raise FxpError(f"class '{label}' is in the validation split but not in the training one (e.g. {shown}); "
+                           f"the model learns the training classes only: {fix.format(label=label)}")
 
 
 def _digits_dls(t, bs, device):
@@ -66,7 +91,12 @@ def _digits_dls(t, bs, device):
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16  # 8x8, ink 0..16
     y = torch.tensor(d.target)
-    _, valid_idx = train_test_split(range(len(y)), test_size=t.valid_pct, random_state=t.split_seed, stratify=d.target)
+    try:  # each split needs every class at least once (stratified)
+        _, valid_idx = train_test_split(range(len(y)), test_size=t.valid_pct, random_state=t.split_seed,
+                                        stratify=d.target)
+    except ValueError:
+        raise FxpError(f"task.valid_pct={t.valid_pct} leaves a split of the {len(y)} digits without every one of "
+                       f"the {len(d.target_names)} classes; pick a task.valid_pct nearer 0.2") from None
     return tensor_dls(x, y, valid_idx, vocab=[str(c) for c in d.target_names], bs=bs, device=device)
 
 
@@ -79,6 +109,10 @@ def _folders(t, path, skip_bad):
     if not files:
         raise FxpError(f"no images in {path}/{t.train}/<class>/ or {path}/{t.valid}/<class>/; "
                        f"set task.train= and task.valid= to the folder names, or use source=csv")
+    for key, split in (("train", t.train), ("valid", t.valid)):
+        if not any(f.parent.parent.name == split for f in files):
+            raise FxpError(f"the {key} split is empty: no images in {path}/{split}/<class>/; add them there, or set "
+                           f"task.{key}= to the folder that has them")
     files, bad = check_images(files, skip_bad)
     return files, dict(get_y=parent_label), GrandparentSplitter(t.train, t.valid), bad
 
@@ -129,21 +163,38 @@ def learner(cfg, dls):
 
 
 def evaluate(learn, cfg) -> dict:
-    return {}
+    "The valid accuracy of always predicting the most common training label (`accuracy_majority`): a floor to beat."
+    import torch
+
+    train_y, valid_y = _labels(learn.dls.train_ds), _labels(learn.dls.valid_ds)
+    majority = torch.bincount(train_y).argmax()
+    return {"accuracy_majority": round(float((valid_y == majority).float().mean()), 6)}
+
+
+def _labels(ds):
+    "The label indices of a split: the in-memory tensors' (digits), else the DataBlock's label pipeline (no image read)."
+    import torch
+
+    if hasattr(ds, "tensors"):
+        return ds.tensors[1].long()
+    return torch.tensor([int(y) for y in ds.tls[1]], dtype=torch.long)
 
 
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
-    "Confusion matrix and the top losses of the validation set."
+    "Confusion matrix and the top losses of the validation set (each titled with its file, prediction and label)."
     from fxp import vision
     from fxp.plots import confusion_matrix
 
     interp = confusion_matrix(learn, dest / "confusion_matrix.png")
     losses, idx = interp.top_losses(min(9, len(interp.losses)))
-    images, titles = vision.valid_items(interp.dl, idx.tolist()), []
+    idx = idx.tolist()
+    images, titles = vision.valid_items(interp.dl, idx), []
+    names = vision.item_names(interp.dl, idx, cfg.task.fn_col if cfg.task.source == "csv" else None)
     probs, targs = learn.get_preds(dl=interp.dl)
-    for i, loss in zip(idx.tolist(), losses.tolist()):
+    vocab = learn.dls.vocab
+    for i, loss, name in zip(idx, losses.tolist(), names):
         pred = probs[i].argmax().item()
-        titles.append(f"pred {learn.dls.vocab[pred]} / true {learn.dls.vocab[targs[i].item()]}\n"
+        titles.append(f"{name}\n".lstrip() + f"pred {vocab[pred]} / true {vocab[targs[i].item()]}\n"
                       f"loss {loss:.2f}, p {probs[i, pred]:.2f}")
     vision.image_grid(images, titles, dest / "top_losses.png")
 
@@ -154,7 +205,7 @@ def predict(learn, cfg, inputs: list[str]) -> list[dict]:
 
     from fxp.data import input_images
 
-    files = input_images(inputs)
+    files = input_images(inputs, listing="task.source=csv task.csv")
     if cfg.task.source == "digits":
         probs = torch.softmax(learn.model.eval()(_as_digits(files)), 1).detach()
     else:
