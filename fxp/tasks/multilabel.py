@@ -140,8 +140,9 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     idx = losses.argsort(descending=True)[:9].tolist()
     vocab = learn.dls.vocab
     images = vision.valid_items(learn.dls.valid, idx)
-    titles = [f"pred {_tags(probs[i] > t.thresh, vocab)}\ntrue {_tags(targs[i] > 0.5, vocab)}\nloss {losses[i]:.2f}"
-              for i in idx]
+    names = vision.item_names(learn.dls.valid, idx, t.fn_col)
+    titles = [f"{name}\npred {_tags(probs[i] > t.thresh, vocab) or '(none)'}\n"
+              f"true {_tags(targs[i] > 0.5, vocab)}\nloss {losses[i]:.2f}" for i, name in zip(idx, names)]
     vision.image_grid(images, titles, dest / "top_losses.png")
 
 
@@ -161,7 +162,7 @@ def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     "The tags above `task.thresh` of each image file (or every image in a folder), with their probabilities."
     from fxp.data import input_images
 
-    files = input_images(inputs)
+    files = input_images(inputs, listing="task.csv")
     probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
     vocab, rows = learn.dls.vocab, []
     for f, p in zip(files, probs):

@@ -252,13 +252,17 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
         _plot_points(learn, preds, targs, dest / "predicted_points.png")
     else:
         names = [str(c) for c in cfg.task.y_cols]
-        fig, axs = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+        log = " (log)" if cfg.task.log_target else ""
+        fig, axs = plt.subplots(1, len(names), figsize=(4 * len(names), 4.2), squeeze=False)
         for j, (ax, name) in enumerate(zip(axs.flat, names)):
-            ax.scatter(targs[:, j], preds[:, j], s=10)
-            lo, hi = float(min(targs[:, j].min(), preds[:, j].min())), float(max(targs[:, j].max(), preds[:, j].max()))
-            ax.plot([lo, hi], [lo, hi], color="grey", linestyle=":")
-            ax.set(xlabel=f"true {name}" + (" (log)" if cfg.task.log_target else ""), ylabel="predicted",
-                   title=f"valid {name}")
+            t, p = targs[:, j], preds[:, j]
+            ax.scatter(t, p, s=12, alpha=0.5)  # many rows share a value (steering 0): darker where they pile up
+            lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+            pad = 0.05 * (hi - lo or 1)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linestyle=":", label="predicted = true")
+            ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), aspect="equal", xlabel=f"true {name}{log}",
+                   ylabel=f"predicted {name}{log}", title=f"valid {name}: mse {float(((p - t) ** 2).mean()):.4g}")
+            ax.legend(fontsize=8, loc="upper left")
         save(fig, dest / "predicted_vs_true.png")
 
 
@@ -303,7 +307,7 @@ def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     from fxp.data import input_images
 
     t = cfg.task
-    files = input_images(inputs)
+    files = input_images(inputs, listing="task.labels")
     preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
     preds = preds.float().view(len(files), -1).numpy()
     if t.target == "points":

@@ -31,19 +31,34 @@ def composed(*overrides):
 
 
 class Figures:
-    "What fxp.plots.save is given during a run: file name → (figure legend texts, titles of the visible axes)."
+    "The figures fxp.plots.save is given during a run, by file name; `legend`, `titles` and `ticks` read them."
 
     def __init__(self, mp):
-        from fxp import plots
+        from fxp import plots, vision
 
         self.seen, original = {}, plots.save
 
         def save(fig, dest, *a, **kw):
-            self.seen[Path(dest).name] = ([t.get_text() for lg in fig.legends for t in lg.get_texts()],
-                                          [ax.get_title() for ax in fig.axes if ax.get_visible()])
+            self.seen[Path(dest).name] = fig
             return original(fig, dest, *a, **kw)
 
         mp.setattr(plots, "save", save)
+        mp.setattr(vision, "save", save)  # image_grid's, imported from fxp.plots
+
+
+def legend(fig) -> list[str]:
+    "The texts of the figure-level legends."
+    return [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+
+
+def titles(fig) -> list[str]:
+    "The titles of the visible axes."
+    return [ax.get_title() for ax in fig.axes if ax.get_visible()]
+
+
+def ticks(fig) -> list[str]:
+    "The y tick labels of the first axes."
+    return [t.get_text() for t in fig.axes[0].get_yticklabels()]
 
 
 def open_png(path: Path) -> tuple[int, int]:
@@ -146,10 +161,10 @@ def test_a_codes_list_too_short_for_the_masks_names_the_key(tmp_path):
 def test_masks_png_has_a_legend_of_the_codes_it_shows(trimaps_run):
     run, _, figures = trimaps_run
     open_png(run / "plots" / "masks.png")
-    texts, titles = figures["masks.png"]
+    texts, names = legend(figures["masks.png"]), titles(figures["masks.png"])
     assert "background" in texts and "border (void)" in texts and set(texts) <= {"unused", "pet", "background",
                                                                                      "border (void)"}
-    assert sum(t == "true mask" for t in titles) == 4 and any(t.endswith(".jpg") for t in titles)
+    assert sum(t == "true mask" for t in names) == 4 and any(t.endswith(".jpg") for t in names)
 
 
 # --- item 6: points outside their image (dlib landmarks a few pixels off the frame) --------------------------------
@@ -221,9 +236,9 @@ def test_faces_with_points_clipped_train_and_plot_nine_named_panels(faces_run):
     s = summary(run)
     assert s["status"] == "completed" and s["items_train"] + s["items_valid"] == 56
     open_png(run / "plots" / "predicted_points.png")
-    texts, titles = figures["predicted_points.png"]
-    assert texts == ["true", "predicted"] and len(titles) == 9
-    assert all(t.split("\n")[0].endswith(".jpg") and "mse" in t for t in titles), titles
+    fig = figures["predicted_points.png"]
+    assert legend(fig) == ["true", "predicted"] and len(titles(fig)) == 9
+    assert all(t.split("\n")[0].endswith(".jpg") and "mse" in t for t in titles(fig)), titles(fig)
 
 
 @pytest.mark.slow
@@ -240,6 +255,112 @@ def test_predicted_points_grid_fits_two_valid_images(tmp_path):
                     "task.folder=null", *FACES_TINY[4:], "trainer.bs=4", "trainer.epochs=1", cwd=tmp_path)
     assert r.returncode == 0, r
     valid = {Path(f).name for f in df.image_name.head(10)}
-    _, titles = figures.seen["predicted_points.png"]
-    assert len(titles) == 2 and all(t.split("\n")[0] in valid for t in titles), titles
+    names = titles(figures.seen["predicted_points.png"])
+    assert len(names) == 2 and all(t.split("\n")[0] in valid for t in names), names
     assert open_png(newest_run(tmp_path) / "plots" / "predicted_points.png")[0] < 600  # two panels wide, not three
+
+
+# --- item 7: `fxp predict RUN labels.csv` on an image run -----------------------------------------------------------
+
+
+def test_predict_on_a_labelled_csv_says_what_an_image_run_takes(digits_run, tmp_path):
+    csv = need_data("mnist_tiny") / "labels.csv"  # 1408 rows naming train/3/7463.png, ... beside it
+    r = run_fxp("predict", digits_run, csv, cwd=tmp_path)
+    line = assert_one_line_error(r, "labels.csv is a CSV file, not an image", "lists 1408 image files",
+                                 "takes image files or folders", "does not score labels",
+                                 "task.source=csv task.csv=labels.csv")
+    assert "skip_bad" not in line and "corrupt" not in line, line
+
+
+def test_predict_on_a_corrupt_image_names_no_train_time_key(digits_run, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    r = run_fxp("predict", digits_run, bad, cwd=tmp_path)
+    line = assert_one_line_error(r, "unreadable or corrupt image", "broken.png", "image files or folders")
+    assert "skip_bad" not in line, line
+
+
+# --- item 11: the majority-label baseline of image classification ---------------------------------------------------
+
+
+def test_digits_summary_has_the_majority_baseline(digits_run):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    y = load_digits().target
+    train, valid = train_test_split(range(len(y)), test_size=0.2, random_state=42, stratify=y)  # the task's split
+    majority = np.bincount(y[train]).argmax()
+    assert summary(digits_run)["accuracy_majority"] == pytest.approx((y[valid] == majority).mean(), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    "mnist_tiny's class folders as they lie (709 train, 699 valid), a small CNN, one epoch."
+    cwd = tmp_path_factory.mktemp("mnist")
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", "task=mnist", f"data.path={need_data('mnist_tiny')}", "model=small_cnn",
+                    "trainer=default", "trainer.epochs=1", "trainer.bs=64", cwd=cwd)
+    assert r.returncode == 0, r
+    return newest_run(cwd), figures.seen
+
+
+@pytest.mark.slow
+def test_folders_summary_has_the_majority_baseline_and_readable_plots(mnist_run):
+    run, figures = mnist_run
+    root = need_data("mnist_tiny")
+    counts = {split: {c: len(list((root / split / c).glob("*.png"))) for c in ("3", "7")} for split in ("train", "valid")}
+    majority = max(counts["train"], key=counts["train"].get)  # 7 (363 of 709)
+    s = summary(run)
+    assert s["accuracy_majority"] == pytest.approx(counts["valid"][majority] / sum(counts["valid"].values()), abs=1e-6)
+    assert s["final_metrics"]["accuracy"] > s["accuracy_majority"] + 0.2
+    for png in ("confusion_matrix", "top_losses"):
+        open_png(run / "plots" / f"{png}.png")
+    names = titles(figures["top_losses.png"])
+    assert len(names) == 9 and all(t.split("\n")[0].endswith(".png") and "pred" in t and "true" in t for t in names), \
+        names
+    assert ticks(figures["confusion_matrix.png"]) == ["3", "7"]
+
+
+# --- item 10: the other plots of the image kinds -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_digits_confusion_matrix_has_every_class(tmp_path):
+    "The in-memory digits' vocab is a plain list, which fastai's interpretation took for [vocabs]: a 1x1 matrix of 9."
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", "trainer.epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert ticks(figures.seen["confusion_matrix.png"]) == [str(d) for d in range(10)]
+    open_png(newest_run(tmp_path) / "plots" / "confusion_matrix.png")
+
+
+@pytest.mark.slow
+def test_planet_top_losses_titles_are_wrapped_and_named(tmp_path):
+    "A planet chip's tag lists (70+ characters) wrapped to the panel, not over the neighbours; the file named."
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", "task=planet", f"data.path={need_data('planet_sample')}", "model=small_cnn",
+                    "task.size=32", "trainer=default", "trainer.epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r
+    run = newest_run(tmp_path)
+    for png in ("fbeta_threshold", "top_losses"):
+        open_png(run / "plots" / f"{png}.png")
+    names = titles(figures.seen["top_losses.png"])
+    assert len(names) == 9 and all(t.startswith("train_") for t in names), names
+    assert max(len(line) for t in names for line in t.split("\n")) <= 36, names
+
+
+@pytest.mark.slow
+def test_predicted_vs_true_names_the_log_scale_on_both_axes(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", "task=csv_regression", f"data.path={need_data('driving_sim_sample')}",
+                    "task.labels=driving_log.csv", "task.y_cols=[speed]", "task.log_target=true", "model=small_cnn",
+                    "trainer=default", "task.size=32", "trainer.bs=16", "trainer.epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r
+    open_png(newest_run(tmp_path) / "plots" / "predicted_vs_true.png")
+    (ax,) = figures.seen["predicted_vs_true.png"].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("true speed (log)", "predicted speed (log)")
+    assert ax.get_title().startswith("valid speed: mse ") and ax.get_xlim() == ax.get_ylim()
