@@ -41,13 +41,19 @@ def device_of(trainer) -> torch.device:
     return torch.device(trainer.device)
 
 
-def setup(cfg) -> torch.device:
-    "The device for `cfg.trainer`, checked, with every random generator seeded."
-    tr = cfg.trainer
+def check_device(tr) -> torch.device:
+    "The device `trainer.device` names, if there is one and it can train at `trainer.precision`."
     device = device_of(tr)
     if tr.precision != "fp32" and device.type != "cuda":
         raise FxpError(f"trainer.precision={tr.precision} needs a CUDA device (fastai autocasts on CUDA only); "
                        f"use trainer.precision=fp32 on {device.type}")
+    return device
+
+
+def setup(cfg) -> torch.device:
+    "The device for `cfg.trainer`, checked, with every random generator seeded."
+    tr = cfg.trainer
+    device = check_device(tr)
     set_seed(tr.seed, reproducible=True)
     if tr.num_threads is not None:
         torch.set_num_threads(tr.num_threads)

@@ -35,7 +35,9 @@ def parser() -> Parser:
 
 
 def main(args: list[str]) -> int:
-    opts = parser().parse_args(args)
+    if not args:
+        raise FxpError("usage: fxp resume RUN_DIR [--extend N] [KEY=VALUE...] (fxp resume --help)")
+    opts = parser().parse_intermixed_args(args)  # overrides before or after --extend N
     path = Path(opts.run_dir).expanduser().resolve()
     status = check_run(path, opts.extend)
     point = last_checkpoint(path)
@@ -50,6 +52,9 @@ def main(args: list[str]) -> int:
     from fxp.runs import Run
 
     def reopen(cfg):
+        from fxp.train import check_device
+
+        check_device(cfg.trainer)  # before the run is reopened: a device it cannot use changes nothing
         return Run(path, cfg, read_overrides(path), read_summary(path).get("task") or path.parent.name,
                    finish=diagnose.finish, resume=entry)
 
@@ -82,7 +87,8 @@ def check_run(path: Path, extend: int | None) -> str:
 
 
 def saved_config(path: Path, overrides: list[str], extend: int | None):
-    "The run's config.yaml, validated as it is now, with the overrides a resume may take, and the --extend stage."
+    """The run's config.yaml, validated as it is now (else one line: it no longer validates, naming the key), then
+    with the overrides a resume may take and the --extend stage, validated again (else one line naming the key)."""
     from omegaconf import OmegaConf
 
     from fxp import config
@@ -95,18 +101,20 @@ def saved_config(path: Path, overrides: list[str], extend: int | None):
         raise FxpError(f"fxp resume: {path / CONFIG} cannot be read ({type(e).__name__}); nothing to resume") from None
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
+        config.validate(cfg)
+    except Exception as e:  # a ConfigError, or OmegaConf's (the key and what is wrong)
+        msg = str(e) if isinstance(e, ConfigError) else config.one_line(e)
+        fix = f"if the data moved: fxp resume {path} data.path=NEW" if "data.path" in msg else "train it anew"
+        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {msg}; nothing resumed ({fix})") from None
+    try:
         cfg = apply(cfg, overrides)
         if extend is not None:
             cfg.trainer.stages.append(extension(cfg.trainer.stages[-1], extend))
         return config.validate(cfg)
     except ConfigError as e:
-        if str(e).startswith("fxp resume:"):
-            raise
-        fix = (f"if the data moved: fxp resume {path} data.path=NEW" if "data.path" in str(e) else "train it anew")
-        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {e}; nothing resumed ({fix})") from None
-    except Exception as e:  # OmegaConf's errors: the key and what is wrong, on one line
-        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {config.one_line(e)}; nothing to "
-                          f"resume (train it anew)") from None
+        raise ConfigError(str(e) if str(e).startswith("fxp resume:") else f"fxp resume: {e}") from None
+    except Exception as e:
+        raise ConfigError(f"fxp resume: {config.one_line(e)}") from None
 
 
 def apply(cfg, overrides: list[str]):
@@ -120,6 +128,8 @@ def apply(cfg, overrides: list[str]):
         except Exception as e:
             raise ConfigError(f"fxp resume: cannot parse the override {o!r} ({str(e).splitlines()[0]})") from None
         key = parsed.key_or_group
+        if not key:
+            raise ConfigError(f"fxp resume: the override {o!r} names no key: write KEY=VALUE")
         if key not in RESUMABLE and not key.startswith("logger."):
             raise ConfigError(f"fxp resume: {key} would change what the run computes, so a resume cannot take it; "
                               f"it takes only {', '.join(RESUMABLE)} (train anew to change {key})")
