@@ -23,7 +23,7 @@ def test_a_grid_sweep_writes_a_row_per_job_and_points_at_the_best(fxp, tmp_path)
     sweep = tmp_path / "sweep"
     r = fxp("train", "-m", "trainer.stages.0.lr=1e-3,1e-2", "trainer.bs=16,100000", "trainer.epochs=1",
             f"hydra.sweep.dir={sweep}")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1 and "2 of 4 jobs did not complete (2 failed)" in r.stderr, r.stderr  # it went on
     rows = sweep_rows(sweep)
     assert [row["job"] for row in rows] == ["0", "1", "2", "3"]
     assert [row["status"] for row in rows] == ["completed", "failed", "completed", "failed"]  # bs > the data

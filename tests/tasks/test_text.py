@@ -23,6 +23,8 @@ PROMPT = "I liked this movie because"
 TINY = ("model=awd_lstm_tiny", "task.max_vocab=2000", "task.lm_seq_len=48", "task.seq_len=48", "trainer.bs=32",
         "task.drop_mult=0.3", "task.n_words=12", f"task.prompts=[{PROMPT}]",
         "task.max_len=480", "task.lm_stages=[{epochs:1,lr:2e-2,freeze:true},{epochs:1,lr:5e-3,freeze:false}]")
+# a language model from scratch with no frozen stage: no caution line before the error the test reads
+UNFROZEN_LM = "task.lm_stages=[{epochs:1,lr:2e-2}]"
 # fastbook's gradual unfreezing, with the higher rates and longer last stage an encoder trained from scratch needs
 CLASSIFIER = ("trainer.stages=[{epochs:1,lr:1e-2,freeze:true},{epochs:1,lr:[1e-3,1e-2],freeze:-2},"
               "{epochs:1,lr:[1e-3,5e-3],freeze:-3},{epochs:3,lr:[1e-3,5e-3],freeze:false}]")
@@ -131,14 +133,14 @@ def test_classifier_from_folders_on_an_earlier_runs_encoder(imdb_run, imdb, tmp_
 
 
 def test_wrong_text_column_names_the_columns(imdb, tmp_path):
-    r = train(tmp_path, f"data.path={imdb}", "task.text_col=review", *TINY)
+    r = train(tmp_path, f"data.path={imdb}", "task.text_col=review", *TINY, UNFROZEN_LM)
     assert_one_line_error(r, "task.text_col='review'", "texts.csv", "label, text, is_valid")
 
 
 def test_single_class_labels_are_one_line(imdb, tmp_path):
     df = pd.read_csv(imdb / "texts.csv").head(40).assign(label="positive")
     df.to_csv(tmp_path / "texts.csv", index=False)
-    r = train(tmp_path, f"data.path={tmp_path}", *TINY)
+    r = train(tmp_path, f"data.path={tmp_path}", *TINY, UNFROZEN_LM)
     assert_one_line_error(r, "task.label_col='label'", "single class", "'positive'")
 
 
