@@ -66,11 +66,22 @@ def learner(cfg, dls, n_out: int, **kwargs) -> Learner:
             raise FxpError("the model has neither model.arch nor model.net; pick one with model=NAME (see fxp tasks)")
         with building("model.net"):
             net = instantiate(m.net, n_in=n_in, n_out=n_out)
+            forward_once(net, dls)
         return Learner(dls, net, **kwargs)
     with building("model.arch"):
         arch = get_method(m.arch)
     with pretrained_weights(m):
         return vision_learner(dls, arch, n_in=n_in, n_out=n_out, pretrained=m.pretrained, **kwargs)
+
+
+def forward_once(net, dls) -> None:
+    "Two items of a batch through `net` (eval mode, CPU, no gradients): a network its own arguments break fails here."
+    import torch
+
+    x = dls.one_batch()[0][:2].cpu()
+    with torch.no_grad():
+        net.eval()(x)
+    net.train()
 
 
 def n_channels(dls) -> int:
