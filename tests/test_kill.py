@@ -45,10 +45,10 @@ def forked(cwd, *args) -> int:
     return pid
 
 
-def claim_time(cwd) -> float:
-    "When the run forked into `cwd` has claimed its folder (config.yaml written)."
+def appeared(cwd, pattern: str) -> float:
+    "When a file of the run forked into `cwd` first shows (config.yaml: it claimed its folder; last.json: an epoch)."
     deadline = time.time() + 120
-    while not list((cwd / "outputs").rglob("config.yaml")) and time.time() < deadline:
+    while not list((cwd / "outputs").rglob(pattern)) and time.time() < deadline:
         time.sleep(0.005)
     return time.perf_counter()
 
@@ -88,9 +88,10 @@ def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(
     whole = tmp_path / "whole"  # one forked run to its end: how long it takes from its claim, and the same metrics
     whole.mkdir()
     pid = forked(whole, *ARGS)
-    claimed = claim_time(whole)
+    claimed = appeared(whole, "config.yaml")
+    saved = appeared(whole, "checkpoints/last.json")
     _, status = os.waitpid(pid, 0)
-    duration = time.perf_counter() - claimed
+    ended = time.perf_counter()
     assert os.waitstatus_to_exitcode(status) == 0, (whole / "console.txt").read_text()
     assert curves(newest_run(whole)) == expected
 
@@ -99,11 +100,15 @@ def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(
         cwd = tmp_path / f"trial{i}"
         cwd.mkdir()
         pid = forked(cwd, *ARGS)
-        if rng.random() < 0.1:  # now and then before or while the folder is claimed
+        moment = rng.random()
+        if moment < 0.1:  # now and then before or while the folder is claimed
             time.sleep(rng.uniform(0, 0.3))
-        else:  # mostly at any moment of the run itself: epochs, checkpoints, export, plots, the last summary
-            claim_time(cwd)
-            time.sleep(rng.uniform(0, duration))
+        elif moment < 0.35:  # from the claim to the first checkpoint: building, the first epoch
+            appeared(cwd, "config.yaml")
+            time.sleep(rng.uniform(0, saved - claimed))
+        else:  # mostly later: epochs, checkpoints, export, plots, the last summary
+            appeared(cwd, "checkpoints/last.json")
+            time.sleep(rng.uniform(0, ended - saved))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         runs = [p.parent for p in (cwd / "outputs").rglob("config.yaml")]
@@ -128,7 +133,7 @@ def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(
             assert read_summary(run)["status"] == "completed" and curves(run) == expected, i
             check_files(run)
             outcomes["resumed to the same metrics"] += 1
-    print(f"\n{TRIALS} kills over {duration:.1f} s runs: {dict(outcomes)}")
+    print(f"\n{TRIALS} kills of {ended - claimed:.1f} s runs: {dict(outcomes)}")
     assert outcomes["resumed to the same metrics"] >= TRIALS // 3
 
 
