@@ -327,11 +327,12 @@ def load_loader_state(dl, state: dict) -> None:
 
 
 def load_checkpoint(learn, state: dict) -> None:
-    "Put `learn` (built and set up as it was: stage, freezing, size) back at the end of the epoch `state` holds."
-    get_model(learn.model).load_state_dict(state["model"])
+    """Put `learn` (built and set up as it was: stage, freezing, size) back at the end of the epoch `state` holds.
+    The weights and optimizer state leave `state` (the learner has them now: no second copy on the device)."""
+    get_model(learn.model).load_state_dict(state.pop("model"))
     if learn.opt is None:
         learn.create_opt()
-    learn.opt.load_state_dict(state["opt"])
+    learn.opt.load_state_dict(state.pop("opt"))
     for p, had in zip(learn.model.parameters(), state["grads"]):
         if had and p.grad is None:  # zeroed after the last step; fastai's optimizer still steps such parameters
             p.grad = torch.zeros_like(p)
