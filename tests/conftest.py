@@ -14,7 +14,9 @@ shared CPU).
 """
 from __future__ import annotations
 
+import ast
 import csv
+import functools
 import io
 import json
 import logging
@@ -129,7 +131,7 @@ def exit_code(code) -> int:
 @contextmanager
 def _process_state(cwd: Path, env: dict):
     "Run with `cwd` and `env`; afterwards restore what a command may change in the process."
-    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv[:]
+    saved_env, saved_cwd, argv, saved_argv = dict(os.environ), os.getcwd(), sys.argv, sys.argv[:]
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     saved_signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -144,7 +146,8 @@ def _process_state(cwd: Path, env: dict):
         os.environ.clear()
         os.environ.update(saved_env)
         _forget_proxies()
-        sys.argv[:] = saved_argv
+        argv[:] = saved_argv  # the CLI rebinds sys.argv for Hydra: the original list, as it was
+        sys.argv = argv
         for h in root.handlers[:]:  # Hydra's job logging: a FileHandler on this run's train.log
             if h not in saved_handlers:
                 root.removeHandler(h)
@@ -155,6 +158,8 @@ def _process_state(cwd: Path, env: dict):
             signal.signal(s, handler)
         if "torch" in sys.modules:  # trainer.num_threads sets torch's threads for the process
             sys.modules["torch"].set_num_threads(THREADS)
+        if "hydra.core.hydra_config" in sys.modules:  # the last job's Hydra config is no config outside a job
+            sys.modules["hydra.core.hydra_config"].HydraConfig.instance().cfg = None
 
 
 def _forget_proxies() -> None:
@@ -248,29 +253,37 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
     return dest
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config):
-    """`-n N` hands each worker whole test modules (`--dist loadscope`) in collection order: a run that a module
-    trains once for several tests (a module-scoped fixture) is trained on one worker, not on each."""
-    if getattr(config.option, "numprocesses", None) and config.option.dist in ("no", "load"):
-        config.option.dist = "loadscope"
-        config.option.loadscopereorder = False
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N`: the tests of a module that trains a shared run (a module-scoped fixture) go to one worker as one unit,
+    so the run is trained once, not on each worker; xdist hands out such units first (the most tests first), then
+    the other tests one by one."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return module if shares_a_run(config.rootpath / module) else nodeid
+
+    return SharedRunScheduling(config, log)
 
 
-def _module(item) -> str:
-    return item.nodeid.split("::")[0]
-
-
-def _uses_a_module_fixture(item) -> bool:
-    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    return any(d and d[-1].scope == "module" and d[-1].baseid == _module(item) for d in defs.values())
+@functools.cache
+def shares_a_run(path: Path) -> bool:
+    """Whether a test module defines a module-scoped fixture (`@pytest.fixture(scope="module")`)."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return any(isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "fixture"
+               and any(k.arg == "scope" and getattr(k.value, "value", None) == "module" for k in node.keywords)
+               for node in ast.walk(tree))
 
 
 def pytest_collection_modifyitems(config, items):
-    """Modules that train a shared run (a module-scoped fixture of their own) first, so the longest work starts
-    first and the quick modules fill in at the end. Tests marked `gpu` are skipped where torch sees no CUDA device."""
-    shared = {_module(item) for item in items if _uses_a_module_fixture(item)}
-    items.sort(key=lambda item: _module(item) not in shared)  # stable: each module's tests stay in order
+    "Tests marked `gpu` are skipped where torch sees no CUDA device."
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
