@@ -75,10 +75,10 @@ def learner(cfg, dls, n_out: int, **kwargs) -> Learner:
 
 
 def forward_once(net, dls) -> None:
-    "Two items of a batch through `net` (eval mode, CPU, no gradients): a network its own arguments break fails here."
+    "Two valid items through `net` (eval mode, CPU, no gradients): a network its own arguments break fails here."
     import torch
 
-    x = dls.one_batch()[0][:2].cpu()
+    x = dls.valid.one_batch()[0][:2].cpu()  # the valid loader: the training shuffle stays as it was
     with torch.no_grad():
         net.eval()(x)
     net.train()
