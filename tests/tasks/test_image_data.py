@@ -221,11 +221,15 @@ def test_points_outside_takes_error_clip_or_drop():
 @pytest.fixture(scope="module")
 def faces_run(tmp_path_factory):
     "68 landmarks (off-frame ones clipped) on the 56 faces: a small CNN, 3 epochs (a few seconds)."
-    cwd = tmp_path_factory.mktemp("faces")
+    return run_seeing_figures(tmp_path_factory.mktemp("faces"), f"data.path={need_data('faces')}", *FACES_TINY,
+                              "task.points_outside=clip", "trainer.epochs=3")
+
+
+def run_seeing_figures(cwd, *overrides):
+    "A completed `fxp train` run in `cwd`, and the figures it drew (`Figures`)."
     with pytest.MonkeyPatch.context() as mp:
         figures = Figures(mp)
-        r = run_fxp("train", f"data.path={need_data('faces')}", *FACES_TINY, "task.points_outside=clip",
-                    "trainer.epochs=3", cwd=cwd)
+        r = run_fxp("train", *overrides, cwd=cwd)
     assert r.returncode == 0, r
     return newest_run(cwd), figures.seen
 
@@ -296,13 +300,8 @@ def test_digits_summary_has_the_majority_baseline(digits_run):
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     "mnist_tiny's class folders as they lie (709 train, 699 valid), a small CNN, one epoch."
-    cwd = tmp_path_factory.mktemp("mnist")
-    with pytest.MonkeyPatch.context() as mp:
-        figures = Figures(mp)
-        r = run_fxp("train", "task=mnist", f"data.path={need_data('mnist_tiny')}", "model=small_cnn",
-                    "trainer=default", "trainer.epochs=1", "trainer.bs=64", cwd=cwd)
-    assert r.returncode == 0, r
-    return newest_run(cwd), figures.seen
+    return run_seeing_figures(tmp_path_factory.mktemp("mnist"), "task=mnist", f"data.path={need_data('mnist_tiny')}",
+                              "model=small_cnn", "trainer=default", "trainer.epochs=1", "trainer.bs=64")
 
 
 @pytest.mark.slow
