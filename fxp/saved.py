@@ -26,6 +26,20 @@ def check_run(run_dir: Path, command: str) -> Path:
     return run_dir
 
 
+def one_learner(run_dir: Path, command: str, cannot: str) -> None:
+    """The run's kind trains one learner on one data set (`dls` + `learner`), which a saved run's data is rebuilt for;
+    else one line, `cannot` saying what the command takes. Read before the config is validated: the kind is the
+    reason, not the data folder it no longer finds."""
+    from fxp import dispatch
+    from fxp.runs import read_config
+
+    kind = (read_config(run_dir).get("task") or {}).get("kind")
+    if not isinstance(kind, str):
+        raise FxpError(f"{command}: {Path(run_dir) / CONFIG} has no task.kind; give the folder of a completed run")
+    if not hasattr(dispatch.kind_module(kind), "dls"):
+        raise FxpError(f"{command}: {kind} runs train in steps (several learners); they {cannot}")
+
+
 def config(run_dir: Path, overrides: list[str], command: str):
     """The run's config.yaml merged into today's schema with `overrides` (keys under TAKES) applied, validated; one
     line naming the key if it does not validate (a moved data folder: the data.path= that fixes it)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fxp.commands import Parser, console
 from fxp.errors import FxpError
-from fxp.runs import write_atomic
+from fxp.runs import read_summary, write_atomic
 
 FORMATS = {"onnx": "onnx", "torchscript": "pt"}
 TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
@@ -42,14 +42,11 @@ def main(args: list[str]) -> int:
         raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
     if opts.format == "onnx":
         need_onnx()
-    from fxp import dispatch, saved
+    from fxp import saved
 
     run_dir = saved.check_run(Path(opts.run_dir), "fxp export")
+    saved.one_learner(run_dir, "fxp export", "cannot be exported: fxp export takes image and tabular runs")
     cfg = saved.config(run_dir, opts.overrides, "fxp export")
-    kind = dispatch.kind_module(cfg.task.kind)
-    if not hasattr(kind, "dls"):
-        raise FxpError(f"fxp export: {cfg.task.kind} runs cannot be exported (several learners in steps); "
-                       f"fxp export takes image and tabular runs")
     import torch
 
     cpu = torch.device("cpu")
@@ -88,7 +85,8 @@ def export(learn, cfg, dest: Path, fmt: str, n: int) -> dict:
             raise FxpError(f"fxp export: this model cannot be exported as {fmt} ({type(e).__name__}: "
                            f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
     outputs = run_exported(file, fmt, names, inputs)
-    meta = {"format": fmt, "file": file.name, "run": str(dest.parent.resolve()), "task": dict(kind=cfg.task.kind),
+    meta = {"format": fmt, "file": file.name, "run": str(dest.parent.resolve()),
+            "task": read_summary(dest.parent).get("task") or cfg.task.kind, "kind": cfg.task.kind,
             **spec, "output": output_spec(model, inputs, preds, spec),
             "parity": parity(outputs, preds, spec.get("classes") is not None)}
     write_atomic(dest / "model.json", json.dumps(meta, indent=2))
@@ -112,13 +110,18 @@ def activated(model, activation):
 
 
 def to_onnx(model, inputs, names, path) -> None:
-    "torch's ONNX exporter (torch.export), the batch dimension left free."
+    """torch's ONNX exporter (torch.export), the batch dimension left free; where torch.export cannot follow the model
+    (a U-Net's hooks and concatenations of sizes it reads at run time), the TorchScript-based exporter."""
     import torch
 
     batch = torch.export.Dim("batch", min=1)
-    prog = torch.onnx.export(model, inputs, input_names=names, output_names=["output"], dynamo=True,
-                             dynamic_shapes=(tuple({0: batch} for _ in inputs),), verbose=False)  # forward(*x)
-    prog.save(str(path))
+    try:
+        prog = torch.onnx.export(model, inputs, input_names=names, output_names=["output"], dynamo=True,
+                                 dynamic_shapes=(tuple({0: batch} for _ in inputs),), verbose=False)  # forward(*x)
+        prog.save(str(path))
+    except Exception:
+        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=["output"], dynamo=False,
+                          dynamic_axes={n: {0: "batch"} for n in [*names, "output"]})
 
 
 def to_torchscript(model, inputs, names, path) -> None:
@@ -225,6 +228,8 @@ def output_spec(model, inputs, preds, spec) -> dict:
 def _classes(learn):
     "The class names the output's dim 1 follows (None for a regression)."
     vocab = getattr(learn.dls, "vocab", None)
+    if vocab is None:  # a segmentation's codes: its masks' AddMaskCodes item transform holds them
+        vocab = getattr(getattr(learn.dls.valid, "after_item", None), "vocab", None)
     if vocab is None or len(vocab) == 0:
         return None
     if isinstance(vocab[0], (list, tuple)) or hasattr(vocab[0], "items"):  # a text or pair vocab: not flat

@@ -36,6 +36,8 @@ def main(args: list[str]) -> int:
     from fxp import saved
 
     run_dir = saved.check_run(Path(opts.run_dir), "fxp val")
+    saved.one_learner(run_dir, "fxp val", "cannot be evaluated yet: fxp val takes classification, multilabel, "
+                                          "segmentation, regression and tabular runs")
     cfg = saved.config(run_dir, opts.overrides, "fxp val")
     result, dest = evaluate(run_dir, cfg, opts.split)
     if opts.json:
@@ -50,10 +52,6 @@ def evaluate(run_dir: Path, cfg, split: str) -> tuple[dict, Path]:
     from fxp import dispatch, saved
 
     kind = dispatch.kind_module(cfg.task.kind)
-    if not hasattr(kind, "dls"):
-        raise FxpError(f"fxp val: {cfg.task.kind} runs train in steps (their data is rebuilt step by step), which "
-                       f"fxp val cannot evaluate yet; it evaluates classification, multilabel, segmentation, "
-                       f"regression and tabular runs")
     dev = saved.device(cfg)
     learn = saved.labelled(saved.learner(run_dir, dev), kind, cfg, split, dev)
     names = ["valid_loss", *(m.name for m in learn.metrics)]
@@ -102,7 +100,9 @@ def new_folder(parent: Path) -> Path:
 def show(result: dict, dest: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{result['run']}: {result['split']} split, {result['items']} items")
+    out = console()
+    out.print(f"{result['run']}: {result['split']} split of {result['data'] or 'the task data'}, {result['items']} items")
+    table = Table()
     for col in ("metric", "now", "in training"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, value in result["metrics"].items():
@@ -110,6 +110,5 @@ def show(result: dict, dest: Path) -> None:
     for name, value in result["evaluation"].items():
         if isinstance(value, (int, float)):
             table.add_row(name, number(value), "")
-    out = console()
     out.print(table)
     out.print(f"written to {dest}")
