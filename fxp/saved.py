@@ -20,6 +20,10 @@ SPLITS = ("valid", "test")  # test: every labelled item of the data (new data he
 
 
 def check_run(run_dir: Path, command: str) -> Path:
+    "`run_dir` if it holds an exported learner; else one line. fastai's import-time notes are silenced from here on."
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
     run_dir = Path(run_dir)
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"{command}: no {MODEL} in {run_dir}: give the folder of a completed run (fxp runs lists them)")
@@ -101,8 +105,6 @@ def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
     """The learner with loaders over the data `cfg` points at: its training split and the `split` to evaluate
     (valid: the validation split; test: every item; its first `limit`), each run through the learner's own pipeline
     with labels."""
-    from fastai.data.core import DataLoaders
-
     dls = kind.dls(cfg, dev)
     if hasattr(dls.valid_ds, "tensors"):  # in-memory data (digits): the data is the run's own, encoded the same way
         if split != "valid":
@@ -111,12 +113,12 @@ def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
         return learn
     train, valid = (_raw(dls, ds) for ds in (dls.train_ds, dls.valid_ds))
     held_out = (valid if split == "valid" else _joined(train, valid))[:limit]
-    try:
-        loaders = [_test_dl(learn, items) for items in (train, held_out)]
-    except KeyError as e:  # a label the model never learnt (Categorize's vocab lookup)
-        raise FxpError(f"the data at {cfg.data.path or 'the task URL'} has the label {e} that the run never learnt "
-                       f"(its classes: {', '.join(map(str, _vocab(learn)[:20]))}); evaluate on data with the run's "
-                       f"classes") from None
+    known = [str(v) for v in _vocab(learn)]
+    new = [str(v) for v in _vocab(dls) if str(v) not in known]
+    if known and new:
+        raise FxpError(f"the data at {cfg.data.path or 'the task URL'} has the class '{new[0]}' that the run never "
+                       f"learnt (its classes: {', '.join(known[:20])}); evaluate on data with the run's classes")
+    loaders = [_test_dl(learn, items) for items in (train, held_out)]
     learn.dls = type(learn.dls)(*loaders, path=learn.dls.path, device=dev)
     return learn
 
@@ -144,6 +146,7 @@ def _test_dl(learn, items):
     return learn.dls.test_dl(items)
 
 
-def _vocab(learn) -> list:
-    vocab = getattr(learn.dls, "vocab", None)
+def _vocab(obj) -> list:
+    "The class names of a learner's or loaders' labels (none for regression targets)."
+    vocab = getattr(getattr(obj, "dls", obj), "vocab", None)
     return list(vocab) if vocab is not None else []

@@ -42,14 +42,14 @@ def main(args: list[str]) -> int:
         raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
     if opts.format == "onnx":
         need_onnx()
-    from fxp import saved
+    from fxp import dispatch, saved
 
     run_dir = saved.check_run(Path(opts.run_dir), "fxp export")
     saved.one_learner(run_dir, "fxp export", "cannot be exported: fxp export takes image and tabular runs")
     cfg = saved.config(run_dir, opts.overrides, "fxp export")
     import torch
 
-    cpu = torch.device("cpu")
+    cpu, kind = torch.device("cpu"), dispatch.kind_module(cfg.task.kind)
     learn = saved.labelled(saved.learner(run_dir, cpu), kind, cfg, "valid", cpu, limit=opts.items)
     meta = export(learn, cfg, run_dir / EXPORT, opts.format, opts.items)
     show(meta, run_dir / EXPORT)
@@ -84,7 +84,7 @@ def export(learn, cfg, dest: Path, fmt: str, n: int) -> dict:
         except Exception as e:
             raise FxpError(f"fxp export: this model cannot be exported as {fmt} ({type(e).__name__}: "
                            f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
-    outputs = run_exported(file, fmt, names, inputs)
+        outputs = run_exported(file, fmt, names, inputs)
     meta = {"format": fmt, "file": file.name, "run": str(dest.parent.resolve()),
             "task": read_summary(dest.parent).get("task") or cfg.task.kind, "kind": cfg.task.kind,
             **spec, "output": output_spec(model, inputs, preds, spec),

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 from fxp.commands import Parser, console, number
-from fxp.errors import FxpError
 from fxp.runs import read_metrics, read_summary, write_atomic
 
 EVAL = "eval"
