@@ -62,6 +62,10 @@ class Model:
         self.kind = dispatch.kind_module(self.cfg.task.kind)
         self.learn = _load_learner(run_dir / MODEL)
         self.input = input_of(self.learn)
+        if self.input == "table":
+            from fxp.data import quiet_readonly_arrays
+
+            quiet_readonly_arrays()
         self.lock = threading.Lock()
 
     def info(self) -> dict:
@@ -290,7 +294,7 @@ def page_html(info: dict) -> str:
 
 
 PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><link rel="icon" href="data:,">
 <style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}} #error{{color:#b00}} #label{{font-size:1.6em}}</style>
 </head><body>
