@@ -150,3 +150,14 @@ def _vocab(obj) -> list:
     "The class names of a learner's or loaders' labels (none for regression targets)."
     vocab = getattr(getattr(obj, "dls", obj), "vocab", None)
     return list(vocab) if vocab is not None else []
+
+
+def classes(learn) -> list | None:
+    """The class names the model's outputs follow: its labels' vocab (a text classifier's: the second of [words,
+    classes]), a segmentation's codes (held by its masks' AddMaskCodes item transform); None for regression."""
+    vocab = getattr(learn.dls, "vocab", None)
+    if vocab is None:
+        vocab = getattr(getattr(learn.dls.valid, "after_item", None), "vocab", None)
+    if vocab is not None and len(vocab) == 2 and isinstance(vocab[0], list):
+        vocab = vocab[1]
+    return [str(v) for v in vocab] if vocab is not None and len(vocab) else None

@@ -16,6 +16,7 @@ import json
 import warnings
 from pathlib import Path
 
+from fxp import saved
 from fxp.commands import Parser, console
 from fxp.errors import FxpError
 from fxp.runs import read_summary, write_atomic
@@ -42,7 +43,7 @@ def main(args: list[str]) -> int:
         raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
     if opts.format == "onnx":
         need_onnx()
-    from fxp import dispatch, saved
+    from fxp import dispatch
 
     run_dir = saved.check_run(Path(opts.run_dir), "fxp export")
     saved.one_learner(run_dir, "fxp export", "cannot be exported: fxp export takes image and tabular runs")
@@ -182,7 +183,7 @@ def image_spec(learn, x) -> dict:
              "normalize": None if norm is None else {"mean": _flat(norm.mean), "std": _flat(norm.std)}}
     if scale is None:  # in-memory tensors (digits): the pipeline ran before training, not in the loaders
         steps["note"] = "inputs as the training tensors were made (no per-image transforms in the loaders)"
-    return {"inputs": [{"name": "image", "shape": [None, c, h, w], "dtype": "float32"}], "classes": _classes(learn),
+    return {"inputs": [{"name": "image", "shape": [None, c, h, w], "dtype": "float32"}], "classes": saved.classes(learn),
             "input_size": [h, w], "channels": c, "preprocessing": steps}
 
 
@@ -205,7 +206,7 @@ def table_spec(learn, inputs) -> dict:
     y = to.y_names[0] if len(to.y_names) == 1 else list(to.y_names)
     return {"inputs": [{"name": "x_cat", "shape": [None, len(cat)], "dtype": "int64", "columns": cat},
                        {"name": "x_cont", "shape": [None, len(cont)], "dtype": "float32", "columns": cont}],
-            "classes": _classes(learn), "target": y, "preprocessing": steps}
+            "classes": saved.classes(learn), "target": y, "preprocessing": steps}
 
 
 def output_spec(model, inputs, preds, spec) -> dict:
@@ -223,18 +224,6 @@ def output_spec(model, inputs, preds, spec) -> dict:
     shape = [None, *preds.shape[1:]]
     return {"name": "output", "shape": shape, "activation": act,
             "holds": "class probabilities" if spec.get("classes") is not None else "the model's values"}
-
-
-def _classes(learn):
-    "The class names the output's dim 1 follows (None for a regression)."
-    vocab = getattr(learn.dls, "vocab", None)
-    if vocab is None:  # a segmentation's codes: its masks' AddMaskCodes item transform holds them
-        vocab = getattr(getattr(learn.dls.valid, "after_item", None), "vocab", None)
-    if vocab is None or len(vocab) == 0:
-        return None
-    if isinstance(vocab[0], (list, tuple)) or hasattr(vocab[0], "items"):  # a text or pair vocab: not flat
-        return None
-    return [str(v) for v in vocab]
 
 
 def _flat(t) -> list:

@@ -19,6 +19,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from fxp import saved
 from fxp.commands import Parser
 from fxp.errors import FxpError
 from fxp.runs import MODEL, read_summary
@@ -71,7 +72,7 @@ class Model:
     def info(self) -> dict:
         task = read_summary(self.run_dir).get("task") or self.cfg.task.kind
         out = {"run": str(self.run_dir.resolve()), "task": task, "kind": self.cfg.task.kind, "input": self.input,
-               "classes": classes(self.learn)}
+               "classes": saved.classes(self.learn)}
         if self.input == "table":
             out["columns"] = columns(self.learn)
         return out
@@ -95,14 +96,6 @@ def input_of(learn) -> str:
         return "table"
     vocab = getattr(learn.dls, "vocab", None)
     return "text" if vocab is not None and len(vocab) == 2 and isinstance(vocab[0], list) else "image"
-
-
-def classes(learn) -> list | None:
-    vocab = getattr(learn.dls, "vocab", None)
-    if vocab is None:
-        return None
-    vocab = vocab[-1] if len(vocab) == 2 and isinstance(vocab[0], list) else vocab  # text: [words, classes]
-    return [str(v) for v in vocab] if len(vocab) else None
 
 
 def columns(learn) -> list[str]:
@@ -173,6 +166,8 @@ async def read_inputs(request, kind: str, limit: int):
         texts = body.get("texts", [body.get("text")]) if isinstance(body, dict) else None
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise BadRequest(422, 'send JSON {"text": "..."} (or {"texts": [...]}) with a non-empty text')
+        if any(len(t.split()) == 1 and t.strip().endswith(".txt") for t in texts):  # predict would read the file
+            raise BadRequest(422, "send the text itself, not the name of a .txt file")
         return texts
     rows = body.get("rows", [body.get("row")] if "row" in body else None) if isinstance(body, dict) else body
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and r for r in rows):
