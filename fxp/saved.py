@@ -80,10 +80,12 @@ def config(run_dir: Path, overrides: list[str], command: str):
 
 
 def device(cfg):
-    "The device `trainer.device` names (auto: CUDA when there is one)."
+    "The CPU, as fxp predict, unless `trainer.device=cuda` is given (the run's `auto` picked its training device)."
+    import torch
+
     from fxp.train import device_of
 
-    return device_of(cfg.trainer)
+    return torch.device("cpu") if cfg.trainer.device == "auto" else device_of(cfg.trainer)
 
 
 def learner(run_dir: Path, dev):
@@ -95,7 +97,10 @@ def learner(run_dir: Path, dev):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # load_learner's pickle warning: a run folder of one's own
-        learn = load_learner(Path(run_dir) / MODEL, cpu=dev.type == "cpu")
+        learn = load_learner(Path(run_dir) / MODEL, cpu=True)  # a model saved on a GPU loads anywhere
+    if dev.type != "cpu":
+        learn.model.to(dev)
+        learn.dls.to(dev)
     learn.remove_cb(ProgressCallback)
     learn.logger = lambda *_: None
     return learn

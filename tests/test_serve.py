@@ -105,6 +105,37 @@ def test_table_rows_as_json(runs):
     assert all(f'name="{c}"' in page for c in info["columns"])
 
 
+def test_a_segmentation_mask_and_a_text_label(tmp_path):
+    "The mask comes back as a PNG data URL of the image's size; a text run takes JSON texts (never a file name)."
+    import base64
+    import io
+
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    from fxp.commands.serve import make_app
+
+    for name in ("segmentation", "text"):
+        shutil.copytree(FIXTURES / name, tmp_path / name)
+    seg = TestClient(make_app(tmp_path / "segmentation"))
+    assert "Road" in seg.get("/info").json()["classes"]
+    photo = tmp_path / "segmentation" / "0001TP_006750.png"
+    (row,) = upload(seg, photo).json()["predictions"]
+    head, _, data = row["mask"].partition(",")
+    with Image.open(io.BytesIO(base64.b64decode(data))) as mask, Image.open(photo) as im:
+        assert head == "data:image/png;base64" and mask.size == im.size
+    assert sum(row["shares"].values()) == pytest.approx(1, abs=1e-3)
+    text = TestClient(make_app(tmp_path / "text"))
+    assert text.get("/info").json()["classes"] == ["negative", "positive"]
+    r = text.post("/predict", json={"texts": ["a dull film", "a wonderful film"]})
+    assert r.status_code == 200 and [p["input"] for p in r.json()["predictions"]] == ["a dull film", "a wonderful film"]
+    assert all(p["label"] in ("negative", "positive") for p in r.json()["predictions"])
+    for bad in ({"text": ""}, {"text": "/etc/review.txt"}, {"texts": "not a list"}):
+        r = text.post("/predict", json=bad)
+        assert r.status_code == 422 and r.json()["error"], bad
+    assert 'id="text"' in text.get("/").text
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
