@@ -135,6 +135,7 @@ def _raw(dls, ds):
 
 
 def _joined(a, b):
+    "Two splits' items as one (lists of paths, or table rows)."
     if hasattr(a, "iloc"):
         import pandas as pd
 

@@ -94,3 +94,12 @@ def test_val_of_a_tabular_run_uses_the_runs_own_procs(runs, tmp_path):
 def test_what_val_cannot_do_is_one_line(runs, args, mentions):
     r = run_fxp("val", runs / args[0], *args[1:], cwd=runs)
     assert_one_line_error(r, *mentions)
+
+
+def test_val_of_a_fresh_run_gives_back_the_metrics_of_its_model_epoch(digits_run):
+    "The default digits run on its own valid split: exactly what metrics.csv recorded for the epoch model.pkl holds."
+    r = run_fxp("val", digits_run, "--json", cwd=digits_run.parent)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["items"] == 360 and set(result["trained"]) == {"valid_loss", "accuracy", "error_rate"}
+    assert result["metrics"] == pytest.approx(result["trained"], abs=1e-5)

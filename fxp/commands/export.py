@@ -70,7 +70,7 @@ def export(learn, cfg, dest: Path, fmt: str, n: int) -> dict:
     "Write dest/model.<ext> and dest/model.json; returns model.json's content."
     import torch
 
-    inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)
+    inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)  # all of in-memory data (digits): cut to n
     inputs = tuple(t.as_subclass(torch.Tensor)[:n] for t in (inp if isinstance(inp, (tuple, list)) else (inp,)))
     preds = preds.as_subclass(torch.Tensor)[:n].float()
     spec = input_spec(learn, inputs)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fxp.commands import Parser, console, number
 from fxp.runs import read_metrics, read_summary, write_atomic
+from fxp.saved import SPLITS
 
 EVAL = "eval"
 
@@ -24,7 +25,7 @@ def parser() -> Parser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (fxp runs lists them)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="where the data is and its layout: data.path=DIR, task.valid=NAME, ...")
-    p.add_argument("--split", choices=("valid", "test"), default="valid",
+    p.add_argument("--split", choices=SPLITS, default="valid",
                    help="valid: the data's validation split (default); test: every labelled item of the data")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
     return p
