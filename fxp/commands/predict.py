@@ -22,7 +22,8 @@ arguments:
   RUN_DIR          a completed run folder (outputs/<task>/<stamp>; fxp runs lists them)
   INPUT...         what the run's kind takes: image files or folders of images, texts (quoted), a CSV of rows
                    (tabular), a CSV of user,item pairs (collab)
-  --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10
+  --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10; classification: --top 3
+                   (the 3 likeliest classes with their probabilities)
   --json           print a JSON list of dicts instead of the table
   -h, --help       show this help
 
