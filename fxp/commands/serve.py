@@ -296,7 +296,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}} #error{{color:#
 <h1>{task}</h1>
 <p>{kind} model from <code>{run}</code>; classes: {classes}</p>
 <form id="form">{form}<p><button type="submit" id="go">Predict</button></p></form>
-<p id="error"></p><p id="label"></p><div id="result"></div><img id="mask" alt="" style="max-width:100%">
+<img id="preview" alt="" style="max-height:12em"><p id="error"></p><p id="label"></p><div id="result"></div><img id="mask" alt="" style="max-width:100%">
 <script>
 const input = {input};
 const form = document.getElementById("form");
@@ -310,6 +310,7 @@ form.addEventListener("submit", async (ev) => {{
     const file = document.getElementById("file").files[0];
     if (!file) {{ document.getElementById("error").textContent = "choose an image first"; return; }}
     body.append("file", file);
+    document.getElementById("preview").src = URL.createObjectURL(file);
   }} else if (input === "text") {{
     body = JSON.stringify({{text: document.getElementById("text").value}});
     headers["Content-Type"] = "application/json";
