@@ -27,6 +27,14 @@ commands:
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
   tasks                      the task, model, trainer, logger and experiment choices, one line each
+  val RUN_DIR [data.path=DIR] [--split valid|test]
+                             evaluate a saved run on its valid split or new labelled data, without retraining;
+                             metrics and plots in RUN_DIR/eval/<stamp>/
+  export RUN_DIR --format onnx|torchscript
+                             the model as a plain ONNX or TorchScript file with model.json (classes,
+                             preprocessing) and a parity check against the learner, in RUN_DIR/export/
+  serve RUN_DIR [--host H] [--port P]
+                             a web page and JSON API (POST /predict, GET /info, GET /health) for predictions
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 
@@ -48,6 +56,9 @@ COMMANDS = {
     "runs": "fxp.commands.runs:main",
     "diagnose": "fxp.commands.diagnose:main",
     "tasks": "fxp.commands.tasks:main",
+    "val": "fxp.commands.val:main",
+    "export": "fxp.commands.export:main",
+    "serve": "fxp.commands.serve:main",
 }
 
 

@@ -22,7 +22,8 @@ arguments:
   RUN_DIR          a completed run folder (outputs/<task>/<stamp>; fxp runs lists them)
   INPUT...         what the run's kind takes: image files or folders of images, texts (quoted), a CSV of rows
                    (tabular), a CSV of user,item pairs (collab)
-  --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10
+  --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10; classification: --top 3
+                   (the 3 likeliest classes with their probabilities)
   --json           print a JSON list of dicts instead of the table
   -h, --help       show this help
 
@@ -49,18 +50,23 @@ def main(args: list[str]) -> int:
     if unknown:
         takes = ", ".join(f"--{o}" for o in accepted) or "no options"
         raise FxpError(f"fxp predict: --{unknown[0]} is not an option of {cfg.task.kind} runs (it takes {takes})")
-    try:
-        rows = kind.predict(_load_learner(run_dir / MODEL), cfg, inputs, **options)
-    except FxpError:
-        raise
-    except Exception as e:  # an input the kind did not foresee: one line, not a traceback
-        raise FxpError(f"predicting with {run_dir} failed: {type(e).__name__}: "
-                       f"{(str(e).strip().splitlines() or [''])[0]}") from e
+    rows = predict_rows(kind, _load_learner(run_dir / MODEL), cfg, inputs, options, run_dir)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         _print_rows(rows)
     return 0
+
+
+def predict_rows(kind, learn, cfg, inputs: list, options: dict, run_dir: Path) -> list[dict]:
+    "The kind's rows for `inputs` (fxp predict, fxp serve); an input the kind did not foresee: one line, not a traceback."
+    try:
+        return kind.predict(learn, cfg, inputs, **options)
+    except FxpError:
+        raise
+    except Exception as e:
+        raise FxpError(f"predicting with {run_dir} failed: {type(e).__name__}: "
+                       f"{(str(e).strip().splitlines() or [''])[0]}") from e
 
 
 def _predict_args(args: list[str]) -> tuple[Path, list[str], dict[str, str]]:

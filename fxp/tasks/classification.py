@@ -199,8 +199,8 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     vision.image_grid(images, titles, dest / "top_losses.png")
 
 
-def predict(learn, cfg, inputs: list[str]) -> list[dict]:
-    "Label and probability of each image file (or every image in a folder)."
+def predict(learn, cfg, inputs: list[str], top: str = "0") -> list[dict]:
+    "Label and probability of each image file (or every image in a folder); `--top N`: the N likeliest classes too."
     import torch
 
     from fxp.data import input_images
@@ -210,9 +210,19 @@ def predict(learn, cfg, inputs: list[str]) -> list[dict]:
         probs = torch.softmax(learn.model.eval()(_as_digits(files)), 1).detach()
     else:
         probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
-    vocab = learn.dls.vocab
-    return [{"input": str(f), "label": str(vocab[p.argmax().item()]), "probability": round(p.max().item(), 4)}
+    vocab, n = learn.dls.vocab, _count(top, "--top")
+    rows = [{"input": str(f), "label": str(vocab[p.argmax().item()]), "probability": round(p.max().item(), 4)}
             for f, p in zip(files, probs)]
+    for row, p in zip(rows, probs) if n else ():
+        best = p.argsort(descending=True)[:n].tolist()
+        row["probabilities"] = {str(vocab[i]): round(float(p[i]), 4) for i in best}
+    return rows
+
+
+def _count(value: str, option: str) -> int:
+    if not str(value).isdigit():
+        raise FxpError(f"{option} {value}: give a whole number of classes (e.g. {option} 3)")
+    return int(value)
 
 
 def _as_digits(files):

@@ -73,6 +73,7 @@ def dls(cfg, device):
     if len(out.valid_ds) == 0:
         raise FxpError(f"the valid split is empty ({len(ratings)} ratings in all); raise task.valid_pct")
     out.rated, out.titles = _rated_pairs(out), titles
+    out.raw_rows = ratings  # the rows before Categorify, for a saved learner's own codes (fxp.saved)
     return out
 
 

@@ -123,7 +123,9 @@ def dls(cfg, device):
     y_block = CategoryBlock() if t.y_block == "category" else RegressionBlock()
     to = tab.TabularPandas(df, [getattr(tab, p) for p in t.procs], cat, cont, y_names=t.y_names, y_block=y_block,
                            splits=_splits(t, df, path))
-    return to.dataloaders(bs=tr.bs, num_workers=tr.num_workers, device=device, path=path.parent)
+    out = to.dataloaders(bs=tr.bs, num_workers=tr.num_workers, device=device, path=path.parent)
+    out.raw_rows = df  # the rows before the procs, for a saved learner's own procs (fxp.saved)
+    return out
 
 
 def read_rows(path: Path, key: str | None = "task.csv"):

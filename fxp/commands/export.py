@@ -1,0 +1,246 @@
+"""`fxp export RUN_DIR --format onnx|torchscript [data.path=DIR] [--items N]`: the run's model as a plain file that
+needs no fastai (RUN_DIR/export/model.onnx or model.pt) and model.json beside it: the inputs, the classes, the
+preprocessing that makes an input (resize, scale, normalization statistics; a table's category codes, fill values and
+column statistics), what the output is, and the parity check: the exported file's outputs against the learner's own
+predictions on N validation items.
+
+What the model takes decides how it exports, not its kind: one image batch (every image kind), or a table's
+categorical codes and continuous values (tabular). The exported model ends in the learner's activation (its loss
+function's: softmax, sigmoid or none), so its outputs are what `fxp predict` reads: probabilities for classes.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+from fxp import saved
+from fxp.commands import Parser, console
+from fxp.errors import FxpError
+from fxp.runs import read_summary, write_atomic
+
+FORMATS = {"onnx": "onnx", "torchscript": "pt"}
+TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
+EXPORT = "export"
+
+
+def parser() -> Parser:
+    p = Parser(prog="fxp export", description="Export a run's model as ONNX or TorchScript with model.json (classes, "
+                                              "preprocessing, a parity check against the learner).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (fxp runs lists them)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="where the validation data is, if it moved: data.path=DIR")
+    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx or torchscript")
+    p.add_argument("--items", type=int, default=32, metavar="N", help="validation items of the parity check (32)")
+    return p
+
+
+def main(args: list[str]) -> int:
+    opts = parser().parse_intermixed_args(args)
+    if opts.items < 2:
+        raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
+    if opts.format == "onnx":
+        need_onnx()
+    from fxp import dispatch
+
+    run_dir = saved.check_run(Path(opts.run_dir), "fxp export")
+    saved.one_learner(run_dir, "fxp export", "cannot be exported: fxp export takes image and tabular runs")
+    cfg = saved.config(run_dir, opts.overrides, "fxp export")
+    import torch
+
+    cpu, kind = torch.device("cpu"), dispatch.kind_module(cfg.task.kind)
+    learn = saved.labelled(saved.learner(run_dir, cpu), kind, cfg, "valid", cpu, limit=opts.items)
+    meta = export(learn, cfg, run_dir / EXPORT, opts.format, opts.items)
+    show(meta, run_dir / EXPORT)
+    return 0 if meta["parity"]["passed"] else 1
+
+
+def need_onnx() -> None:
+    "onnx, onnxruntime and onnxscript (torch's ONNX exporter), else one line with the pip command."
+    from importlib.util import find_spec
+
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if find_spec(m) is None]
+    if missing:
+        raise FxpError(f"fxp export --format onnx needs {', '.join(missing)}: pip install 'fxp[export]'")
+
+
+def export(learn, cfg, dest: Path, fmt: str, n: int) -> dict:
+    "Write dest/model.<ext> and dest/model.json; returns model.json's content."
+    import torch
+
+    inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)  # all of in-memory data (digits): cut to n
+    inputs = tuple(t.as_subclass(torch.Tensor)[:n] for t in (inp if isinstance(inp, (tuple, list)) else (inp,)))
+    preds = preds.as_subclass(torch.Tensor)[:n].float()
+    spec = input_spec(learn, inputs)
+    model = activated(learn.model.eval().cpu(), getattr(learn.loss_func, "activation", None))
+    dest.mkdir(parents=True, exist_ok=True)
+    file = dest / f"model.{FORMATS[fmt]}"
+    names = [i["name"] for i in spec["inputs"]]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # torch's notes on tracing and exporting
+        try:
+            write_atomic(file, lambda tmp: (to_onnx if fmt == "onnx" else to_torchscript)(model, inputs, names, tmp))
+        except Exception as e:
+            raise FxpError(f"fxp export: this model cannot be exported as {fmt} ({type(e).__name__}: "
+                           f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
+        outputs = run_exported(file, fmt, names, inputs)
+    meta = {"format": fmt, "file": file.name, "run": str(dest.parent.resolve()),
+            "task": read_summary(dest.parent).get("task") or cfg.task.kind, "kind": cfg.task.kind,
+            **spec, "output": output_spec(model, inputs, preds, spec),
+            "parity": parity(outputs, preds, spec.get("classes") is not None)}
+    write_atomic(dest / "model.json", json.dumps(meta, indent=2))
+    return meta
+
+
+def activated(model, activation):
+    "The model followed by the learner's activation (its loss function's), as `learn.get_preds` applies it."
+    import torch
+
+    class Activated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *x):
+            out = self.model(*x)
+            return out if activation is None else activation(out)
+
+    return Activated().eval()
+
+
+def to_onnx(model, inputs, names, path) -> None:
+    """torch's ONNX exporter (torch.export), the batch dimension left free; where torch.export cannot follow the model
+    (a U-Net's hooks and concatenations of sizes it reads at run time), the TorchScript-based exporter."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        prog = torch.onnx.export(model, inputs, input_names=names, output_names=["output"], dynamo=True,
+                                 dynamic_shapes=(tuple({0: batch} for _ in inputs),), verbose=False)  # forward(*x)
+        prog.save(str(path))
+    except Exception:
+        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=["output"], dynamo=False,
+                          dynamic_axes={n: {0: "batch"} for n in [*names, "output"]})
+
+
+def to_torchscript(model, inputs, names, path) -> None:
+    import torch
+
+    torch.jit.save(torch.jit.trace(model, inputs, check_trace=False), str(path))
+
+
+def run_exported(file: Path, fmt: str, names: list[str], inputs):
+    "The exported file's outputs on `inputs`, run without fastai (onnxruntime, or torch.jit.load)."
+    import torch
+
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {k: t.numpy() for k, t in zip(names, inputs)})[0]).float()
+    with torch.no_grad():
+        return torch.jit.load(str(file)).eval()(*inputs).float()
+
+
+def parity(outputs, preds, classes: bool) -> dict:
+    "The largest difference from the learner's predictions, and how often the top class agrees (class outputs)."
+    diff = float((outputs - preds).abs().max())
+    agree = float((outputs.argmax(1) == preds.argmax(1)).float().mean()) if classes else None
+    return {"items": len(preds), "max_abs_diff": diff, "argmax_agreement": agree, "tolerance": TOLERANCE,
+            "passed": diff <= TOLERANCE and agree in (None, 1.0)}
+
+
+# --- what model.json says about inputs and outputs -------------------------------------------------------------------
+
+
+def input_spec(learn, inputs) -> dict:
+    "The inputs, classes and preprocessing, from the learner's loaders; one line if the model takes something else."
+    if len(inputs) == 1 and inputs[0].ndim == 4 and inputs[0].is_floating_point():
+        return image_spec(learn, inputs[0])
+    if len(inputs) == 2 and hasattr(learn.dls, "procs"):
+        return table_spec(learn, inputs)
+    shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
+    raise FxpError(f"fxp export: this model takes {shapes}; fxp exports a model that takes one image batch or a "
+                   f"table's categorical and continuous columns")
+
+
+def image_spec(learn, x) -> dict:
+    "One image batch [N, C, H, W]: how to make it from an image file, as the learner's validation pipeline does."
+    from fastai.data.transforms import Normalize
+    from fastai.vision.augment import Resize
+
+    dl = learn.dls.valid
+    resize = next((t for t in getattr(getattr(dl, "after_item", None), "fs", []) if isinstance(t, Resize)), None)
+    norm = next((t for t in getattr(getattr(dl, "after_batch", None), "fs", []) if isinstance(t, Normalize)), None)
+    scale = next((1 / t.div for t in getattr(getattr(dl, "after_batch", None), "fs", []) if hasattr(t, "div")), None)
+    c, h, w = x.shape[1:]
+    steps = {"mode": "L (one channel)" if c == 1 else "RGB",
+             "resize": None if resize is None else {"size": [h, w], "method": str(resize.method),
+                                                    "pad_mode": str(resize.pad_mode)},
+             "scale": scale, "layout": "NCHW float32",
+             "normalize": None if norm is None else {"mean": _flat(norm.mean), "std": _flat(norm.std)}}
+    if scale is None:  # in-memory tensors (digits): the pipeline ran before training, not in the loaders
+        steps["note"] = "inputs as the training tensors were made (no per-image transforms in the loaders)"
+    return {"inputs": [{"name": "image", "shape": [None, c, h, w], "dtype": "float32"}], "classes": saved.classes(learn),
+            "input_size": [h, w], "channels": c, "preprocessing": steps}
+
+
+def table_spec(learn, inputs) -> dict:
+    "A table's two inputs: category codes by each column's vocabulary, continuous values filled and normalized."
+    from fastai.tabular.core import Categorify, FillMissing, Normalize
+
+    to = learn.dls.train_ds
+    procs = {type(p): p for p in to.procs}
+    cat, cont = list(to.cat_names), list(to.cont_names)
+    cats = procs.get(Categorify)
+    norm, fill = procs.get(Normalize), procs.get(FillMissing)
+    steps = {
+        "fill_missing": None if fill is None else {k: _num(v) for k, v in fill.na_dict.items()},
+        "categories": {c: [str(v) for v in cats.classes[c]] for c in cat} if cats is not None else None,
+        "normalize": None if norm is None else {c: {"mean": _num(norm.means[c]), "std": _num(norm.stds[c])}
+                                                for c in cont},
+        "note": ("x_cat: each column's index in `categories` (0: missing or unseen); a `<col>_na` column is True when "
+                 "<col> was missing (then filled with fill_missing); x_cont: (value - mean) / std")}
+    y = to.y_names[0] if len(to.y_names) == 1 else list(to.y_names)
+    return {"inputs": [{"name": "x_cat", "shape": [None, len(cat)], "dtype": "int64", "columns": cat},
+                       {"name": "x_cont", "shape": [None, len(cont)], "dtype": "float32", "columns": cont}],
+            "classes": saved.classes(learn), "target": y, "preprocessing": steps}
+
+
+def output_spec(model, inputs, preds, spec) -> dict:
+    "What the output holds: its shape and the activation at its end (found by running the model without it)."
+    import torch
+
+    with torch.no_grad():
+        raw = model.model(*inputs).float()
+    if torch.allclose(raw, preds, atol=1e-5):
+        act = "none"
+    elif torch.allclose(torch.sigmoid(raw), preds, atol=1e-5):
+        act = "sigmoid"
+    else:
+        act = "softmax over the classes (dim 1)"
+    shape = [None, *preds.shape[1:]]
+    return {"name": "output", "shape": shape, "activation": act,
+            "holds": "class probabilities" if spec.get("classes") is not None else "the model's values"}
+
+
+def _flat(t) -> list:
+    return [round(float(v), 6) for v in t.flatten()]
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def show(meta: dict, dest: Path) -> None:
+    p = meta["parity"]
+    agree = "" if p["argmax_agreement"] is None else f", argmax_agreement {p['argmax_agreement']:.4f}"
+    verdict = "passed" if p["passed"] else f"FAILED (tolerance {p['tolerance']:g})"
+    out = console()
+    out.print(f"wrote {dest / meta['file']} and {dest / 'model.json'}")
+    out.print(f"parity on {p['items']} validation items: max_abs_diff {p['max_abs_diff']:.3g}{agree}: {verdict}")

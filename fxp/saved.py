@@ -1,0 +1,169 @@
+"""A saved run, for the commands that use its model without training it (`fxp val`, `fxp export`): its config as it
+validates now with the few overrides such a command takes (where the data is, how its layout is named), its exported
+learner, and labelled items of the data run through that learner's own pipeline.
+
+The learner's pipeline, not a rebuilt one: the class vocabulary, a tabular model's Categorify codes and Normalize
+statistics are the training run's, whatever data the items come from (a new folder in the same layout has its own
+classes order and its own column statistics, which the model never saw).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fxp.errors import ConfigError, FxpError
+from fxp.runs import CONFIG, MODEL
+
+# What a command on a saved run may change: where the data is and how it is laid out, and how it is batched. Never
+# what the model is or how it was trained (model.*, trainer.lr, ...): those are the run's.
+TAKES = ("data.", "task.", "trainer.bs", "trainer.num_workers", "trainer.device")
+SPLITS = ("valid", "test")  # test: every labelled item of the data (new data held out as a whole)
+
+
+def check_run(run_dir: Path, command: str) -> Path:
+    "`run_dir` if it holds an exported learner; else one line. fastai's import-time notes are silenced from here on."
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL).is_file():
+        raise FxpError(f"{command}: no {MODEL} in {run_dir}: give the folder of a completed run (fxp runs lists them)")
+    return run_dir
+
+
+def one_learner(run_dir: Path, command: str, cannot: str) -> None:
+    """The run's kind trains one learner on one data set (`dls` + `learner`), which a saved run's data is rebuilt for;
+    else one line, `cannot` saying what the command takes. Read before the config is validated: the kind is the
+    reason, not the data folder it no longer finds."""
+    from fxp import dispatch
+    from fxp.runs import read_config
+
+    kind = (read_config(run_dir).get("task") or {}).get("kind")
+    if not isinstance(kind, str):
+        raise FxpError(f"{command}: {Path(run_dir) / CONFIG} has no task.kind; give the folder of a completed run")
+    if not hasattr(dispatch.kind_module(kind), "dls"):
+        raise FxpError(f"{command}: {kind} runs train in steps (several learners); they {cannot}")
+
+
+def config(run_dir: Path, overrides: list[str], command: str):
+    """The run's config.yaml merged into today's schema with `overrides` (keys under TAKES) applied, validated; one
+    line naming the key if it does not validate (a moved data folder: the data.path= that fixes it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from fxp import config as fxp_config
+    from fxp.schema import Config
+
+    fxp_config.register()
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(Path(run_dir) / CONFIG))
+    except Exception as e:  # missing, not YAML, or a key today's schema lacks
+        raise FxpError(f"{command}: {Path(run_dir) / CONFIG} cannot be read as a run's config "
+                       f"({fxp_config.one_line(e)})") from None
+    for o in overrides:
+        try:
+            parsed = OverridesParser.create().parse_overrides([o])[0]
+        except Exception as e:
+            raise ConfigError(f"{command}: cannot parse the override {o!r} ({str(e).splitlines()[0]})") from None
+        key = parsed.key_or_group or ""
+        if not key.startswith(TAKES) or key == "task.kind":
+            raise ConfigError(f"{command}: {o!r}: only the data and its layout can change for a trained model "
+                              f"({', '.join(k + '*' if k.endswith('.') else k for k in TAKES)}; not task.kind)")
+        try:
+            OmegaConf.update(cfg, key, parsed.value(), merge=True)
+        except Exception as e:
+            raise ConfigError(f"{command}: {fxp_config.one_line(e)}") from None
+    try:
+        return fxp_config.validate(cfg)
+    except ConfigError as e:
+        fix = f" (if the data moved: {command} {run_dir} data.path=NEW)" if "data.path" in str(e) else ""
+        raise ConfigError(f"{command}: {e}{fix}") from None
+
+
+def device(cfg):
+    "The CPU, as fxp predict, unless `trainer.device=cuda` is given (the run's `auto` picked its training device)."
+    import torch
+
+    from fxp.train import device_of
+
+    return torch.device("cpu") if cfg.trainer.device == "auto" else device_of(cfg.trainer)
+
+
+def learner(run_dir: Path, dev):
+    "The run's exported learner on `dev`, quiet: no progress bar, no epoch lines."
+    import warnings
+
+    from fastai.callback.progress import ProgressCallback
+    from fastai.learner import load_learner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # load_learner's pickle warning: a run folder of one's own
+        learn = load_learner(Path(run_dir) / MODEL, cpu=True)  # a model saved on a GPU loads anywhere
+    if dev.type != "cpu":
+        learn.model.to(dev)
+        learn.dls.to(dev)
+    learn.remove_cb(ProgressCallback)
+    learn.logger = lambda *_: None
+    return learn
+
+
+def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
+    """The learner with loaders over the data `cfg` points at: its training split and the `split` to evaluate
+    (valid: the validation split; test: every item; its first `limit`), each run through the learner's own pipeline
+    with labels."""
+    dls = kind.dls(cfg, dev)
+    if hasattr(dls.valid_ds, "tensors"):  # in-memory data (digits): the data is the run's own, encoded the same way
+        if split != "valid":
+            raise FxpError(f"--split {split}: this task's in-memory data has one held-out split; use --split valid")
+        learn.dls = dls
+        return learn
+    train, valid = (_raw(dls, ds) for ds in (dls.train_ds, dls.valid_ds))
+    held_out = (valid if split == "valid" else _joined(train, valid))[:limit]
+    known = [str(v) for v in _vocab(learn)]
+    new = [str(v) for v in _vocab(dls) if str(v) not in known]
+    if known and new:
+        raise FxpError(f"the data at {cfg.data.path or 'the task URL'} has the class '{new[0]}' that the run never "
+                       f"learnt (its classes: {', '.join(known[:20])}); evaluate on data with the run's classes")
+    loaders = [_test_dl(learn, items) for items in (train, held_out)]
+    learn.dls = type(learn.dls)(*loaders, path=learn.dls.path, device=dev)
+    return learn
+
+
+def _raw(dls, ds):
+    "A split's items as the learner's test_dl takes them: file paths or listing rows; a table's rows before its procs."
+    rows = getattr(dls, "raw_rows", None)  # tabular: its loaders keep the CSV's rows as read, before the procs
+    return rows.loc[ds.items.index] if rows is not None else ds.items
+
+
+def _joined(a, b):
+    "Two splits' items as one (lists of paths, or table rows)."
+    if hasattr(a, "iloc"):
+        import pandas as pd
+
+        return pd.concat([a, b])
+    return [*a, *b]
+
+
+def _test_dl(learn, items):
+    "A loader over `items` with their labels, by the learner's pipeline (a table's test_dl keeps its target column)."
+    import inspect
+
+    if "with_labels" in inspect.signature(learn.dls.test_dl).parameters:
+        return learn.dls.test_dl(items, with_labels=True)
+    return learn.dls.test_dl(items)
+
+
+def _vocab(obj) -> list:
+    "The class names of a learner's or loaders' labels (none for regression targets)."
+    vocab = getattr(getattr(obj, "dls", obj), "vocab", None)
+    return list(vocab) if vocab is not None else []
+
+
+def classes(learn) -> list | None:
+    """The class names the model's outputs follow: its labels' vocab (a text classifier's: the second of [words,
+    classes]), a segmentation's codes (held by its masks' AddMaskCodes item transform); None for regression."""
+    vocab = getattr(learn.dls, "vocab", None)
+    if vocab is None:
+        vocab = getattr(getattr(learn.dls.valid, "after_item", None), "vocab", None)
+    if vocab is not None and len(vocab) == 2 and isinstance(vocab[0], list):
+        vocab = vocab[1]
+    return [str(v) for v in vocab] if vocab is not None and len(vocab) else None

@@ -1,0 +1,105 @@
+"""`fxp val`: a saved run's learner evaluated on labelled data without retraining, through its own pipeline.
+
+No training here: the runs are the exported learners of tests/fixtures/exported (an mnist_tiny small CNN and an adult
+tabular model, one epoch each), copied once per module; their configs point at /absent, as for a run folder moved to
+another machine, so every command names the data with data.path=.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_line_error, mnist_subset, need_data, run_fxp
+
+FIXTURES = Path(__file__).parent / "fixtures" / "exported"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("val")
+    for name in ("classification", "tabular", "text"):
+        shutil.copytree(FIXTURES / name, root / name)
+    return root
+
+
+def evals(run: Path) -> list[Path]:
+    return sorted((run / "eval").iterdir()) if (run / "eval").is_dir() else []
+
+
+def test_val_on_the_valid_split_writes_metrics_and_plots(runs):
+    mnist, run = need_data("mnist_tiny"), runs / "classification"
+    r = run_fxp("val", run, f"data.path={mnist}", cwd=runs)
+    assert r.returncode == 0, r
+    assert "accuracy" in r.stdout and "written to" in r.stdout
+    (dest,) = evals(run)
+    result = json.loads((dest / "metrics.json").read_text())
+    assert result["split"] == "valid" and result["items"] == len(list((mnist / "valid").rglob("*.png")))
+    # the fixture's model reaches 0.97; a vocabulary or scaling that is not the run's gives about 0.5 or less
+    assert result["metrics"]["accuracy"] >= 0.9
+    assert result["metrics"]["error_rate"] == pytest.approx(1 - result["metrics"]["accuracy"])
+    assert 0.4 < result["evaluation"]["accuracy_majority"] < 0.6
+    assert (dest / "confusion_matrix.png").stat().st_size > 1000 and (dest / "top_losses.png").is_file()
+
+
+def test_val_on_new_data_in_the_same_layout_and_its_test_split(runs, tmp_path):
+    """New folders of 3s and 7s: the valid split (8 + 8 images), then every image of them (--split test); each
+    evaluation in a folder of its own, the earlier ones left as they were."""
+    new, run = mnist_subset(tmp_path / "new", n=8), runs / "classification"
+    before = {d: (d / "metrics.json").read_bytes() for d in evals(run)}
+    for split, items in (("valid", 16), ("test", 32)):
+        r = run_fxp("val", run, f"data.path={new}", "--split", split, "--json", cwd=runs)
+        assert r.returncode == 0, r
+        result = json.loads(r.stdout)
+        assert result["items"] == items and result["data"] == str(new.resolve())
+        assert result["metrics"]["accuracy"] >= 0.8
+    assert len(evals(run)) == len(before) + 2
+    assert all((d / "metrics.json").read_bytes() == text for d, text in before.items())
+
+
+def test_a_class_the_run_never_learnt_is_one_line(runs, tmp_path):
+    new = mnist_subset(tmp_path / "new", n=4)
+    for split in ("train", "valid"):
+        shutil.copytree(new / split / "3", new / split / "5")
+    r = run_fxp("val", runs / "classification", f"data.path={new}", cwd=runs)
+    assert_one_line_error(r, "'5'", "never learnt", "3, 7")
+
+
+def test_val_of_a_tabular_run_uses_the_runs_own_procs(runs, tmp_path):
+    "The adult model on its valid rows, and on 600 of them as a new CSV (their own statistics differ)."
+    adult, run = need_data("adult_sample"), runs / "tabular"
+    r = run_fxp("val", run, f"data.path={adult}", "--json", cwd=runs)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["items"] == 6512 and result["metrics"]["accuracy"] >= 0.8  # majority: 0.76
+    importance = result["evaluation"]["feature_importance"]
+    assert len(importance) == 9 and max(importance.values()) > 0.01
+    assert (Path(json.loads(r.stdout)["run"]) / "eval").is_dir()
+    lines = (adult / "adult.csv").read_text().splitlines()
+    (tmp_path / "adult.csv").write_text("\n".join(lines[:601]) + "\n")
+    r = run_fxp("val", run, f"data.path={tmp_path}", "--split", "test", "--json", cwd=runs)
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout)["items"] == 600 and json.loads(r.stdout)["metrics"]["accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("args, mentions", [
+    (["text"], ["text runs train in steps", "classification"]),
+    (["classification", "model.arch=resnet18"], ["model.arch=resnet18", "data.*"]),
+    (["classification"], ["data.path=/absent", "fxp val"]),
+    (["nowhere"], ["no model.pkl"]),
+    (["classification", "--split", "train"], ["--split", "valid"]),
+])
+def test_what_val_cannot_do_is_one_line(runs, args, mentions):
+    r = run_fxp("val", runs / args[0], *args[1:], cwd=runs)
+    assert_one_line_error(r, *mentions)
+
+
+def test_val_of_a_fresh_run_gives_back_the_metrics_of_its_model_epoch(digits_run):
+    "The default digits run on its own valid split: exactly what metrics.csv recorded for the epoch model.pkl holds."
+    r = run_fxp("val", digits_run, "--json", cwd=digits_run.parent)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["items"] == 360 and set(result["trained"]) == {"valid_loss", "accuracy", "error_rate"}
+    assert result["metrics"] == pytest.approx(result["trained"], abs=1e-5)
