@@ -1,0 +1,231 @@
+"""`trainer.devices=N`: one run over N processes, data-parallel (DDP) through fastai's DistributedTrainer (the
+callback `learn.distrib_ctx()` adds: Accelerate's `Accelerator` wraps the model in DistributedDataParallel,
+DistributedDL gives each process its share of every epoch, and fastai gathers the validation predictions and losses
+of all processes, so every rank sees the metrics of the whole validation set and decides early stopping and the best
+epoch alike).
+
+The job's own process (`fxp train`, `fxp resume`) keeps the run: it claims the folder, holds its summary and status,
+and hands the training to torchrun's launcher (torch.distributed.run's `elastic_launch`), which starts the N ranks
+(`python -m fxp.distributed SPEC`) and stops them all as soon as one fails: the run ends `failed` with that rank's
+line, never a hang. Rank 0 alone writes into the run folder (metrics.csv, checkpoints, model.pkl, plots, train.log
+lines); the other ranks only train. Backends: NCCL on CUDA (a GPU per rank), gloo on CPU.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fxp.errors import FxpError
+
+JOB, INFO = "job.json", "info.json"  # the ranks' spec and rank 0's summary fields, in a temporary folder
+
+
+def world_size() -> int:
+    "How many processes train this run: torchrun's WORLD_SIZE in a rank, else 1."
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+def wanted(cfg) -> bool:
+    "Whether this process is the one that launches the ranks of a run over several processes."
+    return cfg.trainer.devices > 1 and "WORLD_SIZE" not in os.environ
+
+
+def launch(cfg, run, resume: bool = False) -> None:
+    """Train `cfg` over `trainer.devices` processes on this machine, `run` (held by this process) receiving rank 0's
+    summary fields and the world size; a failed rank is one FxpError line (its traceback appended to train.log)."""
+    from omegaconf import OmegaConf
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    n = cfg.trainer.devices
+    check_devices(cfg.trainer)
+    with tempfile.TemporaryDirectory(prefix="fxp-ddp-") as tmp:
+        spec = Path(tmp)
+        job = dict(cfg=OmegaConf.to_container(cfg, resolve=True), path=str(run.path), resume=run.resume)
+        (spec / JOB).write_text(json.dumps(job, default=str))
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"fxp-{os.getpid()}",
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+        with quiet_launcher():
+            try:
+                elastic_launch(config, sys.executable)("-m", "fxp.distributed", str(spec))
+            except Exception as e:  # ChildFailedError, or the launcher's own failure
+                raise FxpError(failure(spec, run.path, e)) from None
+        run.info.update(json.loads((spec / INFO).read_text()))
+    run.info.update(world_size=n, global_bs=cfg.trainer.bs * n)
+
+
+def check_devices(tr) -> None:
+    "N processes on CUDA need N GPUs (one each); on CPU any N works (gloo), each with its share of the cores."
+    import torch
+
+    from fxp.train import check_device
+
+    device = check_device(tr)
+    if device.type == "cuda" and torch.cuda.device_count() < tr.devices:
+        raise FxpError(f"trainer.devices={tr.devices} but {torch.cuda.device_count()} CUDA device(s) here; "
+                       f"lower trainer.devices, or trainer.device=cpu for processes on the CPU")
+
+
+@contextmanager
+def quiet_launcher():
+    "torchrun's agent logs each start and stop; fxp says what matters in one line."
+    logger = logging.getLogger("torch.distributed.elastic")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def failure(spec: Path, run_path: Path, e: Exception) -> str:
+    "The line of the rank that failed first (its traceback into train.log), else the launcher's own."
+    from fxp.runs import LOG
+
+    errors = sorted((json.loads(f.read_text()) for f in spec.glob("error.*.json")), key=lambda e: e["time"])
+    if not errors:
+        return f"the ranks of this run stopped ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
+    first = errors[0]  # the others most likely failed because it did (a peer gone)
+    with open(run_path / LOG, "a") as f:
+        f.write(first["traceback"])
+    return f"rank {first['rank']} of {world_of(spec)}: {first['line']}"
+
+
+def world_of(spec: Path) -> int:
+    return json.loads((spec / JOB).read_text())["cfg"]["trainer"]["devices"]
+
+
+# --- in a rank -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RankRun:
+    "What the training code uses of a Run in a rank: the folder (rank 0 writes it), the summary fields, the resume."
+    path: Path
+    cfg: object
+    resume: dict | None = None
+    info: dict = field(default_factory=dict)
+
+
+def main(spec: Path) -> int:
+    """A rank: train the job in `spec`; rank 0 hands its summary fields back, a failing rank its line and traceback
+    (the launcher then stops the other ranks)."""
+    from omegaconf import OmegaConf
+
+    from fxp import config
+    from fxp.schema import Config
+
+    job = json.loads((spec / JOB).read_text())
+    try:
+        config.register()
+        cfg = config.validate(OmegaConf.merge(OmegaConf.structured(Config), job["cfg"]))
+        run = RankRun(Path(job["path"]), cfg, job["resume"])
+        from fxp import train
+        from fxp.commands.resume import logging_to
+        from fxp.runs import LOG, write_atomic
+
+        with logging_to(run.path / LOG) if rank() == 0 else nullcontext():
+            train.train(cfg, run, resume=job["resume"] is not None)
+        if rank() == 0:
+            write_atomic(spec / INFO, json.dumps(run.info, default=str))
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as e:
+        text = " ".join(part.strip() for part in str(e).splitlines())  # fastai's wrap puts the cause on line 2
+        line = text if isinstance(e, FxpError) else f"{type(e).__name__}: {text}"
+        (spec / f"error.{rank()}.json").write_text(json.dumps(dict(rank=rank(), line=line, time=time.time(),
+                                                                   traceback=traceback.format_exc())))
+        return 1
+
+
+def device(device):
+    "This rank's device: on CUDA, the GPU of its local rank (set as the current one, as NCCL needs)."
+    import torch
+
+    if device.type != "cuda" or world_size() == 1:
+        return device
+    local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(local)
+    return local
+
+
+def alone() -> bool:
+    """After the fits: the ranks part, and rank 0 goes on as the one process it now is (export, evaluation and plots
+    gather nothing from ranks that are gone). True in the process that goes on."""
+    import torch.distributed as dist
+
+    if world_size() == 1:
+        return True
+    dist.barrier()
+    dist.destroy_process_group()
+    if rank():
+        return False
+    os.environ["WORLD_SIZE"] = "1"  # fastai's num_distrib(): what its get_preds gathers across
+    return True
+
+
+@contextmanager
+def ddp(learn, device):
+    "The learner trains data-parallel while in the block, when this process is one of several ranks."
+    if world_size() == 1:
+        yield learn
+        return
+    cb = _trainer_class()(sync_bn=device.type == "cuda", cpu=device.type == "cpu")  # SyncBatchNorm runs on CUDA only
+    learn.add_cb(cb)
+    try:
+        yield learn
+    finally:
+        learn.remove_cb(cb)
+
+
+@functools.cache
+def _trainer_class():
+    "The DDP callback; a function, so that fastai loads only in a rank."
+    from fastai.distributed import DistributedDL, DistributedTrainer
+
+    class GlooDL(DistributedDL):
+        "fastai's DistributedDL, whose epoch order goes from rank 0 to the others over any backend (fastai's: NCCL)."
+
+        def _broadcast(self, t, rank):
+            import torch
+
+            if torch.distributed.get_backend() == "nccl":
+                return super()._broadcast(t, rank)
+            t = torch.LongTensor(t)
+            torch.distributed.broadcast(t, rank)
+            return t.tolist()
+
+    class Trainer(DistributedTrainer):
+        "fastai's DistributedTrainer (what `learn.distrib_ctx()` adds), its loaders GlooDL."
+
+        def _wrap_dl(self, dl):
+            return dl if isinstance(dl, DistributedDL) else GlooDL(dl, device=self.learn.dls.device)
+
+    return Trainer
+
+
+def scaled(lr, tr):
+    "`trainer.scale_lr`: the learning rate times the number of processes (a number, or each end of a slice)."
+    n = world_size()
+    if not tr.scale_lr or n == 1:
+        return lr
+    return slice(lr.start * n if lr.start else lr.start, lr.stop * n) if isinstance(lr, slice) else lr * n
+
+
+if __name__ == "__main__":
+    from fxp.distributed import main as _main  # the module's own copy, not this __main__ one
+
+    sys.exit(_main(Path(sys.argv[1])))
