@@ -320,10 +320,18 @@ def job(cfg, what: str) -> float:
     from fxp import diagnose
     from fxp.runs import Run
 
+    from fxp.sweeps import job_resources
+
     hc = HydraConfig.get()
+    resources = job_resources(hc)  # a local parallel job's GPU and threads, before torch starts CUDA
+    if resources and cfg.trainer.num_threads is None:
+        cfg.trainer.num_threads = resources["num_threads"]
 
     def claim(cfg):
-        return Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=diagnose.finish)
+        run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=diagnose.finish)
+        if resources:
+            run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
+        return run
 
     return objective(execute(cfg, claim, what, multirun=hc.mode == RunMode.MULTIRUN))
 

@@ -1,0 +1,64 @@
+"""Scaling out: a sweep on a local Ray runtime (fxp's `hydra/launcher=ray`) and the GPU and threads a local parallel
+(joblib) job gets to itself. The multi-process run (trainer.devices) is tests/test_distributed.py."""
+import csv
+import json
+import os
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import run_installed, subprocess_env
+
+pytest.importorskip("ray", reason="pip install 'fxp[ray]'")
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_local_ray_runtime(tmp_path):
+    "Through the installed command: Ray starts its runtime and runs each job as a task; sweep files as elsewhere."
+    sweep = tmp_path / "sweep"
+    env = {**subprocess_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
+    r = run_installed("train", "-m", "hydra/launcher=ray", "trainer.seed=1,2", "trainer.epochs=1",
+                      f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(sweep / "sweep.csv")))
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "completed")]
+    assert min(float(row["final_accuracy"]) for row in rows) > 0.8
+    assert json.loads((sweep / "best.json").read_text())["job"] in ("0", "1")
+    assert "sweep of 2 jobs: 2 completed" in r.stdout
+
+
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+def hydra_job(num: int, n_jobs: int = 2, launcher: str = JOBLIB):
+    "The part of a job's HydraConfig that `job_resources` reads."
+    from hydra.types import RunMode
+
+    return OmegaConf.create({"mode": RunMode.MULTIRUN, "launcher": {"_target_": launcher, "n_jobs": n_jobs},
+                             "job": {"num": num}})
+
+
+@pytest.mark.parametrize("pool, expected", [("0,1", ["0", "1", "0"]), ("3,5,7", ["3", "5", "7"])])
+def test_each_parallel_job_gets_a_gpu_of_the_pool(monkeypatch, pool, expected):
+    "Job number modulo the pool the sweep began with (CUDA_VISIBLE_DEVICES), each job's choice in its environment."
+    from fxp.sweeps import GPU_POOL, job_resources
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", pool)
+    monkeypatch.delenv(GPU_POOL, raising=False)
+    seen = []
+    for num in range(3):
+        got = job_resources(hydra_job(num))
+        seen.append(got["CUDA_VISIBLE_DEVICES"])
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == got["CUDA_VISIBLE_DEVICES"]  # what the job's torch sees
+    assert seen == expected
+
+
+def test_threads_are_shared_and_other_launchers_get_nothing(monkeypatch):
+    from fxp.sweeps import job_resources
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: no assignment
+    monkeypatch.delenv("FXP_GPU_POOL", raising=False)
+    assert job_resources(hydra_job(0, n_jobs=2)) == {"job": 0, "num_threads": 4}
+    assert job_resources(hydra_job(0, n_jobs=-1))["num_threads"] == 1  # as many jobs as cores
+    assert job_resources(hydra_job(0, launcher="hydra._internal.core_plugins.basic_launcher.BasicLauncher")) == {}
