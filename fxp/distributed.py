@@ -6,7 +6,7 @@ epoch alike).
 
 The job's own process (`fxp train`, `fxp resume`) keeps the run: it claims the folder, holds its summary and status,
 and hands the training to torchrun's launcher (torch.distributed.run's `elastic_launch`), which starts the N ranks
-(`python -m fxp.distributed SPEC`) and stops them all as soon as one fails: the run ends `failed` with that rank's
+(`python -m fxp.rank SPEC`) and stops them all as soon as one fails: the run ends `failed` with that rank's
 line, never a hang. Rank 0 alone writes into the run folder (metrics.csv, checkpoints, model.pkl, plots, train.log
 lines); the other ranks only train. Backends: NCCL on CUDA (a GPU per rank), gloo on CPU.
 """
@@ -18,10 +18,7 @@ import logging
 import os
 import sys
 import tempfile
-import time
-import traceback
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 
 from fxp.errors import FxpError
@@ -43,14 +40,15 @@ def wanted(cfg) -> bool:
     return cfg.trainer.devices > 1 and "WORLD_SIZE" not in os.environ
 
 
-def launch(cfg, run, resume: bool = False) -> None:
-    """Train `cfg` over `trainer.devices` processes on this machine, `run` (held by this process) receiving rank 0's
-    summary fields and the world size; a failed rank is one FxpError line (its traceback appended to train.log)."""
+def launch(cfg, run, device) -> None:
+    """Train `cfg` over `trainer.devices` processes on this machine (fxp.rank each), on `device`'s type; `run` (held by
+    this process) receives rank 0's summary fields and the world size; a failed rank is one FxpError line (its
+    traceback appended to train.log)."""
     from omegaconf import OmegaConf
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     n = cfg.trainer.devices
-    check_devices(cfg.trainer)
+    check_devices(cfg.trainer, device)
     with tempfile.TemporaryDirectory(prefix="fxp-ddp-") as tmp:
         spec = Path(tmp)
         job = dict(cfg=OmegaConf.to_container(cfg, resolve=True), path=str(run.path), resume=run.resume)
@@ -59,20 +57,17 @@ def launch(cfg, run, resume: bool = False) -> None:
                               rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
         with quiet_launcher():
             try:
-                elastic_launch(config, sys.executable)("-m", "fxp.distributed", str(spec))
+                elastic_launch(config, sys.executable)("-m", "fxp.rank", str(spec))
             except Exception as e:  # ChildFailedError, or the launcher's own failure
                 raise FxpError(failure(spec, run.path, e)) from None
         run.info.update(json.loads((spec / INFO).read_text()))
     run.info.update(world_size=n, global_bs=cfg.trainer.bs * n)
 
 
-def check_devices(tr) -> None:
+def check_devices(tr, device) -> None:
     "N processes on CUDA need N GPUs (one each); on CPU any N works (gloo), each with its share of the cores."
     import torch
 
-    from fxp.train import check_device
-
-    device = check_device(tr)
     if device.type == "cuda" and torch.cuda.device_count() < tr.devices:
         raise FxpError(f"trainer.devices={tr.devices} but {torch.cuda.device_count()} CUDA device(s) here; "
                        f"lower trainer.devices, or trainer.device=cpu for processes on the CPU")
@@ -107,48 +102,7 @@ def world_of(spec: Path) -> int:
     return json.loads((spec / JOB).read_text())["cfg"]["trainer"]["devices"]
 
 
-# --- in a rank -------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RankRun:
-    "What the training code uses of a Run in a rank: the folder (rank 0 writes it), the summary fields, the resume."
-    path: Path
-    cfg: object
-    resume: dict | None = None
-    info: dict = field(default_factory=dict)
-
-
-def main(spec: Path) -> int:
-    """A rank: train the job in `spec`; rank 0 hands its summary fields back, a failing rank its line and traceback
-    (the launcher then stops the other ranks)."""
-    from omegaconf import OmegaConf
-
-    from fxp import config
-    from fxp.schema import Config
-
-    job = json.loads((spec / JOB).read_text())
-    try:
-        config.register()
-        cfg = config.validate(OmegaConf.merge(OmegaConf.structured(Config), job["cfg"]))
-        run = RankRun(Path(job["path"]), cfg, job["resume"])
-        from fxp import train
-        from fxp.commands.resume import logging_to
-        from fxp.runs import LOG, write_atomic
-
-        with logging_to(run.path / LOG) if rank() == 0 else nullcontext():
-            train.train(cfg, run, resume=job["resume"] is not None)
-        if rank() == 0:
-            write_atomic(spec / INFO, json.dumps(run.info, default=str))
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    except BaseException as e:
-        text = " ".join(part.strip() for part in str(e).splitlines())  # fastai's wrap puts the cause on line 2
-        line = text if isinstance(e, FxpError) else f"{type(e).__name__}: {text}"
-        (spec / f"error.{rank()}.json").write_text(json.dumps(dict(rank=rank(), line=line, time=time.time(),
-                                                                   traceback=traceback.format_exc())))
-        return 1
+# --- in a rank (fxp.rank runs one) --------------------------------------------------------------------------------
 
 
 def device(device):
@@ -223,9 +177,3 @@ def scaled(lr, tr):
     if not tr.scale_lr or n == 1:
         return lr
     return slice(lr.start * n if lr.start else lr.start, lr.stop * n) if isinstance(lr, slice) else lr * n
-
-
-if __name__ == "__main__":
-    from fxp.distributed import main as _main  # the module's own copy, not this __main__ one
-
-    sys.exit(_main(Path(sys.argv[1])))

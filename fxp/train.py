@@ -268,7 +268,7 @@ def train(cfg, run: Run, resume: bool = False) -> None:
     """Train the kind's steps, then export the learner that predicts, evaluate it and plot. `resume` (fxp resume):
     each step goes on from its checkpoint if it has one."""
     if distributed.wanted(cfg):
-        return distributed.launch(cfg, run, resume)
+        return distributed.launch(cfg, run, check_device(cfg.trainer))
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
     if resume and not distributed.rank():
