@@ -45,6 +45,7 @@ def launch(cfg, run, device) -> None:
     this process) receives rank 0's summary fields and the world size; a failed rank is one FxpError line (its
     traceback appended to train.log)."""
     from omegaconf import OmegaConf
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     n = cfg.trainer.devices
@@ -58,6 +59,8 @@ def launch(cfg, run, device) -> None:
         with quiet_launcher():
             try:
                 elastic_launch(config, sys.executable)("-m", "fxp.rank", str(spec))
+            except SignalException:  # Ctrl-C or SIGTERM: the agent stopped the ranks; the run is interrupted
+                raise KeyboardInterrupt from None
             except Exception as e:  # ChildFailedError, or the launcher's own failure
                 raise FxpError(failure(spec, run.path, e)) from None
         run.info.update(json.loads((spec / INFO).read_text()))
@@ -75,14 +78,19 @@ def check_devices(tr, device) -> None:
 
 @contextmanager
 def quiet_launcher():
-    "torchrun's agent logs each start and stop; fxp says what matters in one line."
-    logger = logging.getLogger("torch.distributed.elastic")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    "torchrun's agent logs each start and stop (each of its modules with its own logger); fxp says what matters."
+    import torch.distributed.elastic.agent.server.api  # noqa: F401  (its loggers exist from here)
+
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("torch.distributed.elastic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def failure(spec: Path, run_path: Path, e: Exception) -> str:
