@@ -320,9 +320,12 @@ def job(cfg, what: str) -> float:
     from fxp import diagnose
     from fxp.runs import Run
 
+    from fxp import distributed
     from fxp.sweeps import job_resources
 
     hc = HydraConfig.get()
+    if distributed.node_rank(cfg):  # another machine's share of a multi-node run: node 0's job holds the run
+        return distributed.follow(cfg, hc.runtime.output_dir)
     resources = job_resources(hc)  # a local parallel job's GPU and threads, before torch starts CUDA
     if resources and cfg.trainer.num_threads is None:
         cfg.trainer.num_threads = resources["num_threads"]

@@ -37,7 +37,51 @@ def rank() -> int:
 
 def wanted(cfg) -> bool:
     "Whether this process is the one that launches the ranks of a run over several processes."
-    return cfg.trainer.devices > 1 and "WORLD_SIZE" not in os.environ
+    return cfg.trainer.devices * cfg.trainer.nodes > 1 and "WORLD_SIZE" not in os.environ
+
+
+def node_rank(cfg) -> int:
+    "Which machine of a multi-node run this is (Slurm's SLURM_NODEID): node 0's job holds the run, the others follow."
+    return int(os.environ.get("SLURM_NODEID", 0)) if cfg.trainer.nodes > 1 else 0
+
+
+def rendezvous(cfg) -> dict:
+    """How the ranks meet (torchrun's launch settings): on one machine, at a free local port; over several, at node
+    0's address (MASTER_ADDR, else the first host of the Slurm job) and MASTER_PORT (29500), each node's ranks
+    numbered after the nodes before it (torchrun's static rendezvous: global rank 0 is on node 0, with the run)."""
+    nodes = cfg.trainer.nodes
+    if nodes == 1:
+        return dict(min_nodes=1, max_nodes=1, rdzv_backend="c10d", rdzv_endpoint="localhost:0",
+                    run_id=f"fxp-{os.getpid()}")
+    head = os.environ.get("MASTER_ADDR") or first_host()
+    return dict(min_nodes=nodes, max_nodes=nodes, rdzv_backend="static", rdzv_configs={"rank": node_rank(cfg)},
+                rdzv_endpoint=f"{head}:{os.environ.get('MASTER_PORT', '29500')}",
+                run_id=os.environ.get("SLURM_JOB_ID", "fxp"))
+
+
+def first_host() -> str:
+    "The first machine of the Slurm job (`scontrol show hostnames $SLURM_JOB_NODELIST`)."
+    import subprocess
+
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise FxpError("trainer.nodes>1 runs under Slurm (fxp train -m hydra/launcher=slurm_ddp ...) or with "
+                       "MASTER_ADDR (node 0's address) and SLURM_NODEID (this node's number) set on every node")
+    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True).stdout
+    return hosts.split()[0]
+
+
+def follow(cfg, path) -> float:
+    """A node after the first of a multi-node run: start its ranks, which train with node 0's and write nothing (node
+    0's job holds the run folder and its status). NaN: a sweeper's value is node 0's."""
+    from types import SimpleNamespace
+
+    from fxp import config
+    from fxp.train import check_device
+
+    cfg = config.validate(cfg)
+    launch(cfg, SimpleNamespace(path=Path(path), resume=None, info={}), check_device(cfg.trainer))
+    return float("nan")
 
 
 def launch(cfg, run, device) -> None:
@@ -45,17 +89,17 @@ def launch(cfg, run, device) -> None:
     this process) receives rank 0's summary fields and the world size; a failed rank is one FxpError line (its
     traceback appended to train.log)."""
     from omegaconf import OmegaConf
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    n = cfg.trainer.devices
+    n = cfg.trainer.devices * cfg.trainer.nodes
     check_devices(cfg.trainer, device)
     with tempfile.TemporaryDirectory(prefix="fxp-ddp-") as tmp:
         spec = Path(tmp)
         job = dict(cfg=OmegaConf.to_container(cfg, resolve=True), path=str(run.path), resume=run.resume)
         (spec / JOB).write_text(json.dumps(job, default=str))
-        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"fxp-{os.getpid()}",
-                              rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+        config = LaunchConfig(nproc_per_node=cfg.trainer.devices, max_restarts=0, monitor_interval=0.1,
+                              logs_specs=DefaultLogsSpecs(log_dir=str(spec / "logs")), **rendezvous(cfg))
         with quiet_launcher():
             try:
                 elastic_launch(config, sys.executable)("-m", "fxp.rank", str(spec))
@@ -63,12 +107,13 @@ def launch(cfg, run, device) -> None:
                 raise KeyboardInterrupt from None
             except Exception as e:  # ChildFailedError, or the launcher's own failure
                 raise FxpError(failure(spec, run.path, e)) from None
-        run.info.update(json.loads((spec / INFO).read_text()))
+        if (spec / INFO).is_file():  # rank 0's machine
+            run.info.update(json.loads((spec / INFO).read_text()))
     run.info.update(world_size=n, global_bs=cfg.trainer.bs * n)
 
 
 def check_devices(tr, device) -> None:
-    "N processes on CUDA need N GPUs (one each); on CPU any N works (gloo), each with its share of the cores."
+    "N processes a machine on CUDA need N GPUs there (one each); on CPU any N works (gloo), sharing the cores."
     import torch
 
     if device.type == "cuda" and torch.cuda.device_count() < tr.devices:
@@ -107,7 +152,8 @@ def failure(spec: Path, run_path: Path, e: Exception) -> str:
 
 
 def world_of(spec: Path) -> int:
-    return json.loads((spec / JOB).read_text())["cfg"]["trainer"]["devices"]
+    tr = json.loads((spec / JOB).read_text())["cfg"]["trainer"]
+    return tr["devices"] * tr["nodes"]
 
 
 # --- in a rank (fxp.rank runs one) --------------------------------------------------------------------------------

@@ -62,3 +62,23 @@ def test_threads_are_shared_and_other_launchers_get_nothing(monkeypatch):
     assert job_resources(hydra_job(0, n_jobs=2)) == {"job": 0, "num_threads": 4}
     assert job_resources(hydra_job(0, n_jobs=-1))["num_threads"] == 1  # as many jobs as cores
     assert job_resources(hydra_job(0, launcher="hydra._internal.core_plugins.basic_launcher.BasicLauncher")) == {}
+
+
+def test_a_multi_node_run_meets_at_node_0(monkeypatch):
+    "trainer.nodes=2 under Slurm: torchrun's static rendezvous at node 0, this node's number from SLURM_NODEID."
+    from fxp import distributed
+    from fxp.errors import FxpError
+
+    cfg = OmegaConf.create({"trainer": {"nodes": 2, "devices": 4}})
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("MASTER_ADDR", "gpu-node-7")
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    assert distributed.node_rank(cfg) == 1 and distributed.wanted(cfg)
+    assert distributed.rendezvous(cfg) == dict(min_nodes=2, max_nodes=2, rdzv_backend="static",
+                                               rdzv_configs={"rank": 1}, rdzv_endpoint="gpu-node-7:29500",
+                                               run_id="123")
+    monkeypatch.delenv("MASTER_ADDR")
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    with pytest.raises(FxpError, match="hydra/launcher=slurm_ddp"):
+        distributed.rendezvous(cfg)
+    assert distributed.node_rank(OmegaConf.create({"trainer": {"nodes": 1, "devices": 2}})) == 0
