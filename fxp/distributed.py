@@ -79,8 +79,11 @@ def follow(cfg, path) -> float:
     from fxp import config
     from fxp.train import check_device
 
-    cfg = config.validate(cfg)
-    launch(cfg, SimpleNamespace(path=Path(path), resume=None, info={}), check_device(cfg.trainer))
+    try:
+        cfg = config.validate(cfg)
+        launch(cfg, SimpleNamespace(path=Path(path), resume=None, info={}), check_device(cfg.trainer))
+    except (FxpError, KeyboardInterrupt) as e:  # node 0's job records the run's end; this node says its own
+        print(f"fxp: error: node {node_rank(cfg)}: {e or 'interrupted'}", file=sys.stderr)
     return float("nan")
 
 
