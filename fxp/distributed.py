@@ -116,8 +116,15 @@ def launch(cfg, run, device) -> None:
 
 
 def check_devices(tr, device) -> None:
-    "N processes a machine on CUDA need N GPUs there (one each); on CPU any N works (gloo), sharing the cores."
+    """Accelerate is installed (fastai's DistributedTrainer runs on it); N processes a machine on CUDA need N GPUs there
+    (one each); on CPU any N works (gloo), sharing the cores."""
+    import importlib.util
+
     import torch
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise FxpError(f"trainer.devices={tr.devices} trains through Accelerate, which is not installed: "
+                       f"pip install 'fxp[dist]' (or pip install accelerate)")
 
     if device.type == "cuda" and torch.cuda.device_count() < tr.devices:
         raise FxpError(f"trainer.devices={tr.devices} but {torch.cuda.device_count()} CUDA device(s) here; "

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO, run_fxp, subprocess_env
 
 pytestmark = pytest.mark.slow
+pytest.importorskip("accelerate", reason="pip install 'fxp[dist]'")
 PLUGINS = REPO / "tests" / "fixtures" / "plugins"
 DDP = ("trainer.devices=2", "trainer.device=cpu", "trainer.epochs=2",
        "+trainer.cbs.fail._target_=ddp_fail.FailOnRank")

@@ -9,12 +9,11 @@ from omegaconf import OmegaConf
 
 from conftest import run_installed, subprocess_env
 
-pytest.importorskip("ray", reason="pip install 'fxp[ray]'")
-
 
 @pytest.mark.slow
 def test_a_sweep_on_a_local_ray_runtime(tmp_path):
     "Through the installed command: Ray starts its runtime and runs each job as a task; sweep files as elsewhere."
+    pytest.importorskip("ray", reason="pip install 'fxp[ray]'")
     sweep = tmp_path / "sweep"
     env = {**subprocess_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
     r = run_installed("train", "-m", "hydra/launcher=ray", "trainer.seed=1,2", "trainer.epochs=1",
