@@ -81,3 +81,16 @@ def test_a_multi_node_run_meets_at_node_0(monkeypatch):
     with pytest.raises(FxpError, match="hydra/launcher=slurm_ddp"):
         distributed.rendezvous(cfg)
     assert distributed.node_rank(OmegaConf.create({"trainer": {"nodes": 1, "devices": 2}})) == 0
+
+
+def test_scale_lr_is_the_linear_rule_and_off_by_default(monkeypatch):
+    from types import SimpleNamespace
+
+    from fxp.distributed import scaled
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert scaled(1e-3, SimpleNamespace(scale_lr=False)) == 1e-3
+    assert scaled(1e-3, SimpleNamespace(scale_lr=True)) == pytest.approx(4e-3)
+    assert scaled(slice(1e-5, 1e-3), SimpleNamespace(scale_lr=True)) == slice(4e-5, 4e-3)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert scaled(1e-3, SimpleNamespace(scale_lr=True)) == 1e-3
