@@ -317,10 +317,8 @@ def job(cfg, what: str) -> float:
 
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
-    from fxp import diagnose
+    from fxp import diagnose, distributed
     from fxp.runs import Run
-
-    from fxp import distributed
     from fxp.sweeps import job_resources
 
     hc = HydraConfig.get()

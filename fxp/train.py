@@ -191,8 +191,8 @@ def fit_stage(learn, stage, tr, run: Run, at: dict | None = None) -> None:
             set_freeze(learn, part.freeze)
         return
     resumed = at is not None and i == at["stage"]
-    lr = at["lr"] if resumed else distributed.scaled(resolve_lr(learn, tr.lr if stage.lr is None else stage.lr, run),
-                                                     tr)
+    given = tr.lr if stage.lr is None else stage.lr
+    lr = at["lr"] if resumed else distributed.scaled(resolve_lr(learn, given, run), tr)
     before = 0
     for j, part in enumerate(parts(stage, tr), 1):
         learn.place = dict(stage=i, part=j, before=before, lr=lr)  # what LastCheckpoint records
