@@ -71,22 +71,6 @@ def first_host() -> str:
     return hosts.split()[0]
 
 
-def follow(cfg, path) -> float:
-    """A node after the first of a multi-node run: start its ranks, which train with node 0's and write nothing (node
-    0's job holds the run folder and its status). NaN: a sweeper's value is node 0's."""
-    from types import SimpleNamespace
-
-    from fxp import config
-    from fxp.train import check_device
-
-    try:
-        cfg = config.validate(cfg)
-        launch(cfg, SimpleNamespace(path=Path(path), resume=None, info={}), check_device(cfg.trainer))
-    except (FxpError, KeyboardInterrupt) as e:  # node 0's job records the run's end; this node says its own
-        print(f"fxp: error: node {node_rank(cfg)}: {e or 'interrupted'}", file=sys.stderr)
-    return float("nan")
-
-
 def launch(cfg, run, device) -> None:
     """Train `cfg` over `trainer.devices` processes on this machine (fxp.rank each), on `device`'s type; `run` (held by
     this process) receives rank 0's summary fields and the world size; a failed rank is one FxpError line (its

@@ -94,3 +94,15 @@ def test_scale_lr_is_the_linear_rule_and_off_by_default(monkeypatch):
     assert scaled(slice(1e-5, 1e-3), SimpleNamespace(scale_lr=True)) == slice(4e-5, 4e-3)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert scaled(1e-3, SimpleNamespace(scale_lr=True)) == 1e-3
+
+
+def test_the_ray_launcher_without_ray_is_one_line(monkeypatch):
+    import importlib.util
+
+    from fxp import apps
+    from fxp.errors import ConfigError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'fxp\[ray\]'"):
+        apps.check_choices(["hydra/launcher=ray"])
