@@ -58,6 +58,7 @@ def test_the_resumed_run_completes_over_two_processes(ddp):
     assert (path / "plots" / "confusion_matrix.png").is_file()
 
 
+@pytest.mark.filterwarnings("ignore:load_learner")
 def test_validation_metrics_cover_the_whole_valid_set(ddp):
     "metrics.csv's accuracy for the epoch model.pkl holds is the model's over all 360 valid digits, not a shard."
     import torch
