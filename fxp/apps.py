@@ -5,6 +5,7 @@ Imported only by the commands that compose a config; torch and fastai load in `j
 """
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import signal
 import sys
@@ -292,6 +293,12 @@ def check_choices(overrides: list[str]) -> None:
                 raise ConfigError(f"unknown {group} {v!r}; choose from: {', '.join(config.choices(group))}")
         if group in ("hydra/launcher", "hydra/sweeper") and value not in plugin_choices(group):
             raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(plugin_choices(group))}")
+        if group == "hydra/launcher" and value in RAY_LAUNCHERS and importlib.util.find_spec("ray") is None:
+            raise ConfigError(f"hydra/launcher={value} runs the jobs on Ray, which is not installed: "
+                              f"pip install 'fxp[ray]'")
+
+
+RAY_LAUNCHERS = ("ray", "ray_cluster")  # fxp's launcher plugin over Ray (hydra_plugins/fxp_ray_launcher)
 
 
 def _options(value: str) -> list[str]:
@@ -317,13 +324,22 @@ def job(cfg, what: str) -> float:
 
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
-    from fxp import diagnose
+    from fxp import diagnose, distributed
     from fxp.runs import Run
+    from fxp.sweeps import job_resources
 
     hc = HydraConfig.get()
+    if distributed.node_rank(cfg):  # another machine's share of a multi-node run: node 0's job holds the run
+        return follow(cfg, hc.runtime.output_dir)
+    resources = job_resources(hc)  # a local parallel job's GPU and threads, before torch starts CUDA
+    if resources and cfg.trainer.num_threads is None:
+        cfg.trainer.num_threads = resources["num_threads"]
 
     def claim(cfg):
-        return Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=diagnose.finish)
+        run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=diagnose.finish)
+        if resources:
+            run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
+        return run
 
     return objective(execute(cfg, claim, what, multirun=hc.mode == RunMode.MULTIRUN))
 
@@ -362,6 +378,22 @@ def _kept(run) -> str:
     step = f"step {point['step']} " if point["folder"] != str(run.path) else ""
     return (f"its checkpoint after {step}stage {point['stage']} epoch {point['epoch']} is kept; "
             f"go on with: fxp resume {run.path}")
+
+
+def follow(cfg, path) -> float:
+    """A node after the first of a multi-node run: start its ranks, which train with node 0's and write nothing (node
+    0's job holds the run folder and its status). NaN: a sweeper's value is node 0's."""
+    from types import SimpleNamespace
+
+    from fxp import distributed, train
+
+    try:
+        cfg = config.validate(cfg)
+        run = SimpleNamespace(path=Path(path), resume=None, info={})
+        distributed.launch(cfg, run, train.check_device(cfg.trainer))
+    except (FxpError, KeyboardInterrupt) as e:  # node 0's job records the run's end; this node says its own
+        print(f"fxp: error: node {distributed.node_rank(cfg)}: {e or 'interrupted'}", file=sys.stderr)
+    return float("nan")
 
 
 def objective(run) -> float:

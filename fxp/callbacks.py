@@ -14,7 +14,7 @@ import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
 from fastai.learner import save_model
-from fastai.torch_core import get_model, rank_distrib
+from fastai.torch_core import get_model, num_distrib, rank_distrib
 
 from fxp.errors import Diverged
 from fxp.runs import LAST, METRICS, csv_line, signals_deferred, write_atomic
@@ -47,7 +47,8 @@ class MetricsCSV(Callback):
     def after_train(self):
         if self.run_:
             dl = self.dls.train
-            self.train_items += min(len(dl) * dl.bs, dl.n)  # counted per epoch: no work per batch
+            ranks = max(num_distrib(), 1)  # a DDP run's throughput is all its processes'
+            self.train_items += min(len(dl) * dl.bs * ranks, dl.n)  # counted per epoch: no work per batch
             self.train_time += time.perf_counter() - self.t_train
 
     def after_epoch(self):
@@ -58,13 +59,15 @@ class MetricsCSV(Callback):
         row = dict(stage=getattr(self.learn, "stage", 1), epoch=self.epochs_done,
                    **{n: _plain(v) for n, v in zip(names, self.recorder.log[1:-1])},
                    lr=self.opt.hypers[-1]["lr"], time=round(time.perf_counter() - self.t0, 3))
+        self.learn.last_row = row
+        if rank_distrib():  # rank 0 writes the run folder
+            return
         path = self.path / self.fname
         old = ""
         if path.exists():
             with open(path, newline="") as f:
                 old = f.read()
         write_atomic(path, old + csv_line(row, header=not old))
-        self.learn.last_row = row
 
     @property
     def items_per_s(self) -> float | None:

@@ -42,6 +42,7 @@ examples:
   fxp train                                   # digits, a small CNN on CPU, under a minute
   fxp train task=mnist data.path=DIR trainer.epochs=3
   fxp train -m trainer.lr=1e-3,3e-3           # a sweep: one run folder per job, sweep.csv, best.json
+  fxp train trainer.devices=2                 # one run over 2 processes (DDP; pip install 'fxp[dist]')
   fxp reproduce fastbook-01-adult data.path=DIR
   fxp predict outputs/digits/<run> digit.png
 """

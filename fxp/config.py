@@ -49,6 +49,18 @@ def register() -> None:
         for part in reversed(path.split(".")):
             node = {part: node}
         cs.store(group=NODE_GROUP, name=path, node=node, package="_global_")
+    plugins_visible()
+
+
+def plugins_visible() -> None:
+    """fxp's Hydra plugins (hydra_plugins/fxp_ray_launcher) in the folders Hydra scans for plugins: an editable install
+    (pip install -e) maps them through an import hook, which the scan (pkgutil) does not walk."""
+    import hydra_plugins
+    import hydra_plugins.fxp_ray_launcher as ours
+
+    folder = str(Path(ours.__file__).parent.parent)
+    if folder not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(folder)
 
 
 @functools.cache

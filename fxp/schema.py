@@ -73,6 +73,12 @@ class Trainer:
     num_workers: int = field(default=0, metadata=valid("[0, 256]"))
     # torch's CPU threads; None: torch's default. 1 per job when jobs share cores
     num_threads: Optional[int] = field(default=None, metadata=valid("[1, 1024]"))
+    # processes of one data-parallel run (DDP through torchrun's launcher, fastai's DistributedTrainer); bs is each
+    # process's batch: the global batch is bs × devices × nodes
+    devices: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
+    # machines of one DDP run, each starting `devices` processes (Slurm: hydra/launcher=slurm_ddp, a task per node)
+    nodes: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
+    scale_lr: bool = False  # DDP: lr × devices × nodes (the linear scaling rule for the larger global batch); off: lr as given
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     save_best: bool = True
     stages: List[Stage] = field(default_factory=lambda: [Stage()])

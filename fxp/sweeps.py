@@ -13,6 +13,9 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
+import os
+import shutil
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,6 +131,49 @@ class SweepFiles(Callback):
             counts = ", ".join(f"{missed.count(s)} {s}" for s in dict.fromkeys(missed))
             _exit(1, f"{len(missed)} of {len(statuses)} jobs did not complete ({counts}); the sweep went on with the "
                      f"others; each job's error: fxp runs {sweep_dir}")
+
+
+def job_resources(hc) -> dict:
+    """What a job of a local parallel sweep (the joblib launcher) gets to itself: a GPU, `pool[job number % len(pool)]`
+    as its CUDA_VISIBLE_DEVICES (the pool: the GPUs the sweep was started with, CUDA_VISIBLE_DEVICES or every GPU
+    nvidia-smi lists), and its share of the cores as torch threads (`num_threads`, cores // parallel jobs) unless
+    trainer.num_threads sets them. {} for any other job. CUDA reads CUDA_VISIBLE_DEVICES once per process: a joblib
+    worker that already used a GPU keeps it for its later jobs (the summary records the one it has)."""
+    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(hc.launcher.get("_target_", "")):
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_jobs = hc.launcher.get("n_jobs") or -1
+    parallel = min(cores, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)  # joblib: -1 all cores, -2 all but one
+    out = {"job": hc.job.num, "num_threads": max(1, cores // max(parallel, 1))}
+    pool = [g for g in os.environ.setdefault(GPU_POOL, ",".join(_gpus())).split(",") if g]
+    if pool:
+        if not _cuda_started():
+            os.environ["CUDA_VISIBLE_DEVICES"] = pool[hc.job.num % len(pool)]
+        out["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return out
+
+
+GPU_POOL = "FXP_GPU_POOL"  # a joblib worker's GPUs as its first job found them, before that job narrowed them
+
+
+def _gpus() -> list[str]:
+    "The GPUs this process may use, without starting CUDA (which would fix them for the process)."
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [g.strip() for g in given.split(",") if g.strip()]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.splitlines() if line.strip().isdigit()]
+
+
+def _cuda_started() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_initialized()
 
 
 def report_line(sweep_dir: Path) -> str:

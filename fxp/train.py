@@ -22,7 +22,7 @@ from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fxp import dispatch, plots
+from fxp import dispatch, distributed, plots
 from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, guarded,
                            load_checkpoint, progress)
 from fxp.errors import FxpError, building
@@ -53,7 +53,7 @@ def check_device(tr) -> torch.device:
 def setup(cfg) -> torch.device:
     "The device for `cfg.trainer`, checked, with every random generator seeded."
     tr = cfg.trainer
-    device = check_device(tr)
+    device = distributed.device(check_device(tr))
     set_seed(tr.seed, reproducible=True)
     if tr.num_threads is not None:
         torch.set_num_threads(tr.num_threads)
@@ -95,7 +95,9 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> l
         raise FxpError(f"monitor metric {mon.metric!r} is not recorded; choose from: {', '.join(names)} "
                        f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
-    cbs = [MetricsCSV(), *progress(n_stages), DivergenceGuard(), LastCheckpoint(step), *loggers(cfg.logger),
+    rank0 = not distributed.rank()  # the other ranks of a DDP run report nothing
+    cbs = [MetricsCSV(), *(progress(n_stages) if rank0 else []), DivergenceGuard(), LastCheckpoint(step),
+           *(loggers(cfg.logger) if rank0 else []),
            *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
@@ -189,7 +191,8 @@ def fit_stage(learn, stage, tr, run: Run, at: dict | None = None) -> None:
             set_freeze(learn, part.freeze)
         return
     resumed = at is not None and i == at["stage"]
-    lr = at["lr"] if resumed else resolve_lr(learn, tr.lr if stage.lr is None else stage.lr, run)
+    given = tr.lr if stage.lr is None else stage.lr
+    lr = at["lr"] if resumed else distributed.scaled(resolve_lr(learn, given, run), tr)
     before = 0
     for j, part in enumerate(parts(stage, tr), 1):
         learn.place = dict(stage=i, part=j, before=before, lr=lr)  # what LastCheckpoint records
@@ -248,11 +251,12 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at
     cbs = callbacks(cfg, learn, len(stages), monitor, step)
     learn.add_cbs(cbs)
     speedups(learn, cfg.trainer)
-    for i, stage in enumerate(stages, 1):
-        learn.stage = i
-        fit_stage(learn, stage, cfg.trainer, run, at)
+    with distributed.ddp(learn, learn.dls.device):
+        for i, stage in enumerate(stages, 1):
+            learn.stage = i
+            fit_stage(learn, stage, cfg.trainer, run, at)
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
-    if best is not None:
+    if best is not None:  # every rank (fastai's load waits for all of them: the file is whole)
         best.restore()
     learn.remove_cbs(cbs)
     last = csv_rows.epochs_done or None
@@ -263,11 +267,15 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at
 def train(cfg, run: Run, resume: bool = False) -> None:
     """Train the kind's steps, then export the learner that predicts, evaluate it and plot. `resume` (fxp resume):
     each step goes on from its checkpoint if it has one."""
+    if distributed.wanted(cfg):
+        return distributed.launch(cfg, run, check_device(cfg.trainer))
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
-    if resume:
+    if resume and not distributed.rank():
         announce(run.resume["note"])
     learn = run_steps(dispatch.steps(kind, cfg), cfg, run, device, resume)
+    if not distributed.alone():
+        return
     export(learn, run.path / MODEL)
     plots.loss_curves(run.path)
     evaluation = kind.evaluate(learn, cfg)
@@ -288,11 +296,14 @@ def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):
     are done: its best epoch is loaded back and its `after` runs again, as the steps after it need); metrics.csv
     rows after the checkpoint's epoch are dropped (they are retrained)."""
     done = {}
+    if len(steps) > 1 and distributed.world_size() > 1:
+        raise FxpError(f"trainer.devices={cfg.trainer.devices}: a {cfg.task.kind} task trains {len(steps)} learners "
+                       f"one after the other, which fxp runs in one process; use trainer.devices=1")
     for step in steps:
         ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
         learn = build(step, cfg, run, ctx)
         at = saved_place(ctx.path, device) if resume else None
-        if resume:
+        if resume and not distributed.rank():
             truncate_metrics(ctx.path, at["epochs"] if at else 0)
         with warnings.catch_warnings():
             for message in step.ignore_warnings:

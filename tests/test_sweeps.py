@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import assert_one_line_error, run_installed
+from conftest import assert_one_line_error, run_installed, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,16 @@ def test_a_grid_sweep_writes_a_row_per_job_and_points_at_the_best(fxp, tmp_path)
 
 
 def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
-    "Through the installed command: joblib starts worker processes."
+    "Through the installed command: joblib starts worker processes, each job with its GPU of the pool (on CPU too)."
     sweep = tmp_path / "sweep"
+    env = {**subprocess_env(tmp_path), "CUDA_VISIBLE_DEVICES": "0,1"}  # a pool of two; torch finds no GPU here
     r = run_installed("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=1,2",
-                      "trainer.epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                      "trainer.epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
+    for job in ("0", "1"):
+        resources = json.loads((sweep / job / "summary.json").read_text())["resources"]
+        assert resources["CUDA_VISIBLE_DEVICES"] == job and resources["num_threads"] >= 1
     spans = [((sweep / j / "config.yaml").stat().st_mtime, (sweep / j / "summary.json").stat().st_mtime)
              for j in ("0", "1")]
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"jobs ran one after the other: {spans}"
