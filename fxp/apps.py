@@ -317,13 +317,12 @@ def job(cfg, what: str) -> float:
 
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
-    from fxp import diagnose
     from fxp.runs import Run
 
     hc = HydraConfig.get()
 
     def claim(cfg):
-        return Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=diagnose.finish)
+        return Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=finish)
 
     return objective(execute(cfg, claim, what, multirun=hc.mode == RunMode.MULTIRUN))
 
@@ -335,9 +334,10 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     run = None
     try:
         cfg = config.validate(cfg)
-        from fxp import train  # torch and fastai load here, after the config is known to be good
+        from fxp import trackers, train  # torch and fastai load here, after the config is known to be good
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
+        trackers.check(cfg)
         with open_run(cfg) as run:
             signal.signal(signal.SIGTERM, _interrupt)
             getattr(train, what)(cfg, run, **kwargs)
@@ -350,6 +350,14 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
         first_line = (str(e).strip().splitlines() or [""])[0]
         _end(multirun, 1, f"{type(e).__name__}: {first_line}{_where(run)}")
     return run
+
+
+def finish(run) -> None:
+    "What every run does as it ends, whatever its status: its diagnosis, then its trackers' files and status."
+    from fxp import diagnose, trackers
+
+    diagnose.finish(run)
+    trackers.finish(run)
 
 
 def _kept(run) -> str:
