@@ -26,6 +26,11 @@ commands:
                              job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
+  compare RUN... | SWEEP_DIR [--html FILE]
+                             runs side by side: final and best metrics with deltas to the first run, the
+                             config keys that differ; --html: a page with the curves overlaid
+  report RUN | SWEEP_DIR     a self-contained report.html in the folder: metrics, curves, diagnosis, plots,
+                             config; a sweep's jobs sorted by the metric, each swept value against it
   tasks                      the task, model, trainer, logger and experiment choices, one line each
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
@@ -48,6 +53,8 @@ COMMANDS = {
     "runs": "fxp.commands.runs:main",
     "diagnose": "fxp.commands.diagnose:main",
     "tasks": "fxp.commands.tasks:main",
+    "compare": "fxp.commands.compare:main",
+    "report": "fxp.commands.report:main",
 }
 
 

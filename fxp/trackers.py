@@ -23,6 +23,7 @@ from hydra.utils import get_class, instantiate
 
 from fxp.callbacks import _active
 from fxp.errors import FxpError
+from fxp.reports import flat
 from fxp.runs import (CONFIG, MODEL, PLOTS, SUMMARY, TRACKERS, best_job, read_config, read_jobs, read_json,
                       read_summary, write_atomic)
 
@@ -104,17 +105,6 @@ def locked(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def flat(cfg, prefix: str = "") -> dict:
-    "A nested config as {dotted.key: value} (lists as their text)."
-    out = {}
-    for k, v in (cfg or {}).items():
-        if isinstance(v, dict) and v:
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # --- TensorBoard ----------------------------------------------------------------------------------------------------
