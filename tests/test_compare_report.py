@@ -4,6 +4,7 @@ fetch nothing, and every image renders."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 from browser import page
@@ -11,6 +12,14 @@ from conftest import assert_one_line_error, metrics_rows, run_fxp
 
 from fxp.commands import number
 from fxp.diagnose import diagnose
+
+
+@pytest.fixture(scope="module")
+def sweep(digits_sweep, tmp_path_factory):
+    "A copy of the shared sweep's folder (reports are written into it), and its job folders."
+    folder = tmp_path_factory.mktemp("reports") / digits_sweep[0].parent.name
+    shutil.copytree(digits_sweep[0].parent, folder)
+    return folder, [folder / j.name for j in digits_sweep]
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +46,12 @@ def renders(shown: dict, at_least: int) -> None:
     assert len(shown["widths"]) >= at_least and all(w > 0 for w in shown["widths"]), shown["widths"]
 
 
-def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(digits_sweep, tmp_path, tab):
+def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(sweep, tmp_path, tab):
+    folder, jobs = sweep
     html = tmp_path / "cmp.html"
-    r = run_fxp("compare", digits_sweep[0].parent, "--html", html, cwd=tmp_path)
+    r = run_fxp("compare", folder, "--html", html, cwd=tmp_path)
     assert r.returncode == 0, r
-    first, second = (metrics_rows(j)[-1] for j in digits_sweep)
+    first, second = (metrics_rows(j)[-1] for j in jobs)
     delta = float(second["accuracy"]) - float(first["accuracy"])
     assert re.search(rf"accuracy\s.*0 trainer\.seed=1.*\n.*1 trainer\.seed=2\s.*{re.escape(number(delta))}", r.stdout), r
     assert "trainer.seed" in r.stdout and "trainer.epochs" not in r.stdout.split("config keys that differ")[1]
@@ -50,15 +60,16 @@ def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(di
     assert "trainer.seed" in shown["text"] and number(delta) in shown["text"]
 
 
-def test_compare_takes_run_folders_and_refuses_what_is_not_one(digits_sweep, tmp_path):
-    r = run_fxp("compare", *digits_sweep, cwd=tmp_path)
+def test_compare_takes_run_folders_and_refuses_what_is_not_one(sweep, tmp_path):
+    _, jobs = sweep
+    r = run_fxp("compare", *jobs, cwd=tmp_path)
     assert r.returncode == 0 and "trainer.seed" in r.stdout, r
-    assert_one_line_error(run_fxp("compare", digits_sweep[0], cwd=tmp_path), "give two run folders or more")
-    assert_one_line_error(run_fxp("compare", digits_sweep[0], tmp_path, cwd=tmp_path), "is not a run folder")
+    assert_one_line_error(run_fxp("compare", jobs[0], cwd=tmp_path), "give two run folders or more")
+    assert_one_line_error(run_fxp("compare", jobs[0], tmp_path, cwd=tmp_path), "is not a run folder")
 
 
-def test_run_report_has_metrics_diagnosis_plots_and_config(digits_sweep, tab):
-    job = digits_sweep[0]
+def test_run_report_has_metrics_diagnosis_plots_and_config(sweep, tab):
+    job = sweep[1][0]
     r = run_fxp("report", job, cwd=job)
     assert r.returncode == 0, r
     shown = tab(job / "report.html")
@@ -70,14 +81,14 @@ def test_run_report_has_metrics_diagnosis_plots_and_config(digits_sweep, tab):
     assert not list(job.glob("*.tmp"))
 
 
-def test_sweep_report_sorts_jobs_by_the_monitor_and_plots_each_swept_key(digits_sweep, tab):
-    sweep = digits_sweep[0].parent
-    r = run_fxp("report", sweep, cwd=sweep)
+def test_sweep_report_sorts_jobs_by_the_monitor_and_plots_each_swept_key(sweep, tab):
+    folder, jobs = sweep
+    r = run_fxp("report", folder, cwd=folder)
     assert r.returncode == 0, r
-    shown = tab(sweep / "report.html")
+    shown = tab(folder / "report.html")
     renders(shown, 2)
     assert "trainer.seed against accuracy" in shown["alts"]
-    best = {j.name: max(float(row["accuracy"]) for row in metrics_rows(j)) for j in digits_sweep}
+    best = {j.name: max(float(row["accuracy"]) for row in metrics_rows(j)) for j in jobs}
     order = sorted(best, key=best.get, reverse=True)
     jobs = shown["text"].split("Jobs", 1)[1]
     assert jobs.index(f"trainer.seed={int(order[0]) + 1}") < jobs.index(f"trainer.seed={int(order[1]) + 1}")
