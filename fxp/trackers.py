@@ -22,7 +22,7 @@ from fastai.callback.core import Callback
 from hydra.utils import get_class, instantiate
 
 from fxp.callbacks import _active
-from fxp.errors import FxpError
+from fxp.errors import FxpError, building
 from fxp.reports import flat
 from fxp.runs import (CONFIG, MODEL, PLOTS, SUMMARY, TRACKERS, best_job, read_config, read_jobs, read_json,
                       read_summary, write_atomic)
@@ -319,13 +319,13 @@ def wandb_credentials() -> bool:
 def chosen(cfg) -> list[Tracker]:
     "The trackers among the chosen loggers (others, `+logger.x._target_=...` callbacks, are left as they are)."
     out = []
-    for node in (cfg.logger or {}).values():
-        if node is not None:
-            try:
-                is_tracker = issubclass(get_class(node._target_), Tracker)
-            except Exception:  # not a class fxp knows: building it says what is wrong
-                is_tracker = False
-            if is_tracker:
+    for name, node in (cfg.logger or {}).items():
+        try:
+            is_tracker = node is not None and issubclass(get_class(node._target_), Tracker)
+        except Exception:  # not a class: building it, with the other callbacks, says what is wrong
+            is_tracker = False
+        if is_tracker:
+            with building(f"logger.{name}"):
                 out.append(instantiate(node))
     return out
 
