@@ -83,15 +83,21 @@ def flat(cfg, prefix: str = "") -> dict:
     return out
 
 
+ABSENT = object()  # a key one run's config does not have (a logger another run chose)
+
+
 def config_diff(folders: list[Path]) -> dict[str, list]:
-    "Only the config keys whose values differ between the runs: {key: [value in each run]} (a missing key: None)."
+    "Only the config keys whose values differ between the runs: {key: [value in each run]} (ABSENT where missing)."
     configs = [flat(read_config(f)) for f in folders]
     keys = list(dict.fromkeys(k for c in configs for k in c))
-    return {k: [c.get(k) for c in configs] for k in keys if any(c.get(k) != configs[0].get(k) for c in configs)}
+    values = {k: [c.get(k, ABSENT) for c in configs] for k in keys}
+    return {k: v for k, v in values.items() if any(x != v[0] for x in v)}
 
 
 def shown(value) -> str:
-    "A config value as YAML writes it inline (`[1, 2]`, `null`, `0.01`)."
+    "A config value as YAML writes it inline (`[1, 2]`, `null`, `0.01`); `-` for a key the run does not have."
+    if value is ABSENT:
+        return "-"
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
