@@ -250,8 +250,12 @@ def comparison(folders: list[Path]) -> list[str]:
     return body
 
 
-def write(dest: Path, text: str) -> Path:
+def write(dest: Path, text: str, command: str) -> Path:
+    "The page written whole (temp + rename); a folder that is not there or not writable is one line."
     from fxp.runs import write_atomic
 
-    write_atomic(dest, text)
+    try:
+        write_atomic(dest, text)
+    except OSError as e:
+        raise FxpError(f"{command}: cannot write {dest} ({e.strerror}); give a file in a folder you can write to")
     return dest

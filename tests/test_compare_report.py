@@ -66,6 +66,8 @@ def test_compare_takes_run_folders_and_refuses_what_is_not_one(sweep, tmp_path):
     assert r.returncode == 0 and "trainer.seed" in r.stdout, r
     assert_one_line_error(run_fxp("compare", jobs[0], cwd=tmp_path), "give two run folders or more")
     assert_one_line_error(run_fxp("compare", jobs[0], tmp_path, cwd=tmp_path), "is not a run folder")
+    assert_one_line_error(run_fxp("compare", *jobs, "--html", tmp_path / "no" / "x.html", cwd=tmp_path),
+                          "cannot write")
 
 
 def test_run_report_has_metrics_diagnosis_plots_and_config(sweep, tab):

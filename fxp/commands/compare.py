@@ -30,7 +30,7 @@ def main(args: list[str]) -> int:
     out.print(diff_table(diff, names) if diff else "config: the same in every run", highlight=False)
     if opts.html:
         dest = reports.write(Path(opts.html), reports.page(f"fxp compare: {len(folders)} runs",
-                                                           reports.comparison(folders)))
+                                                           reports.comparison(folders)), "fxp compare")
         out.print(f"page: {dest}", highlight=False, soft_wrap=True)
     return 0
 

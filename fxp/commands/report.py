@@ -26,7 +26,7 @@ def main(args: list[str]) -> int:
     else:
         raise FxpError(f"fxp report: {folder} is not a run or sweep folder (no summary.json, config.yaml, "
                        f"metrics.csv or sweep.csv); give one from fxp runs")
-    dest = reports.write(folder / REPORT, reports.page(title, body))
+    dest = reports.write(folder / REPORT, reports.page(title, body), "fxp report")
     print(f"report: {dest} ({dest.stat().st_size // 1024} kB)")
     return 0
 
