@@ -98,3 +98,12 @@ def test_sweep_report_sorts_jobs_by_the_monitor_and_plots_each_swept_key(sweep, 
 
 def test_report_refuses_a_folder_that_is_no_run(tmp_path):
     assert_one_line_error(run_fxp("report", tmp_path, cwd=tmp_path), "is not a run or sweep folder")
+
+
+def test_compare_and_report_read_run_folders_without_torch(sweep):
+    from test_imports import loaded_after
+
+    folder, jobs = sweep
+    for argv in (["compare", str(jobs[0]), str(jobs[1])], ["report", str(folder)]):
+        code, modules = loaded_after(argv)
+        assert code == 0 and "torch" not in modules and "fastai" not in modules, argv
