@@ -9,16 +9,11 @@ import struct
 import pytest
 from conftest import assert_one_line_error, metrics_rows, run_fxp
 
-pytest.importorskip("tensorboard", reason="pip install -e '.[trackers]'")
-pytest.importorskip("mlflow", reason="pip install -e '.[trackers]'")
-pytest.importorskip("wandb", reason="pip install -e '.[trackers]'")
-
-pytestmark = pytest.mark.slow
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     "Two 1-epoch jobs logging to all three trackers; job 1 then extended by an epoch with fxp resume."
+    for package in ("tensorboard", "mlflow", "wandb"):
+        pytest.importorskip(package, reason="pip install -e '.[trackers]'")
     cwd = tmp_path_factory.mktemp("trackers")
     r = run_fxp("train", "-m", "trainer.seed=1,2", "trainer.epochs=1", "logger=[tensorboard,mlflow,wandb]", cwd=cwd)
     assert r.returncode == 0, r
@@ -30,11 +25,13 @@ def sweep(tmp_path_factory):
     return cwd, jobs
 
 
+@pytest.mark.slow
 def test_metrics_csv_is_written_besides(sweep):
     _, jobs = sweep
     assert [len(metrics_rows(j)) for j in jobs] == [1, 2]
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_each_epoch(sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -55,6 +52,7 @@ def mlflow_client(job):
     return MlflowClient(tracking_uri=saved["tracking_uri"]), saved["run_id"]
 
 
+@pytest.mark.slow
 def test_mlflow_runs_a_child_per_job_under_the_sweeps_parent(sweep):
     cwd, jobs = sweep
     client, _ = mlflow_client(jobs[0])
@@ -68,6 +66,7 @@ def test_mlflow_runs_a_child_per_job_under_the_sweeps_parent(sweep):
     assert client.get_metric_history(parent, "best_accuracy")[-1].value == pytest.approx(best)
 
 
+@pytest.mark.slow
 def test_mlflow_run_has_params_metrics_per_epoch_and_artifacts(sweep):
     for seed, job in enumerate(sweep[1], 1):
         client, run_id = mlflow_client(job)
@@ -103,6 +102,7 @@ def wandb_records(job) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_files_hold_each_epoch(sweep):
     for job in sweep[1]:
         saved = json.loads((job / "trackers.json").read_text())["wandb"]
@@ -118,12 +118,13 @@ def test_wandb_offline_run_files_hold_each_epoch(sweep):
 
 def test_a_missing_tracker_package_is_one_line_with_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # as if not installed
-    r = run_fxp("train", "trainer.epochs=1", "logger=[tensorboard,mlflow]", cwd=tmp_path)
+    r = run_fxp("train", "trainer.epochs=1", "logger=[csv,mlflow]", cwd=tmp_path)
     assert_one_line_error(r, "logger mlflow needs the mlflow package", "pip install 'fxp[trackers]'")
     assert not list(tmp_path.rglob("config.yaml"))  # refused before the run folder was claimed
 
 
 def test_wandb_online_without_credentials_is_refused_never_prompted(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="pip install -e '.[trackers]'")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     r = run_fxp("train", "trainer.epochs=1", "logger=wandb", "logger.wandb.mode=online", cwd=tmp_path)
