@@ -35,7 +35,7 @@ HYDRA_SWEEP = "multirun.yaml"  # Hydra writes it in a sweep folder as the sweep 
 
 
 class Tracker(Callback):
-    """Sends each epoch's metrics.csv row to a tracker; `start` once per step (the first epoch of its first fit),
+    """Sends each epoch's metrics.csv row to a tracker; `start` once per step (as its first fit begins),
     `log` each epoch, `end` as the run ends (`finish`). A step in a subfolder (the text kind's `lm/`) prefixes its
     metrics with its folder name."""
     order = 62  # after MetricsCSV (60) has made the epoch's row
@@ -49,13 +49,15 @@ class Tracker(Callback):
             raise FxpError(f"logger {self.name} needs the {self.package} package: {INSTALL} "
                            f"(or pip install {self.package})") from None
 
-    def after_epoch(self):
-        if not _active(self):
-            return
-        if not getattr(self, "started", False):
+    def before_fit(self):
+        if _active(self) and not getattr(self, "started", False):  # before the first epoch: not in its checkpoint's way
             self.root, self.step = run_folder(self.path)
             self.start()
             self.started = True
+
+    def after_epoch(self):
+        if not _active(self):
+            return
         row = self.learn.last_row
         prefix = f"{self.step}/" if self.step else ""
         values = {f"{prefix}{k}": float(v) for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
