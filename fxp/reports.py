@@ -14,7 +14,7 @@ import yaml
 
 from fxp.errors import FxpError
 from fxp.runs import (NOT_METRICS, PLOTS, best_metrics, final_metrics, is_run, is_sweep, job_dirs, lower_is_better,
-                      read_config, read_jobs, read_metrics, read_monitor, read_overrides)
+                      read_config, read_metrics, read_monitor, read_overrides)
 
 
 # --- which runs -----------------------------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(sw
     assert r.returncode == 0, r
     first, second = (metrics_rows(j)[-1] for j in jobs)
     delta = float(second["accuracy"]) - float(first["accuracy"])
-    assert re.search(rf"accuracy\s.*0 trainer\.seed=1.*\n.*1 trainer\.seed=2\s.*{re.escape(number(delta))}", r.stdout), r
+    rows = rf"accuracy\s.*0 trainer\.seed=1.*\n.*1 trainer\.seed=2\s.*{re.escape(number(delta))}"
+    assert re.search(rows, r.stdout), r
     assert "trainer.seed" in r.stdout and "trainer.epochs" not in r.stdout.split("config keys that differ")[1]
     shown = tab(html)
     renders(shown, 1)
