@@ -324,7 +324,7 @@ def job(cfg, what: str) -> float:
 
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
-    from fxp import diagnose, distributed
+    from fxp import distributed
     from fxp.runs import Run
     from fxp.sweeps import job_resources
 
@@ -336,7 +336,7 @@ def job(cfg, what: str) -> float:
         cfg.trainer.num_threads = resources["num_threads"]
 
     def claim(cfg):
-        run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=diagnose.finish)
+        run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=finish)
         if resources:
             run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
         return run
@@ -351,9 +351,10 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     run = None
     try:
         cfg = config.validate(cfg)
-        from fxp import train  # torch and fastai load here, after the config is known to be good
+        from fxp import trackers, train  # torch and fastai load here, after the config is known to be good
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
+        trackers.check(cfg)
         with open_run(cfg) as run:
             signal.signal(signal.SIGTERM, _interrupt)
             getattr(train, what)(cfg, run, **kwargs)
@@ -366,6 +367,14 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
         first_line = (str(e).strip().splitlines() or [""])[0]
         _end(multirun, 1, f"{type(e).__name__}: {first_line}{_where(run)}")
     return run
+
+
+def finish(run) -> None:
+    "What every run does as it ends, whatever its status: its diagnosis, then its trackers' files and status."
+    from fxp import diagnose, trackers
+
+    diagnose.finish(run)
+    trackers.finish(run)
 
 
 def _kept(run) -> str:

@@ -26,6 +26,11 @@ commands:
                              job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
+  compare RUN... | SWEEP_DIR [--html FILE]
+                             runs side by side: final and best metrics with deltas to the first run, the
+                             config keys that differ; --html: a page with the curves overlaid
+  report RUN | SWEEP_DIR     a self-contained report.html in the folder: metrics, curves, diagnosis, plots,
+                             config; a sweep's jobs sorted by the metric, each swept value against it
   tasks                      the task, model, trainer, logger and experiment choices, one line each
   val RUN_DIR [data.path=DIR] [--split valid|test]
                              evaluate a saved run on its valid split or new labelled data, without retraining;
@@ -60,6 +65,8 @@ COMMANDS = {
     "val": "fxp.commands.val:main",
     "export": "fxp.commands.export:main",
     "serve": "fxp.commands.serve:main",
+    "compare": "fxp.commands.compare:main",
+    "report": "fxp.commands.report:main",
 }
 
 

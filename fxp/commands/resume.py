@@ -48,7 +48,7 @@ def main(args: list[str]) -> int:
     entry = dict(time=datetime.now().isoformat(timespec="seconds"), status=status, step=point["step"],
                  stage=point["stage"], epoch=point["epoch"], extend=opts.extend, overrides=opts.overrides,
                  note=note(path, point, opts.extend, len(cfg.trainer.stages)))
-    from fxp import apps, diagnose
+    from fxp import apps
     from fxp.runs import Run
 
     def reopen(cfg):
@@ -56,7 +56,7 @@ def main(args: list[str]) -> int:
 
         check_device(cfg.trainer)  # before the run is reopened: a device it cannot use changes nothing
         return Run(path, cfg, read_overrides(path), read_summary(path).get("task") or path.parent.name,
-                   finish=diagnose.finish, resume=entry)
+                   finish=apps.finish, resume=entry)
 
     with logging_to(path / LOG):
         apps.execute(cfg, reopen, "train", resume=True)

@@ -1,0 +1,261 @@
+"""Runs side by side and self-contained HTML pages: what `fxp compare` and `fxp report` show, read from run folders
+through fxp.runs only (no torch). A page has no script and fetches nothing: its images are PNGs inside it (data
+URIs), so it opens offline, mailed or archived, as it was written.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import yaml
+
+from fxp.errors import FxpError
+from fxp.runs import (NOT_METRICS, PLOTS, best_metrics, final_metrics, is_run, is_sweep, job_dirs, lower_is_better,
+                      read_config, read_metrics, read_monitor, read_overrides)
+
+
+# --- which runs -----------------------------------------------------------------------------------------------------
+
+
+def runs_of(paths: list[str], command: str) -> list[Path]:
+    "The run folders given, or a sweep folder's jobs; anything else is one line."
+    folders = [Path(p).expanduser().resolve() for p in paths]
+    if len(folders) == 1 and is_sweep(folders[0]):
+        folders = [d for d in job_dirs(folders[0]) if is_run(d)]
+    for f in folders:
+        if not (f.is_dir() and is_run(f)):
+            raise FxpError(f"{command}: {f} is not a run folder (no summary.json, config.yaml or metrics.csv); give "
+                           f"run folders or one sweep folder (fxp runs lists them)")
+    return folders
+
+
+def labels(folders: list[Path]) -> list[str]:
+    "Short names: a sweep's jobs by number and what the sweep varied (`0 trainer.lr=0.01`), runs by folder name."
+    varied = varied_overrides([read_overrides(f) for f in folders])
+    names = [f.name if len({g.name for g in folders}) == len(folders) else f"{f.parent.name}/{f.name}" for f in folders]
+    return [" ".join([name, *v]) for name, v in zip(names, varied)]
+
+
+def varied_overrides(overrides: list[list[str]]) -> list[list[str]]:
+    "Each run's overrides that not every run has (a sweep's swept values)."
+    common = set.intersection(*map(set, overrides)) if overrides else set()
+    return [[o for o in os_ if o not in common] for os_ in overrides]
+
+
+# --- what differs ---------------------------------------------------------------------------------------------------
+
+
+def metric_table(folders: list[Path]) -> list[dict]:
+    """A row per metric and run: final and best values, each with its difference to the first run's (None for the
+    first run, or where either is missing)."""
+    data = []
+    for f in folders:
+        rows, monitor = read_metrics(f), read_monitor(f)
+        data.append((final_metrics(rows), best_metrics(rows, monitor), monitor))
+    names = list(dict.fromkeys(n for final, _, _ in data for n in final))
+    out = []
+    for name in names:
+        first_final, first_best = data[0][0].get(name), data[0][1].get(name)
+        for i, (final, best, monitor) in enumerate(data):
+            out.append(dict(metric=name, run=i, final=final.get(name), best=best.get(name),
+                            d_final=None if i == 0 else _delta(final.get(name), first_final),
+                            d_best=None if i == 0 else _delta(best.get(name), first_best),
+                            lower=lower_is_better(name, monitor)))
+    return out
+
+
+def _delta(value, ref):
+    ok = all(isinstance(v, float) and math.isfinite(v) for v in (value, ref))
+    return value - ref if ok else None
+
+
+def flat(cfg, prefix: str = "") -> dict:
+    "A nested config as {dotted.key: value}."
+    out = {}
+    for k, v in (cfg or {}).items():
+        if isinstance(v, dict) and v:
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+ABSENT = object()  # a key one run's config does not have (a logger another run chose)
+
+
+def config_diff(folders: list[Path]) -> dict[str, list]:
+    "Only the config keys whose values differ between the runs: {key: [value in each run]} (ABSENT where missing)."
+    configs = [flat(read_config(f)) for f in folders]
+    keys = list(dict.fromkeys(k for c in configs for k in c))
+    values = {k: [c.get(k, ABSENT) for c in configs] for k in keys}
+    return {k: v for k, v in values.items() if any(x != v[0] for x in v)}
+
+
+def shown(value) -> str:
+    "A config value as YAML writes it inline (`[1, 2]`, `null`, `0.01`); `-` for a key the run does not have."
+    if value is ABSENT:
+        return "-"
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def swept(jobs: list[dict]) -> dict[str, list[str]]:
+    "The override keys a sweep varied: {key: [value in each job]}."
+    values = [dict(o.partition("=")[::2] for o in j["overrides"]) for j in jobs]
+    keys = list(dict.fromkeys(k for v in values for k in v))
+    return {k: [v.get(k) for v in values] for k in keys if len({v.get(k) for v in values}) > 1}
+
+
+# --- figures --------------------------------------------------------------------------------------------------------
+
+
+def curves(folders: list[Path], names: list[str]):
+    "One panel per metrics.csv column (losses and metrics), each run a line over the epochs; None without rows."
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [read_metrics(f) for f in folders]
+    metrics = list(dict.fromkeys(k for rows in runs if rows for k in rows[0] if k not in NOT_METRICS))
+    if not metrics:
+        return None
+    ncols = min(len(metrics), 3)
+    nrows = -(-len(metrics) // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.5 * nrows), squeeze=False)
+    for ax, metric in zip(axs.flat, metrics):
+        for rows, name in zip(runs, names):
+            points = [(r["epoch"], r[metric]) for r in rows if isinstance(r.get(metric), float)]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in list(axs.flat)[len(metrics):]:
+        ax.set_visible(False)
+    axs.flat[0].legend(fontsize=8)
+    return fig
+
+
+def against(jobs: list[dict], key: str, values: list[str]):
+    "A swept hyperparameter against the sweep's monitored metric (each job's best): a log axis where it spans decades."
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(v, j["best"]) for v, j in zip(values, jobs) if j["best"] is not None]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    xs = [_float(v) for v, _ in points]
+    if points and all(x is not None for x in xs):
+        order = sorted(range(len(points)), key=lambda i: xs[i])
+        ax.plot([xs[i] for i in order], [points[i][1] for i in order], marker="o")
+        if min(xs) > 0 and max(xs) >= 10 * min(xs):
+            ax.set_xscale("log")
+    else:  # categories (an optimizer, a model name): in job order
+        ax.plot([str(v) for v, _ in points], [y for _, y in points], marker="o", linestyle="")
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"best {jobs[0]['metric']}" if jobs else "")
+    return fig
+
+
+def _float(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def figure_uri(fig) -> str:
+    "A matplotlib figure as a PNG data URI (the figure closed)."
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def file_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def run_plots(folder: Path) -> list[Path]:
+    "The PNGs a run drew (its steps' too: lm/plots), the loss curves first."
+    found = sorted(folder.glob(f"{PLOTS}/*.png")) + sorted(folder.glob(f"*/{PLOTS}/*.png"))
+    return sorted(found, key=lambda p: (p.parent.parent != folder, p.stem != "loss_curves"))
+
+
+# --- HTML -----------------------------------------------------------------------------------------------------------
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+td:first-child,th:first-child,td.text{text-align:left}th{background:#f3f3f3}.better{color:#070}.worse{color:#b00}
+img{max-width:100%;display:block;margin:.5em 0 1.5em}pre{background:#f6f6f6;padding:1em;overflow:auto}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em;border-bottom:1px solid #ddd}"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def page(title: str, body: list[str]) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{STYLE}</style></head>\n<body><h1>{esc(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def table(head: list[str], rows: list[list], text_cols: tuple = ()) -> str:
+    "An HTML table; cells are escaped, except those given as ('html', markup)."
+    def cell(i, v):
+        inner = v[1] if isinstance(v, tuple) and v[0] == "html" else esc(v)
+        return f'<td class="text">{inner}</td>' if i in text_cols else f"<td>{inner}</td>"
+    return ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in rows) + "</table>")
+
+
+def image(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{esc(alt)}">'
+
+
+def delta_html(d, lower: bool) -> tuple:
+    "A difference to the first run, green where better, red where worse."
+    from fxp.commands import number
+
+    if d is None:
+        return ("html", "")
+    better = d < 0 if lower else d > 0
+    cls = "" if d == 0 else "better" if better else "worse"
+    return ("html", f'<span class="{cls}">{"+" if d >= 0 else ""}{esc(number(d))}</span>')
+
+
+def comparison(folders: list[Path]) -> list[str]:
+    "The sections of a comparison: curves, the metrics table with deltas to the first run, the config keys that differ."
+    from fxp.commands import number
+
+    names = labels(folders)
+    body = [f"<p>{len(folders)} runs; differences are to the first, {esc(names[0])}.</p>"]
+    fig = curves(folders, names)
+    if fig is not None:
+        body += ["<h2>Curves</h2>", image(figure_uri(fig), "curves of every run, one panel per metric")]
+    rows = [[r["metric"], names[r["run"]], number(r["final"]), delta_html(r["d_final"], r["lower"]),
+             number(r["best"]), delta_html(r["d_best"], r["lower"])] for r in metric_table(folders)]
+    body += ["<h2>Metrics</h2>", table(["metric", "run", "final", "Δ final", "best", "Δ best"], rows, (1,))]
+    diff = config_diff(folders)
+    body += ["<h2>Config keys that differ</h2>",
+             table(["key", *names], [[k, *map(shown, v)] for k, v in diff.items()], tuple(range(1, len(names) + 1)))
+             if diff else "<p>none: the runs have the same config.</p>"]
+    return body
+
+
+def write(dest: Path, text: str, command: str) -> Path:
+    "The page written whole (temp + rename); a folder that is not there or not writable is one line."
+    from fxp.runs import write_atomic
+
+    try:
+        write_atomic(dest, text)
+    except OSError as e:
+        raise FxpError(f"{command}: cannot write {dest} ({e.strerror}); give a file in a folder you can write to")
+    return dest
