@@ -26,6 +26,7 @@ def resnet_mnist(n_in: int = 1, n_out: int = 10) -> nn.Sequential:
 
 class LMModel1(nn.Module):
     "Three words in, the next one out: an embedding, one linear layer per step, shared (fastbook's first model)."
+    min_words = 3
 
     def __init__(self, vocab_sz: int, n_hidden: int = 64):
         super().__init__()
@@ -43,6 +44,7 @@ class LMModel1(nn.Module):
 
 class LMModel2(LMModel1):
     "LMModel1 as a loop over the words: a recurrent neural network."
+    min_words = 1
 
     def forward(self, x):
         h = 0
@@ -52,7 +54,8 @@ class LMModel2(LMModel1):
 
 
 class Stateful(nn.Module):
-    "A model whose hidden state `h` goes on from batch to batch (detached: backprop through one batch), reset by fastai's ModelResetter."
+    """A model whose hidden state `h` goes on from batch to batch (detached: gradients flow within a batch), reset by
+    fastai's ModelResetter at each epoch's training and validation."""
 
     def reset(self):
         self.h = None

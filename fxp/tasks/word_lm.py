@@ -133,12 +133,6 @@ def next_word_loss(pred, targ):
     return F.cross_entropy(*aligned(pred, targ))
 
 
-def accuracy(pred, targ):
-    "Share of next words predicted right."
-    pred, targ = aligned(pred, targ)
-    return (pred.argmax(-1) == targ).float().mean()
-
-
 def factories(cfg) -> list:
     from fastai.learner import Learner
 
@@ -154,22 +148,23 @@ def steps(cfg) -> list:
 
 
 def learner(cfg, dls):
-    "A plain Learner on the model.net node (built with the vocab size); RNN callbacks where the model needs them."
+    """A plain Learner on the model.net node (built with the vocab size), task.metrics seeing the targets its output
+    predicts; fastai's RNN callbacks where the model needs them (a hidden state to reset, AR/TAR)."""
     from fastai.callback.rnn import ModelResetter, RNNCallback, RNNRegularizer
-    from fastai.learner import Learner
+    from fastai.learner import Learner, Metric
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from fxp.errors import building
-    from fxp.metrics import metrics
+    from fxp.metrics import Aligned, metrics
 
     with building("model.net"):
         net = instantiate(cfg.model.net, vocab_sz=len(dls.vocab))
     cbs = [ModelResetter()] if hasattr(net, "reset") else []
     if hasattr(net, "alpha"):
         cbs += [RNNCallback(), RNNRegularizer(alpha=net.alpha, beta=net.beta)]
-    return Learner(dls, net, loss_func=next_word_loss, metrics=[accuracy, *metrics(cfg.task.metrics)], cbs=cbs,
-                   **OmegaConf.to_container(cfg.model.kwargs))
+    scores = [m if isinstance(m, Metric) else Aligned(m, aligned) for m in metrics(cfg.task.metrics)]
+    return Learner(dls, net, loss_func=next_word_loss, metrics=scores, cbs=cbs, **OmegaConf.to_container(cfg.model.kwargs))
 
 
 def evaluate(learn, cfg) -> dict:
@@ -187,23 +182,34 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     "The most likely next word after each text (words of the vocab, separated by spaces; '.' ends a number)."
-    import torch
-
-    vocab = list(learn.dls.vocab)
-    idx = {w: i for i, w in enumerate(vocab)}
+    vocab, model = list(learn.dls.vocab), learn.model.eval()
     rows = []
     for text in inputs:
-        words = text.split()
-        unknown = [w for w in words if w not in idx]
-        if not words or unknown:
-            raise FxpError(f"fxp predict: {text!r}: " + (f"{unknown[0]!r} is not a word of the vocabulary" if words
-                           else "empty") + f"; give words of: {' '.join(vocab)}")
-        model = learn.model.eval()
-        if hasattr(model, "reset"):
-            model.reset()
-        with torch.no_grad():
-            out = model(torch.tensor([[idx[w] for w in words]]))
-        out = out[0] if isinstance(out, tuple) else out
-        probs = torch.softmax(out[0, -1] if out.dim() == 3 else out[0], -1)
-        rows.append({"input": text, "next_word": vocab[probs.argmax().item()], "probability": round(probs.max().item(), 4)})
+        probs = next_word(model, word_ids(text, vocab, getattr(model, "min_words", 1)))
+        rows.append({"input": text, "next_word": vocab[probs.argmax().item()],
+                     "probability": round(probs.max().item(), 4)})
     return rows
+
+
+def word_ids(text: str, vocab: list, min_words: int) -> list[int]:
+    "The vocab index of each word of `text`; else one line naming the unknown word and the vocab."
+    words = text.split()
+    unknown = [w for w in words if w not in vocab]
+    if not words or unknown:
+        raise FxpError(f"fxp predict: {text!r}: " + (f"{unknown[0]!r} is not a word of the vocabulary" if words
+                       else "empty") + f"; give words of: {' '.join(vocab)}")
+    if len(words) < min_words:
+        raise FxpError(f"fxp predict: {text!r}: this model reads the last {min_words} words; give as many")
+    return [vocab.index(w) for w in words]
+
+
+def next_word(model, ids: list[int]):
+    "The model's probabilities for the word after `ids`, from a fresh hidden state."
+    import torch
+
+    if hasattr(model, "reset"):
+        model.reset()
+    with torch.no_grad():
+        out = model(torch.tensor([ids]))
+    out = out[0] if isinstance(out, tuple) else out  # LMModel7: (output, raw, dropped-out activations)
+    return torch.softmax(out[0, -1] if out.dim() == 3 else out[0], -1)
