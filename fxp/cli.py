@@ -27,6 +27,8 @@ commands:
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
   tasks                      the task, model, trainer, logger and experiment choices, one line each
+  show [OVERRIDES...]        see the data first, without training: a training batch (plots/batch.png) and the
+                             DataBlock summary, in outputs/show/<task>/<stamp>
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 
@@ -48,6 +50,7 @@ COMMANDS = {
     "runs": "fxp.commands.runs:main",
     "diagnose": "fxp.commands.diagnose:main",
     "tasks": "fxp.commands.tasks:main",
+    "show": "fxp.apps:show",
 }
 
 

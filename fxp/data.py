@@ -257,7 +257,9 @@ def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
         if len(ds) == 0:
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
     same_size(block, source)
-    return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+    out = dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+    out.block, out.source = block, source  # fxp show prints block.summary(source)
+    return out
 
 
 def same_size(block, source) -> None:
