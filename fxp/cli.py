@@ -29,6 +29,8 @@ commands:
   tasks                      the task, model, trainer, logger and experiment choices, one line each
   show [OVERRIDES...]        see the data first, without training: a training batch (plots/batch.png) and the
                              DataBlock summary, in outputs/show/<task>/<stamp>
+  clean RUN_DIR [--top N]    the items a run's model gets most wrong: RUN_DIR/clean/top_losses.csv (mark keep,
+                             delete, relabel:LABEL) and a contact sheet; next run: data.exclude=, data.relabel=
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 
@@ -51,6 +53,7 @@ COMMANDS = {
     "diagnose": "fxp.commands.diagnose:main",
     "tasks": "fxp.commands.tasks:main",
     "show": "fxp.apps:show",
+    "clean": "fxp.commands.clean:main",
 }
 
 

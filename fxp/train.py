@@ -344,7 +344,7 @@ def build(step, cfg, run: Run, ctx: StepContext):
     learn = attach(step.learner(dls, ctx), ctx.path)
     if step.folder is None:
         run.info.update(device=str(ctx.device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
-                        skipped_images=len(getattr(dls, "skipped", [])))
+                        skipped_images=len(getattr(dls, "skipped", [])), **getattr(dls, "curated", {}))
     return learn
 
 
