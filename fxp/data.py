@@ -360,7 +360,8 @@ def curate(items, get_y, data, key):
         names = [n for n, k in zip(names, keep) if k]
         info.update(excluded=int((~keep).sum()), exclude_file=data.exclude)
     if data.relabel:
-        labels = _matched(relabelled(clean_actions(data.relabel, "data.relabel")), names, "data.relabel", RELABEL + "LABEL")
+        listed = relabelled(clean_actions(data.relabel, "data.relabel"))
+        labels = _matched(listed, names, "data.relabel", RELABEL + "LABEL")
         get_y = Relabel(get_y, labels, key)
         info.update(relabelled=sum(n in labels for n in names), relabel_file=data.relabel)
     return items, get_y, info

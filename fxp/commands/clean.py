@@ -16,7 +16,8 @@ HELP = f"""usage: fxp clean RUN_DIR [--top N]
 
 The training and validation items a run's model (RUN_DIR/model.pkl) gets most wrong, highest loss first: written to
 RUN_DIR/{FOLDER}/{CSV} (file, split, label, predicted, probability, loss, and an empty action column) and a contact
-sheet RUN_DIR/{FOLDER}/{SHEET} (the first {SHEET_MAX}). Fill the action column (keep, delete or relabel:LABEL), then train again with
+sheet RUN_DIR/{FOLDER}/{SHEET} (the first {SHEET_MAX}). Fill the action column (keep, delete or relabel:LABEL),
+then train again with
   data.exclude=RUN_DIR/{FOLDER}/{CSV}   items marked delete left out (every listed item when none is marked)
   data.relabel=RUN_DIR/{FOLDER}/{CSV}   items marked relabel:LABEL trained as LABEL
 The image files are never moved or changed. Image classification runs on image files (folders, regex, csv sources).
@@ -65,30 +66,29 @@ def _args(args: list[str]) -> tuple[Path, int]:
 
 def top_losses(learn, cfg, top: int):
     """The `top` items of the run's data (both splits, read as the run read them: its exclusions and relabels) with the
-    highest loss under the run's model: rows for the CSV, and each item's image as the model saw it."""
+    highest loss under the run's model: rows for the CSV, and the images as the model saw them."""
     import torch
 
     from fxp import dispatch, train  # noqa: F401  (train: fastai imported with its import-time warnings silenced)
     from fxp.vision import valid_items
 
     dls = dispatch.kind_module(cfg.task.kind).dls(cfg, torch.device("cpu"))
-    vocab, found = learn.dls.vocab, []
+    vocab, scored = learn.dls.vocab, []
     for split, items in (("train", dls.train.items), ("valid", dls.valid.items)):
         dl = learn.dls.test_dl(items, with_labels=True)  # the validation transforms: no augmentation
         probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
-        names = [dls.item_key(r) for _, r in items.iterrows()] if hasattr(items, "iloc") else map(dls.item_key, items)
-        found += [(float(loss), split, name, dl, i, p, int(t))
-                  for i, (name, p, t, loss) in enumerate(zip(names, probs, targs, losses))]
-    found = sorted(found, key=lambda f: -f[0])[:top]
-    rows = [{"file": name, "split": split, "label": str(vocab[t]), "predicted": str(vocab[p.argmax().item()]),
-             "probability": round(p.max().item(), 4), "loss": round(loss, 4), "action": ""}
-            for loss, split, name, _, _, p, t in found]
-    images = [valid_items(dl, [i])[0] for _, _, _, dl, i, _, _ in found[:SHEET_MAX]]
-    return rows, images
+        rows = (r for _, r in items.iterrows()) if hasattr(items, "iloc") else items
+        scored += [dict(file=dls.item_key(item), split=split, label=str(vocab[int(t)]),
+                        predicted=str(vocab[p.argmax().item()]), probability=round(p.max().item(), 4),
+                        loss=round(float(loss), 4), action="", at=(dl, i))
+                   for i, (item, p, t, loss) in enumerate(zip(rows, probs, targs, losses))]
+    worst = sorted(scored, key=lambda r: -r["loss"])[:top]
+    images = [valid_items(dl, [i])[0] for dl, i in (r["at"] for r in worst[:SHEET_MAX])]
+    return worst, images  # the CSV takes CLEAN_COLS of each row (not `at`: where the item is)
 
 
 def write(rows: list[dict], images: list, folder: Path) -> None:
-    "The CSV and the contact sheet (each image titled with its file, label → prediction and loss), each written whole."
+    "The CSV and the contact sheet (each image titled: file, label → prediction, loss), each written whole."
     import pandas as pd
 
     from fxp.data import CLEAN_COLS

@@ -35,7 +35,8 @@ def check(cfg) -> None:
     check_images(task, source=SOURCES)
     check_model(cfg, *IMAGE_MODEL)
     if task.source == "digits" and (cfg.data.exclude or cfg.data.relabel):
-        raise ConfigError("data.exclude and data.relabel name image files; the digits are in memory (task.source=digits)")
+        raise ConfigError("data.exclude and data.relabel name image files; the digits are in memory "
+                          "(task.source=digits)")
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
 

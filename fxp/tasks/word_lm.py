@@ -5,8 +5,8 @@ of the batch before (the book's `group_chunks`), so a stateful RNN carries its h
 
 Data: `data.path` with train.txt and valid.txt (fastai's URLs.HUMAN_NUMBERS layout), or, by default, fastai's
 HUMAN_NUMBERS made here (the numbers 1-9,999 in English words, one a line: train 1-8,000, valid 8,001-9,999), written
-into the run's data/ folder. Models (fxp.models): the book's LMModel1..7 and the lesson's GRU/LSTM (`model.net`); a model's
-output is (bs, seq_len, vocab) for every next word, or (bs, vocab) for the last one only (LMModel1-3, the book's
+into the run's data/ folder. Models (fxp.models): the book's LMModel1..7 and the lesson's GRU/LSTM (`model.net`); a
+model's output is (bs, seq_len, vocab) for every next word, or (bs, vocab) for the last one only (LMModel1-3, the book's
 first models), and the loss and accuracy compare it with the matching targets.
 Module top stays light (the schema is read before anything heavy); torch and fastai are imported where they are used.
 """
@@ -164,7 +164,8 @@ def learner(cfg, dls):
     if hasattr(net, "alpha"):
         cbs += [RNNCallback(), RNNRegularizer(alpha=net.alpha, beta=net.beta)]
     scores = [m if isinstance(m, Metric) else Aligned(m, aligned) for m in metrics(cfg.task.metrics)]
-    return Learner(dls, net, loss_func=next_word_loss, metrics=scores, cbs=cbs, **OmegaConf.to_container(cfg.model.kwargs))
+    return Learner(dls, net, loss_func=next_word_loss, metrics=scores, cbs=cbs,
+                   **OmegaConf.to_container(cfg.model.kwargs))
 
 
 def evaluate(learn, cfg) -> dict:
