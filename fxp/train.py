@@ -27,9 +27,9 @@ from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCS
                            load_checkpoint, progress)
 from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
-from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
 from fxp.runs import (CHECKPOINTS, LAST, MODEL, PLOTS, Run, best_metrics, final_metrics, first_line, read_metrics,
                       truncate_metrics, write_atomic)
+from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
 
 log = logging.getLogger("fxp")
 
