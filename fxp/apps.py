@@ -433,6 +433,10 @@ def report(run) -> None:
     from rich.table import Table
 
     summary = read_summary(run.path)
+    if "shown" in summary:  # fxp show: the summary is printed already; where the batch is
+        console().print(f"{summary['task']}: {summary['items_train']} training and {summary['items_valid']} valid "
+                        f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)
+        return
     what = "lr-find " if "suggested_lrs" in summary else ""
     table = Table(title=f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s")
     if what:
@@ -497,3 +501,22 @@ LR_FIND_HELP = ("hydra.help.app_name=fxp lr-find",
                 "hydra.help.footer='Examples: fxp lr-find task=pets data.path=DIR | then fxp train task=pets "
                 "trainer.lr=SUGGESTED (or trainer.lr=find)'")
 train, lr_find = hydra_command(train_app), hydra_command(lr_find_app, LR_FIND_HELP)  # `fxp train`, `fxp lr-find`
+
+
+@hydra.main(config_path="pkg://fxp.conf", config_name="config", version_base="1.3")
+def show_app(cfg) -> None:
+    job(cfg, "show")
+
+
+SHOW_HELP = ("hydra.help.app_name=fxp show",
+             "hydra.help.header='${hydra.help.app_name}: compose a config as fxp train does (the same overrides), then "
+             "only build its data: a training batch in plots/batch.png and the DataBlock summary, in "
+             "outputs/show/<task>/<stamp> (hydra.run.dir= to choose)'",
+             "hydra.help.footer='Examples: fxp show task=pets data.path=DIR | fxp show task=mnist task.aug={}'")
+SHOW_DIR = "hydra.run.dir=outputs/show/${hydra:runtime.choices.task}/${now:%Y-%m-%d_%H-%M-%S}_${fxp_uid:}"
+
+
+def show(args: list[str]) -> int:
+    "`fxp show`: a run-like folder under outputs/show/ unless hydra.run.dir= says where (nothing is trained)."
+    given = any(a.lstrip("+").startswith("hydra.run.dir=") for a in args)
+    return hydra_command(show_app, SHOW_HELP)(args if given else [*args, SHOW_DIR])

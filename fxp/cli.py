@@ -40,6 +40,10 @@ commands:
                              preprocessing) and a parity check against the learner, in RUN_DIR/export/
   serve RUN_DIR [--host H] [--port P]
                              a web page and JSON API (POST /predict, GET /info, GET /health) for predictions
+  show [OVERRIDES...]        see the data first, without training: a training batch (plots/batch.png) and the
+                             DataBlock summary, in outputs/show/<task>/<stamp>
+  clean RUN_DIR [--top N]    the items a run's model gets most wrong: RUN_DIR/clean/top_losses.csv (mark keep,
+                             delete, relabel:LABEL) and a contact sheet; next run: data.exclude=, data.relabel=
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 
@@ -67,6 +71,8 @@ COMMANDS = {
     "serve": "fxp.commands.serve:main",
     "compare": "fxp.commands.compare:main",
     "report": "fxp.commands.report:main",
+    "show": "fxp.apps:show",
+    "clean": "fxp.commands.clean:main",
 }
 
 

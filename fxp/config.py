@@ -146,7 +146,21 @@ def validate(cfg, overrides=()):
             raise ConfigError(f"data.path={cfg.data.path} does not exist (looked for {path}); "
                               f"point data.path= at a local copy of the dataset")
         out.data.path = str(path)  # config.yaml records where the data was, whatever the working directory
+    for key in ("exclude", "relabel"):  # fxp clean's lists, recorded as data.path is
+        if cfg.data[key]:
+            out.data[key] = str(_clean_list(f"data.{key}", cfg.data[key], kind))
     return out
+
+
+def _clean_list(key: str, file: str, kind) -> Path:
+    "An existing CSV for a kind that takes fxp clean's lists (`CURATES`); else one line."
+    path = Path(file).expanduser().resolve()
+    if not getattr(kind, "CURATES", False):
+        raise ConfigError(f"{key}: a {kind.Task.kind} task does not take fxp clean's lists (classification does)")
+    if not path.is_file():
+        raise ConfigError(f"{key}={file} is not a file (looked for {path}); give the CSV fxp clean wrote "
+                          f"(RUN/clean/top_losses.csv)")
+    return path
 
 
 def cautions(cfg) -> list[str]:

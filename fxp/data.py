@@ -257,7 +257,9 @@ def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
         if len(ds) == 0:
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
     same_size(block, source)
-    return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+    out = dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+    out.block, out.source = block, source  # fxp show prints block.summary(source)
+    return out
 
 
 def same_size(block, source) -> None:
@@ -292,3 +294,84 @@ def quiet_readonly_arrays() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+# --- fxp clean's lists: items left out or relabelled in the next run, the files on disk untouched -------------------
+
+CLEAN_COLS = ("file", "split", "label", "predicted", "probability", "loss", "action")
+RELABEL = "relabel:"
+
+
+def file_key(root: Path, get_x, item) -> str:
+    "What fxp clean's CSV calls an item: its image file's path under the data folder `root` (get_x: a row's file)."
+    f = Path(get_x(item) if get_x is not None else item)
+    try:
+        return f.relative_to(root).as_posix()
+    except ValueError:  # a file outside the data folder
+        return str(f)
+
+
+def item_key(root: Path, get_x=None):
+    "`file_key` for the items of a data folder, picklable (a relabelled get_y keeps it in model.pkl)."
+    from functools import partial
+
+    return partial(file_key, root, get_x)
+
+
+def clean_actions(file: str, key: str) -> pd.DataFrame:
+    "fxp clean's CSV: a file and an action (empty, keep, delete or relabel:LABEL) a row; else one line."
+    df = read_table(Path(file), key, {f"{key}: ": ["file", "action"]}, dtype=str, keep_default_na=False)
+    bad = [a for a in df.action if a not in ("", "keep", "delete") and not (a.startswith(RELABEL) and a[len(RELABEL):])]
+    if bad:
+        raise FxpError(f"{file} ({key}=): action {bad[0]!r} is not keep, delete or {RELABEL}LABEL")
+    return df
+
+
+def excluded(df) -> set:
+    "The files data.exclude drops: those marked delete, or every one listed when no action is set."
+    return set(df.file if (df.action == "").all() else df.file[df.action == "delete"])
+
+
+def relabelled(df) -> dict:
+    "file → new label, for the rows marked relabel:LABEL."
+    rows = df[df.action.str.startswith(RELABEL)]
+    return dict(zip(rows.file, rows.action.str[len(RELABEL):]))
+
+
+class Relabel:
+    "A get_y giving the labels data.relabel sets (by `key(item)`), and `get_y`'s for the other items."
+
+    def __init__(self, get_y, labels: dict, key):
+        self.get_y, self.labels, self.key = get_y, labels, key
+
+    def __call__(self, item):
+        return self.labels.get(self.key(item)) or self.get_y(item)
+
+
+def curate(items, get_y, data, key):
+    """`items` (files or a listing's rows) less those `data.exclude` drops, and a get_y with `data.relabel`'s labels:
+    fxp clean's CSVs, matched by `key(item)`. Returns the items, the get_y and what summary.json records of it."""
+    info = {}
+    names = [key(r) for _, r in items.iterrows()] if hasattr(items, "iloc") else [key(o) for o in items]
+    if data.exclude:
+        drop = _matched(excluded(clean_actions(data.exclude, "data.exclude")), names, "data.exclude", "delete")
+        keep = np.array([n not in drop for n in names], dtype=bool)
+        items = items[keep].reset_index(drop=True) if hasattr(items, "iloc") else [o for o, k in zip(items, keep) if k]
+        names = [n for n, k in zip(names, keep) if k]
+        info.update(excluded=int((~keep).sum()), exclude_file=data.exclude)
+    if data.relabel:
+        listed = relabelled(clean_actions(data.relabel, "data.relabel"))
+        labels = _matched(listed, names, "data.relabel", RELABEL + "LABEL")
+        get_y = Relabel(get_y, labels, key)
+        info.update(relabelled=sum(n in labels for n in names), relabel_file=data.relabel)
+    return items, get_y, info
+
+
+def _matched(listed, names: list, key: str, action: str):
+    "`listed` (files) if it names an item of the data; else one line (a list from another data set, or nothing marked)."
+    if not listed:
+        raise FxpError(f"{key}: no row of the file is marked {action}; mark some in its action column")
+    if not set(listed) & set(names):
+        raise FxpError(f"{key}: none of its {len(listed)} files is an item of this data (e.g. {next(iter(listed))}); "
+                       f"give a list fxp clean wrote for a run on this data.path")
+    return listed

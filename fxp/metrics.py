@@ -21,3 +21,16 @@ def metrics(names) -> list:
                            f"top_k_accuracy, accuracy_multi, F1Score)")
         out.append(fn() if isinstance(fn, type) else fn)
     return out
+
+
+class Aligned(fastai_metrics.AvgMetric):
+    "A functional metric (accuracy) on predictions and targets as `align` pairs them, where their shapes differ."
+
+    def __init__(self, func, align):
+        super().__init__(func)
+        self.align = align
+
+    def accumulate(self, learn):
+        bs = fastai_metrics.find_bs(learn.yb)
+        self.total += learn.to_detach(self.func(*self.align(learn.pred, *learn.yb))) * bs
+        self.count += bs

@@ -1,4 +1,6 @@
 "Architectures fastai does not ship, built from its layers."
+import torch
+import torch.nn.functional as F
 from fastai.layers import ConvLayer, Flatten, ResBlock
 from torch import nn
 
@@ -17,3 +19,128 @@ def resnet_mnist(n_in: int = 1, n_out: int = 10) -> nn.Sequential:
 
     return nn.Sequential(conv_and_res(n_in, 8), conv_and_res(8, 16), conv_and_res(16, 32), conv_and_res(32, 16),
                          ConvLayer(16, n_out, stride=2), Flatten())
+
+
+# --- next-word language models (fastbook ch. 12, course-v3 lesson 7), for the word_lm kind ---------------------
+
+
+class LMModel1(nn.Module):
+    "Three words in, the next one out: an embedding, one linear layer per step, shared (fastbook's first model)."
+    min_words = 3
+
+    def __init__(self, vocab_sz: int, n_hidden: int = 64):
+        super().__init__()
+        self.i_h, self.h_h, self.h_o = nn.Embedding(vocab_sz, n_hidden), nn.Linear(n_hidden, n_hidden), \
+            nn.Linear(n_hidden, vocab_sz)
+
+    def forward(self, x):
+        x = x[:, -3:]  # the last three words (task.seq_len=3 is the book's data)
+        h = F.relu(self.h_h(self.i_h(x[:, 0])))
+        h = h + self.i_h(x[:, 1])
+        h = F.relu(self.h_h(h))
+        h = h + self.i_h(x[:, 2])
+        return self.h_o(F.relu(self.h_h(h)))
+
+
+class LMModel2(LMModel1):
+    "LMModel1 as a loop over the words: a recurrent neural network."
+    min_words = 1
+
+    def forward(self, x):
+        h = 0
+        for i in range(x.shape[1]):
+            h = F.relu(self.h_h(h + self.i_h(x[:, i])))
+        return self.h_o(h)
+
+
+class Stateful(nn.Module):
+    """A model whose hidden state `h` goes on from batch to batch (detached: gradients flow within a batch), reset by
+    fastai's ModelResetter at each epoch's training and validation."""
+
+    def reset(self):
+        self.h = None
+
+    def state(self, x, shape):
+        "The hidden state for batch `x`: zeros at the start (or when the batch size changes), else the last one."
+        if self.h is None or self.h.shape[-2] != x.shape[0]:
+            self.h = torch.zeros(*shape, x.shape[0], self.n_hidden, device=x.device)
+        return self.h
+
+
+class LMModel3(Stateful):
+    "LMModel2 keeping its hidden state between batches."
+
+    def __init__(self, vocab_sz: int, n_hidden: int = 64):
+        super().__init__()
+        self.n_hidden = n_hidden
+        self.i_h, self.h_h, self.h_o = nn.Embedding(vocab_sz, n_hidden), nn.Linear(n_hidden, n_hidden), \
+            nn.Linear(n_hidden, vocab_sz)
+        self.reset()
+
+    def steps(self, x):
+        h = self.state(x, ())
+        for i in range(x.shape[1]):
+            h = F.relu(self.h_h(h + self.i_h(x[:, i])))
+            yield h
+        self.h = h.detach()
+
+    def forward(self, x):
+        return self.h_o(list(self.steps(x))[-1])
+
+
+class LMModel4(LMModel3):
+    "LMModel3 predicting every next word, not only the last: more signal per sequence."
+
+    def forward(self, x):
+        return self.h_o(torch.stack(list(self.steps(x)), dim=1))
+
+
+class LMModel5(Stateful):
+    "PyTorch's multi-layer RNN (nn.RNN), or any of its cells (`cell`: RNN, GRU, LSTM); `bn`: the lesson's BatchNorm."
+
+    def __init__(self, vocab_sz: int, n_hidden: int = 64, n_layers: int = 2, cell: str = "RNN", bn: bool = False,
+                 p: float = 0.0):
+        super().__init__()
+        self.n_hidden, self.n_layers, self.lstm = n_hidden, n_layers, cell.upper() == "LSTM"
+        self.i_h = nn.Embedding(vocab_sz, n_hidden)
+        self.rnn = getattr(nn, cell.upper())(n_hidden, n_hidden, n_layers, batch_first=True)
+        self.drop = nn.Dropout(p)
+        self.bn = nn.BatchNorm1d(n_hidden) if bn else None
+        self.h_o = nn.Linear(n_hidden, vocab_sz)
+        self.reset()
+
+    def recur(self, x):
+        "The RNN's output for batch `x`, its state kept (detached) for the next batch."
+        h = self.state(x, (2, self.n_layers) if self.lstm else (self.n_layers,))
+        res, h = self.rnn(self.i_h(x), tuple(h) if self.lstm else h)
+        self.h = (torch.stack(h) if self.lstm else h).detach()
+        return res
+
+    def forward(self, x):
+        out = self.drop(self.recur(x))
+        if self.bn is not None:  # fastai's BatchNorm1dFlat: over every (item, word) row
+            out = self.bn(out.flatten(0, 1)).view_as(out)
+        return self.h_o(out)
+
+
+class LMModel6(LMModel5):
+    "A 2-layer LSTM (fastbook's LMModel6)."
+
+    def __init__(self, vocab_sz: int, n_hidden: int = 64, n_layers: int = 2):
+        super().__init__(vocab_sz, n_hidden, n_layers, cell="LSTM")
+
+
+class LMModel7(LMModel5):
+    """LMModel6 with dropout, weight tying and AR/TAR regularization (`alpha`, `beta`: fastai's RNNRegularizer):
+    the output, the raw and the dropped-out activations, as fastai's RNNCallback takes them."""
+
+    def __init__(self, vocab_sz: int, n_hidden: int = 64, n_layers: int = 2, p: float = 0.5, alpha: float = 2.0,
+                 beta: float = 1.0):
+        super().__init__(vocab_sz, n_hidden, n_layers, cell="LSTM", p=p)
+        self.h_o.weight = self.i_h.weight
+        self.alpha, self.beta = alpha, beta
+
+    def forward(self, x):
+        raw = self.recur(x)
+        out = self.drop(raw)
+        return self.h_o(out), raw, out

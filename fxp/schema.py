@@ -98,6 +98,8 @@ class Data:
     "A local copy of the task's dataset (`path`; else the task's fastai `url` is downloaded once)."
     path: Optional[str] = None
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
+    exclude: Optional[str] = None  # fxp clean's CSV: drop its rows marked delete (all its rows if none is marked)
+    relabel: Optional[str] = None  # fxp clean's CSV: its rows marked relabel:LABEL get LABEL (the files stay as they are)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
 from fxp.runs import (CHECKPOINTS, LAST, MODEL, PLOTS, Run, best_metrics, final_metrics, first_line, read_metrics,
                       truncate_metrics, write_atomic)
+from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
 
 log = logging.getLogger("fxp")
 
@@ -350,10 +351,11 @@ def build(step, cfg, run: Run, ctx: StepContext):
         announce(step.about)
     dls = step.dls(ctx)
     check_batches(dls, cfg.trainer.bs)
+    guarded_batch_png(dls, ctx.path / PLOTS / BATCH)  # see the data first; the training order is untouched
     learn = attach(step.learner(dls, ctx), ctx.path)
     if step.folder is None:
         run.info.update(device=str(ctx.device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
-                        skipped_images=len(getattr(dls, "skipped", [])))
+                        skipped_images=len(getattr(dls, "skipped", [])), **getattr(dls, "curated", {}))
     return learn
 
 
@@ -378,3 +380,18 @@ def _suggest_funcs():
     from fastai.callback.schedule import minimum, slide, steep, valley
 
     return (valley, slide, steep, minimum)
+
+
+def show(cfg, run: Run) -> None:
+    """fxp show: only the first step's DataLoaders: a training batch in plots/batch.png and the DataBlock summary
+    (printed and in datablock.txt), so a wrong label function or split is seen before any training."""
+    kind = dispatch.kind_module(cfg.task.kind)
+    device = setup(cfg)
+    step = dispatch.steps(kind, cfg)[0]
+    dls = step.dls(StepContext(device, run.path, run.path, {}))
+    check_batches(dls, cfg.trainer.bs)
+    batch_png(dls, run.path / PLOTS / BATCH)
+    text = datablock_summary(dls)
+    write_atomic(run.path / DATABLOCK, text)
+    print(text, flush=True)
+    run.info.update(items_train=len(dls.train_ds), items_valid=len(dls.valid_ds), shown=f"{PLOTS}/{BATCH}")

@@ -13,6 +13,7 @@ from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Listed, TaskBase
 
 SOURCES = ("digits", "folders", "regex", "csv")
+CURATES = True  # takes fxp clean's lists (data.exclude, data.relabel) for image files
 
 
 @dataclass
@@ -33,6 +34,9 @@ def check(cfg) -> None:
     task = cfg.task
     check_images(task, source=SOURCES)
     check_model(cfg, *IMAGE_MODEL)
+    if task.source == "digits" and (cfg.data.exclude or cfg.data.relabel):
+        raise ConfigError("data.exclude and data.relabel name image files; the digits are in memory "
+                          "(task.source=digits)")
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
 
@@ -46,15 +50,17 @@ def dls(cfg, device):
     from fastai.vision.data import ImageBlock, PILImageBW
 
     from fxp import vision
-    from fxp.data import data_path
+    from fxp.data import curate, data_path, item_key
 
     root = data_path(cfg)
     items, getters, splitter, skipped = _SOURCES[t.source](t, root, cfg.data.skip_bad)
+    key = item_key(root, getters.get("get_x"))
+    items, getters["get_y"], curated = curate(items, getters["get_y"], cfg.data, key)  # fxp clean's lists
     _check_classes(items, getters["get_y"], splitter, _fix_split(t, root))
     block = DataBlock(blocks=(ImageBlock(PILImageBW) if t.bw else ImageBlock, CategoryBlock), splitter=splitter,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t), **getters)
     out = vision.dataloaders(block, items, cfg, device, "check the split settings (task.valid_pct, task.train/task.valid folders or task.valid_col)")
-    out.skipped = skipped
+    out.skipped, out.curated, out.item_key = skipped, curated, key  # summary.json; fxp clean names items by key
     return out
 
 
