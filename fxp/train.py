@@ -22,7 +22,7 @@ from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fxp import dispatch, plots
+from fxp import dispatch, plots, techniques
 from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, guarded,
                            load_checkpoint, progress)
 from fxp.errors import FxpError, building
@@ -96,7 +96,7 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> l
                        f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
     cbs = [MetricsCSV(), *progress(n_stages), DivergenceGuard(), LastCheckpoint(step), *loggers(cfg.logger),
-           *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
+           *techniques.callbacks(tr), *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
     if tr.early_stopping.patience is not None:
@@ -254,10 +254,14 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
     if best is not None:
         best.restore()
-    learn.remove_cbs(cbs)
     last = csv_rows.epochs_done or None
-    return {"model_epoch": best.best_epoch if best is not None and best.best_epoch else last,
-            "items_per_s": csv_rows.items_per_s}
+    facts = {"model_epoch": best.best_epoch if best is not None and best.best_epoch else last,
+             "items_per_s": csv_rows.items_per_s}
+    for cb in cbs:  # a callback's own record of the step (activation statistics), with the files it writes
+        if getattr(type(cb), "step_done", None):
+            facts.update(cb.step_done(learn.path))
+    learn.remove_cbs(cbs)
+    return facts
 
 
 def train(cfg, run: Run, resume: bool = False) -> None:
@@ -273,6 +277,8 @@ def train(cfg, run: Run, resume: bool = False) -> None:
     evaluation = kind.evaluate(learn, cfg)
     run.info.update(evaluation)
     kind.plots(learn, cfg, run.path / PLOTS, evaluation)
+    if cfg.trainer.tta:
+        run.info.update(techniques.tta_metrics(learn))
 
 
 def export(learn, file: Path) -> None:
@@ -340,6 +346,7 @@ def build(step, cfg, run: Run, ctx: StepContext):
     dls = step.dls(ctx)
     check_batches(dls, cfg.trainer.bs)
     learn = attach(step.learner(dls, ctx), ctx.path)
+    techniques.use_opt(learn, cfg.trainer)
     if step.folder is None:
         run.info.update(device=str(ctx.device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
                         skipped_images=len(getattr(dls, "skipped", [])))

@@ -14,7 +14,7 @@ from fxp.errors import FxpError
 from fxp.runs import CONFIG, MODEL
 
 
-HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--json]
+HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--tta] [--json]
 
 Predict with a run's exported model (RUN_DIR/model.pkl, on the CPU) and print a table, one row per input.
 
@@ -23,6 +23,7 @@ arguments:
   INPUT...         what the run's kind takes: image files or folders of images, texts (quoted), a CSV of rows
                    (tabular), a CSV of user,item pairs (collab)
   --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10
+  --tta            test-time augmentation (image runs): average the predictions over augmented copies
   --json           print a JSON list of dicts instead of the table
   -h, --help       show this help
 
@@ -37,7 +38,7 @@ def main(args: list[str]) -> int:
         print(HELP, end="")
         return 0
     as_json = "--json" in args
-    run_dir, inputs, options = _predict_args([a for a in args if a != "--json"])
+    run_dir, inputs, options = _predict_args([a for a in args if a not in ("--json", "--tta")])
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
     from fxp import dispatch
@@ -49,6 +50,10 @@ def main(args: list[str]) -> int:
     if unknown:
         takes = ", ".join(f"--{o}" for o in accepted) or "no options"
         raise FxpError(f"fxp predict: --{unknown[0]} is not an option of {cfg.task.kind} runs (it takes {takes})")
+    if "--tta" in args:
+        if "tta" not in accepted:
+            raise FxpError(f"fxp predict: --tta: a {cfg.task.kind} run has no test-time augmentation (image runs do)")
+        options["tta"] = True
     try:
         rows = kind.predict(_load_learner(run_dir / MODEL), cfg, inputs, **options)
     except FxpError:
