@@ -130,15 +130,13 @@ TECHNIQUES = {"mixup": "it mixes pairs of images and their labels", "cutmix": "i
               "another and mixes their labels", "tta": "it averages predictions over augmented copies of each image"}
 
 
-def check_techniques(cfg, kind) -> None:
-    """The techniques the trainer turns on are ones the kind's inputs take (its module's TECHNIQUES), mixup and cutmix
-    not both, and the optimizer's hyper-parameters are ones it has; else one line naming the key."""
-    from fxp import dispatch
-
+def check_techniques(cfg, taken: dict) -> None:
+    """The techniques the trainer turns on are ones the kind's inputs take (`taken`: each kind's TECHNIQUES), mixup and
+    cutmix not both, and the optimizer's hyper-parameters are ones it has; else one line naming the key."""
     tr = cfg.trainer
     for key, why in TECHNIQUES.items():
-        if tr[key] and key not in getattr(kind, "TECHNIQUES", ()):
-            takers = [k for k in dispatch.kinds() if key in getattr(dispatch.kind_module(k), "TECHNIQUES", ())]
+        if tr[key] and key not in taken[cfg.task.kind]:
+            takers = [k for k, keys in taken.items() if key in keys]
             value = str(tr[key]).lower() if isinstance(tr[key], bool) else tr[key]
             raise ConfigError(f"trainer.{key}={value}: a {cfg.task.kind} task cannot use it ({why}); "
                               f"{', '.join(takers)} tasks can")

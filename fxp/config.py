@@ -124,7 +124,7 @@ def validate(cfg, overrides=()):
     check_metrics("task.metrics", typed.task.metrics)
     check_targets(typed)
     _check_trainer(typed.trainer)
-    check_techniques(typed, kind)
+    check_techniques(typed, {k: getattr(dispatch.kind_module(k), "TECHNIQUES", ()) for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
     kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too

@@ -164,8 +164,8 @@ def plot(table: torch.Tensor, hists: torch.Tensor, names: list[str], ends: list[
             ax.axvline(end, color="grey", linestyle=":", linewidth=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training batch")
-        if k == 2:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="layer (colour: depth)")
+    # beside the figure, where tight_layout leaves it be and the saved image's tight box takes it in
+    fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=7, title="layer (colour: depth)")
     for j, layer in enumerate(shown):
         ax = fig.add_subplot(grid[1, j * 3:(j + 1) * 3])
         ax.imshow(hists[layer], origin="lower", aspect="auto")
