@@ -47,8 +47,23 @@ def callbacks(tr) -> list:
     cbs = [MixUp(tr.mixup)] if tr.mixup else []
     cbs += [CutMix(tr.cutmix)] if tr.cutmix else []
     cbs += [GradientClip(tr.clip)] if tr.clip is not None else []
-    cbs += [GradientAccumulation(n_acc=tr.accumulate * tr.bs)] if tr.accumulate > 1 else []  # fastai counts items
+    cbs += [Accumulate(n_acc=tr.accumulate * tr.bs)] if tr.accumulate > 1 else []  # fastai counts items
     return cbs + ([LayerStats()] if tr.activation_stats else [])
+
+
+class Accumulate(GradientAccumulation):
+    """fastai's GradientAccumulation, whose gradients pending at an epoch's end (its batches not a multiple of the
+    step's) go into the checkpoint with its count: fxp resume goes on as if never stopped."""
+    carried = ("count", "pending")
+
+    def after_epoch(self):  # before LastCheckpoint writes the epoch's checkpoint
+        self.pending = [p.grad for p in self.learn.model.parameters()] if self.count else None
+
+    def before_train(self):
+        "A resumed fit's pending gradients back in place (otherwise they are there already: the same tensors)."
+        for p, g in zip(self.learn.model.parameters(), self.__dict__.get("pending") or ()):
+            if g is not None and p.grad is not g:
+                p.grad = g
 
 
 def tta_metrics(learn) -> dict:

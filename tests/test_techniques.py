@@ -119,12 +119,26 @@ def test_clip_caps_the_gradient_norm(tmp_path_factory):
     assert len(NORMS["after"]) == len(NORMS["before"]) and max(NORMS["after"]) <= 0.5 * 1.0001
 
 
+@pytest.fixture(scope="module")
+def accumulated(tmp_path_factory):
+    return train(tmp_path_factory, "accumulate", "trainer.accumulate=4")
+
+
 @pytest.mark.slow
-def test_accumulation_steps_the_optimizer_once_every_n_batches(tmp_path_factory, digits_run):
-    run = train(tmp_path_factory, "accumulate", "trainer.accumulate=4")
+def test_accumulation_steps_the_optimizer_once_every_n_batches(accumulated, digits_run):
     batches = opt_state(digits_run)[0]["step"]  # Adam counts its steps: one a batch without accumulation
     assert batches == 2 * 22  # 1437 training digits, 22 whole batches of 64 an epoch
-    assert opt_state(run)[0]["step"] == batches // 4
+    assert opt_state(accumulated)[0]["step"] == batches // 4
+
+
+@pytest.mark.slow
+def test_accumulation_resumes_with_the_gradients_pending_at_the_stop(accumulated, tmp_path):
+    "22 batches an epoch, a step every 4: the stop after epoch 1 leaves 2 batches' gradients that the next step needs."
+    from test_resume import curves, resume, stopped
+
+    run = stopped(tmp_path, 1, "trainer.epochs=2", "trainer.accumulate=4")
+    resume(run)
+    assert curves(run) == curves(accumulated)
 
 
 @pytest.mark.slow
