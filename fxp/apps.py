@@ -409,7 +409,7 @@ def report(run) -> None:
         tta = ", ".join(f"{k[4:]} {number(v)}" for k, v in summary.items() if k.startswith("tta_"))
         notes = [model_line(summary, read_config(run.path)),
                  f"lr_found: {summary['lr_found']}" if "lr_found" in summary else "",
-                 f"with test-time augmentation: {tta}" if tta else ""]
+                 f"model.pkl with test-time augmentation: {tta}" if tta else ""]
     out = console()
     out.print(table)
     for line in [*filter(None, notes), f"run folder: {run.path}"]:

@@ -190,9 +190,9 @@ def collapsed(summary: dict) -> dict | None:
         return None
     first = min(layers, key=lambda c: (c["epoch"], c.get("index", 0)))
     evidence = "; ".join(f"{c['layer']}: {c.get('near_zero', 1):.0%} near zero from epoch {c['epoch']}" for c in layers)
-    return finding("activations collapse", first["epoch"], f"{evidence} (over {stats.get('near_zero_above', 0):.0%} "
-                                                           f"of activations within 0.05 of zero, or below)",
-                   layer=first["layer"], plot=stats.get("plot", "plots/activation_stats.png"))
+    share = f"over {stats.get('near_zero_above', 0):.0%} of a layer's activations at or below 0.05: dead after a ReLU"
+    return finding("activations collapse", first["epoch"], f"{evidence} ({share})", layer=first["layer"],
+                   plot=stats.get("plot", "plots/activation_stats.png"))
 
 
 def failed(rows: list[dict], error) -> dict:

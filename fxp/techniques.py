@@ -163,29 +163,40 @@ def collapsed(table: torch.Tensor, ends: list[int], names: list[str]) -> list[di
 
 def plot(table: torch.Tensor, hists: torch.Tensor, names: list[str], ends: list[int], dest: Path) -> None:
     """Top: each layer's activation mean, std and near-zero share per training batch (colour: depth; dotted: epoch
-    ends). Below: lesson 10's 'colorful dimension' of up to HIST_LAYERS layers: the histogram of activations (0 to 10,
-    bottom to top) per batch (left to right), brighter where more."""
+    ends). Below: lesson 10's 'colorful dimension' of up to HIST_LAYERS layers, spread from first to last."""
     from fxp.plots import plt, save
 
     shown = torch.linspace(0, len(names) - 1, min(HIST_LAYERS, len(names))).round().int().unique().tolist()
     fig = plt.figure(figsize=(15, 7.5))
-    grid = fig.add_gridspec(2, len(shown) * 3)
+    grid = fig.add_gridspec(2, len(shown))
+    curves(fig, grid[0, :].subgridspec(1, 3, wspace=0.25), table, names, shown, ends)
+    for j, layer in enumerate(shown):
+        color_dim(fig.add_subplot(grid[1, j]), hists[layer], names[layer])
+    fig.suptitle("activations per layer over training; below: their histograms per batch ('colorful dimension')",
+                 fontsize=10)
+    save(fig, dest)
+
+
+def curves(fig, grid, table: torch.Tensor, names: list[str], shown: list[int], ends: list[int]) -> None:
+    "Mean, std and near-zero share of every layer per batch; the legend (the `shown` layers) beside the figure."
+    from fxp.plots import plt
+
     colors = plt.cm.viridis(torch.linspace(0, 0.9, len(names)).tolist())
     for k, title in enumerate(("mean", "std", "share near zero (≤ 0.05)")):
-        ax = fig.add_subplot(grid[0, k * len(shown):(k + 1) * len(shown)])
+        ax = fig.add_subplot(grid[0, k])
         for layer, color in enumerate(colors):
-            ax.plot(table[:, layer, k], color=color, linewidth=1, label=names[layer] if layer in shown else None)
+            label = names[layer] if k == 0 and layer in shown else None
+            ax.plot(table[:, layer, k], color=color, linewidth=1, label=label)
         for end in ends[:-1]:
             ax.axvline(end, color="grey", linestyle=":", linewidth=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training batch")
     # beside the figure, where tight_layout leaves it be and the saved image's tight box takes it in
     fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=7, title="layer (colour: depth)")
-    for j, layer in enumerate(shown):
-        ax = fig.add_subplot(grid[1, j * 3:(j + 1) * 3])
-        ax.imshow(hists[layer], origin="lower", aspect="auto")
-        ax.set_title(names[layer], fontsize=8)
-        ax.axis("off")
-    fig.suptitle("activations per layer over training; below: histograms per batch ('colorful dimension')",
-                 fontsize=10)
-    save(fig, dest)
+
+
+def color_dim(ax, hist: torch.Tensor, name: str) -> None:
+    "fastai's `color_dim`: a layer's histogram of activations (0 to 10, bottom to top) per batch, brighter where more."
+    ax.imshow(hist, origin="lower", aspect="auto")
+    ax.set_title(name, fontsize=8)
+    ax.axis("off")

@@ -175,7 +175,7 @@ def test_the_issue_command_on_mnist(tmp_path_factory, fxp):
                 "task.label_smoothing=0.1", "trainer.tta=true", "trainer.activation_stats=true", "trainer.epochs=1",
                 "trainer.bs=16", "task.aug.max_rotate=20", cwd=cwd)
     assert r.returncode == 0, r
-    assert "with test-time augmentation: accuracy" in r.stdout
+    assert "model.pkl with test-time augmentation: accuracy" in r.stdout
     run = newest_run(cwd)
     cfg, s = config(run), summary(run)
     assert (cfg["trainer"]["opt"], cfg["trainer"]["mixup"], cfg["task"]["label_smoothing"]) == ("sgd", 0.4, 0.1)

@@ -23,7 +23,7 @@ arguments:
   INPUT...         what the run's kind takes: image files or folders of images, texts (quoted), a CSV of rows
                    (tabular), a CSV of user,item pairs (collab)
   --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10
-  --tta            test-time augmentation (image runs): average the predictions over augmented copies
+  --tta            test-time augmentation (image runs): average the predictions over augmented copies (seeded)
   --json           print a JSON list of dicts instead of the table
   -h, --help       show this help
 
@@ -54,6 +54,9 @@ def main(args: list[str]) -> int:
         if "tta" not in accepted:
             raise FxpError(f"fxp predict: --tta: a {cfg.task.kind} run has no test-time augmentation (image runs do)")
         options["tta"] = True
+        from fastai.torch_core import set_seed
+
+        set_seed(cfg.trainer.seed)  # the augmented copies are random: the same call gives the same numbers
     try:
         rows = kind.predict(_load_learner(run_dir / MODEL), cfg, inputs, **options)
     except FxpError:
