@@ -121,25 +121,32 @@ class LayerStats(ActivationStats):
         "An RNN's (nested) tuple of outputs: the statistics of its first tensor, the output."
         return super().hook(m, i, first_tensor(o))
 
-    def names(self) -> list[str]:
-        "Each hooked layer as `<path in the model> <class>` (`0.0 Conv2d`)."
+    def ran(self) -> list[int]:
+        "The hooked layers that ran in every recorded batch (an AWD-LSTM holds modules it calls only by their weights)."
+        return [i for i in range(len(self.modules)) if all(batch[i] is not None for batch in self.stats)]
+
+    def names(self, layers: list[int]) -> list[str]:
+        "Each of `layers` as `<path in the model> <class>` (`0.0 Conv2d`)."
         paths = {id(m): n for n, m in self.learn.model.named_modules()}
-        return [f"{paths.get(id(m), '?')} {type(m).__name__}" for m in self.modules]
+        return [f"{paths.get(id(self.modules[i]), '?')} {type(self.modules[i]).__name__}" for i in layers]
 
-    def table(self) -> torch.Tensor:
-        "(batches, layers, 3): each training batch's mean, std and near-zero share of each layer."
-        return torch.tensor([[[s["mean"], s["std"], s["near_zero"]] for s in batch] for batch in self.stats])
+    def table(self, layers: list[int]) -> torch.Tensor:
+        "(batches, layers, 3): each training batch's mean, std and near-zero share of each of `layers`."
+        return torch.tensor([[[batch[i][k] for k in ("mean", "std", "near_zero")] for i in layers]
+                             for batch in self.stats])
 
-    def hists(self) -> torch.Tensor:
-        "(layers, 40 bins, batches): fastai's histograms of each layer's activations, log(1 + count)."
-        return torch.stack([torch.stack([s["hist"] for s in batch]) for batch in self.stats], -1).float().cpu().log1p()
+    def hists(self, layers: list[int]) -> torch.Tensor:
+        "(layers, 40 bins, batches): fastai's histograms of the activations of each of `layers`, log(1 + count)."
+        counts = torch.stack([torch.stack([batch[i]["hist"] for i in layers]) for batch in self.stats], -1)
+        return counts.float().cpu().log1p()
 
     def step_done(self, folder: Path) -> dict:
         "plots/activation_stats.png under `folder`, and the summary's record: the layers, those that collapsed."
-        if not self.stats:
+        layers = self.ran() if self.stats else []
+        if not layers:
             return {}
-        table, names = self.table(), self.names()
-        plot(table, self.hists(), names, self.ends, folder / PLOT)
+        table, names = self.table(layers), self.names(layers)
+        plot(table, self.hists(layers), names, self.ends, folder / PLOT)
         return {"activation_stats": dict(layers=len(names), near_zero_above=NEAR_ZERO_ABOVE,
                                          collapsed=collapsed(table, self.ends, names), plot=PLOT.as_posix())}
 
