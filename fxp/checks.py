@@ -149,6 +149,16 @@ def check_techniques(cfg, taken: dict) -> None:
                               f"{', '.join(OPT_HYPERS[tr.opt])}); remove it or pick another trainer.opt")
 
 
+def mom_cycled(cfg) -> str | None:
+    """trainer.mom where every stage is one-cycle, which sets the momentum from trainer.moms (it only switches momentum
+    on for sgd and rmsprop, which have none by default). A warning."""
+    tr = cfg.trainer
+    if tr.mom is None or tr.opt in ("sgd", "rmsprop") or any(s.policy == "fit" for s in tr.stages):
+        return None
+    return (f"trainer.mom={tr.mom} changes nothing: every stage is one-cycle, whose momentum follows trainer.moms "
+            f"({list(tr.moms)}); set trainer.moms=[...] instead (trainer.mom acts in fit stages)")
+
+
 def tta_unaugmented(cfg) -> str | None:
     """trainer.tta on images that nothing random transforms in training (no task.aug, no random crop to task.size): the
     augmented copies equal the image, so tta_<metric> is the plain metric. A warning."""

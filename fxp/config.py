@@ -141,10 +141,11 @@ def validate(cfg, overrides=()):
 def cautions(cfg) -> list[str]:
     "What a valid config does that is likely not what was meant, one line each (the command line prints them)."
     from fxp import dispatch
-    from fxp.checks import frozen_random_body, tta_unaugmented
+    from fxp.checks import frozen_random_body, mom_cycled, tta_unaugmented
 
     first = dispatch.steps(dispatch.kind_module(cfg.task.kind), cfg)[0]  # the step that starts from model's weights
-    lines = [frozen_random_body(cfg, cfg.trainer.stages if first.stages is None else first.stages), tta_unaugmented(cfg)]
+    stages = cfg.trainer.stages if first.stages is None else first.stages
+    lines = [frozen_random_body(cfg, stages), mom_cycled(cfg), tta_unaugmented(cfg)]
     return [line for line in lines if line]
 
 

@@ -4,7 +4,7 @@ from torch import nn
 
 
 def small_cnn(n_in: int = 1, n_out: int = 10, channels=(16, 32, 64), bn: bool = True) -> nn.Sequential:
-    "Stride-2 conv blocks (conv, BatchNorm unless not `bn`, ReLU) then a linear head: enough for 8x8 digits and 28x28 MNIST."
+    "Stride-2 conv blocks (conv, BatchNorm unless not `bn`, ReLU), a linear head: enough for 8x8 digits and MNIST."
     chans = [n_in, *channels]
     norm = NormType.Batch if bn else None
     convs = [ConvLayer(ci, co, stride=2, norm_type=norm) for ci, co in zip(chans[:-1], chans[1:])]

@@ -87,9 +87,9 @@ class Trainer:
     mom: Optional[float] = field(default=None, metadata=valid("[0, 1)"))
     sqr_mom: Optional[float] = field(default=None, metadata=valid("[0, 1)"))
     eps: Optional[float] = field(default=None, metadata=valid("(0, 1)"))
-    mixup: float = field(default=0.0, metadata=valid("[0, inf)", why="the α of Beta(α, α), the mixing weights; 0: off"))
-    cutmix: float = field(default=0.0, metadata=valid("[0, inf)", why="the α of Beta(α, α), the cut's area; 0: off"))
-    clip: Optional[float] = field(default=None, metadata=valid("(0, inf)", why="the gradients' largest norm; null: off"))
+    mixup: float = field(default=0.0, metadata=valid("[0, inf)", why="α of Beta(α, α), the mixing weight; 0: off"))
+    cutmix: float = field(default=0.0, metadata=valid("[0, inf)", why="α of Beta(α, α), the cut's area; 0: off"))
+    clip: Optional[float] = field(default=None, metadata=valid("(0, inf)", why="the gradients' top norm; null: off"))
     accumulate: int = field(default=1, metadata=valid("[1, inf)", why="batches per optimizer step"))
     tta: bool = False  # test-time augmentation on the valid set after training: tta_<metric> in summary.json
     activation_stats: bool = False  # per-layer activation statistics: plots/activation_stats.png, collapsed layers
@@ -170,7 +170,7 @@ class Images:
 
 @dataclass
 class Smoothed:
-    "Single-label classifiers: fastai's label-smoothing cross-entropy (lesson 12) with this eps; 0: plain cross-entropy."
+    "Single-label classifiers: fastai's label-smoothing cross-entropy (lesson 12) at this eps; 0: plain cross-entropy."
     label_smoothing: float = field(default=0.0, metadata=valid("[0, 1)"))
 
 

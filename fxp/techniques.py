@@ -157,7 +157,8 @@ def first_tensor(o):
 
 def collapsed(table: torch.Tensor, ends: list[int], names: list[str]) -> list[dict]:
     """Each layer whose activations' near-zero share, averaged over an epoch, is above NEAR_ZERO_ABOVE: the first such
-    epoch. The last layer is the network's output (logits, mostly negative, so 'near zero' by fastai's measure): left out."""
+    epoch. The last layer, the network's output (logits: mostly negative, so 'near zero' by fastai's measure), is left
+    out."""
     out, starts = [], [0, *ends]
     for layer, name in enumerate(names[:-1]):
         for epoch, (a, b) in enumerate(zip(starts, ends), 1):

@@ -209,3 +209,18 @@ def test_predict_tta_needs_an_augmented_image_run(digits_run, fxp):
 ])
 def test_nonsense_is_one_line_naming_the_key(fxp, overrides, mentions):
     assert_one_line_error(fxp("train", *overrides), *mentions)
+
+
+def test_a_momentum_that_one_cycle_overrides_is_a_warning():
+    from omegaconf import OmegaConf
+
+    from fxp.checks import mom_cycled
+    from fxp.schema import Config
+
+    cfg = OmegaConf.structured(Config)
+    cfg.trainer.mom = 0.8
+    assert "trainer.mom=0.8 changes nothing" in mom_cycled(cfg)
+    cfg.trainer.opt = "sgd"  # no momentum by default: trainer.mom switches it on, then one-cycle cycles it
+    assert mom_cycled(cfg) is None
+    cfg.trainer.opt, cfg.trainer.stages = "adam", [{"policy": "fit"}]
+    assert mom_cycled(cfg) is None
