@@ -222,5 +222,5 @@ def test_a_momentum_that_one_cycle_overrides_is_a_warning():
     assert "trainer.mom=0.8 changes nothing" in mom_cycled(cfg)
     cfg.trainer.opt = "sgd"  # no momentum by default: trainer.mom switches it on, then one-cycle cycles it
     assert mom_cycled(cfg) is None
-    cfg.trainer.opt, cfg.trainer.stages = "adam", [{"policy": "fit"}]
+    cfg.trainer.opt, cfg.trainer.stages[0].policy = "adam", "fit"
     assert mom_cycled(cfg) is None
