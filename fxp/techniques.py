@@ -142,7 +142,7 @@ class LayerStats(ActivationStats):
 
     def step_done(self, folder: Path) -> dict:
         "plots/activation_stats.png under `folder`, and the summary's record: the layers, those that collapsed."
-        layers = self.ran() if self.stats else []
+        layers = self.ran() if self.__dict__.get("stats") else []  # none: no fit ran (a resumed step that had ended)
         if not layers:
             return {}
         table, names = self.table(layers), self.names(layers)
