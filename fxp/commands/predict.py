@@ -52,7 +52,8 @@ def main(args: list[str]) -> int:
         raise FxpError(f"fxp predict: --{unknown[0]} is not an option of {cfg.task.kind} runs (it takes {takes})")
     if "--tta" in args:
         if "tta" not in accepted:
-            raise FxpError(f"fxp predict: --tta: a {cfg.task.kind} run has no test-time augmentation (image classifiers have)")
+            raise FxpError(f"fxp predict: --tta: a {cfg.task.kind} run has no test-time augmentation (image "
+                           f"classifiers have)")
         options["tta"] = True
         from fastai.torch_core import set_seed
 
