@@ -451,8 +451,10 @@ def report(run) -> None:
             table.add_column(col, justify="left" if col == "metric" else "right")
         for name, final, best, baseline in rows:
             table.add_row(name, number(final), number(best), *([baseline] if len(table.columns) == 4 else []))
+        tta = ", ".join(f"{k[4:]} {number(v)}" for k, v in summary.items() if k.startswith("tta_"))
         notes = [model_line(summary, read_config(run.path)),
-                 f"lr_found: {summary['lr_found']}" if "lr_found" in summary else ""]
+                 f"lr_found: {summary['lr_found']}" if "lr_found" in summary else "",
+                 f"model.pkl with test-time augmentation: {tta}" if tta else ""]
     out = console()
     out.print(table)
     for line in [*filter(None, notes), f"run folder: {run.path}"]:

@@ -8,7 +8,7 @@ from dataclasses import fields, is_dataclass, replace
 from omegaconf import OmegaConf
 
 from fxp.errors import ConfigError
-from fxp.schema import POLICIES, Valid  # noqa: F401  (POLICIES: the stage policies, for the kinds and tests)
+from fxp.schema import OPT_HYPERS, POLICIES, Valid  # noqa: F401  (POLICIES: the stage policies, for the kinds and tests)
 
 
 def check_values(cfg) -> None:
@@ -123,6 +123,50 @@ def frozen_random_body(cfg, stages) -> str | None:
         return None
     return (f"model.pretrained=false, yet {key} trains with the body frozen ({what}): only the head of a random "
             f"network learns there; train it whole ({fix}, or trainer=default), or use pretrained weights")
+
+
+# trainer keys that only some kinds' inputs take: a kind lists those it takes in its module's TECHNIQUES
+TECHNIQUES = {"mixup": "it mixes pairs of images and their labels", "cutmix": "it pastes a patch of one image into "
+              "another and mixes their labels", "tta": "it averages predictions over augmented copies of each image"}
+
+
+def check_techniques(cfg, taken: dict) -> None:
+    """The techniques the trainer turns on are ones the kind's inputs take (`taken`: each kind's TECHNIQUES), mixup and
+    cutmix not both, and the optimizer's hyper-parameters are ones it has; else one line naming the key."""
+    tr = cfg.trainer
+    for key, why in TECHNIQUES.items():
+        if tr[key] and key not in taken[cfg.task.kind]:
+            takers = [k for k, keys in taken.items() if key in keys]
+            value = str(tr[key]).lower() if isinstance(tr[key], bool) else tr[key]
+            raise ConfigError(f"trainer.{key}={value}: a {cfg.task.kind} task cannot use it ({why}); "
+                              f"{', '.join(takers)} tasks can")
+    if tr.mixup and tr.cutmix:
+        raise ConfigError(f"trainer.mixup={tr.mixup} and trainer.cutmix={tr.cutmix}: a batch is mixed one way at a "
+                          f"time; set one of them to 0")
+    for key in ("mom", "sqr_mom", "eps"):
+        if tr[key] is not None and key not in OPT_HYPERS[tr.opt]:
+            raise ConfigError(f"trainer.{key}={tr[key]}: trainer.opt={tr.opt} has no {key} (it takes "
+                              f"{', '.join(OPT_HYPERS[tr.opt])}); remove it or pick another trainer.opt")
+
+
+def mom_cycled(cfg) -> str | None:
+    """trainer.mom where every stage is one-cycle, which sets the momentum from trainer.moms (it only switches momentum
+    on for sgd and rmsprop, which have none by default). A warning."""
+    tr = cfg.trainer
+    if tr.mom is None or tr.opt in ("sgd", "rmsprop") or any(s.policy == "fit" for s in tr.stages):
+        return None
+    return (f"trainer.mom={tr.mom} changes nothing: every stage is one-cycle, whose momentum follows trainer.moms "
+            f"({list(tr.moms)}); set trainer.moms=[...] instead (trainer.mom acts in fit stages)")
+
+
+def tta_unaugmented(cfg) -> str | None:
+    """trainer.tta on images that nothing random transforms in training (no task.aug, no random crop to task.size): the
+    augmented copies equal the image, so tta_<metric> is the plain metric. A warning."""
+    task = cfg.task
+    if not cfg.trainer.tta or task.get("aug", 0) is not None or task.get("size") and task.resize_method == "crop":
+        return None
+    return ("trainer.tta=true, but the task augments nothing (task.aug is null, no random crop): TTA's copies equal "
+            "the images and tta_<metric> the plain metric; add augmentation (e.g. task.aug.max_rotate=10)")
 
 
 def check_targets(cfg) -> None:

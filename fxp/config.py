@@ -127,7 +127,7 @@ def validate(cfg, overrides=()):
     from omegaconf import OmegaConf
 
     from fxp import dispatch
-    from fxp.checks import check_metrics, check_no_ops, check_targets, check_values
+    from fxp.checks import check_metrics, check_no_ops, check_targets, check_techniques, check_values
 
     plain = _resolved(cfg)
     kind = dispatch.kind_module(plain["task"].get("kind"))
@@ -136,6 +136,7 @@ def validate(cfg, overrides=()):
     check_metrics("task.metrics", typed.task.metrics)
     check_targets(typed)
     _check_trainer(typed.trainer)
+    check_techniques(typed, {k: getattr(dispatch.kind_module(k), "TECHNIQUES", ()) for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
     kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too
@@ -166,11 +167,12 @@ def _clean_list(key: str, file: str, kind) -> Path:
 def cautions(cfg) -> list[str]:
     "What a valid config does that is likely not what was meant, one line each (the command line prints them)."
     from fxp import dispatch
-    from fxp.checks import frozen_random_body
+    from fxp.checks import frozen_random_body, mom_cycled, tta_unaugmented
 
     first = dispatch.steps(dispatch.kind_module(cfg.task.kind), cfg)[0]  # the step that starts from model's weights
-    line = frozen_random_body(cfg, cfg.trainer.stages if first.stages is None else first.stages)
-    return [line] if line else []
+    stages = cfg.trainer.stages if first.stages is None else first.stages
+    lines = [frozen_random_body(cfg, stages), mom_cycled(cfg), tta_unaugmented(cfg)]
+    return [line for line in lines if line]
 
 
 def _resolved(cfg) -> dict:
@@ -240,8 +242,19 @@ def one_line(e: Exception, prefix: str = "") -> str:
         msg = f"{prefix}{key}: {msg}"
     schema = getattr(cause, "object_type", None)
     if "not in" in msg and hasattr(schema, "__dataclass_fields__"):
+        msg += _other_kinds(schema, str(key or "").rpartition(".")[2])
         msg += f"; valid keys: {', '.join(schema.__dataclass_fields__)}"
     elif "not in" in msg:
         msg += "; `fxp train --cfg job` shows every key"
     return msg
 
+
+def _other_kinds(schema, name: str) -> str:
+    "For a key a kind's task lacks: the kinds whose task has it (`task.label_smoothing` on a tabular task)."
+    from fxp import dispatch
+
+    fields = schema.__dataclass_fields__
+    if "kind" not in fields or not name:
+        return ""
+    having = [k for k in dispatch.kinds() if name in dispatch.kind_module(k).Task.__dataclass_fields__]
+    return f" (a {fields['kind'].default} task has no {name}; {', '.join(having)} tasks do)" if having else ""

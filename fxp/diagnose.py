@@ -5,6 +5,9 @@ A failed run's diagnosis is its error. Otherwise the rules, checked on metrics.c
 first:
 - diverged: a loss is NaN/inf, the valid loss jumps above EXPLODE times its lowest so far (at the first epoch:
   EXPLODE times the training loss), or the run stopped as `diverged` -> the learning rate is too high;
+- activations collapse: a layer's activations were nearly all near zero over an epoch (a run with
+  trainer.activation_stats=true records it: summary.json's activation_stats) -> lower the lr, add BatchNorm, check the
+  init (lessons 10-11);
 - no better than its baseline: the main metric's last value is not better than what fxp's trivial predictor reaches
   (summary.json's accuracy_majority, mse_train_mean, ...: fxp.runs.BASELINES) -> the model learnt nothing usable;
 - over-fitting: the main metric (task.monitor; else error_rate, else valid_loss) reached its best and then got
@@ -14,7 +17,7 @@ first:
 - still improving: the last epoch's valid loss drop is at least STEEP times the run's average drop per epoch ->
   train longer.
 Several may hold; the first in that order is the verdict, all are listed (a diverged run's curves say nothing
-more, so divergence is listed alone).
+more, so divergence is listed alone, with collapsed activations if recorded).
 
 A GAN's curves (a run that records gen_loss and crit_loss) are adversarial: the generator and the critic pull its
 losses against each other, so the over-/under-fitting and explosion rules do not apply. What can be said: a
@@ -43,6 +46,8 @@ ADVERSARIAL = ("gen_loss", "crit_loss")  # columns of a GAN's curves
 ADVICE = {
     "failed": "fix what the error says and run again (the traceback is in train.log)",
     "diverged": "learning rate too high: lower trainer.lr (e.g. 10x), or pick it with trainer.lr=find",
+    "activations collapse": "activations collapse in layer {layer} at epoch {epoch}: lower the lr (trainer.lr), add "
+                            "BatchNorm, check the init ({plot})",
     "no better than its baseline": "the model learnt nothing usable: check the labels and inputs (fxp predict on a "
                                    "few items), then train longer ({more}) or at a higher lr (trainer.lr=find)",
     "over-fitting": "train fewer epochs ({fewer}), or regularise: more data augmentation, weight decay (trainer.wd), "
@@ -91,9 +96,11 @@ def diagnose(run_dir: Path, status: str | None = None, summary: dict | None = No
         findings = gan_findings(run_dir, rows, status, metric, lower, baseline)
     else:
         divergence = diverged(rows, status)  # a diverged run's curves say nothing more
-        findings = [divergence] if divergence else [
-            f for f in (below_baseline(rows, metric, lower, baseline, keys), over_fitting(rows, metric, lower, keys),
-                        under_fitting(rows, keys), still_improving(rows, keys)) if f]
+        collapse = collapsed(summary)
+        findings = [f for f in (divergence, collapse) if f] if divergence else [
+            f for f in (collapse, below_baseline(rows, metric, lower, baseline, keys),
+                        over_fitting(rows, metric, lower, keys), under_fitting(rows, keys),
+                        still_improving(rows, keys)) if f]
     if not findings:
         findings = [finding("looks fine", _epoch(rows[-1]), "none of the rules holds") if rows
                     else finding("no epochs", None, f"{METRICS} has no rows")]
@@ -173,6 +180,19 @@ def diverged(rows: list[dict], status: str | None) -> dict | None:
         epoch = _epoch(rows[-1]) + 1 if rows else 1
         return finding("diverged", epoch, f"the loss became NaN or infinite in epoch {epoch} (status diverged)")
     return None
+
+
+def collapsed(summary: dict) -> dict | None:
+    "The layer whose activations collapsed first (summary.json's activation_stats, fxp.techniques), with every other."
+    stats = _dict(summary.get("activation_stats"))
+    layers = [c for c in stats.get("collapsed") or [] if isinstance(c, dict) and {"layer", "epoch"} <= c.keys()]
+    if not layers:
+        return None
+    first = min(layers, key=lambda c: (c["epoch"], c.get("index", 0)))
+    evidence = "; ".join(f"{c['layer']}: {c.get('near_zero', 1):.0%} near zero from epoch {c['epoch']}" for c in layers)
+    share = f"over {stats.get('near_zero_above', 0):.0%} of a layer's activations at or below 0.05: dead after a ReLU"
+    return finding("activations collapse", first["epoch"], f"{evidence} ({share})", layer=first["layer"],
+                   plot=stats.get("plot", "plots/activation_stats.png"))
 
 
 def failed(rows: list[dict], error) -> dict:

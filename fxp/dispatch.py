@@ -34,6 +34,8 @@ class Kind(Protocol):
     def predict(self, learn, cfg, inputs) -> list: ...  # rows (dicts) for `fxp predict`; options as kwargs
 
 
+# Optional: `TECHNIQUES`, the trainer keys that only some kinds' inputs take (fxp.checks.TECHNIQUES: mixup, cutmix,
+# tta) and this kind does.
 # Either `steps(cfg) -> list[Step]`, or the two functions of the one default step.
 STEPS = ("steps",)
 ONE_STEP = (("dls", ("cfg", "device")), ("learner", ("cfg", "dls")))

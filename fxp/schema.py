@@ -16,6 +16,9 @@ DEVICES = ("auto", "cpu", "cuda")
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PAD_MODES = ("zeros", "reflection", "border")
 SEEDS = "[0, 4294967295]"  # numpy's seed range
+# fastai's optimizers (trainer.opt) and the hyper-parameters each takes beyond lr and wd (lessons 5 and 9)
+OPT_HYPERS = {"adam": ("mom", "sqr_mom", "eps"), "sgd": ("mom",), "rmsprop": ("mom", "sqr_mom", "eps"),
+              "lamb": ("mom", "sqr_mom", "eps"), "ranger": ("mom", "sqr_mom", "eps")}
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,19 @@ class Trainer:
     save_best: bool = True
     stages: List[Stage] = field(default_factory=lambda: [Stage()])
     cbs: Dict[str, Any] = field(default_factory=dict)  # extra fastai callbacks: name → `_target_` node
+    # The course's techniques (fxp/techniques.py). The optimizer's hyper-parameters: None is fastai's default for it;
+    # `mom` is the momentum of `fit` stages and, for sgd and rmsprop, switches momentum on (one-cycle then cycles it
+    # through `moms`)
+    opt: str = field(default="adam", metadata=valid(choices=tuple(OPT_HYPERS)))
+    mom: Optional[float] = field(default=None, metadata=valid("[0, 1)"))
+    sqr_mom: Optional[float] = field(default=None, metadata=valid("[0, 1)"))
+    eps: Optional[float] = field(default=None, metadata=valid("(0, 1)"))
+    mixup: float = field(default=0.0, metadata=valid("[0, inf)", why="α of Beta(α, α), the mixing weight; 0: off"))
+    cutmix: float = field(default=0.0, metadata=valid("[0, inf)", why="α of Beta(α, α), the cut's area; 0: off"))
+    clip: Optional[float] = field(default=None, metadata=valid("(0, inf)", why="the gradients' top norm; null: off"))
+    accumulate: int = field(default=1, metadata=valid("[1, inf)", why="batches per optimizer step"))
+    tta: bool = False  # test-time augmentation on the valid set after training: tta_<metric> in summary.json
+    activation_stats: bool = False  # per-layer activation statistics: plots/activation_stats.png, collapsed layers
 
 
 @dataclass
@@ -158,6 +174,12 @@ class Images:
     resize_method: str = "crop"  # crop | pad | squish
     pad_mode: str = "reflection"  # zeros | reflection | border
     aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (applied to masks and points too)
+
+
+@dataclass
+class Smoothed:
+    "Single-label classifiers: fastai's label-smoothing cross-entropy (lesson 12) at this eps; 0: plain cross-entropy."
+    label_smoothing: float = field(default=0.0, metadata=valid("[0, 1)"))
 
 
 @dataclass

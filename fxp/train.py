@@ -22,7 +22,7 @@ from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fxp import dispatch, distributed, plots
+from fxp import dispatch, distributed, plots, techniques
 from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, guarded,
                            load_checkpoint, progress)
 from fxp.errors import FxpError, building
@@ -98,7 +98,7 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> l
     comp = np.less if mon.mode == "min" else np.greater
     rank0 = not distributed.rank()  # the other ranks of a DDP run report nothing
     cbs = [MetricsCSV(), *(progress(n_stages) if rank0 else []), DivergenceGuard(), LastCheckpoint(step),
-           *(loggers(cfg.logger) if rank0 else []),
+           *(loggers(cfg.logger) if rank0 else []), *techniques.callbacks(tr),
            *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
@@ -259,10 +259,14 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
     if best is not None:  # every rank (fastai's load waits for all of them: the file is whole)
         best.restore()
-    learn.remove_cbs(cbs)
     last = csv_rows.epochs_done or None
-    return {"model_epoch": best.best_epoch if best is not None and best.best_epoch else last,
-            "items_per_s": csv_rows.items_per_s}
+    facts = {"model_epoch": best.best_epoch if best is not None and best.best_epoch else last,
+             "items_per_s": csv_rows.items_per_s}
+    for cb in cbs:  # a callback's own record of the step (activation statistics), with the files it writes
+        if getattr(type(cb), "step_done", None):
+            facts.update(cb.step_done(learn.path))
+    learn.remove_cbs(cbs)
+    return facts
 
 
 def train(cfg, run: Run, resume: bool = False) -> None:
@@ -282,6 +286,8 @@ def train(cfg, run: Run, resume: bool = False) -> None:
     evaluation = kind.evaluate(learn, cfg)
     run.info.update(evaluation)
     kind.plots(learn, cfg, run.path / PLOTS, evaluation)
+    if cfg.trainer.tta:
+        run.info.update(techniques.tta_metrics(learn))
 
 
 def export(learn, file: Path) -> None:
@@ -353,6 +359,7 @@ def build(step, cfg, run: Run, ctx: StepContext):
     check_batches(dls, cfg.trainer.bs)
     guarded_batch_png(dls, ctx.path / PLOTS / BATCH)  # see the data first; the training order is untouched
     learn = attach(step.learner(dls, ctx), ctx.path)
+    techniques.use_opt(learn, cfg.trainer)
     if step.folder is None:
         run.info.update(device=str(ctx.device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
                         skipped_images=len(getattr(dls, "skipped", [])), **getattr(dls, "curated", {}))

@@ -14,7 +14,7 @@ from fxp.errors import FxpError
 from fxp.runs import CONFIG, MODEL
 
 
-HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--json]
+HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--tta] [--json]
 
 Predict with a run's exported model (RUN_DIR/model.pkl, on the CPU) and print a table, one row per input.
 
@@ -24,6 +24,7 @@ arguments:
                    (tabular), a CSV of user,item pairs (collab)
   --OPTION VALUE   an option of the kind's predict, e.g. collab: --user 42 --top 10; classification: --top 3
                    (the 3 likeliest classes with their probabilities)
+  --tta            test-time augmentation (image runs): average the predictions over augmented copies (seeded)
   --json           print a JSON list of dicts instead of the table
   -h, --help       show this help
 
@@ -38,7 +39,7 @@ def main(args: list[str]) -> int:
         print(HELP, end="")
         return 0
     as_json = "--json" in args
-    run_dir, inputs, options = _predict_args([a for a in args if a != "--json"])
+    run_dir, inputs, options = _predict_args([a for a in args if a not in ("--json", "--tta")])
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
     from fxp import dispatch
@@ -50,6 +51,14 @@ def main(args: list[str]) -> int:
     if unknown:
         takes = ", ".join(f"--{o}" for o in accepted) or "no options"
         raise FxpError(f"fxp predict: --{unknown[0]} is not an option of {cfg.task.kind} runs (it takes {takes})")
+    if "--tta" in args:
+        if "tta" not in accepted:
+            raise FxpError(f"fxp predict: --tta: a {cfg.task.kind} run has no test-time augmentation (image "
+                           f"classifiers have)")
+        options["tta"] = True
+        from fastai.torch_core import set_seed
+
+        set_seed(cfg.trainer.seed)  # the augmented copies are random: the same call gives the same numbers
     rows = predict_rows(kind, _load_learner(run_dir / MODEL), cfg, inputs, options, run_dir)
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -10,14 +10,15 @@ from typing import Any, Optional
 
 from fxp.checks import IMAGE_MODEL, check_images, check_model
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Images, Listed, TaskBase
+from fxp.schema import Images, Listed, Smoothed, TaskBase
 
 SOURCES = ("digits", "folders", "regex", "csv")
 CURATES = True  # takes fxp clean's lists (data.exclude, data.relabel) for image files
+TECHNIQUES = ("mixup", "cutmix", "tta")  # the trainer keys only image kinds take (fxp.checks.check_techniques)
 
 
 @dataclass
-class Task(Images, Listed, TaskBase):
+class Task(Images, Listed, Smoothed, TaskBase):
     "Image keys (fxp.schema.Images); folder, suff and valid_col (fxp.schema.Listed) are for source regex and csv."
     kind: str = "classification"
     source: str = "folders"  # digits | folders | regex | csv
@@ -37,6 +38,9 @@ def check(cfg) -> None:
     if task.source == "digits" and (cfg.data.exclude or cfg.data.relabel):
         raise ConfigError("data.exclude and data.relabel name image files; the digits are in memory "
                           "(task.source=digits)")
+    if cfg.trainer.tta and task.source == "digits":
+        raise ConfigError("trainer.tta=true: the digits are in-memory tensors without augmentation, so test-time "
+                          "augmentation has nothing to average; use image files (e.g. task=mnist)")
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
 
@@ -162,10 +166,14 @@ def factories(cfg) -> list:
 
 
 def learner(cfg, dls):
+    from fastai.losses import LabelSmoothingCrossEntropyFlat
+
     from fxp import vision
     from fxp.learner import CrossEntropyLossPlain
 
-    return vision.learner(cfg, dls, n_out=len(dls.vocab), loss_func=CrossEntropyLossPlain())
+    eps = cfg.task.label_smoothing
+    loss = LabelSmoothingCrossEntropyFlat(eps=eps) if eps else CrossEntropyLossPlain()
+    return vision.learner(cfg, dls, n_out=len(dls.vocab), loss_func=loss)
 
 
 def evaluate(learn, cfg) -> dict:
@@ -205,17 +213,20 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     vision.image_grid(images, titles, dest / "top_losses.png")
 
 
-def predict(learn, cfg, inputs: list[str], top: str = "0") -> list[dict]:
-    "Label and probability of each image file (or every image in a folder); `--top N`: the N likeliest classes too."
+def predict(learn, cfg, inputs: list[str], top: str = "0", tta: bool = False) -> list[dict]:
+    """Label and probability of each image file (or every image in a folder); `--top N`: the N likeliest classes too;
+    `tta`: fastai's test-time augmentation."""
     import torch
 
     from fxp.data import input_images
 
     files = input_images(inputs, listing="task.source=csv task.csv")
     if cfg.task.source == "digits":
+        if tta:
+            raise FxpError("--tta: a digits run reads in-memory tensors without augmentation; nothing to average")
         probs = torch.softmax(learn.model.eval()(_as_digits(files)), 1).detach()
     else:
-        probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+        probs, _ = (learn.tta if tta else learn.get_preds)(dl=learn.dls.test_dl(files))
     vocab, n = learn.dls.vocab, _count(top, "--top")
     rows = [{"input": str(f), "label": str(vocab[p.argmax().item()]), "probability": round(p.max().item(), 4)}
             for f, p in zip(files, probs)]

@@ -27,6 +27,9 @@ class Task(Images, Listed, TaskBase):
     beta: float = 2.0  # F-beta's beta (the planet competition scored F2)
 
 
+TECHNIQUES = ("mixup", "cutmix", "tta")  # the trainer keys only image kinds take (fxp.checks.check_techniques)
+
+
 def check(cfg) -> None:
     "Value checks a schema type cannot express, done before any heavy import."
     task = cfg.task
@@ -158,12 +161,13 @@ def _tags(mask, vocab) -> str:
     return " ".join(str(vocab[j]) for j in mask.nonzero().flatten().tolist())
 
 
-def predict(learn, cfg, inputs: list[str]) -> list[dict]:
-    "The tags above `task.thresh` of each image file (or every image in a folder), with their probabilities."
+def predict(learn, cfg, inputs: list[str], tta: bool = False) -> list[dict]:
+    """The tags above `task.thresh` of each image file (or every image in a folder), with their probabilities; `tta`:
+    fastai's test-time augmentation."""
     from fxp.data import input_images
 
     files = input_images(inputs, listing="task.csv")
-    probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    probs, _ = (learn.tta if tta else learn.get_preds)(dl=learn.dls.test_dl(files))
     vocab, rows = learn.dls.vocab, []
     for f, p in zip(files, probs):
         keep = (p > cfg.task.thresh).nonzero().flatten()

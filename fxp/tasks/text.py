@@ -17,14 +17,14 @@ from typing import List, Optional
 
 from fxp.checks import check_choices, check_fraction, check_model, check_stages
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Monitor, Split, Stage, TaskBase
+from fxp.schema import Monitor, Smoothed, Split, Stage, TaskBase
 
 SOURCES = ("csv", "folders")
 ENCODER, VOCAB = "encoder.pth", "vocab.pkl"
 
 
 @dataclass
-class Task(Split, TaskBase):
+class Task(Split, Smoothed, TaskBase):
     kind: str = "text"
     source: str = "csv"  # csv | folders
     csv: str = "texts.csv"  # csv: the file, relative to data.path
@@ -229,7 +229,9 @@ def lm_learner(cfg, dls):
 
 
 def clf_learner(cfg, dls, encoder: Path):
-    "fastai's text_classifier_learner (other model.kwargs go to it) on the language model's `encoder`, frozen."
+    """fastai's text_classifier_learner (other model.kwargs go to it) on the language model's `encoder`, frozen; with
+    label smoothing (task.label_smoothing) its loss is fastai's label-smoothing cross-entropy."""
+    from fastai.losses import LabelSmoothingCrossEntropyFlat
     from fastai.text.learner import text_classifier_learner
     from omegaconf import OmegaConf
 
@@ -237,6 +239,8 @@ def clf_learner(cfg, dls, encoder: Path):
 
     t, m, arch = cfg.task, cfg.model, _arch(cfg.model)
     kwargs = {k: v for k, v in OmegaConf.to_container(m.kwargs).items() if k != "config"}
+    if t.label_smoothing:
+        kwargs["loss_func"] = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing)
     learn = text_classifier_learner(dls, arch, seq_len=t.seq_len, config=_config(m, arch, "clas"),
                                     drop_mult=t.drop_mult, max_len=t.max_len, pretrained=False,
                                     metrics=metrics(t.metrics), **kwargs)
