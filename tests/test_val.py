@@ -96,6 +96,12 @@ def test_what_val_cannot_do_is_one_line(runs, args, mentions):
     assert_one_line_error(r, *mentions)
 
 
+def test_val_without_a_run_asks_for_it_and_not_for_overrides(tmp_path):
+    r = run_fxp("val", cwd=tmp_path)
+    assert_one_line_error(r, "RUN_DIR")
+    assert "KEY=VALUE" not in r.stderr
+
+
 def test_val_of_a_fresh_run_gives_back_the_metrics_of_its_model_epoch(digits_run):
     "The default digits run on its own valid split: exactly what metrics.csv recorded for the epoch model.pkl holds."
     r = run_fxp("val", digits_run, "--json", cwd=digits_run.parent)

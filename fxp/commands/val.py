@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fxp.commands import Parser, console, number
+from fxp.errors import FxpError
 from fxp.runs import read_metrics, read_summary, write_atomic
 from fxp.saved import SPLITS
 
@@ -32,6 +33,8 @@ def parser() -> Parser:
 
 
 def main(args: list[str]) -> int:
+    if not {"-h", "--help"} & set(args) and not [a for a in args if not a.startswith("-")]:  # argparse would also call the optional overrides required
+        raise FxpError("fxp val: give RUN_DIR, a completed run folder (fxp runs lists them); see fxp val --help")
     opts = parser().parse_intermixed_args(args)
     from fxp import saved
 
