@@ -6,6 +6,8 @@ Importing this module does no work: Hydra, OmegaConf and the kinds load when a c
 """
 from __future__ import annotations
 
+import difflib
+
 import functools
 import secrets
 from importlib.util import find_spec
@@ -242,7 +244,10 @@ def one_line(e: Exception, prefix: str = "") -> str:
         msg = f"{prefix}{key}: {msg}"
     schema = getattr(cause, "object_type", None)
     if "not in" in msg and hasattr(schema, "__dataclass_fields__"):
-        msg += _other_kinds(schema, str(key or "").rpartition(".")[2])
+        name = str(key or "").rpartition(".")[2]
+        msg += _other_kinds(schema, name)
+        close = difflib.get_close_matches(name, schema.__dataclass_fields__, n=1)
+        msg += f"; did you mean {close[0]}" if close else ""
         msg += f"; valid keys: {', '.join(schema.__dataclass_fields__)}"
     elif "not in" in msg:
         msg += "; `fxp train --cfg job` shows every key"

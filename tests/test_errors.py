@@ -44,7 +44,7 @@ def test_unknown_trainer_option_lists_the_valid_ones(fxp):
 def test_unknown_key_lists_the_valid_keys(fxp):
     r = fxp("train", "trainer.epoch=3")
     line = assert_one_line_error(r, "trainer.epoch")
-    assert "valid keys" in line
+    assert "did you mean epochs;" in line and "valid keys" in line
     for key in ("bs", "epochs", "lr", "stages", "seed"):
         assert key in line.split("valid keys")[1]
     no_run_folder(r)
