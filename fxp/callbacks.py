@@ -8,10 +8,14 @@ import logging
 import math
 import random
 import time
+import warnings
 
 import numpy as np
 import torch
-from fastai.callback.core import Callback, CancelFitException
+
+with warnings.catch_warnings():  # the first fastai import of most commands (train's, and the trackers')
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
+    from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
 from fastai.learner import save_model
 from fastai.torch_core import get_model, num_distrib, rank_distrib

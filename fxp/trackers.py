@@ -18,10 +18,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fastai.callback.core import Callback
 from hydra.utils import get_class, instantiate
 
-from fxp.callbacks import _active
+from fxp.callbacks import Callback, _active  # callbacks imports fastai quietly
 from fxp.errors import FxpError, building
 from fxp.reports import flat
 from fxp.runs import (CONFIG, MODEL, PLOTS, SUMMARY, TRACKERS, best_job, read_config, read_jobs, read_json,
