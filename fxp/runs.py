@@ -214,6 +214,20 @@ def check_claimable(path: Path) -> None:
                        f"(hydra.run.dir=...)")
 
 
+@contextmanager
+def locked(path: Path):
+    "One process at a time: a sweep's jobs in parallel updating the sweep's files, or making a shared tracker store."
+    import fcntl  # POSIX; imported here so the run-folder readers still load where it is absent
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write_atomic(path: Path, data, fsync: bool = False) -> None:
     """`path` written whole or not at all: `data` (text, bytes, or a function that writes the file at the path it is
     given) goes to a temporary file beside it, renamed over it once complete; a kill at any moment leaves the old or

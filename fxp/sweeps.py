@@ -11,20 +11,18 @@ A sweep whose jobs did not all complete goes on to its last job, then exits 1 sa
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from fxp.runs import BEST, SWEEP_CSV, best_job, read_jobs, read_json
+from fxp.runs import BEST, SWEEP_CSV, best_job, locked, read_jobs, read_json
 
 LOCK = ".sweep.lock"  # the sweep's claim on its folder, then the lock its files are rewritten under
 
@@ -49,7 +47,7 @@ def best_of(sweep_dir: Path, table: list[dict]) -> dict | None:
 def update(sweep_dir: Path) -> None:
     "Rewrite sweep.csv and best.json from the job folders (one writer at a time)."
     sweep_dir = Path(sweep_dir)
-    with _locked(sweep_dir / LOCK):
+    with locked(sweep_dir / LOCK):
         table = read_jobs(sweep_dir)
         rows = [csv_row(job) for job in table]
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -71,15 +69,6 @@ def _write_atomic(path: Path, write) -> None:
         write(f)
     tmp.replace(path)
 
-
-@contextmanager
-def _locked(path: Path):
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def claim(sweep_dir: Path) -> None:

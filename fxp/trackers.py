@@ -7,7 +7,6 @@ tracker that started the run's files (MLflow: plots, config.yaml, summary.json, 
 """
 from __future__ import annotations
 
-import fcntl
 import importlib
 import logging
 import math
@@ -15,7 +14,6 @@ import netrc
 import os
 import secrets
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
@@ -23,7 +21,7 @@ from hydra.utils import get_class, instantiate
 from fxp.callbacks import Callback, _active  # callbacks imports fastai quietly
 from fxp.errors import FxpError, building
 from fxp.reports import flat
-from fxp.runs import (CONFIG, MODEL, PLOTS, SUMMARY, TRACKERS, best_job, read_config, read_jobs, read_json,
+from fxp.runs import (CONFIG, MODEL, PLOTS, SUMMARY, TRACKERS, best_job, locked, read_config, read_jobs, read_json,
                       read_summary, write_atomic)
 
 log = logging.getLogger("fxp")
@@ -95,17 +93,6 @@ def _json(value) -> str:
 
     return json.dumps(value, indent=2)
 
-
-@contextmanager
-def locked(path: Path):
-    "One process at a time (a sweep's jobs in parallel, all making the sweep's parent run or the local store)."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --- TensorBoard ----------------------------------------------------------------------------------------------------
