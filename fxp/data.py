@@ -1,6 +1,7 @@
 "Where a task's data comes from, checks on it, and a fast DataLoader for data that fits in memory."
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -249,7 +250,7 @@ def free_path(path: Path, used: set | None = None) -> Path:
     return cand
 
 
-def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
+def dataloaders(block, source, cfg, device, fix: str, cached: bool = False, **loader_kwargs):
     """DataLoaders of a DataBlock over `source`, with one line (ending in `fix`) when a split is empty, and one naming
     two files when image inputs differ in size with nothing to resize them (a batch stacks them: task.size=)."""
     dsets = block.datasets(source)
@@ -257,7 +258,16 @@ def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
         if len(ds) == 0:
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
     same_size(block, source)
-    return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+    return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=workers(cfg.trainer, device, files=not cached),
+                             pin_memory=device.type == "cuda", device=device, **loader_kwargs)
+
+
+def workers(tr, device, files: bool) -> int:
+    """`trainer.num_workers`, or for auto: worker processes only where items are decoded from files every epoch on
+    CUDA (on CPU they take the cores the model needs; in-memory or cached batches are one indexing: PERFORMANCE.md)."""
+    if tr.num_workers != "auto":
+        return tr.num_workers
+    return min(8, os.cpu_count() or 1) if files and device.type == "cuda" else 0
 
 
 def same_size(block, source) -> None:

@@ -70,7 +70,8 @@ class Trainer:
     compile: bool = False
     seed: int = field(default=42, metadata=valid(SEEDS))
     device: str = field(default="auto", metadata=valid(choices=DEVICES))
-    num_workers: int = field(default=0, metadata=valid("[0, 256]"))
+    # DataLoader worker processes; auto: none for cached or in-memory data, some for files decoded every epoch on CUDA
+    num_workers: Any = field(default="auto", metadata=valid("[0, 256]", whole=True, choices=("auto",)))
     # torch's CPU threads; None: torch's default. 1 per job when jobs share cores
     num_threads: Optional[int] = field(default=None, metadata=valid("[1, 1024]"))
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
@@ -92,6 +93,8 @@ class Data:
     "A local copy of the task's dataset (`path`; else the task's fastai `url` is downloaded once)."
     path: Optional[str] = None
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
+    # decode-once image cache (fxp.imcache): auto (the user's cache folder, $FXP_CACHE_DIR to move it), off, or a DIR
+    cache: str = "auto"
 
 
 @dataclass
