@@ -27,6 +27,7 @@ commands:
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
   tasks                      the task, model, trainer, logger and experiment choices, one line each
+  cache ls | clear [--dir D]  the decode-once image caches (data.cache): list them, or remove them all
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 
@@ -48,6 +49,7 @@ COMMANDS = {
     "runs": "fxp.commands.runs:main",
     "diagnose": "fxp.commands.diagnose:main",
     "tasks": "fxp.commands.tasks:main",
+    "cache": "fxp.commands.cache:main",
 }
 
 

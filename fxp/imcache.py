@@ -28,22 +28,11 @@ from fastai.data.core import TfmdDL
 from fastai.torch_core import retain_type, to_device
 from fasttransform import compose_tfms
 
+from fxp.cachedir import META
 from fxp.errors import FxpError
 
 VERSION = 1
-META = "meta.json"
 SETTINGS = ("size", "method", "pad_mode", "mode", "mode_mask", "do_scale", "y_first")  # what changes the pixels
-
-
-def root(setting: str) -> Path | None:
-    "The cache folder `data.cache` names: None for off; auto: $FXP_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /fxp/images."
-    if setting == "off":
-        return None
-    if setting != "auto":
-        return Path(setting).expanduser().resolve()
-    if os.environ.get("FXP_CACHE_DIR"):
-        return Path(os.environ["FXP_CACHE_DIR"]).expanduser().resolve()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fxp" / "images"
 
 
 def item_key(getters, item) -> str:
