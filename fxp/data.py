@@ -11,8 +11,6 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter, get_image_files, image_extensions
 from fastai.torch_core import to_device
-from fastai.vision.core import PILImage
-from fastai.vision.utils import verify_image
 from fastcore.parallel import parallel
 
 from fxp.errors import FxpError
@@ -113,6 +111,8 @@ def image_files(folder: Path) -> list[Path]:
 
 def check_images(files: list[Path], skip_bad: bool) -> tuple[list[Path], list[str]]:
     "Open each image once; return the readable ones and the names of bad ones (an error unless `skip_bad`)."
+    from fastai.vision.utils import verify_image  # here: tabular and collab runs never load the vision stack
+
     ok = parallel(verify_image, files, n_workers=0 if len(files) < 5000 else None)
     bad = [str(f) for f, good in zip(files, ok) if not good]
     if bad and not skip_bad:
@@ -196,6 +196,8 @@ def listed_images(names, t, root: Path, listed_in: str, skip_bad: bool):
 def load_image(fn, bw: bool = False):
     "Open an image as fastai does (PIL sniffs the format, so a PNG named .jpg or a CMYK JPEG loads as RGB)."
     try:
+        from fastai.vision.core import PILImage
+
         im = PILImage.create(fn)
     except Exception as e:
         raise FxpError(f"cannot read image {fn}: {e}") from None
