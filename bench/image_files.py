@@ -20,7 +20,8 @@ Loader images/s: a full pass over the training loader after a first one (so fxp 
 Each way runs a warm-up round (not counted) then ROUNDS timed ones; the minimum is shown. The machine's load average
 is printed: other processes on a 2-core box distort every figure.
 
-Run:  .venv/bin/python bench/image_files.py [a b c]   (about 3-5 minutes on a quiet 2-core CPU)
+Run:  .venv/bin/python bench/image_files.py [a b c]   (about 3-5 minutes on a quiet 2-core CPU; BENCH_THREADS=1
+      on a busy one)
 The last line of each case is `fxp/raw=<ratio>` (training seconds, the one-time decode and cache build left out of
 both); `fxp off/raw=` above it is the same ratio before the cache.
 """
@@ -40,7 +41,9 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
-THREADS = os.cpu_count() or 1
+# BENCH_THREADS=1 on a shared box: torch's threads spin-wait when other processes hold the cores, and then every way
+# is slowed tens of times, unevenly
+THREADS = int(os.environ.get("BENCH_THREADS") or os.cpu_count() or 1)
 torch.set_num_threads(THREADS)
 
 import fastai.callback.all  # noqa: E402,F401

@@ -64,10 +64,9 @@ def attach(dls, block, source, folder: Path) -> None:
     "Give each loader of `dls` (CachedDLs over `block`'s datasets of `source`) its split's cache in `folder`."
     rows = [source.iloc[i] for i in range(len(source))] if hasattr(source, "iloc") else list(source)
     keys = [item_key(block.getters, r) for r in rows]
-    where = _source(rows, block.getters[0])
     for name, dl, idxs in zip(("train", "valid"), dls.loaders, _splits(dls)):
         h = hashlib.sha256("\n".join(keys[i] for i in idxs).encode()).hexdigest()
-        dl.cache = ImageCache(folder, h, len(idxs), name, where)
+        dl.cache = ImageCache(folder, h, len(idxs), name, _source([rows[i] for i in idxs], block.getters[0]))
 
 
 def _splits(dls) -> list:
@@ -78,7 +77,7 @@ def _splits(dls) -> list:
 def _source(rows, get_x) -> str:
     "The folder the inputs come from (their common parent), for `fxp cache ls`."
     try:
-        return os.path.commonpath([os.path.abspath(str(get_x(r))) for r in rows[:200]])
+        return os.path.commonpath([os.path.abspath(str(get_x(r))) for r in rows])
     except (TypeError, ValueError):
         return ""
 
@@ -126,9 +125,10 @@ class CachedDL(TfmdDL):
             self._files = False
 
     def new(self, dataset=None, cls=None, **kwargs):
-        "The same split again (get_preds, interpretation) keeps the cache; other items (test_dl, export) do not."
-        res = super().new(dataset, cls, **kwargs)
-        if dataset is None and isinstance(res, CachedDL):
+        """The same split again (get_preds, interpretation) keeps the cache; other items (test_dl, the empty loaders
+        `learn.export` pickles) get a plain TfmdDL: an exported learner does not depend on this module."""
+        res = super().new(dataset, cls or (TfmdDL if dataset is not None else None), **kwargs)
+        if isinstance(res, CachedDL):
             res.cache = self.cache
         return res
 
