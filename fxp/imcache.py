@@ -125,10 +125,9 @@ class CachedDL(TfmdDL):
             self._files = False
 
     def new(self, dataset=None, cls=None, **kwargs):
-        """The same split again (get_preds, interpretation) keeps the cache; other items (test_dl, the empty loaders
-        `learn.export` pickles) get a plain TfmdDL: an exported learner does not depend on this module."""
-        res = super().new(dataset, cls or (TfmdDL if dataset is not None else None), **kwargs)
-        if isinstance(res, CachedDL):
+        "The same split again (get_preds, interpretation) keeps the cache; other items (test_dl, export) do not."
+        res = super().new(dataset, cls, **kwargs)
+        if dataset is None and isinstance(res, CachedDL):
             res.cache = self.cache
         return res
 
