@@ -8,7 +8,8 @@ Three cases, each the same files, split and model three (four) ways in one proce
       encoder, random init), 2 epochs, bs 8
 
   raw      the files decoded once with PIL into uint8 tensors (the decode timed apart), then a hand-written loop:
-           shuffled batches by indexing, /255 (and a random flip for (b)), AdamW + OneCycleLR as fastai's
+           shuffled batches by indexing, /255 (for (b) a flip, rotation, zoom and brightness change per batch, as
+           aug_transforms does), AdamW + OneCycleLR as fastai's
            fit_one_cycle, a validation pass per epoch
   fastai   the lessons' code: DataBlock / ImageDataLoaders / SegmentationDataLoaders over the files, fastai's default
            workers, Learner / vision_learner / unet_learner, fit_one_cycle
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import sys
@@ -80,7 +82,7 @@ class Case:
     bs: int
     lr: float
     overrides: list = field(default_factory=list)
-    flip: bool = False  # raw loop: a random horizontal flip per batch (the others: aug_transforms)
+    aug: bool = False  # aug_transforms for fastai and fxp; for raw, the same work in plain torch (`raw_aug`)
 
 
 CASES = {
@@ -88,7 +90,7 @@ CASES = {
               ["task=mnist", f"data.path={DATA / 'mnist_tiny'}"]),
     "b": Case("b", "pet JPEGs at 128 px, resnet18 (random init)", 3, 16, 1e-3,
               ["task=pets", f"data.path={DATA / 'oxford-iiit-pet'}", "model=resnet18", "model.pretrained=false",
-               "trainer=default", "task.size=128"], flip=True),
+               "trainer=default", "task.size=128"], aug=True),
     "c": Case("c", "camvid_tiny 96x128, small U-Net", 2, 8, 1e-3,
               ["task=camvid", f"data.path={DATA / 'camvid_tiny'}", "model=unet_small", "trainer=default"]),
 }
@@ -145,16 +147,30 @@ def new_model(case: Case, n_out: int) -> nn.Module:
     return create_unet_model(small_encoder, n_out, (96, 128), pretrained=False)
 
 
-def raw_batches(x, y, idx, bs, flip, drop_last=True):
+def raw_aug(xb):
+    """aug_transforms' work in plain torch, per batch: a flip, rotation (±10°), zoom (1-1.1) and perspective warp
+    (±0.2) as one grid sample with reflection padding, then brightness and contrast (±0.2) in logit space."""
+    n, h, w = len(xb), *xb.shape[-2:]
+    angle, zoom = (torch.rand(n) * 2 - 1) * math.radians(10), 1 / (1 + torch.rand(n) * 0.1)
+    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+    cos, sin, zero = torch.cos(angle) * zoom, torch.sin(angle) * zoom, torch.zeros(n)
+    theta = torch.stack([torch.stack([cos * flip, -sin, zero], 1), torch.stack([sin * flip, cos, zero], 1)], 1)
+    grid = nn.functional.affine_grid(theta, [n, 3, h, w], align_corners=False)
+    persp = (torch.rand(n, 1, 1, 2) * 2 - 1) * 0.2  # x' = x / (1 + p·x), y' likewise
+    grid = grid / (1 + (grid * persp).sum(-1, keepdim=True))
+    xb = nn.functional.grid_sample(xb, grid, padding_mode="reflection", align_corners=False)
+    contrast = torch.exp((torch.rand(n, 1, 1, 1) * 2 - 1) * math.log(1.25))
+    bright = (torch.rand(n, 1, 1, 1) * 2 - 1) * 0.8  # logit(0.7) ~ 0.85: ±0.2 around mid-grey
+    return torch.sigmoid(torch.logit(xb, eps=1e-6) * contrast + bright)
+
+
+def raw_batches(x, y, idx, bs, aug, drop_last=True):
     for i in range(0, len(idx), bs):
         b = idx[i:i + bs]
         if drop_last and len(b) < bs:
             break
         xb, yb = x[b].float() / 255, y[b]
-        if flip:
-            f = torch.rand(len(b)) < 0.5
-            xb[f] = xb[f].flip(-1)
-        yield xb, yb
+        yield (raw_aug(xb) if aug else xb), yb
 
 
 def raw_fit(case: Case, data, n_out: int) -> float:
@@ -172,7 +188,7 @@ def raw_fit(case: Case, data, n_out: int) -> float:
     t0 = time.perf_counter()
     for _ in range(case.epochs):
         model.train()
-        for xb, yb in raw_batches(xt, yt, torch.randperm(len(xt), generator=g), case.bs, case.flip):
+        for xb, yb in raw_batches(xt, yt, torch.randperm(len(xt), generator=g), case.bs, case.aug):
             nn.functional.cross_entropy(model(xb), yb).backward()
             opt.step()
             opt.zero_grad()
@@ -188,7 +204,7 @@ def raw_loader(case: Case, data) -> float:
     xt, yt = data[:2]
     n = 0
     t0 = time.perf_counter()
-    for xb, _ in raw_batches(xt, yt, torch.randperm(len(xt)), case.bs, case.flip):
+    for xb, _ in raw_batches(xt, yt, torch.randperm(len(xt)), case.bs, case.aug):
         n += len(xb)
     return n / (time.perf_counter() - t0)
 

@@ -261,7 +261,7 @@ def dataloaders(block, source, cfg, device, fix: str, cached: bool = False, **lo
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
     same_size(block, source)
     return dsets.dataloaders(bs=cfg.trainer.bs, num_workers=workers(cfg.trainer, device, files=not cached),
-                             pin_memory=device.type == "cuda", device=device, **loader_kwargs)
+                             pin_memory=on_cuda(device), device=device, **loader_kwargs)
 
 
 def workers(tr, device, files: bool) -> int:
@@ -269,7 +269,12 @@ def workers(tr, device, files: bool) -> int:
     CUDA (on CPU they take the cores the model needs; in-memory or cached batches are one indexing: PERFORMANCE.md)."""
     if tr.num_workers != "auto":
         return tr.num_workers
-    return min(8, os.cpu_count() or 1) if files and device.type == "cuda" else 0
+    return min(8, os.cpu_count() or 1) if files and on_cuda(device) else 0
+
+
+def on_cuda(device) -> bool:
+    "`device` (a torch.device, its name, or None: the CPU) is a CUDA one."
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def same_size(block, source) -> None:

@@ -32,6 +32,7 @@ from fxp.cachedir import META
 from fxp.errors import FxpError
 
 VERSION = 1
+CHUNK = 64  # items decoded at a time while building
 SETTINGS = ("size", "method", "pad_mode", "mode", "mode_mask", "do_scale", "y_first")  # what changes the pixels
 
 
@@ -107,7 +108,7 @@ class CachedDL(TfmdDL):
     def _to_device(self, batch):
         if self.device is None:
             return batch
-        if self.pin_memory and self.device.type == "cuda":
+        if self.pin_memory and torch.device(self.device).type == "cuda":
             batch = tuple(t.pin_memory() for t in batch)
         return to_device(batch, self.device, non_blocking=True)
 
@@ -174,12 +175,13 @@ def build(dl: CachedDL, folder: Path) -> None:
     first = dl.decoded(0)
     arrays = [np.lib.format.open_memmap(tmp / f"{j}.npy", mode="w+", dtype=_plain(e).numpy().dtype,
                                         shape=(n, *e.shape)) for j, e in enumerate(first)]
-    # files are opened and decoded in threads (PIL releases the GIL); item transforms run here, in order, as some
-    # keep per-item state on themselves (PointScaler: the image size its points are scaled by)
+    # files are opened and decoded in threads (PIL releases the GIL), CHUNK at a time so memory stays bounded; item
+    # transforms run here, in order, as some keep per-item state on themselves (PointScaler: its image's size)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for i, item in enumerate(pool.map(dl.dataset.__getitem__, range(n))):
-            for a, e in zip(arrays, compose_tfms(item, dl.after_item.fs, split_idx=1)):
-                a[i] = _plain(e).numpy()
+        for start in range(0, n, CHUNK):
+            for i, item in enumerate(pool.map(dl.dataset.__getitem__, range(start, min(n, start + CHUNK))), start):
+                for a, e in zip(arrays, compose_tfms(item, dl.after_item.fs, split_idx=1)):
+                    a[i] = _plain(e).numpy()
     for a in arrays:
         a.flush()
     meta = {"version": VERSION, "split": dl.cache.split, "n": n, "source": dl.cache.source, "created": time.time(),
