@@ -14,7 +14,7 @@ META = "meta.json"
 
 
 def root(setting: str = "auto") -> Path | None:
-    "The cache folder `data.cache` names: None for off; auto: $FXP_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /fxp/images."
+    "The folder `data.cache` names: None for off; auto: $FXP_CACHE_DIR, else ($XDG_CACHE_HOME or ~/.cache)/fxp/images."
     if setting == "off":
         return None
     if setting != "auto":

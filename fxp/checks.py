@@ -82,7 +82,8 @@ def check_value(key: str, value, v: Valid) -> None:
         ok = v.scalar and _in(value, v)
     if not ok:
         words = "".join(f" or {c}" for c in v.choices)  # num_workers: a number or auto
-        raise ConfigError(f"{key}={_shown(value)!r} is not valid: give {_takes(v)}{words}" + (f" ({v.why})" if v.why else ""))
+        raise ConfigError(f"{key}={_shown(value)!r} is not valid: give {_takes(v)}{words}"
+                          + (f" ({v.why})" if v.why else ""))
 
 
 def _in(x, v: Valid) -> bool:

@@ -148,7 +148,8 @@ class CachedDL(TfmdDL):
     def settings(self) -> str:
         "The type and item transforms' settings that change what an item decodes to."
         tls = [" ".join(map(_name, tl.tfms.fs)) for tl in self.dataset.tls]
-        item = [f"{_name(t)}{[(k, repr(getattr(t, k))) for k in SETTINGS if hasattr(t, k)]}" for t in self.after_item.fs]
+        item = [f"{_name(t)}{[(k, repr(getattr(t, k))) for k in SETTINGS if hasattr(t, k)]}"
+                for t in self.after_item.fs]
         return repr((tls, item))
 
     def decoded(self, i: int) -> tuple:

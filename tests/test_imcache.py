@@ -136,7 +136,7 @@ def test_masks_follow_their_images_through_augmentation(tmp_path):
     dls = vision.dataloaders(block, files, cfg(tmp_path / "cache", bs=6), CPU, "")
     torch.manual_seed(0)
     x, mask = next(iter(dls.train))
-    assert isinstance(dls.train, imcache.CachedDL) and dls.train.cache.arrays is not None  # the batch came from the cache
+    assert isinstance(dls.train, imcache.CachedDL) and dls.train.cache.arrays is not None  # came from the cache
     moved = (mask != torch.as_tensor(np.stack([dls.train.cache.arrays[1][i] for i in range(6)]))).float().mean()
     assert moved > 0.05  # the augmentation did move the masks
     agree = ((x[:, 0] > 0.5) == (mask == 1)).float().mean()  # bilinear image vs nearest mask: edges may differ
@@ -191,3 +191,11 @@ def test_cached_run_matches_uncached_and_reads_data_only(tmp_path):
     assert listed.returncode == 0 and str(data) in listed.stdout and "train" in listed.stdout, listed
     cleared = run_fxp("cache", "clear", cwd=tmp_path)
     assert cleared.returncode == 0 and not entries(tmp_path / ".fxp_cache"), cleared
+
+
+def test_num_workers_auto():
+    from fxp.data import workers
+
+    auto, two = OmegaConf.create({"num_workers": "auto"}), OmegaConf.create({"num_workers": 2})
+    assert workers(auto, CPU, files=True) == 0 and workers(auto, torch.device("cuda"), files=False) == 0
+    assert workers(auto, torch.device("cuda"), files=True) >= 1 and workers(two, CPU, files=False) == 2
