@@ -72,7 +72,7 @@ def declared_values(schema) -> dict:
 
 def check_value(key: str, value, v: Valid) -> None:
     "`value` of `key` as `v` declares it, or one line saying what the key takes."
-    if v.choices:
+    if v.choices and (value in v.choices or not v.interval):
         return check_in(key, value, v.choices)
     if not v.interval:
         return
@@ -81,7 +81,9 @@ def check_value(key: str, value, v: Valid) -> None:
     else:
         ok = v.scalar and _in(value, v)
     if not ok:
-        raise ConfigError(f"{key}={_shown(value)!r} is not valid: give {_takes(v)}" + (f" ({v.why})" if v.why else ""))
+        words = "".join(f" or {c}" for c in v.choices)  # num_workers: a number or auto
+        raise ConfigError(f"{key}={_shown(value)!r} is not valid: give {_takes(v)}{words}"
+                          + (f" ({v.why})" if v.why else ""))
 
 
 def _in(x, v: Valid) -> bool:

@@ -44,6 +44,7 @@ commands:
                              DataBlock summary, in outputs/show/<task>/<stamp>
   clean RUN_DIR [--top N]    the items a run's model gets most wrong: RUN_DIR/clean/top_losses.csv (mark keep,
                              delete, relabel:LABEL) and a contact sheet; next run: data.exclude=, data.relabel=
+  cache ls | clear [--dir D]  the decode-once image caches (data.cache): list them, or remove them all
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 
@@ -73,6 +74,7 @@ COMMANDS = {
     "report": "fxp.commands.report:main",
     "show": "fxp.apps:show",
     "clean": "fxp.commands.clean:main",
+    "cache": "fxp.commands.cache:main",
 }
 
 

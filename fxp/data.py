@@ -1,6 +1,7 @@
 "Where a task's data comes from, checks on it, and a fast DataLoader for data that fits in memory."
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,6 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.data.transforms import ColReader, ColSplitter, RandomSplitter, get_image_files, image_extensions
 from fastai.torch_core import to_device
-from fastai.vision.core import PILImage
-from fastai.vision.utils import verify_image
 from fastcore.parallel import parallel
 
 from fxp.errors import FxpError
@@ -112,6 +111,8 @@ def image_files(folder: Path) -> list[Path]:
 
 def check_images(files: list[Path], skip_bad: bool) -> tuple[list[Path], list[str]]:
     "Open each image once; return the readable ones and the names of bad ones (an error unless `skip_bad`)."
+    from fastai.vision.utils import verify_image  # here: tabular and collab runs never load the vision stack
+
     ok = parallel(verify_image, files, n_workers=0 if len(files) < 5000 else None)
     bad = [str(f) for f, good in zip(files, ok) if not good]
     if bad and not skip_bad:
@@ -195,6 +196,8 @@ def listed_images(names, t, root: Path, listed_in: str, skip_bad: bool):
 def load_image(fn, bw: bool = False):
     "Open an image as fastai does (PIL sniffs the format, so a PNG named .jpg or a CMYK JPEG loads as RGB)."
     try:
+        from fastai.vision.core import PILImage
+
         im = PILImage.create(fn)
     except Exception as e:
         raise FxpError(f"cannot read image {fn}: {e}") from None
@@ -249,7 +252,7 @@ def free_path(path: Path, used: set | None = None) -> Path:
     return cand
 
 
-def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
+def dataloaders(block, source, cfg, device, fix: str, cached: bool = False, **loader_kwargs):
     """DataLoaders of a DataBlock over `source`, with one line (ending in `fix`) when a split is empty, and one naming
     two files when image inputs differ in size with nothing to resize them (a batch stacks them: task.size=)."""
     dsets = block.datasets(source)
@@ -257,9 +260,23 @@ def dataloaders(block, source, cfg, device, fix: str, **loader_kwargs):
         if len(ds) == 0:
             raise FxpError(f"the {name} split is empty ({len(source)} items in all); {fix}")
     same_size(block, source)
-    out = dsets.dataloaders(bs=cfg.trainer.bs, num_workers=cfg.trainer.num_workers, device=device, **loader_kwargs)
+    out = dsets.dataloaders(bs=cfg.trainer.bs, num_workers=workers(cfg.trainer, device, files=not cached),
+                            pin_memory=on_cuda(device), device=device, **loader_kwargs)
     out.block, out.source = block, source  # fxp show prints block.summary(source)
     return out
+
+
+def workers(tr, device, files: bool) -> int:
+    """`trainer.num_workers`, or for auto: worker processes only where items are decoded from files every epoch on
+    CUDA (on CPU they take the cores the model needs; in-memory or cached batches are one indexing: PERFORMANCE.md)."""
+    if tr.num_workers != "auto":
+        return tr.num_workers
+    return min(8, os.cpu_count() or 1) if files and on_cuda(device) else 0
+
+
+def on_cuda(device) -> bool:
+    "`device` (a torch.device, its name, or None: the CPU) is a CUDA one."
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def same_size(block, source) -> None:

@@ -73,7 +73,8 @@ class Trainer:
     compile: bool = False
     seed: int = field(default=42, metadata=valid(SEEDS))
     device: str = field(default="auto", metadata=valid(choices=DEVICES))
-    num_workers: int = field(default=0, metadata=valid("[0, 256]"))
+    # DataLoader worker processes; auto: none for cached or in-memory data, some for files decoded every epoch on CUDA
+    num_workers: Any = field(default="auto", metadata=valid("[0, 256]", whole=True, choices=("auto",)))
     # torch's CPU threads; None: torch's default. 1 per job when jobs share cores
     num_threads: Optional[int] = field(default=None, metadata=valid("[1, 1024]"))
     # processes of one data-parallel run (DDP through torchrun's launcher, fastai's DistributedTrainer); bs is each
@@ -116,6 +117,8 @@ class Data:
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
     exclude: Optional[str] = None  # fxp clean's CSV: drop its rows marked delete (all its rows if none is marked)
     relabel: Optional[str] = None  # fxp clean's CSV: its rows marked relabel:LABEL get LABEL (the files stay as they are)
+    # decode-once image cache (fxp.imcache): auto (the user's cache folder, $FXP_CACHE_DIR to move it), off, or a DIR
+    cache: str = "auto"
 
 
 @dataclass

@@ -39,9 +39,19 @@ def batch_tfms(task) -> list:
     return aug_transforms(**kw)
 
 
-def dataloaders(block, source, cfg, device, fix: str):
-    "An image DataBlock's loaders over `source` (its item and batch transforms applied), empty splits in one line."
-    return data.dataloaders(block, source, cfg, device, fix, after_item=block.item_tfms, after_batch=block.batch_tfms)
+def dataloaders(block, source, cfg, device, fix: str, cache: bool = True):
+    """An image DataBlock's loaders over `source` (its item and batch transforms applied), empty splits in one line;
+    batches from the decode-once cache (fxp.imcache) unless data.cache=off or the items are not the same each epoch
+    (`cache=False`: noise inputs)."""
+    from fxp import cachedir, imcache
+
+    folder = cachedir.root(cfg.data.cache) if cache else None
+    kw = dict(dl_type=imcache.CachedDL) if folder else {}
+    dls = data.dataloaders(block, source, cfg, device, fix, cached=folder is not None, after_item=block.item_tfms,
+                           after_batch=block.batch_tfms, **kw)
+    if folder:
+        imcache.attach(dls, block, source, folder)
+    return dls
 
 
 def factories(cfg) -> list:

@@ -88,6 +88,7 @@ def subprocess_env(tmp: Path) -> dict:
     for k in ("no_proxy", "NO_PROXY", "COLUMNS", "PYTHONWARNINGS"):
         env.pop(k, None)
     env["TORCH_HOME"] = str(tmp / ".torch_home")  # no cached pretrained weights
+    env["FXP_CACHE_DIR"] = str(tmp / ".fxp_cache")  # decoded images (fxp.imcache) stay in the test's folder
     env.setdefault("OMP_NUM_THREADS", "1")  # tiny test models: a second thread only contends on a shared CPU
     return env
 

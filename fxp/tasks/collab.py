@@ -61,7 +61,7 @@ def dls(cfg, device):
     "fastai's CollabDataLoaders over the ratings (titles joined), with the rated pairs and titles for the learner."
     from fastai.collab import CollabDataLoaders
 
-    from fxp.data import data_path, quiet_readonly_arrays
+    from fxp.data import data_path, quiet_readonly_arrays, workers
 
     quiet_readonly_arrays()
     t = cfg.task
@@ -69,7 +69,7 @@ def dls(cfg, device):
     item = _item_name(t)
     out = CollabDataLoaders.from_df(ratings, valid_pct=t.valid_pct, user_name=t.user_col, item_name=item,
                                     rating_name=t.rating_col, seed=t.split_seed, bs=cfg.trainer.bs,
-                                    num_workers=cfg.trainer.num_workers, device=device)
+                                    num_workers=workers(cfg.trainer, device, files=False), device=device)
     if len(out.valid_ds) == 0:
         raise FxpError(f"the valid split is empty ({len(ratings)} ratings in all); raise task.valid_pct")
     out.rated, out.titles = _rated_pairs(out), titles

@@ -216,7 +216,7 @@ def wgan_dls(cfg, device):
     block = DataBlock(blocks=(TransformBlock, ImageBlock), get_x=partial(generate_noise, size=t.noise_size),
                       splitter=splitter(t), item_tfms=Resize(t.size, method=ResizeMethod.Crop),
                       batch_tfms=Normalize.from_stats(half, half))
-    out = vision.dataloaders(block, files, cfg, device, "check task.valid_pct")
+    out = vision.dataloaders(block, files, cfg, device, "check task.valid_pct", cache=False)  # new noise each epoch
     out.skipped = bad
     return out
 

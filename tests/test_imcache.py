@@ -1,0 +1,201 @@
+"""The decode-once image cache (fxp.imcache): rebuilt when a file changes, is added or removed, or a cache file is
+corrupt; masks and points stay aligned with their images through the batch augmentation; a seeded run trains to the
+same metrics with and without it; the data folder is only read; `fxp cache ls|clear`.
+
+The loaders are built as the kinds build them (fxp.vision.dataloaders) over small images written here.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from conftest import metrics_rows, mnist_subset, newest_run, run_fxp
+from fxp import imcache, vision
+
+CPU = torch.device("cpu")
+
+
+def cfg(cache: Path, bs: int = 4):
+    return OmegaConf.create({"data": {"cache": str(cache)}, "trainer": {"bs": bs, "num_workers": "auto"}})
+
+
+def write_images(folder: Path, n: int = 6, size: int = 32, seed: int = 0) -> list[Path]:
+    "`n` RGB images of a bright block on a dark ground, the block's place and size random: x_<label>.png."
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n):
+        a = np.zeros((size, size, 3), np.uint8)
+        y, x, h, w = rng.integers(2, size // 2, 4)
+        a[y:y + h, x:x + w] = 255
+        files.append(folder / f"im{i}_{'ab'[i % 2]}.png")
+        Image.fromarray(a).save(files[-1])
+    return files
+
+
+def class_dls(files, cache: Path):
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter, RegexLabeller
+    from fastai.vision.augment import Resize
+    from fastai.vision.data import ImageBlock
+
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=lambda f: RegexLabeller(r"_(\w)\.png$")(str(f)),
+                      splitter=IndexSplitter([0, 1]), item_tfms=Resize(24))
+    return vision.dataloaders(block, files, cfg(cache), CPU, "")
+
+
+def entries(cache: Path) -> set[str]:
+    return {p.name for p in cache.iterdir() if (p / imcache.META).is_file()}
+
+
+def train_pixels(dls) -> dict:
+    "{sum of an image's pixels: label} over one unshuffled pass of the cached training split."
+    dl = dls.train.new(shuffle=False, drop_last=False)
+    out = {}
+    for x, y in dl:
+        for xi, yi in zip(x, y):
+            out[round(float(xi.sum()), 3)] = int(yi)
+    return out
+
+
+def test_changed_added_removed_files_rebuild(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    files = write_images(tmp_path / "ims")
+    dls = class_dls(files, cache)
+    first = train_pixels(dls)
+    assert "4 train items decoded once" in capsys.readouterr().out and len(entries(cache)) == 1
+    assert train_pixels(class_dls(files, cache)) == first  # reused: nothing decoded again
+    assert "decoded once" not in capsys.readouterr().out
+
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(files[3])  # changed (same name)
+    os.utime(files[3], ns=(1, 1))
+    changed = train_pixels(class_dls(files, cache))
+    assert "decoded once" in capsys.readouterr().out and changed != first
+    assert round(90 / 255 * 3 * 24 * 24, 3) in changed  # the new pixels, not the old ones
+
+    added = write_images(tmp_path / "more", n=2, seed=1)
+    assert len(train_pixels(class_dls(files + added, cache))) == 6
+    assert len(train_pixels(class_dls(files[:-1], cache))) == 3
+    assert len(entries(cache)) == 4
+
+
+def test_corrupt_cache_file_is_rebuilt(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    files = write_images(tmp_path / "ims")
+    good = train_pixels(class_dls(files, cache))
+    capsys.readouterr()
+    (npy,) = cache.glob("*/0.npy")  # the training split's images
+    with open(npy, "r+b") as f:  # bytes flipped in the pixels, past the .npy header
+        f.seek(-40, os.SEEK_END)
+        f.write(b"\x7f" * 20)
+    assert train_pixels(class_dls(files, cache)) == good
+    assert capsys.readouterr().out.count("decoded once") == 1
+    next(cache.glob("*/1.npy")).write_bytes(b"")  # the labels cut to nothing
+    assert train_pixels(class_dls(files, cache)) == good
+    assert capsys.readouterr().out.count("decoded once") == 1
+
+
+def test_stage_size_builds_its_own_entry(tmp_path):
+    from fxp.train import resize
+
+    cache = tmp_path / "cache"
+    dls = class_dls(write_images(tmp_path / "ims"), cache)
+    assert next(iter(dls.train))[0].shape[-1] == 24
+    resize(dls, 16)
+    assert next(iter(dls.train))[0].shape[-1] == 16 and next(iter(dls.valid))[0].shape[-1] == 16
+    assert len(entries(cache)) == 3  # train at 24 and 16, valid at 16
+
+
+def seg_pairs(folder: Path, n: int = 8, size: int = 48):
+    "Images with blocks and masks that are those blocks (1 inside, 0 outside)."
+    files = write_images(folder / "images", n, size)
+    (folder / "labels").mkdir()
+    for f in files:
+        mask = (np.asarray(Image.open(f))[..., 0] > 127).astype(np.uint8)
+        Image.fromarray(mask).save(folder / "labels" / f.name)
+    return files
+
+
+def test_masks_follow_their_images_through_augmentation(tmp_path):
+    from fastai.data.block import DataBlock
+    from fastai.data.transforms import RandomSplitter
+    from fastai.vision.augment import Resize, aug_transforms
+    from fastai.vision.data import ImageBlock, MaskBlock
+
+    files = seg_pairs(tmp_path)
+    tfms = aug_transforms(max_rotate=40, max_zoom=1.6, max_warp=0.4, p_affine=1.0, max_lighting=0)
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(["ground", "block"])), splitter=RandomSplitter(0.25, seed=0),
+                      get_y=lambda f: f.parent.parent / "labels" / f.name, item_tfms=Resize(40), batch_tfms=tfms)
+    dls = vision.dataloaders(block, files, cfg(tmp_path / "cache", bs=6), CPU, "")
+    torch.manual_seed(0)
+    x, mask = next(iter(dls.train))
+    assert isinstance(dls.train, imcache.CachedDL) and dls.train.cache.arrays is not None  # came from the cache
+    moved = (mask != torch.as_tensor(np.stack([dls.train.cache.arrays[1][i] for i in range(6)]))).float().mean()
+    assert moved > 0.05  # the augmentation did move the masks
+    agree = ((x[:, 0] > 0.5) == (mask == 1)).float().mean()  # bilinear image vs nearest mask: edges may differ
+    assert agree > 0.97, agree
+
+
+def test_points_follow_their_images_through_augmentation(tmp_path):
+    from fastai.data.block import DataBlock
+    from fastai.data.transforms import RandomSplitter
+    from fastai.vision.augment import Resize, aug_transforms
+    from fastai.vision.data import ImageBlock, PointBlock
+
+    rng, points, files = np.random.default_rng(0), {}, []
+    (tmp_path / "ims").mkdir()
+    for i in range(8):  # a bright 3x3 dot at a random place; the point is its centre (x, y)
+        a = np.zeros((40, 40, 3), np.uint8)
+        cx, cy = rng.integers(12, 28, 2)
+        a[cy - 1:cy + 2, cx - 1:cx + 2] = 255
+        files.append(tmp_path / "ims" / f"p{i}.png")
+        Image.fromarray(a).save(files[-1])
+        points[files[-1].name] = [[float(cx), float(cy)]]
+    tfms = aug_transforms(max_rotate=30, max_zoom=1.3, max_warp=0, p_affine=1.0, max_lighting=0, pad_mode="zeros")
+    block = DataBlock(blocks=(ImageBlock, PointBlock), get_y=lambda f: torch.tensor(points[f.name]),
+                      splitter=RandomSplitter(0.25, seed=0), item_tfms=Resize(40), batch_tfms=tfms)
+    dls = vision.dataloaders(block, files, cfg(tmp_path / "cache", bs=6), CPU, "")
+    torch.manual_seed(1)
+    x, pts = next(iter(dls.train))
+    assert dls.train.cache.arrays is not None
+    for im, p in zip(x, pts):
+        flat = im.sum(0).argmax()
+        bright = torch.tensor([flat % 40, flat // 40], dtype=torch.float)  # (x, y) of the brightest pixel
+        where = (p[0] + 1) * 40 / 2 - 0.5  # fastai scales points to -1..1 over the image
+        assert (where - bright).abs().max() <= 2.5, (where, bright)
+
+
+@pytest.mark.slow
+def test_cached_run_matches_uncached_and_reads_data_only(tmp_path):
+    data = mnist_subset(tmp_path / "mnist", n=12)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    args = ["task=mnist", f"data.path={data}", "trainer.epochs=1", "trainer.bs=8"]
+    cached = run_fxp("train", *args, cwd=tmp_path)
+    assert cached.returncode == 0, cached
+    assert "train items decoded once into" in cached.stdout and str(tmp_path / ".fxp_cache") in cached.stdout
+    (tmp_path / "off").mkdir()
+    off = run_fxp("train", *args, "data.cache=off", cwd=tmp_path / "off")
+    assert off.returncode == 0, off
+    (a,), (b,) = metrics_rows(newest_run(tmp_path)), metrics_rows(newest_run(tmp_path / "off"))
+    assert abs(float(a["valid_loss"]) - float(b["valid_loss"])) < 1e-4 and a["accuracy"] == b["accuracy"]
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # nothing written into the data folder
+
+    listed = run_fxp("cache", "ls", cwd=tmp_path)
+    assert listed.returncode == 0 and str(data) in listed.stdout and "train" in listed.stdout, listed
+    cleared = run_fxp("cache", "clear", cwd=tmp_path)
+    assert cleared.returncode == 0 and not entries(tmp_path / ".fxp_cache"), cleared
+
+
+def test_num_workers_auto():
+    from fxp.data import workers
+
+    auto, two = OmegaConf.create({"num_workers": "auto"}), OmegaConf.create({"num_workers": 2})
+    assert workers(auto, CPU, files=True) == 0 and workers(auto, torch.device("cuda"), files=False) == 0
+    assert workers(auto, torch.device("cuda"), files=True) >= 1 and workers(two, CPU, files=False) == 2
