@@ -31,6 +31,7 @@ def cleaned(mnist_run):
     return pd.read_csv(mnist_run / "clean" / "top_losses.csv", dtype=str, keep_default_na=False)
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_clean_lists_the_top_losses_with_an_empty_action(mnist_run, cleaned):
     assert tuple(cleaned.columns) == CLEAN_COLS and len(cleaned) == 12
     losses = cleaned.loss.astype(float)
@@ -43,6 +44,7 @@ def test_clean_lists_the_top_losses_with_an_empty_action(mnist_run, cleaned):
     assert (mnist_run / "plots" / "batch.png").is_file()  # every run draws its batch
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_marked_items_are_left_out_or_relabelled_by_key(cleaned, tmp_path):
     from fastai.data.transforms import parent_label
 
@@ -73,6 +75,7 @@ def test_the_next_run_trains_on_fewer_items_and_the_files_stay(mnist_run, cleane
 
 @pytest.mark.parametrize("action,says", [("remove", "'remove' is not keep, delete or relabel:LABEL"),
                                          ("keep", "no row of the file is marked delete")])
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_a_bad_list_is_one_line(cleaned, tmp_path, action, says):
     bad = cleaned.assign(action=action)
     bad.to_csv(tmp_path / "bad.csv", index=False)
@@ -81,6 +84,7 @@ def test_a_bad_list_is_one_line(cleaned, tmp_path, action, says):
     assert_one_line_error(r, says)
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_a_list_of_other_data_and_other_kinds_are_one_line(cleaned, tmp_path):
     cleaned.assign(file="elsewhere/" + cleaned.file).to_csv(tmp_path / "other.csv", index=False)
     r = run_fxp("train", "task=mnist", f"data.path={need_data('mnist_tiny')}", f"data.exclude={tmp_path / 'other.csv'}",

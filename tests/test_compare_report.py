@@ -46,6 +46,7 @@ def renders(shown: dict, at_least: int) -> None:
     assert len(shown["widths"]) >= at_least and all(w > 0 for w in shown["widths"]), shown["widths"]
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(sweep, tmp_path, tab):
     folder, jobs = sweep
     html = tmp_path / "cmp.html"
@@ -61,6 +62,7 @@ def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(sw
     assert "trainer.seed" in shown["text"] and number(delta) in shown["text"]
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_compare_takes_run_folders_and_refuses_what_is_not_one(sweep, tmp_path):
     _, jobs = sweep
     r = run_fxp("compare", *jobs, cwd=tmp_path)
@@ -71,6 +73,7 @@ def test_compare_takes_run_folders_and_refuses_what_is_not_one(sweep, tmp_path):
                           "cannot write")
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_run_report_has_metrics_diagnosis_plots_and_config(sweep, tab):
     job = sweep[1][0]
     r = run_fxp("report", job, cwd=job)
@@ -84,6 +87,7 @@ def test_run_report_has_metrics_diagnosis_plots_and_config(sweep, tab):
     assert not list(job.glob("*.tmp"))
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_sweep_report_sorts_jobs_by_the_monitor_and_plots_each_swept_key(sweep, tab):
     folder, jobs = sweep
     r = run_fxp("report", folder, cwd=folder)
@@ -101,6 +105,7 @@ def test_report_refuses_a_folder_that_is_no_run(tmp_path):
     assert_one_line_error(run_fxp("report", tmp_path, cwd=tmp_path), "is not a run or sweep folder")
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_compare_and_report_read_run_folders_without_torch(sweep):
     from test_imports import loaded_after
 

@@ -177,7 +177,7 @@ def test_train_key_overrides(workdir):
     "Overrides of keys of the real config and their neighbours, with their values and theirs."
     counts = collections.Counter()
 
-    @fuzz_settings(250)
+    @fuzz_settings(100)
     @given(st.lists(key_overrides, min_size=1, max_size=3))
     def run(overrides):
         check(["train", *overrides, "--cfg", "job"], workdir, counts)

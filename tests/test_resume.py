@@ -295,19 +295,29 @@ def text_run(cwd, *args):
 
 
 @pytest.fixture(scope="module")
-def text_reference(tmp_path_factory, data):
+def imdb_quarter(tmp_path_factory, data):
+    "Every fourth review of imdb_sample (both labels in both splits): resuming is about state, not about how much text."
+    import pandas as pd
+
+    folder = tmp_path_factory.mktemp("imdb_quarter")
+    pd.read_csv(data("imdb_sample") / "texts.csv").iloc[::4].to_csv(folder / "texts.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_reference(tmp_path_factory, imdb_quarter):
     ref = tmp_path_factory.mktemp("text_ref")
-    r = text_run(ref, "train", f"data.path={data('imdb_sample')}", *TEXT)
+    r = text_run(ref, "train", f"data.path={imdb_quarter}", *TEXT)
     assert r.returncode == 0, r
     return newest_run(ref)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("step, k, where", [("classifier", 2, "stage 2 epoch 1"), ("lm", 1, "step lm stage 1 epoch 1")])
-def test_text_resumes_inside_the_step_it_was_in(text_reference, tmp_path, data, step, k, where):
+def test_text_resumes_inside_the_step_it_was_in(text_reference, tmp_path, imdb_quarter, step, k, where):
     "Stopped in the classifier: the language model is not trained again; stopped in the language model: it goes on."
     with interrupt_after(k, step):
-        r = text_run(tmp_path, "train", f"data.path={data('imdb_sample')}", *TEXT)
+        r = text_run(tmp_path, "train", f"data.path={imdb_quarter}", *TEXT)
     assert r.returncode == 130, r
     run = newest_run(tmp_path)
     lm_rows = (run / "lm" / "metrics.csv").read_bytes()

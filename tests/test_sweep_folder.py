@@ -15,6 +15,7 @@ def rows(sweep_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_a_sweep_with_a_failed_job_runs_the_rest_and_exits_1(fxp, tmp_path):
     sweep = tmp_path / "sweep"
     r = fxp("train", "-m", "trainer.epochs=1", "trainer.bs=100000,16", f"hydra.sweep.dir={sweep}")
@@ -25,11 +26,13 @@ def test_a_sweep_with_a_failed_job_runs_the_rest_and_exits_1(fxp, tmp_path):
     assert last.startswith("fxp: error: 1 of 2 jobs did not complete (1 failed)") and f"fxp runs {sweep}" in last
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_a_sweep_of_completed_jobs_exits_0(fxp, tmp_path):
     r = fxp("train", "-m", "trainer.epochs=1", "trainer.seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert r.returncode == 0, r
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_a_rerun_into_a_sweep_folder_is_refused_and_keeps_it(fxp, tmp_path):
     sweep = tmp_path / "sweep"
     assert fxp("train", "-m", "trainer.epochs=1", "trainer.seed=1", f"hydra.sweep.dir={sweep}").returncode == 0
@@ -40,6 +43,7 @@ def test_a_rerun_into_a_sweep_folder_is_refused_and_keeps_it(fxp, tmp_path):
     assert "sweep of" not in r.stdout  # no summary of the old sweep's results
 
 
+@pytest.mark.slow  # trains (a sweep or a run)
 def test_an_empty_folder_can_be_a_sweep_folder(fxp, tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
