@@ -37,11 +37,18 @@ def hydra_job(num: int, n_jobs: int = 2, launcher: str = JOBLIB):
                              "job": {"num": num}})
 
 
+def job_environment(monkeypatch):
+    """A copy of os.environ for the job: job_resources sets the pool variable with setdefault, which monkeypatch does
+    not undo, and a later test's subprocess would inherit an empty pool (no GPU assigned)."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+
+
 @pytest.mark.parametrize("pool, expected", [("0,1", ["0", "1", "0"]), ("3,5,7", ["3", "5", "7"])])
 def test_each_parallel_job_gets_a_gpu_of_the_pool(monkeypatch, pool, expected):
     "Job number modulo the pool the sweep began with (CUDA_VISIBLE_DEVICES), each job's choice in its environment."
     from fxp.sweeps import GPU_POOL, job_resources
 
+    job_environment(monkeypatch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", pool)
     monkeypatch.delenv(GPU_POOL, raising=False)
     seen = []
@@ -56,6 +63,7 @@ def test_threads_are_shared_and_other_launchers_get_nothing(monkeypatch):
     from fxp.sweeps import job_resources
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)))
+    job_environment(monkeypatch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: no assignment
     monkeypatch.delenv("FXP_GPU_POOL", raising=False)
     assert job_resources(hydra_job(0, n_jobs=2)) == {"job": 0, "num_threads": 4}
