@@ -33,6 +33,11 @@ from pathlib import Path
 
 import pytest
 
+# A suite started in the background (nohup, `&` in a script) inherits SIGINT ignored, and so would every fxp it
+# starts; the Ctrl-C tests need the fxp a user's terminal starts. A Python handler here is reset to the default in
+# the children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported in this process (as in subprocesses)
 THREADS = int(os.environ["OMP_NUM_THREADS"])
 REPO = Path(__file__).resolve().parents[1]
