@@ -90,6 +90,7 @@ def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(
     pid = forked(whole, *ARGS)
     claimed = appeared(whole, "config.yaml")
     saved = appeared(whole, "checkpoints/last.json")
+    trained = appeared(whole, "model.pkl")
     _, status = os.waitpid(pid, 0)
     ended = time.perf_counter()
     assert os.waitstatus_to_exitcode(status) == 0, (whole / "console.txt").read_text()
@@ -106,9 +107,12 @@ def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(
         elif moment < 0.35:  # from the claim to the first checkpoint: building, the first epoch
             appeared(cwd, "config.yaml")
             time.sleep(rng.uniform(0, saved - claimed))
-        else:  # mostly later: epochs, checkpoints, export, plots, the last summary
+        elif moment < 0.8:  # mostly while it trains: epochs and their checkpoints
             appeared(cwd, "checkpoints/last.json")
-            time.sleep(rng.uniform(0, ended - saved))
+            time.sleep(rng.uniform(0, trained - saved))
+        else:  # after the export: plots, trackers, the last summary (a window that grows with every new plot)
+            appeared(cwd, "model.pkl")
+            time.sleep(rng.uniform(0, ended - trained))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         runs = [p.parent for p in (cwd / "outputs").rglob("config.yaml")]
