@@ -190,7 +190,7 @@ def test_train_groups_removals_and_malformed(workdir):
     "Group choices (real and not), removals, keys without values, flags, malformed syntax, mixed with key overrides."
     counts = collections.Counter()
 
-    @fuzz_settings(250)
+    @fuzz_settings(120)
     @given(st.lists(st.one_of(group_overrides, odd_overrides, key_overrides), min_size=1, max_size=4))
     def run(overrides):
         check(["train", *overrides, "--cfg", "job"], workdir, counts)
