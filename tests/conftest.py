@@ -45,6 +45,16 @@ DEFAULT_DATA = REPO.parent / "shared" / "data"
 NO_NET = "http://127.0.0.1:9"  # the discard port: nothing listens, so every download fails at once
 
 
+EXPORTED = Path(__file__).parent / "fixtures" / "exported"  # ready runs of every kind, from earlier fxp versions
+
+
+def copy_exported(dest: Path, *names: str) -> Path:
+    "Copies of the ready runs `names` of tests/fixtures/exported under `dest` (commands write into a run's folder)."
+    for name in names:
+        shutil.copytree(EXPORTED / name, dest / name)
+    return dest
+
+
 def data_root() -> Path:
     "`FXP_DATA` if set, else `<repo>/../shared/data`."
     return Path(os.environ.get("FXP_DATA") or DEFAULT_DATA).expanduser().resolve()

@@ -7,23 +7,18 @@ PIL, no fastai): it must give fxp predict's answers.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, need_data, run_fxp
+from conftest import assert_one_line_error, copy_exported, need_data, run_fxp
 
-FIXTURES = Path(__file__).parent / "fixtures" / "exported"
 ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("export")
-    for name in ("classification", "tabular", "text"):
-        shutil.copytree(FIXTURES / name, root / name)
-    return root
+    return copy_exported(tmp_path_factory.mktemp("export"), "classification", "tabular", "text")
 
 
 @pytest.fixture(scope="module")

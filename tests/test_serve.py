@@ -6,7 +6,6 @@ free port) and sends it 20 requests at once, then drives its page in headless Ch
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import time
 import urllib.request
@@ -15,17 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_fxp
+from conftest import copy_exported, start_fxp
 
-FIXTURES = Path(__file__).parent / "fixtures" / "exported"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
-    for name in ("classification", "tabular"):
-        shutil.copytree(FIXTURES / name, root / name)
-    return root
+    return copy_exported(tmp_path_factory.mktemp("serve"), "classification", "tabular")
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +110,7 @@ def test_a_segmentation_mask_and_a_text_label(tmp_path):
 
     from fxp.commands.serve import make_app
 
-    for name in ("segmentation", "text"):
-        shutil.copytree(FIXTURES / name, tmp_path / name)
+    copy_exported(tmp_path, "segmentation", "text")
     seg = TestClient(make_app(tmp_path / "segmentation"))
     assert "Road" in seg.get("/info").json()["classes"]
     photo = tmp_path / "segmentation" / "0001TP_006750.png"

@@ -12,17 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, mnist_subset, need_data, run_fxp
+from conftest import assert_one_line_error, copy_exported, mnist_subset, need_data, run_fxp
 
-FIXTURES = Path(__file__).parent / "fixtures" / "exported"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("val")
-    for name in ("classification", "tabular", "text"):
-        shutil.copytree(FIXTURES / name, root / name)
-    return root
+    return copy_exported(tmp_path_factory.mktemp("val"), "classification", "tabular", "text")
 
 
 def evals(run: Path) -> list[Path]:
