@@ -421,7 +421,8 @@ def read_run(path: Path, root: Path) -> dict:
     overrides = summary["overrides"] if isinstance(summary.get("overrides"), list) else read_overrides(path)
     baseline = baselines(summary).get(monitor.metric, (None, None))
     lrs = _of(dict, summary.get("suggested_lrs")) if "suggested_lrs" in summary else None
-    return dict(run=path.relative_to(root).as_posix(), kind="run" if lrs is None else "lr-find",
+    kind = "lr-find" if lrs is not None else "show" if "shown" in summary else "run"  # fxp show: data, no training
+    return dict(run=path.relative_to(root).as_posix(), kind=kind,
                 task=_of(str, summary.get("task")) or _task_of(path), overrides=[str(o) for o in overrides],
                 metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
                 best=best.get(monitor.metric), baseline=baseline[0], baseline_of=baseline[1],

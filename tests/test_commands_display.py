@@ -113,6 +113,16 @@ def test_lr_find_table_lists_the_suggestions(tmp_path, capsys):
     assert "lr-find completed" in out and "valley" in out and "0.001445" in out and "plots/lr_find.png" in out
 
 
+def test_runs_marks_show_folders_as_no_training(tmp_path, capsys):
+    "fxp show's folders (a batch, the DataBlock summary) are not runs of 0 epochs."
+    write_run(tmp_path / "outputs/show/digits/2026-01-01_10-00-00_bbbbbb", final_metrics={}, best_metrics={},
+              epochs=0, shown="plots/batch.png")
+    line = next(ln for ln in runs_output(capsys, tmp_path / "outputs").splitlines() if "bbbbbb" in ln)
+    cells = [c.strip() for c in line.strip("│").split("│")]
+    assert "[show]" in cells[0] and "plots/batch.png" in cells[3] and cells[6] == "-"
+    assert json.loads(runs_output(capsys, tmp_path / "outputs", "--json"))[0]["kind"] == "show"
+
+
 def test_runs_marks_lr_find_runs(tmp_path, capsys):
     write_run(tmp_path / "outputs/digits/2026-01-01_10-00-00_aaaaaa", final_metrics={}, best_metrics={}, epochs=0,
               suggested_lrs={"valley": 0.001445, "slide": 0.01096})

@@ -178,8 +178,8 @@ def cells(r: dict) -> list:
     "The table cells of a row, as they are (the console prints no markup); the status coloured."
     from rich.text import Text
 
-    sweep, lr_find = r["kind"] == "sweep", r["kind"] == "lr-find"
-    run = f"{r['run']}  [{r['jobs']} jobs]" if sweep else f"{r['run']}  [lr-find]" if lr_find else r["run"]
+    sweep, lr_find, shown = r["kind"] == "sweep", r["kind"] == "lr-find", r["kind"] == "show"
+    run = f"{r['run']}  [{r['jobs']} jobs]" if sweep else f"{r['run']}  [{r['kind']}]" if lr_find or shown else r["run"]
     best = _number(r["best"]) + (f" (job {r['best_job']})" if sweep and r["best_job"] is not None else "")
     overrides = " ".join(o for o in r["overrides"] if not o.startswith("task="))  # the task has its column
     metric = r["metric"] or "-"
@@ -192,6 +192,8 @@ def cells(r: dict) -> list:
     if lr_find:  # no epochs: what it found instead (the valley, as trainer.lr=find picks; --json has them all)
         valley = (r.get("suggested_lrs") or {}).get("valley")
         metric, final, best, epochs = "suggested lr (valley)", _number(valley), "-", "-"
+    if shown:  # a batch and the DataBlock summary, nothing trained
+        metric, final, best, epochs = "batch: plots/batch.png", "-", "-", "-"
     status = r["status"] + (f": {first_line(r['error'], ERROR_WORDS)}" if r.get("error") else "")
     return [run, r["task"], overrides, metric, final, best, epochs, _duration(r["wall_time_s"]),
             Text(status, style=STATUS_STYLE.get(r["status"], "default"))]
