@@ -3,6 +3,7 @@ command names and of `fxp lr-find` overrides."""
 import pytest
 
 from conftest import run_fxp, subprocess_env
+from fxp import config
 
 
 @pytest.mark.parametrize("command, says", [
@@ -28,6 +29,9 @@ def test_every_command_has_its_own_help(tmp_path, command, says, flag):
     assert r.stdout.lstrip().startswith(says), r.stdout[:300]
     assert command == "train" or "fxp train:" not in r.stdout
     assert command != "lr-find" or "lr_find.png" in r.stdout
+    if command in ("train", "lr-find"):  # Hydra's help: each config group with its options
+        for group in config.GROUPS:
+            assert f"{group}: {', '.join(config.choices(group))}" in r.stdout
     assert not (tmp_path / "outputs").exists()
 
 
