@@ -125,3 +125,9 @@ def test_missing_onnx_packages_is_one_line_with_the_install(runs, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     r = run_fxp("export", runs / "classification", "--format", "onnx", cwd=runs)
     assert_one_line_error(r, "onnxruntime", "pip install 'fxp[export]'")
+
+
+def test_export_without_a_run_asks_for_it_and_not_for_overrides(tmp_path):
+    r = run_fxp("export", "--format", "onnx", cwd=tmp_path)
+    assert_one_line_error(r, "RUN_DIR")
+    assert "KEY=VALUE" not in r.stderr

@@ -14,6 +14,14 @@ class Parser(argparse.ArgumentParser):
         raise FxpError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def saved_run_arguments(p: Parser, overrides: str) -> Parser:
+    "RUN_DIR and the KEY=VALUE overrides of a command on a saved run (fxp val, fxp export); `overrides` is their help."
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (fxp runs lists them)")
+    # a default, or argparse calls a `*` positional required and names it when RUN_DIR is missing
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help=overrides)
+    return p
+
+
 def console():
     """A rich console that prints text as is (no markup: a `[spoiler]` in a text or `y_cols=[a,b]` in an override
     stays); styles come as rich Text. Piped, one line per row with whole cells, for grep and scripts."""

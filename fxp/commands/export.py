@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from fxp import saved
-from fxp.commands import Parser, console
+from fxp.commands import Parser, console, saved_run_arguments
 from fxp.errors import FxpError
 from fxp.runs import read_summary, write_atomic
 
@@ -29,9 +29,7 @@ EXPORT = "export"
 def parser() -> Parser:
     p = Parser(prog="fxp export", description="Export a run's model as ONNX or TorchScript with model.json (classes, "
                                               "preprocessing, a parity check against the learner).")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (fxp runs lists them)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="where the validation data is, if it moved: data.path=DIR")
+    saved_run_arguments(p, "where the validation data is, if it moved: data.path=DIR")
     p.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx or torchscript")
     p.add_argument("--items", type=int, default=32, metavar="N", help="validation items of the parity check (32)")
     return p

@@ -12,8 +12,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from fxp.commands import Parser, console, number
-from fxp.errors import FxpError
+from fxp.commands import Parser, console, number, saved_run_arguments
 from fxp.runs import read_metrics, read_summary, write_atomic
 from fxp.saved import SPLITS
 
@@ -23,9 +22,7 @@ EVAL = "eval"
 def parser() -> Parser:
     p = Parser(prog="fxp val", description="Evaluate a saved run on its validation split or on new labelled data in "
                                            "the same layout, without retraining; writes RUN_DIR/eval/<stamp>/.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (fxp runs lists them)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="where the data is and its layout: data.path=DIR, task.valid=NAME, ...")
+    saved_run_arguments(p, "where the data is and its layout: data.path=DIR, task.valid=NAME, ...")
     p.add_argument("--split", choices=SPLITS, default="valid",
                    help="valid: the data's validation split (default); test: every labelled item of the data")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
@@ -33,8 +30,6 @@ def parser() -> Parser:
 
 
 def main(args: list[str]) -> int:
-    if not {"-h", "--help"} & set(args) and not [a for a in args if not a.startswith("-")]:  # argparse would also call the optional overrides required
-        raise FxpError("fxp val: give RUN_DIR, a completed run folder (fxp runs lists them); see fxp val --help")
     opts = parser().parse_intermixed_args(args)
     from fxp import saved
 
