@@ -88,16 +88,22 @@ def device(cfg):
     return torch.device("cpu") if cfg.trainer.device == "auto" else device_of(cfg.trainer)
 
 
-def learner(run_dir: Path, dev):
-    "The run's exported learner on `dev`, quiet: no progress bar, no epoch lines."
+def load(path: Path):
+    "fastai's load_learner on the CPU (a model saved on a GPU loads anywhere); its pickle warning is moot for a run's own."
     import warnings
 
-    from fastai.callback.progress import ProgressCallback
-    from fastai.learner import load_learner
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # load_learner's pickle warning: a run folder of one's own
-        learn = load_learner(Path(run_dir) / MODEL, cpu=True)  # a model saved on a GPU loads anywhere
+        warnings.simplefilter("ignore")
+        from fastai.learner import load_learner
+
+        return load_learner(path, cpu=True)
+
+
+def learner(run_dir: Path, dev):
+    "The run's exported learner on `dev`, quiet: no progress bar, no epoch lines."
+    from fastai.callback.progress import ProgressCallback
+
+    learn = load(Path(run_dir) / MODEL)
     if dev.type != "cpu":
         learn.model.to(dev)
         learn.dls.to(dev)

@@ -42,9 +42,9 @@ def main(args: list[str]) -> int:
     run_dir, inputs, options = _predict_args([a for a in args if a not in ("--json", "--tta")])
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
-    from fxp import dispatch
+    from fxp import dispatch, saved
 
-    cfg = _config(run_dir)
+    cfg = run_config(run_dir)
     kind = dispatch.kind_module(cfg.task.kind)
     accepted = [p for p in inspect.signature(kind.predict).parameters if p not in ("learn", "cfg", "inputs")]
     unknown = [o for o in options if o not in accepted]
@@ -59,7 +59,7 @@ def main(args: list[str]) -> int:
         from fastai.torch_core import set_seed
 
         set_seed(cfg.trainer.seed)  # the augmented copies are random: the same call gives the same numbers
-    rows = predict_rows(kind, _load_learner(run_dir / MODEL), cfg, inputs, options, run_dir)
+    rows = predict_rows(kind, saved.load(run_dir / MODEL), cfg, inputs, options, run_dir)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
@@ -96,7 +96,7 @@ def _predict_args(args: list[str]) -> tuple[Path, list[str], dict[str, str]]:
     return Path(positional[0]), positional[1:], options
 
 
-def _config(run_dir: Path):
+def run_config(run_dir: Path):
     "The run's config.yaml (written resolved), or one line saying what is wrong with it."
     from omegaconf import DictConfig, OmegaConf
 
@@ -114,17 +114,6 @@ def _config(run_dir: Path):
         raise FxpError(f"fxp predict: {f} has no task.kind (it is not a run's {CONFIG}); give the folder of a "
                        f"completed run")
     return cfg
-
-
-def _load_learner(path: Path):
-    "fastai's load_learner on the CPU; its pickle warning is moot for a run folder of one's own."
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fastai.learner import load_learner
-
-        return load_learner(path, cpu=True)
 
 
 def _cell(value) -> str:

@@ -54,14 +54,14 @@ class Model:
 
     def __init__(self, run_dir: Path):
         from fxp import dispatch
-        from fxp.commands.predict import _config, _load_learner
+        from fxp.commands.predict import run_config
 
         if not (run_dir / MODEL).is_file():
             raise FxpError(f"fxp serve: no {MODEL} in {run_dir}: give the folder of a completed run (fxp runs lists "
                            f"them)")
-        self.run_dir, self.cfg = run_dir, _config(run_dir)
+        self.run_dir, self.cfg = run_dir, run_config(run_dir)
         self.kind = dispatch.kind_module(self.cfg.task.kind)
-        self.learn = _load_learner(run_dir / MODEL)
+        self.learn = saved.load(run_dir / MODEL)
         self.input = input_of(self.learn)
         if self.input == "table":
             from fxp.data import quiet_readonly_arrays
