@@ -113,8 +113,6 @@ def check_modes(parsed) -> None:
 
 def check_flags(parsed) -> None:
     "The files and folders Hydra's flags name exist (Hydra's own errors span many lines)."
-    from pathlib import Path
-
     for flag, folder in (("--config-dir", parsed.config_dir), ("--config-path", parsed.config_path)):
         if folder and not folder.startswith("pkg://") and not Path(folder).is_dir():
             raise ConfigError(f"{flag}={folder}: no such folder")
@@ -170,7 +168,6 @@ def _is_sweep(override: str) -> bool:
 def check_output_folder(folder: str, key: str) -> None:
     "The run folder's fixed part (before the first `${`) has no regular file on its path, and can be written in."
     import os
-    from pathlib import Path
 
     path = Path(folder.split("${")[0] or ".").expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
