@@ -115,6 +115,27 @@ def evaluate(learn, cfg) -> dict:
     return {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4)}
 
 
+def baseline(learn, cfg) -> dict:
+    """The best constant tag set: of the k most frequent training tags (k = 1, 2, ...), the set with the best training
+    F-beta, predicted for every image; scored with the run's metrics (accuracy_multi, fbeta) on the valid split."""
+    import torch
+
+    from fxp.baselines import score, tags_logits
+
+    train, valid = (_targets(ds) for ds in (learn.dls.train_ds, learn.dls.valid_ds))
+    order = train.sum(0).argsort(descending=True)
+    sets = [torch.zeros(train.shape[1]).index_fill_(0, order[:k], 1) for k in range(1, len(order) + 1)]
+    best = max(sets, key=lambda tags: _fbeta(tags.expand_as(train), train, 0.5, cfg.task.beta))
+    return score(learn, [(tags_logits(best, len(valid)), valid)], f"always the tags '{_tags(best, learn.dls.vocab)}'")
+
+
+def _targets(ds):
+    "A split's tags, one 0/1 row per item, through its label pipeline (no image read)."
+    import torch
+
+    return torch.stack([torch.as_tensor(ds.tls[1][i]).float() for i in range(len(ds))])
+
+
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     """F-beta of the validation set against the threshold (best threshold marked, also in fbeta_threshold.json),
     and the validation images with the highest loss."""
