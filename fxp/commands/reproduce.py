@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from fxp import config
 from fxp.commands import console, number
@@ -100,7 +101,7 @@ def verdict(run_dir: Path) -> dict:
     out = {"run": str(run_dir), **{k: block[k] for k in ("metric", "mode", "published", "tolerance", "source")},
            "status": status, "reached": reached, "wall_time_s": summary.get("wall_time_s"),
            "baseline": baseline, "baseline_of": baseline_of,
-           "not_beaten": not_beaten({block["metric"]: reached}, base, _Monitor(block["metric"], block["mode"]))}
+           "not_beaten": not_beaten({block["metric"]: reached}, base, SimpleNamespace(**block))}
     if reached is None:
         return {**out, "difference": None, "within_tolerance": False}
     difference = reached - block["published"]
@@ -112,13 +113,6 @@ def verdict(run_dir: Path) -> dict:
 def _gain(v: dict, difference: float) -> float:
     "How much better than the published value (< 0: worse)."
     return difference if v["mode"] == "max" else -difference
-
-
-class _Monitor:
-    "The preset's metric and direction, as fxp.runs reads a task.monitor."
-
-    def __init__(self, metric: str, mode: str):
-        self.metric, self.mode = metric, mode
 
 
 BLOCK = {"metric": str, "mode": str, "published": (int, float), "tolerance": (int, float), "source": str}
