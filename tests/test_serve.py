@@ -216,20 +216,44 @@ def test_only_this_servers_host_names_and_same_site_posts_are_answered(runs, ima
 
 
 def test_an_image_over_the_pixel_budget_is_refused_by_its_header(images, runs, bomb, tmp_path):
-    """issue 30: 413 before anything decodes it, the server still up; fxp predict: one line. The budget of a run that
-    trained at its images' own size (task.size=null) is 2048x2048; --max-pixels changes it."""
+    """issue 30: 413 before anything decodes it, the server still up; fxp predict: one line. The fixture run trained
+    at its images' own size with an fxp that did not record it: its model sees an input whole, so its budget is
+    1024x1024; --max-pixels changes it."""
     r = upload(images, bomb)
     assert r.status_code == 413 and "13000x13000" in r.json()["error"], r.text
     assert images.get("/health").status_code == 200
-    just_over = blank_png(tmp_path / "big.png", 2049, 2048)
+    just_over = blank_png(tmp_path / "big.png", 1025, 1024)
     r = upload(images, just_over)
-    assert r.status_code == 413 and "at most 4.2 megapixels" in r.json()["error"], r.text
+    assert r.status_code == 413 and "at most 1.0 megapixels" in r.json()["error"], r.text
     run = runs / "classification"
     assert_one_line_error(run_fxp("predict", run, bomb, cwd=tmp_path), "bomb.png is 13000x13000", "--max-pixels")
-    r = run_fxp("predict", run, just_over, "--max-pixels", "5000000", "--json", cwd=tmp_path)
+    r = run_fxp("predict", run, just_over, "--max-pixels", "2000000", "--json", cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)[0]["label"] in ("3", "7"), r
-    assert client(run, max_pixels=5_000_000).post("/predict", files={"file": ("big.png", just_over.read_bytes())}
+    assert client(run, max_pixels=2_000_000).post("/predict", files={"file": ("big.png", just_over.read_bytes())}
                                                    ).status_code == 200
+
+
+def test_an_upload_is_resized_to_the_size_the_run_trained_at(runs, tmp_path):
+    """A run trained at its images' own size (28x28 here, as fxp.train.export records it) sees a 32x larger copy of
+    a digit at 28x28: labelled as the digit (seen whole, the 3 was called a 7), in one batch with the small ones."""
+    import shutil
+
+    from PIL import Image
+
+    from fxp import saved
+
+    run = Path(shutil.copytree(runs / "classification", tmp_path / "sized"))
+    learn = saved.load(run / "model.pkl")
+    learn.input_size = (28, 28)
+    learn.export(run / "model.pkl")
+    with Image.open(run / "3.png") as im:
+        im.resize((896, 896), Image.NEAREST).save(tmp_path / "big3.png")
+    files = [("file", (f.name, f.read_bytes(), "image/png")) for f in (tmp_path / "big3.png", run / "7.png")]
+    r = client(run).post("/predict", files=files)
+    assert r.status_code == 200, r.text
+    (big, small) = r.json()["predictions"]
+    assert (big["label"], small["label"]) == ("3", "7") and big["probability"] > 0.9
+    assert client(run).get("/info").json()["max_pixels"] == 2048 * 2048  # the floor: 16x28 on each side is less
 
 
 def test_a_category_the_model_never_saw_is_named_with_the_closest_known_one(runs, tmp_path):
@@ -258,36 +282,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post_image(url: str, path: Path) -> dict:
+def post_image(url: str, path: Path) -> tuple[int, dict]:
+    "The status and JSON answer of a multipart upload of `path`, as curl -F sends it."
     boundary = "fxpboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def peak_rss_mb(pid: int) -> float:
+    "The process's peak resident memory (VmHWM), in MB."
+    line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def wait_up(url: str, proc) -> None:
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                assert json.loads(r.read()) == {"status": "ok"}
+            return
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.3)
 
 
 @pytest.mark.slow
-def test_the_real_server_answers_20_requests_at_once_and_its_page_works(runs):
+def test_the_real_server_survives_a_pixel_bomb_answers_20_requests_at_once_and_its_page_works(runs, bomb, tmp_path):
+    """issue 30: a 164 KB 13000x13000 PNG and a 9000x9000 RGB one get 413, /health still answers, and the server's
+    peak memory stays under 1 GB (it was killed for memory, or peaked at 4.3 GB)."""
     from browser import page
 
     run, port = runs / "classification", free_port()
     proc = start_fxp("serve", run, "--port", str(port), cwd=runs)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    assert json.loads(r.read()) == {"status": "ok"}
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, proc.communicate()
-                time.sleep(0.3)
+        wait_up(url, proc)
+        for image in (bomb, blank_png(tmp_path / "rgb.png", 9000, 9000, "RGB")):
+            status, answer = post_image(f"{url}/predict", image)
+            assert status == 413 and "megapixels" in answer["error"], answer
         digits = ["3", "7"] * 10
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda d: post_image(f"{url}/predict", run / f"{d}.png"), digits))
-        assert [a["predictions"][0]["label"] for a in answers] == digits
+        assert [a["predictions"][0]["label"] for _, a in answers] == digits
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+            assert r.status == 200
+        assert peak_rss_mb(proc.pid) < 1024
         with page() as tab:
             tab.goto(url)
             tab.set_input_files("#file", str(run / "7.png"))

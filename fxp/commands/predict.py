@@ -26,7 +26,7 @@ arguments:
                    (the 3 likeliest classes with their probabilities)
   --tta            test-time augmentation (image runs): average the predictions over augmented copies (seeded)
   --max-pixels N   the largest image accepted, in pixels (default: 16 times the run's training size on each side,
-                   at least 2048x2048 and at most 40 megapixels): a larger one is refused before it is decoded
+                   from 2048x2048 to 4096x4096), refused before it is decoded; the model sees it at the training size
   --json           print a JSON list of dicts instead of the table
   -h, --help       show this help
 
@@ -76,6 +76,7 @@ def predict_rows(kind, learn, cfg, inputs: list, options: dict, run_dir: Path,
     an input the kind did not foresee: one line, not a traceback."""
     if input_of(learn) == "image":
         check_pixels(image_inputs(inputs), pixel_budget(learn, max_pixels))
+        resize_to_training_size(learn)
     try:
         return kind.predict(learn, cfg, inputs, **options)
     except FxpError:
@@ -96,9 +97,11 @@ def input_of(learn) -> str:
 # --- the pixel budget: an image is refused by its header, before it is decoded (a 164 KB PNG can hold 13000x13000
 # zeros: 500 MB decoded as RGB, gigabytes more through a model that sees it whole) ------------------------------------
 
-SIDE = 16  # an input may be this many times the training size on each side (the pipeline resizes it down)
-MIN_PIXELS = 2048 * 2048  # the budget of a run trained at its images' own size (task.size=null), which sees them whole
-MAX_PIXELS = 40_000_000  # the budget's ceiling: about 120 MB decoded as RGB
+SIDE = 16  # an input may be this many times the training size on each side (it is resized to that size)
+MIN_PIXELS = 2048 * 2048  # the budget's floor
+MAX_PIXELS = 4096 * 4096  # its ceiling: about 50 MB decoded as RGB
+UNSIZED_PIXELS = 1024 * 1024  # the budget of a run of an earlier fxp trained at its images' own size (task.size=null),
+# which records no size: its model sees an input whole
 
 
 class TooLarge(FxpError):
@@ -110,15 +113,31 @@ def pixel_budget(learn, given: int | None = None) -> int:
     if given is not None:
         return given
     size = training_size(learn)
-    return MIN_PIXELS if size is None else min(MAX_PIXELS, max(MIN_PIXELS, SIDE**2 * size[0] * size[1]))
+    return UNSIZED_PIXELS if size is None else min(MAX_PIXELS, max(MIN_PIXELS, SIDE**2 * size[0] * size[1]))
 
 
 def training_size(learn) -> tuple[int, int] | None:
-    "The (w, h) the learner's validation pipeline resizes images to (task.size, a last stage's size); None: no resize."
+    """The (w, h) the model trained at: its validation pipeline's Resize (task.size, a last stage's size), else the
+    images' own size recorded at export (fxp.train.export); None for a run of an earlier fxp without either."""
+    resize = _resize(learn)
+    return tuple(resize.size) if resize is not None else getattr(learn, "input_size", None)
+
+
+def _resize(learn):
     from fastai.vision.augment import Resize
 
-    tfms = getattr(getattr(learn.dls.valid, "after_item", None), "fs", [])
-    return next((tuple(t.size) for t in tfms if isinstance(t, Resize)), None)
+    return next((t for t in getattr(getattr(learn.dls.valid, "after_item", None), "fs", []) if isinstance(t, Resize)),
+                None)
+
+
+def resize_to_training_size(learn) -> None:
+    """A run trained at its images' own size sees an input squished to that size (as its Resize would, whole: points
+    and masks map back to the input's pixels), not at whatever size it comes."""
+    from fastai.vision.augment import Resize, ResizeMethod
+
+    size = getattr(learn, "input_size", None)
+    if size is not None and _resize(learn) is None:
+        learn.dls.valid.after_item.add(Resize((size[1], size[0]), method=ResizeMethod.Squish))
 
 
 def image_inputs(inputs: list) -> list[Path]:

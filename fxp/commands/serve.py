@@ -100,7 +100,8 @@ class Model:
             options["top"] = str(TOP)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):  # a kind's "wrote N predictions to ..." note, its warnings
-            rows = predict_rows(self.kind, self.learn, self.cfg, inputs, options, self.run_dir, self.max_pixels)
+            rows = predict_rows(self.kind, self.learn, self.cfg, inputs, options, Path(self.run_dir.resolve().name),
+                                self.max_pixels)
         warns = [ln.removeprefix(WARNING) for ln in err.getvalue().splitlines() if ln.startswith(WARNING)]
         return rows, [re.sub(r"rows\d+\.csv", "the request", w) for w in warns]
 
