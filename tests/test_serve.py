@@ -324,9 +324,13 @@ def test_the_real_server_survives_a_pixel_bomb_answers_20_requests_at_once_and_i
     url = f"http://127.0.0.1:{port}"
     try:
         wait_up(url, proc)
+        started = peak_rss_mb(proc.pid)  # torch and fastai imported: about 870 MB
         for image in (bomb, blank_png(tmp_path / "rgb.png", 9000, 9000, "RGB")):
             status, answer = post_image(f"{url}/predict", image)
             assert status == 413 and "megapixels" in answer["error"], answer
+        assert peak_rss_mb(proc.pid) - started < 50  # refused by the header: nothing decoded
+        status, answer = post_image(f"{url}/predict", blank_png(tmp_path / "edge.png", 1024, 1024, "RGB"))
+        assert status == 200, answer  # the budget itself, seen whole by this run's model: about 60 MB more
         digits = ["3", "7"] * 10
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda d: post_image(f"{url}/predict", run / f"{d}.png"), digits))
@@ -349,3 +353,43 @@ def test_the_real_server_survives_a_pixel_bomb_answers_20_requests_at_once_and_i
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_page_shows_a_mask_over_its_image_with_a_legend_and_offers_known_categories(more, runs):
+    "issue 21: the mask in masks.png's colours over the photo, a legend of its classes; a table's form of choices."
+    from browser import chromium_path, page
+
+    chromium_path()  # skips before starting servers where there is no browser
+    photo = more / "segmentation" / "0001TP_006750.png"
+    ports = {name: free_port() for name in ("segmentation", "tabular")}
+    procs = [start_fxp("serve", root / name, "--port", str(port), cwd=root)
+             for root, (name, port) in zip((more, runs), ports.items())]
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        for url, proc in zip(urls.values(), procs):
+            wait_up(url, proc)
+        with page() as tab:
+            tab.goto(urls["segmentation"])
+            tab.set_input_files("#file", str(photo))
+            tab.click("#go")
+            tab.wait_for_function("document.querySelectorAll('#legend span').length > 0", timeout=30_000)
+            assert tab.eval_on_selector("#mask", "m => !m.hidden && m.naturalWidth") == 128  # the photo's width
+            box, over = tab.locator("#preview").bounding_box(), tab.locator("#mask").bounding_box()
+            assert (box["x"], box["y"], box["width"]) == (over["x"], over["y"], over["width"])
+            legend = tab.inner_text("#legend")
+            classes = json.loads(urllib.request.urlopen(f"{urls['segmentation']}/info").read())["classes"]
+            assert legend.split() and all(name in classes for name in legend.split())
+            tab.goto(urls["tabular"])
+            assert "Private" in tab.eval_on_selector("select[name=workclass]", "s => [...s.options].map(o => o.text)")
+            for col, value in (("age", "40"), ("fnlwgt", "100000"), ("education-num", "13")):
+                tab.fill(f"input[name={col}]", value)
+            tab.select_option("select[name=workclass]", "Private")
+            tab.click("#go")
+            tab.wait_for_function("document.getElementById('label').textContent !== ''", timeout=30_000)
+            assert tab.inner_text("#label") in ("<50k", ">=50k") and not tab.inner_text("#warnings")
+            assert tab.console_errors == []
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.communicate(timeout=30)

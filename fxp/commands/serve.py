@@ -425,8 +425,8 @@ form.addEventListener("submit", async (ev) => {{
     headers["Content-Type"] = "application/json";
   }} else {{
     const row = {{}};
-    for (const el of document.querySelectorAll(".col")) if (el.value !== "")
-      row[el.name] = el.tagName === "SELECT" || isNaN(el.value) ? el.value : Number(el.value);
+    for (const el of document.querySelectorAll(".col"))  // an empty field: a missing value
+      row[el.name] = el.value === "" ? null : el.tagName === "SELECT" || isNaN(el.value) ? el.value : Number(el.value);
     body = JSON.stringify({{rows: [row]}});
     headers["Content-Type"] = "application/json";
   }}
