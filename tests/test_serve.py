@@ -95,6 +95,14 @@ def test_a_bad_upload_is_a_4xx_with_a_clear_message(images, send, status, says):
     assert "Traceback" not in r.text
 
 
+def test_requests_beyond_the_queue_are_told_to_retry(runs, monkeypatch):
+    from fxp.commands import serve
+
+    monkeypatch.setattr(serve, "QUEUE", 0)
+    r = upload(client(runs / "classification"), runs / "classification" / "3.png")
+    assert r.status_code == 503 and "retry" in r.json()["error"]
+
+
 def test_an_upload_over_the_limit_is_413(runs):
     small = client(runs / "classification", max_mb=0.0001)  # 104 bytes
     r = upload(small, runs / "classification" / "3.png")

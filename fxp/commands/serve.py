@@ -35,6 +35,7 @@ QUEUE = 64  # requests waiting for the model at once; one more is told to retry 
 ROWS_PER_FILE = 10  # the tabular kind's predict returns this many rows of each CSV it reads (SHOWN_ROWS)
 TOP = 10  # classes shown with their probability
 LOCAL = ("localhost", "127.0.0.1", "::1")  # the Host names always served (others: the bound address, --allow-host)
+WARNING = "fxp: warning: "  # how a kind's predict warns on stderr (an unknown category): served in "warnings"
 
 
 def parser() -> Parser:
@@ -104,9 +105,6 @@ class Model:
                                 self.max_pixels)
         warns = [ln.removeprefix(WARNING) for ln in err.getvalue().splitlines() if ln.startswith(WARNING)]
         return rows, [re.sub(r"rows\d+\.csv", "the request", w) for w in warns]
-
-
-WARNING = "fxp: warning: "
 
 
 def columns(learn) -> list[str]:
