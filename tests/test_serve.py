@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, copy_exported, run_fxp, start_fxp
+from conftest import assert_one_line_error, copy_exported, run_fxp, run_installed, start_fxp
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +282,22 @@ def test_a_category_the_model_never_saw_is_named_with_the_closest_known_one(runs
     assert warning.startswith("the request: column 'workclass': 'private' (closest: 'Private')"), warning
     assert tab.get("/info").json()["categories"]["workclass"][:3] == ["?", "Federal-gov", "Local-gov"]
     assert '<select class="col" name="workclass"><option value=""></option><option>?</option>' in tab.get("/").text
+
+
+@pytest.mark.slow
+def test_tabular_predict_says_only_what_the_user_needs_on_stderr(runs, tmp_path):
+    """A fresh process (torch warns once per process): the unknown category and where the predictions went, not
+    fastai's "The given NumPy array is not writable" (its batches now read writable copies of pandas' arrays)."""
+    import pandas as pd
+
+    rows = pd.read_csv(runs / "tabular" / "rows.csv", skipinitialspace=True)
+    rows.loc[0, "workclass"] = "private"
+    rows.to_csv(tmp_path / "lower.csv", index=False)
+    r = run_installed("predict", runs / "tabular", tmp_path / "lower.csv", cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert len(r.err_lines) == 2, r
+    warning, wrote = r.err_lines
+    assert warning.startswith("fxp: warning: lower.csv: column 'workclass'") and wrote.startswith("wrote 3 predictions")
 
 
 def free_port() -> int:
