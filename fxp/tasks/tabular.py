@@ -367,22 +367,27 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
 def unknown_categories(to, rows, cat: list) -> list[str]:
     """A line per categorical column with values the model never saw (Categorify reads them as #na#): the values, the
     closest known one of each (difflib) and the known values."""
-    import difflib
-
     from fastai.tabular.core import Categorify
 
     cats = next((p for p in to.procs if isinstance(p, Categorify)), None)
     lines = []
     for c in cat if cats is not None else []:
-        known = [v for v in cats.classes[c] if str(v) != "#na#"]
         new = [v for v in dict.fromkeys(rows[c].dropna()) if v not in cats.classes[c].o2i]
         if new:
-            names = [str(v) for v in known]
-            close = [f"{v!r} (closest: {m[0]!r})" if (m := difflib.get_close_matches(str(v), names, 1, 0.5))
-                     else repr(v) for v in new[:5]]
-            lines.append(f"column {c!r}: {', '.join(close)}{' ...' if len(new) > 5 else ''} never seen in training, "
-                         f"read as missing (#na#); its values: {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}")
+            lines.append(_unknown_line(c, new, [str(v) for v in cats.classes[c] if str(v) != "#na#"]))
     return lines
+
+
+def _unknown_line(col: str, new: list, known: list[str]) -> str:
+    import difflib
+
+    def closest(v) -> str:
+        match = difflib.get_close_matches(str(v), known, 1, 0.5)
+        return f"{v!r} (closest: {match[0]!r})" if match else repr(v)
+
+    more = " ..." if len(new) > 5 else ""
+    return (f"column {col!r}: {', '.join(map(closest, new[:5]))}{more} never seen in training, read as missing "
+            f"(#na#); its values: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
 
 
 class _Copies:
