@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from fxp import config
 from fxp.commands import console, number
 from fxp.errors import ConfigError, FxpError
-from fxp.runs import baselines, read_config, read_summary
+from fxp.runs import baselines, not_beaten, read_config, read_summary
 
 MAX_PRECHECKED_JOBS = 64
 OPTIONAL_GROUPS = ("logger",)
@@ -449,7 +449,8 @@ def report(run) -> None:
         for name, final, best, baseline in rows:
             table.add_row(name, number(final), number(best), *([baseline] if len(table.columns) == 4 else []))
         tta = ", ".join(f"{k[4:]} {number(v)}" for k, v in summary.items() if k.startswith("tta_"))
-        notes = [model_line(summary, read_config(run.path)),
+        notes = [*not_beaten(summary.get("final_metrics", {}), baselines(summary)),
+                 model_line(summary, read_config(run.path)),
                  f"lr_found: {summary['lr_found']}" if "lr_found" in summary else "",
                  f"model.pkl with test-time augmentation: {tta}" if tta else ""]
     out = console()

@@ -45,8 +45,8 @@ STALE_AFTER_S = 3600  # a run without a heartbeat (older fxp) whose files stoppe
 HEARTBEAT_S = 60  # a running run touches its summary.json this often; one silent for DEAD_AFTER_BEATS of them: killed
 DEAD_AFTER_BEATS = 10
 HOST = platform.node()
-# The baselines fxp computes as a run ends (summary.json keys, a step's under its name: summary["lm"]): what a trivial
-# predictor reaches on the valid set, the metric it is the floor of, and who reaches it.
+# A run's baselines are summary.json's `baselines` ({metric: {value, by}}: the kind's `baseline`, fxp.baselines);
+# the keys older runs (and the text kind's language-model step) hold them in: key -> (the metric, who reaches it).
 BASELINES = {"accuracy_majority": ("accuracy", "the majority label"), "mse_train_mean": ("mse", "the training mean"),
              "perplexity_unigram": ("perplexity", "unigram frequencies"), "psnr_input": ("psnr", "the input itself")}
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster than OmegaConf.load
@@ -366,14 +366,36 @@ def best_metrics(rows: list[dict], monitor=None) -> dict:
 
 def baselines(summary: dict) -> dict:
     "{metric: (value, who reaches it)} for the metrics of a summary (a run's, or a step's) fxp has a baseline of."
-    out = {}
-    for key, (metric, who) in BASELINES.items():
-        value = summary.get(key) if isinstance(summary, dict) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[metric] = (float(value), who)
+    if not isinstance(summary, dict):
+        return {}
+    out = {metric: (float(summary[key]), who) for key, (metric, who) in BASELINES.items() if _real(summary.get(key))}
     if "accuracy" in out:
         out["error_rate"] = (1 - out["accuracy"][0], out["accuracy"][1])
+    for metric, entry in (summary.get("baselines") if isinstance(summary.get("baselines"), dict) else {}).items():
+        if isinstance(entry, dict) and _real(entry.get("value")):
+            out[metric] = (float(entry["value"]), str(entry.get("by") or "a constant"))
     return out
+
+
+def baseline_cell(base: dict, metric: str) -> str:
+    "A metric's baseline as a table shows it: `0.775 (the majority label '<50k')`; '' if none."
+    value, who = base.get(metric, (None, None))
+    return f"{value:.4g} ({who})" if value is not None else ""
+
+
+def not_beaten(values: dict, base: dict, monitor=None) -> list[str]:
+    "A line for each metric of `values` that does not beat its baseline ({metric: (value, who)}): the model lost."
+    lines = []
+    for metric, value in values.items():
+        if metric in base and _real(value):
+            floor, who = base[metric]
+            if not (value < floor if lower_is_better(metric, monitor) else value > floor):
+                lines.append(f"{metric} {value:.4g} does not beat its baseline, {floor:.4g} for {who}")
+    return lines
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def first_line(text, words: int = 0) -> str:
