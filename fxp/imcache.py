@@ -12,6 +12,7 @@ learner's first forward), `test_dl` (fxp predict) and the top-loss plots read th
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -164,18 +165,48 @@ def _name(f) -> str:
 
 def build(dl: CachedDL, folder: Path) -> None:
     """Decode every item of `dl`'s split once into `folder` (written whole: a temp folder renamed into place), each
-    element of an item (image, mask, label, points) an .npy memmap; decoding runs in threads (PIL releases the GIL)."""
+    element of an item (image, mask, label, points) an .npy memmap; decoding runs in threads (PIL releases the GIL).
+    A full disk is one line (FxpError) naming the cache folder, and the half-written entry is removed."""
     t0, n = time.perf_counter(), len(dl.dataset)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
     except OSError as e:
-        raise FxpError(f"cannot write the image cache in {folder.parent} ({e.strerror}); set data.cache= to a "
-                       f"writable folder, or data.cache=off") from None
+        raise FxpError(unwritable(folder.parent, e)) from None
+    try:
+        _write(dl, tmp, n)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in FULL:  # other OSErrors are the images' (PIL's unreadable file)
+            raise FxpError(unwritable(folder.parent, e)) from e
+        raise
+    shutil.rmtree(folder, ignore_errors=True)  # a corrupt entry of the same key
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process put the same entry in place first
+        shutil.rmtree(tmp, ignore_errors=True)
+    mb = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+    print(f"image cache: {n} {dl.cache.split} items decoded once into {folder} ({mb:.1f} MB, "
+          f"{time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # the disk or the user's quota is full
+
+
+def unwritable(folder: Path, e: OSError) -> str:
+    "Why the cache in `folder` cannot be written, and the ways out."
+    if e.errno in FULL:
+        return (f"the image cache in {folder} is out of space ({e.strerror}): free space with `fxp cache clear` "
+                f"(or `fxp cache prune`), set FXP_CACHE_DIR to a folder on a larger disk, or data.cache=off")
+    return (f"cannot write the image cache in {folder} ({e.strerror}); set data.cache= to a writable folder, or "
+            f"data.cache=off")
+
+
+def _write(dl: CachedDL, tmp: Path, n: int) -> None:
+    "The arrays and meta.json of `dl`'s split, into the folder `tmp`."
     first = dl.decoded(0)
-    arrays = [np.lib.format.open_memmap(tmp / f"{j}.npy", mode="w+", dtype=_plain(e).numpy().dtype,
-                                        shape=(n, *e.shape)) for j, e in enumerate(first)]
+    arrays = [_allocated(tmp / f"{j}.npy", (n, *e.shape), _plain(e).numpy().dtype) for j, e in enumerate(first)]
     # files are opened and decoded in threads (PIL releases the GIL), CHUNK at a time so memory stays bounded; item
     # transforms run here, in order, as some keep per-item state on themselves (PointScaler: its image's size)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -189,14 +220,15 @@ def build(dl: CachedDL, folder: Path) -> None:
             "arrays": [{"file": f"{j}.npy", "crc": _crc(tmp / f"{j}.npy")} for j in range(len(arrays))]}
     del arrays
     (tmp / META).write_text(json.dumps(meta))
-    shutil.rmtree(folder, ignore_errors=True)  # a corrupt entry of the same key
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process put the same entry in place first
-        shutil.rmtree(tmp, ignore_errors=True)
-    mb = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
-    print(f"image cache: {n} {dl.cache.split} items decoded once into {folder} ({mb:.1f} MB, "
-          f"{time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def _allocated(file: Path, shape: tuple, dtype) -> np.memmap:
+    """An .npy memmap whose disk blocks are reserved now. numpy makes the file sparse: pages written through the
+    mapping on a full disk would then kill the process with SIGBUS, where this makes it an OSError (ENOSPC) here."""
+    a = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
+    with open(file, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return a
 
 
 def load(folder: Path, n: int, types) -> list | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import metrics_rows, mnist_subset, newest_run, run_fxp
+from conftest import metrics_rows, mnist_subset, newest_run, run_fxp, run_installed, subprocess_env
 from fxp import imcache, vision
 
 CPU = torch.device("cpu")
@@ -199,3 +201,34 @@ def test_num_workers_auto():
     auto, two = OmegaConf.create({"num_workers": "auto"}), OmegaConf.create({"num_workers": 2})
     assert workers(auto, CPU, files=True) == 0 and workers(auto, torch.device("cuda"), files=False) == 0
     assert workers(auto, torch.device("cuda"), files=True) >= 1 and workers(two, CPU, files=False) == 2
+
+
+@contextmanager
+def tmpfs(folder: Path, size: str):
+    "A `size` tmpfs mounted at `folder` (root only): a file system that fills up; skips where it cannot be mounted."
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a full file system) needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                       text=True)
+    if p.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_full_cache_disk_is_one_line(tmp_path):
+    "The cache's file system fills up while an entry is built: one line naming the cache folder, not a bus error."
+    data = mnist_subset(tmp_path / "mnist", n=6)  # 12 training images at 64x64x3: 147 kB, twice what is left
+    with tmpfs(tmp_path / "small", "300k") as small:
+        (small / "filler").write_bytes(b"\0" * 220_000)
+        env = {**subprocess_env(tmp_path), "FXP_CACHE_DIR": str(small)}
+        r = run_installed("train", "task=mnist", f"data.path={data}", "task.size=64", "trainer.epochs=1",
+                          "trainer.bs=4", cwd=tmp_path, env=env)
+        assert r.returncode == 2, r
+        (line,) = r.err_lines
+        assert str(small) in line and "FXP_CACHE_DIR" in line and "fxp cache clear" in line, line
+        assert not [p for p in small.iterdir() if ".tmp-" in p.name]  # the half-built entry is gone
