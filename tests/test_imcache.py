@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import metrics_rows, mnist_subset, newest_run, run_fxp, run_installed, subprocess_env
+from conftest import metrics_rows, mnist_subset, newest_run, run_fxp, run_installed, subprocess_env, tmpfs
 from fxp import imcache, vision
 
 CPU = torch.device("cpu")
@@ -201,22 +199,6 @@ def test_num_workers_auto():
     auto, two = OmegaConf.create({"num_workers": "auto"}), OmegaConf.create({"num_workers": 2})
     assert workers(auto, CPU, files=True) == 0 and workers(auto, torch.device("cuda"), files=False) == 0
     assert workers(auto, torch.device("cuda"), files=True) >= 1 and workers(two, CPU, files=False) == 2
-
-
-@contextmanager
-def tmpfs(folder: Path, size: str):
-    "A `size` tmpfs mounted at `folder` (root only): a file system that fills up; skips where it cannot be mounted."
-    folder.mkdir(parents=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a full file system) needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
-                       text=True)
-    if p.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.slow
