@@ -1,10 +1,11 @@
 """Decode-once image cache: each split's items, decoded and item-transformed once into uint8 memmaps on disk, then
 batched by indexing whole arrays, as the digits loader batches its tensors (fastai issue #3949; FFCV's idea).
 
-A cache entry is a folder named for a hash of everything its arrays depend on: each item's files (path, size, mtime)
-and labels, the block's type transforms and the item transforms' settings (size, resize method, padding). A changed,
-added or removed file, another label or another size is another key, so another entry; an entry whose arrays do not
-match the checksums of its meta.json is rebuilt, never used. Items are decoded with the valid split's item
+A cache entry is a folder named for a hash of everything its arrays depend on: each item's files (path, size, mtime,
+a hash of their first and last blocks or, data.cache_verify=full, of all their bytes) and labels, the block's type
+transforms and the item transforms' settings (size, resize method, padding). A changed, added or removed file, another
+label or another size is another key, so another entry; an entry whose arrays do not match the checksums of its
+meta.json is rebuilt, never used; $FXP_CACHE_MAX bounds the folder (least recently used entries go). Items are decoded with the valid split's item
 transforms (a centred Resize): the randomness is the batch transforms', run per batch where the batch is (the GPU).
 
 Only `iter`ating a `CachedDL` (training, validation, get_preds) reads the cache; `one_batch` (show_batch, the
@@ -29,7 +30,7 @@ from fastai.data.core import TfmdDL
 from fastai.torch_core import retain_type, to_device
 from fasttransform import compose_tfms
 
-from fxp.cachedir import META
+from fxp.cachedir import META, limit, prune
 from fxp.errors import FxpError
 
 VERSION = 1
@@ -37,38 +38,66 @@ CHUNK = 64  # items decoded at a time while building
 SETTINGS = ("size", "method", "pad_mode", "mode", "mode_mask", "do_scale", "y_first")  # what changes the pixels
 
 
-def item_key(getters, item) -> str:
-    "What an item's cached arrays depend on, without decoding it: each getter's file (path, size, mtime) or value."
-    return "|".join(_value_key(g(item)) for g in getters)
+def item_key(getters, item, verify: str) -> str:
+    """What an item's cached arrays depend on, without decoding it: each getter's value, or its file's path, size,
+    mtime and (data.cache_verify) a hash of its first and last blocks (`ends`) or of all of it (`full`)."""
+    return "|".join(_value_key(g(item), verify) for g in getters)
 
 
-def _value_key(v) -> str:
+def _value_key(v, verify: str) -> str:
     if isinstance(v, (str, Path)) and os.path.isfile(v):
         st = os.stat(v)
-        return f"{os.path.abspath(v)}:{st.st_size}:{st.st_mtime_ns}"
+        return f"{os.path.abspath(v)}:{st.st_size}:{st.st_mtime_ns}:{_content(v, st.st_size, verify)}"
     if hasattr(v, "tolist"):  # tensors and arrays: their values (repr elides long ones)
         return repr(v.tolist())
     return repr(v)
 
 
-class ImageCache:
-    "A split's cache: where it lives, what its items are (`items`: their keys' hash) and the arrays loaded, if any."
+BLOCK = 4096  # bytes hashed at each end of a file (cache_verify=ends)
 
-    def __init__(self, folder: Path, items: str, n: int, split: str, source: str):
+
+def _content(file, size: int, verify: str) -> str:
+    """A hash of the file's bytes that the key covers: a file replaced with its size and mtime kept (cp -p, rsync -t,
+    tar) is then another key. `ends`: its first and last blocks, which a re-encoded image changes (headers, the end
+    of the compressed data), at two small reads a file; `full`: every byte; `stat`: none."""
+    if verify == "stat":
+        return ""
+    h = hashlib.blake2b(digest_size=12)
+    with open(file, "rb") as f:
+        if verify == "full" or size <= 2 * BLOCK:
+            while block := f.read(1 << 20):
+                h.update(block)
+        else:
+            h.update(f.read(BLOCK))
+            f.seek(-BLOCK, os.SEEK_END)
+            h.update(f.read(BLOCK))
+    return h.hexdigest()
+
+
+class ImageCache:
+    """A split's cache: where it lives, what its items are (`items`: their keys' hash), the arrays loaded, if any, and
+    the folder's size limit ($FXP_CACHE_MAX), applied after a build."""
+
+    def __init__(self, folder: Path, items: str, n: int, split: str, source: str, max_bytes: int | None = None):
         self.folder, self.items, self.n, self.split, self.source = folder, items, n, split, source
+        self.max_bytes = max_bytes
         self.key = self.arrays = self.types = None
 
     def entry(self, settings: str) -> Path:
         return self.folder / hashlib.sha256(f"{VERSION}|{self.items}|{settings}".encode()).hexdigest()[:24]
 
 
-def attach(dls, block, source, folder: Path) -> None:
-    "Give each loader of `dls` (CachedDLs over `block`'s datasets of `source`) its split's cache in `folder`."
+def attach(dls, block, source, folder: Path, verify: str) -> None:
+    """Give each loader of `dls` (CachedDLs over `block`'s datasets of `source`) its split's cache in `folder`, its
+    items' files checked as `verify` says (data.cache_verify); the files are read in threads (I/O)."""
     rows = [source.iloc[i] for i in range(len(source))] if hasattr(source, "iloc") else list(source)
-    keys = [item_key(block.getters, r) for r in rows]
+    max_bytes = limit()  # a bad $FXP_CACHE_MAX is said now, not after a build
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        keys = list(pool.map(lambda r: item_key(block.getters, r, verify), rows))
     for name, dl, idxs in zip(("train", "valid"), dls.loaders, _splits(dls)):
         h = hashlib.sha256("\n".join(keys[i] for i in idxs).encode()).hexdigest()
-        dl.cache = ImageCache(folder, h, len(idxs), name, _source([rows[i] for i in idxs], block.getters[0]))
+        dl.cache = ImageCache(folder, h, len(idxs), name, _source([rows[i] for i in idxs], block.getters[0]),
+                              max_bytes)
 
 
 def _splits(dls) -> list:
@@ -189,6 +218,15 @@ def build(dl: CachedDL, folder: Path) -> None:
     mb = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
     print(f"image cache: {n} {dl.cache.split} items decoded once into {folder} ({mb:.1f} MB, "
           f"{time.perf_counter() - t0:.1f} s)", flush=True)
+    _bound(folder, dl.cache.max_bytes)
+
+
+def _bound(folder: Path, max_bytes: int | None) -> None:
+    "Keep the cache folder under $FXP_CACHE_MAX: the least recently used entries go, never the one just built."
+    gone = prune(folder.parent, max_bytes, keep=(folder,))
+    if gone["entries"]:
+        print(f"image cache: {gone['entries']} least recently used cache(s) removed ({gone['bytes'] / 2**20:.1f} MB), "
+              f"to stay within FXP_CACHE_MAX={os.environ.get('FXP_CACHE_MAX')}", flush=True)
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # the disk or the user's quota is full
