@@ -17,7 +17,7 @@ from hydra.types import RunMode
 
 from fxp import config
 from fxp.commands import console, number
-from fxp.errors import ConfigError, FxpError
+from fxp.errors import ConfigError, FxpError, describe
 from fxp.runs import baselines, not_beaten, read_config, read_summary
 
 MAX_PRECHECKED_JOBS = 64
@@ -360,9 +360,8 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
         _end(multirun, 2, f"{e}{_where(run)}")
     except KeyboardInterrupt:
         _end(multirun, 130, f"interrupted; {_kept(run)}{_where(run)}")
-    except Exception as e:  # a bug or an unforeseen failure: one line here, the traceback in train.log
-        first_line = (str(e).strip().splitlines() or [""])[0]
-        _end(multirun, 1, f"{type(e).__name__}: {first_line}{_where(run)}")
+    except Exception as e:  # a bug or an unforeseen failure (a full disk): one line here, the traceback in train.log
+        _end(multirun, 1, f"{describe(e)}{_where(run)}")
     return run
 
 

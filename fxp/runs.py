@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from fxp.errors import Diverged, FxpError
+from fxp.errors import Diverged, FxpError, describe
 
 CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
@@ -157,7 +157,7 @@ class Run:
             self._stop.set()
             self.status = status_of(exc)
             if exc is not None:
-                self.info["error"] = str(exc) if isinstance(exc, FxpError) else f"{exc_type.__name__}: {exc}"
+                self.info["error"] = str(exc) if isinstance(exc, FxpError) else describe(exc)
                 try:
                     with open(self.path / LOG, "a") as f:
                         f.write("".join(traceback.format_exception(exc_type, exc, tb)))
@@ -236,7 +236,7 @@ def write_atomic(path: Path, data, fsync: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         if callable(data):
-            data(tmp)
+            _written_by(data, tmp)
         else:
             with open(tmp, "w", newline="") if isinstance(data, str) else open(tmp, "wb") as f:
                 f.write(data)
@@ -250,6 +250,31 @@ def write_atomic(path: Path, data, fsync: bool = False) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _written_by(write: Callable, tmp: Path) -> None:
+    """`write(tmp)`; where it fails on a full disk with an error that hides why (torch.save's zip writer: "unexpected
+    pos 64 vs 0"), the error is the disk's: OSError ENOSPC naming the file, the original chained to it."""
+    try:
+        write(tmp)
+    except OSError:
+        raise
+    except Exception as e:
+        if not _full(tmp.parent):
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from e
+
+
+def _full(folder: Path) -> bool:
+    "No block left on `folder`'s file system for this user (root also gets the blocks reserved for it)."
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize < FULL_BELOW
+
+
+FULL_BELOW = 1 << 16  # bytes: less than a write's buffer is left
 
 
 @contextmanager
