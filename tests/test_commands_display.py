@@ -30,7 +30,8 @@ def write_run(folder, overrides=(), task="digits", metric="accuracy", mode="max"
 
 
 def runs_output(capsys, *args) -> str:
-    assert runlist.main([str(a) for a in args]) == 0
+    "`fxp runs ARGS --wide`: every cell whole, a row per line (the table's width is tested in test_runlist)."
+    assert runlist.main([*map(str, args), "--wide"]) == 0
     return capsys.readouterr().out
 
 
