@@ -297,6 +297,37 @@ def test_real_runs_and_sweep(tmp_path, digits_run, digits_sweep):
     assert rows["sweep"]["best"] == max(j["best"] for j in jobs)
 
 
+def test_a_sweep_stopped_between_jobs_shows_the_jobs_it_never_started(tmp_path, digits_sweep, capsys):
+    "Issue 30.10: the real 2-job sweep (`trainer.seed=1,2`) as a kill before its last job leaves it: no folder 1."
+    sweep = shutil.copytree(digits_sweep[0].parent, tmp_path / "outputs" / "multirun" / digits_sweep[0].parent.name)
+    shutil.rmtree(sweep / "1")
+    row = rows_of(capsys, tmp_path / "outputs")[0]
+    assert (row["jobs"], row["jobs_started"], row["status"]) == (2, 1, "1 completed, 1 not started")
+    assert row["overrides"] == ["trainer.seed=1,2", "trainer.epochs=1"]  # the sweep's, not only job 0's
+    assert "[1 of 2 jobs]" in table_lines(capsys, tmp_path / "outputs")[0]
+    jobs = rows_of(capsys, sweep)
+    assert [(j["run"], j["status"], j["overrides"]) for j in jobs] == [
+        ("0", "completed", ["trainer.seed=1", "trainer.epochs=1"]),
+        ("1", "not started", ["trainer.seed=2", "trainer.epochs=1"])]
+    assert [r["run"] for r in rows_of(capsys, sweep, "--status", "not started")] == ["1"]
+
+
+def test_a_sweeper_that_counts_its_trials_records_how_many(tmp_path, capsys):
+    "Optuna's trials pick their values as they run: the record (from the composed config) has their number only."
+    from fxp.apps import compose
+    from fxp.sweeps import plan, record
+
+    cfg = compose(["hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=5"], hydra=True)
+    assert plan(cfg) == {"jobs": 5}
+    sweep = tmp_path / "sweep"
+    for job in range(2):
+        write_run(sweep / str(job), overrides=[f"trainer.lr=0.00{job + 1}"])
+    record(sweep, cfg)
+    row = rows_of(capsys, tmp_path)[0]
+    assert (row["jobs"], row["status"]) == (5, "2 completed, 3 not started")
+    assert row["overrides"] == ["trainer.lr=0.001,0.002"]
+
+
 def _runs_json(cwd, folder) -> str:
     "`fxp runs FOLDER --json`."
     r = run_fxp("runs", folder, "--json", cwd=cwd)

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 from fxp.commands import Parser, console, number
 from fxp.errors import FxpError
-from fxp.runs import (STATUSES, best_job, first_line, is_run, is_sweep, iso, lower_is_better, read_jobs, read_run,
-                      started)
+from fxp.runs import (NOT_STARTED, STATUSES, best_job, first_line, is_run, is_sweep, iso, lower_is_better, read_run,
+                      started, sweep_jobs)
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
                 "running": "cyan", "killed": "magenta", "stale": "magenta", "incomplete": "dim"}
@@ -72,7 +72,7 @@ def main(args: list[str]) -> int:
 def collect(root: Path) -> list[dict]:
     "A row per run or sweep under root; a sweep folder gives its jobs, a run folder itself."
     if is_sweep(root):
-        return read_jobs(root)
+        return sweep_jobs(root)
     if is_run(root):
         return [read_run(root, root.parent)]
     return list(_rows_under(root, root))
@@ -104,15 +104,18 @@ def unreadable_row(path: Path, root: Path, e: Exception) -> dict:
 
 
 def read_sweep(path: Path, root: Path) -> dict:
-    "A sweep as one row: its best job's metric, every job's status, the overrides that vary as `k=a,b`."
-    jobs = read_jobs(path)
+    """A sweep as one row: its best job's metric, every job's status (those its record lists and it never started:
+    `not started`), the overrides that vary as `k=a,b`."""
+    jobs = sweep_jobs(path)
+    begun = [j for j in jobs if j["status"] != NOT_STARTED]
     best = best_job(jobs) or {}
     return dict(run=path.relative_to(root).as_posix(), kind="sweep",
-                task=", ".join(dict.fromkeys(j["task"] for j in jobs)), overrides=sweep_overrides(jobs),
+                task=", ".join(dict.fromkeys(j["task"] for j in begun)) or "-", overrides=sweep_overrides(jobs),
                 metric=best.get("metric"), mode=best.get("mode"), final=best.get("final"), best=best.get("best"),
                 epochs=best.get("epochs"), wall_time_s=round(sum(j["wall_time_s"] or 0 for j in jobs), 3),
-                status=sweep_status(jobs), started=iso(started(path)), jobs=len(jobs), best_job=best.get("run"),
-                job_status=dict(Counter(j["status"] for j in jobs)), best_metrics=_best_over(jobs))
+                status=sweep_status(jobs), started=iso(started(path)), jobs=len(jobs), jobs_started=len(begun),
+                best_job=best.get("run"), job_status=dict(Counter(j["status"] for j in jobs)),
+                best_metrics=_best_over(jobs))
 
 
 def sweep_overrides(jobs: list[dict]) -> list[str]:
@@ -128,11 +131,12 @@ def sweep_overrides(jobs: list[dict]) -> list[str]:
 
 
 def sweep_status(jobs: list[dict]) -> str:
-    "The jobs' common status, else the count of each (`3 completed, 1 failed`)."
+    "The jobs' common status, else the count of each, most first, those not started last (`3 completed, 1 failed`)."
     counts = Counter(j["status"] for j in jobs)
     if len(counts) == 1:
         return next(iter(counts))
-    return ", ".join(f"{n} {s}" for s, n in counts.most_common()) or "empty"
+    ordered = sorted(counts.most_common(), key=lambda c: c[0] == NOT_STARTED)
+    return ", ".join(f"{n} {s}" for s, n in ordered) or "empty"
 
 
 def _best_over(jobs: list[dict]) -> dict:
@@ -240,7 +244,7 @@ def cells(r: dict) -> list:
     from rich.text import Text
 
     sweep, lr_find, shown = r["kind"] == "sweep", r["kind"] == "lr-find", r["kind"] == "show"
-    run = f"{r['run']}  [{r['jobs']} jobs]" if sweep else f"{r['run']}  [{r['kind']}]" if lr_find or shown else r["run"]
+    run = f"{r['run']}  [{_jobs(r)}]" if sweep else f"{r['run']}  [{r['kind']}]" if lr_find or shown else r["run"]
     best = _number(r["best"]) + (f" (job {r['best_job']})" if sweep and r["best_job"] is not None else "")
     overrides = " ".join(o for o in r["overrides"] if not o.startswith("task="))  # the task has its column
     metric = r["metric"] or "-"
@@ -260,9 +264,16 @@ def cells(r: dict) -> list:
             Text(status, style=STATUS_STYLE.get(r["status"], "default"))]
 
 
+def _jobs(sweep: dict) -> str:
+    "`3 jobs`, or `2 of 3 jobs` for a sweep stopped before its last ones."
+    begun, n = sweep["jobs_started"], sweep["jobs"]
+    return f"{begun} of {n} jobs" if begun < n else f"{n} jobs"
+
+
 def sweep_title(root: Path, jobs: list[dict]) -> str:
     best = best_job(jobs)
-    head = f"sweep {root}: {len(jobs)} jobs"
+    waiting = sum(j["status"] == NOT_STARTED for j in jobs)
+    head = f"sweep {root}: {len(jobs)} jobs" + (f" ({waiting} {NOT_STARTED})" if waiting else "")
     return f"{head}, best job {best['run']} ({best['metric']} {_number(best['best'])})" if best else head
 
 
