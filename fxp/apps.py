@@ -426,6 +426,7 @@ def report(run) -> None:
     """The final metrics as a small table, each beside its baseline where fxp computes one (a step's metrics too,
     e.g. the language model's perplexity), which epoch model.pkl holds, and where the run folder is. An lr-find run:
     its suggested learning rates."""
+    from rich.cells import cell_len
     from rich.table import Table
 
     summary = read_summary(run.path)
@@ -434,7 +435,8 @@ def report(run) -> None:
                         f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)
         return
     what = "lr-find " if "suggested_lrs" in summary else ""
-    table = Table(title=f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s")
+    title = f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s"
+    table = Table(title=title, min_width=cell_len(title))  # rich wraps a title to its table's width: one line
     if what:
         table.add_column("suggestion")
         table.add_column("lr", justify="right")

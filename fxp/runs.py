@@ -36,10 +36,12 @@ MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
 LAST = "last"  # checkpoints/last.pth (what `fxp resume` continues from) and last.json (where that is, readable light)
 TRACKERS = "trackers.json"  # the tracker runs (MLflow, W&B ids) a run or sweep logs to: fxp resume goes on in them
 SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sweeps writes them)
-SWEEP_FILES = ("multirun.yaml", SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
+SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it starts (fxp.sweeps.record)
+SWEEP_FILES = ("multirun.yaml", SWEEP_JSON, SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
+NOT_STARTED = "not started"  # a job a sweep's record lists that has no folder: the sweep stopped before it
 NOT_METRICS = {"stage", "epoch", "lr", "time"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
-STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete")
+STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete", NOT_STARTED)
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")  # outputs/<task>/<stamp>_<uid>
 STALE_AFTER_S = 3600  # a run without a heartbeat (older fxp) whose files stopped changing: `stale`
 HEARTBEAT_S = 60  # a running run touches its summary.json this often; one silent for DEAD_AFTER_BEATS of them: killed
@@ -506,6 +508,34 @@ def _of(kind: type, value):
 def read_jobs(sweep_dir: Path) -> list[dict]:
     "Each job folder of a sweep as a row (a job still going is `running`), in job order."
     return [read_run(d, sweep_dir) for d in job_dirs(sweep_dir)]
+
+
+def sweep_jobs(sweep_dir: Path) -> list[dict]:
+    """Every job of a sweep as a row, in job order: its folder's (read_jobs), or a `not started` row with its
+    overrides for a job the sweep's record (sweep.json) lists and that has no folder (a sweep stopped between jobs)."""
+    jobs = {j["run"]: j for j in read_jobs(sweep_dir)}
+    for num, overrides in enumerate(planned_jobs(sweep_dir)):
+        jobs.setdefault(str(num), not_started_row(str(num), overrides))
+    return sorted(jobs.values(), key=lambda j: int(j["run"]))
+
+
+def planned_jobs(sweep_dir: Path) -> list[list[str]]:
+    """Each job's overrides as the sweep's record (sweep.json) lists them ([] for a job whose sweeper picks its values
+    as it runs, e.g. an Optuna trial); none without a record (a sweep of an older fxp, or a sweeper fxp cannot
+    foresee)."""
+    record = read_json(Path(sweep_dir) / SWEEP_JSON)
+    listed = record.get("job_overrides")
+    if isinstance(listed, list) and all(isinstance(o, list) for o in listed):
+        return [[str(x) for x in o] for o in listed]
+    n = _of(int, record.get("jobs")) or 0
+    return [[] for _ in range(n)]
+
+
+def not_started_row(num: str, overrides: list[str]) -> dict:
+    "A sweep's job that has no folder yet, as a row (the fields of read_run's, empty)."
+    return dict(run=num, kind="run", task="-", overrides=overrides, metric=None, mode=None, final=None, best=None,
+                baseline=None, baseline_of=None, model_epoch=None, epochs=0, wall_time_s=None, status=NOT_STARTED,
+                error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
 
 
 def best_job(jobs: list[dict]) -> dict | None:
