@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import metrics_rows, mnist_subset, newest_run, run_fxp, run_installed, subprocess_env, tmpfs
-from fxp import cachedir, imcache, vision
+from fxp import imcache, vision
+from fxp.errors import FxpError
 
 CPU = torch.device("cpu")
 
@@ -305,7 +306,7 @@ def test_cache_max_evicts_after_a_build(tmp_path, monkeypatch, capsys):
     assert len(entries(cache)) == 1 and first not in entries(cache)
     assert "1 least recently used cache(s) removed" in capsys.readouterr().out
     monkeypatch.setenv("FXP_CACHE_MAX", "2 gigs")
-    with pytest.raises(imcache.FxpError, match="FXP_CACHE_MAX='2 gigs' is not a size"):
+    with pytest.raises(FxpError, match="FXP_CACHE_MAX='2 gigs' is not a size"):
         class_dls(write_images(tmp_path / "two", seed=1), cache)
 
 
