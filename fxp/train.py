@@ -284,7 +284,7 @@ def train(cfg, run: Run, resume: bool = False) -> None:
     export(learn, run.path / MODEL)
     plots.loss_curves(run.path)
     evaluation = kind.evaluate(learn, cfg)
-    run.info.update(evaluation)
+    run.info.update(evaluation, baselines=kind.baseline(learn, cfg))
     kind.plots(learn, cfg, run.path / PLOTS, evaluation)
     if cfg.trainer.tta:
         run.info.update(techniques.tta_metrics(learn))

@@ -177,12 +177,20 @@ def learner(cfg, dls):
 
 
 def evaluate(learn, cfg) -> dict:
-    "The valid accuracy of always predicting the most common training label (`accuracy_majority`): a floor to beat."
+    "Nothing beyond the metrics (the baseline is `baseline`'s)."
+    return {}
+
+
+def baseline(learn, cfg) -> dict:
+    "Always the most common training label, scored with the run's metrics on the valid split."
     import torch
 
+    from fxp.baselines import label_logits, score
+
     train_y, valid_y = _labels(learn.dls.train_ds), _labels(learn.dls.valid_ds)
-    majority = torch.bincount(train_y).argmax()
-    return {"accuracy_majority": round(float((valid_y == majority).float().mean()), 6)}
+    majority = int(torch.bincount(train_y).argmax())
+    preds = label_logits(torch.full_like(valid_y, majority), len(learn.dls.vocab))
+    return score(learn, [(preds, valid_y)], f"the majority label {str(learn.dls.vocab[majority])!r}")
 
 
 def _labels(ds):

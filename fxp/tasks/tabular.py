@@ -281,6 +281,23 @@ def evaluate(learn, cfg) -> dict:
             "cat_names": list(_inputs(learn.dls.train_ds)[0]), "cont_names": list(learn.dls.cont_names)}
 
 
+def baseline(learn, cfg) -> dict:
+    """Always the majority training label (a category target) or the training mean of each target (a continuous
+    one, in the space the model predicts: the log where task.log_target), scored with the run's metrics on the
+    valid split."""
+    import torch
+
+    from fxp.baselines import label_logits, score
+
+    train_y, valid_y = (torch.as_tensor(ds.ys.to_numpy()) for ds in (learn.dls.train_ds, learn.dls.valid_ds))
+    if cfg.task.y_block == "category":
+        majority = int(torch.bincount(train_y.flatten().long()).argmax())
+        preds = label_logits(torch.full((len(valid_y),), majority), len(learn.dls.vocab))
+        return score(learn, [(preds, valid_y.long())], f"the majority label {str(learn.dls.vocab[majority])!r}")
+    mean = train_y.float().mean(0)
+    return score(learn, [(mean.expand(len(valid_y), -1).clone(), valid_y.float())], "the training mean")
+
+
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     "The permutation importance as bars, the most important on top."
     from fxp.plots import plt, save
