@@ -73,12 +73,6 @@ def outputs(tmp_path):
     return out
 
 
-@pytest.fixture(autouse=True)
-def no_columns(monkeypatch):
-    "The table's width is the console's: a COLUMNS from the shell running pytest must not change it."
-    monkeypatch.delenv("COLUMNS", raising=False)
-
-
 LONG = ["data.path=/home/someone/datasets/oxford-iiit-pet/images", "model=resnet34", "trainer.epochs=4",
         "trainer.lr=find", "task.size=224", "trainer.bs=32", "trainer.mixup=0.4", "task.aug.max_rotate=10",
         "task.label_smoothing=0.1", "trainer.tta=true", "trainer.opt=ranger", "trainer.wd=0.01"]
