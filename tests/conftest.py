@@ -108,6 +108,12 @@ def subprocess_env(tmp: Path) -> dict:
     return env
 
 
+@pytest.fixture(autouse=True)
+def no_columns(monkeypatch):
+    "Tables printed in this process are as wide as a pipe's (COLUMNS, as in subprocess_env, is the test's to set)."
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 def run_fxp(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> Result:
     """`fxp ARGS...` in this process: `fxp.cli.main` with `cwd` as working directory, the environment a subprocess
     would get (`env`, else `subprocess_env(cwd)`), stdout and stderr captured, the exit code returned.

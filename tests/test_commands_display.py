@@ -171,9 +171,8 @@ def test_reproduce_verdict_keeps_tiny_differences(tmp_path, capsys):
     assert "3e-06" in out and "0.0000" not in out
 
 
-def test_lr_find_completion_line_is_one_line_when_piped(tmp_path, capsys, monkeypatch):
+def test_lr_find_completion_line_is_one_line_when_piped(tmp_path, capsys):
     "Issue 21.13: the heading is the table's title, which rich wrapped to the (narrow) table's width."
-    monkeypatch.delenv("COLUMNS", raising=False)
     run = write_run(tmp_path / ("a_long_folder_name_" * 6) / "run", task="pets_trimaps", final_metrics={},
                     best_metrics={}, epochs=0, wall_time_s=12.25, suggested_lrs={"valley": 0.001445, "slide": 0.01})
     lines = [ln.strip() for ln in report_of(run, capsys).splitlines()]

@@ -73,12 +73,6 @@ def outputs(tmp_path):
     return out
 
 
-@pytest.fixture(autouse=True)
-def no_columns(monkeypatch):
-    "The table's width is the console's: a COLUMNS from the shell running pytest must not change it."
-    monkeypatch.delenv("COLUMNS", raising=False)
-
-
 LONG = ["data.path=/home/someone/datasets/oxford-iiit-pet/images", "model=resnet34", "trainer.epochs=4",
         "trainer.lr=find", "task.size=224", "trainer.bs=32", "trainer.mixup=0.4", "task.aug.max_rotate=10",
         "task.label_smoothing=0.1", "trainer.tta=true", "trainer.opt=ranger", "trainer.wd=0.01"]
@@ -86,10 +80,13 @@ LONG = ["data.path=/home/someone/datasets/oxford-iiit-pet/images", "model=resnet
 
 @pytest.fixture
 def long_outputs(tmp_path):
-    "Runs as a user's outputs/ holds them: one with many overrides (a 250-character cell), a failed one, a sweep."
+    """Runs as a user's outputs/ holds them: one with many overrides (a 250-character cell), its baseline and the
+    epoch model.pkl holds, a failed one, a sweep: at 120 columns, the columns' floors do not all fit."""
     out = tmp_path / "outputs"
     write_run(out / "digits/2026-01-01_10-00-00_aaaaaa", overrides=["trainer.epochs=3"])
-    write_run(out / "pets/2026-01-02_10-00-00_gggggg", task="pets", overrides=["task=pets", *LONG], wall=80.0)
+    many = write_run(out / "pets/2026-01-02_10-00-00_gggggg", task="pets", overrides=["task=pets", *LONG], wall=80.0)
+    summary = json.loads((many / "summary.json").read_text())  # its baseline and model.pkl's epoch in their cells
+    (many / "summary.json").write_text(json.dumps({**summary, "accuracy_majority": 0.1, "model_epoch": 2}))
     failed = write_run(out / "pets/2026-01-03_10-00-00_hhhhhh", task="pets", status="failed", accuracy=(0.5,))
     summary = json.loads((failed / "summary.json").read_text())
     summary["error"] = "FileNotFoundError: no images under /data/pets/images matching task.pat; point data.path at it"
@@ -175,7 +172,7 @@ def test_run_ids_never_wrap_and_the_table_fits_the_width(long_outputs, capsys, m
     for run in runs:
         assert sum(run in ln for ln in lines) == 1, f"{run} is not whole on one line"
     long_row = next(ln for ln in lines if "gggggg" in ln)
-    assert "data.path" in long_row and long_row.count("…") == 1 and "trainer.wd=0.01" not in long_row
+    assert "│ data" in long_row and long_row.count("…") == 1 and "trainer.wd=0.01" not in long_row
     assert not any("trainer.wd=0.01" in ln for ln in lines)  # cut, not wrapped onto the row's next lines
     assert "completed" in long_row and any("1 diverged" in ln for ln in lines)  # the others wrap at spaces
 

@@ -213,10 +213,11 @@ def fit(table, out, cut: set) -> None:
     natural = {name: max(s.maximum for s in sizes[name]) for name in flex}
     floor = {name: _floor(name, sizes[name], cut) for name in flex}
     room = out.width - (Measurement.get(out, unbounded, table).maximum - sum(natural.values()))
-    # a sweep's `[3 jobs]` beside its id if there is room, else under it; where the floors do not fit, the other
-    # columns go below theirs (words folded); where not even run ids fit, rich narrows the others as it can
-    widths = (cut_back(natural, floor, room, natural["run"]) or cut_back(natural, floor, room, floor["run"])
-              or cut_back(natural, dict.fromkeys(floor, 1), room, floor["run"]) or {**floor, "run": natural["run"]})
+    # a sweep's `[3 jobs]` beside its id if there is room, else under it; where the floors do not fit, the cut columns
+    # go below theirs, then the others (words folded); where not even run ids fit, rich narrows the others as it can
+    tries = [(floor, natural["run"]), (floor, floor["run"]), ({**floor, **dict.fromkeys(cut, 1)}, floor["run"]),
+             (dict.fromkeys(floor, 1), floor["run"])]
+    widths = next(filter(None, (cut_back(natural, f, room, run) for f, run in tries)), {**floor, "run": natural["run"]})
     for name, column in flex.items():
         column.max_width = widths[name]
     flex["run"].no_wrap = widths["run"] == natural["run"]
