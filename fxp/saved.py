@@ -122,6 +122,7 @@ def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
             raise FxpError(f"--split {split}: this task's in-memory data has one held-out split; use --split valid")
         learn.dls = dls
         return learn
+    _read_from(learn.dls, dls)
     train, valid = (_raw(dls, ds) for ds in (dls.train_ds, dls.valid_ds))
     held_out = (valid if split == "valid" else _joined(train, valid))[:limit]
     known = [str(v) for v in _vocab(learn)]
@@ -132,6 +133,27 @@ def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
     loaders = [_test_dl(learn, items) for items in (train, held_out)]
     learn.dls = type(learn.dls)(*loaders, path=learn.dls.path, device=dev)
     return learn
+
+
+def _read_from(run_dls, dls) -> None:
+    """The run's item pipelines read each item where `dls` (built on the data given now) reads it: their getters
+    become those of `dls`, which a task builds on data.path (a CSV's image folder, a segmentation's mask folder; the
+    run's own point at the training data, and would label new images with its masks). What was set up on the
+    training data (a class vocab, a class count) stays the run's. Tables (rows, no getters) are left as they are."""
+    from fastcore.foundation import L
+
+    if not hasattr(run_dls.valid_ds, "tls"):
+        return
+    for run, now in zip(run_dls.valid_ds.tls, dls.valid_ds.tls):
+        if len(run.tfms.fs) != len(now.tfms.fs):
+            raise FxpError(f"this run's item pipeline ({run.tfms}) is not the one this fxp builds for its task "
+                           f"({now.tfms}); evaluate it with the fxp version that trained it")
+        run.tfms.fs = L(r if _set_up(r) else n for r, n in zip(run.tfms.fs, now.tfms.fs))
+
+
+def _set_up(tfm) -> bool:
+    "Whether a transform holds what it learnt from the training data (Categorize's vocab, OneHotEncode's count)."
+    return hasattr(tfm, "vocab") or hasattr(tfm, "c")
 
 
 def _raw(dls, ds):

@@ -18,7 +18,8 @@ from conftest import assert_one_line_error, copy_exported, mnist_subset, need_da
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    return copy_exported(tmp_path_factory.mktemp("val"), "classification", "tabular", "text")
+    return copy_exported(tmp_path_factory.mktemp("val"), "classification", "tabular", "text", "segmentation",
+                         "multilabel")
 
 
 def evals(run: Path) -> list[Path]:
@@ -105,3 +106,66 @@ def test_val_of_a_fresh_run_gives_back_the_metrics_of_its_model_epoch(digits_run
     result = json.loads(r.stdout)
     assert result["items"] == 360 and set(result["trained"]) == {"valid_loss", "accuracy", "error_rate"}
     assert result["metrics"] == pytest.approx(result["trained"], abs=1e-5)
+
+
+# --- new data is read where it is, not where the training data was ---------------------------------------------------
+
+
+def camvid_copy(dest: Path, code: int, n: int = 6, prefix: str = "") -> Path:
+    """The first `n` images of camvid_tiny with every mask set to `code`, each file named `prefix` + its name: data
+    in the training layout whose labels differ from the training folder's."""
+    from PIL import Image
+
+    src = need_data("camvid_tiny")
+    (dest / "images").mkdir(parents=True)
+    (dest / "labels").mkdir()
+    shutil.copy(src / "codes.txt", dest)
+    for f in sorted((src / "images").iterdir())[:n]:
+        shutil.copy(f, dest / "images" / f"{prefix}{f.name}")
+        with Image.open(src / "labels" / f"{f.stem}_P.png") as m:
+            Image.new("L", m.size, code).save(dest / "labels" / f"{prefix}{f.stem}_P.png")
+    return dest
+
+
+def predicted_shares(run: Path, files: list[Path]):
+    "The share of the pixels of `files` that the run's model predicts as each code, at the size it predicts at."
+    import torch
+
+    from fxp import saved
+
+    learn = saved.learner(run, torch.device("cpu"))
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    return torch.bincount(probs.argmax(1).flatten(), minlength=probs.shape[1]).float() / probs.argmax(1).numel()
+
+
+@pytest.mark.parametrize("prefix", ["", "new_"])
+def test_segmentation_val_reads_the_masks_of_the_data_it_is_given(runs, tmp_path, prefix):
+    """Every mask of the copy is one code, so its accuracy is the share of pixels predicted as that code; the run's
+    exported label function pointed at the training folder's masks (same names: their accuracy, 0.42; new names:
+    FileNotFoundError). The code is the one the model predicts most (it predicts no class 0, Animal: an accuracy of
+    0, which a pipeline reading no mask at all reaches too)."""
+    run, images = runs / "segmentation", sorted((need_data("camvid_tiny") / "images").iterdir())[:6]
+    shares = predicted_shares(run, images)
+    code = int(shares.argmax())
+    new = camvid_copy(tmp_path / "one_code", code, prefix=prefix)
+    r = run_fxp("val", run, f"data.path={new}", "--split", "test", "--json", cwd=runs)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["items"] == 6 and result["metrics"]["acc_camvid"] == pytest.approx(float(shares[code]), abs=1e-6)
+
+
+def test_multilabel_val_reads_the_images_its_csv_names_in_the_data_given(runs, tmp_path):
+    """A planet CSV naming renamed copies of 8 chips: read from the new folder (the run's reader took the names
+    relative to the training folder, where they are not)."""
+    src, new, run = need_data("planet_sample"), tmp_path / "planet", runs / "multilabel"
+    (new / "train").mkdir(parents=True)
+    rows = (src / "labels.csv").read_text().splitlines()
+    out = [rows[0]]
+    for row in rows[1:9]:
+        name, tags = row.split(",", 1)
+        shutil.copy(src / "train" / f"{name}.jpg", new / "train" / f"copy_{name}.jpg")
+        out.append(f"copy_{name},{tags}")
+    (new / "labels.csv").write_text("\n".join(out) + "\n")
+    r = run_fxp("val", run, f"data.path={new}", "--split", "test", "--json", cwd=runs)
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout)["items"] == 8
