@@ -44,6 +44,13 @@ def one_learner(run_dir: Path, command: str, cannot: str) -> None:
         raise FxpError(f"{command}: {kind} runs train in steps (several learners); they {cannot}")
 
 
+def one_learner_kinds() -> list[str]:
+    "The kinds whose saved runs `one_learner` takes: those that give `dls` (a saved run's data is rebuilt with it)."
+    from fxp import dispatch
+
+    return [k for k in dispatch.kinds() if hasattr(dispatch.kind_module(k), "dls")]
+
+
 def config(run_dir: Path, overrides: list[str], command: str):
     """The run's config.yaml merged into today's schema with `overrides` (keys under TAKES) applied, validated; one
     line naming the key if it does not validate (a moved data folder: the data.path= that fixes it)."""
@@ -172,11 +179,13 @@ def _joined(a, b):
 
 
 def _test_dl(learn, items):
-    "A loader over `items` with their labels, by the learner's pipeline (a table's test_dl keeps its target column)."
+    """A loader over `items` with their labels, by the learner's pipeline (a table's test_dl keeps its target column).
+    The items are what the whole pipeline takes (rm_type_tfms=0): fastai would infer that from the types the run's
+    getters took, which `_read_from` may have replaced (a run of a folder evaluated on a CSV listing)."""
     import inspect
 
     if "with_labels" in inspect.signature(learn.dls.test_dl).parameters:
-        return learn.dls.test_dl(items, with_labels=True)
+        return learn.dls.test_dl(items, with_labels=True, rm_type_tfms=0)
     return learn.dls.test_dl(items)
 
 

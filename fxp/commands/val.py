@@ -34,8 +34,8 @@ def main(args: list[str]) -> int:
     from fxp import saved
 
     run_dir = saved.check_run(Path(opts.run_dir), "fxp val")
-    saved.one_learner(run_dir, "fxp val", "cannot be evaluated yet: fxp val takes classification, multilabel, "
-                                          "segmentation, regression and tabular runs")
+    saved.one_learner(run_dir, "fxp val", f"cannot be evaluated yet: fxp val takes "
+                                          f"{', '.join(saved.one_learner_kinds())} runs")
     cfg = saved.config(run_dir, opts.overrides, "fxp val")
     result, dest = evaluate(run_dir, cfg, opts.split)
     if opts.json:
