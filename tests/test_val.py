@@ -39,6 +39,12 @@ def test_val_on_the_valid_split_writes_metrics_and_plots(runs):
     assert result["metrics"]["error_rate"] == pytest.approx(1 - result["metrics"]["accuracy"])
     assert 0.4 < result["evaluation"]["accuracy_majority"] < 0.6
     assert (dest / "confusion_matrix.png").stat().st_size > 1000 and (dest / "top_losses.png").is_file()
+    per_class = result["evaluation"]["per_class"]  # recall weighted by support is the accuracy
+    assert set(per_class) == {"3", "7"} and sum(c["support"] for c in per_class.values()) == result["items"]
+    assert sum(c["recall"] * c["support"] for c in per_class.values()) / result["items"] == pytest.approx(
+        result["metrics"]["accuracy"], abs=1e-5)
+    assert all(0.8 < c["precision"] <= 1 for c in per_class.values())
+    assert (dest / "per_class.csv").read_text().splitlines()[0] == "class,precision,recall,support"
 
 
 def test_val_on_new_data_in_the_same_layout_and_its_test_split(runs, tmp_path):
@@ -151,7 +157,15 @@ def test_segmentation_val_reads_the_masks_of_the_data_it_is_given(runs, tmp_path
     r = run_fxp("val", run, f"data.path={new}", "--split", "test", "--json", cwd=runs)
     assert r.returncode == 0, r
     result = json.loads(r.stdout)
-    assert result["items"] == 6 and result["metrics"]["acc_camvid"] == pytest.approx(float(shares[code]), abs=1e-6)
+    share = float(shares[code])
+    assert result["items"] == 6 and result["metrics"]["acc_camvid"] == pytest.approx(share, abs=1e-6)
+    # the code's pixels are all of them, so its IoU is the share predicted as it, and its Dice 2·share / (1 + share)
+    per_class, name = result["evaluation"]["per_class"], (new / "codes.txt").read_text().split()[code]
+    assert per_class[name]["iou"] == pytest.approx(share, abs=1e-5)
+    assert per_class[name]["dice"] == pytest.approx(2 * share / (1 + share), abs=1e-5)
+    assert all(v["iou"] in (0, None) for c, v in per_class.items() if c != name) and "Void" not in per_class
+    (dest,) = [d for d in evals(run) if json.loads((d / "metrics.json").read_text())["data"] == str(new)]
+    assert (dest / "per_class.csv").read_text().splitlines()[0] == "class,iou,dice,support"
 
 
 def test_multilabel_val_reads_the_images_its_csv_names_in_the_data_given(runs, tmp_path):
@@ -168,4 +182,9 @@ def test_multilabel_val_reads_the_images_its_csv_names_in_the_data_given(runs, t
     (new / "labels.csv").write_text("\n".join(out) + "\n")
     r = run_fxp("val", run, f"data.path={new}", "--split", "test", "--json", cwd=runs)
     assert r.returncode == 0, r
-    assert json.loads(r.stdout)["items"] == 8
+    result = json.loads(r.stdout)
+    assert result["items"] == 8
+    tags = [t for row in out[1:] for t in row.split(",", 1)[1].split()]
+    per_class = result["evaluation"]["per_class"]
+    assert {c: v["support"] for c, v in per_class.items() if v["support"]} == {t: tags.count(t) for t in set(tags)}
+    assert per_class["primary"]["recall"] > 0.5  # the tag of nearly every chip

@@ -2,11 +2,13 @@
 
 The run's exported learner goes over labelled data (its own validation split, or new data in the same layout): the
 loss and metrics it was trained with, the kind's `evaluate` numbers and `plots`, all written to RUN_DIR/eval/<stamp>/
-(metrics.json and the PNGs; a new folder each time) and printed as a table beside the values the run recorded for the
-epoch its model holds.
+(metrics.json, per_class.csv where the kind has per-class numbers, and the PNGs; a new folder each time) and printed
+as a table beside the values the run recorded for the epoch its model holds.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from datetime import datetime
@@ -17,6 +19,7 @@ from fxp.runs import read_metrics, read_summary, write_atomic
 from fxp.saved import SPLITS
 
 EVAL = "eval"
+PER_CLASS = "per_class.csv"
 
 
 def parser() -> Parser:
@@ -61,7 +64,19 @@ def evaluate(run_dir: Path, cfg, split: str) -> tuple[dict, Path]:
               "metrics": dict(zip(names, values)), "trained": trained(run_dir, names),
               "evaluation": json.loads(json.dumps(evaluation, default=_plain))}
     write_atomic(dest / "metrics.json", json.dumps(result, indent=2))
+    if result["evaluation"].get("per_class"):
+        write_atomic(dest / PER_CLASS, per_class_csv(result["evaluation"]["per_class"]))
     return result, dest
+
+
+def per_class_csv(rows: dict) -> str:
+    "The kind's per-class numbers ({class: {column: value}}) as a CSV, a row per class (empty cells for None)."
+    out = io.StringIO()
+    columns = list(next(iter(rows.values())))
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["class", *columns])
+    writer.writerows([name, *("" if v[c] is None else v[c] for c in columns)] for name, v in rows.items())
+    return out.getvalue()
 
 
 def _plain(v):
@@ -109,4 +124,7 @@ def show(result: dict, dest: Path) -> None:
         if isinstance(value, (int, float)):
             table.add_row(name, number(value), "")
     out.print(table)
+    if (dest / PER_CLASS).is_file():
+        out.print(f"per class ({', '.join(next(iter(result['evaluation']['per_class'].values())))}): "
+                  f"{dest / PER_CLASS}")
     out.print(f"written to {dest}")
