@@ -155,12 +155,37 @@ def _read_from(run_dls, dls) -> None:
         if len(run.tfms.fs) != len(now.tfms.fs):
             raise FxpError(f"this run's item pipeline ({run.tfms}) is not the one this fxp builds for its task "
                            f"({now.tfms}); evaluate it with the fxp version that trained it")
-        run.tfms.fs = L(r if _set_up(r) else n for r, n in zip(run.tfms.fs, now.tfms.fs))
+        run.tfms.fs = L(_mixed(run.tfms.fs, now.tfms.fs))
+
+
+def _mixed(run: list, now: list) -> list:
+    """`now`'s transforms, except those set up on the training data: the run's. Where the run's classes are names and
+    the new data's labels are not (a CSV's 7 for a folder's '7'), the labels become names first, as the classes are
+    compared (`labelled`)."""
+    from fasttransform import Transform
+
+    out = []
+    for r, n in zip(run, now):
+        if _set_up(r) and _names(r) and not _names(n):
+            out.append(Transform(_as_names))
+        out.append(r if _set_up(r) else n)
+    return out
 
 
 def _set_up(tfm) -> bool:
     "Whether a transform holds what it learnt from the training data (Categorize's vocab, OneHotEncode's count)."
     return hasattr(tfm, "vocab") or hasattr(tfm, "c")
+
+
+def _names(tfm) -> bool:
+    "Whether a transform's classes are all strings."
+    vocab = getattr(tfm, "vocab", None)
+    return vocab is not None and all(isinstance(v, str) for v in vocab)
+
+
+def _as_names(label):
+    "A label (a multi-label's list of them) as a class name: 7 → '7'."
+    return [str(v) for v in label] if isinstance(label, (list, tuple)) else str(label)
 
 
 def _raw(dls, ds):
