@@ -119,11 +119,11 @@ def learner(run_dir: Path, dev):
     return learn
 
 
-def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
+def labelled(learn, kind, cfg, split: str, dev, run_dir: Path, limit: int | None = None):
     """The learner with loaders over the data `cfg` points at: its training split and the `split` to evaluate
     (valid: the validation split; test: every item; its first `limit`), each run through the learner's own pipeline
     with labels."""
-    dls = kind.dls(cfg, dev)
+    dls = _data(kind, cfg, dev, run_dir)
     if hasattr(dls.valid_ds, "tensors"):  # in-memory data (digits): the data is the run's own, encoded the same way
         if split != "valid":
             raise FxpError(f"--split {split}: this task's in-memory data has one held-out split; use --split valid")
@@ -140,6 +140,16 @@ def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
     loaders = [_test_dl(learn, items) for items in (train, held_out)]
     learn.dls = type(learn.dls)(*loaders, path=learn.dls.path, device=dev)
     return learn
+
+
+def _data(kind, cfg, dev, run_dir: Path):
+    """The kind's loaders; a kind whose `dls` takes the run's folder (word_lm generates its data there when data.path is
+    not set) gets the run's, not the working directory."""
+    import inspect
+
+    if "run_path" in inspect.signature(kind.dls).parameters:
+        return kind.dls(cfg, dev, run_path=Path(run_dir))
+    return kind.dls(cfg, dev)
 
 
 def _read_from(run_dls, dls) -> None:

@@ -54,7 +54,7 @@ def evaluate(run_dir: Path, cfg, split: str) -> tuple[dict, Path]:
 
     kind = dispatch.kind_module(cfg.task.kind)
     dev = saved.device(cfg)
-    learn = saved.labelled(saved.learner(run_dir, dev), kind, cfg, split, dev)
+    learn = saved.labelled(saved.learner(run_dir, dev), kind, cfg, split, dev, run_dir)
     names = ["valid_loss", *(m.name for m in learn.metrics)]
     values = [_plain(v) for v in learn.validate()]
     evaluation = kind.evaluate(learn, cfg)
