@@ -54,6 +54,6 @@ def per_class(names, tp, fp, fn, columns=PER_CLASS) -> dict:
 
 
 def confusion_counts(cm):
-    "True positives, false positives and false negatives per class of a confusion matrix (rows: true, columns: predicted)."
+    "Each class's true positives, false positives and false negatives in a confusion matrix (rows: true classes)."
     tp = cm.diagonal()
     return tp, cm.sum(0) - tp, cm.sum(1) - tp

@@ -264,14 +264,15 @@ def per_class(folder: Path) -> list[str]:
             result = json.loads(dest.read_text())
         except (OSError, ValueError):
             continue
-        found.append((f"fxp val {dest.parent.name}: {result.get('split')} split of {result.get('data') or 'the task data'}",
-                      result.get("evaluation", {}).get("per_class")))
+        what = f"fxp val {dest.parent.name}: {result.get('split')} split of {result.get('data') or 'the task data'}"
+        found.append((what, result.get("evaluation", {}).get("per_class")))
     body = []
     for what, rows in found:
         if isinstance(rows, dict) and rows:
             columns = list(next(iter(rows.values())))
-            body += [f"<h2>Per class ({esc(what)})</h2>", table(["class", *columns], [
-                [name, *(number(v.get(c)) if c != "support" else v.get(c) for c in columns)] for name, v in rows.items()])]
+            cells = [[name, *(v.get(c) if c == "support" else number(v.get(c)) for c in columns)]
+                     for name, v in rows.items()]
+            body += [f"<h2>Per class ({esc(what)})</h2>", table(["class", *columns], cells)]
     return body
 
 

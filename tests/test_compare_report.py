@@ -128,5 +128,5 @@ def test_run_report_shows_the_per_class_numbers_of_training_and_of_fxp_val(digit
     for section in (trained, evaluated):
         assert "<th>precision</th><th>recall</th><th>support</th>" in section
         assert section.count("<tr>") == 11  # the header and the ten digits
-    recall = json.loads(next((run / "eval").glob("*/metrics.json")).read_text())["evaluation"]["per_class"]["7"]["recall"]
-    assert f"<td>{number(recall)}</td>" in evaluated
+    result = json.loads(next((run / "eval").glob("*/metrics.json")).read_text())
+    assert f"<td>{number(result['evaluation']['per_class']['7']['recall'])}</td>" in evaluated

@@ -73,8 +73,9 @@ def need_onnx() -> None:
 
 @contextlib.contextmanager
 def folder_whole(dest: Path):
-    """A new empty folder beside `dest` to write in; once the block ends, it replaces `dest` (the old one is moved aside,
-    then deleted). An exception leaves `dest` as it was; a kill, at worst, a hidden `.<name>.tmp-<pid>` beside it."""
+    """A new empty folder beside `dest` to write in; once the block ends, it replaces `dest` (the old one is moved
+    aside, then deleted). An exception leaves `dest` as it was; a kill, at worst, a hidden `.<name>.tmp-<pid>` (or
+    `.old-<pid>`, the previous export) beside it."""
     tmp, old = (dest.with_name(f".{dest.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
