@@ -312,3 +312,19 @@ def pytest_collection_modifyitems(config, items):
     if not has_cuda:
         for item in gpu_items:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)"))
+
+
+@contextmanager
+def tmpfs(folder: Path, size: str):
+    "A `size` tmpfs mounted at `folder` (root only): a file system that fills up; skips where it cannot be mounted."
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a full file system) needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                       text=True)
+    if p.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fxp.commands import Parser, console, number, saved_run_arguments
-from fxp.runs import read_metrics, read_summary, write_atomic
+from fxp.runs import baseline_cell, baselines, not_beaten, read_metrics, read_summary, write_atomic
 from fxp.saved import SPLITS
 
 EVAL = "eval"
@@ -62,6 +62,7 @@ def evaluate(run_dir: Path, cfg, split: str) -> tuple[dict, Path]:
     kind.plots(learn, cfg, dest, evaluation)
     result = {"run": str(run_dir.resolve()), "split": split, "data": cfg.data.path, "items": len(learn.dls.valid_ds),
               "metrics": dict(zip(names, values)), "trained": trained(run_dir, names),
+              "baselines": kind.baseline(learn, cfg),  # after validate: a baseline goes through the same metrics
               "evaluation": json.loads(json.dumps(evaluation, default=_plain))}
     write_atomic(dest / "metrics.json", json.dumps(result, indent=2))
     if result["evaluation"].get("per_class"):
@@ -115,15 +116,18 @@ def show(result: dict, dest: Path) -> None:
 
     out = console()
     out.print(f"{result['run']}: {result['split']} split of {result['data'] or 'the task data'}, {result['items']} items")
-    table = Table()
-    for col in ("metric", "now", "in training"):
+    table, base = Table(), baselines({"baselines": result["baselines"]})
+    for col in ("metric", "now", "in training", *(["baseline"] if base else [])):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, value in result["metrics"].items():
-        table.add_row(name, number(value), number(result["trained"].get(name)))
+        cells = [number(value), number(result["trained"].get(name)), *([baseline_cell(base, name)] if base else [])]
+        table.add_row(name, *cells)
     for name, value in result["evaluation"].items():
         if isinstance(value, (int, float)):
-            table.add_row(name, number(value), "")
+            table.add_row(name, number(value), "", *([""] if base else []))
     out.print(table)
+    for line in not_beaten(result["metrics"], base):
+        out.print(line, highlight=False)
     if (dest / PER_CLASS).is_file():
         out.print(f"per class ({', '.join(next(iter(result['evaluation']['per_class'].values())))}): "
                   f"{dest / PER_CLASS}")

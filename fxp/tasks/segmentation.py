@@ -184,6 +184,47 @@ def _confusion(learn, n: int, void: int | None):
     return cm.view(n, n)
 
 
+def baseline(learn, cfg) -> dict:
+    """Per metric, the stronger of two predictors that never look at the image: every pixel the most common training
+    class, and each pixel the class most common at its place in the training masks (the per-pixel mode); both leave
+    out `task.void`, as the metrics do. Scored with the run's metrics on the valid split."""
+    import torch
+
+    from fxp.baselines import label_logits, score, stronger
+
+    codes = _codes(learn.dls)
+    totals, places = _class_counts(learn.dls.test_dl(learn.dls.train_ds.items, with_labels=True), len(codes))
+    if cfg.task.void is not None:  # never predicted
+        totals[codes.index(cfg.task.void)] = places[codes.index(cfg.task.void)] = -1
+    masks = [mask.cpu().long() for _, mask in learn.dls.valid]
+    majority = int(totals.argmax())
+    out = score(learn, ((label_logits(torch.full_like(m, majority), len(codes)), m) for m in masks),
+                f"every pixel {codes[majority]!r}")
+    mode = places.argmax(0)
+    if all(m.shape[1:] == mode.shape for m in masks):
+        out = stronger(out, score(learn, ((label_logits(mode.expand_as(m), len(codes)), m) for m in masks),
+                                  "each pixel's most common training class"))
+    return out
+
+
+def _class_counts(dl, n: int):
+    """How many training pixels have class i, (n,); and at each place, (n, h, w) (zeros if the masks differ in size:
+    then there is no per-pixel mode)."""
+    import torch
+
+    totals, places = torch.zeros(n, dtype=torch.long), None
+    for _, masks in dl:
+        for m in masks.cpu().long():
+            totals += torch.bincount(m.flatten(), minlength=n)
+            if places is None:
+                places = torch.zeros(n, *m.shape, dtype=torch.long)
+            if places.shape[1:] == m.shape:
+                places.view(n, -1).scatter_add_(0, m.view(1, -1), torch.ones(1, m.numel(), dtype=torch.long))
+            else:
+                places = torch.zeros(n, 0, dtype=torch.long)
+    return totals, places
+
+
 def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:
     """Image, true mask and predicted mask (over the image) for the first few validation images, one colour per code
     and a legend of the codes they show; each prediction titled with its pixel accuracy (leaving out task.void)."""
