@@ -171,7 +171,7 @@ def test_final_table_runs_and_report_show_the_baseline(tmp_path, capsys, kind):
     assert f"{base[metric]['value']:.4g} ({by})" in row
     assert f"{metric} {value:.4g} does not beat its baseline, {base[metric]['value']:.4g} for {by}" in out
 
-    assert runlist.main([str(tmp_path / "outputs")]) == 0
+    assert runlist.main([str(tmp_path / "outputs"), "--wide"]) == 0  # every cell whole, a row per line
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "aaaaaa" in ln)
     assert f"({base[metric]['value']:.4g} for {by})" in line
 

@@ -2,11 +2,13 @@
 
 The run's exported learner goes over labelled data (its own validation split, or new data in the same layout): the
 loss and metrics it was trained with, the kind's `evaluate` numbers and `plots`, all written to RUN_DIR/eval/<stamp>/
-(metrics.json and the PNGs; a new folder each time) and printed as a table beside the values the run recorded for the
-epoch its model holds.
+(metrics.json, per_class.csv where the kind has per-class numbers, and the PNGs; a new folder each time) and printed
+as a table beside the values the run recorded for the epoch its model holds.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from datetime import datetime
@@ -17,6 +19,7 @@ from fxp.runs import baseline_cell, baselines, not_beaten, read_metrics, read_su
 from fxp.saved import SPLITS
 
 EVAL = "eval"
+PER_CLASS = "per_class.csv"
 
 
 def parser() -> Parser:
@@ -34,8 +37,8 @@ def main(args: list[str]) -> int:
     from fxp import saved
 
     run_dir = saved.check_run(Path(opts.run_dir), "fxp val")
-    saved.one_learner(run_dir, "fxp val", "cannot be evaluated yet: fxp val takes classification, multilabel, "
-                                          "segmentation, regression and tabular runs")
+    saved.one_learner(run_dir, "fxp val", f"cannot be evaluated yet: fxp val takes "
+                                          f"{', '.join(saved.one_learner_kinds())} runs")
     cfg = saved.config(run_dir, opts.overrides, "fxp val")
     result, dest = evaluate(run_dir, cfg, opts.split)
     if opts.json:
@@ -51,7 +54,7 @@ def evaluate(run_dir: Path, cfg, split: str) -> tuple[dict, Path]:
 
     kind = dispatch.kind_module(cfg.task.kind)
     dev = saved.device(cfg)
-    learn = saved.labelled(saved.learner(run_dir, dev), kind, cfg, split, dev)
+    learn = saved.labelled(saved.learner(run_dir, dev), kind, cfg, split, dev, run_dir)
     names = ["valid_loss", *(m.name for m in learn.metrics)]
     values = [_plain(v) for v in learn.validate()]
     evaluation = kind.evaluate(learn, cfg)
@@ -62,7 +65,19 @@ def evaluate(run_dir: Path, cfg, split: str) -> tuple[dict, Path]:
               "baselines": kind.baseline(learn, cfg),  # after validate: a baseline goes through the same metrics
               "evaluation": json.loads(json.dumps(evaluation, default=_plain))}
     write_atomic(dest / "metrics.json", json.dumps(result, indent=2))
+    if result["evaluation"].get("per_class"):
+        write_atomic(dest / PER_CLASS, per_class_csv(result["evaluation"]["per_class"]))
     return result, dest
+
+
+def per_class_csv(rows: dict) -> str:
+    "The kind's per-class numbers ({class: {column: value}}) as a CSV, a row per class (empty cells for None)."
+    out = io.StringIO()
+    columns = list(next(iter(rows.values())))
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["class", *columns])
+    writer.writerows([name, *("" if v[c] is None else v[c] for c in columns)] for name, v in rows.items())
+    return out.getvalue()
 
 
 def _plain(v):
@@ -113,4 +128,7 @@ def show(result: dict, dest: Path) -> None:
     out.print(table)
     for line in not_beaten(result["metrics"], base):
         out.print(line, highlight=False)
+    if (dest / PER_CLASS).is_file():
+        out.print(f"per class ({', '.join(next(iter(result['evaluation']['per_class'].values())))}): "
+                  f"{dest / PER_CLASS}")
     out.print(f"written to {dest}")

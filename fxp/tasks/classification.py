@@ -177,8 +177,15 @@ def learner(cfg, dls):
 
 
 def evaluate(learn, cfg) -> dict:
-    "Nothing beyond the metrics (the baseline is `baseline`'s)."
-    return {}
+    "Each class's precision and recall on the validation split, and its number of items (`per_class`)."
+    import torch
+
+    from fxp.metrics import confusion_counts, per_class
+
+    probs, targs = learn.get_preds(dl=learn.dls.valid)
+    n = probs.shape[1]
+    cm = torch.bincount(targs.long() * n + probs.argmax(1), minlength=n * n).view(n, n)
+    return {"per_class": per_class(learn.dls.vocab, *confusion_counts(cm), columns=("precision", "recall", "support"))}
 
 
 def baseline(learn, cfg) -> dict:

@@ -106,13 +106,18 @@ def _fbeta_curve(probs, targs, beta: float):
 
 
 def evaluate(learn, cfg) -> dict:
-    "The threshold with the best valid F-beta, and that F-beta."
+    "The threshold with the best valid F-beta, and that F-beta; each tag's precision and recall at task.thresh."
     import numpy as np
+
+    from fxp.metrics import per_class
 
     probs, targs = learn.get_preds(dl=learn.dls.valid)
     threshs, scores = _fbeta_curve(probs, targs, cfg.task.beta)
     best = int(np.argmax(scores))
-    return {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4)}
+    pred, targ = probs > cfg.task.thresh, targs.bool()
+    counts = ((pred & targ).sum(0), (pred & ~targ).sum(0), (~pred & targ).sum(0))
+    return {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4),
+            "per_class": per_class(learn.dls.vocab, *counts, columns=("precision", "recall", "support"))}
 
 
 def baseline(learn, cfg) -> dict:

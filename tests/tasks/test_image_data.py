@@ -272,8 +272,8 @@ def test_predict_on_a_labelled_csv_says_what_an_image_run_takes(digits_run, tmp_
     r = run_fxp("predict", digits_run, csv, cwd=tmp_path)
     line = assert_one_line_error(r, "labels.csv is a CSV file, not an image", "lists 1408 image files",
                                  "takes image files or folders", "does not score labels",
-                                 "task.source=csv task.csv=labels.csv")
-    assert "skip_bad" not in line and "corrupt" not in line, line
+                                 f"fxp val RUN_DIR data.path={csv.parent} task.source=csv task.csv=labels.csv")
+    assert "skip_bad" not in line and "corrupt" not in line and "train" not in line.split("RUN_DIR")[1], line
 
 
 def test_predict_on_a_corrupt_image_names_no_train_time_key(digits_run, tmp_path):

@@ -76,6 +76,15 @@ def test_predict_gives_the_next_word(run, tmp_path):
     assert_one_line_error(run_fxp("predict", run, "one and two", cwd=tmp_path), "'and' is not a word", "thousand")
 
 
+def test_val_reads_the_numbers_the_run_was_trained_on(run, tmp_path):
+    "The run's own generated data (RUN/data), not a new copy in the working directory: the metrics it recorded."
+    r = run_fxp("val", run, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["metrics"] == pytest.approx(result["trained"], abs=1e-5) and result["trained"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_the_lesson_7_preset_reaches_its_figure(tmp_path):
     r = run_fxp("reproduce", "lesson7-human-numbers", cwd=tmp_path)
