@@ -54,7 +54,7 @@ def stronger(*candidates: dict) -> dict:
 
 
 def label_logits(labels, n_classes: int):
-    "Logits that predict `labels` (one index, or one per item / pixel: shape (n, ...)) with certainty, classes at dim 1."
+    "Logits that predict `labels` (shape (n, ...): a class per item or pixel) with certainty, classes at dim 1."
     labels = torch.as_tensor(labels).long()
     logits = torch.full((*labels.shape[:1], n_classes, *labels.shape[1:]), -SURE)
     return logits.scatter_(1, labels.unsqueeze(1), SURE)
