@@ -182,15 +182,13 @@ def check_output_folder(folder: str, key: str) -> None:
 def with_nodes(overrides: list[str]) -> list[str]:
     """`overrides` with `+node=PATH` before the first key set under PATH, for each schema node PATH (config.null_nodes)
     that is null once the other overrides apply; a null node without a schema is one line saying to set it whole."""
-    from omegaconf import OmegaConf
-
     deep = [o for o in overrides if _key(o).count(".") >= 2 and not o.startswith("~")]
     base = compose([o for o in overrides if o not in deep])
     out, made, absent = [], set(), object()
     for o in overrides:
         parts = _key(o).split(".") if o in deep else []
         for path in (".".join(parts[:i]) for i in range(2, len(parts))):
-            if path in made or OmegaConf.select(base, path, default=absent) is not None:
+            if path in made or _select(base, path, absent) is not None:
                 continue
             if path not in config.null_nodes():
                 raise ConfigError(f"cannot set {_key(o)}: {path} is null in this config; set {path} whole first "
@@ -199,6 +197,17 @@ def with_nodes(overrides: list[str]) -> list[str]:
             made.add(path)
         out.append(o)
     return out
+
+
+def _select(cfg, path: str, default):
+    "`cfg`'s value at `path` (`default` if absent); one that does not resolve (`task.aug=${nope}`) is one line."
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.select(cfg, path, default=default)
+    except OmegaConfBaseException as e:
+        raise ConfigError(config.one_line(e)) from None
 
 
 def _key(override: str) -> str:

@@ -301,3 +301,28 @@ def test_a_bad_value_in_a_sweep_fails_before_any_job_runs(tmp_path):
     r = run_fxp("train", "-m", "trainer.bs=8,1", cwd=tmp_path)
     assert_one_line_error(r, "trainer.bs=1")
     assert not (tmp_path / "outputs").exists()
+
+
+# --- issue 30 item 7: what fuzzing left, each one line before the run folder is claimed ------------------------------
+
+
+@pytest.mark.parametrize("args, mentions", [
+    (["task.aug.max_rotate=5", "task.aug=${nope}"], ["task.aug", "nope"]),
+    (["trainer.accumulate=${now:%Y}"], ["trainer.accumulate", "text, not an integer", "oc.decode"]),
+    (["trainer.stages.0.epochs=${now:%Y}"], ["trainer.stages.0.epochs", "not an integer"]),
+    (["trainer.lr=1e308"], ["trainer.lr", "up to 10"]),
+    (["trainer.stages.0.lr=[1e-3,1e308]"], ["trainer.stages.0.lr", "up to 10"]),
+    (["data.skip_bad=${now:%Y}"], ["data.skip_bad", "not true or false"]),
+    (["trainer.scale_lr=2"], ["trainer.scale_lr=2", "a number, not true or false"]),
+    (["+node=task.aug", "task.aug.do_flip=1"], ["task.aug.do_flip", "not true or false"]),
+])
+def test_fuzz_leftovers_are_one_line_before_the_run_folder(fxp, args, mentions):
+    r = fxp("train", "trainer.epochs=1", *args)
+    assert_one_line_error(r, *mentions)
+    no_run_folder(r)
+
+
+def test_an_interpolation_decoded_to_its_type_is_taken(fxp):
+    r = fxp("train", "trainer.accumulate=${oc.decode:'2'}", "trainer.scale_lr=true", "--cfg", "job", "--resolve")
+    assert r.returncode == 0, r
+    assert "accumulate: 2" in r.stdout
