@@ -174,6 +174,19 @@ def read_listing(path: Path, t, key: str, cols: dict) -> pd.DataFrame:
     return read_table(path, key, {"task.fn_col": t.fn_col, **cols, "task.valid_col": t.valid_col})
 
 
+def need_labels(df, col, fn_col, path: Path, key: str) -> None:
+    """Every row of the listing `df` (read from `path`) has a label in column `col` (set by `key`); else one line: how
+    many have none and the first few (their file, column `fn_col`, and row). pandas reads an empty cell as NaN, which
+    would otherwise become a class 'nan'."""
+    labels = df[col_name(df, col)]
+    empty = df[labels.isna() | (labels.astype(str).str.strip() == "")]
+    if len(empty):
+        files = empty[col_name(df, fn_col)]
+        first = ", ".join(f"{f} (row {i + 1})" for i, f in files.head(3).items())
+        raise FxpError(f"{len(empty)} of the {len(df)} rows of {path} have no label in column "
+                       f"{col_name(df, col)!r} ({key}), e.g. {first}; fill in their labels or delete those rows")
+
+
 def listed_rows(df, t, root: Path, listed_in: str, skip_bad: bool):
     "The rows of a listing `df` whose image opens, a get_x reading that image, and the names of those that don't."
     _, keep, bad = listed_images(df[col_name(df, t.fn_col)], t, root, listed_in, skip_bad)

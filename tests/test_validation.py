@@ -326,3 +326,17 @@ def test_an_interpolation_decoded_to_its_type_is_taken(fxp):
     r = fxp("train", "trainer.accumulate=${oc.decode:'2'}", "trainer.scale_lr=true", "--cfg", "job", "--resolve")
     assert r.returncode == 0, r
     assert "accumulate: 2" in r.stdout
+
+
+def test_rows_of_a_csv_without_a_label_are_counted_and_named(fxp, tmp_path):
+    "Empty label cells are not a class 'nan' (issue 30 item 11): how many rows have none, and which."
+    root = mnist_subset(tmp_path / "tiny", n=3, splits=("train",))
+    files = [f"train/{c}/{f.name}" for c in ("3", "7") for f in sorted((root / "train" / c).iterdir())]
+    rows = ["name,label"] + [f"{f},{'' if i in (1, 4) else f.split('/')[1]}" for i, f in enumerate(files)]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    r = fxp("train", "task=csv_images", f"data.path={root}", "task.fn_col=name", "task.label_col=label",
+            "task.valid_pct=0.5", "model=small_cnn", "trainer=default", "task.size=28", "trainer.bs=2",
+            "trainer.epochs=1")
+    line = assert_one_line_error(r, "2 of the 6 rows", "labels.csv", "'label'", "task.label_col", files[1], "row 2",
+                                 files[4], "row 5")
+    assert "nan" not in line
