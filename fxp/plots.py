@@ -1,14 +1,29 @@
 "Plots every run gets, written as PNGs under the run's plots/ folder."
 from __future__ import annotations
 
+import re
+import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # runs write files; never open a window
 import matplotlib.pyplot as plt
+from matplotlib import font_manager
 
 from fxp.runs import NOT_METRICS, read_metrics
+
+# Fonts that draw labels in other scripts (CJK, Arabic, Devanagari...), after matplotlib's DejaVu Sans: matplotlib
+# falls back through the list glyph by glyph. Only installed ones are listed (a missing one is a log line per figure).
+WIDE_FONTS = ("Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK KR", "WenQuanYi Zen Hei",
+              "Droid Sans Fallback", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
+              "Arial Unicode MS")
+GLYPH = re.compile(r"Glyph (\d+) .*missing from")  # matplotlib's warning, once per character and figure
+_installed = {f.name for f in font_manager.fontManager.ttflist}
+plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *(f for f in WIDE_FONTS if f in _installed),
+                                   *plt.rcParams["font.sans-serif"][1:]]
 
 
 def loss_curves(run_dir: Path) -> None:
@@ -64,9 +79,39 @@ def _plottable(v) -> float:
 
 def save(fig, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(dest, dpi=80, bbox_inches="tight")  # keeps what lies outside the axes (a legend below them)
+    with glyphs_noted():
+        fig.tight_layout()
+        fig.savefig(dest, dpi=80, bbox_inches="tight")  # keeps what lies outside the axes (a legend below them)
     plt.close(fig)
+
+
+@contextmanager
+def glyphs_noted():
+    """Matplotlib's missing-glyph warnings (one per character and figure: 20 lines for a few class names) as one note
+    per process naming the characters; other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message=GLYPH.pattern)
+        yield
+    missing = []
+    for w in caught:
+        if m := GLYPH.match(str(w.message)):
+            missing.append(chr(int(m[1])))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        _note_glyphs("".join(dict.fromkeys(missing)))
+
+
+_noted: list[str] = []  # the characters of the process's one note (a run saves many figures)
+
+
+def _note_glyphs(chars: str) -> None:
+    if _noted:
+        return
+    _noted.append(chars)
+    print(f"fxp: note: no installed font draws some characters of the labels ({chars[:10]}); the plots show boxes "
+          f"for them: install a font that has them (e.g. Noto Sans CJK: apt-get install fonts-noto-cjk)",
+          file=sys.stderr)
 
 
 def save_current(dest: Path) -> None:
