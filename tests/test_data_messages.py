@@ -35,3 +35,60 @@ def test_other_warnings_of_a_figure_pass_through(tmp_path):
         with plots.glyphs_noted():
             warnings.warn("not a glyph", UserWarning)
     plt.close(fig)
+
+
+def marked(tmp_path, root, actions: dict):
+    "fxp clean's CSV marking `actions` ({file under root: action})."
+    import pandas as pd
+
+    pd.DataFrame({"file": [f.relative_to(root).as_posix() for f in actions], "action": list(actions.values())}
+                 ).to_csv(tmp_path / "marked.csv", index=False)
+    return str(tmp_path / "marked.csv")
+
+
+def test_relabel_to_a_label_that_is_no_class_is_refused_naming_the_classes(tmp_path):
+    from types import SimpleNamespace
+
+    from fastai.data.transforms import parent_label
+
+    from conftest import mnist_subset
+    from fxp.data import curate, item_key
+    from fxp.errors import FxpError
+
+    root = mnist_subset(tmp_path / "tiny", n=2, splits=("train",))
+    files = sorted(root.rglob("*.png"))
+    data = SimpleNamespace(exclude=None, relabel=marked(tmp_path, root, {files[0]: "relabel:8"}))
+    with pytest.raises(FxpError, match=r"relabels train/3/\S+ as '8', which is not a class .*2 classes: 3, 7"):
+        curate(files, parent_label, data, item_key(root))
+
+
+def test_relabel_keeps_the_type_of_the_data_labels(tmp_path, capsys):
+    "A CSV's numeric labels: relabel:7 is the class 7, not a new class '7'; the line says what the lists changed."
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from fastai.data.transforms import ColReader
+
+    from fxp.data import curate, item_key
+
+    root = tmp_path
+    rows = pd.DataFrame({"name": ["a.png", "b.png", "c.png", "d.png"], "label": [3, 3, 7, 7]})
+    listed = {root / "a.png": "relabel:7", root / "b.png": "delete"}
+    data = SimpleNamespace(exclude=marked(tmp_path, root, listed), relabel=marked(tmp_path, root, listed))
+    items, get_y, info = curate(rows, ColReader("label"), data, item_key(root, ColReader("name", pref=root)))
+    assert list(items.name) == ["a.png", "c.png", "d.png"]
+    assert [get_y(r) for _, r in items.iterrows()] == [7, 7, 7] and all(type(get_y(r)) is not str
+                                                                      for _, r in items.iterrows())
+    assert "data.exclude: 1 of 4 items left out; data.relabel: 1 item(s) relabelled" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_fxp_show_says_what_the_lists_changed(fxp, tmp_path):
+    from conftest import mnist_subset
+
+    root = mnist_subset(tmp_path / "tiny", n=4)
+    files = sorted((root / "train").rglob("*.png"))
+    csv = marked(tmp_path, root, {files[0]: "delete"})
+    r = fxp("show", "task=mnist", f"data.path={root}", f"data.exclude={csv}", "trainer.bs=2")
+    assert r.returncode == 0, r
+    assert "data.exclude: 1 of 16 items left out" in r.stdout, r
