@@ -1,6 +1,7 @@
 """What fxp says about the data: labels no font draws (issue 30 item 11), fxp clean's lists (issue 21 item 9)."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -92,3 +93,30 @@ def test_fxp_show_says_what_the_lists_changed(fxp, tmp_path):
     r = fxp("show", "task=mnist", f"data.path={root}", f"data.exclude={csv}", "trainer.bs=2")
     assert r.returncode == 0, r
     assert "data.exclude: 1 of 16 items left out" in r.stdout, r
+
+
+def test_ranks_get_their_threads_so_accelerate_does_not_warn(tmp_path, monkeypatch):
+    """trainer.devices=2 without OMP_NUM_THREADS: the ranks start with it set (Accelerate warned once per rank that it
+    set it itself, issue 21 item 14); the launching process's environment is left as it was."""
+    pytest.importorskip("accelerate")
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+    from torch.distributed.launcher import api
+
+    from fxp import distributed
+    from fxp.schema import Config
+
+    seen = {}
+
+    def launcher(config, entrypoint):
+        seen["threads"] = os.environ.get("OMP_NUM_THREADS")
+        return lambda *args: None
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(api, "elastic_launch", launcher)
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), {"trainer": {"devices": 2}})
+    distributed.launch(cfg, SimpleNamespace(path=tmp_path, resume=None, info={}), torch.device("cpu"))
+    assert seen["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert "OMP_NUM_THREADS" not in os.environ
