@@ -34,9 +34,23 @@ def hydra_command(app, help_overrides: tuple = ()):
         config.register()
         args = precheck(args)
         sys.argv = ["fxp", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
+        quiet_libraries()
         app()
         return 0
     return run
+
+
+# Libraries whose INFO lines Hydra's console logging would show: alembic's "setup plugin ..." (seven lines as Optuna
+# opens a study's database)
+QUIET_LOGGERS = ("alembic",)
+
+
+def quiet_libraries() -> None:
+    "The QUIET_LOGGERS at WARNING: their INFO lines go, their warnings still show."
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _no_option(arg: str) -> str:

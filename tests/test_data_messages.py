@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 import pytest
@@ -120,3 +121,19 @@ def test_ranks_get_their_threads_so_accelerate_does_not_warn(tmp_path, monkeypat
     distributed.launch(cfg, SimpleNamespace(path=tmp_path, resume=None, info={}), torch.device("cpu"))
     assert seen["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_the_sweepers_database_set_up_is_quiet(tmp_path, monkeypatch):
+    "alembic's seven `setup plugin ...` INFO lines as Optuna opens study.db do not reach Hydra's console (issue 21 item 14)."
+    import logging
+
+    from fxp import apps
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(logging.getLogger("alembic"), "level", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)  # as Hydra's logging sets it
+    logging.getLogger().manager._clear_cache()
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    apps.hydra_command(lambda: None)(["trainer.epochs=1"])
+    assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
+    assert logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.WARNING)
