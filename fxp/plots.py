@@ -137,6 +137,7 @@ def confusion_matrix(learn, dest: Path):
     if isinstance(interp.vocab, str):
         interp.vocab = list(interp.dl.vocab)
     side = max(6, 2.5 + 0.3 * len(interp.vocab))
-    interp.plot_confusion_matrix(figsize=(side, side), dpi=80)
+    with glyphs_noted():  # fastai lays the figure out (tight_layout): the class names are drawn here already
+        interp.plot_confusion_matrix(figsize=(side, side), dpi=80)
     save_current(dest)
     return interp
