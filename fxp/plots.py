@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # runs write files; never open a window
 import matplotlib.pyplot as plt
 from matplotlib import font_manager
 
-from fxp.runs import NOT_METRICS, read_metrics
+from fxp.runs import NOT_METRICS, read_metrics, write_atomic
 
 # Fonts that draw labels in other scripts (CJK, Arabic, Devanagari...), after matplotlib's DejaVu Sans: matplotlib
 # falls back through the list glyph by glyph. Only installed ones are listed (a missing one is a log line per figure).
@@ -78,11 +78,17 @@ def _plottable(v) -> float:
 
 
 def save(fig, dest: Path) -> None:
+    "`fig` as the image file `dest`, written whole (a full disk leaves the old file, not a torn one); closed."
+    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with glyphs_noted():
-        fig.tight_layout()
-        fig.savefig(dest, dpi=80, bbox_inches="tight")  # keeps what lies outside the axes (a legend below them)
-    plt.close(fig)
+    try:
+        with glyphs_noted():
+            fig.tight_layout()
+            # bbox_inches="tight" keeps what lies outside the axes (a legend below them); the temp file's name has no
+            # image suffix, so the format is the destination's
+            write_atomic(dest, lambda tmp: fig.savefig(tmp, format=dest.suffix[1:], dpi=80, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 @contextmanager
