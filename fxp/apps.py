@@ -261,7 +261,7 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         if not parsed[-1].key_or_group:
             raise ConfigError(f"the override {o!r} names no key: write KEY=VALUE (fxp train --cfg job shows the keys)")
     check_choices([o.input_line for o in parsed if o.key_or_group in ("hydra/launcher", "hydra/sweeper")])
-    parsed = [o for o in parsed if not o.key_or_group.startswith("hydra")]
+    parsed = [o for o in parsed if not is_hydra_key(o.key_or_group)]
     options = []
     for o in parsed:
         if not o.is_sweep_override():
@@ -271,6 +271,11 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         elif not multirun:
             raise ConfigError(f"{o.input_line} is a sweep: add -m to run one job per value")
     return [list(combo) for combo in itertools.product(*options)]
+
+
+def is_hydra_key(key: str) -> bool:
+    "Hydra's own key or group (`hydra.run.dir`, `hydra/launcher`), not one that only begins alike (`hydraa.x`)."
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
 def quoted(override: str) -> str:

@@ -191,8 +191,9 @@ def _as_given(cfg, overrides) -> dict:
     given = OmegaConf.create(OmegaConf.to_container(cfg))
     for o in OverridesParser.create().parse_overrides(list(overrides)):
         key = o.key_or_group
-        if not (o.is_delete() or o.is_sweep_override() or key in (*GROUPS, NODE_GROUP) or key.startswith("hydra")):
-            OmegaConf.update(given, key, o.value(), merge=False, force_add=True)
+        if o.is_delete() or o.is_sweep_override() or key in (*GROUPS, NODE_GROUP) or key.split(".")[0] == "hydra":
+            continue  # a group's choice, a removal, a sweep (the sweeper's), Hydra's own keys: no value of the config
+        OmegaConf.update(given, key, o.value(), merge=False, force_add=True)
     return _resolved(given)
 
 

@@ -315,6 +315,7 @@ def test_a_bad_value_in_a_sweep_fails_before_any_job_runs(tmp_path):
     (["data.skip_bad=${now:%Y}"], ["data.skip_bad", "not true or false"]),
     (["trainer.scale_lr=2"], ["trainer.scale_lr=2", "a number, not true or false"]),
     (["+node=task.aug", "task.aug.do_flip=1"], ["task.aug.do_flip", "not true or false"]),
+    (["~hydraa.sweep.dir"], ["hydraa.sweep.dir"]),  # not Hydra's key: composed (and refused) with the others
 ])
 def test_fuzz_leftovers_are_one_line_before_the_run_folder(fxp, args, mentions):
     r = fxp("train", "trainer.epochs=1", *args)
