@@ -34,9 +34,23 @@ def hydra_command(app, help_overrides: tuple = ()):
         config.register()
         args = precheck(args)
         sys.argv = ["fxp", *args]  # Hydra reads sys.argv (launchers too); rewritten once, here
+        quiet_libraries()
         app()
         return 0
     return run
+
+
+# Libraries whose INFO lines Hydra's console logging would show: alembic's "setup plugin ..." (seven lines as Optuna
+# opens a study's database)
+QUIET_LOGGERS = ("alembic",)
+
+
+def quiet_libraries() -> None:
+    "The QUIET_LOGGERS at WARNING: their INFO lines go, their warnings still show."
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _no_option(arg: str) -> str:
@@ -182,15 +196,13 @@ def check_output_folder(folder: str, key: str) -> None:
 def with_nodes(overrides: list[str]) -> list[str]:
     """`overrides` with `+node=PATH` before the first key set under PATH, for each schema node PATH (config.null_nodes)
     that is null once the other overrides apply; a null node without a schema is one line saying to set it whole."""
-    from omegaconf import OmegaConf
-
     deep = [o for o in overrides if _key(o).count(".") >= 2 and not o.startswith("~")]
     base = compose([o for o in overrides if o not in deep])
     out, made, absent = [], set(), object()
     for o in overrides:
         parts = _key(o).split(".") if o in deep else []
         for path in (".".join(parts[:i]) for i in range(2, len(parts))):
-            if path in made or OmegaConf.select(base, path, default=absent) is not None:
+            if path in made or _select(base, path, absent) is not None:
                 continue
             if path not in config.null_nodes():
                 raise ConfigError(f"cannot set {_key(o)}: {path} is null in this config; set {path} whole first "
@@ -199,6 +211,17 @@ def with_nodes(overrides: list[str]) -> list[str]:
             made.add(path)
         out.append(o)
     return out
+
+
+def _select(cfg, path: str, default):
+    "`cfg`'s value at `path` (`default` if absent); one that does not resolve (`task.aug=${nope}`) is one line."
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.select(cfg, path, default=default)
+    except OmegaConfBaseException as e:
+        raise ConfigError(config.one_line(e)) from None
 
 
 def _key(override: str) -> str:
@@ -238,7 +261,7 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         if not parsed[-1].key_or_group:
             raise ConfigError(f"the override {o!r} names no key: write KEY=VALUE (fxp train --cfg job shows the keys)")
     check_choices([o.input_line for o in parsed if o.key_or_group in ("hydra/launcher", "hydra/sweeper")])
-    parsed = [o for o in parsed if not o.key_or_group.startswith("hydra")]
+    parsed = [o for o in parsed if not is_hydra_key(o.key_or_group)]
     options = []
     for o in parsed:
         if not o.is_sweep_override():
@@ -248,6 +271,11 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         elif not multirun:
             raise ConfigError(f"{o.input_line} is a sweep: add -m to run one job per value")
     return [list(combo) for combo in itertools.product(*options)]
+
+
+def is_hydra_key(key: str) -> bool:
+    "Hydra's own key or group (`hydra.run.dir`, `hydra/launcher`), not one that only begins alike (`hydraa.x`)."
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
 def quoted(override: str) -> str:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
 from dataclasses import fields, is_dataclass, replace
 
 from omegaconf import OmegaConf
 
 from fxp.errors import ConfigError
-from fxp.schema import OPT_HYPERS, POLICIES, Valid  # noqa: F401  (POLICIES: the stage policies, for the kinds and tests)
+from fxp.schema import MAX_LR, OPT_HYPERS, Valid
+from fxp.schema import POLICIES  # noqa: F401  (the stage policies, for the kinds and tests)
 
 
 def check_values(cfg) -> None:
@@ -18,6 +20,48 @@ def check_values(cfg) -> None:
     for key, value, v in declared(cfg):
         if value is not None:
             check_value(key, value, v)
+
+
+SCALARS = {bool: "true or false", int: "an integer", float: "a number"}
+DECODE = "; an interpolation gives text: ${oc.decode:...} around it reads it"  # ${oc.decode:${oc.env:BS}}: a number
+
+
+def check_types(plain: dict, schema, key: str = "") -> None:
+    """Each value of `plain` (the config resolved, before the schemas type it) has its field's type, strictly: typing it
+    would take `2` or 'yes' for true and '2026' (what `${now:%Y}` gives) for 2026. One line naming the first bad key."""
+    hints = _hints(schema)
+    for name, value in plain.items():
+        if name in hints:
+            _check_type(f"{key}.{name}" if key else name, value, hints[name])
+
+
+def _check_type(key: str, value, hint) -> None:
+    "`value` of `key` is of type `hint` (a scalar, a schema node, a list of them; None where Optional)."
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if value is None and type(None) in typing.get_args(hint):
+        return
+    hint = args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+    if is_dataclass(hint) and isinstance(value, dict):
+        check_types(value, hint, key)
+    elif typing.get_origin(hint) is list and isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_type(f"{key}.{i}", item, typing.get_args(hint)[0])
+    elif hint in SCALARS and not _is_a(value, hint):
+        what = "text" if isinstance(value, str) else "true or false" if isinstance(value, bool) else "a number"
+        hint_text = DECODE if what == "text" else ""
+        raise ConfigError(f"{key}={_shown(value)!r} is {what}, not {SCALARS[hint]}{hint_text}")
+
+
+def _is_a(value, scalar: type) -> bool:
+    if scalar is bool:
+        return isinstance(value, bool)
+    return _is_number(value) and (scalar is float or isinstance(value, int))
+
+
+@functools.cache
+def _hints(schema) -> dict:
+    "{field: type} of a schema class, its inherited fields included."
+    return typing.get_type_hints(schema) if is_dataclass(schema) else {}
 
 
 def check_no_ops(cfg, overrides) -> None:
@@ -237,12 +281,12 @@ def check_lr(key: str, lr) -> None:
     ok = (lr is None or lr == "find" or _is_rate(lr)
           or (OmegaConf.is_list(lr) or isinstance(lr, list)) and len(lr) == 2 and all(map(_is_rate, lr)))
     if not ok:
-        raise ConfigError(f"{key}={_shown(lr)!r} is not a learning rate: give a positive number (3e-3), "
-                          f"a [lo, hi] pair for discriminative rates, or 'find'")
+        raise ConfigError(f"{key}={_shown(lr)!r} is not a learning rate: give a positive number up to {MAX_LR:g} "
+                          f"(3e-3), a [lo, hi] pair for discriminative rates, or 'find'")
 
 
 def _is_rate(x) -> bool:
-    return _is_number(x) and 0 < x < math.inf
+    return _is_number(x) and 0 < x <= MAX_LR
 
 
 def _is_number(x) -> bool:

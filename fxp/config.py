@@ -129,11 +129,15 @@ def validate(cfg, overrides=()):
     from omegaconf import OmegaConf
 
     from fxp import dispatch
-    from fxp.checks import check_metrics, check_no_ops, check_targets, check_techniques, check_values
+    from fxp.checks import check_metrics, check_no_ops, check_targets, check_techniques, check_types, check_values
+    from fxp.schema import Config
 
     plain = _resolved(cfg)
     kind = dispatch.kind_module(plain["task"].get("kind"))
     typed = _typed(plain, kind.Task)
+    given = _as_given(cfg, overrides)
+    check_types(given, Config)
+    check_types(given["task"], kind.Task, "task")
     check_values(typed)
     check_metrics("task.metrics", typed.task.metrics)
     check_targets(typed)
@@ -175,6 +179,22 @@ def cautions(cfg) -> list[str]:
     stages = cfg.trainer.stages if first.stages is None else first.stages
     lines = [frozen_random_body(cfg, stages), mom_cycled(cfg), tta_unaugmented(cfg)]
     return [line for line in lines if line]
+
+
+def _as_given(cfg, overrides) -> dict:
+    """The config's values as given, before the schemas type them, resolved: the composed config untyped (so an
+    interpolation gives what the run will read, `${now:%Y}` text) with the command line's values as Hydra parsed them
+    (composing typed `trainer.scale_lr=2` as true)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    given = OmegaConf.create(OmegaConf.to_container(cfg))
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if o.is_delete() or o.is_sweep_override() or key in (*GROUPS, NODE_GROUP) or key.split(".")[0] == "hydra":
+            continue  # a group's choice, a removal, a sweep (the sweeper's), Hydra's own keys: no value of the config
+        OmegaConf.update(given, key, o.value(), merge=False, force_add=True)
+    return _resolved(given)
 
 
 def _resolved(cfg) -> dict:

@@ -173,6 +173,19 @@ def read_listing(path: Path, t, key: str, cols: dict) -> pd.DataFrame:
     return read_table(path, key, {"task.fn_col": t.fn_col, **cols, "task.valid_col": t.valid_col})
 
 
+def need_labels(df, col, fn_col, path: Path, key: str) -> None:
+    """Every row of the listing `df` (read from `path`) has a label in column `col` (set by `key`); else one line: how
+    many have none and the first few (their file, column `fn_col`, and row). pandas reads an empty cell as NaN, which
+    would otherwise become a class 'nan'."""
+    labels = df[col_name(df, col)]
+    empty = df[labels.isna() | (labels.astype(str).str.strip() == "")]
+    if len(empty):
+        files = empty[col_name(df, fn_col)]
+        first = ", ".join(f"{f} (row {i + 1})" for i, f in files.head(3).items())
+        raise FxpError(f"{len(empty)} of the {len(df)} rows of {path} have no label in column "
+                       f"{col_name(df, col)!r} ({key}), e.g. {first}; fill in their labels or delete those rows")
+
+
 def listed_rows(df, t, root: Path, listed_in: str, skip_bad: bool):
     "The rows of a listing `df` whose image opens, a get_x reading that image, and the names of those that don't."
     _, keep, bad = listed_images(df[col_name(df, t.fn_col)], t, root, listed_in, skip_bad)
@@ -361,14 +374,18 @@ class Relabel:
         self.get_y, self.labels, self.key = get_y, labels, key
 
     def __call__(self, item):
-        return self.labels.get(self.key(item)) or self.get_y(item)
+        k = self.key(item)
+        return self.labels[k] if k in self.labels else self.get_y(item)
 
 
 def curate(items, get_y, data, key):
     """`items` (files or a listing's rows) less those `data.exclude` drops, and a get_y with `data.relabel`'s labels:
-    fxp clean's CSVs, matched by `key(item)`. Returns the items, the get_y and what summary.json records of it."""
-    info = {}
-    names = [key(r) for _, r in items.iterrows()] if hasattr(items, "iloc") else [key(o) for o in items]
+    fxp clean's CSVs, matched by `key(item)`. Returns the items, the get_y and what summary.json records of it; says on
+    the console (and in train.log) how many items each list changed."""
+    info, total = {}, len(items)
+    rows = [r for _, r in items.iterrows()] if hasattr(items, "iloc") else list(items)
+    names = [key(r) for r in rows]
+    classes = {str(y): y for y in map(get_y, rows)} if data.relabel else {}
     if data.exclude:
         drop = _matched(excluded(clean_actions(data.exclude, "data.exclude")), names, "data.exclude", "delete")
         keep = np.array([n not in drop for n in names], dtype=bool)
@@ -377,10 +394,38 @@ def curate(items, get_y, data, key):
         info.update(excluded=int((~keep).sum()), exclude_file=data.exclude)
     if data.relabel:
         listed = relabelled(clean_actions(data.relabel, "data.relabel"))
-        labels = _matched(listed, names, "data.relabel", RELABEL + "LABEL")
+        labels = _known(_matched(listed, names, "data.relabel", RELABEL + "LABEL"), classes, data.relabel)
         get_y = Relabel(get_y, labels, key)
         info.update(relabelled=sum(n in labels for n in names), relabel_file=data.relabel)
+    if info:
+        say(curated_line(info, total))
     return items, get_y, info
+
+
+def _known(labels: dict, classes: dict, file: str) -> dict:
+    """`labels` (file → new label) as the data's own class values (a CSV's 7, not '7'), if each is a class; else one
+    line naming the classes (a relabel to a new class would silently add one)."""
+    for f, label in labels.items():
+        if label not in classes:
+            shown = ", ".join(sorted(classes)[:40]) + (", ..." if len(classes) > 40 else "")
+            raise FxpError(f"data.relabel: {file} relabels {f} as {label!r}, which is not a class of this data "
+                           f"({len(classes)} classes: {shown}); mark it relabel:CLASS with one of them")
+    return {f: classes[label] for f, label in labels.items()}
+
+
+def curated_line(info: dict, n: int) -> str:
+    "What fxp clean's lists changed, in words: 'data.exclude: 2 of 1408 items left out; data.relabel: 1 relabelled'."
+    parts = [f"data.exclude: {info['excluded']} of {n} items left out" if "excluded" in info else "",
+             f"data.relabel: {info['relabelled']} item(s) relabelled" if "relabelled" in info else ""]
+    return "; ".join(filter(None, parts))
+
+
+def say(line: str) -> None:
+    "A line on the console and in train.log."
+    import logging
+
+    logging.getLogger("fxp").info(line)
+    print(line, flush=True)
 
 
 def _matched(listed, names: list, key: str, action: str):

@@ -87,7 +87,7 @@ def launch(cfg, run, device) -> None:
         (spec / JOB).write_text(json.dumps(job, default=str))
         config = LaunchConfig(nproc_per_node=cfg.trainer.devices, max_restarts=0, monitor_interval=0.1,
                               logs_specs=DefaultLogsSpecs(log_dir=str(spec / "logs")), **rendezvous(cfg))
-        with quiet_launcher():
+        with quiet_launcher(), rank_threads(cfg.trainer):
             try:
                 elastic_launch(config, sys.executable)("-m", "fxp.rank", str(spec))
             except SignalException:  # Ctrl-C or SIGTERM: the agent stopped the ranks; the run is interrupted
@@ -113,6 +113,20 @@ def check_devices(tr, device) -> None:
     if device.type == "cuda" and torch.cuda.device_count() < tr.devices:
         raise FxpError(f"trainer.devices={tr.devices} but {torch.cuda.device_count()} CUDA device(s) here; "
                        f"lower trainer.devices, or trainer.device=cpu for processes on the CPU")
+
+
+@contextmanager
+def rank_threads(tr):
+    """OMP_NUM_THREADS for the ranks, unless set: trainer.num_threads, else this machine's cores shared among its ranks.
+    What Accelerate sets on CPU without it, but with a warning from each rank."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(tr.num_threads or max(1, (os.cpu_count() or 1) // tr.devices))
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
 
 
 @contextmanager

@@ -1,14 +1,29 @@
 "Plots every run gets, written as PNGs under the run's plots/ folder."
 from __future__ import annotations
 
+import re
+import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # runs write files; never open a window
 import matplotlib.pyplot as plt
+from matplotlib import font_manager
 
 from fxp.runs import NOT_METRICS, read_metrics, write_atomic
+
+# Fonts that draw labels in other scripts (CJK, Arabic, Devanagari...), after matplotlib's DejaVu Sans: matplotlib
+# falls back through the list glyph by glyph. Only installed ones are listed (a missing one is a log line per figure).
+WIDE_FONTS = ("Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK KR", "WenQuanYi Zen Hei",
+              "Droid Sans Fallback", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
+              "Arial Unicode MS")
+GLYPH = re.compile(r"Glyph (\d+) .*missing from")  # matplotlib's warning, once per character and figure
+_installed = {f.name for f in font_manager.fontManager.ttflist}
+plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *(f for f in WIDE_FONTS if f in _installed),
+                                   *plt.rcParams["font.sans-serif"][1:]]
 
 
 def loss_curves(run_dir: Path) -> None:
@@ -67,12 +82,42 @@ def save(fig, dest: Path) -> None:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.tight_layout()
-        # bbox_inches="tight" keeps what lies outside the axes (a legend below them); the temp file's name has no
-        # image suffix, so the format is the destination's
-        write_atomic(dest, lambda tmp: fig.savefig(tmp, format=dest.suffix[1:], dpi=80, bbox_inches="tight"))
+        with glyphs_noted():
+            fig.tight_layout()
+            # bbox_inches="tight" keeps what lies outside the axes (a legend below them); the temp file's name has no
+            # image suffix, so the format is the destination's
+            write_atomic(dest, lambda tmp: fig.savefig(tmp, format=dest.suffix[1:], dpi=80, bbox_inches="tight"))
     finally:
         plt.close(fig)
+
+
+@contextmanager
+def glyphs_noted():
+    """Matplotlib's missing-glyph warnings (one per character and figure: 20 lines for a few class names) as one note
+    per process naming the characters; other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message=GLYPH.pattern)
+        yield
+    missing = []
+    for w in caught:
+        if m := GLYPH.match(str(w.message)):
+            missing.append(chr(int(m[1])))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        _note_glyphs("".join(dict.fromkeys(missing)))
+
+
+_noted: list[str] = []  # the characters of the process's one note (a run saves many figures)
+
+
+def _note_glyphs(chars: str) -> None:
+    if _noted:
+        return
+    _noted.append(chars)
+    print(f"fxp: note: no installed font draws some characters of the labels ({chars[:10]}); the plots show boxes "
+          f"for them: install a font that has them (e.g. Noto Sans CJK: apt-get install fonts-noto-cjk)",
+          file=sys.stderr)
 
 
 def save_current(dest: Path) -> None:
@@ -98,6 +143,7 @@ def confusion_matrix(learn, dest: Path):
     if isinstance(interp.vocab, str):
         interp.vocab = list(interp.dl.vocab)
     side = max(6, 2.5 + 0.3 * len(interp.vocab))
-    interp.plot_confusion_matrix(figsize=(side, side), dpi=80)
+    with glyphs_noted():  # fastai lays the figure out (tight_layout): the class names are drawn here already
+        interp.plot_confusion_matrix(figsize=(side, side), dpi=80)
     save_current(dest)
     return interp

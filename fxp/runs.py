@@ -202,18 +202,28 @@ OWN_FIELDS = {"status", "task", "overrides", "final_metrics", "best_metrics", "e
 
 
 def check_claimable(path: Path) -> None:
-    "A run is written only into a new or empty folder (Hydra's train.log, still empty, aside): one line if not."
+    """A run is written only into a new or empty folder (its train.log aside: empty, or the one this process logs into,
+    which Hydra opened and imports may have written to, e.g. matplotlib's first font cache): one line if not."""
     path = Path(path)
     if not path.exists():
         return
     if not path.is_dir():
         raise FxpError(f"{path} is a file, not a folder; choose a new folder for the run (hydra.run.dir=...)")
-    taken = sorted(p.name for p in path.iterdir() if not (p.name == LOG and p.stat().st_size == 0))
+    own = logged_into()
+    taken = sorted(p.name for p in path.iterdir()
+                   if not (p.name == LOG and (p.stat().st_size == 0 or p.resolve() in own)))
     if taken:
         what = ("a run (fxp resume continues it)" if (path / CONFIG).exists() else "a sweep" if is_sweep(path)
                 else f"{len(taken)} file(s) or folder(s), e.g. {taken[0]}")
         raise FxpError(f"{path} is not empty: it holds {what}; a run is written only into a new or empty folder "
                        f"(hydra.run.dir=...)")
+
+
+def logged_into() -> set[Path]:
+    "The files this process's logging writes into (Hydra's job log: the run's train.log)."
+    import logging
+
+    return {Path(h.baseFilename).resolve() for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)}
 
 
 @contextmanager

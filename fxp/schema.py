@@ -16,6 +16,9 @@ DEVICES = ("auto", "cpu", "cuda")
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PAD_MODES = ("zeros", "reflection", "border")
 SEEDS = "[0, 4294967295]"  # numpy's seed range
+# the largest learning rate taken: far past divergence (a run at 1e3 diverges, and fxp diagnose says so, as lesson 1
+# shows), and far below what overflows fp32 tensors in the optimizer (1e308 did, with a RuntimeError mid-training)
+MAX_LR = 1e4
 # fastai's optimizers (trainer.opt) and the hyper-parameters each takes beyond lr and wd (lessons 5 and 9)
 OPT_HYPERS = {"adam": ("mom", "sqr_mom", "eps"), "sgd": ("mom",), "rmsprop": ("mom", "sqr_mom", "eps"),
               "lamb": ("mom", "sqr_mom", "eps"), "ranger": ("mom", "sqr_mom", "eps")}

@@ -1,6 +1,7 @@
 """Cleaning data from the top losses (lesson 2): `fxp clean RUN` lists the items the model gets most wrong, and the
 next run leaves out (data.exclude) or relabels (data.relabel) the ones marked, never touching the files. One tiny
 mnist run is shared by the module."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -50,16 +51,19 @@ def test_marked_items_are_left_out_or_relabelled_by_key(cleaned, tmp_path):
 
     root = need_data("mnist_tiny")
     marked = cleaned.copy()
-    marked.loc[0, "action"], marked.loc[1, "action"], marked.loc[2, "action"] = "delete", "relabel:x", "keep"
+    other = {"3": "7", "7": "3"}[Path(cleaned.file[1]).parent.name]  # a class of the data (another is refused)
+    marked.loc[0, "action"], marked.loc[1, "action"], marked.loc[2, "action"] = "delete", f"relabel:{other}", "keep"
     marked.to_csv(tmp_path / "marked.csv", index=False)
     files = [root / f for f in cleaned.file]
+    files += [f for c in ("3", "7") for f in sorted((root / "valid" / c).glob("*.png"))[:1] if f not in files]
     data = SimpleNamespace(exclude=str(tmp_path / "marked.csv"), relabel=str(tmp_path / "marked.csv"))
     items, get_y, info = curate(files, parent_label, data, item_key(root))
     assert items == files[1:] and info["excluded"] == 1 and info["relabelled"] == 1
-    assert get_y(files[1]) == "x" and get_y(files[2]) == files[2].parent.name
+    assert get_y(files[1]) == other and get_y(files[2]) == files[2].parent.name
     unmarked = SimpleNamespace(exclude=str(tmp_path / "all.csv"), relabel=None)
     cleaned.to_csv(tmp_path / "all.csv", index=False)
-    assert curate(files, parent_label, unmarked, item_key(root))[0] == []  # no action set: every listed item
+    listed = files[:len(cleaned)]
+    assert curate(listed, parent_label, unmarked, item_key(root))[0] == []  # no action set: every listed item
 
 
 @pytest.mark.slow

@@ -92,7 +92,8 @@ VALUES = ["", "null", "abc", "true", "false", "0", "1", "-1", "2", "0.5", "1e-3"
           "[[1]]", "[{}]", "[{policy:fit}]", "é✓ünï", "😀", "${nope}", "${oc.env:NOPE}", "${oc.env:HOME}",
           "${trainer.bs}", "${oc.env:NOPE,3}", "'quoted'", '"x"', "[1,", "{a", "a,b", "1,2", "x=y", "'", "\\",
           "range(1,3)", "choice(a,b)", "interval(0,1)", "glob(*)", " ", "\t", "a\nb", "/nonexistent", ".", "..",
-          "fit", "fine_tune", "find", "cuda", "bf16", "squish", "max", "valid_loss", "accuracy"]
+          "fit", "fine_tune", "find", "cuda", "bf16", "squish", "max", "valid_loss", "accuracy", "${now:%Y}",
+          "${oc.decode:'3'}", "'2'", "yes", "on"]
 
 values = st.one_of(st.sampled_from(VALUES), st.integers(-10**20, 10**20).map(str),
                    st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -124,9 +125,9 @@ def hydra_value(v) -> str:
 def neighbours(v) -> list:
     "The value itself and values near it: what a user would plausibly type."
     if isinstance(v, bool) or v is None:
-        return [v, not v if isinstance(v, bool) else 1]
+        return [v, not v, 2, "${now:%Y}"] if isinstance(v, bool) else [v, 1]
     if isinstance(v, (int, float)):
-        return [v, v * 2, v / 2, type(v)(0), -v, v + 1]
+        return [v, v * 2, v / 2, type(v)(0), -v, v + 1, "${now:%Y}", 1e308]
     return [v]
 
 
@@ -262,3 +263,48 @@ def test_other_commands_arguments(places, workdir):
 
     run()
     report("predict/runs/diagnose/reproduce/resume arguments", counts)
+
+
+def validated(overrides: list[str]):
+    "The config a run of `overrides` would get (as apps.precheck validates it), or None where it is refused."
+    from fxp.errors import ConfigError
+
+    try:
+        try:
+            composed = apps.compose(overrides)
+        except apps.NullNode:
+            overrides = apps.with_nodes(overrides)
+            composed = apps.compose(overrides)
+        return config.validate(composed, overrides)
+    except ConfigError:
+        return None
+
+
+def same(a, b) -> bool:
+    "Equal values of the same kind (an int for a float aside): typing `a` by the schema changed nothing."
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) or isinstance(b, list):
+        return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    return (type(a) is type(b) or numbers) and (a == b or a != a and b != b)
+
+
+def test_accepted_values_are_what_the_run_reads(workdir):
+    """A config that validation accepts holds each value as its schema types it: the run reads `trainer.accumulate`
+    as an int, not the text an interpolation gives (issue 30 item 7: a TypeError after the run folder was claimed),
+    `trainer.scale_lr` as a boolean, not a 2 that typing would call true."""
+    from fxp.schema import Config
+
+    @fuzz_settings(60)
+    @given(st.lists(plain_overrides, min_size=1, max_size=3))
+    def run(overrides):
+        cfg = validated(overrides)
+        if cfg is None:
+            return
+        as_run = OmegaConf.to_container(cfg, resolve=True)
+        rest = {k: v for k, v in as_run.items() if k != "task"}
+        typed = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Config), rest), resolve=True)
+        assert same(rest, {k: v for k, v in typed.items() if k != "task"}), f"{overrides} reach the run untyped"
+
+    run()

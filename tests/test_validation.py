@@ -301,3 +301,43 @@ def test_a_bad_value_in_a_sweep_fails_before_any_job_runs(tmp_path):
     r = run_fxp("train", "-m", "trainer.bs=8,1", cwd=tmp_path)
     assert_one_line_error(r, "trainer.bs=1")
     assert not (tmp_path / "outputs").exists()
+
+
+# --- issue 30 item 7: what fuzzing left, each one line before the run folder is claimed ------------------------------
+
+
+@pytest.mark.parametrize("args, mentions", [
+    (["task.aug.max_rotate=5", "task.aug=${nope}"], ["task.aug", "nope"]),
+    (["trainer.accumulate=${now:%Y}"], ["trainer.accumulate", "text, not an integer", "oc.decode"]),
+    (["trainer.stages.0.epochs=${now:%Y}"], ["trainer.stages.0.epochs", "not an integer"]),
+    (["trainer.lr=1e308"], ["trainer.lr", "up to 10000"]),
+    (["trainer.stages.0.lr=[1e-3,1e308]"], ["trainer.stages.0.lr", "up to 10000"]),
+    (["data.skip_bad=${now:%Y}"], ["data.skip_bad", "not true or false"]),
+    (["trainer.scale_lr=2"], ["trainer.scale_lr=2", "a number, not true or false"]),
+    (["+node=task.aug", "task.aug.do_flip=1"], ["task.aug.do_flip", "not true or false"]),
+    (["~hydraa.sweep.dir"], ["hydraa.sweep.dir"]),  # not Hydra's key: composed (and refused) with the others
+])
+def test_fuzz_leftovers_are_one_line_before_the_run_folder(fxp, args, mentions):
+    r = fxp("train", "trainer.epochs=1", *args)
+    assert_one_line_error(r, *mentions)
+    no_run_folder(r)
+
+
+def test_an_interpolation_decoded_to_its_type_is_taken(fxp):
+    r = fxp("train", "trainer.accumulate=${oc.decode:'2'}", "trainer.scale_lr=true", "--cfg", "job", "--resolve")
+    assert r.returncode == 0, r
+    assert "accumulate: 2" in r.stdout
+
+
+def test_rows_of_a_csv_without_a_label_are_counted_and_named(fxp, tmp_path):
+    "Empty label cells are not a class 'nan' (issue 30 item 11): how many rows have none, and which."
+    root = mnist_subset(tmp_path / "tiny", n=3, splits=("train",))
+    files = [f"train/{c}/{f.name}" for c in ("3", "7") for f in sorted((root / "train" / c).iterdir())]
+    rows = ["name,label"] + [f"{f},{'' if i in (1, 4) else f.split('/')[1]}" for i, f in enumerate(files)]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    r = fxp("train", "task=csv_images", f"data.path={root}", "task.fn_col=name", "task.label_col=label",
+            "task.valid_pct=0.5", "model=small_cnn", "trainer=default", "task.size=28", "trainer.bs=2",
+            "trainer.epochs=1")
+    line = assert_one_line_error(r, "2 of the 6 rows", "labels.csv", "'label'", "task.label_col", files[1], "row 2",
+                                 files[4], "row 5")
+    assert "nan" not in line

@@ -149,9 +149,10 @@ def _regex(t, root, skip_bad):
 def _csv(t, root, skip_bad):
     from fastai.data.transforms import ColReader
 
-    from fxp.data import listed_rows, read_listing, splitter
+    from fxp.data import listed_rows, need_labels, read_listing, splitter
 
     df = read_listing(root / t.csv, t, "task.csv", {"task.label_col": t.label_col})
+    need_labels(df, t.label_col, t.fn_col, root / t.csv, "task.label_col")
     df, get_x, bad = listed_rows(df, t, root, t.csv, skip_bad)
     return df, dict(get_x=get_x, get_y=ColReader(t.label_col)), splitter(t, t.valid_col), bad
 
