@@ -7,6 +7,7 @@ import pytest
 
 from conftest import REPO, assert_one_line_error, run_fxp
 from test_commands_display import write_run
+from fxp.runs import STATUSES
 
 BAD_SUMMARIES = {
     "null": "null",
@@ -63,7 +64,11 @@ def test_runs_lists_every_folder_and_flags_the_bad_ones(outputs, tmp_path):
 def test_runs_table_and_sort_survive_bad_folders(outputs, tmp_path):
     r = run_fxp("runs", outputs, cwd=tmp_path)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r
-    assert "good00" in r.stdout and "unreadable summary.json: a JSON null" in r.stdout
+    assert "good00" in r.stdout and max(map(len, r.stdout.splitlines())) <= 120, r
+    statuses = [line.split("│")[-2].split()[0] for line in r.stdout.splitlines() if line.startswith("│ digits/")]
+    assert statuses and all(s.rstrip(":") in STATUSES for s in statuses), statuses  # each status word whole
+    r = run_fxp("runs", outputs, "--wide", cwd=tmp_path)
+    assert "unreadable summary.json: a JSON null" in r.stdout, r
     for args in (["--sort", "accuracy"], ["--status", "incomplete"], ["--task", "digits"]):
         r = run_fxp("runs", outputs, *args, cwd=tmp_path)
         assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r)

@@ -214,9 +214,10 @@ def fit(table, out, cut: set) -> None:
     floor = {name: _floor(name, sizes[name], cut) for name in flex}
     room = out.width - (Measurement.get(out, unbounded, table).maximum - sum(natural.values()))
     # a sweep's `[3 jobs]` beside its id if there is room, else under it; where the floors do not fit, the cut columns
-    # go below theirs, then the others (words folded); where not even run ids fit, rich narrows the others as it can
+    # go below theirs, then the others but the status words (words folded); where not even run ids fit, rich narrows
+    # the others as it can
     tries = [(floor, natural["run"]), (floor, floor["run"]), ({**floor, **dict.fromkeys(cut, 1)}, floor["run"]),
-             (dict.fromkeys(floor, 1), floor["run"])]
+             ({**dict.fromkeys(floor, 1), "status": floor["status"]}, floor["run"])]
     widths = next(filter(None, (cut_back(natural, f, room, run) for f, run in tries)), {**floor, "run": natural["run"]})
     for name, column in flex.items():
         column.max_width = widths[name]
