@@ -36,12 +36,14 @@ def parser() -> Parser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (fxp runs lists them)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 for every one)")
     p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument("--trust", action="store_true", help="load a model.pkl that does not match the hash the run "
+                                                        "recorded (it runs any code it holds)")
     return p
 
 
 def main(args: list[str]) -> int:
     opts = parser().parse_args(args)
-    app = make_app(Path(opts.run_dir))
+    app = make_app(Path(opts.run_dir), trust=opts.trust)
     import uvicorn
 
     print(f"serving {opts.run_dir} on http://{opts.host}:{opts.port}/ (Ctrl-C stops)", flush=True)
@@ -52,7 +54,7 @@ def main(args: list[str]) -> int:
 class Model:
     "The run's learner and config, loaded once; predictions one at a time, through fxp predict's code."
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, trust: bool = False):
         from fxp import dispatch
         from fxp.commands.predict import run_config
 
@@ -61,7 +63,7 @@ class Model:
                            f"them)")
         self.run_dir, self.cfg = run_dir, run_config(run_dir)
         self.kind = dispatch.kind_module(self.cfg.task.kind)
-        self.learn = saved.load(run_dir / MODEL)
+        self.learn = saved.load(run_dir / MODEL, "fxp serve", trust)
         self.input = input_of(self.learn)
         if self.input == "table":
             from fxp.data import quiet_readonly_arrays
@@ -114,14 +116,14 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
-def make_app(run_dir: Path, max_mb: float = MAX_MB):
-    "The Starlette app serving `run_dir`'s model."
+def make_app(run_dir: Path, max_mb: float = MAX_MB, trust: bool = False):
+    "The Starlette app serving `run_dir`'s model (`trust`: loaded even if it is not the file the run recorded)."
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    model = Model(Path(run_dir))
+    model = Model(Path(run_dir), trust)
     limit = int(max_mb * 2**20)
 
     async def page(request):
