@@ -343,8 +343,8 @@ def saved_place(folder: Path, device, trust: bool = False) -> dict | None:
     except pickle.UnpicklingError as e:
         if "weights only" not in str(e).lower():
             raise FxpError(f"{file} cannot be read (UnpicklingError: {first_line(e)}); it cannot be resumed") from None
-        what = re.search(r"GLOBAL (\S+)|WeightsUnpickler error:\s*(.+)", str(e))
-        raise FxpError(f"{file} holds more than a checkpoint's data ({what and (what[1] or what[2]) or 'an object'}), "
+        what = re.search(r"GLOBAL (\S+)", str(e)) or re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        raise FxpError(f"{file} holds more than a checkpoint's data ({what[1] if what else 'an object'}), "
                        f"and loading it could run any code: it was not written by fxp, or was replaced; resume only "
                        f"if you trust it (fxp resume RUN_DIR --trust)") from None
     except Exception as e:
