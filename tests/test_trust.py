@@ -298,3 +298,17 @@ def test_a_run_ends_without_temporary_files(tmp_path):
         keep.parent.mkdir()
         keep.write_text("")
     assert not any(f.exists() for f in files) and keep.exists()
+
+
+def test_a_text_runs_vocab_is_read_as_words_only(tmp_path):
+    "task.encoder=ANOTHER_RUN reads its lm/vocab.pkl: a list of words loads, a pickle that holds code is refused."
+    from fxp.errors import FxpError
+    from fxp.tasks.text import read_vocab
+
+    (tmp_path / "vocab.pkl").write_bytes(pickle.dumps(["xxunk", "xxpad", "the", "movie"]))
+    assert read_vocab(tmp_path) == ["xxunk", "xxpad", "the", "movie"]
+    marker = tmp_path / "MARKER"
+    (tmp_path / "vocab.pkl").write_bytes(pickle.dumps(["the", Marker(marker)]))
+    with pytest.raises(FxpError, match="names builtins.exec"):
+        read_vocab(tmp_path)
+    assert not marker.exists(), "the pickle ran"
