@@ -25,8 +25,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fxp import dispatch, distributed, plots, techniques
-from fxp.callbacks import (CHECKPOINT_TYPES, DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed,
-                           SaveBest, guarded, load_checkpoint, progress)
+from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, checkpoint_types,
+                           guarded, load_checkpoint, progress)
 from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
 from fxp.runs import (CHECKPOINTS, LAST, MODEL, PLOTS, Run, best_metrics, final_metrics, first_line, read_metrics,
@@ -338,7 +338,7 @@ def saved_place(folder: Path, device, trust: bool = False) -> dict | None:
     if not file.is_file():
         return None
     try:
-        with torch.serialization.safe_globals(CHECKPOINT_TYPES):
+        with torch.serialization.safe_globals(checkpoint_types()):
             state = torch.load(file, map_location=device, weights_only=not trust)
     except pickle.UnpicklingError as e:
         if "weights only" not in str(e).lower():

@@ -148,11 +148,11 @@ def test_a_trained_run_records_its_model_and_refuses_a_replaced_one(digits_run, 
     "The refusal holds for the runs fxp writes now: train records model.pkl's hash; the checkpoints load as data."
     import torch
 
-    from fxp.callbacks import CHECKPOINT_TYPES
+    from fxp.callbacks import checkpoint_types
     from fxp.runs import sha256
 
     assert json.loads((digits_run / "pickles.json").read_text()) == {"model.pkl": [sha256(digits_run / "model.pkl")]}
-    with torch.serialization.safe_globals(CHECKPOINT_TYPES):
+    with torch.serialization.safe_globals(checkpoint_types()):
         for name in ("last.pth", "best.pth"):
             torch.load(digits_run / "checkpoints" / name, weights_only=True)
     run, marker = tmp_path / "run", tmp_path / "MARKER"

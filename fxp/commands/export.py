@@ -49,7 +49,8 @@ def main(args: list[str]) -> int:
     import torch
 
     cpu, kind = torch.device("cpu"), dispatch.kind_module(cfg.task.kind)
-    learn = saved.labelled(saved.learner(run_dir, cpu, "fxp export", opts.trust), kind, cfg, "valid", cpu, limit=opts.items)
+    learner = saved.learner(run_dir, cpu, "fxp export", opts.trust)
+    learn = saved.labelled(learner, kind, cfg, "valid", cpu, limit=opts.items)
     meta = export(learn, cfg, run_dir / EXPORT, opts.format, opts.items)
     show(meta, run_dir / EXPORT)
     return 0 if meta["parity"]["passed"] else 1

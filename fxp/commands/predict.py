@@ -60,7 +60,8 @@ def main(args: list[str]) -> int:
         from fastai.torch_core import set_seed
 
         set_seed(cfg.trainer.seed)  # the augmented copies are random: the same call gives the same numbers
-    rows = predict_rows(kind, saved.load(run_dir / MODEL, "fxp predict", "--trust" in args), cfg, inputs, options, run_dir)
+    learn = saved.load(run_dir / MODEL, "fxp predict", "--trust" in args)
+    rows = predict_rows(kind, learn, cfg, inputs, options, run_dir)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
