@@ -288,16 +288,16 @@ FASTAI_CARRIED = {"Recorder": ("smooth_loss",), "GANTrainer": ("gen_mode", "gen_
 
 def checkpoint_types() -> list:
     """What a checkpoint holds beyond tensors and plain data, the only types `torch.load(weights_only=True)` may build
-    from one: numpy arrays, scalars and dtypes (the RNG states, some hyper-parameters), fastcore's L (the optimizer's
-    hypers), the Recorder's and GANTrainer's smoothed losses, fastai's tensor types (a smoothed loss's value) as
-    imported by now (the run's kind). Anything else in the file is refused, not run."""
+    from one: numpy arrays, scalars and dtypes (the RNG states, some hyper-parameters), a slice (a stage's
+    discriminative lr), fastcore's L (the optimizer's hypers), the Recorder's and GANTrainer's smoothed losses, fastai's
+    tensor types (a smoothed loss's value) as imported by now (the run's kind). Anything else is refused, not run."""
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
     from fastai.torch_core import TensorBase
 
-    return [_reconstruct, scalar, np.ndarray, np.dtype, *(getattr(np.dtypes, n) for n in np.dtypes.__all__), L,
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *(getattr(np.dtypes, n) for n in np.dtypes.__all__), slice, L,
             AvgSmoothLoss, *_subclasses(TensorBase)]
 
 
