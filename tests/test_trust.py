@@ -218,9 +218,10 @@ def test_a_truncated_model_pkl_is_one_line(runs, tmp_path, command):
 
 
 @pytest.fixture
-def read_only(tmp_path):
-    """`read_only(folder)` → the folder seen read-only: a read-only bind mount as root (who ignores chmod), its
-    permissions taken away otherwise; skipped where neither is possible."""
+def read_only(tmp_path, monkeypatch):
+    """`read_only(folder)` → the folder seen read-only: its permissions taken away (not as root, who ignores them), a
+    read-only bind mount as root, or, where no mount can be made, every write under it refused in this process with
+    EROFS (the commands run in-process)."""
     mounts = []
 
     def make(folder: Path) -> Path:
@@ -230,15 +231,40 @@ def read_only(tmp_path):
             return folder
         view = tmp_path / f"ro-{folder.name}"
         view.mkdir()
-        r = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)], capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"a read-only bind mount is not possible here ({r.stderr.strip()}) and root ignores chmod")
-        mounts.append(view)
-        return view
+        if subprocess.run(["mount", "--bind", "-o", "ro", folder, view], capture_output=True).returncode == 0:
+            mounts.append(view)
+            return view
+        refuse_writes(monkeypatch, folder)
+        return folder
 
     yield make
     for view in mounts:
-        subprocess.run(["umount", str(view)], check=True)
+        subprocess.run(["umount", view], check=True)
+
+
+def refuse_writes(monkeypatch, folder: Path) -> None:
+    "Opening a file for writing, or making a folder, under `folder` raises EROFS in this process."
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def inside(path) -> bool:
+        return isinstance(path, (str, os.PathLike)) and Path(os.path.abspath(path)).is_relative_to(folder)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        return refuse(file) if inside(file) and set(mode) & set("wax+") else real_open(file, mode, *args, **kwargs)
+
+    def fake_os_open(path, flags, *args, **kwargs):
+        return refuse(path) if inside(path) and flags & writes else real_os_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path, *args, **kwargs):
+        return refuse(path) if inside(path) else real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
 
 
 def test_read_only_run_folders_are_one_line(runs, tmp_path, read_only):
