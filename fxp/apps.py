@@ -162,20 +162,21 @@ class RerunUnpickler(pickle.Unpickler):
     SCHEMAS = ("omegaconf", "hydra", "hydra_plugins", "fxp")
 
     def find_class(self, module: str, name: str):
-        top = module.split(".")[0]
-        if name in self.PLAIN.get(module, ()) or (top in self.SCHEMAS and self._schema(super().find_class(module, name),
-                                                                                      top)):
+        if name in self.PLAIN.get(module, ()):
             return super().find_class(module, name)
+        parts = module.split(".")
+        if parts[0] in self.SCHEMAS and "__main__" not in parts:  # importing a __main__ would run its command
+            found = super().find_class(module, name)
+            if isinstance(found, type) and (parts[0] == "omegaconf" or self._schema(found)):
+                return found
         raise RefusedGlobal(f"{module}.{name}")
 
     @staticmethod
-    def _schema(found, top: str) -> bool:
+    def _schema(cls: type) -> bool:
         import dataclasses
         import enum
 
-        if not isinstance(found, type):
-            return False
-        return top == "omegaconf" or dataclasses.is_dataclass(found) or issubclass(found, enum.Enum)
+        return dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum)
 
 
 def check_hydra_overrides(overrides: list[str], multirun: bool, writes: bool = True) -> None:

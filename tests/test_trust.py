@@ -192,6 +192,14 @@ def test_rerun_refuses_a_pickle_that_holds_code_without_running_it(tmp_path):
     assert_one_line_error(r, "--experimental-rerun", "builtins.exec", "could run any code")
 
 
+def test_rerun_does_not_import_a_main_module(tmp_path):
+    "A pickle naming fxp.__main__ (importing it runs fxp) is refused before the import."
+    bad = tmp_path / "config.pickle"
+    bad.write_bytes(b"cfxp.__main__\nmain\n.")  # protocol 0: the global fxp.__main__.main
+    r = run_fxp("train", "--experimental-rerun", bad, cwd=tmp_path)
+    assert_one_line_error(r, "--experimental-rerun", "fxp.__main__.main")
+
+
 @pytest.mark.parametrize("content, says", [({"a": 1}, "a dict, not a job's config"),
                                            ([1, 2], "a list, not a job's config")])
 def test_rerun_of_a_pickle_that_is_not_a_hydra_config_is_one_line(tmp_path, content, says):
