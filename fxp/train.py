@@ -340,14 +340,12 @@ def saved_place(folder: Path, device, trust: bool = False) -> dict | None:
     try:
         with torch.serialization.safe_globals(checkpoint_types()):
             state = torch.load(file, map_location=device, weights_only=not trust)
-    except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
-            raise FxpError(f"{file} cannot be read (UnpicklingError: {first_line(e)}); it cannot be resumed") from None
-        what = re.search(r"GLOBAL (\S+)", str(e)) or re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-        raise FxpError(f"{file} holds more than a checkpoint's data ({what[1] if what else 'an object'}), "
-                       f"and loading it could run any code: it was not written by fxp, or was replaced; resume only "
-                       f"if you trust it (fxp resume RUN_DIR --trust)") from None
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+            what = re.search(r"GLOBAL (\S+)", str(e)) or re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+            raise FxpError(f"{file} holds more than a checkpoint's data ({what[1] if what else 'an object'}), and "
+                           f"loading it could run any code: it was not written by fxp, or was replaced; resume only if "
+                           f"you trust it (fxp resume RUN_DIR --trust)") from None
         raise FxpError(f"{file} cannot be read ({type(e).__name__}: {first_line(e)}); it cannot be resumed") from None
     if not isinstance(state, dict) or "at" not in state:
         raise FxpError(f"{file} was written by an older fxp (no resume state in it); it cannot be resumed")
