@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -158,7 +159,7 @@ def test_a_trained_run_records_its_model_and_refuses_a_replaced_one(digits_run, 
         for name in ("last.pth", "best.pth"):
             torch.load(digits_run / "checkpoints" / name, weights_only=True)
     run, marker = tmp_path / "run", tmp_path / "MARKER"
-    subprocess.run(["cp", "-r", digits_run, run], check=True)
+    shutil.copytree(digits_run, run)
     plant(run / "model.pkl", marker)
     assert_one_line_error(run_fxp("val", run, cwd=tmp_path), "pickles.json", "--trust")
     assert not marker.exists()
