@@ -18,8 +18,8 @@ from hydra.types import RunMode
 
 from fxp import config
 from fxp.commands import console, number
-from fxp.errors import ConfigError, FxpError
-from fxp.runs import baselines, read_config, read_summary
+from fxp.errors import ConfigError, FxpError, describe
+from fxp.runs import baselines, not_beaten, read_config, read_summary
 
 MAX_PRECHECKED_JOBS = 64
 OPTIONAL_GROUPS = ("logger",)
@@ -399,9 +399,8 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
         _end(multirun, 2, f"{e}{_where(run)}")
     except KeyboardInterrupt:
         _end(multirun, 130, f"interrupted; {_kept(run)}{_where(run)}")
-    except Exception as e:  # a bug or an unforeseen failure: one line here, the traceback in train.log
-        first_line = (str(e).strip().splitlines() or [""])[0]
-        _end(multirun, 1, f"{type(e).__name__}: {first_line}{_where(run)}")
+    except Exception as e:  # a bug or an unforeseen failure (a full disk): one line here, the traceback in train.log
+        _end(multirun, 1, f"{describe(e)}{_where(run)}")
     return run
 
 
@@ -466,6 +465,7 @@ def report(run) -> None:
     """The final metrics as a small table, each beside its baseline where fxp computes one (a step's metrics too,
     e.g. the language model's perplexity), which epoch model.pkl holds, and where the run folder is. An lr-find run:
     its suggested learning rates."""
+    from rich.cells import cell_len
     from rich.table import Table
 
     summary = read_summary(run.path)
@@ -474,7 +474,8 @@ def report(run) -> None:
                         f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)
         return
     what = "lr-find " if "suggested_lrs" in summary else ""
-    table = Table(title=f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s")
+    title = f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s"
+    table = Table(title=title, min_width=cell_len(title))  # rich wraps a title to its table's width: one line
     if what:
         table.add_column("suggestion")
         table.add_column("lr", justify="right")
@@ -488,7 +489,8 @@ def report(run) -> None:
         for name, final, best, baseline in rows:
             table.add_row(name, number(final), number(best), *([baseline] if len(table.columns) == 4 else []))
         tta = ", ".join(f"{k[4:]} {number(v)}" for k, v in summary.items() if k.startswith("tta_"))
-        notes = [model_line(summary, read_config(run.path)),
+        notes = [*not_beaten(summary.get("final_metrics", {}), baselines(summary)),
+                 model_line(summary, read_config(run.path)),
                  f"lr_found: {summary['lr_found']}" if "lr_found" in summary else "",
                  f"model.pkl with test-time augmentation: {tta}" if tta else ""]
     out = console()

@@ -44,7 +44,9 @@ commands:
                              DataBlock summary, in outputs/show/<task>/<stamp>
   clean RUN_DIR [--top N]    the items a run's model gets most wrong: RUN_DIR/clean/top_losses.csv (mark keep,
                              delete, relabel:LABEL) and a contact sheet; next run: data.exclude=, data.relabel=
-  cache ls | clear [--dir D]  the decode-once image caches (data.cache): list them, or remove them all
+  cache ls | clear | prune [--dir D] [--max SIZE]
+                             the decode-once image caches (data.cache): list them, remove them all, or the
+                             least recently used beyond SIZE ($FXP_CACHE_MAX)
   --version                  fxp's version
   COMMAND --help             a command's own help (train and lr-find: Hydra's, with the config groups)
 

@@ -145,9 +145,8 @@ def _not_an_image(f: Path, n: int, listing: str | None) -> str:
     listed = _listed_images(f)
     what = f"{f} is a {f.suffix.lstrip('.').upper()} file, not an image" + (
         f"; it lists {listed} image files" if listed else "")
-    score = ("; predict does not score labels (fxp has no command yet that evaluates a saved run on new labelled "
-             "data): to measure a model on labelled images, train with them as the valid split"
-             + (f" (data.path=DIR {listing}={f.name} and task.valid_col=)" if listing else " (data.path=DIR)"))
+    score = (f"; predict does not score labels: to evaluate the run on the images it lists, fxp val RUN_DIR "
+             f"data.path={f.resolve().parent}" + (f" {listing}={f.name}" if listing else "") + " --split test")
     return f"{what}: {takes}" + (score if listed else "")
 
 

@@ -3,13 +3,19 @@
 
 A failed run's diagnosis is its error. Otherwise the rules, checked on metrics.csv (a row per epoch), most serious
 first:
+- killed (or interrupted, stale): the run stopped before its last epoch -> resume it (`fxp resume RUN_DIR`); what its
+  curves say so far follows;
 - diverged: a loss is NaN/inf, the valid loss jumps above EXPLODE times its lowest so far (at the first epoch:
-  EXPLODE times the training loss), or the run stopped as `diverged` -> the learning rate is too high;
+  EXPLODE times the training loss) while the training loss did not fall every epoch, or the run stopped as
+  `diverged` -> the learning rate is too high;
+- valid loss unreliable: the valid loss jumps so while the training loss fell every epoch: not a learning rate too
+  high (the status stays `completed`, and the words agree), but a valid split too small to measure the model;
 - activations collapse: a layer's activations were nearly all near zero over an epoch (a run with
   trainer.activation_stats=true records it: summary.json's activation_stats) -> lower the lr, add BatchNorm, check the
   init (lessons 10-11);
-- no better than its baseline: the main metric's last value is not better than what fxp's trivial predictor reaches
-  (summary.json's accuracy_majority, mse_train_mean, ...: fxp.runs.BASELINES) -> the model learnt nothing usable;
+- no better than its baseline: the main metric's last value is not better than what a predictor that never looks
+  at the inputs reaches (summary.json's baselines: the majority label, the training mean, the best constant tag
+  set, ...: fxp.baselines) -> the model learnt nothing usable;
 - over-fitting: the main metric (task.monitor; else error_rate, else valid_loss) reached its best and then got
   clearly worse: at least MIN_EPOCHS_AFTER_BEST epochs after the best, the last two worse than the best by more
   than NOISE of the metric's range over the run -> fewer epochs, more augmentation, weight decay, dropout;
@@ -34,7 +40,7 @@ import math
 from pathlib import Path
 
 from fxp.runs import (CONFIG, METRICS, PLOTS, baselines, first_line, lower_is_better, read_config, read_metrics,
-                      read_monitor, read_summary)
+                      read_monitor, read_run, read_summary)
 
 EXPLODE = 10.0
 MIN_EPOCHS_AFTER_BEST = 2
@@ -46,6 +52,9 @@ ADVERSARIAL = ("gen_loss", "crit_loss")  # columns of a GAN's curves
 ADVICE = {
     "failed": "fix what the error says and run again (the traceback is in train.log)",
     "diverged": "learning rate too high: lower trainer.lr (e.g. 10x), or pick it with trainer.lr=find",
+    "valid loss unreliable": "the training loss fell every epoch, so the learning rate is not too high: a valid split "
+                             "of {items} is too small to measure the model; use a larger one (task.valid_pct, more "
+                             "data)",
     "activations collapse": "activations collapse in layer {layer} at epoch {epoch}: lower the lr (trainer.lr), add "
                             "BatchNorm, check the init ({plot})",
     "no better than its baseline": "the model learnt nothing usable: check the labels and inputs (fxp predict on a "
@@ -60,6 +69,9 @@ ADVICE = {
                    "generated images in plots/ and the main metric{steps}",
     "no epochs": "no epoch finished: nothing to diagnose yet",
 }
+STOPPED = ("killed", "interrupted", "stale")  # a run that stopped before its last epoch, and can go on
+for _status in STOPPED:
+    ADVICE[_status] = "resume it from its last checkpoint: fxp resume {run}"
 
 
 def finish(run) -> None:
@@ -86,6 +98,8 @@ def diagnose(run_dir: Path, status: str | None = None, summary: dict | None = No
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("epoch"), float)]
     summary = {**_dict(read_summary(run_dir)), **(summary or {})}
     status = status or summary.get("status")
+    if status == "running":  # or its process is gone: what fxp runs says of it
+        status = read_run(run_dir, run_dir.parent)["status"]
     metric, lower = main_metric(run_dir, rows)
     keys = EpochKeys(run_dir, rows)
     baseline = baselines(summary).get(metric)
@@ -98,9 +112,11 @@ def diagnose(run_dir: Path, status: str | None = None, summary: dict | None = No
         divergence = diverged(rows, status)  # a diverged run's curves say nothing more
         collapse = collapsed(summary)
         findings = [f for f in (divergence, collapse) if f] if divergence else [
-            f for f in (collapse, below_baseline(rows, metric, lower, baseline, keys),
+            f for f in (collapse, unreliable_valid(rows, summary), below_baseline(rows, metric, lower, baseline, keys),
                         over_fitting(rows, metric, lower, keys), under_fitting(rows, keys),
                         still_improving(rows, keys)) if f]
+    if status in STOPPED:
+        findings.insert(0, stopped(run_dir, rows, status))
     if not findings:
         findings = [finding("looks fine", _epoch(rows[-1]), "none of the rules holds") if rows
                     else finding("no epochs", None, f"{METRICS} has no rows")]
@@ -164,22 +180,63 @@ def main_metric(run_dir: Path, rows: list[dict]) -> tuple[str, bool]:
 
 
 def diverged(rows: list[dict], status: str | None) -> dict | None:
-    "The first epoch with a non-finite loss or an exploding valid loss; else the epoch a `diverged` run stopped in."
-    lowest = math.inf
-    for r in rows:
-        train, valid = r.get("train_loss"), r.get("valid_loss")
-        if not (_finite(train) and _finite(valid)):
-            return finding("diverged", _epoch(r), f"train_loss {train}, valid_loss {valid} at epoch {_epoch(r)}")
-        reference = lowest if lowest < math.inf else train
-        if valid > EXPLODE * reference:
-            what = "its lowest so far" if lowest < math.inf else "the training loss"
-            return finding("diverged", _epoch(r), f"valid_loss {valid:.4g} at epoch {_epoch(r)}, over "
-                                                  f"{EXPLODE:g}x {what} ({reference:.4g})")
-        lowest = min(lowest, valid)
+    """The first epoch with a non-finite loss or an exploding valid loss (unless the training loss fell every epoch:
+    then the lr is fine, `unreliable_valid`); else the epoch a `diverged` run stopped in."""
+    epoch = next((e for e in (_non_finite(rows), None if _falling(rows) else _exploding(rows)) if e), None)
+    if epoch is not None:
+        return finding("diverged", epoch[0], epoch[1])
     if status == "diverged":
         epoch = _epoch(rows[-1]) + 1 if rows else 1
         return finding("diverged", epoch, f"the loss became NaN or infinite in epoch {epoch} (status diverged)")
     return None
+
+
+def _non_finite(rows: list[dict]) -> tuple | None:
+    "(epoch, evidence) of the first row with a non-finite loss."
+    for r in rows:
+        train, valid = r.get("train_loss"), r.get("valid_loss")
+        if not (_finite(train) and _finite(valid)):
+            return _epoch(r), f"train_loss {train}, valid_loss {valid} at epoch {_epoch(r)}"
+    return None
+
+
+def _exploding(rows: list[dict]) -> tuple | None:
+    "(epoch, evidence) of the first valid loss over EXPLODE times its lowest so far (first epoch: the training loss)."
+    lowest = math.inf
+    for r in rows:
+        train, valid = r.get("train_loss"), r.get("valid_loss")
+        reference = lowest if lowest < math.inf else train
+        if _finite(valid) and _finite(reference) and valid > EXPLODE * reference:
+            what = "its lowest so far" if lowest < math.inf else "the training loss"
+            return _epoch(r), f"valid_loss {valid:.4g} at epoch {_epoch(r)}, over {EXPLODE:g}x {what} ({reference:.4g})"
+        lowest = min(lowest, valid) if _finite(valid) else lowest
+    return None
+
+
+def _falling(rows: list[dict]) -> bool:
+    "The training loss fell at every epoch (two epochs or more, all finite)."
+    train = [r.get("train_loss") for r in rows]
+    return len(train) > 1 and all(map(_finite, train)) and all(b < a for a, b in zip(train, train[1:]))
+
+
+def unreliable_valid(rows: list[dict], summary: dict) -> dict | None:
+    "A valid loss that explodes while the training loss fell every epoch: the valid split, not the lr."
+    epoch = _exploding(rows) if _falling(rows) else None
+    if epoch is None:
+        return None
+    n = summary.get("items_valid")
+    items = f"{n} item{'s' * (n != 1)}" if isinstance(n, int) else "few items"
+    return finding("valid loss unreliable", epoch[0], f"{epoch[1]}, while train_loss fell every epoch "
+                                                      f"({rows[0]['train_loss']:.4g} -> {rows[-1]['train_loss']:.4g})",
+                   items=items)
+
+
+def stopped(run_dir: Path, rows: list[dict], status: str) -> dict:
+    "A run that stopped before its last epoch: where, and the command that goes on from there."
+    done = f"after epoch {_epoch(rows[-1])}, its last finished epoch" if rows else "before its first epoch ended"
+    return finding(status, _epoch(rows[-1]) if rows else None,
+                   f"the run was {status} {done} (status {status}); its curves so far are diagnosed below",
+                   run=run_dir)
 
 
 def collapsed(summary: dict) -> dict | None:

@@ -27,7 +27,9 @@ class Kind(Protocol):
 
     def factories(self, cfg) -> list: ...  # the fastai functions `model.kwargs` go to (checked against them)
 
-    def evaluate(self, learn, cfg) -> dict: ...  # numbers for summary.json (baselines, thresholds, ...)
+    def evaluate(self, learn, cfg) -> dict: ...  # numbers for summary.json (thresholds, importance, ...)
+
+    def baseline(self, learn, cfg) -> dict: ...  # {metric: {value, by}}: an input-blind predictor's valid score
 
     def plots(self, learn, cfg, dest, evaluation) -> None: ...  # PNGs under dest (plots/), from evaluate's numbers
 

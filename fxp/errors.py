@@ -1,5 +1,6 @@
 "Errors a user can fix: the CLI prints their one-line message and exits with code 2."
 import errno
+import re
 from contextlib import contextmanager
 
 
@@ -65,3 +66,21 @@ def check_writable(folder, command: str, fix: str = RUN_COPY) -> None:
 
 class Diverged(FxpError):
     "The loss became NaN or infinite."
+
+
+# fastai's Callback.__call__ replaces the message of whatever a callback raises with this header and the old message
+FASTAI_WRAPPED = re.compile(r"Exception occured in `(\w+)` when calling event `(\w+)`:\s*(.*)", re.S)
+
+
+def describe(e: BaseException) -> str:
+    """An unforeseen error in one line: its type and first line. fastai's wrapper of a callback's error is taken off
+    (the callback and event kept at the end), as it leaves only its header on the first line; an OSError keeps its
+    own text (errno, strerror, file), which the wrapper replaced with the errno alone."""
+    text = str(e).strip()
+    if isinstance(e, OSError) and e.strerror:
+        text = str(OSError(e.errno, e.strerror, *[f for f in (e.filename, e.filename2) if f is not None]))
+    wrapped = FASTAI_WRAPPED.match(str(e.args[0]) if e.args else "")
+    where = f" (in {wrapped[1]}.{wrapped[2]})" if wrapped else ""
+    if wrapped and not (isinstance(e, OSError) and e.strerror):
+        text = wrapped[3].strip()
+    return f"{type(e).__name__}: {(text.splitlines() or [''])[0]}{where}"

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # runs write files; never open a window
 import matplotlib.pyplot as plt
 
-from fxp.runs import NOT_METRICS, read_metrics
+from fxp.runs import NOT_METRICS, read_metrics, write_atomic
 
 
 def loss_curves(run_dir: Path) -> None:
@@ -63,10 +63,16 @@ def _plottable(v) -> float:
 
 
 def save(fig, dest: Path) -> None:
+    "`fig` as the image file `dest`, written whole (a full disk leaves the old file, not a torn one); closed."
+    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(dest, dpi=80, bbox_inches="tight")  # keeps what lies outside the axes (a legend below them)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        # bbox_inches="tight" keeps what lies outside the axes (a legend below them); the temp file's name has no
+        # image suffix, so the format is the destination's
+        write_atomic(dest, lambda tmp: fig.savefig(tmp, format=dest.suffix[1:], dpi=80, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def save_current(dest: Path) -> None:

@@ -250,6 +250,32 @@ def comparison(folders: list[Path]) -> list[str]:
     return body
 
 
+def per_class(folder: Path) -> list[str]:
+    """The kind's per-class numbers (precision and recall, IoU and Dice): the run's validation split at the end of
+    training (summary.json), and the newest `fxp val` of the run (eval/<stamp>/metrics.json) where it has some."""
+    import json
+
+    from fxp.commands import number
+    from fxp.runs import read_summary
+
+    found = [("validation split, end of training", read_summary(folder).get("per_class"))]
+    for dest in sorted((folder / "eval").glob("*/metrics.json"), reverse=True)[:1]:
+        try:
+            result = json.loads(dest.read_text())
+        except (OSError, ValueError):
+            continue
+        what = f"fxp val {dest.parent.name}: {result.get('split')} split of {result.get('data') or 'the task data'}"
+        found.append((what, result.get("evaluation", {}).get("per_class")))
+    body = []
+    for what, rows in found:
+        if isinstance(rows, dict) and rows:
+            columns = list(next(iter(rows.values())))
+            cells = [[name, *(v.get(c) if c == "support" else number(v.get(c)) for c in columns)]
+                     for name, v in rows.items()]
+            body += [f"<h2>Per class ({esc(what)})</h2>", table(["class", *columns], cells)]
+    return body
+
+
 def write(dest: Path, text: str, command: str) -> Path:
     "The page written whole (temp + rename); a folder that is not there or not writable is one line."
     from fxp.errors import writing

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from fxp.errors import Diverged, FxpError
+from fxp.errors import Diverged, FxpError, describe
 
 CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
@@ -38,17 +38,19 @@ LAST = "last"  # checkpoints/last.pth (what `fxp resume` continues from) and las
 PICKLES = "pickles.json"  # the SHA-256 of each pickle fxp wrote into the folder (model.pkl), checked before loading
 TRACKERS = "trackers.json"  # the tracker runs (MLflow, W&B ids) a run or sweep logs to: fxp resume goes on in them
 SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sweeps writes them)
-SWEEP_FILES = ("multirun.yaml", SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
+SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it starts (fxp.sweeps.record)
+SWEEP_FILES = ("multirun.yaml", SWEEP_JSON, SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
+NOT_STARTED = "not started"  # a job a sweep's record lists that has no folder: the sweep stopped before it
 NOT_METRICS = {"stage", "epoch", "lr", "time"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
-STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete")
+STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete", NOT_STARTED)
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")  # outputs/<task>/<stamp>_<uid>
 STALE_AFTER_S = 3600  # a run without a heartbeat (older fxp) whose files stopped changing: `stale`
 HEARTBEAT_S = 60  # a running run touches its summary.json this often; one silent for DEAD_AFTER_BEATS of them: killed
 DEAD_AFTER_BEATS = 10
 HOST = platform.node()
-# The baselines fxp computes as a run ends (summary.json keys, a step's under its name: summary["lm"]): what a trivial
-# predictor reaches on the valid set, the metric it is the floor of, and who reaches it.
+# A run's baselines are summary.json's `baselines` ({metric: {value, by}}: the kind's `baseline`, fxp.baselines);
+# the keys older runs (and the text kind's language-model step) hold them in: key -> (the metric, who reaches it).
 BASELINES = {"accuracy_majority": ("accuracy", "the majority label"), "mse_train_mean": ("mse", "the training mean"),
              "perplexity_unigram": ("perplexity", "unigram frequencies"), "psnr_input": ("psnr", "the input itself")}
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster than OmegaConf.load
@@ -160,7 +162,7 @@ class Run:
             self._stop.set()
             self.status = status_of(exc)
             if exc is not None:
-                self.info["error"] = str(exc) if isinstance(exc, FxpError) else f"{exc_type.__name__}: {exc}"
+                self.info["error"] = str(exc) if isinstance(exc, FxpError) else describe(exc)
                 try:
                     with open(self.path / LOG, "a") as f:
                         f.write("".join(traceback.format_exception(exc_type, exc, tb)))
@@ -240,7 +242,7 @@ def write_atomic(path: Path, data, fsync: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         if callable(data):
-            data(tmp)
+            _written_by(data, tmp)
         else:
             with open(tmp, "w", newline="") if isinstance(data, str) else open(tmp, "wb") as f:
                 f.write(data)
@@ -297,6 +299,31 @@ def clean_temp(path: Path) -> None:
                 tmp.unlink(missing_ok=True)
     except OSError:  # a folder fxp cannot change (read-only): its leftovers stay, as harmless as before
         pass
+
+
+def _written_by(write: Callable, tmp: Path) -> None:
+    """`write(tmp)`; where it fails on a full disk with an error that hides why (torch.save's zip writer: "unexpected
+    pos 64 vs 0"), the error is the disk's: OSError ENOSPC naming the file, the original chained to it."""
+    try:
+        write(tmp)
+    except OSError:
+        raise
+    except Exception as e:
+        if not _full(tmp.parent):
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from e
+
+
+def _full(folder: Path) -> bool:
+    "No block left on `folder`'s file system for this user (root also gets the blocks reserved for it)."
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize < FULL_BELOW
+
+
+FULL_BELOW = 1 << 16  # bytes: less than a write's buffer is left
 
 
 @contextmanager
@@ -413,14 +440,36 @@ def best_metrics(rows: list[dict], monitor=None) -> dict:
 
 def baselines(summary: dict) -> dict:
     "{metric: (value, who reaches it)} for the metrics of a summary (a run's, or a step's) fxp has a baseline of."
-    out = {}
-    for key, (metric, who) in BASELINES.items():
-        value = summary.get(key) if isinstance(summary, dict) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[metric] = (float(value), who)
+    if not isinstance(summary, dict):
+        return {}
+    out = {metric: (float(summary[key]), who) for key, (metric, who) in BASELINES.items() if _real(summary.get(key))}
     if "accuracy" in out:
         out["error_rate"] = (1 - out["accuracy"][0], out["accuracy"][1])
+    for metric, entry in (summary.get("baselines") if isinstance(summary.get("baselines"), dict) else {}).items():
+        if isinstance(entry, dict) and _real(entry.get("value")):
+            out[metric] = (float(entry["value"]), str(entry.get("by") or "a constant"))
     return out
+
+
+def baseline_cell(base: dict, metric: str) -> str:
+    "A metric's baseline as a table shows it: `0.775 (the majority label '<50k')`; '' if none."
+    value, who = base.get(metric, (None, None))
+    return f"{value:.4g} ({who})" if value is not None else ""
+
+
+def not_beaten(values: dict, base: dict, monitor=None) -> list[str]:
+    "A line for each metric of `values` that does not beat its baseline ({metric: (value, who)}): the model lost."
+    lines = []
+    for metric, value in values.items():
+        if metric in base and _real(value):
+            floor, who = base[metric]
+            if not (value < floor if lower_is_better(metric, monitor) else value > floor):
+                lines.append(f"{metric} {value:.4g} does not beat its baseline, {floor:.4g} for {who}")
+    return lines
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def first_line(text, words: int = 0) -> str:
@@ -506,6 +555,34 @@ def _of(kind: type, value):
 def read_jobs(sweep_dir: Path) -> list[dict]:
     "Each job folder of a sweep as a row (a job still going is `running`), in job order."
     return [read_run(d, sweep_dir) for d in job_dirs(sweep_dir)]
+
+
+def sweep_jobs(sweep_dir: Path) -> list[dict]:
+    """Every job of a sweep as a row, in job order: its folder's (read_jobs), or a `not started` row with its
+    overrides for a job the sweep's record (sweep.json) lists and that has no folder (a sweep stopped between jobs)."""
+    jobs = {j["run"]: j for j in read_jobs(sweep_dir)}
+    for num, overrides in enumerate(planned_jobs(sweep_dir)):
+        jobs.setdefault(str(num), not_started_row(str(num), overrides))
+    return sorted(jobs.values(), key=lambda j: int(j["run"]))
+
+
+def planned_jobs(sweep_dir: Path) -> list[list[str]]:
+    """Each job's overrides as the sweep's record (sweep.json) lists them ([] for a job whose sweeper picks its values
+    as it runs, e.g. an Optuna trial); none without a record (a sweep of an older fxp, or a sweeper fxp cannot
+    foresee)."""
+    record = read_json(Path(sweep_dir) / SWEEP_JSON)
+    listed = record.get("job_overrides")
+    if isinstance(listed, list) and all(isinstance(o, list) for o in listed):
+        return [[str(x) for x in o] for o in listed]
+    n = _of(int, record.get("jobs")) or 0
+    return [[] for _ in range(n)]
+
+
+def not_started_row(num: str, overrides: list[str]) -> dict:
+    "A sweep's job that has no folder yet, as a row (the fields of read_run's, empty)."
+    return dict(run=num, kind="run", task="-", overrides=overrides, metric=None, mode=None, final=None, best=None,
+                baseline=None, baseline_of=None, model_epoch=None, epochs=0, wall_time_s=None, status=NOT_STARTED,
+                error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
 
 
 def best_job(jobs: list[dict]) -> dict | None:

@@ -46,6 +46,13 @@ def one_learner(run_dir: Path, command: str, cannot: str) -> None:
         raise FxpError(f"{command}: {kind} runs train in steps (several learners); they {cannot}")
 
 
+def one_learner_kinds() -> list[str]:
+    "The kinds whose saved runs `one_learner` takes: those that give `dls` (a saved run's data is rebuilt with it)."
+    from fxp import dispatch
+
+    return [k for k in dispatch.kinds() if hasattr(dispatch.kind_module(k), "dls")]
+
+
 def config(run_dir: Path, overrides: list[str], command: str):
     """The run's config.yaml merged into today's schema with `overrides` (keys under TAKES) applied, validated; one
     line naming the key if it does not validate (a moved data folder: the data.path= that fixes it)."""
@@ -90,7 +97,7 @@ def device(cfg):
     return torch.device("cpu") if cfg.trainer.device == "auto" else device_of(cfg.trainer)
 
 
-def load(path: Path, command: str, trust: bool = False):
+def load(path: Path, command: str = "fxp", trust: bool = False):
     """fastai's load_learner on the CPU (a model saved on a GPU loads anywhere), once the file is the one fxp wrote
     (`verified`); a file that does not unpickle (truncated, not a learner) is one line."""
     import warnings
@@ -107,7 +114,7 @@ def load(path: Path, command: str, trust: bool = False):
                            f"it is damaged or not a fastai export: train the run again") from None
 
 
-def verified(path: Path, command: str, trust: bool = False) -> None:
+def verified(path: Path, command: str = "fxp", trust: bool = False) -> None:
     """Unpickling runs whatever code a pickle holds: load only the file fxp wrote, its SHA-256 as recorded in the
     folder's pickles.json (fxp.runs.write_pickle), unless `trust` (--trust). A folder without a record (an older fxp
     wrote none) gets one line of warning on stderr and loads."""
@@ -125,7 +132,7 @@ def verified(path: Path, command: str, trust: bool = False) -> None:
                    f"run again, or add --trust if you know where the file comes from")
 
 
-def learner(run_dir: Path, dev, command: str, trust: bool = False):
+def learner(run_dir: Path, dev, command: str = "fxp", trust: bool = False):
     "The run's exported learner on `dev`, quiet: no progress bar, no epoch lines."
     from fastai.callback.progress import ProgressCallback
 
@@ -138,16 +145,17 @@ def learner(run_dir: Path, dev, command: str, trust: bool = False):
     return learn
 
 
-def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
+def labelled(learn, kind, cfg, split: str, dev, run_dir: Path, limit: int | None = None):
     """The learner with loaders over the data `cfg` points at: its training split and the `split` to evaluate
     (valid: the validation split; test: every item; its first `limit`), each run through the learner's own pipeline
     with labels."""
-    dls = kind.dls(cfg, dev)
+    dls = _data(kind, cfg, dev, run_dir)
     if hasattr(dls.valid_ds, "tensors"):  # in-memory data (digits): the data is the run's own, encoded the same way
         if split != "valid":
             raise FxpError(f"--split {split}: this task's in-memory data has one held-out split; use --split valid")
         learn.dls = dls
         return learn
+    _read_from(learn.dls, dls)
     train, valid = (_raw(dls, ds) for ds in (dls.train_ds, dls.valid_ds))
     held_out = (valid if split == "valid" else _joined(train, valid))[:limit]
     known = [str(v) for v in _vocab(learn)]
@@ -158,6 +166,62 @@ def labelled(learn, kind, cfg, split: str, dev, limit: int | None = None):
     loaders = [_test_dl(learn, items) for items in (train, held_out)]
     learn.dls = type(learn.dls)(*loaders, path=learn.dls.path, device=dev)
     return learn
+
+
+def _data(kind, cfg, dev, run_dir: Path):
+    """The kind's loaders; a kind whose `dls` takes the run's folder (word_lm generates its data there when data.path is
+    not set) gets the run's, not the working directory."""
+    import inspect
+
+    if "run_path" in inspect.signature(kind.dls).parameters:
+        return kind.dls(cfg, dev, run_path=Path(run_dir))
+    return kind.dls(cfg, dev)
+
+
+def _read_from(run_dls, dls) -> None:
+    """The run's item pipelines read each item where `dls` (built on the data given now) reads it: their getters
+    become those of `dls`, which a task builds on data.path (a CSV's image folder, a segmentation's mask folder; the
+    run's own point at the training data, and would label new images with its masks). What was set up on the
+    training data (a class vocab, a class count) stays the run's. Tables (rows, no getters) are left as they are."""
+    from fastcore.foundation import L
+
+    if not hasattr(run_dls.valid_ds, "tls"):
+        return
+    for run, now in zip(run_dls.valid_ds.tls, dls.valid_ds.tls):
+        if len(run.tfms.fs) != len(now.tfms.fs):
+            raise FxpError(f"this run's item pipeline ({run.tfms}) is not the one this fxp builds for its task "
+                           f"({now.tfms}); evaluate it with the fxp version that trained it")
+        run.tfms.fs = L(_mixed(run.tfms.fs, now.tfms.fs))
+
+
+def _mixed(run: list, now: list) -> list:
+    """`now`'s transforms, except those set up on the training data: the run's. Where the run's classes are names and
+    the new data's labels are not (a CSV's 7 for a folder's '7'), the labels become names first, as the classes are
+    compared (`labelled`)."""
+    from fasttransform import Transform
+
+    out = []
+    for r, n in zip(run, now):
+        if _set_up(r) and _names(r) and not _names(n):
+            out.append(Transform(_as_names))
+        out.append(r if _set_up(r) else n)
+    return out
+
+
+def _set_up(tfm) -> bool:
+    "Whether a transform holds what it learnt from the training data (Categorize's vocab, OneHotEncode's count)."
+    return hasattr(tfm, "vocab") or hasattr(tfm, "c")
+
+
+def _names(tfm) -> bool:
+    "Whether a transform's classes are all strings."
+    vocab = getattr(tfm, "vocab", None)
+    return vocab is not None and all(isinstance(v, str) for v in vocab)
+
+
+def _as_names(label):
+    "A label (a multi-label's list of them) as a class name: 7 → '7'."
+    return [str(v) for v in label] if isinstance(label, (list, tuple)) else str(label)
 
 
 def _raw(dls, ds):
@@ -176,11 +240,13 @@ def _joined(a, b):
 
 
 def _test_dl(learn, items):
-    "A loader over `items` with their labels, by the learner's pipeline (a table's test_dl keeps its target column)."
+    """A loader over `items` with their labels, by the learner's pipeline (a table's test_dl keeps its target column).
+    The items are what the whole pipeline takes (rm_type_tfms=0): fastai would infer that from the types the run's
+    getters took, which `_read_from` may have replaced (a run of a folder evaluated on a CSV listing)."""
     import inspect
 
     if "with_labels" in inspect.signature(learn.dls.test_dl).parameters:
-        return learn.dls.test_dl(items, with_labels=True)
+        return learn.dls.test_dl(items, with_labels=True, rm_type_tfms=0)
     return learn.dls.test_dl(items)
 
 

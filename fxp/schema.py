@@ -119,6 +119,9 @@ class Data:
     relabel: Optional[str] = None  # fxp clean's CSV: its rows marked relabel:LABEL get LABEL (the files stay as they are)
     # decode-once image cache (fxp.imcache): auto (the user's cache folder, $FXP_CACHE_DIR to move it), off, or a DIR
     cache: str = "auto"
+    # what the cache's key reads of each file beyond its path, size and mtime: a hash of its first and last 4 KiB
+    # (ends), of all of it (full: every file read at each start), or nothing (stat)
+    cache_verify: str = field(default="ends", metadata=valid(choices=("ends", "full", "stat")))
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""A sweep folder's own files: `sweep.csv` (a row per job) and `best.json` (the best job by `task.monitor`).
+"""A sweep folder's own files: `sweep.json` (the jobs it is to run), `sweep.csv` (a row per job) and `best.json` (the
+best job by `task.monitor`).
 
-A Hydra callback (`SweepFiles`, in conf/config.yaml) rewrites both from the job folders' summary.json as each job
-ends, under a file lock, so they stay current whichever launcher runs the jobs (in-process, joblib workers,
+A Hydra callback (`SweepFiles`, in conf/config.yaml) writes sweep.json as the sweep starts, so a sweep stopped between
+jobs still shows those it never started, and rewrites sweep.csv and best.json from the job folders' summary.json as
+each job ends, under a file lock, so they stay current whichever launcher runs the jobs (in-process, joblib workers,
 submitit processes) and a failed job is a row too. Light imports only.
 
 A sweep claims its folder before its first job (`claim`): a new or empty folder, taken atomically, so a rerun or a
@@ -22,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from fxp.runs import BEST, SWEEP_CSV, best_job, locked, read_jobs, read_json
+from fxp.runs import BEST, SWEEP_CSV, SWEEP_JSON, best_job, locked, read_jobs, read_json, write_atomic
 
 LOCK = ".sweep.lock"  # the sweep's claim on its folder, then the lock its files are rewritten under
 
@@ -97,12 +99,39 @@ def _exit(code: int, message: str) -> None:
     raise SystemExit(code)
 
 
+def record(sweep_dir: Path, config) -> None:
+    "sweep.json: the jobs the sweep is to run, before the first starts (`fxp runs` shows those it never started)."
+    write_atomic(Path(sweep_dir) / SWEEP_JSON, json.dumps(plan(config), indent=2))
+
+
+def plan(config) -> dict:
+    """The jobs of the sweep `config` (the multirun's config, as Hydra saves it in multirun.yaml) starts: with Hydra's
+    basic sweeper, each job's overrides as that sweeper splits the sweep (its own function); with one that counts its
+    trials (Optuna's `n_trials`), how many, their values picked as they run; else nothing known."""
+    sweeper = config.hydra.sweeper
+    if str(sweeper.get("_target_")).endswith(".BasicSweeper"):
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+
+        swept = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()] + list(config.hydra.overrides.task)
+        try:
+            batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(swept), None)
+        except HydraException:  # glob() needs Hydra's config loader; a bad sweep: the sweeper itself says what is wrong
+            return {}
+        jobs = [list(job) for batch in batches for job in batch]
+        return {"jobs": len(jobs), "job_overrides": jobs}
+    trials = sweeper.get("n_trials")
+    return {"jobs": trials} if isinstance(trials, int) and not isinstance(trials, bool) else {}
+
+
 class SweepFiles(Callback):
-    """Claim the sweep folder before the first job; keep sweep.csv and best.json current as jobs end; at the end of a
-    sweep, say how it went in one line, and exit 1 if any job did not complete."""
+    """Claim the sweep folder before the first job and record the jobs it is to run; keep sweep.csv and best.json
+    current as jobs end; at the end of a sweep, say how it went in one line, and exit 1 if any job did not complete."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         claim(Path(config.hydra.sweep.dir))
+        record(Path(config.hydra.sweep.dir), config)
 
     def on_job_end(self, config, job_return=None, **kwargs) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -286,15 +286,28 @@ def train(cfg, run: Run, resume: bool = False) -> None:
     export(learn, run.path / MODEL)
     plots.loss_curves(run.path)
     evaluation = kind.evaluate(learn, cfg)
-    run.info.update(evaluation)
+    run.info.update(evaluation, baselines=kind.baseline(learn, cfg))
     kind.plots(learn, cfg, run.path / PLOTS, evaluation)
     if cfg.trainer.tta:
         run.info.update(techniques.tta_metrics(learn))
 
 
 def export(learn, file: Path) -> None:
-    "model.pkl (fastai's `export`), written whole (a kill leaves the old file or the new one), its hash recorded."
+    """model.pkl (fastai's `export`), written whole (a kill leaves the old file or the new one), its hash recorded. A
+    model trained on images at their own size (no item Resize) keeps that size, `input_size` (w, h): fxp predict
+    resizes inputs to it."""
+    learn.input_size = own_image_size(learn.dls)
     write_pickle(file, learn.export, fsync=True)
+
+
+def own_image_size(dls) -> tuple[int, int] | None:
+    "The (w, h) of a DataBlock's input images when no item transform resizes them (one size: data.same_size)."
+    from PIL import Image
+
+    if not hasattr(dls, "block") or any(hasattr(t, "size") for t in dls.block.item_tfms):
+        return None
+    x = dls.valid_ds[0][0]
+    return tuple(x.size) if isinstance(x, Image.Image) else None
 
 
 def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):

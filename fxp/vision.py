@@ -50,7 +50,7 @@ def dataloaders(block, source, cfg, device, fix: str, cache: bool = True):
     dls = data.dataloaders(block, source, cfg, device, fix, cached=folder is not None, after_item=block.item_tfms,
                            after_batch=block.batch_tfms, **kw)
     if folder:
-        imcache.attach(dls, block, source, folder)
+        imcache.attach(dls, block, source, folder, cfg.data.cache_verify)
     return dls
 
 

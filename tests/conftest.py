@@ -108,6 +108,12 @@ def subprocess_env(tmp: Path) -> dict:
     return env
 
 
+@pytest.fixture(autouse=True)
+def no_columns(monkeypatch):
+    "Tables printed in this process are as wide as a pipe's (COLUMNS, as in subprocess_env, is the test's to set)."
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 def run_fxp(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> Result:
     """`fxp ARGS...` in this process: `fxp.cli.main` with `cwd` as working directory, the environment a subprocess
     would get (`env`, else `subprocess_env(cwd)`), stdout and stderr captured, the exit code returned.
@@ -312,3 +318,19 @@ def pytest_collection_modifyitems(config, items):
     if not has_cuda:
         for item in gpu_items:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)"))
+
+
+@contextmanager
+def tmpfs(folder: Path, size: str):
+    "A `size` tmpfs mounted at `folder` (root only): a file system that fills up; skips where it cannot be mounted."
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a full file system) needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                       text=True)
+    if p.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

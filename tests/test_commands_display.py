@@ -30,7 +30,8 @@ def write_run(folder, overrides=(), task="digits", metric="accuracy", mode="max"
 
 
 def runs_output(capsys, *args) -> str:
-    assert runlist.main([str(a) for a in args]) == 0
+    "`fxp runs ARGS --wide`: every cell whole, a row per line (the table's width is tested in test_runlist)."
+    assert runlist.main([*map(str, args), "--wide"]) == 0
     return capsys.readouterr().out
 
 
@@ -168,3 +169,12 @@ def test_reproduce_verdict_keeps_tiny_differences(tmp_path, capsys):
     reproduce.print_verdict(v)
     out = capsys.readouterr().out
     assert "3e-06" in out and "0.0000" not in out
+
+
+def test_lr_find_completion_line_is_one_line_when_piped(tmp_path, capsys):
+    "Issue 21.13: the heading is the table's title, which rich wrapped to the (narrow) table's width."
+    run = write_run(tmp_path / ("a_long_folder_name_" * 6) / "run", task="pets_trimaps", final_metrics={},
+                    best_metrics={}, epochs=0, wall_time_s=12.25, suggested_lrs={"valley": 0.001445, "slide": 0.01})
+    lines = [ln.strip() for ln in report_of(run, capsys).splitlines()]
+    assert "pets_trimaps: lr-find completed in 12.2s" in lines
+    assert f"run folder: {run}" in lines

@@ -3,6 +3,7 @@ metrics.csv's, only the keys that differ are listed, and the pages load in headl
 fetch nothing, and every image renders."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -113,3 +114,19 @@ def test_compare_and_report_read_run_folders_without_torch(sweep):
     for argv in (["compare", str(jobs[0]), str(jobs[1])], ["report", str(folder)]):
         code, modules = loaded_after(argv)
         assert code == 0 and "torch" not in modules and "fastai" not in modules, argv
+
+
+def test_run_report_shows_the_per_class_numbers_of_training_and_of_fxp_val(digits_run, tmp_path):
+    "Precision and recall of each digit: at the end of training (summary.json) and from the newest fxp val."
+    run = tmp_path / digits_run.name
+    shutil.copytree(digits_run, run)
+    assert run_fxp("val", run, cwd=tmp_path).returncode == 0
+    assert run_fxp("report", run, cwd=tmp_path).returncode == 0
+    page = (run / "report.html").read_text()
+    trained = page.split("Per class (validation split, end of training)")[1].split("</table>")[0]
+    evaluated = page.split("Per class (fxp val ")[1].split("</table>")[0]
+    for section in (trained, evaluated):
+        assert "<th>precision</th><th>recall</th><th>support</th>" in section
+        assert section.count("<tr>") == 11  # the header and the ten digits
+    result = json.loads(next((run / "eval").glob("*/metrics.json")).read_text())
+    assert f"<td>{number(result['evaluation']['per_class']['7']['recall'])}</td>" in evaluated

@@ -185,3 +185,40 @@ def test_real_short_run_at_a_tiny_lr_is_under_fitting(fxp, tmp_path):
     d = diagnose.diagnose(run)
     assert (d["verdict"], d["epoch"]) == ("under-fitting", 2), d
     assert all(math.isfinite(f) for f in (s["final_metrics"]["train_loss"], s["final_metrics"]["valid_loss"]))
+
+
+# --- issue 21 items 7 and 13: the words agree with the status --------------------------------------------------------
+
+TWO_VALID_ITEMS = dict(  # the training loss falls every epoch; a valid split of 2 items jumps 30x at epoch 3
+    train_loss=[1.20, 0.80, 0.55, 0.40], valid_loss=[0.70, 0.05, 1.60, 0.30], error_rate=[0.5, 0.0, 0.5, 0.0])
+
+
+def test_a_valid_loss_that_jumps_while_training_loss_falls_is_not_diverged(tmp_path):
+    "The run ends `completed`; the diagnosis blames the 2-item valid split, not the lr."
+    run = make_run(tmp_path / "run", TWO_VALID_ITEMS)
+    s = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**s, "items_valid": 2}))
+    d = diagnose.diagnose(run)
+    assert (d["verdict"], d["epoch"]) == ("valid loss unreliable", 3), d
+    assert "valid split of 2 items is too small" in d["advice"] and "not too high" in d["advice"]
+    assert all(f["verdict"] != "diverged" for f in d["findings"])
+
+
+def test_a_killed_run_says_so_and_how_to_resume(tmp_path, capsys):
+    "summary.json still says running, its process is gone: killed after its last finished epoch, and fxp resume."
+    import subprocess
+    import sys
+
+    from fxp.runs import HOST
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = make_run(tmp_path / "run", STILL_IMPROVING, status="running")
+    s = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**s, "process": {"pid": dead.pid, "host": HOST, "start": "1"}}))
+    d = diagnose.diagnose(run)
+    assert (d["verdict"], d["epoch"]) == ("killed", 5), d
+    assert d["advice"] == f"resume it from its last checkpoint: fxp resume {run}"
+    assert [f["verdict"] for f in d["findings"]] == ["killed", "still improving"]  # the curves so far
+    assert command.main([str(run), "--no-plot"]) == 0
+    assert f"{run}: killed at epoch 5" in capsys.readouterr().out

@@ -29,7 +29,7 @@ def fake_kind(**functions) -> types.ModuleType:
     module = types.ModuleType("fxp.tasks.fake")
     module.Task = type("Task", (TaskBase,), {})
     defaults = dict(check=lambda cfg: None, factories=lambda cfg: [], evaluate=lambda learn, cfg: {},
-                    plots=lambda learn, cfg, dest, evaluation: None, predict=lambda learn, cfg, inputs: [],
+                    baseline=lambda learn, cfg: {}, plots=lambda learn, cfg, dest, evaluation: None, predict=lambda learn, cfg, inputs: [],
                     dls=lambda cfg, device: None, learner=lambda cfg, dls: None)
     for name, fn in {**defaults, **functions}.items():
         if fn is not None:
@@ -41,7 +41,7 @@ def test_a_complete_fake_kind_passes():
     assert dispatch.check_protocol(fake_kind()).__name__ == "fxp.tasks.fake"
 
 
-@pytest.mark.parametrize("missing", ["evaluate", "plots", "predict", "factories", "check", "dls"])
+@pytest.mark.parametrize("missing", ["evaluate", "baseline", "plots", "predict", "factories", "check", "dls"])
 def test_a_kind_missing_a_function_fails_in_one_line(missing):
     with pytest.raises(ConfigError) as e:
         dispatch.check_protocol(fake_kind(**{missing: None}))

@@ -27,7 +27,7 @@ def mnist_onnx(runs) -> dict:
                 cwd=runs)
     assert r.returncode == 0, r
     assert "parity on 32 validation items: max_abs_diff" in r.stdout and "passed" in r.stdout
-    return json.loads((runs / "classification" / "export" / "model.json").read_text())
+    return json.loads((runs / "classification" / "export" / "onnx" / "model.json").read_text())
 
 
 def predicted(run: Path, *inputs: str) -> list[dict]:
@@ -54,7 +54,7 @@ def test_the_onnx_file_predicts_from_model_json_alone(runs, mnist_onnx):
     pre = meta["preprocessing"]
     files = [run / "3.png", run / "7.png"]
     x = np.stack([np.asarray(Image.open(f).convert("L"), dtype=np.float32)[None] * pre["scale"] for f in files])
-    session = ort.InferenceSession(str(run / "export" / meta["file"]))
+    session = ort.InferenceSession(str(run / "export" / "onnx" / meta["file"]))
     probs = session.run(None, {"image": x})[0]
     expected = predicted(run, *map(str, files))
     assert [meta["classes"][i] for i in probs.argmax(1)] == [row["label"] for row in expected] == ["3", "7"]
@@ -69,7 +69,7 @@ def test_onnx_tabular_model_from_model_json_alone(runs):
     run = runs / "tabular"
     r = run_fxp("export", run, "--format", "onnx", f"data.path={need_data('adult_sample')}", cwd=runs)
     assert r.returncode == 0, r
-    meta = json.loads((run / "export" / "model.json").read_text())
+    meta = json.loads((run / "export" / "onnx" / "model.json").read_text())
     assert meta["parity"]["passed"] and meta["parity"]["argmax_agreement"] == 1.0
     assert meta["classes"] == ["<50k", ">=50k"] and meta["target"] == "salary"
     rows = pd.read_csv(run / "rows.csv", skipinitialspace=True)
@@ -77,7 +77,8 @@ def test_onnx_tabular_model_from_model_json_alone(runs):
     x_cat = np.array([[_code(pre, c, row) for c in cat["columns"]] for _, row in rows.iterrows()], dtype=np.int64)
     x_cont = np.array([[(_filled(pre, c, row[c]) - pre["normalize"][c]["mean"]) / pre["normalize"][c]["std"]
                         for c in cont["columns"]] for _, row in rows.iterrows()], dtype=np.float32)
-    probs = ort.InferenceSession(str(run / "export" / "model.onnx")).run(None, {"x_cat": x_cat, "x_cont": x_cont})[0]
+    session = ort.InferenceSession(str(run / "export" / "onnx" / "model.onnx"))
+    probs = session.run(None, {"x_cat": x_cat, "x_cont": x_cont})[0]
     expected = predicted(run, str(run / "rows.csv"))
     assert [meta["classes"][i] for i in probs.argmax(1)] == [row["salary_pred"] for row in expected]
     assert probs.max(1) == pytest.approx([row["probability"] for row in expected], abs=1e-3)
@@ -107,10 +108,52 @@ def test_torchscript_export_loads_without_fastai_and_passes(runs):
     r = run_fxp("export", run, "--format", "torchscript", "--items", "8", f"data.path={need_data('mnist_tiny')}",
                 cwd=runs)
     assert r.returncode == 0, r
-    meta = json.loads((run / "export" / "model.json").read_text())
+    meta = json.loads((run / "export" / "torchscript" / "model.json").read_text())
     assert meta["file"] == "model.pt" and meta["parity"]["items"] == 8 and meta["parity"]["passed"]
-    probs = torch.jit.load(str(run / "export" / "model.pt"))(torch.zeros(3, 1, 28, 28))
+    probs = torch.jit.load(str(run / "export" / "torchscript" / "model.pt"))(torch.zeros(3, 1, 28, 28))
     assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
+
+
+def test_each_format_keeps_its_own_model_json(runs, mnist_onnx):
+    "An ONNX export, then a TorchScript one: each model.json beside its file, the ONNX one as it was written."
+    r = run_fxp("export", runs / "classification", "--format", "torchscript", "--items", "4",
+                f"data.path={need_data('mnist_tiny')}", cwd=runs)
+    assert r.returncode == 0, r
+    export = runs / "classification" / "export"
+    assert json.loads((export / "onnx" / "model.json").read_text()) == mnist_onnx
+    assert (export / "onnx" / "model.onnx").is_file() and (export / "torchscript" / "model.pt").is_file()
+    assert json.loads((export / "torchscript" / "model.json").read_text())["format"] == "torchscript"
+
+
+def test_an_export_stopped_midway_leaves_the_previous_pair(tmp_path, monkeypatch):
+    """Stopped after the model file is written and before model.json (Ctrl-C, or a kill): the earlier export stays
+    whole, with no half-written folder beside it."""
+    from fxp.commands import export
+
+    run = copy_exported(tmp_path, "classification") / "classification"
+    args = ("export", run, "--format", "torchscript", "--items", "4", f"data.path={need_data('mnist_tiny')}")
+    assert run_fxp(*args, cwd=tmp_path).returncode == 0
+    before = {f.name: f.read_bytes() for f in (run / "export" / "torchscript").iterdir()}
+
+    def stopped(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "parity", stopped)
+    assert run_fxp(*args, cwd=tmp_path).returncode == 130
+    assert {f.name: f.read_bytes() for f in (run / "export" / "torchscript").iterdir()} == before
+    assert sorted(f.name for f in (run / "export").iterdir()) == ["torchscript"]
+
+
+def test_a_multilabel_export_records_its_thresholds(tmp_path):
+    "task.thresh (0.2 in the run's config: what the learner decodes at) and the run's best_thresh (summary.json)."
+    run = copy_exported(tmp_path, "multilabel") / "multilabel"
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "best_thresh": 0.23}))
+    r = run_fxp("export", run, "--format", "torchscript", "--items", "4", f"data.path={need_data('planet_sample')}",
+                cwd=tmp_path)
+    assert r.returncode == 0, r
+    output = json.loads((run / "export" / "torchscript" / "model.json").read_text())["output"]
+    assert output["activation"] == "sigmoid" and output["best_thresh"] == 0.23
+    assert output["thresh"] == pytest.approx(0.2)
 
 
 def test_a_kind_that_cannot_export_says_so(runs):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +18,16 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import metrics_rows, mnist_subset, newest_run, run_fxp
+from conftest import metrics_rows, mnist_subset, newest_run, run_fxp, run_installed, subprocess_env, tmpfs
 from fxp import imcache, vision
+from fxp.errors import FxpError
 
 CPU = torch.device("cpu")
 
 
-def cfg(cache: Path, bs: int = 4):
-    return OmegaConf.create({"data": {"cache": str(cache)}, "trainer": {"bs": bs, "num_workers": "auto"}})
+def cfg(cache: Path, bs: int = 4, verify: str = "ends"):
+    return OmegaConf.create({"data": {"cache": str(cache), "cache_verify": verify},
+                             "trainer": {"bs": bs, "num_workers": "auto"}})
 
 
 def write_images(folder: Path, n: int = 6, size: int = 32, seed: int = 0) -> list[Path]:
@@ -40,15 +44,15 @@ def write_images(folder: Path, n: int = 6, size: int = 32, seed: int = 0) -> lis
     return files
 
 
-def class_dls(files, cache: Path):
+def class_dls(files, cache: Path, verify: str = "ends"):
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import IndexSplitter, RegexLabeller
     from fastai.vision.augment import Resize
     from fastai.vision.data import ImageBlock
 
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=lambda f: RegexLabeller(r"_(\w)\.png$")(str(f)),
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=lambda f: RegexLabeller(r"_(\w)\.\w+$")(str(f)),
                       splitter=IndexSplitter([0, 1]), item_tfms=Resize(24))
-    return vision.dataloaders(block, files, cfg(cache), CPU, "")
+    return vision.dataloaders(block, files, cfg(cache, verify=verify), CPU, "")
 
 
 def entries(cache: Path) -> set[str]:
@@ -199,3 +203,113 @@ def test_num_workers_auto():
     auto, two = OmegaConf.create({"num_workers": "auto"}), OmegaConf.create({"num_workers": 2})
     assert workers(auto, CPU, files=True) == 0 and workers(auto, torch.device("cuda"), files=False) == 0
     assert workers(auto, torch.device("cuda"), files=True) >= 1 and workers(two, CPU, files=False) == 2
+
+
+@pytest.mark.slow
+def test_full_cache_disk_is_one_line(tmp_path):
+    "The cache's file system fills up while an entry is built: one line naming the cache folder, not a bus error."
+    data = mnist_subset(tmp_path / "mnist", n=6)  # 12 training images at 64x64x3: 147 kB, twice what is left
+    with tmpfs(tmp_path / "small", "300k") as small:
+        (small / "filler").write_bytes(b"\0" * 220_000)
+        env = {**subprocess_env(tmp_path), "FXP_CACHE_DIR": str(small)}
+        r = run_installed("train", "task=mnist", f"data.path={data}", "task.size=64", "trainer.epochs=1",
+                          "trainer.bs=4", cwd=tmp_path, env=env)
+        assert r.returncode == 2, r
+        (line,) = r.err_lines
+        assert str(small) in line and "FXP_CACHE_DIR" in line and "fxp cache clear" in line, line
+        assert not [p for p in small.iterdir() if ".tmp-" in p.name]  # the half-built entry is gone
+
+
+# --- what the key covers, unfinished builds, the size limit ------------------------------------------------------
+
+
+def replace_keeping_stat(file: Path, write) -> None:
+    "`write(file)` a new content, then the file's old mtime back (as cp -p, rsync -t and tar do); same size asserted."
+    st = file.stat()
+    write(file)
+    os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file.stat().st_size == st.st_size and file.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_same_size_file_replaced_with_its_mtime_is_seen(tmp_path):
+    cache, files = tmp_path / "cache", write_images(tmp_path / "ims")
+    for f in files:  # stored, not deflated: any image of this shape has the same size
+        Image.open(f).save(f, compress_level=0)
+    first = train_pixels(class_dls(files, cache))
+    other = 255 - np.asarray(Image.open(files[3]))
+    replace_keeping_stat(files[3], lambda f: Image.fromarray(other).save(f, compress_level=0))
+    assert train_pixels(class_dls(files, cache)) != first
+
+
+def test_cache_verify_full_sees_a_change_inside_a_file(tmp_path):
+    "A byte in the middle of an image (its first and last 4 KiB unchanged): `ends` does not read it, `full` does."
+    cache = tmp_path / "cache"
+    files = []
+    for f in write_images(tmp_path / "ims", size=64):  # BMP: 12 kB of raw pixels, no checksum
+        files.append(f.with_suffix(".bmp"))
+        Image.open(f).save(files[-1])
+    first = train_pixels(class_dls(files, cache, verify="ends"))
+    replace_keeping_stat(files[3], lambda f: f.write_bytes(f.read_bytes()[:6000] + b"\x80" + f.read_bytes()[6001:]))
+    assert train_pixels(class_dls(files, cache, verify="ends")) == first  # what `ends` leaves out (README)
+    assert train_pixels(class_dls(files, cache, verify="full")) != first
+
+
+def fake_entry(cache: Path, name: str, nbytes: int, used: float) -> Path:
+    "A complete entry of `nbytes` last used at `used` (as `fxp cache` sees one)."
+    d = cache / name
+    d.mkdir(parents=True)
+    (d / "0.npy").write_bytes(b"\0" * nbytes)
+    (d / imcache.META).write_text('{"split": "train", "n": 3, "source": "/data"}')
+    os.utime(d / imcache.META, (used, used))
+    return d
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_unfinished_builds_are_listed_and_the_dead_ones_cleared(tmp_path, fxp):
+    cache = tmp_path / "cache"
+    fake_entry(cache, "a" * 24, 1000, time.time())
+    killed, running = cache / f"{'b' * 24}.tmp-{dead_pid()}", cache / f"{'c' * 24}.tmp-{os.getpid()}"
+    for d in (killed, running):
+        d.mkdir()
+        (d / "0.npy").write_bytes(b"\0" * 2**20)
+    r = fxp("cache", "ls", "--dir", cache)
+    assert r.returncode == 0 and "1 cache(s)" in r.stdout and "2 unfinished, 2.0 MB" in r.stdout, r
+    assert f"{killed.name}  unfinished" in r.stdout and "left by a killed build" in r.stdout, r
+    assert f"{running.name}  unfinished" in r.stdout and "being built" in r.stdout, r
+    r = fxp("cache", "clear", "--dir", cache)
+    assert r.returncode == 0 and "removed 1 cache(s) and 1 unfinished, 1.0 MB freed" in r.stdout, r
+    assert [p.name for p in cache.iterdir()] == [running.name]  # a build under way is left alone
+
+
+def test_prune_removes_the_least_recently_used_beyond_max(tmp_path, fxp):
+    cache, now = tmp_path / "cache", time.time()
+    old, mid, new = (fake_entry(cache, c * 24, 100_000, now - age) for c, age in (("o", 300), ("m", 200), ("n", 100)))
+    r = fxp("cache", "prune", "--dir", cache, "--max", "250k")
+    assert r.returncode == 0 and "removed 1 cache(s)" in r.stdout, r
+    assert sorted(p.name for p in cache.iterdir()) == sorted([mid.name, new.name])
+    r = fxp("cache", "prune", "--dir", cache, "--max", "lots")
+    assert r.returncode == 2 and "--max 'lots' is not a size" in r.stderr, r
+
+
+def test_cache_max_evicts_after_a_build(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    train_pixels(class_dls(write_images(tmp_path / "one"), cache))
+    (first,) = entries(cache)
+    one = sum(f.stat().st_size for f in (cache / first).iterdir())
+    monkeypatch.setenv("FXP_CACHE_MAX", str(int(one * 1.5)))  # room for one such entry, not two
+    train_pixels(class_dls(write_images(tmp_path / "two", seed=1), cache))
+    assert len(entries(cache)) == 1 and first not in entries(cache)
+    assert "1 least recently used cache(s) removed" in capsys.readouterr().out
+    monkeypatch.setenv("FXP_CACHE_MAX", "2 gigs")
+    with pytest.raises(FxpError, match="FXP_CACHE_MAX='2 gigs' is not a size"):
+        class_dls(write_images(tmp_path / "two", seed=1), cache)
+
+
+def test_cache_verify_takes_its_choices(fxp):
+    r = fxp("train", "data.cache_verify=crc")
+    assert r.returncode == 2 and "data.cache_verify" in r.stderr and "full" in r.stderr, r

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import yaml
+from rich.cells import cell_len
 
 from conftest import assert_one_line_error, run_fxp
 
@@ -72,13 +73,39 @@ def outputs(tmp_path):
     return out
 
 
+LONG = ["data.path=/home/someone/datasets/oxford-iiit-pet/images", "model=resnet34", "trainer.epochs=4",
+        "trainer.lr=find", "task.size=224", "trainer.bs=32", "trainer.mixup=0.4", "task.aug.max_rotate=10",
+        "task.label_smoothing=0.1", "trainer.tta=true", "trainer.opt=ranger", "trainer.wd=0.01"]
+
+
+@pytest.fixture
+def long_outputs(tmp_path):
+    """Runs as a user's outputs/ holds them: one with many overrides (a 250-character cell), its baseline and the
+    epoch model.pkl holds, a failed one, a sweep: at 120 columns, the columns' floors do not all fit."""
+    out = tmp_path / "outputs"
+    write_run(out / "digits/2026-01-01_10-00-00_aaaaaa", overrides=["trainer.epochs=3"])
+    many = write_run(out / "pets/2026-01-02_10-00-00_gggggg", task="pets", overrides=["task=pets", *LONG], wall=80.0)
+    summary = json.loads((many / "summary.json").read_text())  # its baseline and model.pkl's epoch in their cells
+    (many / "summary.json").write_text(json.dumps({**summary, "accuracy_majority": 0.1, "model_epoch": 2}))
+    failed = write_run(out / "pets/2026-01-03_10-00-00_hhhhhh", task="pets", status="failed", accuracy=(0.5,))
+    summary = json.loads((failed / "summary.json").read_text())
+    summary["error"] = "FileNotFoundError: no images under /data/pets/images matching task.pat; point data.path at it"
+    (failed / "summary.json").write_text(json.dumps(summary))
+    for job, (lr, status) in enumerate([("0.001", "completed"), ("0.01", "completed"), ("1.0", "diverged")]):
+        write_run(out / "multirun/2026-01-04_10-00-00_999999" / str(job), status=status,
+                  overrides=["trainer.epochs=2", f"trainer.lr={lr}"])
+    (out / "multirun/2026-01-04_10-00-00_999999/multirun.yaml").write_text("hydra: {}\n")
+    return out
+
+
 def rows_of(capsys, *args) -> list[dict]:
     assert runlist.main([*map(str, args), "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
 def table_lines(capsys, *args) -> list[str]:
-    assert runlist.main(list(map(str, args))) == 0
+    "The table's rows of `fxp runs ARGS --wide` (piped: a row per line, every cell whole)."
+    assert runlist.main([*map(str, args), "--wide"]) == 0
     return [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("│")]
 
 
@@ -131,6 +158,30 @@ def test_runs_of_a_sweep_dir_lists_its_jobs(outputs, capsys):
     assert runlist.main([str(sweep)]) == 0
     out = capsys.readouterr().out
     assert "3 jobs, best job 1 (accuracy 0.98)" in out
+
+
+@pytest.mark.parametrize("columns", ["120", "200", None])
+def test_run_ids_never_wrap_and_the_table_fits_the_width(long_outputs, capsys, monkeypatch, columns):
+    "Issue 21.10: at 120 and 200 columns, and piped (COLUMNS, else 120): run ids whole, long overrides cut with …"
+    if columns:
+        monkeypatch.setenv("COLUMNS", columns)
+    runs = [r["run"] for r in rows_of(capsys, long_outputs)]
+    assert runlist.main([str(long_outputs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(cell_len, lines)) <= int(columns or runlist.PIPED_WIDTH)
+    for run in runs:
+        assert sum(run in ln for ln in lines) == 1, f"{run} is not whole on one line"
+    long_row = next(ln for ln in lines if "gggggg" in ln)
+    assert "│ data" in long_row and long_row.count("…") == 1 and "trainer.wd=0.01" not in long_row
+    assert not any("trainer.wd=0.01" in ln for ln in lines)  # cut, not wrapped onto the row's next lines
+    assert "completed" in long_row and any("1 diverged" in ln for ln in lines)  # the others wrap at spaces
+
+
+def test_wide_shows_every_override_and_piped_keeps_a_row_per_line(long_outputs, capsys):
+    lines = table_lines(capsys, long_outputs)
+    assert len(lines) == 4  # a row per run or sweep
+    assert " ".join(LONG) in next(ln for ln in lines if "gggggg" in ln)
+    assert "task.pat; point ..." in next(ln for ln in lines if "hhhhhh" in ln)  # the error's first words
 
 
 def test_filters_by_task_and_status(outputs, capsys):
@@ -241,6 +292,37 @@ def test_real_runs_and_sweep(tmp_path, digits_run, digits_sweep):
     jobs = json.loads(_runs_json(tmp_path, sweep_dir))
     assert [j["run"] for j in jobs] == ["0", "1"]
     assert rows["sweep"]["best"] == max(j["best"] for j in jobs)
+
+
+def test_a_sweep_stopped_between_jobs_shows_the_jobs_it_never_started(tmp_path, digits_sweep, capsys):
+    "Issue 30.10: the real 2-job sweep (`trainer.seed=1,2`) as a kill before its last job leaves it: no folder 1."
+    sweep = shutil.copytree(digits_sweep[0].parent, tmp_path / "outputs" / "multirun" / digits_sweep[0].parent.name)
+    shutil.rmtree(sweep / "1")
+    row = rows_of(capsys, tmp_path / "outputs")[0]
+    assert (row["jobs"], row["jobs_started"], row["status"]) == (2, 1, "1 completed, 1 not started")
+    assert row["overrides"] == ["trainer.seed=1,2", "trainer.epochs=1"]  # the sweep's, not only job 0's
+    assert "[1 of 2 jobs]" in table_lines(capsys, tmp_path / "outputs")[0]
+    jobs = rows_of(capsys, sweep)
+    assert [(j["run"], j["status"], j["overrides"]) for j in jobs] == [
+        ("0", "completed", ["trainer.seed=1", "trainer.epochs=1"]),
+        ("1", "not started", ["trainer.seed=2", "trainer.epochs=1"])]
+    assert [r["run"] for r in rows_of(capsys, sweep, "--status", "not started")] == ["1"]
+
+
+def test_a_sweeper_that_counts_its_trials_records_how_many(tmp_path, capsys):
+    "Optuna's trials pick their values as they run: the record (from the composed config) has their number only."
+    from fxp.apps import compose
+    from fxp.sweeps import plan, record
+
+    cfg = compose(["hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=5"], hydra=True)
+    assert plan(cfg) == {"jobs": 5}
+    sweep = tmp_path / "sweep"
+    for job in range(2):
+        write_run(sweep / str(job), overrides=[f"trainer.lr=0.00{job + 1}"])
+    record(sweep, cfg)
+    row = rows_of(capsys, tmp_path)[0]
+    assert (row["jobs"], row["status"]) == (5, "2 completed, 3 not started")
+    assert row["overrides"] == ["trainer.lr=0.001,0.002"]
 
 
 def _runs_json(cwd, folder) -> str:

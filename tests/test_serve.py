@@ -1,21 +1,24 @@
-"""`fxp serve`: the JSON API and the page, on the exported learners of tests/fixtures/exported (no training).
+"""`fxp serve` (and `fxp predict`'s share of its checks): the JSON API and the page, on the exported learners of
+tests/fixtures/exported (no training).
 
 Most tests call the Starlette app in this process (TestClient); one starts the real `fxp serve` command (uvicorn on a
-free port) and sends it 20 requests at once, then drives its page in headless Chromium.
+free port), sends it 20 requests at once and a pixel bomb, then drives its page in headless Chromium.
 """
 from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
+import urllib.error
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import copy_exported, start_fxp
-
+from conftest import assert_one_line_error, copy_exported, run_fxp, run_installed, start_fxp
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +26,38 @@ def runs(tmp_path_factory) -> Path:
     return copy_exported(tmp_path_factory.mktemp("serve"), "classification", "tabular")
 
 
-@pytest.fixture(scope="module")
-def images(runs):
+def client(run: Path, **kw):
+    "The app in this process, as a browser or curl on this machine reaches it (Host 127.0.0.1)."
     from starlette.testclient import TestClient
 
     from fxp.commands.serve import make_app
 
-    return TestClient(make_app(runs / "classification"))
+    return TestClient(make_app(run, **kw), base_url="http://127.0.0.1:8000")
+
+
+@pytest.fixture(scope="module")
+def images(runs):
+    return client(runs / "classification")
+
+
+def blank_png(path: Path, w: int, h: int, mode: str = "L") -> Path:
+    "An all-zero PNG of w x h pixels, written row by row (a 13000x13000 one is 164 KB and never held in memory)."
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    colour, channels = {"L": (0, 1), "RGB": (2, 3)}[mode]
+    z, row, parts = zlib.compressobj(9), b"\0" * (1 + w * channels), []
+    parts += [z.compress(row) for _ in range(h)]
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)))
+        f.write(chunk(b"IDAT", b"".join(parts) + z.flush()) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> Path:
+    "issue 30's upload: a 13000x13000 grey PNG of 164 KB, under Pillow's own decompression-bomb limit."
+    return blank_png(tmp_path_factory.mktemp("bomb") / "bomb.png", 13000, 13000)
 
 
 def upload(client, path: Path, name: str | None = None, kind: str = "image/png"):
@@ -40,7 +68,8 @@ def test_health_and_info(images, runs):
     assert images.get("/health").json() == {"status": "ok"}
     info = images.get("/info").json()
     assert info["classes"] == ["3", "7"] and info["input"] == "image" and info["kind"] == "classification"
-    assert info["run"] == str((runs / "classification").resolve())
+    assert info["run"] == "classification"  # the run's name: the server's paths are its own
+    assert str(runs) not in images.get("/").text
 
 
 def test_an_uploaded_image_gets_its_label_and_probabilities(images, runs):
@@ -66,12 +95,16 @@ def test_a_bad_upload_is_a_4xx_with_a_clear_message(images, send, status, says):
     assert "Traceback" not in r.text
 
 
+def test_requests_beyond_the_queue_are_told_to_retry(runs, monkeypatch):
+    from fxp.commands import serve
+
+    monkeypatch.setattr(serve, "QUEUE", 0)
+    r = upload(client(runs / "classification"), runs / "classification" / "3.png")
+    assert r.status_code == 503 and "retry" in r.json()["error"]
+
+
 def test_an_upload_over_the_limit_is_413(runs):
-    from starlette.testclient import TestClient
-
-    from fxp.commands.serve import make_app
-
-    small = TestClient(make_app(runs / "classification", max_mb=0.0001))  # 104 bytes
+    small = client(runs / "classification", max_mb=0.0001)  # 104 bytes
     r = upload(small, runs / "classification" / "3.png")
     assert r.status_code == 413 and "MB" in r.json()["error"]
 
@@ -79,55 +112,193 @@ def test_an_upload_over_the_limit_is_413(runs):
 def test_table_rows_as_json(runs):
     "Rows in, fxp predict's salary predictions out, in order; a row without the model's columns is a 422."
     import pandas as pd
-    from starlette.testclient import TestClient
 
-    from fxp.commands.serve import make_app
-
-    client = TestClient(make_app(runs / "tabular"))
-    info = client.get("/info").json()
+    tab = client(runs / "tabular")
+    info = tab.get("/info").json()
     assert info["input"] == "table" and "education-num" in info["columns"] and "salary" not in info["columns"]
     rows = pd.read_csv(runs / "tabular" / "rows.csv", skipinitialspace=True).to_dict("records")
-    r = client.post("/predict", json={"rows": rows * 5})  # 15 rows: two CSV chunks for the kind
+    r = tab.post("/predict", json={"rows": rows * 5})  # 15 rows: two CSV chunks for the kind
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert len(preds) == 15 and [p["salary_pred"] for p in preds] == [p["salary_pred"] for p in preds[:3]] * 5
     assert all(p["salary_pred"] in ("<50k", ">=50k") and 0.5 <= p["probability"] <= 1 for p in preds)
-    r = client.post("/predict", json={"row": {"age": 30}})
+    assert "warnings" not in r.json()
+    r = tab.post("/predict", json={"row": {"age": 30}})
     assert r.status_code == 422 and "lacks the model's input columns: workclass" in r.json()["error"]
-    assert client.post("/predict", content=b"{not json").status_code == 400
-    assert client.post("/predict", json={"rows": []}).status_code == 422
-    page = client.get("/").text
+    json_type = {"Content-Type": "application/json"}
+    assert tab.post("/predict", content=b"{not json", headers=json_type).status_code == 400
+    assert tab.post("/predict", json={"rows": []}).status_code == 422
+    page = tab.get("/").text
     assert all(f'name="{c}"' in page for c in info["columns"])
 
 
-def test_a_segmentation_mask_and_a_text_label(tmp_path):
-    "The mask comes back as a PNG data URL of the image's size; a text run takes JSON texts (never a file name)."
+@pytest.fixture(scope="module")
+def more(tmp_path_factory) -> Path:
+    return copy_exported(tmp_path_factory.mktemp("serve-more"), "segmentation", "text")
+
+
+def test_a_mask_comes_back_as_class_ids_with_the_colours_of_masks_png(more, tmp_path):
+    "An index PNG of the image's size: each pixel the class id fxp predict writes, masks.png's colours as its palette."
     import base64
     import io
 
+    import numpy as np
     from PIL import Image
-    from starlette.testclient import TestClient
 
-    from fxp.commands.serve import make_app
+    from fxp.tasks.segmentation import code_colours
 
-    copy_exported(tmp_path, "segmentation", "text")
-    seg = TestClient(make_app(tmp_path / "segmentation"))
-    assert "Road" in seg.get("/info").json()["classes"]
-    photo = tmp_path / "segmentation" / "0001TP_006750.png"
+    seg, photo = client(more / "segmentation"), more / "segmentation" / "0001TP_006750.png"
+    classes = seg.get("/info").json()["classes"]
     (row,) = upload(seg, photo).json()["predictions"]
     head, _, data = row["mask"].partition(",")
-    with Image.open(io.BytesIO(base64.b64decode(data))) as mask, Image.open(photo) as im:
-        assert head == "data:image/png;base64" and mask.size == im.size
-    assert sum(row["shares"].values()) == pytest.approx(1, abs=1e-3)
-    text = TestClient(make_app(tmp_path / "text"))
+    r = run_fxp("predict", more / "segmentation", photo, "--out", tmp_path / "masks", cwd=tmp_path)
+    assert r.returncode == 0, r
+    with (Image.open(io.BytesIO(base64.b64decode(data))) as mask, Image.open(photo) as im,
+          Image.open(tmp_path / "masks" / "0001TP_006750_mask.png") as written):
+        assert head == "data:image/png;base64" and mask.size == im.size and mask.mode == "P"
+        ids = np.asarray(mask)
+        assert (ids == np.asarray(written)).all() and ids.max() < len(classes)
+        palette = np.asarray(mask.getpalette()[:3 * len(classes)]).reshape(-1, 3)
+    colours = (code_colours(len(classes)) * 255).round()
+    assert (palette == colours).all()
+    shown = [classes[i] for i in np.unique(ids)]
+    assert list(row["legend"]) == shown and set(row["shares"]) == set(shown)
+    assert all(row["legend"][c] == "#" + bytes(colours[classes.index(c)].astype("uint8")).hex() for c in shown)
+
+
+def test_a_text_is_text_never_a_path_of_the_server(more, tmp_path, monkeypatch):
+    "A text naming a file of the server (with a space: the old guard took single words only) is classified as written."
+    text = client(more / "text")
     assert text.get("/info").json()["classes"] == ["negative", "positive"]
     r = text.post("/predict", json={"texts": ["a dull film", "a wonderful film"]})
     assert r.status_code == 200 and [p["input"] for p in r.json()["predictions"]] == ["a dull film", "a wonderful film"]
     assert all(p["label"] in ("negative", "positive") for p in r.json()["predictions"])
-    for bad in ({"text": ""}, {"text": "/etc/review.txt"}, {"texts": "not a list"}):
+    secret = tmp_path / "my notes.txt"
+    secret.write_text("the server's own notes " * 100)
+    read = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: read.append(self) or real(self, *a, **k))
+    r = text.post("/predict", json={"text": str(secret)})
+    assert r.status_code == 200 and r.json()["predictions"][0]["input"] == str(secret), r.text
+    assert read and secret not in read  # the kind read the request's text (from a file of its own), not the notes
+    for bad in ({"text": ""}, {"texts": "not a list"}):
         r = text.post("/predict", json=bad)
         assert r.status_code == 422 and r.json()["error"], bad
     assert 'id="text"' in text.get("/").text
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b"garbage", "multipart/form-data"),  # no boundary
+    (b"garbage", "multipart/form-data; boundary=xx"),
+    (b'--xx\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--xx--\r\n', "multipart/form-data; boundary=xx"),
+    (b"--xx\r\nfoo\r\n\r\nabc\r\n--xx--\r\n", "multipart/form-data; boundary=xx"),
+])
+def test_a_malformed_multipart_body_is_400(images, body, content_type):
+    r = images.post("/predict", content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 400 and r.json()["error"].startswith("unreadable upload"), r.text
+
+
+def test_each_file_part_gets_its_prediction(images, runs):
+    files = [("file", (f"{d}.png", (runs / "classification" / f"{d}.png").read_bytes(), "image/png")) for d in "737"]
+    r = images.post("/predict", files=files)
+    assert r.status_code == 200, r.text
+    answers = [(p["input"], p["label"]) for p in r.json()["predictions"]]
+    assert answers == [("7.png", "7"), ("3.png", "3"), ("7.png", "7")]
+
+
+def test_only_this_servers_host_names_and_same_site_posts_are_answered(runs, images):
+    "DNS rebinding (another Host), a cross-site form (another Origin, or JSON sent as text/plain) are refused."
+    image = (runs / "classification" / "3.png").read_bytes()
+    r = images.get("/info", headers={"Host": "evil.example:8000"})
+    assert r.status_code == 421 and "--allow-host" in r.json()["error"]
+    assert images.get("/", headers={"Host": "localhost:8000"}).status_code == 200
+    named = client(runs / "classification", hosts=["box.lan"])
+    assert named.get("/info", headers={"Host": "box.lan"}).status_code == 200
+    r = images.post("/predict", files={"file": ("3.png", image)}, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "another site" in r.json()["error"]
+    r = images.post("/predict", files={"file": ("3.png", image)}, headers={"Origin": "http://127.0.0.1:8000"})
+    assert r.status_code == 200, r.text
+    tab = client(runs / "tabular")
+    r = tab.post("/predict", content=json.dumps({"row": {"age": 30}}), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+
+
+def test_an_image_over_the_pixel_budget_is_refused_by_its_header(images, runs, bomb, tmp_path):
+    """issue 30: 413 before anything decodes it, the server still up; fxp predict: one line. The fixture run trained
+    at its images' own size with an fxp that did not record it: its model sees an input whole, so its budget is
+    1024x1024; --max-pixels changes it."""
+    r = upload(images, bomb)
+    assert r.status_code == 413 and "13000x13000" in r.json()["error"], r.text
+    assert images.get("/health").status_code == 200
+    just_over = blank_png(tmp_path / "big.png", 1025, 1024)
+    r = upload(images, just_over)
+    assert r.status_code == 413 and "at most 1.0 megapixels" in r.json()["error"], r.text
+    run = runs / "classification"
+    assert_one_line_error(run_fxp("predict", run, bomb, cwd=tmp_path), "bomb.png is 13000x13000", "--max-pixels")
+    r = run_fxp("predict", run, just_over, "--max-pixels", "2000000", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["label"] in ("3", "7"), r
+    assert client(run, max_pixels=2_000_000).post("/predict", files={"file": ("big.png", just_over.read_bytes())}
+                                                   ).status_code == 200
+
+
+def test_an_upload_is_resized_to_the_size_the_run_trained_at(runs, tmp_path):
+    """A run trained at its images' own size (28x28 here, as fxp.train.export records it) sees a 32x larger copy of
+    a digit at 28x28: labelled as the digit (seen whole, the 3 was called a 7), in one batch with the small ones."""
+    import shutil
+
+    from PIL import Image
+
+    from fxp import saved
+    from fxp.runs import write_pickle
+
+    run = Path(shutil.copytree(runs / "classification", tmp_path / "sized"))
+    learn = saved.load(run / "model.pkl")
+    learn.input_size = (28, 28)
+    write_pickle(run / "model.pkl", learn.export)  # as fxp.train.export writes it: its hash in pickles.json
+    with Image.open(run / "3.png") as im:
+        im.resize((896, 896), Image.NEAREST).save(tmp_path / "big3.png")
+    files = [("file", (f.name, f.read_bytes(), "image/png")) for f in (tmp_path / "big3.png", run / "7.png")]
+    r = client(run).post("/predict", files=files)
+    assert r.status_code == 200, r.text
+    (big, small) = r.json()["predictions"]
+    assert (big["label"], small["label"]) == ("3", "7") and big["probability"] > 0.9
+    assert client(run).get("/info").json()["max_pixels"] == 2048 * 2048  # the floor: 16x28 on each side is less
+
+
+def test_a_category_the_model_never_saw_is_named_with_the_closest_known_one(runs, tmp_path):
+    "fxp predict warns on stderr, fxp serve in the answer; the page offers the known values."
+    import pandas as pd
+
+    rows = pd.read_csv(runs / "tabular" / "rows.csv", skipinitialspace=True)
+    rows.loc[0, "workclass"] = "private"
+    rows.to_csv(tmp_path / "lower.csv", index=False)
+    r = run_fxp("predict", runs / "tabular", tmp_path / "lower.csv", cwd=tmp_path)
+    assert r.returncode == 0, r
+    (warning,) = [ln for ln in r.err_lines if ln.startswith("fxp: warning:")]
+    assert "lower.csv: column 'workclass': 'private' (closest: 'Private')" in warning and "Self-emp-inc" in warning
+    tab = client(runs / "tabular")
+    r = tab.post("/predict", json={"rows": rows.to_dict("records")})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 3
+    (warning,) = r.json()["warnings"]
+    assert warning.startswith("the request: column 'workclass': 'private' (closest: 'Private')"), warning
+    assert tab.get("/info").json()["categories"]["workclass"][:3] == ["?", "Federal-gov", "Local-gov"]
+    assert '<select class="col" name="workclass"><option value=""></option><option>?</option>' in tab.get("/").text
+
+
+@pytest.mark.slow
+def test_tabular_predict_says_only_what_the_user_needs_on_stderr(runs, tmp_path):
+    """A fresh process (torch warns once per process): the unknown category and where the predictions went, not
+    fastai's "The given NumPy array is not writable" (its batches now read writable copies of pandas' arrays)."""
+    import pandas as pd
+
+    rows = pd.read_csv(runs / "tabular" / "rows.csv", skipinitialspace=True)
+    rows.loc[0, "workclass"] = "private"
+    rows.to_csv(tmp_path / "lower.csv", index=False)
+    r = run_installed("predict", runs / "tabular", tmp_path / "lower.csv", cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert len(r.err_lines) == 2, r
+    warning, wrote = r.err_lines
+    assert warning.startswith("fxp: warning: lower.csv: column 'workclass'") and wrote.startswith("wrote 3 predictions")
 
 
 def free_port() -> int:
@@ -136,36 +307,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post_image(url: str, path: Path) -> dict:
+def post_image(url: str, path: Path) -> tuple[int, dict]:
+    "The status and JSON answer of a multipart upload of `path`, as curl -F sends it."
     boundary = "fxpboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def peak_rss_mb(pid: int) -> float:
+    "The process's peak resident memory (VmHWM), in MB."
+    line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def wait_up(url: str, proc) -> None:
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                assert json.loads(r.read()) == {"status": "ok"}
+            return
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.3)
 
 
 @pytest.mark.slow
-def test_the_real_server_answers_20_requests_at_once_and_its_page_works(runs):
+def test_the_real_server_survives_a_pixel_bomb_answers_20_requests_at_once_and_its_page_works(runs, bomb, tmp_path):
+    """issue 30: a 164 KB 13000x13000 PNG and a 9000x9000 RGB one get 413, /health still answers, and the server's
+    peak memory stays under 1 GB (it was killed for memory, or peaked at 4.3 GB)."""
     from browser import page
 
     run, port = runs / "classification", free_port()
     proc = start_fxp("serve", run, "--port", str(port), cwd=runs)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    assert json.loads(r.read()) == {"status": "ok"}
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, proc.communicate()
-                time.sleep(0.3)
+        wait_up(url, proc)
+        started = peak_rss_mb(proc.pid)  # torch and fastai imported: about 870 MB
+        for image in (bomb, blank_png(tmp_path / "rgb.png", 9000, 9000, "RGB")):
+            status, answer = post_image(f"{url}/predict", image)
+            assert status == 413 and "megapixels" in answer["error"], answer
+        assert peak_rss_mb(proc.pid) - started < 50  # refused by the header: nothing decoded
+        status, answer = post_image(f"{url}/predict", blank_png(tmp_path / "edge.png", 1024, 1024, "RGB"))
+        assert status == 200, answer  # the budget itself, seen whole by this run's model: about 60 MB more
         digits = ["3", "7"] * 10
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda d: post_image(f"{url}/predict", run / f"{d}.png"), digits))
-        assert [a["predictions"][0]["label"] for a in answers] == digits
+        assert [a["predictions"][0]["label"] for _, a in answers] == digits
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+            assert r.status == 200
+        assert peak_rss_mb(proc.pid) < 1024
         with page() as tab:
             tab.goto(url)
             tab.set_input_files("#file", str(run / "7.png"))
@@ -181,3 +378,43 @@ def test_the_real_server_answers_20_requests_at_once_and_its_page_works(runs):
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_page_shows_a_mask_over_its_image_with_a_legend_and_offers_known_categories(more, runs):
+    "issue 21: the mask in masks.png's colours over the photo, a legend of its classes; a table's form of choices."
+    from browser import chromium_path, page
+
+    chromium_path()  # skips before starting servers where there is no browser
+    photo = more / "segmentation" / "0001TP_006750.png"
+    ports = {name: free_port() for name in ("segmentation", "tabular")}
+    procs = [start_fxp("serve", root / name, "--port", str(port), cwd=root)
+             for root, (name, port) in zip((more, runs), ports.items())]
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        for url, proc in zip(urls.values(), procs):
+            wait_up(url, proc)
+        with page() as tab:
+            tab.goto(urls["segmentation"])
+            tab.set_input_files("#file", str(photo))
+            tab.click("#go")
+            tab.wait_for_function("document.querySelectorAll('#legend span').length > 0", timeout=30_000)
+            assert tab.eval_on_selector("#mask", "m => !m.hidden && m.naturalWidth") == 128  # the photo's width
+            box, over = tab.locator("#preview").bounding_box(), tab.locator("#mask").bounding_box()
+            assert (box["x"], box["y"], box["width"]) == (over["x"], over["y"], over["width"])
+            legend = tab.inner_text("#legend")
+            classes = json.loads(urllib.request.urlopen(f"{urls['segmentation']}/info").read())["classes"]
+            assert legend.split() and all(name in classes for name in legend.split())
+            tab.goto(urls["tabular"])
+            assert "Private" in tab.eval_on_selector("select[name=workclass]", "s => [...s.options].map(o => o.text)")
+            for col, value in (("age", "40"), ("fnlwgt", "100000"), ("education-num", "13")):
+                tab.fill(f"input[name={col}]", value)
+            tab.select_option("select[name=workclass]", "Private")
+            tab.click("#go")
+            tab.wait_for_function("document.getElementById('label').textContent !== ''", timeout=30_000)
+            assert tab.inner_text("#label") in ("<50k", ">=50k") and not tab.inner_text("#warnings")
+            assert tab.console_errors == []
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.communicate(timeout=30)

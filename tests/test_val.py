@@ -18,7 +18,8 @@ from conftest import assert_one_line_error, copy_exported, mnist_subset, need_da
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    return copy_exported(tmp_path_factory.mktemp("val"), "classification", "tabular", "text")
+    return copy_exported(tmp_path_factory.mktemp("val"), "classification", "tabular", "text", "segmentation",
+                         "multilabel")
 
 
 def evals(run: Path) -> list[Path]:
@@ -36,8 +37,14 @@ def test_val_on_the_valid_split_writes_metrics_and_plots(runs):
     # the fixture's model reaches 0.97; a vocabulary or scaling that is not the run's gives about 0.5 or less
     assert result["metrics"]["accuracy"] >= 0.9
     assert result["metrics"]["error_rate"] == pytest.approx(1 - result["metrics"]["accuracy"])
-    assert 0.4 < result["evaluation"]["accuracy_majority"] < 0.6
+    assert 0.4 < result["baselines"]["accuracy"]["value"] < 0.6
     assert (dest / "confusion_matrix.png").stat().st_size > 1000 and (dest / "top_losses.png").is_file()
+    per_class = result["evaluation"]["per_class"]  # recall weighted by support is the accuracy
+    assert set(per_class) == {"3", "7"} and sum(c["support"] for c in per_class.values()) == result["items"]
+    assert sum(c["recall"] * c["support"] for c in per_class.values()) / result["items"] == pytest.approx(
+        result["metrics"]["accuracy"], abs=1e-5)
+    assert all(0.8 < c["precision"] <= 1 for c in per_class.values())
+    assert (dest / "per_class.csv").read_text().splitlines()[0] == "class,precision,recall,support"
 
 
 def test_val_on_new_data_in_the_same_layout_and_its_test_split(runs, tmp_path):
@@ -81,7 +88,7 @@ def test_val_of_a_tabular_run_uses_the_runs_own_procs(runs, tmp_path):
 
 
 @pytest.mark.parametrize("args, mentions", [
-    (["text"], ["text runs train in steps", "classification"]),
+    (["text"], ["text runs train in steps", "takes classification, collab, multilabel", "tabular"]),
     (["classification", "model.arch=resnet18"], ["model.arch=resnet18", "data.*"]),
     (["classification"], ["data.path=/absent", "fxp val"]),
     (["nowhere"], ["no model.pkl"]),
@@ -105,3 +112,93 @@ def test_val_of_a_fresh_run_gives_back_the_metrics_of_its_model_epoch(digits_run
     result = json.loads(r.stdout)
     assert result["items"] == 360 and set(result["trained"]) == {"valid_loss", "accuracy", "error_rate"}
     assert result["metrics"] == pytest.approx(result["trained"], abs=1e-5)
+
+
+# --- new data is read where it is, not where the training data was ---------------------------------------------------
+
+
+def camvid_copy(dest: Path, code: int, n: int = 6, prefix: str = "") -> Path:
+    """The first `n` images of camvid_tiny with every mask set to `code`, each file named `prefix` + its name: data
+    in the training layout whose labels differ from the training folder's."""
+    from PIL import Image
+
+    src = need_data("camvid_tiny")
+    (dest / "images").mkdir(parents=True)
+    (dest / "labels").mkdir()
+    shutil.copy(src / "codes.txt", dest)
+    for f in sorted((src / "images").iterdir())[:n]:
+        shutil.copy(f, dest / "images" / f"{prefix}{f.name}")
+        with Image.open(src / "labels" / f"{f.stem}_P.png") as m:
+            Image.new("L", m.size, code).save(dest / "labels" / f"{prefix}{f.stem}_P.png")
+    return dest
+
+
+def predicted_shares(run: Path, files: list[Path]):
+    "The share of the pixels of `files` that the run's model predicts as each code, at the size it predicts at."
+    import torch
+
+    from fxp import saved
+
+    learn = saved.learner(run, torch.device("cpu"))
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    return torch.bincount(probs.argmax(1).flatten(), minlength=probs.shape[1]).float() / probs.argmax(1).numel()
+
+
+@pytest.mark.parametrize("prefix, code", [("", 0), ("", None), ("new_", None)])
+def test_segmentation_val_reads_the_masks_of_the_data_it_is_given(runs, tmp_path, prefix, code):
+    """Every mask of the copy is one code, so its accuracy is the share of pixels predicted as that code; the run's
+    exported label function pointed at the training folder's masks (same names: their accuracy, 0.42; new names:
+    FileNotFoundError). Code 0 (Animal), as the issue found it: this model predicts none, so its accuracy is 0, which a
+    pipeline reading no mask at all reaches too; hence also the code the model predicts most (None)."""
+    run, images = runs / "segmentation", sorted((need_data("camvid_tiny") / "images").iterdir())[:6]
+    shares = predicted_shares(run, images)
+    code = int(shares.argmax()) if code is None else code
+    new = camvid_copy(tmp_path / "one_code", code, prefix=prefix)
+    r = run_fxp("val", run, f"data.path={new}", "--split", "test", "--json", cwd=runs)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    share = float(shares[code])
+    assert result["items"] == 6 and result["metrics"]["acc_camvid"] == pytest.approx(share, abs=1e-6)
+    # the code's pixels are all of them, so its IoU is the share predicted as it, and its Dice 2·share / (1 + share)
+    per_class, name = result["evaluation"]["per_class"], (new / "codes.txt").read_text().split()[code]
+    assert per_class[name]["iou"] == pytest.approx(share, abs=1e-5)
+    assert per_class[name]["dice"] == pytest.approx(2 * share / (1 + share), abs=1e-5)
+    assert all(v["iou"] in (0, None) for c, v in per_class.items() if c != name) and "Void" not in per_class
+    (dest,) = [d for d in evals(run) if json.loads((d / "metrics.json").read_text())["data"] == str(new)]
+    assert (dest / "per_class.csv").read_text().splitlines()[0] == "class,iou,dice,support"
+
+
+def test_multilabel_val_reads_the_images_its_csv_names_in_the_data_given(runs, tmp_path):
+    """A planet CSV naming renamed copies of 8 chips: read from the new folder (the run's reader took the names
+    relative to the training folder, where they are not)."""
+    src, new, run = need_data("planet_sample"), tmp_path / "planet", runs / "multilabel"
+    (new / "train").mkdir(parents=True)
+    rows = (src / "labels.csv").read_text().splitlines()
+    out = [rows[0]]
+    for row in rows[1:9]:
+        name, tags = row.split(",", 1)
+        shutil.copy(src / "train" / f"{name}.jpg", new / "train" / f"copy_{name}.jpg")
+        out.append(f"copy_{name},{tags}")
+    (new / "labels.csv").write_text("\n".join(out) + "\n")
+    r = run_fxp("val", run, f"data.path={new}", "--split", "test", "--json", cwd=runs)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["items"] == 8
+    tags = [t for row in out[1:] for t in row.split(",", 1)[1].split()]
+    per_class = result["evaluation"]["per_class"]
+    assert {c: v["support"] for c, v in per_class.items() if v["support"]} == {t: tags.count(t) for t in set(tags)}
+    assert per_class["primary"]["recall"] > 0.5  # the tag of nearly every chip
+
+
+def test_a_folder_run_scored_on_a_csv_listing_its_images(runs, tmp_path):
+    """What fxp predict advises for a CSV of labelled images: the mnist folder run on a CSV of 32 images, whose labels
+    pandas reads as numbers (7) where the run's classes are the folder names ('7')."""
+    new, run = mnist_subset(tmp_path / "new", n=8), runs / "classification"
+    files = sorted(new.rglob("*.png"))
+    (new / "labels.csv").write_text("name,label\n" + "".join(f"{f.relative_to(new)},{f.parent.name}\n" for f in files))
+    r = run_fxp("val", run, f"data.path={new}", "task.source=csv", "task.csv=labels.csv", "--split", "test", "--json",
+                cwd=runs)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["items"] == 32 and result["metrics"]["accuracy"] >= 0.8
+    assert set(result["evaluation"]["per_class"]) == {"3", "7"}

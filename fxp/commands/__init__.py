@@ -24,14 +24,17 @@ def saved_run_arguments(p: Parser, overrides: str) -> Parser:
     return p
 
 
-def console():
+def console(piped_width: int = 10_000):
     """A rich console that prints text as is (no markup: a `[spoiler]` in a text or `y_cols=[a,b]` in an override
-    stays); styles come as rich Text. Piped, one line per row with whole cells, for grep and scripts."""
+    stays); styles come as rich Text. Piped: `COLUMNS` wide if set, else `piped_width` (by default wide enough for
+    one line per row with whole cells, for grep and scripts)."""
+    import os
+
     from rich.console import Console
 
-    out = Console(markup=False)
-    if not out.is_terminal:
-        out.width = 10_000
+    out = Console(markup=False)  # rich reads COLUMNS itself, on a terminal or not
+    if not out.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        out.width = piped_width
     return out
 
 

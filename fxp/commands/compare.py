@@ -3,11 +3,13 @@ difference to the first run, and only the config keys that differ; `--html FILE`
 curves of every run overlaid, one plot per metric, and the same tables."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from fxp import reports
 from fxp.commands import Parser, console, number
 from fxp.errors import FxpError
+from fxp.runs import baseline_cell, baselines, read_summary
 
 
 def main(args: list[str]) -> int:
@@ -22,10 +24,14 @@ def main(args: list[str]) -> int:
         raise FxpError(f"fxp compare: {len(folders)} run to compare; give two run folders or more, or a sweep folder")
     names = reports.labels(folders)
     out = console()
+    tasks = list(dict.fromkeys(t for t in (read_summary(f).get("task") for f in folders) if isinstance(t, str)))
+    if len(tasks) > 1:
+        print(f"fxp compare: warning: these runs are of different tasks ({', '.join(tasks)}): their metrics are not "
+              f"measured on the same data", file=sys.stderr)
     for i, (name, folder) in enumerate(zip(names, folders)):
         out.print(f"{name}: {folder}" + ("  (the differences are to this run)" if i == 0 else ""), highlight=False,
                   soft_wrap=True)
-    out.print(metrics_table(reports.metric_table(folders), names))
+    out.print(metrics_table(reports.metric_table(folders), names, [baselines(read_summary(f)) for f in folders]))
     diff = reports.config_diff(folders)
     out.print(diff_table(diff, names) if diff else "config: the same in every run", highlight=False)
     if opts.html:
@@ -35,15 +41,17 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def metrics_table(rows: list[dict], names: list[str]):
+def metrics_table(rows: list[dict], names: list[str], base: list[dict]):
+    "The metrics table; `base`: each run's baselines (fxp.runs.baselines), a column where any run has one."
     from rich.table import Table
 
-    table = Table(title="metrics")
-    for col in ("metric", "run", "final", "Δ final", "best", "Δ best"):
+    table, shown = Table(title="metrics"), any(base)
+    for col in ("metric", "run", "final", "Δ final", "best", "Δ best", *(["baseline"] if shown else [])):
         table.add_column(col, justify="left" if col in ("metric", "run") else "right")
     for r in rows:
         table.add_row(r["metric"] if r["run"] == 0 else "", names[r["run"]], number(r["final"]),
                       delta(r["d_final"], r["lower"]), number(r["best"]), delta(r["d_best"], r["lower"]),
+                      *([baseline_cell(base[r["run"]], r["metric"])] if shown else []),
                       end_section=r["run"] == len(names) - 1)
     return table
 

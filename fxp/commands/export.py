@@ -1,8 +1,11 @@
 """`fxp export RUN_DIR --format onnx|torchscript [data.path=DIR] [--items N]`: the run's model as a plain file that
-needs no fastai (RUN_DIR/export/model.onnx or model.pt) and model.json beside it: the inputs, the classes, the
-preprocessing that makes an input (resize, scale, normalization statistics; a table's category codes, fill values and
-column statistics), what the output is, and the parity check: the exported file's outputs against the learner's own
-predictions on N validation items.
+needs no fastai (RUN_DIR/export/onnx/model.onnx or export/torchscript/model.pt) and model.json beside it: the inputs,
+the classes, the preprocessing that makes an input (resize, scale, normalization statistics; a table's category codes,
+fill values and column statistics), what the output is (a multi-label model's thresholds), and the parity check: the
+exported file's outputs against the learner's own predictions on N validation items.
+
+One folder per format, so exporting the other format keeps this one's model.json; the pair is written in a temporary
+folder renamed into place once both files are complete, so a kill never leaves a model without its model.json.
 
 What the model takes decides how it exports, not its kind: one image batch (every image kind), or a table's
 categorical codes and continuous values (tabular). The exported model ends in the learner's activation (its loss
@@ -13,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 
 from fxp import saved
 from fxp.commands import Parser, console, saved_run_arguments
 from fxp.errors import FxpError
-from fxp.runs import read_summary, write_atomic
+from fxp.runs import read_summary
 
 FORMATS = {"onnx": "onnx", "torchscript": "pt"}
 TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
@@ -50,9 +55,11 @@ def main(args: list[str]) -> int:
 
     cpu, kind = torch.device("cpu"), dispatch.kind_module(cfg.task.kind)
     learner = saved.learner(run_dir, cpu, "fxp export", opts.trust)
-    learn = saved.labelled(learner, kind, cfg, "valid", cpu, limit=opts.items)
-    meta = export(learn, cfg, run_dir / EXPORT, opts.format, opts.items)
-    show(meta, run_dir / EXPORT)
+    learn = saved.labelled(learner, kind, cfg, "valid", cpu, run_dir, limit=opts.items)
+    dest = run_dir / EXPORT / opts.format
+    with folder_whole(dest) as tmp:
+        meta = export(learn, cfg, run_dir, tmp, opts.format, opts.items)
+    show(meta, dest)
     return 0 if meta["parity"]["passed"] else 1
 
 
@@ -65,8 +72,27 @@ def need_onnx() -> None:
         raise FxpError(f"fxp export --format onnx needs {', '.join(missing)}: pip install 'fxp[export]'")
 
 
-def export(learn, cfg, dest: Path, fmt: str, n: int) -> dict:
-    "Write dest/model.<ext> and dest/model.json; returns model.json's content."
+@contextlib.contextmanager
+def folder_whole(dest: Path):
+    """A new empty folder beside `dest` to write in; once the block ends, it replaces `dest` (the old one is moved
+    aside, then deleted). An exception leaves `dest` as it was; a kill, at worst, a hidden `.<name>.tmp-<pid>` (or
+    `.old-<pid>`, the previous export) beside it."""
+    tmp, old = (dest.with_name(f".{dest.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export(learn, cfg, run_dir: Path, dest: Path, fmt: str, n: int) -> dict:
+    "Write dest/model.<ext> and dest/model.json for the run `run_dir`; returns model.json's content."
     import torch
 
     inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)  # all of in-memory data (digits): cut to n
@@ -74,22 +100,22 @@ def export(learn, cfg, dest: Path, fmt: str, n: int) -> dict:
     preds = preds.as_subclass(torch.Tensor)[:n].float()
     spec = input_spec(learn, inputs)
     model = activated(learn.model.eval().cpu(), getattr(learn.loss_func, "activation", None))
-    dest.mkdir(parents=True, exist_ok=True)
     file = dest / f"model.{FORMATS[fmt]}"
     names = [i["name"] for i in spec["inputs"]]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # torch's notes on tracing and exporting
         try:
-            write_atomic(file, lambda tmp: (to_onnx if fmt == "onnx" else to_torchscript)(model, inputs, names, tmp))
+            (to_onnx if fmt == "onnx" else to_torchscript)(model, inputs, names, file)
         except Exception as e:
             raise FxpError(f"fxp export: this model cannot be exported as {fmt} ({type(e).__name__}: "
                            f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
         outputs = run_exported(file, fmt, names, inputs)
-    meta = {"format": fmt, "file": file.name, "run": str(dest.parent.resolve()),
-            "task": read_summary(dest.parent).get("task") or cfg.task.kind, "kind": cfg.task.kind,
-            **spec, "output": output_spec(model, inputs, preds, spec),
+    summary = read_summary(run_dir)
+    meta = {"format": fmt, "file": file.name, "run": str(run_dir.resolve()),
+            "task": summary.get("task") or cfg.task.kind, "kind": cfg.task.kind,
+            **spec, "output": {**output_spec(model, inputs, preds, spec), **thresholds(learn, summary)},
             "parity": parity(outputs, preds, spec.get("classes") is not None)}
-    write_atomic(dest / "model.json", json.dumps(meta, indent=2))
+    (dest / "model.json").write_text(json.dumps(meta, indent=2))
     return meta
 
 
@@ -223,6 +249,13 @@ def output_spec(model, inputs, preds, spec) -> dict:
     shape = [None, *preds.shape[1:]]
     return {"name": "output", "shape": shape, "activation": act,
             "holds": "class probabilities" if spec.get("classes") is not None else "the model's values"}
+
+
+def thresholds(learn, summary: dict) -> dict:
+    """A multi-label model's thresholds: `thresh`, above which a tag's probability predicts it (the learner's, as fxp
+    predict decodes), and `best_thresh`, the one with the best valid F-beta that the run found (null if none)."""
+    thresh = getattr(learn.loss_func, "thresh", None)
+    return {} if thresh is None else {"thresh": float(thresh), "best_thresh": summary.get("best_thresh")}
 
 
 def _flat(t) -> list:

@@ -43,6 +43,7 @@ def run_report(folder: Path) -> tuple[str, list[str]]:
         rows = [[name, number(final), number(best), baseline] for name, final, best, baseline in metric_rows(summary)]
         body += ["<h2>Metrics</h2>", table(["metric", "final", "best", "baseline"], rows),
                  f"<p>{esc(model_line(summary, read_config(folder)))}</p>"]
+    body += reports.per_class(folder)
     d = diagnose(folder)
     body += ["<h2>Diagnosis</h2>", f"<p><b>{esc(d['verdict'])}</b>: {esc(d['advice'])}</p>",
              "<ul>" + "".join(f"<li>{esc(f['verdict'])}: {esc(f['evidence'])}</li>" for f in d["findings"]) + "</ul>"]

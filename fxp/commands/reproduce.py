@@ -2,26 +2,33 @@
 
 A preset is a Hydra experiment (`+experiment=NAME`) with a `reproduce:` block: the published metric, its direction,
 a tolerance and the source. The verdict compares the run's final-epoch value (the course tables report the last
-epoch) with the published one. Light imports: listing and verdicts read YAML and JSON only.
+epoch) with the published one (RULE), and with the run's baseline (what a predictor that never looks at the inputs
+reaches: a result that does not beat it is said to, whatever the published value). Light imports: listing and
+verdicts read YAML and JSON only.
 """
 from __future__ import annotations
 
 import secrets
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from fxp import config
 from fxp.commands import console, number
 from fxp.errors import FxpError
-from fxp.runs import CONFIG, SUMMARY, read_config, read_metrics, read_run, read_summary, unreadable
+from fxp.runs import (CONFIG, SUMMARY, baselines, not_beaten, read_config, read_metrics, read_run, read_summary,
+                      unreadable)
 
 NEEDS = {"gpu": "a CUDA GPU (hours on a CPU)", "pretrained": "pre-trained weights (network)",
          "data": "a dataset that is not downloadable by fastai (data.path=)"}
+RULE = ("reached: the run completed and its result is no worse than the published value by more than the tolerance "
+        "(a better one counts)")
 USAGE = "usage: fxp reproduce NAME [overrides...] | fxp reproduce --list | fxp reproduce --from RUN_DIR"
 HELP = f"""{USAGE}
 
 Run a course recipe (a preset in experiments/) and print a verdict table: the metric it reached at its last epoch
-against the published one, within the preset's tolerance. Exit 0 when reached, 1 when not.
+against the published one, and against its baseline. Exit 0 when reached (a completed run no worse than the published
+value by more than the tolerance; better counts), 1 when not.
 
 arguments:
   NAME [overrides...]  a preset (fxp reproduce --list), with fxp train overrides, e.g. data.path=DIR
@@ -89,14 +96,23 @@ def verdict(run_dir: Path) -> dict:
     summary = read_summary(run_dir)
     reached = final_value(run_dir, block, summary)
     status = read_run(run_dir, run_dir.parent)["status"]  # a dead process's `running` reads as killed
+    base = baselines(summary if block.get("step") is None else summary.get(str(block["step"])))
+    baseline, baseline_of = base.get(block["metric"], (None, None))
     out = {"run": str(run_dir), **{k: block[k] for k in ("metric", "mode", "published", "tolerance", "source")},
-           "status": status, "reached": reached, "wall_time_s": summary.get("wall_time_s")}
+           "status": status, "reached": reached, "wall_time_s": summary.get("wall_time_s"),
+           "baseline": baseline, "baseline_of": baseline_of,
+           "not_beaten": not_beaten({block["metric"]: reached}, base, SimpleNamespace(**block))}
     if reached is None:
         return {**out, "difference": None, "within_tolerance": False}
     difference = reached - block["published"]
-    worse = difference if block["mode"] == "min" else -difference  # > 0: on the bad side of the published value
     completed = status == "completed"  # only a completed run reaches a published figure (not one cut short)
-    return {**out, "difference": difference, "within_tolerance": completed and worse <= block["tolerance"]}
+    reached_it = completed and _gain(out, difference) >= -block["tolerance"]
+    return {**out, "difference": difference, "within_tolerance": reached_it}
+
+
+def _gain(v: dict, difference: float) -> float:
+    "How much better than the published value (< 0: worse)."
+    return difference if v["mode"] == "max" else -difference
 
 
 BLOCK = {"metric": str, "mode": str, "published": (int, float), "tolerance": (int, float), "source": str}
@@ -135,17 +151,29 @@ def print_verdict(v: dict) -> int:
 
     ok = v["within_tolerance"]
     table = Table(title=f"{v['metric']} ({v['mode']}): {'reached' if ok else 'NOT reached'}", caption=v["source"])
-    for col in ("published", "reached", "difference", "tolerance", "verdict", "status", "time"):
+    for col in ("published", "reached", "difference", "tolerance", "verdict", "status", "time", "baseline"):
         table.add_column(col, justify="right")
     fmt = lambda x: number(x) if x is None or abs(x) < 1e-3 else f"{x:.4f}"  # noqa: E731  (3e-06, not 0.0000)
     table.add_row(fmt(v["published"]), fmt(v["reached"]), fmt(v["difference"]), f"±{v['tolerance']:g}",
-                  "within tolerance" if ok else "outside tolerance" if v["status"] == "completed" else
-                  f"not completed ({v['status']})", str(v["status"]),
-                  f"{v['wall_time_s'] or 0:.0f}s")
+                  verdict_words(v), str(v["status"]), f"{v['wall_time_s'] or 0:.0f}s",
+                  f"{number(v['baseline'])} ({v['baseline_of']})" if v.get("baseline") is not None else "-")
     out = console()
     out.print(table)
-    out.print(f"run folder: {v['run']}", highlight=False, soft_wrap=True)
+    for line in [*v.get("not_beaten", []), RULE, f"run folder: {v['run']}"]:
+        out.print(line, highlight=False, soft_wrap=True)
     return 0 if ok else 1
+
+
+def verdict_words(v: dict) -> str:
+    "Where the result is against the published value and its tolerance, in words."
+    if v["status"] != "completed":
+        return f"not completed ({v['status']})"
+    if v["difference"] is None:
+        return f"no {v['metric']} recorded"
+    gain = _gain(v, v["difference"])
+    if abs(gain) <= v["tolerance"]:
+        return "within tolerance"
+    return f"{'above' if v['difference'] > 0 else 'below'} the published value by more than the tolerance"
 
 
 def list_presets() -> int:

@@ -186,9 +186,10 @@ def logging_to(file: Path):
     from omegaconf import OmegaConf
 
     from fxp import config
+    from fxp.logfile import LogFile
 
     fmt = OmegaConf.load(config.conf_dir() / "hydra" / "job_logging" / "fxp.yaml").formatters.simple.format
-    handler = logging.FileHandler(file)
+    handler = LogFile(file)
     handler.setFormatter(logging.Formatter(fmt))
     root, level = logging.getLogger(), logging.getLogger().level
     root.addHandler(handler)

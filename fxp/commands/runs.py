@@ -12,12 +12,22 @@ from types import SimpleNamespace
 
 from fxp.commands import Parser, console, number
 from fxp.errors import FxpError
-from fxp.runs import (STATUSES, best_job, first_line, is_run, is_sweep, iso, lower_is_better, read_jobs, read_run,
-                      started)
+from fxp.runs import (NOT_STARTED, STATUSES, best_job, first_line, is_run, is_sweep, iso, lower_is_better, read_run,
+                      started, sweep_jobs)
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
                 "running": "cyan", "killed": "magenta", "stale": "magenta", "incomplete": "dim"}
 ERROR_WORDS = 8  # of a failed run's error, in its status cell (--json has the whole first line)
+PIPED_WIDTH = 120  # piped with no COLUMNS (`fxp runs | less`, `> runs.txt`): as wide as a usual terminal
+# The table's columns in order, each with its justification (a new column: here and in `cells`).
+COLUMNS = {"run": "left", "task": "left", "overrides": "left", "metric": "left", "final": "right", "best": "right",
+           "epochs": "right", "time": "right", "status": "left"}
+# Where the table is wider than the console, its columns are cut back to a common width (the widest first, as rich
+# does), except WHOLE ones, and none narrower than its floor: a run id whole (a sweep's `[3 jobs]` goes under it), a
+# CUT column's CUT_MIN characters (its cells on one line ending in `…`; --wide: whole, wrapped), else the column's
+# longest word up to WORD_MAX characters (a longer word is folded).
+WHOLE, CUT = {"final", "time"}, {"overrides"}
+CUT_MIN, WORD_MAX = 10, 12
 
 
 def parser() -> Parser:
@@ -28,6 +38,8 @@ def parser() -> Parser:
                                                     "ascending for losses and errors, descending for the rest)")
     p.add_argument("--task", metavar="NAME", help="only runs of this task")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status (a sweep: any of its jobs)")
+    p.add_argument("--wide", action="store_true", help="every cell whole (long overrides, errors) instead of cut to "
+                                                       "the width with ...; piped: one line per row however long")
     p.add_argument("--json", action="store_true", help="a JSON list of dicts instead of the table")
     return p
 
@@ -48,7 +60,7 @@ def main(args: list[str]) -> int:
     if opts.json:
         print(json.dumps(rows, indent=2))
     elif rows:
-        print_table(rows, title=sweep_title(root, found) if sweep else f"runs in {root}")
+        print_table(rows, sweep_title(root, found) if sweep else f"runs in {root}", opts.wide)
     else:
         print(empty_hint(root, found, opts))
     return 0
@@ -60,7 +72,7 @@ def main(args: list[str]) -> int:
 def collect(root: Path) -> list[dict]:
     "A row per run or sweep under root; a sweep folder gives its jobs, a run folder itself."
     if is_sweep(root):
-        return read_jobs(root)
+        return sweep_jobs(root)
     if is_run(root):
         return [read_run(root, root.parent)]
     return list(_rows_under(root, root))
@@ -92,15 +104,18 @@ def unreadable_row(path: Path, root: Path, e: Exception) -> dict:
 
 
 def read_sweep(path: Path, root: Path) -> dict:
-    "A sweep as one row: its best job's metric, every job's status, the overrides that vary as `k=a,b`."
-    jobs = read_jobs(path)
+    """A sweep as one row: its best job's metric, every job's status (those its record lists and it never started:
+    `not started`), the overrides that vary as `k=a,b`."""
+    jobs = sweep_jobs(path)
+    begun = [j for j in jobs if j["status"] != NOT_STARTED]
     best = best_job(jobs) or {}
     return dict(run=path.relative_to(root).as_posix(), kind="sweep",
-                task=", ".join(dict.fromkeys(j["task"] for j in jobs)), overrides=sweep_overrides(jobs),
+                task=", ".join(dict.fromkeys(j["task"] for j in begun)) or "-", overrides=sweep_overrides(jobs),
                 metric=best.get("metric"), mode=best.get("mode"), final=best.get("final"), best=best.get("best"),
                 epochs=best.get("epochs"), wall_time_s=round(sum(j["wall_time_s"] or 0 for j in jobs), 3),
-                status=sweep_status(jobs), started=iso(started(path)), jobs=len(jobs), best_job=best.get("run"),
-                job_status=dict(Counter(j["status"] for j in jobs)), best_metrics=_best_over(jobs))
+                status=sweep_status(jobs), started=iso(started(path)), jobs=len(jobs), jobs_started=len(begun),
+                best_job=best.get("run"), job_status=dict(Counter(j["status"] for j in jobs)),
+                best_metrics=_best_over(jobs))
 
 
 def sweep_overrides(jobs: list[dict]) -> list[str]:
@@ -116,11 +131,12 @@ def sweep_overrides(jobs: list[dict]) -> list[str]:
 
 
 def sweep_status(jobs: list[dict]) -> str:
-    "The jobs' common status, else the count of each (`3 completed, 1 failed`)."
+    "The jobs' common status, else the count of each, most first, those not started last (`3 completed, 1 failed`)."
     counts = Counter(j["status"] for j in jobs)
     if len(counts) == 1:
         return next(iter(counts))
-    return ", ".join(f"{n} {s}" for s, n in counts.most_common()) or "empty"
+    ordered = sorted(counts.most_common(), key=lambda c: c[0] == NOT_STARTED)
+    return ", ".join(f"{n} {s}" for s, n in ordered) or "empty"
 
 
 def _best_over(jobs: list[dict]) -> dict:
@@ -159,19 +175,69 @@ def sort_by(rows: list[dict], metric: str, root: Path) -> list[dict]:
     return sorted(have, key=lambda r: r["best_metrics"][metric], reverse=not lower) + missing
 
 
-def print_table(rows: list[dict], title: str) -> None:
+def print_table(rows: list[dict], title: str, wide: bool = False) -> None:
     from rich.table import Table
+    from rich.text import Text
 
+    cut = set() if wide else CUT
     table = Table()
-    for name, justify in (("run", "left"), ("task", "left"), ("overrides", "left"), ("metric", "left"),
-                          ("final", "right"), ("best", "right"), ("epochs", "right"), ("time", "right"),
-                          ("status", "left")):
-        table.add_column(name, justify=justify, overflow="fold")
+    for name, justify in COLUMNS.items():
+        table.add_column(Text(name, no_wrap=True, overflow="ellipsis"), justify=justify, no_wrap=name in WHOLE,
+                         overflow="fold")
     for r in rows:
-        table.add_row(*cells(r))
-    out = console()
+        table.add_row(*(_cut(cell) if name in cut else cell for name, cell in zip(COLUMNS, cells(r))))
+    out = console() if wide else console(PIPED_WIDTH)
+    fit(table, out, cut)
     out.print(title, style="table.title", highlight=False, soft_wrap=True)  # whole, however narrow the table
     out.print(table)
+
+
+def _cut(cell):
+    "A cell on one line, ending in `…` where its column is narrower (the column still narrows: it is not no_wrap)."
+    from rich.text import Text
+
+    text = cell if isinstance(cell, Text) else Text(cell)
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def fit(table, out, cut: set) -> None:
+    """Cut a table wider than the console back to it, each column to `cut_back`'s width, as its max_width. Rich alone
+    would narrow the widest columns first, folding run ids and words; it does so here only where even the floors do
+    not fit (and never the run ids)."""
+    from rich.measure import Measurement
+
+    unbounded = out.options.update_width(1_000_000)
+    flex = {name: column for name, column in zip(COLUMNS, table.columns) if name not in WHOLE}
+    sizes = {name: [Measurement.get(out, unbounded, c) for c in (col.header, *col.cells)] for name, col in flex.items()}
+    natural = {name: max(s.maximum for s in sizes[name]) for name in flex}
+    floor = {name: _floor(name, sizes[name], cut) for name in flex}
+    room = out.width - (Measurement.get(out, unbounded, table).maximum - sum(natural.values()))
+    # a sweep's `[3 jobs]` beside its id if there is room, else under it; where the floors do not fit, the cut columns
+    # go below theirs, then the others (words folded); where not even run ids fit, rich narrows the others as it can
+    tries = [(floor, natural["run"]), (floor, floor["run"]), ({**floor, **dict.fromkeys(cut, 1)}, floor["run"]),
+             (dict.fromkeys(floor, 1), floor["run"])]
+    widths = next(filter(None, (cut_back(natural, f, room, run) for f, run in tries)), {**floor, "run": natural["run"]})
+    for name, column in flex.items():
+        column.max_width = widths[name]
+    flex["run"].no_wrap = widths["run"] == natural["run"]
+
+
+def _floor(name: str, sizes: list, cut: set) -> int:
+    "How narrow a column may get: a cut one CUT_MIN characters, run ids whole, the others their longest word or less."
+    longest_word = max(s.minimum for s in sizes)
+    if name in cut:
+        return min(CUT_MIN, max(s.maximum for s in sizes))
+    return longest_word if name == "run" else min(longest_word, WORD_MAX)
+
+
+def cut_back(natural: dict, floor: dict, room: int, run: int) -> dict | None:
+    "Each column's width, `run` for the run ids', the others cut back to the widest common level that fits `room`."
+    for level in range(max(natural.values()), 0, -1):
+        widths = {n: run if n == "run" else max(floor[n], min(natural[n], level)) for n in natural}
+        if sum(widths.values()) <= room:
+            return widths
+    return None
 
 
 def cells(r: dict) -> list:
@@ -179,7 +245,7 @@ def cells(r: dict) -> list:
     from rich.text import Text
 
     sweep, lr_find, shown = r["kind"] == "sweep", r["kind"] == "lr-find", r["kind"] == "show"
-    run = f"{r['run']}  [{r['jobs']} jobs]" if sweep else f"{r['run']}  [{r['kind']}]" if lr_find or shown else r["run"]
+    run = f"{r['run']}  [{_jobs(r)}]" if sweep else f"{r['run']}  [{r['kind']}]" if lr_find or shown else r["run"]
     best = _number(r["best"]) + (f" (job {r['best_job']})" if sweep and r["best_job"] is not None else "")
     overrides = " ".join(o for o in r["overrides"] if not o.startswith("task="))  # the task has its column
     metric = r["metric"] or "-"
@@ -199,9 +265,16 @@ def cells(r: dict) -> list:
             Text(status, style=STATUS_STYLE.get(r["status"], "default"))]
 
 
+def _jobs(sweep: dict) -> str:
+    "`3 jobs`, or `2 of 3 jobs` for a sweep stopped before its last ones."
+    begun, n = sweep["jobs_started"], sweep["jobs"]
+    return f"{begun} of {n} jobs" if begun < n else f"{n} jobs"
+
+
 def sweep_title(root: Path, jobs: list[dict]) -> str:
     best = best_job(jobs)
-    head = f"sweep {root}: {len(jobs)} jobs"
+    waiting = sum(j["status"] == NOT_STARTED for j in jobs)
+    head = f"sweep {root}: {len(jobs)} jobs" + (f" ({waiting} {NOT_STARTED})" if waiting else "")
     return f"{head}, best job {best['run']} ({best['metric']} {_number(best['best'])})" if best else head
 
 

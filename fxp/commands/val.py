@@ -2,21 +2,24 @@
 
 The run's exported learner goes over labelled data (its own validation split, or new data in the same layout): the
 loss and metrics it was trained with, the kind's `evaluate` numbers and `plots`, all written to RUN_DIR/eval/<stamp>/
-(metrics.json and the PNGs; a new folder each time) and printed as a table beside the values the run recorded for the
-epoch its model holds.
+(metrics.json, per_class.csv where the kind has per-class numbers, and the PNGs; a new folder each time) and printed
+as a table beside the values the run recorded for the epoch its model holds.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from datetime import datetime
 from pathlib import Path
 
 from fxp.commands import Parser, console, number, saved_run_arguments
-from fxp.runs import read_metrics, read_summary, write_atomic
+from fxp.runs import baseline_cell, baselines, not_beaten, read_metrics, read_summary, write_atomic
 from fxp.saved import SPLITS
 
 EVAL = "eval"
+PER_CLASS = "per_class.csv"
 
 
 def parser() -> Parser:
@@ -34,8 +37,8 @@ def main(args: list[str]) -> int:
     from fxp import saved
 
     run_dir = saved.check_run(Path(opts.run_dir), "fxp val")
-    saved.one_learner(run_dir, "fxp val", "cannot be evaluated yet: fxp val takes classification, multilabel, "
-                                          "segmentation, regression and tabular runs")
+    saved.one_learner(run_dir, "fxp val", f"cannot be evaluated yet: fxp val takes "
+                                          f"{', '.join(saved.one_learner_kinds())} runs")
     cfg = saved.config(run_dir, opts.overrides, "fxp val")
     result, dest = evaluate(run_dir, cfg, opts.split, opts.trust)
     if opts.json:
@@ -51,7 +54,7 @@ def evaluate(run_dir: Path, cfg, split: str, trust: bool = False) -> tuple[dict,
 
     kind = dispatch.kind_module(cfg.task.kind)
     dev = saved.device(cfg)
-    learn = saved.labelled(saved.learner(run_dir, dev, "fxp val", trust), kind, cfg, split, dev)
+    learn = saved.labelled(saved.learner(run_dir, dev, "fxp val", trust), kind, cfg, split, dev, run_dir)
     names = ["valid_loss", *(m.name for m in learn.metrics)]
     values = [_plain(v) for v in learn.validate()]
     evaluation = kind.evaluate(learn, cfg)
@@ -59,9 +62,22 @@ def evaluate(run_dir: Path, cfg, split: str, trust: bool = False) -> tuple[dict,
     kind.plots(learn, cfg, dest, evaluation)
     result = {"run": str(run_dir.resolve()), "split": split, "data": cfg.data.path, "items": len(learn.dls.valid_ds),
               "metrics": dict(zip(names, values)), "trained": trained(run_dir, names),
+              "baselines": kind.baseline(learn, cfg),  # after validate: a baseline goes through the same metrics
               "evaluation": json.loads(json.dumps(evaluation, default=_plain))}
     write_atomic(dest / "metrics.json", json.dumps(result, indent=2))
+    if result["evaluation"].get("per_class"):
+        write_atomic(dest / PER_CLASS, per_class_csv(result["evaluation"]["per_class"]))
     return result, dest
+
+
+def per_class_csv(rows: dict) -> str:
+    "The kind's per-class numbers ({class: {column: value}}) as a CSV, a row per class (empty cells for None)."
+    out = io.StringIO()
+    columns = list(next(iter(rows.values())))
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["class", *columns])
+    writer.writerows([name, *("" if v[c] is None else v[c] for c in columns)] for name, v in rows.items())
+    return out.getvalue()
 
 
 def _plain(v):
@@ -100,13 +116,19 @@ def show(result: dict, dest: Path) -> None:
 
     out = console()
     out.print(f"{result['run']}: {result['split']} split of {result['data'] or 'the task data'}, {result['items']} items")
-    table = Table()
-    for col in ("metric", "now", "in training"):
+    table, base = Table(), baselines({"baselines": result["baselines"]})
+    for col in ("metric", "now", "in training", *(["baseline"] if base else [])):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, value in result["metrics"].items():
-        table.add_row(name, number(value), number(result["trained"].get(name)))
+        cells = [number(value), number(result["trained"].get(name)), *([baseline_cell(base, name)] if base else [])]
+        table.add_row(name, *cells)
     for name, value in result["evaluation"].items():
         if isinstance(value, (int, float)):
-            table.add_row(name, number(value), "")
+            table.add_row(name, number(value), "", *([""] if base else []))
     out.print(table)
+    for line in not_beaten(result["metrics"], base):
+        out.print(line, highlight=False)
+    if (dest / PER_CLASS).is_file():
+        out.print(f"per class ({', '.join(next(iter(result['evaluation']['per_class'].values())))}): "
+                  f"{dest / PER_CLASS}")
     out.print(f"written to {dest}")

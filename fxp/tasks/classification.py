@@ -177,12 +177,27 @@ def learner(cfg, dls):
 
 
 def evaluate(learn, cfg) -> dict:
-    "The valid accuracy of always predicting the most common training label (`accuracy_majority`): a floor to beat."
+    "Each class's precision and recall on the validation split, and its number of items (`per_class`)."
     import torch
 
+    from fxp.metrics import confusion_counts, per_class
+
+    probs, targs = learn.get_preds(dl=learn.dls.valid)
+    n = probs.shape[1]
+    cm = torch.bincount(targs.long() * n + probs.argmax(1), minlength=n * n).view(n, n)
+    return {"per_class": per_class(learn.dls.vocab, *confusion_counts(cm), columns=("precision", "recall", "support"))}
+
+
+def baseline(learn, cfg) -> dict:
+    "Always the most common training label, scored with the run's metrics on the valid split."
+    import torch
+
+    from fxp.baselines import label_logits, score
+
     train_y, valid_y = _labels(learn.dls.train_ds), _labels(learn.dls.valid_ds)
-    majority = torch.bincount(train_y).argmax()
-    return {"accuracy_majority": round(float((valid_y == majority).float().mean()), 6)}
+    majority = int(torch.bincount(train_y).argmax())
+    preds = label_logits(torch.full_like(valid_y, majority), len(learn.dls.vocab))
+    return score(learn, [(preds, valid_y)], f"the majority label {str(learn.dls.vocab[majority])!r}")
 
 
 def _labels(ds):

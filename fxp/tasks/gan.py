@@ -470,10 +470,15 @@ def _freeze_for_export(learn, ctx) -> None:
 
 
 def evaluate(learn, cfg) -> dict:
-    "superres: where the crappified inputs are, and their own validation PSNR: what the generator must beat."
+    "superres: where the crappified inputs are."
+    return {"crappified": learn.dls.crappified} if cfg.task.recipe == "superres" else {}
+
+
+def baseline(learn, cfg) -> dict:
+    "superres: the validation PSNR of the crappified input itself, what the generator must beat; wgan: none."
     if cfg.task.recipe != "superres":
         return {}
-    return {"crappified": learn.dls.crappified, "psnr_input": input_psnr(learn.dls)}
+    return {"psnr": {"value": input_psnr(learn.dls), "by": "the input itself"}}
 
 
 def input_psnr(data) -> float:

@@ -106,13 +106,46 @@ def _fbeta_curve(probs, targs, beta: float):
 
 
 def evaluate(learn, cfg) -> dict:
-    "The threshold with the best valid F-beta, and that F-beta."
+    "The threshold with the best valid F-beta, and that F-beta; each tag's precision and recall at task.thresh."
     import numpy as np
+
+    from fxp.metrics import per_class
 
     probs, targs = learn.get_preds(dl=learn.dls.valid)
     threshs, scores = _fbeta_curve(probs, targs, cfg.task.beta)
     best = int(np.argmax(scores))
-    return {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4)}
+    pred, targ = probs > cfg.task.thresh, targs.bool()
+    counts = ((pred & targ).sum(0), (pred & ~targ).sum(0), (~pred & targ).sum(0))
+    return {"best_thresh": float(threshs[best]), "best_fbeta": round(scores[best], 4),
+            "per_class": per_class(learn.dls.vocab, *counts, columns=("precision", "recall", "support"))}
+
+
+def baseline(learn, cfg) -> dict:
+    """Per metric, the stronger of two constant tag sets predicted for every image: of the k most frequent training
+    tags (k = 1, 2, ...), the set with the best training F-beta; and the tags of over half the training images (the
+    best set for accuracy_multi). Scored with the run's metrics on the valid split."""
+    import torch
+
+    from fxp.baselines import score, stronger, tags_logits
+
+    train, valid = (_targets(ds) for ds in (learn.dls.train_ds, learn.dls.valid_ds))
+    order = torch.sort(train.sum(0), descending=True, stable=True).indices  # ties: the vocab's order
+    sets = [torch.zeros(train.shape[1]).index_fill_(0, order[:k], 1) for k in range(1, len(order) + 1)]
+    best = max(sets, key=lambda tags: _fbeta(tags.expand_as(train), train, 0.5, cfg.task.beta))
+    half = (train.mean(0) > 0.5).float()
+    return stronger(*(score(learn, [(tags_logits(tags, len(valid)), valid)], _always(tags, learn.dls.vocab))
+                      for tags in (best, half)))
+
+
+def _always(tags, vocab) -> str:
+    return f"always the tags '{_tags(tags, vocab)}'" if tags.any() else "never a tag"
+
+
+def _targets(ds):
+    "A split's tags, one 0/1 row per item, through its label pipeline (no image read)."
+    import torch
+
+    return torch.stack([torch.as_tensor(ds.tls[1][i]).float() for i in range(len(ds))])
 
 
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:

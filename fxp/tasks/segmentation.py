@@ -160,7 +160,69 @@ def _codes(dls) -> list[str]:
 
 
 def evaluate(learn, cfg) -> dict:
-    return {}
+    "Each code's IoU and Dice over the validation pixels (task.void's left out, as acc_camvid does), and its pixels."
+    from fxp.metrics import confusion_counts, per_class
+
+    codes = _codes(learn.dls)
+    void = codes.index(cfg.task.void) if cfg.task.void is not None else None
+    cm = _confusion(learn, len(codes), void)
+    rows = per_class(codes, *confusion_counts(cm), columns=("iou", "dice", "support"))
+    return {"per_class": {c: v for i, (c, v) in enumerate(rows.items()) if i != void}}
+
+
+def _confusion(learn, n: int, void: int | None):
+    "The pixel confusion matrix (rows: true code, columns: predicted) of the validation split, a batch at a time."
+    import torch
+
+    cm = torch.zeros(n * n, dtype=torch.long)
+    learn.model.eval()
+    with torch.no_grad():
+        for xb, yb in learn.dls.valid:
+            pred, targ = learn.model(xb).argmax(1).flatten().cpu(), yb.flatten().cpu().long()
+            keep = targ != void if void is not None else torch.ones_like(targ, dtype=torch.bool)
+            cm += torch.bincount(targ[keep] * n + pred[keep], minlength=n * n)
+    return cm.view(n, n)
+
+
+def baseline(learn, cfg) -> dict:
+    """Per metric, the stronger of two predictors that never look at the image: every pixel the most common training
+    class, and each pixel the class most common at its place in the training masks (the per-pixel mode); both leave
+    out `task.void`, as the metrics do. Scored with the run's metrics on the valid split."""
+    import torch
+
+    from fxp.baselines import label_logits, score, stronger
+
+    codes = _codes(learn.dls)
+    totals, places = _class_counts(learn.dls.test_dl(learn.dls.train_ds.items, with_labels=True), len(codes))
+    if cfg.task.void is not None:  # never predicted
+        totals[codes.index(cfg.task.void)] = places[codes.index(cfg.task.void)] = -1
+    masks = [mask.cpu().long() for _, mask in learn.dls.valid]
+    majority = int(totals.argmax())
+    out = score(learn, ((label_logits(torch.full_like(m, majority), len(codes)), m) for m in masks),
+                f"every pixel {codes[majority]!r}")
+    mode = places.argmax(0)
+    if all(m.shape[1:] == mode.shape for m in masks):
+        out = stronger(out, score(learn, ((label_logits(mode.expand_as(m), len(codes)), m) for m in masks),
+                                  "each pixel's most common training class"))
+    return out
+
+
+def _class_counts(dl, n: int):
+    """How many training pixels have class i, (n,); and at each place, (n, h, w) (zeros if the masks differ in size:
+    then there is no per-pixel mode)."""
+    import torch
+
+    totals, places = torch.zeros(n, dtype=torch.long), None
+    for _, masks in dl:
+        for m in masks.cpu().long():
+            totals += torch.bincount(m.flatten(), minlength=n)
+            if places is None:
+                places = torch.zeros(n, *m.shape, dtype=torch.long)
+            if places.shape[1:] == m.shape:
+                places.view(n, -1).scatter_add_(0, m.view(1, -1), torch.ones(1, m.numel(), dtype=torch.long))
+            else:
+                places = torch.zeros(n, 0, dtype=torch.long)
+    return totals, places
 
 
 def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:

@@ -281,6 +281,23 @@ def evaluate(learn, cfg) -> dict:
             "cat_names": list(_inputs(learn.dls.train_ds)[0]), "cont_names": list(learn.dls.cont_names)}
 
 
+def baseline(learn, cfg) -> dict:
+    """Always the majority training label (a category target) or the training mean of each target (a continuous
+    one, in the space the model predicts: the log where task.log_target), scored with the run's metrics on the
+    valid split."""
+    import torch
+
+    from fxp.baselines import label_logits, score
+
+    train_y, valid_y = (torch.as_tensor(ds.ys.to_numpy()) for ds in (learn.dls.train_ds, learn.dls.valid_ds))
+    if cfg.task.y_block == "category":
+        majority = int(torch.bincount(train_y.flatten().long()).argmax())
+        preds = label_logits(torch.full((len(valid_y),), majority), len(learn.dls.vocab))
+        return score(learn, [(preds, valid_y.long())], f"the majority label {str(learn.dls.vocab[majority])!r}")
+    mean = train_y.float().mean(0)
+    return score(learn, [(mean.expand(len(valid_y), -1).clone(), valid_y.float())], "the training mean")
+
+
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     "The permutation importance as bars, the most important on top."
     from fxp.plots import plt, save
@@ -364,6 +381,59 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     return rows
 
 
+def unknown_categories(to, rows, cat: list) -> list[str]:
+    """A line per categorical column with values the model never saw (Categorify reads them as #na#): the values, the
+    closest known one of each (difflib) and the known values."""
+    from fastai.tabular.core import Categorify
+
+    cats = next((p for p in to.procs if isinstance(p, Categorify)), None)
+    lines = []
+    for c in cat if cats is not None else []:
+        new = [v for v in dict.fromkeys(rows[c].dropna()) if v not in cats.classes[c].o2i]
+        if new:
+            lines.append(_unknown_line(c, new, [str(v) for v in cats.classes[c] if str(v) != "#na#"]))
+    return lines
+
+
+def _unknown_line(col: str, new: list, known: list[str]) -> str:
+    import difflib
+
+    def closest(v) -> str:
+        match = difflib.get_close_matches(str(v), known, 1, 0.5)
+        return f"{v!r} (closest: {match[0]!r})" if match else repr(v)
+
+    more = " ..." if len(new) > 5 else ""
+    return (f"column {col!r}: {', '.join(map(closest, new[:5]))}{more} never seen in training, read as missing "
+            f"(#na#); its values: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
+
+
+class _Copies:
+    "A TabularPandas whose cats, conts and targ are writable copies (pandas' copy-on-write arrays are read-only)."
+
+    def __init__(self, to):
+        self.to = to
+
+    def __getattr__(self, name):
+        value = getattr(self.to, name)
+        return value.to_numpy(copy=True) if name in ("cats", "conts", "targ") else value
+
+
+def writable(dl):
+    """`dl` with fastai's ReadTabBatch reading writable copies of the processed rows: torch warns ("The given NumPy
+    array is not writable") when a tensor wraps pandas' read-only arrays."""
+    from fastai.tabular.core import ReadTabBatch
+
+    class ReadCopies(ReadTabBatch):
+        def encodes(self, to):
+            return super().encodes(_Copies(to))
+
+    fs = dl.after_batch.fs
+    for i, f in enumerate(fs):
+        if isinstance(f, ReadTabBatch):
+            fs[i] = ReadCopies(dl.dataset)
+    return dl
+
+
 def _predictions(learn, t, df, path: Path):
     "`df` with `<y>_pred` (and `probability`) columns added, from the exported learner's test_dl."
     import numpy as np
@@ -380,7 +450,9 @@ def _predictions(learn, t, df, path: Path):
     if unfilled:
         raise FxpError(f"{path.name}: column {unfilled[0]!r} has empty values, which the training rows never had "
                        f"(FillMissing learnt no fill value for it); fill them")
-    probs, _ = learn.get_preds(dl=learn.dls.test_dl(rows[[*cat, *cont]]))
+    for line in unknown_categories(to, rows, cat):
+        print(f"fxp: warning: {path.name}: {line}", file=sys.stderr)
+    probs, _ = learn.get_preds(dl=writable(learn.dls.test_dl(rows[[*cat, *cont]])))
     if t.y_block == "category":
         vocab = learn.dls.vocab
         return df.assign(**{f"{t.y_names}_pred": [str(vocab[i]) for i in probs.argmax(1).tolist()],

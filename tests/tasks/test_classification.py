@@ -44,6 +44,9 @@ def mnist_run(tmp_path_factory):
 
 
 def test_mnist_folders_reach_95_percent(mnist_run):
+    from fxp import saved
+
+    assert saved.load(mnist_run / "model.pkl").input_size == (28, 28)  # task.size=null: predict resizes to it
     s = summary(mnist_run)
     assert final(mnist_run) >= 0.95
     assert (s["items_train"], s["items_valid"]) == (709, 699)  # train/ and valid/ folders, as in the data set

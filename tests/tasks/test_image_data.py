@@ -7,7 +7,7 @@
 - `fxp predict RUN labels.csv` on an image run says what the kind takes.
 - The plots: a legend of the codes in masks.png, predicted_points.png sized to the images with their file names
   (figures are caught as fxp.plots.save writes them), every PNG an image kind writes opens.
-- The majority-label baseline of image classification (`accuracy_majority` in summary.json).
+- The majority-label baseline of image classification (summary.json's `baselines`).
 """
 from __future__ import annotations
 
@@ -272,8 +272,8 @@ def test_predict_on_a_labelled_csv_says_what_an_image_run_takes(digits_run, tmp_
     r = run_fxp("predict", digits_run, csv, cwd=tmp_path)
     line = assert_one_line_error(r, "labels.csv is a CSV file, not an image", "lists 1408 image files",
                                  "takes image files or folders", "does not score labels",
-                                 "task.source=csv task.csv=labels.csv")
-    assert "skip_bad" not in line and "corrupt" not in line, line
+                                 f"fxp val RUN_DIR data.path={csv.parent} task.source=csv task.csv=labels.csv")
+    assert "skip_bad" not in line and "corrupt" not in line and "train" not in line.split("RUN_DIR")[1], line
 
 
 def test_predict_on_a_corrupt_image_names_no_train_time_key(digits_run, tmp_path):
@@ -294,7 +294,9 @@ def test_digits_summary_has_the_majority_baseline(digits_run):
     y = load_digits().target
     train, valid = train_test_split(range(len(y)), test_size=0.2, random_state=42, stratify=y)  # the task's split
     majority = np.bincount(y[train]).argmax()
-    assert summary(digits_run)["accuracy_majority"] == pytest.approx((y[valid] == majority).mean(), abs=1e-6)
+    base = summary(digits_run)["baselines"]
+    assert base["accuracy"]["value"] == pytest.approx((y[valid] == majority).mean(), abs=1e-6)
+    assert base["error_rate"]["value"] == pytest.approx(1 - base["accuracy"]["value"], abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -311,8 +313,9 @@ def test_folders_summary_has_the_majority_baseline_and_readable_plots(mnist_run)
     counts = {split: {c: len(list((root / split / c).glob("*.png"))) for c in ("3", "7")} for split in ("train", "valid")}
     majority = max(counts["train"], key=counts["train"].get)  # 7 (363 of 709)
     s = summary(run)
-    assert s["accuracy_majority"] == pytest.approx(counts["valid"][majority] / sum(counts["valid"].values()), abs=1e-6)
-    assert s["final_metrics"]["accuracy"] > s["accuracy_majority"] + 0.2
+    expected = counts["valid"][majority] / sum(counts["valid"].values())
+    assert s["baselines"]["accuracy"]["value"] == pytest.approx(expected, abs=1e-6)
+    assert s["final_metrics"]["accuracy"] > s["baselines"]["accuracy"]["value"] + 0.2
     for png in ("confusion_matrix", "top_losses"):
         open_png(run / "plots" / f"{png}.png")
     names = titles(figures["top_losses.png"])

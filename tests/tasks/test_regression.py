@@ -73,7 +73,7 @@ def test_points_beat_the_mean_and_plot(point_run, canvases):
     s = summary(point_run)
     assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (192, 48)
     base = mean_baseline(df.assign(x=df.x / PX * 2 - 1, y=df.y / PX * 2 - 1), ["x", "y"])
-    assert s["mse_train_mean"] == pytest.approx(base, rel=1e-3)  # the kind's own baseline agrees
+    assert s["baselines"]["mse"]["value"] == pytest.approx(base, rel=1e-3)  # the kind's own baseline agrees
     assert s["best_metrics"]["mse"] < 0.75 * base, (s["best_metrics"], base)
     assert list(metrics_rows(point_run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "mae", "lr", "time"]
     assert (point_run / "plots" / "predicted_points.png").read_bytes()[:4] == b"\x89PNG"

@@ -79,7 +79,7 @@ def test_classifier_beats_the_majority_label(imdb_run, imdb):
     s = summary(imdb_run)
     assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (800, 200)
     base = majority_share(imdb / "texts.csv")
-    assert s["accuracy_majority"] == pytest.approx(base)  # the kind's own baseline agrees
+    assert s["baselines"]["accuracy"]["value"] == pytest.approx(base)  # the kind's own baseline agrees
     assert s["final_metrics"]["accuracy"] >= base + 0.05, (s["final_metrics"], base)
     rows = metrics_rows(imdb_run)
     assert list(rows[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "lr", "time"]

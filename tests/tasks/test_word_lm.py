@@ -63,7 +63,7 @@ def run(tmp_path_factory):
 def test_a_run_learns_beyond_the_majority_word(run):
     s = summary(run)
     assert s["status"] == "completed" and s["items_train"] > 1000
-    assert s["final_metrics"]["accuracy"] > s["accuracy_majority"] + 0.2, s
+    assert s["final_metrics"]["accuracy"] > s["baselines"]["accuracy"]["value"] + 0.2, s
     assert (run / "data" / "train.txt").read_text().startswith("one \ntwo \n")  # the data it was made from
 
 
@@ -74,6 +74,15 @@ def test_predict_gives_the_next_word(run, tmp_path):
     assert row["input"] == "one hundred twenty" and row["next_word"] in word_lm.read_words(run / "data")[0]
     assert 0 < row["probability"] <= 1
     assert_one_line_error(run_fxp("predict", run, "one and two", cwd=tmp_path), "'and' is not a word", "thousand")
+
+
+def test_val_reads_the_numbers_the_run_was_trained_on(run, tmp_path):
+    "The run's own generated data (RUN/data), not a new copy in the working directory: the metrics it recorded."
+    r = run_fxp("val", run, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["metrics"] == pytest.approx(result["trained"], abs=1e-5) and result["trained"]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
