@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import pickle
 import signal
 import sys
 from pathlib import Path
@@ -141,17 +142,55 @@ def check_flags(parsed) -> None:
 
 
 def _check_rerun(path) -> None:
-    "`--experimental-rerun FILE`: a config.pickle that Hydra wrote."
-    import pickle
+    """`--experimental-rerun FILE`: a config.pickle that Hydra wrote (its PickleJobInfoCallback), read here with only
+    the classes such a file holds (RerunUnpickler), so that a pickle holding anything else is refused before Hydra
+    unpickles it; and a job's config (a DictConfig with its `hydra` node), which Hydra reads as it reruns."""
+    from omegaconf import DictConfig, OmegaConf
 
     if not path.is_file():
         raise ConfigError(f"--experimental-rerun {path}: no such file (give the config.pickle of a Hydra run)")
     try:
         with open(path, "rb") as f:
-            pickle.load(f)
-    except Exception as e:  # any unpickling failure means the same: not a file Hydra wrote
-        raise ConfigError(f"--experimental-rerun {path}: not a config.pickle Hydra wrote "
-                          f"({type(e).__name__})") from None
+            cfg = RerunUnpickler(f).load()
+        ok = isinstance(cfg, DictConfig) and OmegaConf.select(cfg, "hydra.job_logging") is not None
+        what = "" if ok else f"a {type(cfg).__name__}, not a job's config with its hydra node"
+    except RefusedGlobal as e:
+        what = f"it names {e}, which no config holds, and unpickling it could run any code; it was not read"
+    except Exception as e:  # any other unpickling failure means the same: not a file Hydra wrote
+        what = type(e).__name__
+    if what:
+        raise ConfigError(f"--experimental-rerun {path}: not a config.pickle Hydra wrote ({what})")
+
+
+class RefusedGlobal(Exception):
+    "A config.pickle names something that is not part of a config (a function, a class that acts as it is made)."
+
+
+class RerunUnpickler(pickle.Unpickler):
+    """Only what a composed config is made of: plain data, OmegaConf's nodes and containers, and the dataclasses and
+    enums of the schemas (Hydra's, fxp's, a Hydra plugin's), none of which runs code as it is made. A module outside
+    these is not even imported."""
+    PLAIN = {"builtins": {"dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool", "bytes"},
+             "collections": {"defaultdict", "OrderedDict"}, "pathlib": {"PosixPath", "WindowsPath"},
+             "typing": {"Any", "Dict", "List", "Tuple", "Optional", "Union"}}
+    SCHEMAS = ("omegaconf", "hydra", "hydra_plugins", "fxp")
+
+    def find_class(self, module: str, name: str):
+        if name in self.PLAIN.get(module, ()):
+            return super().find_class(module, name)
+        parts = module.split(".")
+        if parts[0] in self.SCHEMAS and "__main__" not in parts:  # importing a __main__ would run its command
+            found = super().find_class(module, name)
+            if isinstance(found, type) and (parts[0] == "omegaconf" or self._schema(found)):
+                return found
+        raise RefusedGlobal(f"{module}.{name}")
+
+    @staticmethod
+    def _schema(cls: type) -> bool:
+        import dataclasses
+        import enum
+
+        return dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum)
 
 
 def check_hydra_overrides(overrides: list[str], multirun: bool, writes: bool = True) -> None:

@@ -17,8 +17,9 @@ with warnings.catch_warnings():  # the first fastai import of most commands (tra
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
     from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
-from fastai.learner import save_model
+from fastai.learner import AvgSmoothLoss, save_model
 from fastai.torch_core import get_model, num_distrib, rank_distrib
+from fastcore.foundation import L
 
 from fxp.errors import Diverged
 from fxp.runs import LAST, METRICS, csv_line, signals_deferred, write_atomic
@@ -250,7 +251,7 @@ class SaveBest(SaveModelCallback):
 
     def restore(self) -> None:
         if self.best_epoch is not None:
-            self.learn.load(self.fname, with_opt=False, weights_only=False)
+            self.learn.load(self.fname, with_opt=False)  # fastai's weights_only load: best.pth holds weights only
 
 
 class EarlyStop(EarlyStoppingCallback):
@@ -283,6 +284,25 @@ class EarlyStop(EarlyStoppingCallback):
 
 # fastai callbacks whose state goes on from one epoch to the next within a fit (fxp's say so in `carried`)
 FASTAI_CARRIED = {"Recorder": ("smooth_loss",), "GANTrainer": ("gen_mode", "gen_loss", "crit_loss")}
+
+
+def checkpoint_types() -> list:
+    """What a checkpoint holds beyond tensors and plain data, the only types `torch.load(weights_only=True)` may build
+    from one: numpy arrays, scalars and dtypes (the RNG states, some hyper-parameters), a slice (a stage's
+    discriminative lr), fastcore's L (the optimizer's hypers), the Recorder's and GANTrainer's smoothed losses, fastai's
+    tensor types (a smoothed loss's value) as imported by now (the run's kind). Anything else is refused, not run."""
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    from fastai.torch_core import TensorBase
+
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *(getattr(np.dtypes, n) for n in np.dtypes.__all__), slice, L,
+            AvgSmoothLoss, *_subclasses(TensorBase)]
+
+
+def _subclasses(cls: type) -> list:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
 
 
 def checkpoint(learn) -> dict:

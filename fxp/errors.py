@@ -1,4 +1,5 @@
 "Errors a user can fix: the CLI prints their one-line message and exits with code 2."
+import errno
 import re
 from contextlib import contextmanager
 
@@ -32,6 +33,35 @@ def building(key: str):
         why = [f"{type(x).__name__}: {str(x).strip().splitlines()[0]}"
                for x in (e, e.__cause__) if x is not None and str(x).strip()]
         raise ConfigError(f"{key} cannot be built: {'; '.join(why) or type(e).__name__}") from e
+
+
+# the place's, not fxp's: read-only, not allowed, full, not there (a folder), not a folder, a folder
+CANNOT_WRITE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR,
+                errno.EISDIR}
+
+
+@contextmanager
+def writing(dest, command: str, fix: str = "give a file in a folder you can write to"):
+    """Writes into `dest` (a file or a folder): a place that cannot be written (a read-only mount, no permission, a
+    full disk, a missing folder) is one line naming it and `fix`, not a traceback. Only writes go in the block."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in CANNOT_WRITE:
+            raise
+        raise FxpError(f"{command}: cannot write {dest} ({e.strerror}); {fix}") from None
+
+
+RUN_COPY = "copy the run folder where you can write (cp -r) and give the copy"
+
+
+def check_writable(folder, command: str, fix: str = RUN_COPY) -> None:
+    """One line now, before any work, if `folder` cannot be written (a read-only mount, no permission): a file made
+    and removed there, as the command's own writes would be."""
+    import tempfile
+
+    with writing(f"in {folder}", command, fix):
+        tempfile.TemporaryFile(dir=folder).close()
 
 
 class Diverged(FxpError):

@@ -278,10 +278,9 @@ def per_class(folder: Path) -> list[str]:
 
 def write(dest: Path, text: str, command: str) -> Path:
     "The page written whole (temp + rename); a folder that is not there or not writable is one line."
+    from fxp.errors import writing
     from fxp.runs import write_atomic
 
-    try:
+    with writing(dest, command):
         write_atomic(dest, text)
-    except OSError as e:
-        raise FxpError(f"{command}: cannot write {dest} ({e.strerror}); give a file in a folder you can write to")
     return dest

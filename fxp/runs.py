@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import math
@@ -34,6 +35,7 @@ from fxp.errors import Diverged, FxpError, describe
 CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
 LAST = "last"  # checkpoints/last.pth (what `fxp resume` continues from) and last.json (where that is, readable light)
+PICKLES = "pickles.json"  # the SHA-256 of each pickle fxp wrote into the folder (model.pkl), checked before loading
 TRACKERS = "trackers.json"  # the tracker runs (MLflow, W&B ids) a run or sweep logs to: fxp resume goes on in them
 SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sweeps writes them)
 SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it starts (fxp.sweeps.record)
@@ -115,6 +117,7 @@ class Run:
         "`fxp resume`: the summary's fields kept (its wall time goes on), the resume added to `resumes`."
         from omegaconf import OmegaConf
 
+        clean_temp(self.path)  # a kill's leftovers (summary.json.tmp, last.pth.tmp): the folder is this process's now
         old = read_summary(self.path)
         self.info = {k: v for k, v in old.items() if k not in OWN_FIELDS}
         self.info["resumes"] = [*old.get("resumes", []), self.resume]
@@ -170,6 +173,7 @@ class Run:
                 if self.finish is not None:
                     self.finish(self)  # e.g. the diagnosis (fxp.diagnose.finish), into self.info
                     self.write_summary()
+                clean_temp(self.path)  # what kills of this run's earlier processes left
             except Exception:
                 if exc is None:
                     raise
@@ -262,6 +266,49 @@ def write_atomic(path: Path, data, fsync: bool = False) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_pickle(path: Path, write: Callable, fsync: bool = False) -> None:
+    """`path` written whole by `write(tmp)` (as write_atomic), its SHA-256 recorded in the folder's pickles.json: added
+    before the file takes its name, the old file's dropped after, so the record holds the file's hash whenever a kill
+    comes. fxp loads a pickle only if it matches (loading one runs whatever code it holds: fxp.saved.verified)."""
+    path = Path(path)
+    digest = []
+
+    def recorded(tmp: Path) -> None:
+        write(tmp)
+        digest.append(sha256(tmp))
+        _record(path, [digest[0], *read_json(path.parent / PICKLES).get(path.name, [])], fsync)
+
+    write_atomic(path, recorded, fsync)
+    _record(path, digest, fsync)
+
+
+def _record(path: Path, digests: list[str], fsync: bool) -> None:
+    record = read_json(path.parent / PICKLES)
+    record[path.name] = list(dict.fromkeys(digests))
+    write_atomic(path.parent / PICKLES, json.dumps(record, indent=2), fsync)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):  # hashlib.file_digest is Python 3.11+
+            h.update(block)
+    return h.hexdigest()
+
+
+def clean_temp(path: Path) -> None:
+    """The temporary files a kill left in a run folder (write_atomic's `NAME.tmp`: in the folder, its steps' folders
+    and their checkpoints/ and plots/), removed as the run is reopened or ends, while no other process writes there."""
+    path = Path(path)
+    try:
+        runs = [path, *(d for d in path.iterdir() if d.is_dir() and is_run(d))]
+        for folder in [d / sub for d in runs for sub in ("", CHECKPOINTS, PLOTS)]:
+            for tmp in folder.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+    except OSError:  # a folder fxp cannot change (read-only): its leftovers stay, as harmless as before
+        pass
 
 
 def _written_by(write: Callable, tmp: Path) -> None:

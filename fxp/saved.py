@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fxp.errors import ConfigError, FxpError
-from fxp.runs import CONFIG, MODEL
+from fxp.errors import ConfigError, FxpError, check_writable
+from fxp.runs import CONFIG, MODEL, PICKLES, first_line, read_json, sha256
 
 # What a command on a saved run may change: where the data is and how it is laid out, and how it is batched. Never
 # what the model is or how it was trained (model.*, trainer.lr, ...): those are the run's.
@@ -20,13 +20,15 @@ SPLITS = ("valid", "test")  # test: every labelled item of the data (new data he
 
 
 def check_run(run_dir: Path, command: str) -> Path:
-    "`run_dir` if it holds an exported learner; else one line. fastai's import-time notes are silenced from here on."
+    """`run_dir` if it holds an exported learner and can be written (the command's results go in it); else one line.
+    fastai's import-time notes are silenced from here on."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
     run_dir = Path(run_dir)
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"{command}: no {MODEL} in {run_dir}: give the folder of a completed run (fxp runs lists them)")
+    check_writable(run_dir, command)
     return run_dir
 
 
@@ -95,22 +97,46 @@ def device(cfg):
     return torch.device("cpu") if cfg.trainer.device == "auto" else device_of(cfg.trainer)
 
 
-def load(path: Path):
-    "fastai's load_learner on the CPU (a model saved on a GPU loads anywhere); its pickle warning is moot for a run's own."
+def load(path: Path, command: str = "fxp", trust: bool = False):
+    """fastai's load_learner on the CPU (a model saved on a GPU loads anywhere), once the file is the one fxp wrote
+    (`verified`); a file that does not unpickle (truncated, not a learner) is one line."""
     import warnings
 
+    verified(Path(path), command, trust)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # fastai's warning that pickles run code: verified said what applies
         from fastai.learner import load_learner
 
-        return load_learner(path, cpu=True)
+        try:
+            return load_learner(path, cpu=True)
+        except Exception as e:  # EOFError, UnpicklingError, a class that is gone: the file, not fxp
+            raise FxpError(f"{command}: {path} cannot be loaded ({type(e).__name__}: {first_line(e) or 'no detail'}); "
+                           f"it is damaged or not a fastai export: train the run again") from None
 
 
-def learner(run_dir: Path, dev):
+def verified(path: Path, command: str = "fxp", trust: bool = False) -> None:
+    """Unpickling runs whatever code a pickle holds: load only the file fxp wrote, its SHA-256 as recorded in the
+    folder's pickles.json (fxp.runs.write_pickle), unless `trust` (--trust). A folder without a record (an older fxp
+    wrote none) gets one line of warning on stderr and loads."""
+    import sys
+
+    record = read_json(path.parent / PICKLES)
+    if not record:
+        print(f"fxp: warning: {path.parent} has no {PICKLES} (an older fxp's run): {path.name} is loaded unchecked; "
+              f"load only runs you trust", file=sys.stderr)
+        return
+    if trust or sha256(path) in (record.get(path.name) or []):
+        return
+    raise FxpError(f"{command}: {path} is not the file fxp wrote there (its SHA-256 differs from the one in "
+                   f"{PICKLES}): it was replaced or damaged, and loading a pickle runs any code it holds; train the "
+                   f"run again, or add --trust if you know where the file comes from")
+
+
+def learner(run_dir: Path, dev, command: str = "fxp", trust: bool = False):
     "The run's exported learner on `dev`, quiet: no progress bar, no epoch lines."
     from fastai.callback.progress import ProgressCallback
 
-    learn = load(Path(run_dir) / MODEL)
+    learn = load(Path(run_dir) / MODEL, command, trust)
     if dev.type != "cpu":
         learn.model.to(dev)
         learn.dls.to(dev)

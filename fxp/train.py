@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import pickle
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,12 +25,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fxp import dispatch, distributed, plots, techniques
-from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, guarded,
-                           load_checkpoint, progress)
+from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, checkpoint_types,
+                           guarded, load_checkpoint, progress)
 from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
 from fxp.runs import (CHECKPOINTS, LAST, MODEL, PLOTS, Run, best_metrics, final_metrics, first_line, read_metrics,
-                      truncate_metrics, write_atomic)
+                      truncate_metrics, write_atomic, write_pickle)
 from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
 
 log = logging.getLogger("fxp")
@@ -291,10 +293,11 @@ def train(cfg, run: Run, resume: bool = False) -> None:
 
 
 def export(learn, file: Path) -> None:
-    """model.pkl (fastai's `export`), written whole: a kill leaves the old file or the new one. A model trained on
-    images at their own size (no item Resize) keeps that size, `input_size` (w, h): fxp predict resizes inputs to it."""
+    """model.pkl (fastai's `export`), written whole (a kill leaves the old file or the new one), its hash recorded. A
+    model trained on images at their own size (no item Resize) keeps that size, `input_size` (w, h): fxp predict
+    resizes inputs to it."""
     learn.input_size = own_image_size(learn.dls)
-    write_atomic(file, learn.export, fsync=True)
+    write_pickle(file, learn.export, fsync=True)
 
 
 def own_image_size(dls) -> tuple[int, int] | None:
@@ -321,7 +324,7 @@ def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):
     for step in steps:
         ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
         learn = build(step, cfg, run, ctx)
-        at = saved_place(ctx.path, device) if resume else None
+        at = saved_place(ctx.path, device, (run.resume or {}).get("trust", False)) if resume else None
         if resume and not distributed.rank():
             truncate_metrics(ctx.path, at["epochs"] if at else 0)
         with warnings.catch_warnings():
@@ -340,14 +343,22 @@ def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):
     return next((done[s.name] for s in steps if s.exports), learn)
 
 
-def saved_place(folder: Path, device) -> dict | None:
-    "Where the step's last checkpoint stands (stage, part, epoch, lr, ...) with its `state`; None without one."
+def saved_place(folder: Path, device, trust: bool = False) -> dict | None:
+    """Where the step's last checkpoint stands (stage, part, epoch, lr, ...) with its `state`; None without one. Read
+    as data (torch's weights_only, with the few types a checkpoint holds): a file that holds more is refused in one
+    line unless `trust` (fxp resume --trust), as loading it could run any code."""
     file = folder / CHECKPOINTS / f"{LAST}.pth"
     if not file.is_file():
         return None
     try:
-        state = torch.load(file, map_location=device, weights_only=False)  # fxp's own file: RNG states, callbacks
+        with torch.serialization.safe_globals(checkpoint_types()):
+            state = torch.load(file, map_location=device, weights_only=not trust)
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+            what = re.search(r"GLOBAL (\S+)", str(e)) or re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+            raise FxpError(f"{file} holds more than a checkpoint's data ({what[1] if what else 'an object'}), and "
+                           f"loading it could run any code: it was not written by fxp, or was replaced; resume only if "
+                           f"you trust it (fxp resume RUN_DIR --trust)") from None
         raise FxpError(f"{file} cannot be read ({type(e).__name__}: {first_line(e)}); it cannot be resumed") from None
     if not isinstance(state, dict) or "at" not in state:
         raise FxpError(f"{file} was written by an older fxp (no resume state in it); it cannot be resumed")

@@ -19,6 +19,8 @@ def saved_run_arguments(p: Parser, overrides: str) -> Parser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (fxp runs lists them)")
     # a default, or argparse calls a `*` positional required and names it when RUN_DIR is missing
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help=overrides)
+    p.add_argument("--trust", action="store_true", help="load a model.pkl that does not match the hash the run "
+                                                        "recorded (it runs any code it holds)")
     return p
 
 

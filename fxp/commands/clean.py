@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fxp.commands import console
-from fxp.errors import FxpError
+from fxp.errors import FxpError, check_writable
 from fxp.runs import MODEL
 
 TOP, FOLDER, CSV, SHEET = 25, "clean", "top_losses.csv", "top_losses.png"
 SHEET_MAX = 100  # images on the contact sheet (the CSV lists every one of --top)
-HELP = f"""usage: fxp clean RUN_DIR [--top N]
+HELP = f"""usage: fxp clean RUN_DIR [--top N] [--trust]
 
 The training and validation items a run's model (RUN_DIR/model.pkl) gets most wrong, highest loss first: written to
 RUN_DIR/{FOLDER}/{CSV} (file, split, label, predicted, probability, loss, and an empty action column) and a contact
@@ -25,6 +25,7 @@ The image files are never moved or changed. Image classification runs on image f
 arguments:
   RUN_DIR      a completed run folder
   --top N      how many items ({TOP})
+  --trust      load a model.pkl that does not match the hash the run recorded (it runs any code it holds)
   -h, --help   show this help
 """
 
@@ -33,18 +34,19 @@ def main(args: list[str]) -> int:
     if "-h" in args or "--help" in args:
         print(HELP, end="")
         return 0
-    run_dir, top = _args(args)
+    run_dir, top = _args([a for a in args if a != "--trust"])
     from fxp import saved
     from fxp.commands.predict import run_config
 
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
+    check_writable(run_dir, "fxp clean")
     cfg = run_config(run_dir)
     if cfg.task.kind != "classification" or cfg.task.get("source") == "digits":
         what = "digits (in memory)" if cfg.task.get("source") == "digits" else cfg.task.kind
         raise FxpError(f"fxp clean: {run_dir} is a {what} run; fxp clean takes image classification runs on image "
                        f"files (folders, regex or csv sources)")
-    rows, images = top_losses(saved.load(run_dir / MODEL), cfg, top)
+    rows, images = top_losses(saved.load(run_dir / MODEL, "fxp clean", "--trust" in args), cfg, top)
     write(rows, images, run_dir / FOLDER)
     _print(rows, run_dir / FOLDER)
     return 0

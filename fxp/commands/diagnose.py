@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fxp.commands import Parser
 from fxp.diagnose import PLOT, diagnose, plot
-from fxp.errors import FxpError
+from fxp.errors import RUN_COPY, FxpError, check_writable
 from fxp.runs import METRICS, SUMMARY
 
 
@@ -24,6 +24,7 @@ def main(args: list[str]) -> int:
     diagnosis = diagnose(run_dir)
     dest = None if opts.no_plot or not diagnosis["epochs"] else run_dir / PLOT
     if dest is not None:
+        check_writable(run_dir, "fxp diagnose", f"give --no-plot, or {RUN_COPY}")
         plot(run_dir, diagnosis, dest)
     if opts.json:
         print(json.dumps(diagnosis, indent=2))

@@ -54,7 +54,8 @@ def main(args: list[str]) -> int:
     import torch
 
     cpu, kind = torch.device("cpu"), dispatch.kind_module(cfg.task.kind)
-    learn = saved.labelled(saved.learner(run_dir, cpu), kind, cfg, "valid", cpu, run_dir, limit=opts.items)
+    learner = saved.learner(run_dir, cpu, "fxp export", opts.trust)
+    learn = saved.labelled(learner, kind, cfg, "valid", cpu, run_dir, limit=opts.items)
     dest = run_dir / EXPORT / opts.format
     with folder_whole(dest) as tmp:
         meta = export(learn, cfg, run_dir, tmp, opts.format, opts.items)

@@ -14,7 +14,7 @@ from fxp.errors import FxpError
 from fxp.runs import CONFIG, MODEL
 
 
-HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--tta] [--json]
+HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--tta] [--json] [--trust]
 
 Predict with a run's exported model (RUN_DIR/model.pkl, on the CPU) and print a table, one row per input.
 
@@ -28,6 +28,7 @@ arguments:
   --max-pixels N   the largest image accepted, in pixels (default: 16 times the run's training size on each side,
                    from 2048x2048 to 4096x4096), refused before it is decoded; the model sees it at the training size
   --json           print a JSON list of dicts instead of the table
+  --trust          load a model.pkl that does not match the hash the run recorded (it runs any code it holds)
   -h, --help       show this help
 
 examples:
@@ -41,7 +42,7 @@ def main(args: list[str]) -> int:
         print(HELP, end="")
         return 0
     as_json = "--json" in args
-    run_dir, inputs, options = _predict_args([a for a in args if a not in ("--json", "--tta")])
+    run_dir, inputs, options = _predict_args([a for a in args if a not in ("--json", "--tta", "--trust")])
     max_pixels = _pixels(options.pop("max_pixels")) if "max_pixels" in options else None
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
@@ -62,7 +63,8 @@ def main(args: list[str]) -> int:
         from fastai.torch_core import set_seed
 
         set_seed(cfg.trainer.seed)  # the augmented copies are random: the same call gives the same numbers
-    rows = predict_rows(kind, saved.load(run_dir / MODEL), cfg, inputs, options, run_dir, max_pixels)
+    learn = saved.load(run_dir / MODEL, "fxp predict", "--trust" in args)
+    rows = predict_rows(kind, learn, cfg, inputs, options, run_dir, max_pixels)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

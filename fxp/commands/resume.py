@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fxp.commands import Parser
-from fxp.errors import ConfigError, FxpError
+from fxp.errors import ConfigError, FxpError, check_writable
 from fxp.runs import CONFIG, LOG, last_checkpoint, read_overrides, read_run, read_summary
 
 RESUMABLE = ("data.path", "trainer.device", "trainer.num_threads", "trainer.num_workers", "logger")
@@ -30,6 +30,8 @@ def parser() -> Parser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (outputs/<task>/<stamp>; fxp runs lists them)")
     p.add_argument("--extend", type=int, metavar="N", help="train a completed run N more epochs (a new stage like "
                                                            "its last one; after fine_tune, its unfrozen part)")
+    p.add_argument("--trust", action="store_true", help="load a checkpoint that holds more than data (fxp's own hold "
+                                                        "only data): it runs any code it holds")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"only {', '.join(RESUMABLE)}")
     return p
 
@@ -40,6 +42,7 @@ def main(args: list[str]) -> int:
     opts = parser().parse_intermixed_args(args)  # overrides before or after --extend N
     path = Path(opts.run_dir).expanduser().resolve()
     status = check_run(path, opts.extend)
+    check_writable(path, "fxp resume")
     point = last_checkpoint(path)
     if point is None:
         raise FxpError(f"fxp resume: {path} has no checkpoint (it stopped before its first epoch ended): nothing to "
@@ -47,7 +50,7 @@ def main(args: list[str]) -> int:
     cfg = saved_config(path, opts.overrides, opts.extend)
     entry = dict(time=datetime.now().isoformat(timespec="seconds"), status=status, step=point["step"],
                  stage=point["stage"], epoch=point["epoch"], extend=opts.extend, overrides=opts.overrides,
-                 note=note(path, point, opts.extend, len(cfg.trainer.stages)))
+                 trust=opts.trust, note=note(path, point, opts.extend, len(cfg.trainer.stages)))
     from fxp import apps
     from fxp.runs import Run
 

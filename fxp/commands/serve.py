@@ -49,12 +49,15 @@ def parser() -> Parser:
                         "network when --host 0.0.0.0); localhost, 127.0.0.1 and --host always")
     p.add_argument("--max-pixels", type=int, metavar="N", help="the largest image accepted, in pixels (fxp predict's "
                                                                "default: 16 times the training size on each side)")
+    p.add_argument("--trust", action="store_true", help="load a model.pkl that does not match the hash the run "
+                                                        "recorded (it runs any code it holds)")
     return p
 
 
 def main(args: list[str]) -> int:
     opts = parser().parse_args(args)
-    app = make_app(Path(opts.run_dir), hosts=[opts.host, *opts.allow_host], max_pixels=opts.max_pixels)
+    app = make_app(Path(opts.run_dir), hosts=[opts.host, *opts.allow_host], max_pixels=opts.max_pixels,
+                   trust=opts.trust)
     import uvicorn
 
     print(f"serving {opts.run_dir} on http://{opts.host}:{opts.port}/ (Ctrl-C stops)", flush=True)
@@ -65,7 +68,7 @@ def main(args: list[str]) -> int:
 class Model:
     "The run's learner and config, loaded once; predictions through fxp predict's code (one at a time: see make_app)."
 
-    def __init__(self, run_dir: Path, max_pixels: int | None = None):
+    def __init__(self, run_dir: Path, max_pixels: int | None = None, trust: bool = False):
         from fxp import dispatch
         from fxp.commands.predict import input_of, pixel_budget, run_config
 
@@ -74,7 +77,7 @@ class Model:
                            f"them)")
         self.run_dir, self.cfg = run_dir, run_config(run_dir)
         self.kind = dispatch.kind_module(self.cfg.task.kind)
-        self.learn = saved.load(run_dir / MODEL)
+        self.learn = saved.load(run_dir / MODEL, "fxp serve", trust)
         self.input = input_of(self.learn)
         self.max_pixels = pixel_budget(self.learn, max_pixels)
 
@@ -133,16 +136,18 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
-def make_app(run_dir: Path, max_mb: float = MAX_MB, hosts: list[str] = (), max_pixels: int | None = None):
+def make_app(run_dir: Path, max_mb: float = MAX_MB, hosts: list[str] = (), max_pixels: int | None = None,
+             trust: bool = False):
     """The Starlette app serving `run_dir`'s model to the Host names LOCAL and `hosts`. Predictions run in a worker
     thread, one at a time (a fastai learner is not safe to share between threads; one decoded image at a time),
-    at most QUEUE requests waiting for their turn."""
+    at most QUEUE requests waiting for their turn. `trust`: the model is loaded even if it is not the file the run
+    recorded."""
     import anyio
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    model = Model(Path(run_dir), max_pixels)
+    model = Model(Path(run_dir), max_pixels, trust)
     limit, served = int(max_mb * 2**20), {*LOCAL, *(h for h in hosts if h not in ("0.0.0.0", "::"))}
     turn, waiting = anyio.CapacityLimiter(1), [0]
 

@@ -40,7 +40,7 @@ def main(args: list[str]) -> int:
     saved.one_learner(run_dir, "fxp val", f"cannot be evaluated yet: fxp val takes "
                                           f"{', '.join(saved.one_learner_kinds())} runs")
     cfg = saved.config(run_dir, opts.overrides, "fxp val")
-    result, dest = evaluate(run_dir, cfg, opts.split)
+    result, dest = evaluate(run_dir, cfg, opts.split, opts.trust)
     if opts.json:
         print(json.dumps(result, indent=2))
     else:
@@ -48,13 +48,13 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def evaluate(run_dir: Path, cfg, split: str) -> tuple[dict, Path]:
+def evaluate(run_dir: Path, cfg, split: str, trust: bool = False) -> tuple[dict, Path]:
     "Metrics, the kind's evaluation and plots of the saved learner on `split`, written to a new eval folder."
     from fxp import dispatch, saved
 
     kind = dispatch.kind_module(cfg.task.kind)
     dev = saved.device(cfg)
-    learn = saved.labelled(saved.learner(run_dir, dev), kind, cfg, split, dev, run_dir)
+    learn = saved.labelled(saved.learner(run_dir, dev, "fxp val", trust), kind, cfg, split, dev, run_dir)
     names = ["valid_loss", *(m.name for m in learn.metrics)]
     values = [_plain(v) for v in learn.validate()]
     evaluation = kind.evaluate(learn, cfg)

@@ -177,9 +177,17 @@ def clf_dls(cfg, df, vocab, device):
 
 
 def read_vocab(folder: Path) -> list:
-    from fastcore.xtras import load_pickle
+    """The language model's vocab.pkl (a list of words), read as plain data: one that names any class or function is
+    refused, not run (task.encoder may name another run's folder, and unpickling runs whatever a pickle holds)."""
+    import pickle
 
-    return load_pickle(folder / VOCAB)
+    class Words(pickle.Unpickler):
+        def find_class(self, module, name):
+            raise FxpError(f"{folder / VOCAB} is not the list of words fxp writes (it names {module}.{name}, and "
+                           f"unpickling it could run any code); give the folder of a text run you trust")
+
+    with open(folder / VOCAB, "rb") as f:
+        return Words(f).load()
 
 
 # --- learners -------------------------------------------------------------------------------------------------
