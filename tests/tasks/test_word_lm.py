@@ -83,9 +83,3 @@ def test_val_reads_the_numbers_the_run_was_trained_on(run, tmp_path):
     result = json.loads(r.stdout)
     assert result["metrics"] == pytest.approx(result["trained"], abs=1e-5) and result["trained"]
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.slow
-def test_the_lesson_7_preset_reaches_its_figure(tmp_path):
-    r = run_fxp("reproduce", "lesson7-human-numbers", cwd=tmp_path)
-    assert r.returncode == 0 and "within tolerance" in r.stdout, r
