@@ -24,6 +24,9 @@ GLYPH = re.compile(r"Glyph (\d+) .*missing from")  # matplotlib's warning, once 
 _installed = {f.name for f in font_manager.fontManager.ttflist}
 plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *(f for f in WIDE_FONTS if f in _installed),
                                    *plt.rcParams["font.sans-serif"][1:]]
+# Titles at a fixed height: no fxp figure puts tick labels above its axes, and matplotlib's automatic placement
+# measures every axis at each draw (two thirds of the time a 3x3 image grid takes to save).
+plt.rcParams["axes.titley"] = 1.0
 
 
 def loss_curves(run_dir: Path) -> None:

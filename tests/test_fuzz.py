@@ -296,7 +296,7 @@ def test_accepted_values_are_what_the_run_reads(workdir):
     `trainer.scale_lr` as a boolean, not a 2 that typing would call true."""
     from fxp.schema import Config
 
-    @fuzz_settings(60)
+    @fuzz_settings(30)
     @given(st.lists(plain_overrides, min_size=1, max_size=3))
     def run(overrides):
         cfg = validated(overrides)
