@@ -294,6 +294,7 @@ def test_real_runs_and_sweep(tmp_path, digits_run, digits_sweep):
     assert rows["sweep"]["best"] == max(j["best"] for j in jobs)
 
 
+@pytest.mark.slow  # a real sweep (the session's digits_sweep, which only slow tests build otherwise)
 def test_a_sweep_stopped_between_jobs_shows_the_jobs_it_never_started(tmp_path, digits_sweep, capsys):
     "Issue 30.10: the real 2-job sweep (`trainer.seed=1,2`) as a kill before its last job leaves it: no folder 1."
     sweep = shutil.copytree(digits_sweep[0].parent, tmp_path / "outputs" / "multirun" / digits_sweep[0].parent.name)
