@@ -111,13 +111,13 @@ def test_a_worse_result_beyond_tolerance_is_said_so_and_not_reached(tmp_path, ca
 
 
 def test_the_verdict_shows_the_baseline_and_says_when_the_run_does_not_beat_it(tmp_path, capsys):
-    "lesson4-tabular at seed 42: 0.765 is within 0.785 ± 0.04, yet below the 0.775 of always '<50k'."
+    "lesson4-tabular at seed 42: 0.765 is within 0.785 ± 0.03, yet below the 0.775 of always '<50k'."
     base = {"accuracy": {"value": 0.775, "by": "the majority label '<50k'"}}
-    v = reproduce.verdict(preset_run(tmp_path / "run", 0.765, 0.785, 0.04, baselines=base))
+    v = reproduce.verdict(preset_run(tmp_path / "run", 0.765, 0.785, 0.03, baselines=base))
     assert reproduce.print_verdict(v) == 0
     out = capsys.readouterr().out
     assert "0.775 (the majority label '<50k')" in out
     assert "accuracy 0.765 does not beat its baseline, 0.775 for the majority label '<50k'" in out
-    v = reproduce.verdict(preset_run(tmp_path / "better", 0.80, 0.785, 0.04, baselines=base))
+    v = reproduce.verdict(preset_run(tmp_path / "better", 0.80, 0.785, 0.03, baselines=base))
     reproduce.print_verdict(v)
     assert "does not beat" not in capsys.readouterr().out
