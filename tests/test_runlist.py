@@ -177,6 +177,23 @@ def test_run_ids_never_wrap_and_the_table_fits_the_width(long_outputs, capsys, m
     assert "completed" in long_row and any("1 diverged" in ln for ln in lines)  # the others wrap at spaces
 
 
+def test_where_the_floors_do_not_fit_columns_are_left_out_before_words_fold(tmp_path, capsys):
+    "A reproduce run's long id and a baseline beside its metric at 120 columns: epochs is left out, and said so."
+    run = write_run(tmp_path / "outputs/reproduce/lesson4-tabular/2026-12-06_18-11-33_1e7ae8", task="adult",
+                    overrides=["+experiment=lesson4-tabular", "data.path=/data/adult_sample"])
+    summary = json.loads((run / "summary.json").read_text())
+    summary["baselines"] = {"accuracy": {"value": 0.775, "by": "the majority label '<50k'"}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert runlist.main([str(tmp_path / "outputs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(cell_len, lines)) <= runlist.PIPED_WIDTH
+    cells = [c.strip() for c in next(ln for ln in lines if "1e7ae8" in ln).split("│")[1:-1]]
+    assert cells[0].endswith("1e7ae8") and "accuracy" in cells and "completed" in cells, cells  # words whole
+    assert lines[-1] == "left out for the width: epochs (--wide shows every column)"
+    assert runlist.main([str(tmp_path / "outputs"), "--wide"]) == 0
+    assert "epochs" in capsys.readouterr().out
+
+
 def test_wide_shows_every_override_and_piped_keeps_a_row_per_line(long_outputs, capsys):
     lines = table_lines(capsys, long_outputs)
     assert len(lines) == 4  # a row per run or sweep

@@ -28,6 +28,9 @@ COLUMNS = {"run": "left", "task": "left", "overrides": "left", "metric": "left",
 # longest word up to WORD_MAX characters (a longer word is folded).
 WHOLE, CUT = {"final", "time"}, {"overrides"}
 CUT_MIN, WORD_MAX = 10, 12
+# Where not even the floors fit (a long run id, a baseline beside the metric, a narrow terminal), these columns are
+# left out, in this order, before any word is folded; a line under the table names them (--wide shows every column).
+SPARE = ("epochs", "time", "best", "task")
 
 
 def parser() -> Parser:
@@ -176,20 +179,38 @@ def sort_by(rows: list[dict], metric: str, root: Path) -> list[dict]:
 
 
 def print_table(rows: list[dict], title: str, wide: bool = False) -> None:
+    cut = set() if wide else CUT
+    out = console() if wide else console(PIPED_WIDTH)
+    body = [dict(zip(COLUMNS, cells(r))) for r in rows]
+    shown = list(COLUMNS)
+    table = _table(shown, body, cut)
+    while not fit(table, shown, out, cut, last_resort=wide or not _spare(shown)):
+        shown.remove(_spare(shown))
+        table = _table(shown, body, cut)
+    out.print(title, style="table.title", highlight=False, soft_wrap=True)  # whole, however narrow the table
+    out.print(table)
+    if hidden := [name for name in COLUMNS if name not in shown]:
+        out.print(f"left out for the width: {', '.join(hidden)} (--wide shows every column)", style="dim",
+                  highlight=False)
+
+
+def _spare(shown: list[str]) -> str | None:
+    "The next column to leave out where the table does not fit."
+    return next((name for name in SPARE if name in shown), None)
+
+
+def _table(shown: list[str], body: list[dict], cut: set):
+    "A table of the `shown` columns of `body`'s rows, a CUT column's cells on one line."
     from rich.table import Table
     from rich.text import Text
 
-    cut = set() if wide else CUT
     table = Table()
-    for name, justify in COLUMNS.items():
-        table.add_column(Text(name, no_wrap=True, overflow="ellipsis"), justify=justify, no_wrap=name in WHOLE,
+    for name in shown:
+        table.add_column(Text(name, no_wrap=True, overflow="ellipsis"), justify=COLUMNS[name], no_wrap=name in WHOLE,
                          overflow="fold")
-    for r in rows:
-        table.add_row(*(_cut(cell) if name in cut else cell for name, cell in zip(COLUMNS, cells(r))))
-    out = console() if wide else console(PIPED_WIDTH)
-    fit(table, out, cut)
-    out.print(title, style="table.title", highlight=False, soft_wrap=True)  # whole, however narrow the table
-    out.print(table)
+    for row in body:
+        table.add_row(*(_cut(row[name]) if name in cut else row[name] for name in shown))
+    return table
 
 
 def _cut(cell):
@@ -201,14 +222,15 @@ def _cut(cell):
     return text
 
 
-def fit(table, out, cut: set) -> None:
-    """Cut a table wider than the console back to it, each column to `cut_back`'s width, as its max_width. Rich alone
-    would narrow the widest columns first, folding run ids and words; it does so here only where even the floors do
-    not fit (and never the run ids)."""
+def fit(table, shown: list[str], out, cut: set, last_resort: bool = True) -> bool:
+    """Cut a table wider than the console back to it, each column to `cut_back`'s width, as its max_width; False,
+    leaving it as it is, where even the floors do not fit and this is not the `last_resort` (a column can be left out
+    instead). Rich alone would narrow the widest columns first, folding run ids and words; it does so here only as
+    the last resort (and never the run ids)."""
     from rich.measure import Measurement
 
     unbounded = out.options.update_width(1_000_000)
-    flex = {name: column for name, column in zip(COLUMNS, table.columns) if name not in WHOLE}
+    flex = {name: column for name, column in zip(shown, table.columns) if name not in WHOLE}
     sizes = {name: [Measurement.get(out, unbounded, c) for c in (col.header, *col.cells)] for name, col in flex.items()}
     natural = {name: max(s.maximum for s in sizes[name]) for name in flex}
     floor = {name: _floor(name, sizes[name], cut) for name in flex}
@@ -216,12 +238,17 @@ def fit(table, out, cut: set) -> None:
     # a sweep's `[3 jobs]` beside its id if there is room, else under it; where the floors do not fit, the cut columns
     # go below theirs, then the others but the status words (words folded); where not even run ids fit, rich narrows
     # the others as it can
-    tries = [(floor, natural["run"]), (floor, floor["run"]), ({**floor, **dict.fromkeys(cut, 1)}, floor["run"]),
-             ({**dict.fromkeys(floor, 1), "status": floor["status"]}, floor["run"])]
-    widths = next(filter(None, (cut_back(natural, f, room, run) for f, run in tries)), {**floor, "run": natural["run"]})
+    tries = [(floor, natural["run"]), (floor, floor["run"]), ({**floor, **dict.fromkeys(cut, 1)}, floor["run"])]
+    if last_resort:
+        tries.append(({**dict.fromkeys(floor, 1), "status": floor["status"]}, floor["run"]))
+    widths = next(filter(None, (cut_back(natural, f, room, run) for f, run in tries)), None)
+    if widths is None and not last_resort:
+        return False
+    widths = widths or {**floor, "run": natural["run"]}
     for name, column in flex.items():
         column.max_width = widths[name]
     flex["run"].no_wrap = widths["run"] == natural["run"]
+    return True
 
 
 def _floor(name: str, sizes: list, cut: set) -> int:
