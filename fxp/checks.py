@@ -9,8 +9,12 @@ from dataclasses import fields, is_dataclass, replace
 from omegaconf import OmegaConf
 
 from fxp.errors import ConfigError
-from fxp.schema import MAX_LR, OPT_HYPERS, Valid
-from fxp.schema import POLICIES  # noqa: F401  (the stage policies, for the kinds and tests)
+from fxp.schema import (
+    MAX_LR,
+    OPT_HYPERS,
+    POLICIES,  # noqa: F401  (the stage policies, for the kinds and tests)
+    Valid,
+)
 
 
 def check_values(cfg) -> None:

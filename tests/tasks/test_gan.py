@@ -91,9 +91,9 @@ def test_superres_beats_the_mean_image(superres_run):
 @pytest.mark.slow
 def test_superres_exports_the_gan_trained_generator(superres_run):
     "model.pkl scores the GAN step's best psnr on the valid set: it is the generator the GAN trained."
-    import fxp.config  # noqa: F401  (registers the kinds before one is imported directly)
     from fastai.learner import load_learner
 
+    import fxp.config  # noqa: F401  (registers the kinds before one is imported directly)
     from fxp.tasks.gan import psnr as batch_psnr, to_pixels
 
     run, cache = superres_run
@@ -129,10 +129,10 @@ def test_predict_writes_enhanced_images_without_overwriting(superres_run, tmp_pa
 
 @pytest.mark.slow
 def test_wgan_samples_take_on_the_data_look(tmp_path):
-    import fxp.config  # noqa: F401
     import torch
     from fastai.learner import load_learner
 
+    import fxp.config  # noqa: F401
     from fxp.tasks.gan import basic_gan
 
     mnist = need_data("mnist_tiny")
@@ -158,9 +158,9 @@ def test_wgan_samples_take_on_the_data_look(tmp_path):
 
 
 def test_predict_on_a_wgan_run_says_where_its_samples_are():
-    import fxp.config  # noqa: F401
     from omegaconf import OmegaConf
 
+    import fxp.config  # noqa: F401
     from fxp.errors import FxpError
     from fxp.tasks.gan import predict
 
@@ -170,9 +170,9 @@ def test_predict_on_a_wgan_run_says_where_its_samples_are():
 
 def test_crappified_copies_are_made_once(tmp_path):
     "Second call makes none and leaves the files alone; new settings get their own folder; the source is untouched."
-    import fxp.config  # noqa: F401
     from omegaconf import OmegaConf
 
+    import fxp.config  # noqa: F401
     from fxp.tasks.gan import Task, crappify
 
     src = need_data("oxford-iiit-pet") / "images"
