@@ -50,14 +50,23 @@ torch.set_num_threads(THREADS)
 
 import fastai.callback.all  # noqa: E402,F401
 import numpy as np  # noqa: E402
-from fastai.data.all import (CategoryBlock, DataBlock, GrandparentSplitter, get_image_files,  # noqa: E402
-                             parent_label)
+from fastai.data.all import CategoryBlock, DataBlock, GrandparentSplitter, get_image_files, parent_label  # noqa: E402
 from fastai.learner import Learner  # noqa: E402
 from fastai.losses import CrossEntropyLossFlat  # noqa: E402
 from fastai.metrics import accuracy  # noqa: E402
-from fastai.vision.all import (ImageBlock, ImageDataLoaders, PILImageBW, Resize, SegmentationDataLoaders,  # noqa: E402
-                               aug_transforms, create_unet_model, create_vision_model, resnet18, unet_learner,
-                               vision_learner)
+from fastai.vision.all import (  # noqa: E402
+    ImageBlock,
+    ImageDataLoaders,
+    PILImageBW,
+    Resize,
+    SegmentationDataLoaders,
+    aug_transforms,
+    create_unet_model,
+    create_vision_model,
+    resnet18,
+    unet_learner,
+    vision_learner,
+)
 from fastcore.basics import noop  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from torch import nn  # noqa: E402

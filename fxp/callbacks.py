@@ -176,7 +176,8 @@ def guarded(cb: Callback, name: str) -> Callback:
             try:
                 return handler()
             except Exception as e:  # fastai's Cancel* control flow is not an Exception a logger raises
-                log.warning(f"logger {name} failed in {event_name} ({type(e).__name__}: {e}); the run goes on without it")
+                log.warning(f"logger {name} failed in {event_name} ({type(e).__name__}: {e}); "
+                            "the run goes on without it")
                 object.__setattr__(cb, "failed", True)
         return call
 

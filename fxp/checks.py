@@ -1,4 +1,5 @@
-"""Value checks a schema type cannot express, shared by the core and the kinds: each fails with one line naming the key."""
+"""Value checks a schema type cannot express, shared by the core and the kinds: each fails with one line naming the
+key."""
 from __future__ import annotations
 
 import functools
@@ -9,8 +10,12 @@ from dataclasses import fields, is_dataclass, replace
 from omegaconf import OmegaConf
 
 from fxp.errors import ConfigError
-from fxp.schema import MAX_LR, OPT_HYPERS, Valid
-from fxp.schema import POLICIES  # noqa: F401  (the stage policies, for the kinds and tests)
+from fxp.schema import (
+    MAX_LR,
+    OPT_HYPERS,
+    POLICIES,  # noqa: F401  (the stage policies, for the kinds and tests)
+    Valid,
+)
 
 
 def check_values(cfg) -> None:
@@ -217,7 +222,8 @@ def tta_unaugmented(cfg) -> str | None:
 
 def check_targets(cfg) -> None:
     """What the run builds from the config has the form it needs (whether it imports is known when it is built):
-    model.arch a dotted path; model.net (or null), each trainer.cbs entry and each logger (or null) a `_target_` node."""
+    model.arch a dotted path; model.net (or null), each trainer.cbs entry and each logger (or null) a `_target_`
+    node."""
     arch = cfg.model.arch
     if arch is not None and not (isinstance(arch, str) and "." in arch.strip(".")):
         raise ConfigError(f"model.arch={_shown(arch)!r} is not the dotted path of an architecture "
@@ -308,7 +314,8 @@ IMAGE_MODEL = ("arch", "net"), "an image model, e.g. model=resnet34, resnet18 or
 
 
 def check_model(cfg, takes: tuple, pick: str) -> None:
-    "The model is one the task's learner takes (`takes`: model.arch, model.net, or neither); else one line saying which."
+    """The model is one the task's learner takes (`takes`: model.arch, model.net, or neither); else one line saying
+    which."""
     m = cfg.model
     given = tuple(k for k in ("arch", "net") if m[k] is not None)
     text_arch = str(m.arch or "").startswith("fastai.text.")

@@ -7,7 +7,6 @@ Importing this module does no work: Hydra, OmegaConf and the kinds load when a c
 from __future__ import annotations
 
 import difflib
-
 import functools
 import secrets
 from importlib.util import find_spec

@@ -123,7 +123,8 @@ def check_images(files: list[Path], skip_bad: bool) -> tuple[list[Path], list[st
 
 def input_images(inputs: list[str], listing: str | None = None) -> list[Path]:
     """The images to predict on: files as given, folders expanded; each must exist and open, else one line saying what
-    `fxp predict` takes. `listing`: the kind's key for a table of labelled images (task.csv), named when one is given."""
+    `fxp predict` takes. `listing`: the kind's key for a table of labelled images (task.csv), named when one is
+    given."""
     files = [f for p in map(Path, inputs) for f in (image_files(p) if p.is_dir() else [p])]
     missing = [f for f in files if not f.is_file()]
     if missing:

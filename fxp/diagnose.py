@@ -39,8 +39,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from fxp.runs import (CONFIG, METRICS, PLOTS, baselines, first_line, lower_is_better, read_config, read_metrics,
-                      read_monitor, read_run, read_summary)
+from fxp.runs import (
+    CONFIG,
+    METRICS,
+    PLOTS,
+    baselines,
+    first_line,
+    lower_is_better,
+    read_config,
+    read_metrics,
+    read_monitor,
+    read_run,
+    read_summary,
+)
 
 EXPLODE = 10.0
 MIN_EPOCHS_AFTER_BEST = 2

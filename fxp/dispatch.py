@@ -89,7 +89,8 @@ def steps(kind: ModuleType, cfg) -> list[Step]:
 
 
 NOT_KWARGS = {"self", "dls", "arch", "model", "encoder", "n_out", "kwargs"}  # what the kind itself passes
-OWNED = {"metrics": "metrics are the task's: set task.metrics", "y_range": "the output range is the task's: set task.y_range"}
+OWNED = {"metrics": "metrics are the task's: set task.metrics",
+         "y_range": "the output range is the task's: set task.y_range"}
 
 
 def check_kwargs(kind: ModuleType, cfg) -> None:

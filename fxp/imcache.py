@@ -5,8 +5,9 @@ A cache entry is a folder named for a hash of everything its arrays depend on: e
 a hash of their first and last blocks or, data.cache_verify=full, of all their bytes) and labels, the block's type
 transforms and the item transforms' settings (size, resize method, padding). A changed, added or removed file, another
 label or another size is another key, so another entry; an entry whose arrays do not match the checksums of its
-meta.json is rebuilt, never used; $FXP_CACHE_MAX bounds the folder (least recently used entries go). Items are decoded with the valid split's item
-transforms (a centred Resize): the randomness is the batch transforms', run per batch where the batch is (the GPU).
+meta.json is rebuilt, never used; $FXP_CACHE_MAX bounds the folder (least recently used entries go). Items are decoded
+with the valid split's item transforms (a centred Resize): the randomness is the batch transforms', run per batch where
+the batch is (the GPU).
 
 Only `iter`ating a `CachedDL` (training, validation, get_preds) reads the cache; `one_batch` (show_batch, the
 learner's first forward), `test_dl` (fxp predict) and the top-loss plots read the original files.

@@ -1,6 +1,7 @@
-"""One rank of a run over several processes (`trainer.devices`; fxp.distributed launches them): `python -m fxp.rank SPEC`
-trains the job SPEC holds. Rank 0 writes the run folder and hands its summary fields back; a rank that fails writes
-its line and traceback for the launching process (torchrun's launcher then stops the other ranks)."""
+"""One rank of a run over several processes (`trainer.devices`; fxp.distributed launches them):
+`python -m fxp.rank SPEC` trains the job SPEC holds. Rank 0 writes the run folder and hands its summary fields back; a
+rank that fails writes its line and traceback for the launching process (torchrun's launcher then stops the other
+ranks)."""
 from __future__ import annotations
 
 import json

@@ -13,9 +13,20 @@ from pathlib import Path
 import yaml
 
 from fxp.errors import FxpError
-from fxp.runs import (NOT_METRICS, PLOTS, best_metrics, final_metrics, is_run, is_sweep, job_dirs, lower_is_better,
-                      read_config, read_metrics, read_monitor, read_overrides)
-
+from fxp.runs import (
+    NOT_METRICS,
+    PLOTS,
+    best_metrics,
+    final_metrics,
+    is_run,
+    is_sweep,
+    job_dirs,
+    lower_is_better,
+    read_config,
+    read_metrics,
+    read_monitor,
+    read_overrides,
+)
 
 # --- which runs -----------------------------------------------------------------------------------------------------
 

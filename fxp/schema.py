@@ -85,7 +85,8 @@ class Trainer:
     devices: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
     # machines of one DDP run, each starting `devices` processes (Slurm: hydra/launcher=slurm_ddp, a task per node)
     nodes: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
-    scale_lr: bool = False  # DDP: lr × devices × nodes (the linear scaling rule for the larger global batch); off: lr as given
+    # DDP: lr × devices × nodes (the linear scaling rule for the larger global batch); off: lr as given
+    scale_lr: bool = False
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     save_best: bool = True
     stages: List[Stage] = field(default_factory=lambda: [Stage()])
@@ -119,7 +120,7 @@ class Data:
     path: Optional[str] = None
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
     exclude: Optional[str] = None  # fxp clean's CSV: drop its rows marked delete (all its rows if none is marked)
-    relabel: Optional[str] = None  # fxp clean's CSV: its rows marked relabel:LABEL get LABEL (the files stay as they are)
+    relabel: Optional[str] = None  # fxp clean's CSV: its rows marked relabel:LABEL get LABEL (files stay as they are)
     # decode-once image cache (fxp.imcache): auto (the user's cache folder, $FXP_CACHE_DIR to move it), off, or a DIR
     cache: str = "auto"
     # what the cache's key reads of each file beyond its path, size and mtime: a hash of its first and last 4 KiB

@@ -25,12 +25,34 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fxp import dispatch, distributed, plots, techniques
-from fxp.callbacks import (DivergenceGuard, EarlyStop, LastCheckpoint, MetricsCSV, Resumed, SaveBest, checkpoint_types,
-                           guarded, load_checkpoint, progress)
+from fxp.callbacks import (
+    DivergenceGuard,
+    EarlyStop,
+    LastCheckpoint,
+    MetricsCSV,
+    Resumed,
+    SaveBest,
+    checkpoint_types,
+    guarded,
+    load_checkpoint,
+    progress,
+)
 from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
-from fxp.runs import (CHECKPOINTS, LAST, MODEL, PLOTS, Run, best_metrics, final_metrics, first_line, read_metrics,
-                      truncate_metrics, write_atomic, write_pickle)
+from fxp.runs import (
+    CHECKPOINTS,
+    LAST,
+    MODEL,
+    PLOTS,
+    Run,
+    best_metrics,
+    final_metrics,
+    first_line,
+    read_metrics,
+    truncate_metrics,
+    write_atomic,
+    write_pickle,
+)
 from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
 
 log = logging.getLogger("fxp")

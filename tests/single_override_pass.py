@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import run_fxp  # noqa: E402
+from conftest import run_fxp
 
 VALUES = {"bad type": "abc", "negative": "-1", "zero": "0", "huge": "1e30", "huge int": "1000000000000",
           "empty list": "[]", "wrong shape": "[1,2,3]"}

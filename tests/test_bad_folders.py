@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_fxp
-from test_commands_display import write_run
 from fxp.runs import STATUSES
+from test_commands_display import write_run
 
 BAD_SUMMARIES = {
     "null": "null",

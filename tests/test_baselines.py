@@ -18,10 +18,8 @@ import pytest
 import yaml
 
 from conftest import copy_exported, need_data
-
 from fxp import apps
-from fxp.commands import compare, report
-from fxp.commands import runs as runlist
+from fxp.commands import compare, report, runs as runlist
 from fxp.diagnose import diagnose
 
 

@@ -7,7 +7,6 @@ from importlib.metadata import version
 import pytest
 
 from conftest import assert_one_line_error, fxp_command, run_installed, subprocess_env
-
 from fxp import __version__, config
 
 LIGHT_IMPORTS = """

@@ -4,12 +4,10 @@ failed runs with their error. Run folders are written here as fxp.runs writes th
 import json
 from types import SimpleNamespace
 
-import pytest
 import yaml
 
 from fxp import apps
-from fxp.commands import predict, reproduce
-from fxp.commands import runs as runlist
+from fxp.commands import predict, reproduce, runs as runlist
 
 METRICS = "stage,epoch,train_loss,valid_loss,accuracy,lr,time\n1,1,0.9,0.8,0.5,0.001,1.0\n1,2,0.7,0.6,0.6,0.001,1.0\n"
 

@@ -8,9 +8,9 @@ import re
 import shutil
 
 import pytest
+
 from browser import page
 from conftest import assert_one_line_error, metrics_rows, run_fxp
-
 from fxp.commands import number
 from fxp.diagnose import diagnose
 

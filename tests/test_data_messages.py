@@ -35,7 +35,7 @@ def test_other_warnings_of_a_figure_pass_through(tmp_path):
     fig, ax = plt.subplots()
     with pytest.warns(UserWarning, match="not a glyph"):
         with plots.glyphs_noted():
-            warnings.warn("not a glyph", UserWarning)
+            warnings.warn("not a glyph", UserWarning, stacklevel=1)
     plt.close(fig)
 
 
@@ -124,7 +124,8 @@ def test_ranks_get_their_threads_so_accelerate_does_not_warn(tmp_path, monkeypat
 
 
 def test_the_sweepers_database_set_up_is_quiet(tmp_path, monkeypatch):
-    "alembic's seven `setup plugin ...` INFO lines as Optuna opens study.db do not reach Hydra's console (issue 21 item 14)."
+    """alembic's seven `setup plugin ...` INFO lines as Optuna opens study.db do not reach Hydra's console (issue 21
+    item 14)."""
     import logging
 
     from fxp import apps

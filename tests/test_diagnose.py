@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from conftest import assert_one_line_error, newest_run, summary
-
 from fxp import diagnose
 from fxp.commands import diagnose as command
 from fxp.errors import FxpError

@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from conftest import run_fxp
-
 from fxp import diagnose
 
 OVER_FIT = dict(  # test_diagnose's over-fitting curves: best error at epoch 5, then worse

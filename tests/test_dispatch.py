@@ -29,7 +29,8 @@ def fake_kind(**functions) -> types.ModuleType:
     module = types.ModuleType("fxp.tasks.fake")
     module.Task = type("Task", (TaskBase,), {})
     defaults = dict(check=lambda cfg: None, factories=lambda cfg: [], evaluate=lambda learn, cfg: {},
-                    baseline=lambda learn, cfg: {}, plots=lambda learn, cfg, dest, evaluation: None, predict=lambda learn, cfg, inputs: [],
+                    baseline=lambda learn, cfg: {}, plots=lambda learn, cfg, dest, evaluation: None,
+                    predict=lambda learn, cfg, inputs: [],
                     dls=lambda cfg, device: None, learner=lambda cfg, dls: None)
     for name, fn in {**defaults, **functions}.items():
         if fn is not None:
@@ -90,8 +91,9 @@ def test_superres_steps_export_the_generator():
     assert wgan.folder is None
 
 
-@pytest.mark.parametrize("kind,bad,good", [("classification", "lin_ftr", "lin_ftrs"), ("collab", "n_factor", "n_factors"),
-                                           ("tabular", "layer", "layers"), ("segmentation", "self_attn", "self_attention")])
+@pytest.mark.parametrize("kind,bad,good", [("classification", "lin_ftr", "lin_ftrs"),
+                                           ("collab", "n_factor", "n_factors"), ("tabular", "layer", "layers"),
+                                           ("segmentation", "self_attn", "self_attention")])
 def test_model_kwargs_are_checked_against_the_learner_factory(kind, bad, good):
     cfg = task_cfg(kind)
     cfg.model.arch = "torchvision.models.resnet18" if kind in ("classification", "segmentation") else None

@@ -7,7 +7,6 @@ import shutil
 import pytest
 
 from conftest import assert_one_line_error, mnist_subset, newest_run, run_dirs, run_fxp, run_installed, summary
-
 from fxp import config
 
 # --- config errors: answered before any run folder is made -------------------------------------------------

@@ -19,13 +19,10 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from conftest import run_fxp
-
+from hypothesis import HealthCheck, given, settings, strategies as st
 from omegaconf import OmegaConf
 
+from conftest import run_fxp
 from fxp import apps, config, dispatch
 from fxp.cli import COMMANDS
 

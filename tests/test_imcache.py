@@ -7,7 +7,6 @@ The loaders are built as the kinds build them (fxp.vision.dataloaders) over smal
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from conftest import assert_one_line_error, need_data
-
 from fxp import apps, config
 from fxp.commands import reproduce
 

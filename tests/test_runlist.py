@@ -11,7 +11,6 @@ import yaml
 from rich.cells import cell_len
 
 from conftest import assert_one_line_error, run_fxp
-
 from fxp.commands import runs as runlist
 from fxp.errors import FxpError
 from fxp.runs import NOT_METRICS

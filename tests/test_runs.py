@@ -9,8 +9,16 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import (assert_one_line_error, metrics_rows, mnist_subset, newest_run, run_dirs, run_fxp, start_fxp,
-                      summary)
+from conftest import (
+    assert_one_line_error,
+    metrics_rows,
+    mnist_subset,
+    newest_run,
+    run_dirs,
+    run_fxp,
+    start_fxp,
+    summary,
+)
 
 pytestmark = pytest.mark.slow
 

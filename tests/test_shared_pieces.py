@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from fxp import data, schema
+from fxp import data
 from fxp.checks import check_fraction, check_images
 from fxp.errors import ConfigError, FxpError
 

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from conftest import assert_one_line_error, run_fxp
-
 from fxp import apps
 from fxp.data import read_table
 

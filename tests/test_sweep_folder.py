@@ -6,7 +6,6 @@ import csv
 import pytest
 
 from conftest import assert_one_line_error, start_fxp
-
 from fxp import sweeps
 
 

@@ -14,7 +14,6 @@ from fastai.callback.core import Callback
 from PIL import Image
 
 from conftest import assert_one_line_error, metrics_rows, mnist_subset, newest_run, run_fxp, summary
-
 from fxp.schema import OPT_HYPERS
 
 NORMS: dict[str, list[float]] = {}  # GradNorm's record, by name

@@ -7,7 +7,9 @@ import json
 import struct
 
 import pytest
+
 from conftest import assert_one_line_error, metrics_rows, run_fxp
+
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):

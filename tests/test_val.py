@@ -15,7 +15,6 @@ import pytest
 from conftest import assert_one_line_error, copy_exported, mnist_subset, need_data, run_fxp
 
 
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     return copy_exported(tmp_path_factory.mktemp("val"), "classification", "tabular", "text", "segmentation",

@@ -13,7 +13,6 @@ import yaml
 from PIL import Image
 
 from conftest import assert_one_line_error, fxp_command, mnist_subset, newest_run, run_fxp, subprocess_env, summary
-
 from fxp import checks, schema
 from fxp.errors import ConfigError
 

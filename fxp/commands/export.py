@@ -208,8 +208,8 @@ def image_spec(learn, x) -> dict:
              "normalize": None if norm is None else {"mean": _flat(norm.mean), "std": _flat(norm.std)}}
     if scale is None:  # in-memory tensors (digits): the pipeline ran before training, not in the loaders
         steps["note"] = "inputs as the training tensors were made (no per-image transforms in the loaders)"
-    return {"inputs": [{"name": "image", "shape": [None, c, h, w], "dtype": "float32"}], "classes": saved.classes(learn),
-            "input_size": [h, w], "channels": c, "preprocessing": steps}
+    return {"inputs": [{"name": "image", "shape": [None, c, h, w], "dtype": "float32"}],
+            "classes": saved.classes(learn), "input_size": [h, w], "channels": c, "preprocessing": steps}
 
 
 def table_spec(learn, inputs) -> dict:

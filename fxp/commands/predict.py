@@ -13,7 +13,6 @@ from fxp.commands import console
 from fxp.errors import FxpError
 from fxp.runs import CONFIG, MODEL
 
-
 HELP = """usage: fxp predict RUN_DIR INPUT... [--OPTION VALUE...] [--tta] [--json] [--trust]
 
 Predict with a run's exported model (RUN_DIR/model.pkl, on the CPU) and print a table, one row per input.

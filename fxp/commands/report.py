@@ -9,7 +9,7 @@ from fxp import reports
 from fxp.commands import Parser, number
 from fxp.errors import FxpError
 from fxp.reports import esc, image, table
-from fxp.runs import (CONFIG, is_run, is_sweep, read_config, read_jobs, read_overrides, read_run, read_summary)
+from fxp.runs import CONFIG, is_run, is_sweep, read_config, read_jobs, read_overrides, read_run, read_summary
 
 REPORT = "report.html"
 

@@ -16,8 +16,17 @@ from types import SimpleNamespace
 from fxp import config
 from fxp.commands import console, number
 from fxp.errors import FxpError
-from fxp.runs import (CONFIG, SUMMARY, baselines, not_beaten, read_config, read_metrics, read_run, read_summary,
-                      unreadable)
+from fxp.runs import (
+    CONFIG,
+    SUMMARY,
+    baselines,
+    not_beaten,
+    read_config,
+    read_metrics,
+    read_run,
+    read_summary,
+    unreadable,
+)
 
 NEEDS = {"gpu": "a CUDA GPU (hours on a CPU)", "pretrained": "pre-trained weights (network)",
          "data": "a dataset that is not downloadable by fastai (data.path=)"}

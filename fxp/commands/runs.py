@@ -12,8 +12,19 @@ from types import SimpleNamespace
 
 from fxp.commands import Parser, console, number
 from fxp.errors import FxpError
-from fxp.runs import (NOT_STARTED, STATUSES, best_job, first_line, is_run, is_sweep, iso, lower_is_better, read_run,
-                      started, sweep_jobs)
+from fxp.runs import (
+    NOT_STARTED,
+    STATUSES,
+    best_job,
+    first_line,
+    is_run,
+    is_sweep,
+    iso,
+    lower_is_better,
+    read_run,
+    started,
+    sweep_jobs,
+)
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
                 "running": "cyan", "killed": "magenta", "stale": "magenta", "incomplete": "dim"}

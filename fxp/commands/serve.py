@@ -94,9 +94,9 @@ class Model:
 
     def predict(self, inputs: list[str], tmp: Path) -> tuple[list[dict], list[str]]:
         "The kind's rows for `inputs`, and the warnings it wrote (`fxp: warning: ...` lines: unknown categories)."
-        from fxp.commands.predict import predict_rows
-
         import inspect
+
+        from fxp.commands.predict import predict_rows
 
         params = inspect.signature(self.kind.predict).parameters
         options = {"out": tmp} if "out" in params else {}

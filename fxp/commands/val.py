@@ -115,7 +115,8 @@ def show(result: dict, dest: Path) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(f"{result['run']}: {result['split']} split of {result['data'] or 'the task data'}, {result['items']} items")
+    out.print(f"{result['run']}: {result['split']} split of {result['data'] or 'the task data'}, "
+              f"{result['items']} items")
     table, base = Table(), baselines({"baselines": result["baselines"]})
     for col in ("metric", "now", "in training", *(["baseline"] if base else [])):
         table.add_column(col, justify="left" if col == "metric" else "right")

@@ -63,7 +63,8 @@ def dls(cfg, device):
     _check_classes(items, getters["get_y"], splitter, _fix_split(t, root))
     block = DataBlock(blocks=(ImageBlock(PILImageBW) if t.bw else ImageBlock, CategoryBlock), splitter=splitter,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t), **getters)
-    out = vision.dataloaders(block, items, cfg, device, "check the split settings (task.valid_pct, task.train/task.valid folders or task.valid_col)")
+    out = vision.dataloaders(block, items, cfg, device, "check the split settings "
+                             "(task.valid_pct, task.train/task.valid folders or task.valid_col)")
     out.skipped, out.curated, out.item_key = skipped, curated, key  # summary.json; fxp clean names items by key
     return out
 
@@ -202,7 +203,8 @@ def baseline(learn, cfg) -> dict:
 
 
 def _labels(ds):
-    "The label indices of a split: the in-memory tensors' (digits), else the DataBlock's label pipeline (no image read)."
+    """The label indices of a split: the in-memory tensors' (digits), else the DataBlock's label pipeline (no image
+    read)."""
     import torch
 
     if hasattr(ds, "tensors"):

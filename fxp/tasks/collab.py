@@ -20,7 +20,6 @@ from fxp.errors import ConfigError, FxpError
 from fxp.schema import Split, TaskBase
 
 
-
 @dataclass
 class Task(Split, TaskBase):  # split_seed equal to trainer.seed: fastai's own split after set_seed
     kind: str = "collab"

@@ -135,8 +135,8 @@ class Crappifier:
         self.root, self.px, self.quality = root, px, quality
 
     def __call__(self, pair: tuple[Path, Path]) -> None:
-        from PIL import Image
         from fastai.vision.utils import resize_to
+        from PIL import Image
 
         from fxp.data import load_image
 

@@ -77,8 +77,9 @@ def _items(t, root: Path, skip_bad: bool):
     empty = df[label_col].isna() | (df[label_col].astype(str).str.strip() == "")
     if empty.any():
         i = int(empty.to_numpy().nonzero()[0][0])
-        raise FxpError(f"{root / t.csv}: {int(empty.sum())} rows have an empty {label_col!r} cell, first at line {i + 2} "
-                       f"({df[fn_col].iloc[i]}); give every row at least one tag, or remove those rows")
+        raise FxpError(f"{root / t.csv}: {int(empty.sum())} rows have an empty {label_col!r} cell, "
+                       f"first at line {i + 2} ({df[fn_col].iloc[i]}); give every row at least one tag, "
+                       "or remove those rows")
     return listed_rows(df, t, root, t.csv, skip_bad)
 
 
@@ -165,7 +166,8 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(threshs, scores)
     ax.axvline(t.thresh, color="grey", linestyle=":", label=f"task.thresh {t.thresh:g}")
-    ax.axvline(threshs[best], color="red", linestyle="--", label=f"best {threshs[best]:g} (F{t.beta:g} {scores[best]:.3f})")
+    ax.axvline(threshs[best], color="red", linestyle="--",
+               label=f"best {threshs[best]:g} (F{t.beta:g} {scores[best]:.3f})")
     ax.set(xlabel="threshold", ylabel=f"F{t.beta:g} (samples)", title="validation F-beta against threshold")
     ax.legend()
     save(fig, dest / "fbeta_threshold.png")

@@ -166,7 +166,8 @@ def _inside(path: Path, how: str, df, files, ys):
         return df, files, ys
     i = int(rows.argmax())
     (w, h), n = sizes[i], int(rows.sum())
-    where = f"{n} of {len(rows)} rows have points outside their image" if n > 1 else "1 row has a point outside its image"
+    where = (f"{n} of {len(rows)} rows have points outside their image" if n > 1
+             else "1 row has a point outside its image")
     if how == "error":
         x, y = pts[i][out[i].any(axis=1)][0]
         raise FxpError(f"{path}: point ({x:g}, {y:g}) of {files[i].name} (row {i + 1}) lies outside its {w}x{h} image"
@@ -178,7 +179,8 @@ def _inside(path: Path, how: str, df, files, ys):
     if rows.all():
         raise FxpError(f"{path}: every row has a point outside its image, so task.points_outside=drop leaves none; "
                        f"check the coordinates are pixels (x in 0..width, y in 0..height) or set points_outside=clip")
-    _note(f"{path.name}: {where}, dropped (task.points_outside=drop): {', '.join(f.name for f, r in zip(files, rows) if r)}")
+    _note(f"{path.name}: {where}, dropped (task.points_outside=drop): "
+          f"{', '.join(f.name for f, r in zip(files, rows) if r)}")
     keep = ~rows
     return df[keep].reset_index(drop=True), [f for f, k in zip(files, keep) if k], ys[keep]
 

@@ -101,7 +101,8 @@ def check_masks(files: list[Path], get_y: LabelFile, codes: list[str], where: st
 
 def _mask_hint(mask: Path) -> str:
     "What to set when a mask is not where it was looked for: its extension when a file of that name has another."
-    others = sorted(p for p in mask.parent.glob(f"{mask.stem}.*") if p.suffix != mask.suffix) if mask.parent.is_dir() else []
+    others = (sorted(p for p in mask.parent.glob(f"{mask.stem}.*") if p.suffix != mask.suffix)
+              if mask.parent.is_dir() else [])
     if others:
         return f"{others[0].name} is there: set task.label_ext={others[0].suffix} (the masks' extension)"
     return "check task.labels=, task.label_suffix= and task.label_ext= (the masks' extension; null: the image's)"
@@ -142,7 +143,8 @@ def factories(cfg) -> list:
 
 
 def learner(cfg, dls):
-    "A U-Net with one output channel per code; `acc_camvid` (or `pixel_accuracy`) is pixel accuracy leaving out `task.void`."
+    """A U-Net with one output channel per code; `acc_camvid` (or `pixel_accuracy`) is pixel accuracy leaving out
+    `task.void`."""
     from fxp import vision
     from fxp.learner import CrossEntropyLossPlain
     from fxp.metrics import metrics
@@ -242,7 +244,8 @@ def plots(learn, cfg, dest: Path, evaluation: dict, n: int = 4) -> None:
         im = displayable(im)
         keep = targ != void
         acc = (pred[keep] == targ[keep]).float().mean().item() if keep.any() else float("nan")
-        for ax, mask, title in zip(row, (None, targ, pred), (Path(f).name, "true mask", f"predicted (accuracy {acc:.2f})")):
+        titles = (Path(f).name, "true mask", f"predicted (accuracy {acc:.2f})")
+        for ax, mask, title in zip(row, (None, targ, pred), titles):
             ax.imshow(im)
             if mask is not None:
                 ax.imshow(colours[mask.cpu().numpy()], alpha=0.55, interpolation="nearest")

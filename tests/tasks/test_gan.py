@@ -2,8 +2,8 @@
 
 superres floor: the valid PSNR must beat predicting the training images' mean image (computed here with the task's
 split); the PSNR of the input itself (the crappified image resized up) is recomputed here and must match the kind's
-baseline (summary.json's baselines.psnr). wgan floor: its samples must take on the data's look (the mean sample image correlates with the data's
-mean image, the pixel mean moves towards the data's) where an untrained generator's do not.
+baseline (summary.json's baselines.psnr). wgan floor: its samples must take on the data's look (the mean sample image
+correlates with the data's mean image, the pixel mean moves towards the data's) where an untrained generator's do not.
 Tiny models (a 16-128 channel U-Net at 64 px, a 16-feature DCGAN at 32 px) with one torch thread each (two threads on
 two busy cores ran 50x slower per op): about 75 s of CPU time in all.
 """
@@ -79,7 +79,8 @@ def test_superres_beats_the_mean_image(superres_run):
     assert s["best_metrics"]["psnr"] > mean_image + 4, (s["best_metrics"], mean_image)  # reached 20.3 against 11.9
     inputs = np.stack([pixels(crappified(cache, sources[i]), (PX, PX)) for i in valid])
     per_image = [psnr(x, y) for x, y in zip(inputs, targets[valid])]
-    assert s["baselines"]["psnr"]["value"] == pytest.approx(np.mean(per_image), abs=0.05)  # 24.1: still above the model's
+    # 24.1: still above the model's
+    assert s["baselines"]["psnr"]["value"] == pytest.approx(np.mean(per_image), abs=0.05)
     assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "gen_loss",
                                           "crit_loss", "lr", "time"]
     assert len(metrics_rows(run / "gen")) == 4 and len(metrics_rows(run / "critic")) == 1
@@ -91,9 +92,9 @@ def test_superres_beats_the_mean_image(superres_run):
 @pytest.mark.slow
 def test_superres_exports_the_gan_trained_generator(superres_run):
     "model.pkl scores the GAN step's best psnr on the valid set: it is the generator the GAN trained."
-    import fxp.config  # noqa: F401  (registers the kinds before one is imported directly)
     from fastai.learner import load_learner
 
+    import fxp.config  # noqa: F401  (registers the kinds before one is imported directly)
     from fxp.tasks.gan import psnr as batch_psnr, to_pixels
 
     run, cache = superres_run
@@ -129,10 +130,10 @@ def test_predict_writes_enhanced_images_without_overwriting(superres_run, tmp_pa
 
 @pytest.mark.slow
 def test_wgan_samples_take_on_the_data_look(tmp_path):
-    import fxp.config  # noqa: F401
     import torch
     from fastai.learner import load_learner
 
+    import fxp.config  # noqa: F401
     from fxp.tasks.gan import basic_gan
 
     mnist = need_data("mnist_tiny")
@@ -154,13 +155,14 @@ def test_wgan_samples_take_on_the_data_look(tmp_path):
         return float(np.corrcoef(x.mean(0).ravel(), data.mean(0).ravel())[0, 1])
 
     assert look(fake) > 0.3 and look(fake) > look(base) + 0.3, (look(fake), look(base))  # reached ~0.6 against ~0
-    assert abs(fake.mean() - data.mean()) < 0.75 * abs(base.mean() - data.mean()), (fake.mean(), base.mean(), data.mean())
+    assert abs(fake.mean() - data.mean()) < 0.75 * abs(base.mean() - data.mean()), \
+        (fake.mean(), base.mean(), data.mean())
 
 
 def test_predict_on_a_wgan_run_says_where_its_samples_are():
-    import fxp.config  # noqa: F401
     from omegaconf import OmegaConf
 
+    import fxp.config  # noqa: F401
     from fxp.errors import FxpError
     from fxp.tasks.gan import predict
 
@@ -170,9 +172,9 @@ def test_predict_on_a_wgan_run_says_where_its_samples_are():
 
 def test_crappified_copies_are_made_once(tmp_path):
     "Second call makes none and leaves the files alone; new settings get their own folder; the source is untouched."
-    import fxp.config  # noqa: F401
     from omegaconf import OmegaConf
 
+    import fxp.config  # noqa: F401
     from fxp.tasks.gan import Task, crappify
 
     src = need_data("oxford-iiit-pet") / "images"

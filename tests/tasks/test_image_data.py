@@ -310,7 +310,8 @@ def mnist_run(tmp_path_factory):
 def test_folders_summary_has_the_majority_baseline_and_readable_plots(mnist_run):
     run, figures = mnist_run
     root = need_data("mnist_tiny")
-    counts = {split: {c: len(list((root / split / c).glob("*.png"))) for c in ("3", "7")} for split in ("train", "valid")}
+    counts = {split: {c: len(list((root / split / c).glob("*.png"))) for c in ("3", "7")}
+              for split in ("train", "valid")}
     majority = max(counts["train"], key=counts["train"].get)  # 7 (363 of 709)
     s = summary(run)
     expected = counts["valid"][majority] / sum(counts["valid"].values())

@@ -75,7 +75,8 @@ def test_points_beat_the_mean_and_plot(point_run, canvases):
     base = mean_baseline(df.assign(x=df.x / PX * 2 - 1, y=df.y / PX * 2 - 1), ["x", "y"])
     assert s["baselines"]["mse"]["value"] == pytest.approx(base, rel=1e-3)  # the kind's own baseline agrees
     assert s["best_metrics"]["mse"] < 0.75 * base, (s["best_metrics"], base)
-    assert list(metrics_rows(point_run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "mae", "lr", "time"]
+    assert list(metrics_rows(point_run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "mae", "lr",
+                                                "time"]
     assert (point_run / "plots" / "predicted_points.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -103,7 +104,8 @@ def test_csv_regression_pet_share(canvases):
     run = newest_run(root)
     s, base = summary(run), mean_baseline(df, ["pet_share"])
     assert s["best_metrics"]["mse"] < 0.6 * base, (s["best_metrics"], base)
-    assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "mae", "rmse", "lr", "time"]
+    assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "mae", "rmse", "lr",
+                                          "time"]
     assert s["final_metrics"]["rmse"] == pytest.approx(s["final_metrics"]["mse"] ** 0.5, rel=1e-3)
     r = run_fxp("predict", run, root / df.file[0], "--json", cwd=root)
     assert r.returncode == 0, r
@@ -117,8 +119,8 @@ def test_a_point_outside_its_image_is_one_line(tmp_path):
     df = pd.DataFrame({"file": names, "x": 10.0, "y": 10.0})
     df.loc[3, "x"] = 5000.0
     df.to_csv(tmp_path / "points.csv", index=False)
-    r = run_fxp("train", "task=biwi", f"data.path={src.parent}", f"task.labels={tmp_path / 'points.csv'}", "task.folder=images",
-                *TINY, cwd=tmp_path)
+    r = run_fxp("train", "task=biwi", f"data.path={src.parent}", f"task.labels={tmp_path / 'points.csv'}",
+                "task.folder=images", *TINY, cwd=tmp_path)
     assert_one_line_error(r, "points.csv", names[3], "outside")
 
 
@@ -126,6 +128,6 @@ def test_log_target_needs_positive_values(tmp_path):
     src = need_data("oxford-iiit-pet") / "images"
     names = sorted(p.name for p in src.glob("*.jpg"))[:6]
     pd.DataFrame({"file": names, "v": [1.0, 2.0, 0.0, 3.0, 4.0, 5.0]}).to_csv(tmp_path / "v.csv", index=False)
-    r = run_fxp("train", "task=csv_regression", f"data.path={src.parent}", f"task.labels={tmp_path / 'v.csv'}", "task.folder=images",
-                "task.log_target=true", *TINY, cwd=tmp_path)
+    r = run_fxp("train", "task=csv_regression", f"data.path={src.parent}", f"task.labels={tmp_path / 'v.csv'}",
+                "task.folder=images", "task.log_target=true", *TINY, cwd=tmp_path)
     assert_one_line_error(r, "log_target", "v.csv")

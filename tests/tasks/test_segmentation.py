@@ -13,8 +13,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from conftest import (assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env,
-                      summary)
+from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env, summary
 from fxp import config
 from fxp.errors import FxpError
 

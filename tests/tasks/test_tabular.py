@@ -49,8 +49,15 @@ def adult_run(tmp_path_factory):
 def plain_fastai_adult(epochs: int) -> list:
     "fastbook ch. 1's adult cell (`epochs` epochs, one thread); the last [train_loss, valid_loss, accuracy]."
     import torch
-    from fastai.tabular.all import (Categorify, FillMissing, Normalize, TabularDataLoaders, accuracy, set_seed,
-                                    tabular_learner)
+    from fastai.tabular.all import (
+        Categorify,
+        FillMissing,
+        Normalize,
+        TabularDataLoaders,
+        accuracy,
+        set_seed,
+        tabular_learner,
+    )
 
     path, threads = adult_csv().parent, torch.get_num_threads()
     torch.set_num_threads(1)  # as the fxp run (ONE_THREAD)

@@ -16,8 +16,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import (assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env,
-                      summary)
+from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env, summary
 
 PROMPT = "I liked this movie because"
 TINY = ("model=awd_lstm_tiny", "task.max_vocab=2000", "task.lm_seq_len=48", "task.seq_len=48", "trainer.bs=32",
