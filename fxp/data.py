@@ -265,6 +265,13 @@ def free_path(path: Path, used: set | None = None) -> Path:
     return cand
 
 
+def save_png(im, dest: Path) -> None:
+    "The PIL image `im` as the PNG `dest`, written whole (a kill or a full disk never leaves half an image)."
+    from fxp.runs import write_atomic
+
+    write_atomic(dest, lambda tmp: im.save(tmp, format="PNG"))  # the temp file's suffix is no image format's
+
+
 def dataloaders(block, source, cfg, device, fix: str, cached: bool = False, **loader_kwargs):
     """DataLoaders of a DataBlock over `source`, with one line (ending in `fix`) when a split is empty, and one naming
     two files when image inputs differ in size with nothing to resize them (a batch stacks them: task.size=)."""

@@ -79,12 +79,14 @@ def launch(cfg, run, device) -> None:
     from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from fxp.runs import write_atomic
+
     n = cfg.trainer.devices * cfg.trainer.nodes
     check_devices(cfg.trainer, device)
     with tempfile.TemporaryDirectory(prefix="fxp-ddp-") as tmp:
         spec = Path(tmp)
         job = dict(cfg=OmegaConf.to_container(cfg, resolve=True), path=str(run.path), resume=run.resume)
-        (spec / JOB).write_text(json.dumps(job, default=str))
+        write_atomic(spec / JOB, json.dumps(job, default=str))
         config = LaunchConfig(nproc_per_node=cfg.trainer.devices, max_restarts=0, monitor_interval=0.1,
                               logs_specs=DefaultLogsSpecs(log_dir=str(spec / "logs")), **rendezvous(cfg))
         with quiet_launcher(), rank_threads(cfg.trainer):

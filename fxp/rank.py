@@ -49,8 +49,9 @@ def main(spec: Path) -> int:
     except BaseException as e:
         text = " ".join(part.strip() for part in str(e).splitlines())  # fastai's wrap puts the cause on line 2
         line = text if isinstance(e, FxpError) else f"{type(e).__name__}: {text}"
-        (spec / f"error.{rank()}.json").write_text(json.dumps(dict(rank=rank(), line=line, time=time.time(),
-                                                                   traceback=traceback.format_exc())))
+        # whole: the launcher stops the other ranks as one fails, and reads each rank's line once they are gone
+        write_atomic(spec / f"error.{rank()}.json", json.dumps(dict(rank=rank(), line=line, time=time.time(),
+                                                                    traceback=traceback.format_exc())))
         return 1
 
 

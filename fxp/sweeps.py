@@ -13,6 +13,7 @@ A sweep whose jobs did not all complete goes on to its last job, then exits 1 sa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -47,30 +48,23 @@ def best_of(sweep_dir: Path, table: list[dict]) -> dict | None:
 
 
 def update(sweep_dir: Path) -> None:
-    "Rewrite sweep.csv and best.json from the job folders (one writer at a time)."
+    "Rewrite sweep.csv and best.json from the job folders (one writer at a time), each written whole."
     sweep_dir = Path(sweep_dir)
     with locked(sweep_dir / LOCK):
         table = read_jobs(sweep_dir)
-        rows = [csv_row(job) for job in table]
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        _write_atomic(sweep_dir / SWEEP_CSV, lambda f: _write_csv(f, rows, columns))
+        write_atomic(sweep_dir / SWEEP_CSV, csv_text([csv_row(job) for job in table]))
         best = best_of(sweep_dir, table)
         if best is not None:
-            _write_atomic(sweep_dir / BEST, lambda f: f.write(json.dumps(best, indent=2)))
+            write_atomic(sweep_dir / BEST, json.dumps(best, indent=2))
 
 
-def _write_csv(f, table: list[dict], columns: list[str]) -> None:
-    w = csv.DictWriter(f, fieldnames=columns)
+def csv_text(rows: list[dict]) -> str:
+    "The rows as CSV, their columns in order of appearance (a job's metrics may differ from another's)."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
     w.writeheader()
-    w.writerows(table)
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    tmp.replace(path)
-
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def claim(sweep_dir: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from fxp import saved
 from fxp.commands import Parser
 from fxp.errors import FxpError
-from fxp.runs import MODEL, read_summary
+from fxp.runs import MODEL, read_summary, write_atomic
 
 MAX_MB = 10  # largest request: images or a JSON body
 MAX_FILES = 16  # images per request
@@ -295,7 +295,7 @@ def predict_files(model: Model, inputs: list) -> tuple[list[dict], list[str]]:
 
 
 def write(path: Path, data: bytes) -> str:
-    path.write_bytes(data)
+    write_atomic(path, data)
     return str(path)
 
 
@@ -354,7 +354,7 @@ def table_rows(model: Model, rows: list[dict], tmp: Path) -> tuple[list[dict], l
     files = []
     for i in range(0, len(rows), ROWS_PER_FILE):
         files.append(tmp / f"rows{i // ROWS_PER_FILE}.csv")
-        pd.DataFrame(rows[i:i + ROWS_PER_FILE]).to_csv(files[-1], index=False)
+        write_atomic(files[-1], pd.DataFrame(rows[i:i + ROWS_PER_FILE]).to_csv(index=False))
     try:
         out, warns = model.predict([str(f) for f in files], tmp)
     except FxpError as e:  # it names the chunk's file: the client sent rows

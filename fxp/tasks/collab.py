@@ -287,6 +287,7 @@ def _score_pairs(learn, t, path: Path) -> list[dict]:
     import sys
 
     from fxp.data import free_path, read_table
+    from fxp.runs import write_atomic
 
     item = _item_name(t)
     df = read_table(path, None, dtype=str)  # values matched as text against the model's users and items
@@ -297,7 +298,7 @@ def _score_pairs(learn, t, path: Path) -> list[dict]:
     users, items = (_codes(learn.dls.classes[c], df[c], c, path) for c in (t.user_col, item))
     preds = _scores(learn, users, items)
     dest = free_path(path.with_name(f"{path.stem}_predictions.csv"))
-    df.assign(prediction=preds.round(4)).to_csv(dest, index=False)
+    write_atomic(dest, df.assign(prediction=preds.round(4)).to_csv(index=False))
     print(f"predictions written to {dest}", file=sys.stderr)
     titles = learn.dls.classes[item]
     return [{**row, **_title(learn, titles[i]), "prediction": round(float(p), 4)}

@@ -331,6 +331,8 @@ def save_generated(gen, inputs: list, dest: Path) -> list[Path]:
     import torch
     from PIL import Image
 
+    from fxp.data import save_png
+
     dest.mkdir(parents=True, exist_ok=True)
     files = []
     gen.model.eval()
@@ -338,7 +340,7 @@ def save_generated(gen, inputs: list, dest: Path) -> list[Path]:
         for (xb,) in gen.dls.test_dl(inputs):
             for im in to_pixels(gen.model(xb), gen.dls):
                 files.append(dest / f"{len(files):05d}.png")
-                Image.fromarray((im.permute(1, 2, 0) * 255).round().byte().cpu().numpy()).save(files[-1])
+                save_png(Image.fromarray((im.permute(1, 2, 0) * 255).round().byte().cpu().numpy()), files[-1])
     return files
 
 
@@ -536,7 +538,7 @@ def samples_grid(learn, cfg, dest: Path, n: int = 16) -> None:
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
     """superres: each image enlarged by task.scale and enhanced by the generator, written to `out`/<name>_enhanced.png
     (an existing file is never overwritten); returns input, output file and its size."""
-    from fxp.data import free_path, input_images, load_image
+    from fxp.data import free_path, input_images, load_image, save_png
 
     if cfg.task.recipe != "superres":
         raise FxpError(f"fxp predict enhances images with a superres run; a {cfg.task.recipe} run has no inputs "
@@ -547,7 +549,7 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     for f in input_images(inputs):
         im = enhance(learn, load_image(f), cfg.task.scale)
         dest = free_path(out / f"{f.stem}_enhanced.png", used)
-        im.save(dest)
+        save_png(im, dest)
         rows.append({"input": str(f), "output": str(dest), "size": f"{im.width}x{im.height}"})
     return rows
 

@@ -157,6 +157,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
     from fxp import vision
     from fxp.plots import plt, save
+    from fxp.runs import write_atomic
 
     t = cfg.task
     probs, targs = learn.get_preds(dl=learn.dls.valid)
@@ -172,7 +173,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     ax.legend()
     save(fig, dest / "fbeta_threshold.png")
     curve = {"thresholds": threshs.tolist(), "fbeta": [round(s, 4) for s in scores]}
-    (dest / "fbeta_threshold.json").write_text(json.dumps({**info, **curve}, indent=1))
+    write_atomic(dest / "fbeta_threshold.json", json.dumps({**info, **curve}, indent=1))
 
     losses = F.binary_cross_entropy(probs.float(), targs.float(), reduction="none").mean(1)
     idx = losses.argsort(descending=True)[:9].tolist()

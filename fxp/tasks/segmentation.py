@@ -281,7 +281,7 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
     import numpy as np
     from PIL import Image
 
-    from fxp.data import free_path, input_images
+    from fxp.data import free_path, input_images, save_png
 
     files = input_images(inputs)
     probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
@@ -293,7 +293,7 @@ def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> l
             size = im.size
         mask = Image.fromarray(p.argmax(0).numpy().astype(np.uint8)).resize(size, Image.NEAREST)
         dest = free_path(out / f"{f.stem}_mask.png", used)
-        mask.save(dest)
+        save_png(mask, dest)
         counts = np.bincount(np.asarray(mask).ravel(), minlength=len(codes)) / (size[0] * size[1])
         shares = {codes[i]: round(float(counts[i]), 4) for i in np.argsort(-counts) if counts[i] > 0}
         rows.append({"input": str(f), "mask": str(dest), "shares": shares})

@@ -367,13 +367,15 @@ def _feature_columns(to) -> dict:
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
     """Predict each row of each CSV; write the rows with the prediction (and probability for classification)
     beside them to `out`/<name>_predictions.csv, never overwriting a file. Returns the first rows of each."""
+    from fxp.runs import write_atomic
+
     rows = []
     for name in inputs:
         path = Path(name)
         df = read_rows(path, key=None)
         preds = _predictions(learn, cfg.task, df, path)
         dest = _free_name(Path(out).resolve(), f"{path.stem}_predictions.csv")
-        preds.to_csv(dest, index=False)
+        write_atomic(dest, preds.to_csv(index=False))
         print(f"wrote {len(preds)} predictions to {dest}", file=sys.stderr)
         added = list(preds.columns[len(df.columns):])
         rows += [{"input": str(path), "row": i + 1, **r}

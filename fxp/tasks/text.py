@@ -308,13 +308,27 @@ def steps(cfg) -> list:
 
 
 def save_language_model(learn, t, folder: Path, n_texts: int) -> dict:
-    "The encoder and vocab the classifier reads, a few generated samples, and the step's summary fields."
-    from fastcore.xtras import save_pickle
+    """The encoder and vocab the classifier reads, a few generated samples, and the step's summary fields; each file
+    written whole (a kill leaves none half-written for a classifier to read)."""
+    import pickle
 
-    learn.save_encoder(str(folder / Path(ENCODER).stem))  # an absolute name: fastai joins it to model_dir as is
-    save_pickle(folder / VOCAB, learn.dls.vocab)
+    from fxp.runs import write_atomic
+
+    save_encoder(learn, folder / ENCODER)
+    write_atomic(folder / VOCAB, pickle.dumps(learn.dls.vocab))  # plain data, read back as such (read_vocab)
     write_samples(learn, t, folder / "samples.txt")
     return dict(texts=n_texts, vocab=len(learn.dls.vocab), perplexity_unigram=unigram_perplexity(learn.dls))
+
+
+def save_encoder(learn, dest: Path) -> None:
+    "The LM's encoder weights as fastai's `save_encoder` writes them (which writes in place, so not through it)."
+    import torch
+    from fastai.torch_core import get_model
+
+    from fxp.runs import write_atomic
+
+    encoder = get_model(learn.model)[0]
+    write_atomic(dest, lambda tmp: torch.save(getattr(encoder, "module", encoder).state_dict(), tmp))
 
 
 def unigram_perplexity(dls) -> float:
@@ -330,9 +344,11 @@ def unigram_perplexity(dls) -> float:
 
 def write_samples(learn, t, dest: Path) -> None:
     "`n_samples` continuations of each prompt, `n_words` long (fastbook's check that the LM learnt English)."
+    from fxp.runs import write_atomic
+
     lines = [learn.predict(p, t.n_words, temperature=t.temperature, no_bar=True)
              for p in t.prompts for _ in range(t.n_samples)]
-    dest.write_text("".join(f"{line}\n\n" for line in lines))
+    write_atomic(dest, "".join(f"{line}\n\n" for line in lines))
 
 
 # --- plots, predict -------------------------------------------------------------------------------------------
