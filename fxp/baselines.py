@@ -53,6 +53,14 @@ def stronger(*candidates: dict) -> dict:
     return out
 
 
+def majority(learn, train_y, valid_y, vocab) -> dict:
+    """Always the most common training label (`train_y`, `valid_y`: class indices into `vocab`), scored with the run's
+    metrics on the valid split."""
+    top = int(torch.bincount(torch.as_tensor(train_y).flatten().long()).argmax())
+    preds = label_logits(torch.full((len(valid_y),), top), len(vocab))
+    return score(learn, [(preds, torch.as_tensor(valid_y).long())], f"the majority label {str(vocab[top])!r}")
+
+
 def label_logits(labels, n_classes: int):
     "Logits that predict `labels` (shape (n, ...): a class per item or pixel) with certainty, classes at dim 1."
     labels = torch.as_tensor(labels).long()

@@ -192,14 +192,9 @@ def evaluate(learn, cfg) -> dict:
 
 def baseline(learn, cfg) -> dict:
     "Always the most common training label, scored with the run's metrics on the valid split."
-    import torch
+    from fxp.baselines import majority
 
-    from fxp.baselines import label_logits, score
-
-    train_y, valid_y = _labels(learn.dls.train_ds), _labels(learn.dls.valid_ds)
-    majority = int(torch.bincount(train_y).argmax())
-    preds = label_logits(torch.full_like(valid_y, majority), len(learn.dls.vocab))
-    return score(learn, [(preds, valid_y)], f"the majority label {str(learn.dls.vocab[majority])!r}")
+    return majority(learn, _labels(learn.dls.train_ds), _labels(learn.dls.valid_ds), learn.dls.vocab)
 
 
 def _labels(ds):

@@ -287,13 +287,11 @@ def baseline(learn, cfg) -> dict:
     valid split."""
     import torch
 
-    from fxp.baselines import label_logits, score
+    from fxp.baselines import majority, score
 
     train_y, valid_y = (torch.as_tensor(ds.ys.to_numpy()) for ds in (learn.dls.train_ds, learn.dls.valid_ds))
     if cfg.task.y_block == "category":
-        majority = int(torch.bincount(train_y.flatten().long()).argmax())
-        preds = label_logits(torch.full((len(valid_y),), majority), len(learn.dls.vocab))
-        return score(learn, [(preds, valid_y.long())], f"the majority label {str(learn.dls.vocab[majority])!r}")
+        return majority(learn, train_y, valid_y, learn.dls.vocab)
     mean = train_y.float().mean(0)
     return score(learn, [(mean.expand(len(valid_y), -1).clone(), valid_y.float())], "the training mean")
 

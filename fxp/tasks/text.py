@@ -361,16 +361,11 @@ def evaluate(learn, cfg) -> dict:
 
 def baseline(learn, cfg) -> dict:
     "Always the most common training label, scored with the run's metrics on the valid split."
-    import torch
-
-    from fxp.baselines import label_logits, score
+    from fxp.baselines import majority
 
     vocab = [str(c) for c in learn.dls.vocab[1]]
-    train_y, valid_y = learn.dls.train_ds.items.label, learn.dls.valid_ds.items.label
-    majority = str(train_y.mode()[0])
-    targs = torch.tensor([vocab.index(str(y)) for y in valid_y])
-    preds = label_logits(torch.full_like(targs, vocab.index(majority)), len(vocab))
-    return score(learn, [(preds, targs)], f"the majority label {majority!r}")
+    train, valid = ([vocab.index(str(y)) for y in ds.items.label] for ds in (learn.dls.train_ds, learn.dls.valid_ds))
+    return majority(learn, train, valid, vocab)
 
 
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
