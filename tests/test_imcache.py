@@ -249,7 +249,7 @@ def test_cache_verify_full_sees_a_change_inside_a_file(tmp_path):
         Image.open(f).save(files[-1])
     first = train_pixels(class_dls(files, cache, verify="ends"))
     replace_keeping_stat(files[3], lambda f: f.write_bytes(f.read_bytes()[:6000] + b"\x80" + f.read_bytes()[6001:]))
-    assert train_pixels(class_dls(files, cache, verify="ends")) == first  # what `ends` leaves out (README)
+    assert train_pixels(class_dls(files, cache, verify="ends")) == first  # what `ends` leaves out (docs/)
     assert train_pixels(class_dls(files, cache, verify="full")) != first
 
 
