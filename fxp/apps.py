@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from fxp import config
-from fxp.commands import console, number
+from fxp.console import console, number
 from fxp.errors import ConfigError, FxpError, describe
 from fxp.runs import baselines, not_beaten, read_config, read_summary
 

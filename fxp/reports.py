@@ -233,7 +233,7 @@ def image(uri: str, alt: str) -> str:
 
 def delta_html(d, lower: bool) -> tuple:
     "A difference to the first run, green where better, red where worse."
-    from fxp.commands import number
+    from fxp.console import number
 
     if d is None:
         return ("html", "")
@@ -244,7 +244,7 @@ def delta_html(d, lower: bool) -> tuple:
 
 def comparison(folders: list[Path]) -> list[str]:
     "The sections of a comparison: curves, the metrics table with deltas to the first run, the config keys that differ."
-    from fxp.commands import number
+    from fxp.console import number
 
     names = labels(folders)
     body = [f"<p>{len(folders)} runs; differences are to the first, {esc(names[0])}.</p>"]
@@ -266,7 +266,7 @@ def per_class(folder: Path) -> list[str]:
     training (summary.json), and the newest `fxp val` of the run (eval/<stamp>/metrics.json) where it has some."""
     import json
 
-    from fxp.commands import number
+    from fxp.console import number
     from fxp.runs import read_summary
 
     found = [("validation split, end of training", read_summary(folder).get("per_class"))]

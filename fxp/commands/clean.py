@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fxp.commands import console
+from fxp.console import console
 from fxp.errors import FxpError, check_writable
 from fxp.runs import MODEL
 

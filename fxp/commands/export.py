@@ -22,7 +22,8 @@ import warnings
 from pathlib import Path
 
 from fxp import saved
-from fxp.commands import Parser, console, saved_run_arguments
+from fxp.commands import Parser, saved_run_arguments
+from fxp.console import console
 from fxp.errors import FxpError
 from fxp.runs import read_summary
 

@@ -9,7 +9,7 @@ import inspect
 import json
 from pathlib import Path
 
-from fxp.commands import console
+from fxp.console import console
 from fxp.errors import FxpError
 from fxp.runs import CONFIG, MODEL
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fxp import reports
-from fxp.commands import Parser, number
+from fxp.commands import Parser
+from fxp.console import number
 from fxp.errors import FxpError
 from fxp.reports import esc, image, table
 from fxp.runs import CONFIG, is_run, is_sweep, read_config, read_jobs, read_overrides, read_run, read_summary

@@ -8,13 +8,12 @@ as they are (RESUMABLE: where the data is, the device, threads, loader workers, 
 """
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from fxp.commands import Parser
 from fxp.errors import ConfigError, FxpError, check_writable
+from fxp.logfile import logging_to
 from fxp.runs import CONFIG, LOG, last_checkpoint, read_overrides, read_run, read_summary
 
 RESUMABLE = ("data.path", "trainer.device", "trainer.num_threads", "trainer.num_workers", "logger")
@@ -178,25 +177,3 @@ def note(path: Path, point: dict, extend: int | None, n_stages: int) -> str:
         return f"extended by {extend} epochs: stage {n_stages}, after stage {point['stage']} epoch {point['epoch']}"
     step = f"step {point['step']} " if point["folder"] != str(path) else ""
     return f"resumed at {step}stage {point['stage']} epoch {point['epoch']}"
-
-
-@contextmanager
-def logging_to(file: Path):
-    "The run's train.log gets the resumed run's log lines, formatted as `fxp train` (Hydra's job logging) writes them."
-    from omegaconf import OmegaConf
-
-    from fxp import config
-    from fxp.logfile import LogFile
-
-    fmt = OmegaConf.load(config.conf_dir() / "hydra" / "job_logging" / "fxp.yaml").formatters.simple.format
-    handler = LogFile(file)
-    handler.setFormatter(logging.Formatter(fmt))
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        root.setLevel(level)

@@ -14,7 +14,8 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from fxp.commands import Parser, console, number, saved_run_arguments
+from fxp.commands import Parser, saved_run_arguments
+from fxp.console import console, number
 from fxp.runs import baseline_cell, baselines, not_beaten, read_metrics, read_summary, write_atomic
 from fxp.saved import SPLITS
 
