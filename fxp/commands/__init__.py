@@ -1,5 +1,6 @@
 """The commands that are not Hydra apps, one module each, each with `main(args) -> int`; `fxp.cli` imports the one
-it runs. They read run folders only through `fxp.runs`."""
+it runs. They read run folders only through `fxp.runs` and `fxp.saved`, and import the core, never another command
+(what two commands share lives in the core); the core never imports them (tests/test_imports.py)."""
 from __future__ import annotations
 
 import argparse
