@@ -124,7 +124,7 @@ class SavedRun:
         except ConfigError as e:
             raise ConfigError(f"{self.command}: {e}") from None
         key = parsed.key_or_group
-        if key == "task.kind" or not any(key == t or (t.endswith(".") and key.startswith(t)) for t in takes):
+        if not taken(key, takes):
             raise ConfigError(f"{self.command}: {override!r}: {self.command} takes only {listed(takes)} (not "
                               f"task.kind): the rest would change what the run computes (train anew to change {key})")
         try:
@@ -144,6 +144,11 @@ class SavedRun:
         if not hasattr(self.kind, "dls"):
             raise FxpError(f"{self.command}: {self.written.task.kind} runs train in steps (several learners); they "
                            f"{cannot}")
+
+
+def taken(key: str, takes: tuple[str, ...]) -> bool:
+    "Whether `key` is one of `takes` (a name ending in `.`: any key under it); task.kind never is."
+    return key != "task.kind" and any(key == t or (t.endswith(".") and key.startswith(t)) for t in takes)
 
 
 def listed(takes: tuple[str, ...]) -> str:
