@@ -252,6 +252,33 @@ def _check_trainer(t) -> None:
     check_stages("trainer.stages", t.stages)
 
 
+def parse_override(override: str):
+    """`KEY=VALUE` as Hydra reads it (its Override: key, value, sweep), for every command that takes overrides (fxp
+    train's precheck, the commands on a saved run); else one line: the same for all of them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([override])[0]
+    except OverrideParseException as e:
+        raise ConfigError(f"cannot parse the override {override} ({str(e).splitlines()[0]}); a value with characters "
+                          f"Hydra reads as syntax (a regex's ( ) $ \\, brackets, braces, commas, spaces) goes in "
+                          f"Hydra's quotes inside the shell's: {quoted(override)}") from None
+    if not parsed.key_or_group:
+        raise ConfigError(f"the override {override!r} names no key: write KEY=VALUE (fxp train --cfg job shows the "
+                          f"keys)")
+    return parsed
+
+
+def quoted(override: str) -> str:
+    """`KEY=VALUE` as the shell must pass it for Hydra to read VALUE as a plain string: `'task.pat="^(.+)_\\d+$"'`
+    (Hydra's double quotes, or single ones if the value has a double quote, inside the shell's)."""
+    key, _, value = override.partition("=")
+    q = "'" if '"' in value else '"'
+    inner = f"{key}={q}{value}{q}"
+    return f"'{inner}'" if "'" not in inner else '"' + inner.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def one_line(e: Exception, prefix: str = "") -> str:
     "Hydra/OmegaConf's multi-line errors as one line naming the key (under `prefix`), and the valid keys."
     cause = e.__cause__ or e

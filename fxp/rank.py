@@ -15,9 +15,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from fxp import config, train
-from fxp.commands.resume import logging_to
 from fxp.distributed import INFO, JOB, rank
 from fxp.errors import FxpError
+from fxp.logfile import logging_to
 from fxp.runs import LOG, write_atomic
 from fxp.schema import Config
 

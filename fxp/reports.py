@@ -1,6 +1,7 @@
 """Runs side by side and self-contained HTML pages: what `fxp compare` and `fxp report` show, read from run folders
-through fxp.runs only (no torch). A page has no script and fetches nothing: its images are PNGs inside it (data
-URIs), so it opens offline, mailed or archived, as it was written.
+through fxp.runs only (no torch); and the table of results a run prints as it ends (`report`). A page has no script
+and fetches nothing: its images are PNGs inside it (data URIs), so it opens offline, mailed or archived, as it was
+written.
 """
 from __future__ import annotations
 
@@ -12,20 +13,24 @@ from pathlib import Path
 
 import yaml
 
+from fxp.console import console, number
 from fxp.errors import FxpError
 from fxp.runs import (
     NOT_METRICS,
     PLOTS,
+    baselines,
     best_metrics,
     final_metrics,
     is_run,
     is_sweep,
     job_dirs,
     lower_is_better,
+    not_beaten,
     read_config,
     read_metrics,
     read_monitor,
     read_overrides,
+    read_summary,
 )
 
 # --- which runs -----------------------------------------------------------------------------------------------------
@@ -233,8 +238,6 @@ def image(uri: str, alt: str) -> str:
 
 def delta_html(d, lower: bool) -> tuple:
     "A difference to the first run, green where better, red where worse."
-    from fxp.commands import number
-
     if d is None:
         return ("html", "")
     better = d < 0 if lower else d > 0
@@ -244,8 +247,6 @@ def delta_html(d, lower: bool) -> tuple:
 
 def comparison(folders: list[Path]) -> list[str]:
     "The sections of a comparison: curves, the metrics table with deltas to the first run, the config keys that differ."
-    from fxp.commands import number
-
     names = labels(folders)
     body = [f"<p>{len(folders)} runs; differences are to the first, {esc(names[0])}.</p>"]
     fig = curves(folders, names)
@@ -265,9 +266,6 @@ def per_class(folder: Path) -> list[str]:
     """The kind's per-class numbers (precision and recall, IoU and Dice): the run's validation split at the end of
     training (summary.json), and the newest `fxp val` of the run (eval/<stamp>/metrics.json) where it has some."""
     import json
-
-    from fxp.commands import number
-    from fxp.runs import read_summary
 
     found = [("validation split, end of training", read_summary(folder).get("per_class"))]
     for dest in sorted((folder / "eval").glob("*/metrics.json"), reverse=True)[:1]:
@@ -295,3 +293,70 @@ def write(dest: Path, text: str, command: str) -> Path:
     with writing(dest, command):
         write_atomic(dest, text)
     return dest
+
+
+# --- the results table a run prints as it ends (fxp train, fxp lr-find, fxp show) -----------------------------------
+
+
+def report(run) -> None:
+    """The final metrics as a small table, each beside its baseline where fxp computes one (a step's metrics too,
+    e.g. the language model's perplexity), which epoch model.pkl holds, and where the run folder is. An lr-find run:
+    its suggested learning rates."""
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    summary = read_summary(run.path)
+    if "shown" in summary:  # fxp show: the summary is printed already; where the batch is
+        console().print(f"{summary['task']}: {summary['items_train']} training and {summary['items_valid']} valid "
+                        f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)
+        return
+    what = "lr-find " if "suggested_lrs" in summary else ""
+    title = f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s"
+    table = Table(title=title, min_width=cell_len(title))  # rich wraps a title to its table's width: one line
+    if what:
+        table.add_column("suggestion")
+        table.add_column("lr", justify="right")
+        for name, lr in summary["suggested_lrs"].items():
+            table.add_row(name, number(lr))
+        notes = ["plot: plots/lr_find.png; train at one: fxp train trainer.lr=LR (trainer.lr=find: the valley)"]
+    else:
+        rows = metric_rows(summary)
+        for col in ("metric", "final", "best", *(["baseline"] if any(r[3] for r in rows) else [])):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for name, final, best, baseline in rows:
+            table.add_row(name, number(final), number(best), *([baseline] if len(table.columns) == 4 else []))
+        tta = ", ".join(f"{k[4:]} {number(v)}" for k, v in summary.items() if k.startswith("tta_"))
+        notes = [*not_beaten(summary.get("final_metrics", {}), baselines(summary)),
+                 model_line(summary, read_config(run.path)),
+                 f"lr_found: {summary['lr_found']}" if "lr_found" in summary else "",
+                 f"model.pkl with test-time augmentation: {tta}" if tta else ""]
+    out = console()
+    out.print(table)
+    for line in [*filter(None, notes), f"run folder: {run.path}"]:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def metric_rows(summary: dict) -> list[tuple]:
+    "(name, final, best, baseline text) for the run's metrics, then each step's (`lm perplexity`), losses aside."
+    rows = []
+    for step, part in [(None, summary), *((k, v) for k, v in summary.items()
+                                          if isinstance(v, dict) and "final_metrics" in v)]:
+        base = baselines(part)
+        for name, final in part["final_metrics"].items():
+            if step is not None and "loss" in name:
+                continue
+            value, who = base.get(name, (None, None))
+            rows.append((f"{step} {name}" if step else name, final, part.get("best_metrics", {}).get(name),
+                         f"{number(value)} ({who})" if value is not None else ""))
+    return rows
+
+
+def model_line(summary: dict, cfg: dict) -> str:
+    "Which epoch model.pkl holds: the best by the monitored metric (trainer.save_best), else the last."
+    epoch, epochs = summary.get("model_epoch"), summary.get("epochs")
+    if not epoch:
+        return ""
+    trainer, monitor = cfg.get("trainer") or {}, (cfg.get("task") or {}).get("monitor") or {}
+    if trainer.get("save_best") and monitor.get("metric"):
+        return f"model.pkl: epoch {epoch} of {epochs}, the best {monitor['metric']}"
+    return f"model.pkl: epoch {epoch} of {epochs}, the last"

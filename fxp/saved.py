@@ -1,6 +1,8 @@
-"""A saved run, for the commands that use its model without training it (`fxp val`, `fxp export`): its config as it
-validates now with the few overrides such a command takes (where the data is, how its layout is named), its exported
-learner, and labelled items of the data run through that learner's own pipeline.
+"""A saved run, opened once by the commands that use what it trained without training it (`fxp predict`, `val`,
+`export`, `serve`, `clean`, `resume`): `SavedRun` reads each part when first asked, each failure one line naming the
+command: its config as written, or validated as it is now with the few overrides the command takes; its kind; its
+summary; its exported learner (loaded only once its SHA-256 matches the run's record, or with --trust); and labelled
+items of the data run through that learner's own pipeline.
 
 The learner's pipeline, not a rebuilt one: the class vocabulary, a tabular model's Categorify codes and Normalize
 statistics are the training run's, whatever data the items come from (a new folder in the same layout has its own
@@ -8,84 +10,173 @@ classes order and its own column statistics, which the model never saw).
 """
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from fxp.errors import ConfigError, FxpError, check_writable
-from fxp.runs import CONFIG, MODEL, PICKLES, first_line, read_json, sha256
+from fxp.runs import CONFIG, MODEL, PICKLES, first_line, read_json, read_summary, sha256
 
-# What a command on a saved run may change: where the data is and how it is laid out, and how it is batched. Never
-# what the model is or how it was trained (model.*, trainer.lr, ...): those are the run's.
+# What a command on a saved run may change (a name ending in `.`: every key under it): where the data is and how it is
+# laid out, and how it is batched. Never what the model is or how it was trained (model.*, trainer.lr, ...): those
+# are the run's; and never task.kind.
 TAKES = ("data.", "task.", "trainer.bs", "trainer.num_workers", "trainer.device")
 SPLITS = ("valid", "test")  # test: every labelled item of the data (new data held out as a whole)
 
 
-def check_run(run_dir: Path, command: str) -> Path:
-    """`run_dir` if it holds an exported learner and can be written (the command's results go in it); else one line.
-    fastai's import-time notes are silenced from here on."""
+def open_run(path: Path, command: str, trust: bool = False, writes: bool = False) -> SavedRun:
+    """The run folder `path` if it holds an exported learner (and, if the command `writes` its results there, can be
+    written); else one line. fastai's import-time notes are silenced from here on."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
-    run_dir = Path(run_dir)
-    if not (run_dir / MODEL).is_file():
-        raise FxpError(f"{command}: no {MODEL} in {run_dir}: give the folder of a completed run (fxp runs lists them)")
-    check_writable(run_dir, command)
-    return run_dir
+    path = Path(path)
+    if not (path / MODEL).is_file():
+        raise FxpError(f"{command}: no {MODEL} in {path}: give the folder of a completed run (fxp runs lists them)")
+    if writes:
+        check_writable(path, command)
+    return SavedRun(path, command, trust)
 
 
-def one_learner(run_dir: Path, command: str, cannot: str) -> None:
-    """The run's kind trains one learner on one data set (`dls` + `learner`), which a saved run's data is rebuilt for;
-    else one line, `cannot` saying what the command takes. Read before the config is validated: the kind is the
-    reason, not the data folder it no longer finds."""
-    from fxp import dispatch
-    from fxp.runs import read_config
+class SavedRun:
+    "A run folder as `command` uses it; `trust`: load its model.pkl even if it is not the file the run recorded."
 
-    kind = (read_config(run_dir).get("task") or {}).get("kind")
-    if not isinstance(kind, str):
-        raise FxpError(f"{command}: {Path(run_dir) / CONFIG} has no task.kind; give the folder of a completed run")
-    if not hasattr(dispatch.kind_module(kind), "dls"):
-        raise FxpError(f"{command}: {kind} runs train in steps (several learners); they {cannot}")
+    def __init__(self, path: Path, command: str, trust: bool = False):
+        self.path, self.command, self.trust = Path(path), command, trust
+
+    @cached_property
+    def written(self):
+        """config.yaml as the run wrote it (resolved), not validated (fxp predict needs no training data); one line if
+        it is missing, unreadable or not a run's config."""
+        from omegaconf import DictConfig, OmegaConf
+
+        f = self.path / CONFIG
+        if not f.is_file():
+            raise FxpError(f"{self.command}: no {CONFIG} in {self.path}: the run's kind and task come from it; give "
+                           f"the folder of a completed run (fxp runs lists them)")
+        try:
+            cfg = OmegaConf.load(f)
+        except Exception as e:  # not YAML, not UTF-8
+            raise FxpError(f"{self.command}: {f} cannot be read ({type(e).__name__}: {first_line(e)})") from None
+        kind = OmegaConf.select(cfg, "task.kind", default=None) if isinstance(cfg, DictConfig) else None
+        if not isinstance(kind, str):
+            raise FxpError(f"{self.command}: {f} has no task.kind (it is not a run's {CONFIG}); give the folder of a "
+                           f"completed run")
+        return cfg
+
+    @cached_property
+    def kind(self):
+        "The module of the run's task kind."
+        from fxp import dispatch
+
+        return dispatch.kind_module(self.written.task.kind)
+
+    @cached_property
+    def summary(self) -> dict:
+        return read_summary(self.path)
+
+    @cached_property
+    def learn(self):
+        "The run's exported learner on the CPU, loaded once (`load`: only the file the run recorded, or --trust)."
+        return load(self.path / MODEL, self.command, self.trust)
+
+    def learner(self, dev):
+        "The run's exported learner on `dev`, quiet: no progress bar, no epoch lines."
+        from fastai.callback.progress import ProgressCallback
+
+        learn = self.learn
+        if dev.type != "cpu":
+            learn.model.to(dev)
+            learn.dls.to(dev)
+        learn.remove_cb(ProgressCallback)
+        learn.logger = lambda *_: None
+        return learn
+
+    def config(self, overrides: list[str] = (), takes: tuple[str, ...] = TAKES):
+        """The run's config merged into today's schema with `overrides` (keys under `takes`) applied, validated; one
+        line naming the key if it does not validate (a moved data folder: the data.path= that fixes it)."""
+        from omegaconf import OmegaConf
+
+        from fxp import config
+        from fxp.schema import Config
+
+        config.register()
+        try:
+            cfg = OmegaConf.merge(OmegaConf.structured(Config), self.written)
+        except Exception as e:  # a key today's schema lacks, a value of the wrong type
+            raise ConfigError(f"{self.command}: {self.path / CONFIG} no longer validates ({config.one_line(e)}); "
+                              f"train the run anew with this fxp") from None
+        for o in overrides:
+            self._apply(cfg, o, takes)
+        try:
+            return config.validate(cfg)
+        except ConfigError as e:
+            fix = f" (if the data moved: {self.command} {self.path} data.path=NEW)" if "data.path" in str(e) else ""
+            raise ConfigError(f"{self.command}: {e}{fix}") from None
+
+    def _apply(self, cfg, override: str, takes: tuple[str, ...]) -> None:
+        "One override of a key the command takes (`logger=NAME`: the group's YAML, as fxp train composes it)."
+        from omegaconf import OmegaConf
+
+        from fxp import config
+
+        try:
+            parsed = config.parse_override(override)
+        except ConfigError as e:
+            raise ConfigError(f"{self.command}: {e}") from None
+        key = parsed.key_or_group
+        if not taken(key, takes):
+            raise ConfigError(f"{self.command}: {override!r}: {self.command} takes only {listed(takes)} (not "
+                              f"task.kind): the rest would change what the run computes (train anew to change {key})")
+        try:
+            if key == "logger":
+                cfg.logger = loggers(parsed.value(), self.command)
+            else:
+                OmegaConf.update(cfg, key, parsed.value(), merge=True)
+        except ConfigError:
+            raise
+        except Exception as e:  # a value of the wrong type for the schema
+            raise ConfigError(f"{self.command}: {config.one_line(e)}") from None
+
+    def one_learner(self, cannot: str) -> None:
+        """The run's kind trains one learner on one data set (`dls` + `learner`), which a saved run's data is rebuilt
+        for; else one line, `cannot` saying what the command takes. Asked before the config is validated: the kind is
+        the reason, not the data folder it no longer finds."""
+        if not hasattr(self.kind, "dls"):
+            raise FxpError(f"{self.command}: {self.written.task.kind} runs train in steps (several learners); they "
+                           f"{cannot}")
+
+
+def taken(key: str, takes: tuple[str, ...]) -> bool:
+    "Whether `key` is one of `takes` (a name ending in `.`: any key under it); task.kind never is."
+    return key != "task.kind" and any(key == t or (t.endswith(".") and key.startswith(t)) for t in takes)
+
+
+def listed(takes: tuple[str, ...]) -> str:
+    "The keys a command takes, as its help and errors show them: `data.*, trainer.bs`."
+    return ", ".join(t + "*" if t.endswith(".") else t for t in takes)
 
 
 def one_learner_kinds() -> list[str]:
-    "The kinds whose saved runs `one_learner` takes: those that give `dls` (a saved run's data is rebuilt with it)."
+    "The kinds whose saved runs `SavedRun.one_learner` takes: those that give `dls` (a saved run's data is rebuilt)."
     from fxp import dispatch
 
     return [k for k in dispatch.kinds() if hasattr(dispatch.kind_module(k), "dls")]
 
 
-def config(run_dir: Path, overrides: list[str], command: str):
-    """The run's config.yaml merged into today's schema with `overrides` (keys under TAKES) applied, validated; one
-    line naming the key if it does not validate (a moved data folder: the data.path= that fixes it)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def loggers(value, command: str):
+    "`logger=NAME`, `logger=[A,B]` or `logger=null` as `fxp train` composes it: the chosen YAMLs merged."
     from omegaconf import OmegaConf
 
-    from fxp import config as fxp_config
-    from fxp.schema import Config
+    from fxp import config
 
-    fxp_config.register()
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(Path(run_dir) / CONFIG))
-    except Exception as e:  # missing, not YAML, or a key today's schema lacks
-        raise FxpError(f"{command}: {Path(run_dir) / CONFIG} cannot be read as a run's config "
-                       f"({fxp_config.one_line(e)})") from None
-    for o in overrides:
-        try:
-            parsed = OverridesParser.create().parse_overrides([o])[0]
-        except Exception as e:
-            raise ConfigError(f"{command}: cannot parse the override {o!r} ({str(e).splitlines()[0]})") from None
-        key = parsed.key_or_group or ""
-        if not key.startswith(TAKES) or key == "task.kind":
-            raise ConfigError(f"{command}: {o!r}: only the data and its layout can change for a trained model "
-                              f"({', '.join(k + '*' if k.endswith('.') else k for k in TAKES)}; not task.kind)")
-        try:
-            OmegaConf.update(cfg, key, parsed.value(), merge=True)
-        except Exception as e:
-            raise ConfigError(f"{command}: {fxp_config.one_line(e)}") from None
-    try:
-        return fxp_config.validate(cfg)
-    except ConfigError as e:
-        fix = f" (if the data moved: {command} {run_dir} data.path=NEW)" if "data.path" in str(e) else ""
-        raise ConfigError(f"{command}: {e}{fix}") from None
+    names = [] if value is None else [value] if isinstance(value, str) else list(value)
+    choices = config.choices("logger")
+    out = OmegaConf.create({})
+    for name in names:
+        if name not in choices:
+            raise ConfigError(f"{command}: unknown logger {name!r}; choose from: {', '.join(choices)}")
+        out = OmegaConf.merge(out, OmegaConf.load(config.conf_dir() / "logger" / f"{name}.yaml"))
+    return out
 
 
 def device(cfg):
@@ -130,19 +221,6 @@ def verified(path: Path, command: str = "fxp", trust: bool = False) -> None:
     raise FxpError(f"{command}: {path} is not the file fxp wrote there (its SHA-256 differs from the one in "
                    f"{PICKLES}): it was replaced or damaged, and loading a pickle runs any code it holds; train the "
                    f"run again, or add --trust if you know where the file comes from")
-
-
-def learner(run_dir: Path, dev, command: str = "fxp", trust: bool = False):
-    "The run's exported learner on `dev`, quiet: no progress bar, no epoch lines."
-    from fastai.callback.progress import ProgressCallback
-
-    learn = load(Path(run_dir) / MODEL, command, trust)
-    if dev.type != "cpu":
-        learn.model.to(dev)
-        learn.dls.to(dev)
-    learn.remove_cb(ProgressCallback)
-    learn.logger = lambda *_: None
-    return learn
 
 
 def labelled(learn, kind, cfg, split: str, dev, run_dir: Path, limit: int | None = None):

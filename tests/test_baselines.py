@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import copy_exported, need_data
-from fxp import apps
+from fxp import reports
 from fxp.commands import compare, report, runs as runlist
 from fxp.diagnose import diagnose
 
@@ -33,7 +33,8 @@ def evaluated(run, data) -> dict:
     from fxp import saved
     from fxp.commands import val
 
-    return val.evaluate(run, saved.config(run, [f"data.path={data}"], "fxp val"), "valid")[0]
+    opened = saved.open_run(run, "fxp val")
+    return val.evaluate(opened, opened.config([f"data.path={data}"]), "valid")[0]
 
 
 def random_split(n: int, pct: float = 0.2, seed: int = 42):
@@ -82,7 +83,7 @@ def test_multilabel_baseline_is_the_best_constant_tag_set_and_diagnose_says_the_
     d = diagnose(run)
     assert d["verdict"] == "no better than its baseline", d
     assert f"fbeta {fbeta:.4g} vs {base['fbeta']['value']:.4g} for always the tags" in d["findings"][0]["evidence"]
-    apps.report(type("R", (), {"path": run})())
+    reports.report(type("R", (), {"path": run})())
     assert f"fbeta {fbeta:.4g} does not beat its baseline" in capsys.readouterr().out
 
 
@@ -163,7 +164,7 @@ def test_final_table_runs_and_report_show_the_baseline(tmp_path, capsys, kind):
     by = base[metric]["by"]
     run = write_run(tmp_path / "outputs" / task / "2026-01-01_10-00-00_aaaaaa", {"valid_loss": [0.7, 0.6],
                     metric: [value - 0.05, value]}, task=task, metric=metric, baselines=base)
-    apps.report(type("R", (), {"path": run})())
+    reports.report(type("R", (), {"path": run})())
     out = capsys.readouterr().out
     row = next(ln for ln in out.splitlines() if f"│ {metric} " in ln)
     assert f"{base[metric]['value']:.4g} ({by})" in row

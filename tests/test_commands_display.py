@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from fxp import apps
+from fxp import reports
 from fxp.commands import predict, reproduce, runs as runlist
 
 METRICS = "stage,epoch,train_loss,valid_loss,accuracy,lr,time\n1,1,0.9,0.8,0.5,0.001,1.0\n1,2,0.7,0.6,0.6,0.001,1.0\n"
@@ -64,7 +64,7 @@ def test_reproduce_verdict_shows_text_with_brackets(tmp_path, capsys):
 def test_final_table_shows_metric_and_task_names_with_brackets(tmp_path, capsys):
     run = write_run(tmp_path / "run", task="[bold]x[/bold]", final_metrics={"[fbeta]": 0.5},
                     best_metrics={"[fbeta]": 0.5})
-    apps.report(SimpleNamespace(path=run))
+    reports.report(SimpleNamespace(path=run))
     out = capsys.readouterr().out
     assert "[bold]x[/bold]" in out and "[fbeta]" in out
 
@@ -73,7 +73,7 @@ def test_final_table_shows_metric_and_task_names_with_brackets(tmp_path, capsys)
 
 
 def report_of(run, capsys) -> str:
-    apps.report(SimpleNamespace(path=run))
+    reports.report(SimpleNamespace(path=run))
     return capsys.readouterr().out
 
 

@@ -2,7 +2,7 @@
 command names and of `fxp lr-find` overrides."""
 import pytest
 
-from conftest import run_fxp, subprocess_env
+from conftest import assert_one_line_error, copy_exported, run_fxp, subprocess_env
 from fxp import config
 
 
@@ -68,3 +68,16 @@ def test_fish_completion_gets_one_command_a_line(tmp_path):
     r = run_fxp("-sc", "query=fish", cwd=tmp_path, env=env)
     assert r.returncode == 0, r
     assert r.stdout.split("\n")[:2] == ["reproduce", "resume"] or r.stdout.split("\n")[:2] == ["reproduce", "runs"]
+
+
+# --- one override parser: fxp train's pre-check and the commands on a saved run say the same ------------------------
+
+
+@pytest.mark.parametrize("override", ["data.path=runs(2)", "=5"])
+def test_a_bad_override_is_the_same_line_for_every_command(tmp_path, override):
+    """`fxp train` and `fxp val` (a saved run) parse overrides with one parser: the same line, the command's name
+    before it (the quoting that fixes a value Hydra reads as syntax; the KEY=VALUE form)."""
+    run = copy_exported(tmp_path, "classification") / "classification"
+    train = assert_one_line_error(run_fxp("train", override, cwd=tmp_path))
+    val = assert_one_line_error(run_fxp("val", str(run), override, cwd=tmp_path))
+    assert val == train.replace("fxp: error: ", "fxp: error: fxp val: ", 1)

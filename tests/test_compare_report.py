@@ -11,7 +11,7 @@ import pytest
 
 from browser import page
 from conftest import assert_one_line_error, metrics_rows, run_fxp
-from fxp.commands import number
+from fxp.console import number
 from fxp.diagnose import diagnose
 
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from omegaconf import OmegaConf
 
 from conftest import run_fxp
-from fxp import apps, config, dispatch
+from fxp import config, dispatch, precheck
 from fxp.cli import COMMANDS
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def flat_values(node, prefix: str = ""):
 
 
 def key_space() -> list[str]:
-    keys = flat(OmegaConf.to_container(apps.compose([])))
+    keys = flat(OmegaConf.to_container(precheck.compose([])))
     for kind in dispatch.kinds():
         keys += schema_keys(dispatch.kind_module(kind).Task, "task.")
     keys += ["hydra.run.dir", "hydra.sweep.dir", "hydra.job.chdir", "hydra.verbose", "hydra.job.name"]
@@ -128,7 +128,7 @@ def neighbours(v) -> list:
     return [v]
 
 
-DEFAULTS = dict(flat_values(OmegaConf.to_container(apps.compose([]))))
+DEFAULTS = dict(flat_values(OmegaConf.to_container(precheck.compose([]))))
 plain_overrides = st.sampled_from(sorted(DEFAULTS)).flatmap(
     lambda k: st.sampled_from(neighbours(DEFAULTS[k])).map(lambda v: f"{k}={hydra_value(v)}"))
 key_overrides = st.one_of(
@@ -263,15 +263,15 @@ def test_other_commands_arguments(places, workdir):
 
 
 def validated(overrides: list[str]):
-    "The config a run of `overrides` would get (as apps.precheck validates it), or None where it is refused."
+    "The config a run of `overrides` would get (as precheck.precheck validates it), or None where it is refused."
     from fxp.errors import ConfigError
 
     try:
         try:
-            composed = apps.compose(overrides)
-        except apps.NullNode:
-            overrides = apps.with_nodes(overrides)
-            composed = apps.compose(overrides)
+            composed = precheck.compose(overrides)
+        except precheck.NullNode:
+            overrides = precheck.with_nodes(overrides)
+            composed = precheck.compose(overrides)
         return config.validate(composed, overrides)
     except ConfigError:
         return None

@@ -1,5 +1,6 @@
 """A light core: `fxp --version` and `fxp tasks` load neither torch, fastai nor Hydra (so no schema or preset is
-registered), and fxp's own modules import each other without cycles, at module level or inside functions."""
+registered), and fxp's own modules import each other without cycles, at module level or inside functions; the core
+never imports a command, nor a command another."""
 import ast
 import json
 import subprocess
@@ -163,3 +164,39 @@ def test_the_front_and_the_run_folder_module_import_no_command():
     top, full = graphs()
     assert top["fxp.cli"] <= {"fxp", "fxp.errors"}
     assert full["fxp.runs"] <= {"fxp", "fxp.errors"}
+
+
+# --- which way the arrows point: commands build on the core, never the other way, and never on each other -------------
+
+
+def written_imports() -> dict[str, set[str]]:
+    """Each fxp module's imports as its source writes them, at module level or inside a function, lazily or not (not
+    the CLI's imports by a command's name: routing to a command is the front's job)."""
+    mods = modules()
+    return {name: set().union(*imports(path, name, set(mods))) for name, path in mods.items()}
+
+
+def is_command(module: str) -> bool:
+    "A command's module (fxp.commands.val); fxp.commands itself is their package (Parser, saved_run_arguments)."
+    return module.startswith("fxp.commands.")
+
+
+def test_the_core_never_imports_a_command():
+    "What two commands share lives in the core (fxp.saved, fxp.predicting, fxp.console, ...), which commands import."
+    found = {m: sorted(i for i in imports if i == "fxp.commands" or is_command(i))
+             for m, imports in written_imports().items() if m != "fxp.commands" and not is_command(m)}
+    assert {m: i for m, i in found.items() if i} == {}
+
+
+def test_a_command_imports_no_other_command():
+    found = {m: sorted(i for i in imports if is_command(i) and i != m)
+             for m, imports in written_imports().items() if is_command(m)}
+    assert {m: i for m, i in found.items() if i} == {}
+
+
+def test_the_arrow_rules_see_lazy_imports(tmp_path):
+    "A command imported inside a function counts: the scan reads function bodies, not only the module's top."
+    f = tmp_path / "lazy.py"
+    f.write_text("def f():\n    from fxp.commands.predict import main\n")
+    top, inner = imports(f, "fxp.lazy", set(modules()))
+    assert "fxp.commands.predict" in inner and "fxp.commands.predict" not in top

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import assert_one_line_error, need_data
-from fxp import apps, config
+from fxp import config, precheck
 from fxp.commands import reproduce
 
 PRESETS = sorted(config.choices("experiment"))
@@ -13,7 +13,7 @@ PRESETS = sorted(config.choices("experiment"))
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_composes_validates_and_names_its_source(name):
-    cfg = config.validate(apps.compose([f"+experiment={name}"]))
+    cfg = config.validate(precheck.compose([f"+experiment={name}"]))
     r = cfg.reproduce
     assert r.mode in ("min", "max") and r.tolerance > 0 and r.source
     assert set(r.needs) <= set(reproduce.NEEDS)

@@ -12,7 +12,16 @@ from contextlib import contextmanager
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, metrics_rows, newest_run, run_fxp, subprocess_env, summary
+from conftest import (
+    assert_one_line_error,
+    copy_exported,
+    metrics_rows,
+    need_data,
+    newest_run,
+    run_fxp,
+    subprocess_env,
+    summary,
+)
 
 # fit_one_cycle, fastai's fine_tune (a frozen fit, then an unfrozen one) and fit: 2 + (1 + 2) + 1 = 6 epochs
 RECIPE = "trainer.stages=[{epochs:2},{policy:fine_tune,epochs:2,lr:1e-3},{policy:fit,epochs:1,lr:1e-4}]"
@@ -190,6 +199,19 @@ def test_nothing_to_resume_is_one_line_and_changes_nothing(stopped_copy, case, m
     before = snapshot(run)
     assert_one_line_error(run_fxp("resume", str(run), *args, cwd=run.parent), *mentions)
     assert snapshot(run) == before
+
+
+def test_a_run_whose_data_moved_resumes_with_the_data_path_its_error_names(tmp_path):
+    """The refusal says `fxp resume RUN data.path=NEW`, and that override is then taken: the saved config is checked
+    with the resume's overrides applied, not before them (it refused again, naming the old path)."""
+    from fxp.commands.resume import saved_config
+    from fxp.errors import ConfigError
+
+    run = copy_exported(tmp_path, "classification") / "classification"  # trained on data now gone: /absent/...
+    with pytest.raises(ConfigError, match="data.path=NEW"):
+        saved_config(run, [], None)
+    data = need_data("mnist_tiny")
+    assert saved_config(run, [f"data.path={data}"], None).data.path == str(data)
 
 
 # --- a run folder is claimed only if new or empty (issue 17 item 2) -------------------------------------------

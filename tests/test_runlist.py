@@ -328,7 +328,7 @@ def test_a_sweep_stopped_between_jobs_shows_the_jobs_it_never_started(tmp_path, 
 
 def test_a_sweeper_that_counts_its_trials_records_how_many(tmp_path, capsys):
     "Optuna's trials pick their values as they run: the record (from the composed config) has their number only."
-    from fxp.apps import compose
+    from fxp.precheck import compose
     from fxp.sweeps import plan, record
 
     cfg = compose(["hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=5"], hydra=True)

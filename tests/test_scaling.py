@@ -107,10 +107,10 @@ def test_scale_lr_is_the_linear_rule_and_off_by_default(monkeypatch):
 def test_the_ray_launcher_without_ray_is_one_line(monkeypatch):
     import importlib.util
 
-    from fxp import apps
+    from fxp import precheck
     from fxp.errors import ConfigError
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'fxp\[ray\]'"):
-        apps.check_choices(["hydra/launcher=ray"])
+        precheck.check_choices(["hydra/launcher=ray"])

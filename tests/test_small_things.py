@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_one_line_error, run_fxp
-from fxp import apps
+from fxp import config
 from fxp.data import read_table
 
 
@@ -18,7 +18,7 @@ def test_a_regex_override_error_shows_hydra_quoting(tmp_path):
 
 
 def test_the_suggested_quoting_parses(tmp_path):
-    suggestion = apps.quoted(r"task.pat=^(.+)_\d+$")
+    suggestion = config.quoted(r"task.pat=^(.+)_\d+$")
     assert suggestion == r"""'task.pat="^(.+)_\d+$"'"""
     r = run_fxp("train", "task=pets", suggestion[1:-1], "--cfg", "job", cwd=tmp_path)  # as the shell passes it
     assert r.returncode == 0, r

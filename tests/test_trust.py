@@ -182,7 +182,7 @@ def hydra_config_pickle(path: Path) -> Path:
 
 
 def test_rerun_checks_a_real_config_pickle_without_refusing_it(tmp_path):
-    from fxp.apps import _check_rerun
+    from fxp.precheck import _check_rerun
 
     _check_rerun(hydra_config_pickle(tmp_path / "config.pickle"))  # no error: it holds only a config
 

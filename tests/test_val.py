@@ -138,7 +138,7 @@ def predicted_shares(run: Path, files: list[Path]):
 
     from fxp import saved
 
-    learn = saved.learner(run, torch.device("cpu"))
+    learn = saved.open_run(run, "fxp val").learner(torch.device("cpu"))
     probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
     return torch.bincount(probs.argmax(1).flatten(), minlength=probs.shape[1]).float() / probs.argmax(1).numel()
 

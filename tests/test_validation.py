@@ -157,11 +157,11 @@ def test_a_key_under_a_null_node_makes_the_node_from_its_schema(fxp):
 
 def test_a_key_under_a_null_node_in_a_sweep_gets_the_node_before_it():
     "What Hydra's app then reads (sys.argv): the node made before the first key under it, for every job alike."
-    from fxp import apps
+    from fxp import precheck
 
-    args = apps.precheck(["-m", "task=mnist,digits", "task.aug.max_rotate=5,6", "trainer.epochs=1"])
+    args = precheck.precheck(["-m", "task=mnist,digits", "task.aug.max_rotate=5,6", "trainer.epochs=1"])
     assert args == ["-m", "task=mnist,digits", "+node=task.aug", "task.aug.max_rotate=5,6", "trainer.epochs=1"]
-    assert apps.precheck(["task=pets", "trainer.bs=8"]) == ["task=pets", "trainer.bs=8"]
+    assert precheck.precheck(["task=pets", "trainer.bs=8"]) == ["task=pets", "trainer.bs=8"]
 
 
 @pytest.mark.slow
@@ -266,12 +266,12 @@ def test_hydra_flags_and_keys_are_one_line_with_the_prefix(fxp, args, mentions):
 
 
 def test_ctrl_c_before_the_job_starts_is_exit_130(fxp, monkeypatch):
-    from fxp import apps
+    from fxp import precheck
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(apps, "compose", interrupted)
+    monkeypatch.setattr(precheck, "compose", interrupted)
     assert_one_line_error(fxp("train"), "interrupted", code=130)
 
 

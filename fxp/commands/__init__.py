@@ -1,5 +1,6 @@
 """The commands that are not Hydra apps, one module each, each with `main(args) -> int`; `fxp.cli` imports the one
-it runs. They read run folders only through `fxp.runs`."""
+it runs. They read run folders only through `fxp.runs` and `fxp.saved`, and import the core, never another command
+(what two commands share lives in the core); the core never imports them (tests/test_imports.py)."""
 from __future__ import annotations
 
 import argparse
@@ -23,25 +24,3 @@ def saved_run_arguments(p: Parser, overrides: str) -> Parser:
                                                         "recorded (it runs any code it holds)")
     return p
 
-
-def console(piped_width: int = 10_000):
-    """A rich console that prints text as is (no markup: a `[spoiler]` in a text or `y_cols=[a,b]` in an override
-    stays); styles come as rich Text. Piped: `COLUMNS` wide if set, else `piped_width` (by default wide enough for
-    one line per row with whole cells, for grep and scripts)."""
-    import os
-
-    from rich.console import Console
-
-    out = Console(markup=False)  # rich reads COLUMNS itself, on a terminal or not
-    if not out.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
-        out.width = piped_width
-    return out
-
-
-def number(v) -> str:
-    "A metric in a table: four significant digits (-3e-06, not -0.0000; 0.9583; 1235); `-` for none or NaN."
-    import math
-
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return "-"
-    return f"{v:.4g}"

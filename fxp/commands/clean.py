@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fxp.commands import console
-from fxp.errors import FxpError, check_writable
-from fxp.runs import MODEL
+from fxp.console import console
+from fxp.errors import FxpError
 
 TOP, FOLDER, CSV, SHEET = 25, "clean", "top_losses.csv", "top_losses.png"
 SHEET_MAX = 100  # images on the contact sheet (the CSV lists every one of --top)
@@ -36,17 +35,14 @@ def main(args: list[str]) -> int:
         return 0
     run_dir, top = _args([a for a in args if a != "--trust"])
     from fxp import saved
-    from fxp.commands.predict import run_config
 
-    if not (run_dir / MODEL).is_file():
-        raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
-    check_writable(run_dir, "fxp clean")
-    cfg = run_config(run_dir)
+    run = saved.open_run(run_dir, "fxp clean", "--trust" in args, writes=True)
+    cfg = run.written
     if cfg.task.kind != "classification" or cfg.task.get("source") == "digits":
         what = "digits (in memory)" if cfg.task.get("source") == "digits" else cfg.task.kind
         raise FxpError(f"fxp clean: {run_dir} is a {what} run; fxp clean takes image classification runs on image "
                        f"files (folders, regex or csv sources)")
-    rows, images = top_losses(saved.load(run_dir / MODEL, "fxp clean", "--trust" in args), cfg, top)
+    rows, images = top_losses(run.learn, cfg, top)
     write(rows, images, run_dir / FOLDER)
     _print(rows, run_dir / FOLDER)
     return 0

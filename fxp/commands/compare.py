@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from fxp import reports
-from fxp.commands import Parser, console, number
+from fxp.commands import Parser
+from fxp.console import console, number
 from fxp.errors import FxpError
 from fxp.runs import baseline_cell, baselines, read_summary
 

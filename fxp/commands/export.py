@@ -22,9 +22,9 @@ import warnings
 from pathlib import Path
 
 from fxp import saved
-from fxp.commands import Parser, console, saved_run_arguments
+from fxp.commands import Parser, saved_run_arguments
+from fxp.console import console
 from fxp.errors import FxpError
-from fxp.runs import read_summary
 
 FORMATS = {"onnx": "onnx", "torchscript": "pt"}
 TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
@@ -46,19 +46,16 @@ def main(args: list[str]) -> int:
         raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
     if opts.format == "onnx":
         need_onnx()
-    from fxp import dispatch
-
-    run_dir = saved.check_run(Path(opts.run_dir), "fxp export")
-    saved.one_learner(run_dir, "fxp export", "cannot be exported: fxp export takes image and tabular runs")
-    cfg = saved.config(run_dir, opts.overrides, "fxp export")
+    run = saved.open_run(Path(opts.run_dir), "fxp export", opts.trust, writes=True)
+    run.one_learner("cannot be exported: fxp export takes image and tabular runs")
+    cfg = run.config(opts.overrides)
     import torch
 
-    cpu, kind = torch.device("cpu"), dispatch.kind_module(cfg.task.kind)
-    learner = saved.learner(run_dir, cpu, "fxp export", opts.trust)
-    learn = saved.labelled(learner, kind, cfg, "valid", cpu, run_dir, limit=opts.items)
-    dest = run_dir / EXPORT / opts.format
+    cpu = torch.device("cpu")
+    learn = saved.labelled(run.learner(cpu), run.kind, cfg, "valid", cpu, run.path, limit=opts.items)
+    dest = run.path / EXPORT / opts.format
     with folder_whole(dest) as tmp:
-        meta = export(learn, cfg, run_dir, tmp, opts.format, opts.items)
+        meta = export(learn, cfg, run, tmp, opts.format, opts.items)
     show(meta, dest)
     return 0 if meta["parity"]["passed"] else 1
 
@@ -91,8 +88,8 @@ def folder_whole(dest: Path):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export(learn, cfg, run_dir: Path, dest: Path, fmt: str, n: int) -> dict:
-    "Write dest/model.<ext> and dest/model.json for the run `run_dir`; returns model.json's content."
+def export(learn, cfg, run, dest: Path, fmt: str, n: int) -> dict:
+    "Write dest/model.<ext> and dest/model.json for the saved run `run`; returns model.json's content."
     import torch
 
     inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)  # all of in-memory data (digits): cut to n
@@ -110,8 +107,8 @@ def export(learn, cfg, run_dir: Path, dest: Path, fmt: str, n: int) -> dict:
             raise FxpError(f"fxp export: this model cannot be exported as {fmt} ({type(e).__name__}: "
                            f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
         outputs = run_exported(file, fmt, names, inputs)
-    summary = read_summary(run_dir)
-    meta = {"format": fmt, "file": file.name, "run": str(run_dir.resolve()),
+    summary = run.summary
+    meta = {"format": fmt, "file": file.name, "run": str(run.path.resolve()),
             "task": summary.get("task") or cfg.task.kind, "kind": cfg.task.kind,
             **spec, "output": {**output_spec(model, inputs, preds, spec), **thresholds(learn, summary)},
             "parity": parity(outputs, preds, spec.get("classes") is not None)}

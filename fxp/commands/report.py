@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from fxp import reports
-from fxp.commands import Parser, number
+from fxp.commands import Parser
+from fxp.console import number
 from fxp.errors import FxpError
-from fxp.reports import esc, image, table
+from fxp.reports import esc, image, metric_rows, model_line, table
 from fxp.runs import CONFIG, is_run, is_sweep, read_config, read_jobs, read_overrides, read_run, read_summary
 
 REPORT = "report.html"
@@ -32,7 +33,6 @@ def main(args: list[str]) -> int:
 
 
 def run_report(folder: Path) -> tuple[str, list[str]]:
-    from fxp.apps import metric_rows, model_line
     from fxp.diagnose import diagnose
 
     summary, row = read_summary(folder), read_run(folder, folder.parent)

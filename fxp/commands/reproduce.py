@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from fxp import config
-from fxp.commands import console, number
+from fxp.console import console, number
 from fxp.errors import FxpError
 from fxp.runs import (
     CONFIG,

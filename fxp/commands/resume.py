@@ -8,16 +8,16 @@ as they are (RESUMABLE: where the data is, the device, threads, loader workers, 
 """
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from fxp.commands import Parser
 from fxp.errors import ConfigError, FxpError, check_writable
+from fxp.logfile import logging_to
 from fxp.runs import CONFIG, LOG, last_checkpoint, read_overrides, read_run, read_summary
+from fxp.saved import listed
 
-RESUMABLE = ("data.path", "trainer.device", "trainer.num_threads", "trainer.num_workers", "logger")
+RESUMABLE = ("data.path", "trainer.device", "trainer.num_threads", "trainer.num_workers", "logger", "logger.")
 NOT_AGAIN = {"completed": "it completed; nothing to resume (fxp resume RUN_DIR --extend N trains N more epochs)",
              "running": "it is still running{pid}; nothing to resume",
              "diverged": "it diverged: resumed, it would diverge again at the same epoch; train it anew with a lower "
@@ -32,7 +32,7 @@ def parser() -> Parser:
                                                            "its last one; after fine_tune, its unfrozen part)")
     p.add_argument("--trust", action="store_true", help="load a checkpoint that holds more than data (fxp's own hold "
                                                         "only data): it runs any code it holds")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"only {', '.join(RESUMABLE)}")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"only {listed(RESUMABLE)}")
     return p
 
 
@@ -90,73 +90,19 @@ def check_run(path: Path, extend: int | None) -> str:
 
 
 def saved_config(path: Path, overrides: list[str], extend: int | None):
-    """The run's config.yaml, validated as it is now (else one line: it no longer validates, naming the key), then
-    with the overrides a resume may take and the --extend stage, validated again (else one line naming the key)."""
-    from omegaconf import OmegaConf
-
+    """The run's config as it validates now, with the overrides a resume takes (RESUMABLE: they leave the results as
+    they are) and the --extend stage; else one line naming the key."""
     from fxp import config
-    from fxp.schema import Config
+    from fxp.saved import SavedRun
 
-    config.register()
+    cfg = SavedRun(path, "fxp resume").config(overrides, RESUMABLE)
+    if extend is None:
+        return cfg
+    cfg.trainer.stages.append(extension(cfg.trainer.stages[-1], extend))
     try:
-        saved = OmegaConf.load(path / CONFIG)
-    except Exception as e:  # unreadable or not YAML
-        raise FxpError(f"fxp resume: {path / CONFIG} cannot be read ({type(e).__name__}); nothing to resume") from None
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
-        config.validate(cfg)
-    except Exception as e:  # a ConfigError, or OmegaConf's (the key and what is wrong)
-        msg = str(e) if isinstance(e, ConfigError) else config.one_line(e)
-        fix = f"if the data moved: fxp resume {path} data.path=NEW" if "data.path" in msg else "train it anew"
-        raise ConfigError(f"fxp resume: {path / CONFIG} no longer validates: {msg}; nothing resumed ({fix})") from None
-    try:
-        cfg = apply(cfg, overrides)
-        if extend is not None:
-            cfg.trainer.stages.append(extension(cfg.trainer.stages[-1], extend))
         return config.validate(cfg)
     except ConfigError as e:
-        raise ConfigError(str(e) if str(e).startswith("fxp resume:") else f"fxp resume: {e}") from None
-    except Exception as e:
-        raise ConfigError(f"fxp resume: {config.one_line(e)}") from None
-
-
-def apply(cfg, overrides: list[str]):
-    "The overrides a resume takes (RESUMABLE keys only: they leave the results as they are)."
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    for o in overrides:
-        try:
-            parsed = OverridesParser.create().parse_overrides([o])[0]
-        except Exception as e:
-            raise ConfigError(f"fxp resume: cannot parse the override {o!r} ({str(e).splitlines()[0]})") from None
-        key = parsed.key_or_group
-        if not key:
-            raise ConfigError(f"fxp resume: the override {o!r} names no key: write KEY=VALUE")
-        if key not in RESUMABLE and not key.startswith("logger."):
-            raise ConfigError(f"fxp resume: {key} would change what the run computes, so a resume cannot take it; "
-                              f"it takes only {', '.join(RESUMABLE)} (train anew to change {key})")
-        if key == "logger":
-            cfg.logger = loggers(parsed.value())
-        else:
-            OmegaConf.update(cfg, key, parsed.value(), merge=True)
-    return cfg
-
-
-def loggers(value):
-    "`logger=NAME`, `logger=[A,B]` or `logger=null` as `fxp train` composes it: the chosen YAMLs merged."
-    from omegaconf import OmegaConf
-
-    from fxp import config
-
-    names = [] if value is None else [value] if isinstance(value, str) else list(value)
-    choices = config.choices("logger")
-    out = OmegaConf.create({})
-    for name in names:
-        if name not in choices:
-            raise ConfigError(f"fxp resume: unknown logger {name!r}; choose from: {', '.join(choices)}")
-        out = OmegaConf.merge(out, OmegaConf.load(config.conf_dir() / "logger" / f"{name}.yaml"))
-    return out
+        raise ConfigError(f"fxp resume: --extend {extend}: {e}") from None
 
 
 def extension(last, n: int):
@@ -178,25 +124,3 @@ def note(path: Path, point: dict, extend: int | None, n_stages: int) -> str:
         return f"extended by {extend} epochs: stage {n_stages}, after stage {point['stage']} epoch {point['epoch']}"
     step = f"step {point['step']} " if point["folder"] != str(path) else ""
     return f"resumed at {step}stage {point['stage']} epoch {point['epoch']}"
-
-
-@contextmanager
-def logging_to(file: Path):
-    "The run's train.log gets the resumed run's log lines, formatted as `fxp train` (Hydra's job logging) writes them."
-    from omegaconf import OmegaConf
-
-    from fxp import config
-    from fxp.logfile import LogFile
-
-    fmt = OmegaConf.load(config.conf_dir() / "hydra" / "job_logging" / "fxp.yaml").formatters.simple.format
-    handler = LogFile(file)
-    handler.setFormatter(logging.Formatter(fmt))
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        root.setLevel(level)

@@ -10,7 +10,8 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-from fxp.commands import Parser, console, number
+from fxp.commands import Parser
+from fxp.console import console, number
 from fxp.errors import FxpError
 from fxp.runs import (
     NOT_STARTED,

@@ -26,7 +26,7 @@ from pathlib import Path
 from fxp import saved
 from fxp.commands import Parser
 from fxp.errors import FxpError
-from fxp.runs import MODEL, read_summary, write_atomic
+from fxp.runs import write_atomic
 
 MAX_MB = 10  # largest request: images or a JSON body
 MAX_FILES = 16  # images per request
@@ -69,21 +69,16 @@ class Model:
     "The run's learner and config, loaded once; predictions through fxp predict's code (one at a time: see make_app)."
 
     def __init__(self, run_dir: Path, max_pixels: int | None = None, trust: bool = False):
-        from fxp import dispatch
-        from fxp.commands.predict import input_of, pixel_budget, run_config
+        from fxp.predicting import input_of, pixel_budget
 
-        if not (run_dir / MODEL).is_file():
-            raise FxpError(f"fxp serve: no {MODEL} in {run_dir}: give the folder of a completed run (fxp runs lists "
-                           f"them)")
-        self.run_dir, self.cfg = run_dir, run_config(run_dir)
-        self.kind = dispatch.kind_module(self.cfg.task.kind)
-        self.learn = saved.load(run_dir / MODEL, "fxp serve", trust)
+        self.run = saved.open_run(run_dir, "fxp serve", trust)
+        self.run_dir, self.cfg, self.kind, self.learn = run_dir, self.run.written, self.run.kind, self.run.learn
         self.input = input_of(self.learn)
         self.max_pixels = pixel_budget(self.learn, max_pixels)
 
     def info(self) -> dict:
         "What the page and GET /info show: the run by its folder's name (never the server's paths)."
-        task = read_summary(self.run_dir).get("task") or self.cfg.task.kind
+        task = self.run.summary.get("task") or self.cfg.task.kind
         out = {"run": self.run_dir.resolve().name, "task": task, "kind": self.cfg.task.kind, "input": self.input,
                "classes": saved.classes(self.learn)}
         if self.input == "image":
@@ -96,7 +91,7 @@ class Model:
         "The kind's rows for `inputs`, and the warnings it wrote (`fxp: warning: ...` lines: unknown categories)."
         import inspect
 
-        from fxp.commands.predict import predict_rows
+        from fxp.predicting import predict_rows
 
         params = inspect.signature(self.kind.predict).parameters
         options = {"out": tmp} if "out" in params else {}
@@ -253,7 +248,7 @@ async def read_images(request, limit: int, max_pixels: int) -> list:
 
 def image_header(upload, max_pixels: int) -> str:
     "The upload's format by its header, which also gives its size: over `max_pixels` is a 413, not an image a 415."
-    from fxp.commands.predict import TooLarge, image_format
+    from fxp.predicting import TooLarge, image_format
 
     name = Path(upload.filename or "the upload").name
     try:

@@ -14,7 +14,8 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from fxp.commands import Parser, console, number, saved_run_arguments
+from fxp.commands import Parser, saved_run_arguments
+from fxp.console import console, number
 from fxp.runs import baseline_cell, baselines, not_beaten, read_metrics, read_summary, write_atomic
 from fxp.saved import SPLITS
 
@@ -36,11 +37,9 @@ def main(args: list[str]) -> int:
     opts = parser().parse_intermixed_args(args)
     from fxp import saved
 
-    run_dir = saved.check_run(Path(opts.run_dir), "fxp val")
-    saved.one_learner(run_dir, "fxp val", f"cannot be evaluated yet: fxp val takes "
-                                          f"{', '.join(saved.one_learner_kinds())} runs")
-    cfg = saved.config(run_dir, opts.overrides, "fxp val")
-    result, dest = evaluate(run_dir, cfg, opts.split, opts.trust)
+    run = saved.open_run(Path(opts.run_dir), "fxp val", opts.trust, writes=True)
+    run.one_learner(f"cannot be evaluated yet: fxp val takes {', '.join(saved.one_learner_kinds())} runs")
+    result, dest = evaluate(run, run.config(opts.overrides), opts.split)
     if opts.json:
         print(json.dumps(result, indent=2))
     else:
@@ -48,13 +47,13 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def evaluate(run_dir: Path, cfg, split: str, trust: bool = False) -> tuple[dict, Path]:
-    "Metrics, the kind's evaluation and plots of the saved learner on `split`, written to a new eval folder."
-    from fxp import dispatch, saved
+def evaluate(run, cfg, split: str) -> tuple[dict, Path]:
+    """Metrics, the kind's evaluation and plots of the saved run's learner (a fxp.saved.SavedRun) on `split` of the
+    data `cfg` points at, written to a new eval folder."""
+    from fxp import saved
 
-    kind = dispatch.kind_module(cfg.task.kind)
-    dev = saved.device(cfg)
-    learn = saved.labelled(saved.learner(run_dir, dev, "fxp val", trust), kind, cfg, split, dev, run_dir)
+    run_dir, kind, dev = run.path, run.kind, saved.device(cfg)
+    learn = saved.labelled(run.learner(dev), kind, cfg, split, dev, run_dir)
     names = ["valid_loss", *(m.name for m in learn.metrics)]
     values = [_plain(v) for v in learn.validate()]
     evaluation = kind.evaluate(learn, cfg)
