@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import data_root
-from fxp import apps, cli, config
+from fxp import apps, cli, config, precheck
 from fxp.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,8 +181,8 @@ def test_the_overrides_pass_the_precheck(args, error, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config.register()
     if error is None or "(run folder" in error:
-        apps.precheck([apps._no_option(a) for a in args])
+        precheck.precheck([apps._no_option(a) for a in args])
         return
     with pytest.raises(ConfigError) as e:
-        apps.precheck([apps._no_option(a) for a in args])
+        precheck.precheck([apps._no_option(a) for a in args])
     assert str(e.value).startswith(error.split("...")[0].rstrip()), f"the page prints: {error}"
