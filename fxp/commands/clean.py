@@ -35,17 +35,16 @@ def main(args: list[str]) -> int:
         print(HELP, end="")
         return 0
     run_dir, top = _args([a for a in args if a != "--trust"])
-    from fxp import saved
+    from fxp import dispatch, saved
     from fxp.commands.predict import run_config
 
     if not (run_dir / MODEL).is_file():
         raise FxpError(f"no {MODEL} in {run_dir}: give the folder of a completed run (see outputs/)")
     check_writable(run_dir, "fxp clean")
     cfg = run_config(run_dir)
-    if cfg.task.kind != "classification" or cfg.task.get("source") == "digits":
-        what = "digits (in memory)" if cfg.task.get("source") == "digits" else cfg.task.kind
-        raise FxpError(f"fxp clean: {run_dir} is a {what} run; fxp clean takes image classification runs on image "
-                       f"files (folders, regex or csv sources)")
+    why = dispatch.not_cleanable(cfg)
+    if why:
+        raise FxpError(f"fxp clean: {run_dir} cannot be cleaned: {why}")
     rows, images = top_losses(saved.load(run_dir / MODEL, "fxp clean", "--trust" in args), cfg, top)
     write(rows, images, run_dir / FOLDER)
     _print(rows, run_dir / FOLDER)

@@ -36,6 +36,7 @@ ROWS_PER_FILE = 10  # the tabular kind's predict returns this many rows of each 
 TOP = 10  # classes shown with their probability
 LOCAL = ("localhost", "127.0.0.1", "::1")  # the Host names always served (others: the bound address, --allow-host)
 WARNING = "fxp: warning: "  # how a kind's predict warns on stderr (an unknown category): served in "warnings"
+SERVED = ("image", "text", "table", "pairs")  # the inputs (a kind's INPUT) the page and the API take; pairs: as rows
 
 
 def parser() -> Parser:
@@ -70,15 +71,18 @@ class Model:
 
     def __init__(self, run_dir: Path, max_pixels: int | None = None, trust: bool = False):
         from fxp import dispatch
-        from fxp.commands.predict import input_of, pixel_budget, run_config
+        from fxp.commands.predict import pixel_budget, run_config
 
         if not (run_dir / MODEL).is_file():
             raise FxpError(f"fxp serve: no {MODEL} in {run_dir}: give the folder of a completed run (fxp runs lists "
                            f"them)")
         self.run_dir, self.cfg = run_dir, run_config(run_dir)
         self.kind = dispatch.kind_module(self.cfg.task.kind)
+        self.input = dispatch.declared(self.kind, "INPUT")
+        if self.input not in SERVED:
+            raise FxpError(f"fxp serve: a {self.cfg.task.kind} run takes {self.input or 'no input it declares'}; "
+                           f"fxp serve takes runs of {', '.join(SERVED)}")
         self.learn = saved.load(run_dir / MODEL, "fxp serve", trust)
-        self.input = input_of(self.learn)
         self.max_pixels = pixel_budget(self.learn, max_pixels)
 
     def info(self) -> dict:
@@ -88,7 +92,7 @@ class Model:
                "classes": saved.classes(self.learn)}
         if self.input == "image":
             out["max_pixels"] = self.max_pixels
-        if self.input == "table":
+        if self.input in ("table", "pairs"):
             out["columns"], out["categories"] = columns(self.learn), categories(self.learn)
         return out
 
