@@ -51,7 +51,8 @@ class Task(Split, TaskBase):
     # inputs are downscaled to size/scale pixels (shorter side), then resized back up
     scale: float = field(default=2.0, metadata=valid("[1, inf)", why="inputs are the images downscaled by it"))
     quality: List[int] = field(default_factory=lambda: [10, 70],  # JPEG quality of each input, drawn in [lo, hi]
-                               metadata=valid("[1, 100]", items=2, scalar=False, why="[q, q] for a fixed one"))
+                               metadata=valid("[1, 100]", items=2, scalar=False, whole=True,
+                                                             why="[q, q] for a fixed one"))
     cache_dir: Optional[str] = None  # where crappified copies go; null: $XDG_CACHE_HOME or ~/.cache, /fxp/crappified
     gen_stages: List[Stage] = field(default_factory=lambda: [Stage()])
     gen_monitor: Monitor = field(default_factory=lambda: Monitor("psnr", "max"))

@@ -42,7 +42,8 @@ class Task(Split, TaskBase):  # Split: the random split when there is no valid_c
     date_names: List[str] = field(default_factory=list)  # add_datepart on each (Year, Month, ..., Elapsed)
     valid_col: Optional[str] = None  # boolean column marking valid rows
     # [start, end): rows start..end-1 validate (lesson 4: [800, 1000])
-    valid_rows: Optional[List[int]] = field(default=None, metadata=valid("[0, inf)", items=2, scalar=False))
+    valid_rows: Optional[List[int]] = field(default=None, metadata=valid("[0, inf)", items=2, scalar=False,
+                                                                                whole=True))
     log_target: bool = False  # regression: train on log(y); fxp predict returns exp of the output
     y_range: Any = None  # regression: [lo, hi] (log space with log_target), auto (lesson 6), or null
 
