@@ -204,13 +204,13 @@ class LastCheckpoint(Callback):
     last.json beside it saying where it stands (read without torch: `fxp runs`, the interrupted message)."""
     order = 64  # after metrics.csv, save-best and early stopping have seen the epoch; before its line is printed
 
-    def __init__(self, step: str):
-        self.step = step
+    def __init__(self, step: str, carried: dict | None = None):
+        self.step, self.carried = step, carried or {}  # carried: the kind's (its CARRIED, fxp.dispatch.OPTIONAL)
 
     def after_epoch(self):
         if not _active(self) or rank_distrib():
             return
-        state, place = checkpoint(self.learn), self.learn.place
+        state, place = checkpoint(self.learn, self.carried), self.learn.place
         point = dict(step=self.step, stage=place["stage"], epoch=place["before"] + self.epoch + 1,
                      epochs=self.learn.last_row["epoch"], time=time.time())
         folder = self.path / self.model_dir
@@ -283,15 +283,17 @@ class EarlyStop(EarlyStoppingCallback):
 
 # --- what a checkpoint holds, for fxp resume --------------------------------------------------------------------
 
-# fastai callbacks whose state goes on from one epoch to the next within a fit (fxp's say so in `carried`)
-FASTAI_CARRIED = {"Recorder": ("smooth_loss",), "GANTrainer": ("gen_mode", "gen_loss", "crit_loss")}
+# fastai callbacks whose state goes on from one epoch to the next within a fit (fxp's say so in `carried`; a kind's
+# learner's own, in its CARRIED)
+FASTAI_CARRIED = {"Recorder": ("smooth_loss",)}
 
 
 def checkpoint_types() -> list:
     """What a checkpoint holds beyond tensors and plain data, the only types `torch.load(weights_only=True)` may build
     from one: numpy arrays, scalars and dtypes (the RNG states, some hyper-parameters), a slice (a stage's
-    discriminative lr), fastcore's L (the optimizer's hypers), the Recorder's and GANTrainer's smoothed losses, fastai's
-    tensor types (a smoothed loss's value) as imported by now (the run's kind). Anything else is refused, not run."""
+    discriminative lr), fastcore's L (the optimizer's hypers), the smoothed losses of the Recorder and of a kind's
+    callbacks, fastai's tensor types (a smoothed loss's value) as imported by now (the run's kind). Anything else is
+    refused, not run."""
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
@@ -306,25 +308,25 @@ def _subclasses(cls: type) -> list:
     return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
 
 
-def checkpoint(learn) -> dict:
+def checkpoint(learn, kinds: dict | None = None) -> dict:
     """Everything an epoch leaves that the next one uses, so a resumed run goes on exactly as if never stopped: the
     weights, the optimizer state (and which parameters hold a gradient: fastai's optimizer steps every parameter
     that has one, zeroed or frozen since), where in the recipe (`place`: stage, part of it, epoch within, its lr), each
-    callback's carried state, the iteration count, the grad scaler and every random state (torch, numpy, Python,
-    and each DataLoader's own generator, which shuffles)."""
+    callback's carried state (`kinds`: the kind's callbacks' {name: attributes}), the iteration count, the grad scaler
+    and every random state (torch, numpy, Python, and each DataLoader's own generator, which shuffles)."""
     scaler = learn.__dict__.get("scaler")
     stopped = any(getattr(cb, "stop", False) for cb in learn.cbs if isinstance(cb, EarlyStop))
     return dict(model=get_model(learn.model).state_dict(), opt=learn.opt.state_dict(),
                 grads=[p.grad is not None for p in learn.model.parameters()],
                 at=dict(learn.place, epoch=learn.epoch + 1, epochs=learn.last_row["epoch"], stopped=stopped),
                 train_iter=learn.train_iter, scaler=scaler.state_dict() if scaler is not None else None,
-                callbacks=carried(learn), rng=rng_states(learn.dls))
+                callbacks=carried(learn, kinds or {}), rng=rng_states(learn.dls))
 
 
-def carried(learn) -> dict:
-    out = {}
+def carried(learn, kinds: dict) -> dict:
+    out, known = {}, {**FASTAI_CARRIED, **kinds}
     for cb in learn.cbs:
-        names = getattr(type(cb), "carried", None) or FASTAI_CARRIED.get(type(cb).__name__, ())
+        names = getattr(type(cb), "carried", None) or known.get(type(cb).__name__, ())
         if names:
             out[type(cb).__name__] = {n: cb.__dict__[n] for n in names if n in cb.__dict__}
     return out

@@ -121,11 +121,15 @@ def declared_values(schema) -> dict:
 
 def check_value(key: str, value, v: Valid) -> None:
     "`value` of `key` as `v` declares it, or one line saying what the key takes."
+    if v.choices and not v.interval and _is_list(value):  # a list of words (task.procs): each one of the choices
+        for i, x in enumerate(value):
+            check_in(f"{key}.{i}", x, v.choices)
+        return
     if v.choices and (value in v.choices or not v.interval):
         return check_in(key, value, v.choices)
     if not v.interval:
         return
-    if OmegaConf.is_list(value) or isinstance(value, list):
+    if _is_list(value):
         ok = v.items is not None and len(value) == v.items and all(_in(x, v) for x in value)
     else:
         ok = v.scalar and _in(value, v)
@@ -133,6 +137,10 @@ def check_value(key: str, value, v: Valid) -> None:
         words = "".join(f" or {c}" for c in v.choices)  # num_workers: a number or auto
         raise ConfigError(f"{key}={_shown(value)!r} is not valid: give {_takes(v)}{words}"
                           + (f" ({v.why})" if v.why else ""))
+
+
+def _is_list(value) -> bool:
+    return OmegaConf.is_list(value) or isinstance(value, list)
 
 
 def _in(x, v: Valid) -> bool:
@@ -213,8 +221,8 @@ def mom_cycled(cfg) -> str | None:
 def tta_unaugmented(cfg) -> str | None:
     """trainer.tta on images that nothing random transforms in training (no task.aug, no random crop to task.size): the
     augmented copies equal the image, so tta_<metric> is the plain metric. A warning."""
-    task = cfg.task
-    if not cfg.trainer.tta or task.get("aug", 0) is not None or task.get("size") and task.resize_method == "crop":
+    task = cfg.task  # an image kind's (fxp.schema.Images): the kinds that take tta (their TECHNIQUES)
+    if not cfg.trainer.tta or task.aug is not None or task.size and task.resize_method == "crop":
         return None
     return ("trainer.tta=true, but the task augments nothing (task.aug is null, no random crop): TTA's copies equal "
             "the images and tta_<metric> the plain metric; add augmentation (e.g. task.aug.max_rotate=10)")
@@ -255,28 +263,6 @@ def check_stages(key: str, stages) -> None:
                               f"false (unfreeze) or a negative count of trainable groups (-2: freeze_to(-2))")
 
 
-IMAGE_CHOICES = {"resize_method": ("crop", "pad", "squish"), "pad_mode": ("zeros", "reflection", "border")}
-
-
-def check_images(task, **choices) -> None:
-    "An image kind's keys (fxp.schema.Images, Split): resize_method, pad_mode and the kind's own `choices`; valid_pct."
-    check_choices(task, {**choices, **IMAGE_CHOICES})
-    check_fraction(task, "valid_pct")
-
-
-def check_fraction(task, *keys: str) -> None:
-    "Each `task.<key>` is strictly between 0 and 1 (valid_pct, a threshold)."
-    for key in keys:
-        if not 0 < task[key] < 1:
-            raise ConfigError(f"task.{key}={task[key]} must be between 0 and 1")
-
-
-def check_choices(task, choices: dict) -> None:
-    "Each `task.<key>` is one of `choices[key]`, or one line naming the valid ones."
-    for key, allowed in choices.items():
-        check_in(f"task.{key}", task[key], allowed)
-
-
 def check_in(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not valid; choose from: {', '.join(map(str, allowed))}")
@@ -313,13 +299,13 @@ NEEDS = {(): "no model.arch or model.net (it builds its own network from model.k
 IMAGE_MODEL = ("arch", "net"), "an image model, e.g. model=resnet34, resnet18 or small_cnn"
 
 
-def check_model(cfg, takes: tuple, pick: str) -> None:
-    """The model is one the task's learner takes (`takes`: model.arch, model.net, or neither); else one line saying
-    which."""
+def check_model(cfg, takes: tuple, pick: str, text: bool = False) -> None:
+    """The model is one the task's learner takes (`takes`: model.arch, model.net, or neither; a fastai text
+    architecture where `text`, else none); else one line saying which."""
     m = cfg.model
     given = tuple(k for k in ("arch", "net") if m[k] is not None)
     text_arch = str(m.arch or "").startswith("fastai.text.")
-    if not set(given) <= set(takes) or (takes and not given) or text_arch != (cfg.task.kind == "text"):
+    if not set(given) <= set(takes) or (takes and not given) or text_arch != text:
         what = f"model.arch={m.arch}" if m.arch else ("a model.net" if m.net is not None else "no architecture")
         raise ConfigError(f"a {cfg.task.kind} task needs {NEEDS[takes]}, but this model has {what}; "
                           f"pick {pick} (fxp tasks lists the models)")

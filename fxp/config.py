@@ -141,7 +141,7 @@ def validate(cfg, overrides=()):
     check_metrics("task.metrics", typed.task.metrics)
     check_targets(typed)
     _check_trainer(typed.trainer)
-    check_techniques(typed, {k: getattr(dispatch.kind_module(k), "TECHNIQUES", ()) for k in dispatch.kinds()})
+    check_techniques(typed, {k: dispatch.declared(dispatch.kind_module(k), "TECHNIQUES") for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
     kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too
@@ -154,15 +154,18 @@ def validate(cfg, overrides=()):
         out.data.path = str(path)  # config.yaml records where the data was, whatever the working directory
     for key in ("exclude", "relabel"):  # fxp clean's lists, recorded as data.path is
         if cfg.data[key]:
-            out.data[key] = str(_clean_list(f"data.{key}", cfg.data[key], kind))
+            out.data[key] = str(_clean_list(f"data.{key}", cfg.data[key], out))
     return out
 
 
-def _clean_list(key: str, file: str, kind) -> Path:
-    "An existing CSV for a kind that takes fxp clean's lists (`CURATES`); else one line."
+def _clean_list(key: str, file: str, cfg) -> Path:
+    "An existing CSV for a config whose items fxp clean lists (the kind's `not_cleanable`); else one line."
+    from fxp import dispatch
+
     path = Path(file).expanduser().resolve()
-    if not getattr(kind, "CURATES", False):
-        raise ConfigError(f"{key}: a {kind.Task.kind} task does not take fxp clean's lists (classification does)")
+    why = dispatch.not_cleanable(cfg)
+    if why:
+        raise ConfigError(f"{key}: this task takes no fxp clean list: {why}")
     if not path.is_file():
         raise ConfigError(f"{key}={file} is not a file (looked for {path}); give the CSV fxp clean wrote "
                           f"(RUN/clean/top_losses.csv)")

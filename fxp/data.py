@@ -138,6 +138,16 @@ def input_images(inputs: list[str], listing: str | None = None) -> list[Path]:
 TABLES = (".csv", ".tsv", ".txt", ".json", ".pkl")
 
 
+def input_text(text: str, what: str = "texts to classify") -> str:
+    "An input of a text kind (fxp predict, fxp serve): the text itself, or the content of a .txt file it names."
+    path = Path(text)
+    if path.suffix == ".txt" and path.is_file():
+        return path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise FxpError(f"fxp predict: an input text is empty; give the {what} (or .txt files)")
+    return text
+
+
 def _not_an_image(f: Path, n: int, listing: str | None) -> str:
     "Why `f` (and n - 1 more inputs) cannot be predicted on, and what `fxp predict` on an image run takes instead."
     takes = "fxp predict on an image run takes image files or folders of them (fxp predict RUN_DIR IMAGE... or DIR)"

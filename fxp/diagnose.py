@@ -25,7 +25,8 @@ first:
 Several may hold; the first in that order is the verdict, all are listed (a diverged run's curves say nothing
 more, so divergence is listed alone, with collapsed activations if recorded).
 
-A GAN's curves (a run that records gen_loss and crit_loss) are adversarial: the generator and the critic pull its
+A GAN's curves (a run whose kind declares adversarial loss columns, its ADVERSARIAL: gen_loss and crit_loss) are
+adversarial: the generator and the critic pull its
 losses against each other, so the over-/under-fitting and explosion rules do not apply. What can be said: a
 non-finite loss (diverged), the main metric against its baseline (superres: psnr against the input's own), whether
 the main metric improved; and that the supervised pre-training steps (step folders: gen/, critic/) are diagnosed on
@@ -59,7 +60,6 @@ NOISE = 0.1
 STEEP = 0.5
 PLOT = Path(PLOTS) / "diagnosis.png"
 
-ADVERSARIAL = ("gen_loss", "crit_loss")  # columns of a GAN's curves
 ADVICE = {
     "failed": "fix what the error says and run again (the traceback is in train.log)",
     "diverged": "learning rate too high: lower trainer.lr (e.g. 10x), or pick it with trainer.lr=find",
@@ -114,11 +114,11 @@ def diagnose(run_dir: Path, status: str | None = None, summary: dict | None = No
     metric, lower = main_metric(run_dir, rows)
     keys = EpochKeys(run_dir, rows)
     baseline = baselines(summary).get(metric)
-    adversarial = bool(rows) and all(k in rows[0] for k in ADVERSARIAL)
+    adversarial = adversarial_columns(run_dir, rows)
     if status == "failed":
         findings = [failed(rows, summary.get("error"))]
     elif adversarial:
-        findings = gan_findings(run_dir, rows, status, metric, lower, baseline)
+        findings = adversarial_findings(run_dir, rows, status, metric, lower, baseline, adversarial)
     else:
         divergence = diverged(rows, status)  # a diverged run's curves say nothing more
         collapse = collapsed(summary)
@@ -278,17 +278,31 @@ def below_baseline(rows: list[dict], metric: str, lower: bool, baseline, keys: E
                    f"{metric} {last:.4g} vs {baseline[0]:.4g} for {baseline[1]}", more=keys.more())
 
 
-def gan_findings(run_dir: Path, rows: list[dict], status, metric: str, lower: bool, baseline) -> list[dict]:
-    "What a GAN's curves can say: a non-finite loss, the main metric against its baseline and over the run."
-    bad = next((r for r in rows if not all(_finite(r.get(k)) for k in ("train_loss", "valid_loss", *ADVERSARIAL)
+def adversarial_columns(run_dir: Path, rows: list[dict]) -> tuple:
+    "The loss columns the run's kind declares adversarial (its ADVERSARIAL), if its curves hold them; else ()."
+    from fxp import dispatch
+
+    task = read_config(run_dir).get("task")
+    kind = task.get("kind") if isinstance(task, dict) else None
+    if not rows or not isinstance(kind, str) or kind not in dispatch.kinds():
+        return ()
+    columns = dispatch.declared(dispatch.kind_module(kind), "ADVERSARIAL")
+    return columns if all(c in rows[0] for c in columns) else ()
+
+
+def adversarial_findings(run_dir: Path, rows: list[dict], status, metric: str, lower: bool, baseline,
+                         columns: tuple) -> list[dict]:
+    """What a GAN's curves (its adversarial loss `columns`) can say: a non-finite loss, the main metric against its
+    baseline and over the run."""
+    bad = next((r for r in rows if not all(_finite(r.get(k)) for k in ("train_loss", "valid_loss", *columns)
                                            if k in r)), None)
     if bad is not None or status == "diverged":
         epoch = _epoch(bad) if bad is not None else (_epoch(rows[-1]) + 1)
         return [finding("diverged", epoch, f"a loss became NaN or infinite in epoch {epoch}")]
     first, last = rows[0].get(metric), rows[-1].get(metric)
-    evidence = [f"gen_loss {rows[0]['gen_loss']:.4g} -> {rows[-1]['gen_loss']:.4g}, crit_loss "
-                f"{rows[0]['crit_loss']:.4g} -> {rows[-1]['crit_loss']:.4g} (adversarial: not a measure of fit)"]
-    if _finite(first) and _finite(last) and metric not in ADVERSARIAL:
+    evidence = [", ".join(f"{c} {rows[0][c]:.4g} -> {rows[-1][c]:.4g}" for c in columns)
+                + " (adversarial: not a measure of fit)"]
+    if _finite(first) and _finite(last) and metric not in columns:
         better = last < first if lower else last > first
         evidence.append(f"{metric} {first:.4g} -> {last:.4g} ({'improved' if better else 'no better'})")
     if baseline is not None and _finite(last):

@@ -35,9 +35,41 @@ class Kind(Protocol):
 
     def predict(self, learn, cfg, inputs) -> list: ...  # rows (dicts) for `fxp predict`; options as kwargs
 
+    # and, optionally, the members of OPTIONAL and OPTIONAL_FUNCTIONS below (what it takes, what it declares)
 
-# Optional: `TECHNIQUES`, the trainer keys that only some kinds' inputs take (fxp.checks.TECHNIQUES: mixup, cutmix,
-# tta) and this kind does.
+
+INPUTS = ("image", "text", "table", "pairs", "audio")
+
+
+def _names(x) -> bool:
+    return isinstance(x, tuple) and all(isinstance(n, str) and n for n in x)
+
+
+def _techniques(x) -> bool:
+    from fxp.checks import TECHNIQUES
+
+    return _names(x) and set(x) <= set(TECHNIQUES)
+
+
+# What a kind may declare beyond its functions: name -> (default, the check, what it must be). Optional, and checked
+# when the kind is loaded, like the functions; the core and the commands read them through `declared`, never guess.
+OPTIONAL = {
+    # what `fxp predict`/`fxp serve` take and `fxp export` exports: image files, texts, a table's rows, (user, item)
+    # pairs, sound files; None: none of these (serve and export refuse the run, predict passes its inputs as given)
+    "INPUT": (None, lambda x: x is None or x in INPUTS, f"one of {', '.join(INPUTS)}"),
+    # the trainer keys that only some kinds' inputs take (fxp.checks.TECHNIQUES: mixup, cutmix, tta) this kind does
+    "TECHNIQUES": ((), _techniques, "a tuple of fxp.checks.TECHNIQUES' keys (mixup, cutmix, tta)"),
+    # fastai callbacks of its learner whose state goes on from epoch to epoch ({class name: (attribute, ...)}), which a
+    # checkpoint carries for fxp resume (fxp's own callbacks say so in their `carried`)
+    "CARRIED": ({}, lambda x: isinstance(x, dict) and all(isinstance(k, str) and _names(v) for k, v in x.items()),
+                "a dict of callback class names to tuples of attribute names"),
+    # metrics.csv columns of losses that pull against each other (a GAN's generator and critic): fxp diagnose does not
+    # judge such curves by the over-/under-fitting rules
+    "ADVERSARIAL": ((), _names, "a tuple of metrics.csv column names"),
+}
+# Optional functions: `not_cleanable(cfg) -> str | None`, why `fxp clean` cannot list this config's items (None: it can,
+# and data.exclude/data.relabel take its lists back); a kind without it takes no fxp clean lists.
+OPTIONAL_FUNCTIONS = {"not_cleanable": ("cfg",)}
 # Either `steps(cfg) -> list[Step]`, or the two functions of the one default step.
 STEPS = ("steps",)
 ONE_STEP = (("dls", ("cfg", "device")), ("learner", ("cfg", "dls")))
@@ -65,6 +97,9 @@ def check_protocol(module: ModuleType) -> ModuleType:
               if inspect.isfunction(fn) and not name.startswith("_")]
     wanted += [(name, ("cfg",)) for name in STEPS] if hasattr(module, "steps") else list(ONE_STEP)
     problems = [] if inspect.isclass(getattr(module, "Task", None)) else ["a Task schema class"]
+    wanted += [(name, params) for name, params in OPTIONAL_FUNCTIONS.items() if hasattr(module, name)]
+    problems += [f"{name} as {what} (not {getattr(module, name)!r})" for name, (_, ok, what) in OPTIONAL.items()
+                 if hasattr(module, name) and not ok(getattr(module, name))]
     for name, params in wanted:
         fn = getattr(module, name, None)
         if not callable(fn):
@@ -75,6 +110,20 @@ def check_protocol(module: ModuleType) -> ModuleType:
         raise ConfigError(f"{module.__name__} is not a complete task kind: it needs {'; '.join(problems)} "
                           f"(the protocol is fxp.dispatch.Kind)")
     return module
+
+
+def declared(kind: ModuleType, name: str):
+    "What `kind` declares as `name` (a member of OPTIONAL), else that member's default."
+    return getattr(kind, name, OPTIONAL[name][0])
+
+
+def not_cleanable(cfg) -> str | None:
+    "Why `fxp clean` cannot list the items of a run of `cfg` (the kind's `not_cleanable`), None if it can."
+    kind = kind_module(cfg.task.kind)
+    if not hasattr(kind, "not_cleanable"):
+        takers = [k for k in kinds() if hasattr(kind_module(k), "not_cleanable")]
+        return f"fxp clean lists the items of {' and '.join(takers)} runs, not of {cfg.task.kind} runs"
+    return kind.not_cleanable(cfg)
 
 
 def _params(fn) -> tuple:

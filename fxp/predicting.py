@@ -12,7 +12,9 @@ def predict_rows(kind, learn, cfg, inputs: list, options: dict, run_dir: Path,
                  max_pixels: int | None = None) -> list[dict]:
     """The kind's rows for `inputs` (fxp predict, fxp serve), each image checked against the run's pixel budget first;
     an input the kind did not foresee: one line, not a traceback."""
-    if input_of(learn) == "image":
+    from fxp.dispatch import declared
+
+    if declared(kind, "INPUT") == "image":
         check_pixels(image_inputs(inputs), pixel_budget(learn, max_pixels))
         resize_to_training_size(learn)
     try:
@@ -22,14 +24,6 @@ def predict_rows(kind, learn, cfg, inputs: list, options: dict, run_dir: Path,
     except Exception as e:
         raise FxpError(f"predicting with {run_dir} failed: {type(e).__name__}: "
                        f"{(str(e).strip().splitlines() or [''])[0]}") from e
-
-
-def input_of(learn) -> str:
-    "What the model predicts from: a table's rows, texts, or images."
-    if hasattr(learn.dls, "procs"):
-        return "table"
-    vocab = getattr(learn.dls, "vocab", None)
-    return "text" if vocab is not None and len(vocab) == 2 and isinstance(vocab[0], list) else "image"
 
 
 # --- the pixel budget: an image is refused by its header, before it is decoded (a 164 KB PNG can hold 13000x13000

@@ -49,8 +49,9 @@ STALE_AFTER_S = 3600  # a run without a heartbeat (older fxp) whose files stoppe
 HEARTBEAT_S = 60  # a running run touches its summary.json this often; one silent for DEAD_AFTER_BEATS of them: killed
 DEAD_AFTER_BEATS = 10
 HOST = platform.node()
-# A run's baselines are summary.json's `baselines` ({metric: {value, by}}: the kind's `baseline`, fxp.baselines);
-# the keys older runs (and the text kind's language-model step) hold them in: key -> (the metric, who reaches it).
+# A run's baselines are summary.json's `baselines` ({metric: {value, by}}: the kind's `baseline`, fxp.baselines; a
+# step's in its own summary). Run folders of earlier fxp versions hold them in these keys, read here only for them (no
+# kind writes them): key -> (the metric, who reaches it).
 BASELINES = {"accuracy_majority": ("accuracy", "the majority label"), "mse_train_mean": ("mse", "the training mean"),
              "perplexity_unigram": ("perplexity", "unigram frequencies"), "psnr_input": ("psnr", "the input itself")}
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster than OmegaConf.load

@@ -15,6 +15,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PAD_MODES = ("zeros", "reflection", "border")
+RESIZE_METHODS = ("crop", "pad", "squish")
 SEEDS = "[0, 4294967295]"  # numpy's seed range
 # the largest learning rate taken: far past divergence (a run at 1e3 diverges, and fxp diagnose says so, as lesson 1
 # shows), and far below what overflows fp32 tensors in the optimizer (1e308 did, with a RuntimeError mid-training)
@@ -181,8 +182,8 @@ class Listed(Split):
 class Images:
     "How image items are resized and augmented."
     size: Any = field(default=None, metadata=SIZE)  # item Resize: int or [h, w]; None keeps the images' size
-    resize_method: str = "crop"  # crop | pad | squish
-    pad_mode: str = "reflection"  # zeros | reflection | border
+    resize_method: str = field(default="crop", metadata=valid(choices=RESIZE_METHODS))
+    pad_mode: str = field(default="reflection", metadata=valid(choices=PAD_MODES))
     aug: Optional[Aug] = None  # null: no augmentation; {}: fastai's defaults (applied to masks and points too)
 
 

@@ -121,7 +121,8 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> l
                        f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
     rank0 = not distributed.rank()  # the other ranks of a DDP run report nothing
-    cbs = [MetricsCSV(), *(progress(n_stages) if rank0 else []), DivergenceGuard(), LastCheckpoint(step),
+    carried = dispatch.declared(dispatch.kind_module(cfg.task.kind), "CARRIED")
+    cbs = [MetricsCSV(), *(progress(n_stages) if rank0 else []), DivergenceGuard(), LastCheckpoint(step, carried),
            *(loggers(cfg.logger) if rank0 else []), *techniques.callbacks(tr),
            *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:

@@ -18,7 +18,6 @@ from fxp.metrics import metrics
 from fxp.plots import displayable, plt, save
 
 RESIZE_METHODS = {"crop": ResizeMethod.Crop, "pad": ResizeMethod.Pad, "squish": ResizeMethod.Squish}
-PAD_MODES = ("zeros", "reflection", "border")
 
 
 def item_tfms(task) -> list:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, need_data, newest_run, run_fxp, summary
+from conftest import assert_one_line_error, copy_exported, need_data, newest_run, run_fxp, summary
 from fxp.data import CLEAN_COLS, curate, item_key
 
 
@@ -96,3 +96,20 @@ def test_a_list_of_other_data_and_other_kinds_are_one_line(cleaned, tmp_path):
     assert_one_line_error(r, "none of its 12 files is an item of this data")
     assert_one_line_error(run_fxp("train", f"data.relabel={tmp_path / 'other.csv'}", cwd=tmp_path), "digits")
     assert_one_line_error(run_fxp("clean", tmp_path, cwd=tmp_path), "no model.pkl")
+
+
+@pytest.mark.parametrize("run, says", [("classification-digits", "the digits are in memory, not image files"),
+                                       ("tabular", "fxp clean lists the items of classification runs, not of tabular")])
+def test_the_kind_says_whether_a_run_can_be_cleaned(tmp_path, run, says):
+    "fxp clean asks the run's kind (its not_cleanable), before it loads the model; a kind without one takes no lists."
+    r = run_fxp("clean", copy_exported(tmp_path, run) / run, cwd=tmp_path)
+    assert_one_line_error(r, "cannot be cleaned", says)
+    assert not (tmp_path / run / "clean").exists()
+
+
+@pytest.mark.parametrize("overrides, says", [([], "the digits are in memory, not image files (task.source=digits)"),
+                                             (["task=adult"], "not of tabular runs")])
+def test_a_list_for_a_run_that_cannot_take_it_is_one_line(tmp_path, overrides, says):
+    (tmp_path / "list.csv").write_text(",".join(CLEAN_COLS) + "\n")
+    r = run_fxp("train", *overrides, f"data.exclude={tmp_path / 'list.csv'}", cwd=tmp_path)
+    assert_one_line_error(r, "data.exclude: this task takes no fxp clean list", says)

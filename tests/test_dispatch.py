@@ -61,6 +61,34 @@ def test_a_kind_with_steps_needs_no_dls_or_learner():
         dispatch.check_protocol(fake_kind(learner=None))
 
 
+@pytest.mark.parametrize("name, value, says", [
+    ("INPUT", "video", "INPUT as one of image, text, table, pairs, audio (not 'video')"),
+    ("TECHNIQUES", ("mixup", "dropout"), "TECHNIQUES as a tuple of fxp.checks.TECHNIQUES' keys"),
+    ("TECHNIQUES", "tta", "TECHNIQUES as a tuple"),
+    ("CARRIED", {"GANTrainer": "gen_loss"}, "CARRIED as a dict of callback class names to tuples of attribute names"),
+    ("ADVERSARIAL", ["gen_loss"], "ADVERSARIAL as a tuple of metrics.csv column names"),
+    ("not_cleanable", lambda: None, "not_cleanable(cfg), not not_cleanable()"),
+])
+def test_a_kind_s_declarations_are_checked_like_its_functions(name, value, says):
+    "What a kind declares beyond its functions (fxp.dispatch.OPTIONAL) is checked when it loads: one line naming it."
+    with pytest.raises(ConfigError) as e:
+        dispatch.check_protocol(fake_kind(**{name: value}))
+    msg = str(e.value)
+    assert "\n" not in msg and "fxp.tasks.fake" in msg and says in msg, msg
+
+
+def test_what_a_kind_leaves_undeclared_takes_the_default():
+    kind = dispatch.check_protocol(fake_kind(INPUT="pairs"))
+    assert dispatch.declared(kind, "INPUT") == "pairs"
+    assert (dispatch.declared(kind, "TECHNIQUES"), dispatch.declared(kind, "CARRIED")) == ((), {})
+
+
+@pytest.mark.parametrize("kind", dispatch.kinds())
+def test_every_kind_declares_its_input(kind):
+    "fxp predict, serve and export ask the kind what its model takes; every kind of fxp says."
+    assert dispatch.declared(dispatch.kind_module(kind), "INPUT") in dispatch.INPUTS
+
+
 def task_cfg(kind: str, **task):
     module = dispatch.kind_module(kind)
     return OmegaConf.create({"task": OmegaConf.merge(OmegaConf.structured(module.Task), task),

@@ -161,6 +161,14 @@ def test_a_kind_that_cannot_export_says_so(runs):
     assert_one_line_error(r, "text runs", "cannot be exported")
 
 
+def test_a_model_that_takes_another_input_says_what_it_takes(tmp_path):
+    "What a model takes is its kind's declaration (INPUT): collab's (user, item) pairs, which fxp export does not take."
+    run = copy_exported(tmp_path, "collab") / "collab"
+    r = run_fxp("export", run, "--format", "torchscript", cwd=tmp_path)
+    assert_one_line_error(r, "a collab run's model takes pairs", "image or table")
+    assert not (run / "export").exists()
+
+
 def test_missing_onnx_packages_is_one_line_with_the_install(runs, monkeypatch):
     import importlib.util
 

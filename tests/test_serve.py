@@ -54,6 +54,23 @@ def blank_png(path: Path, w: int, h: int, mode: str = "L") -> Path:
     return path
 
 
+def test_pairs_are_served_as_rows_of_their_two_columns(tmp_path):
+    "What a run takes is its kind's declaration (INPUT): collab's (user, item) pairs, sent and shown as rows."
+    import pandas as pd
+
+    run = copy_exported(tmp_path, "collab") / "collab"
+    pairs = client(run)
+    info = pairs.get("/info").json()
+    assert info["input"] == "pairs" and info["columns"] == ["userId", "movieId"], info
+    rows = pd.read_csv(run / "pairs.csv", dtype=str).to_dict("records")
+    r = pairs.post("/predict", json={"rows": rows})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [(p["userId"], p["movieId"]) for p in preds] == [(r["userId"], r["movieId"]) for r in rows]
+    assert all(0 <= p["prediction"] <= 5.5 for p in preds)  # the task's y_range
+    assert all(f'name="{c}"' in pairs.get("/").text for c in info["columns"])
+
+
 @pytest.fixture(scope="module")
 def bomb(tmp_path_factory) -> Path:
     "issue 30's upload: a 13000x13000 grey PNG of 164 KB, under Pillow's own decompression-bomb limit."

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from fxp import data
-from fxp.checks import check_fraction, check_images
+from fxp.checks import check_values
 from fxp.errors import ConfigError, FxpError
 
 IMAGE_KINDS = {"classification": "crop", "multilabel": "crop", "segmentation": "squish", "regression": "squish"}
@@ -47,24 +47,26 @@ def test_gan_has_the_split_only_with_its_own_valid_pct():
     assert (t.valid_pct, t.split_seed) == (0.1, 42) and "resize_method" not in t and "fn_col" not in t
 
 
+def check_task(t) -> None:
+    "fxp.checks.check_values on a config holding the task `t` (as `task`)."
+    check_values(OmegaConf.create({"task": t}))
+
+
 @pytest.mark.parametrize("key, value", [("valid_pct", 0.0), ("valid_pct", 1.5), ("resize_method", "stretch"),
                                         ("pad_mode", "wrap")])
-def test_check_images_names_the_key(key, value):
+def test_the_bases_declare_what_their_keys_take(key, value):
     with pytest.raises(ConfigError) as e:
-        check_images(task("segmentation", **{key: value}))
+        check_task(task("segmentation", **{key: value}))
     assert f"task.{key}=" in one_line(e) and str(value) in one_line(e)
 
 
-def test_check_images_takes_a_kind_s_own_choices():
-    check_images(task("regression"), target=("points", "scalars"))
+def test_a_kind_declares_its_own_choices_and_ranges_beside_the_bases():
+    check_task(task("regression"))
     with pytest.raises(ConfigError, match="task.target='pixels' is not valid; choose from: points, scalars"):
-        check_images(task("regression", target="pixels"), target=("points", "scalars"))
-
-
-def test_check_fraction():
-    check_fraction(task("multilabel"), "thresh", "valid_pct")
-    with pytest.raises(ConfigError, match=r"task.thresh=1.0 must be between 0 and 1"):
-        check_fraction(task("multilabel", thresh=1.0), "valid_pct", "thresh")
+        check_task(task("regression", target="pixels"))
+    check_task(task("multilabel"))
+    with pytest.raises(ConfigError, match=r"task.thresh=1.0 is not valid: give a number in \(0, 1\)"):
+        check_task(task("multilabel", thresh=1.0))
 
 
 # --- the one table reader ---------------------------------------------------------------------------------------

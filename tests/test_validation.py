@@ -75,6 +75,40 @@ def test_a_subclass_that_redeclares_a_field_keeps_its_declaration():
     assert checks.declared_values(Task)["valid_pct"].interval == "(0, 1)"
 
 
+def declared_task_keys() -> list[tuple[str, str]]:
+    "(kind, key) of every task key whose schema field declares what it takes (fxp.schema.valid), for every kind."
+    from fxp import dispatch
+
+    return [(k, key) for k in dispatch.kinds() for key in checks.declared_values(dispatch.kind_module(k).Task)]
+
+
+def refused(v: schema.Valid, default):
+    "A value `v` does not take: out of its interval (each item of a list), or no choice of its words."
+    if not v.interval:
+        return ["bogus"] if isinstance(default, list) else "bogus"
+    lo, hi, lo_open, _ = checks._bounds(v.interval)
+    bad = (lo if lo_open else lo - 1) if lo > -float("inf") else hi + 1
+    bad = int(bad) if float(bad).is_integer() else bad  # an int field (a list of them) takes no float
+    return [bad] * v.items if v.items else bad
+
+
+@pytest.mark.parametrize("kind, key", declared_task_keys())
+def test_every_kind_s_declared_keys_refuse_what_they_do_not_take(kind, key):
+    "A kind declares its keys' ranges and choices once (valid() beside the default): one line names the key."
+    from omegaconf import OmegaConf
+
+    from fxp import dispatch
+
+    schema_class = dispatch.kind_module(kind).Task
+    task, v = OmegaConf.structured(schema_class), checks.declared_values(schema_class)[key]
+    task[key] = refused(v, OmegaConf.to_container(task)[key])
+    with pytest.raises(ConfigError) as e:
+        checks.check_values(OmegaConf.create({"task": task}))
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(f"task.{key}") and "is not valid" in line, line
+    assert ("choose from: " + ", ".join(v.choices)) in line if v.choices and not v.interval else "give " in line
+
+
 @pytest.mark.parametrize("override", ["task.metrics.0=[]", "task.metrics=[1,2]", "task.metrics.0=''"])
 def test_metrics_that_are_neither_names_nor_nodes_are_refused(fxp, override):
     r = fxp("train", override)

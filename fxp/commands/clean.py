@@ -34,14 +34,13 @@ def main(args: list[str]) -> int:
         print(HELP, end="")
         return 0
     run_dir, top = _args([a for a in args if a != "--trust"])
-    from fxp import saved
+    from fxp import dispatch, saved
 
     run = saved.open_run(run_dir, "fxp clean", "--trust" in args, writes=True)
     cfg = run.written
-    if cfg.task.kind != "classification" or cfg.task.get("source") == "digits":
-        what = "digits (in memory)" if cfg.task.get("source") == "digits" else cfg.task.kind
-        raise FxpError(f"fxp clean: {run_dir} is a {what} run; fxp clean takes image classification runs on image "
-                       f"files (folders, regex or csv sources)")
+    why = dispatch.not_cleanable(cfg)
+    if why:
+        raise FxpError(f"fxp clean: {run_dir} cannot be cleaned: {why}")
     rows, images = top_losses(run.learn, cfg, top)
     write(rows, images, run_dir / FOLDER)
     _print(rows, run_dir / FOLDER)

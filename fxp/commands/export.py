@@ -7,7 +7,7 @@ exported file's outputs against the learner's own predictions on N validation it
 One folder per format, so exporting the other format keeps this one's model.json; the pair is written in a temporary
 folder renamed into place once both files are complete, so a kill never leaves a model without its model.json.
 
-What the model takes decides how it exports, not its kind: one image batch (every image kind), or a table's
+What the model takes (its kind's INPUT) decides how it exports: one image batch (the image kinds), or a table's
 categorical codes and continuous values (tabular). The exported model ends in the learner's activation (its loss
 function's: softmax, sigmoid or none), so its outputs are what `fxp predict` reads: probabilities for classes.
 """
@@ -27,6 +27,8 @@ from fxp.console import console
 from fxp.errors import FxpError
 
 FORMATS = {"onnx": "onnx", "torchscript": "pt"}
+# the inputs (a kind's INPUT) fxp exports, and the batch each is: (dimensions, floating point) of each tensor
+SPECS = {"image": ((4, True),), "table": ((2, False), (2, True))}
 TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
 EXPORT = "export"
 
@@ -48,6 +50,7 @@ def main(args: list[str]) -> int:
         need_onnx()
     run = saved.open_run(Path(opts.run_dir), "fxp export", opts.trust, writes=True)
     run.one_learner("cannot be exported: fxp export takes image and tabular runs")
+    takes = exported_input(run)
     cfg = run.config(opts.overrides)
     import torch
 
@@ -55,9 +58,22 @@ def main(args: list[str]) -> int:
     learn = saved.labelled(run.learner(cpu), run.kind, cfg, "valid", cpu, run.path, limit=opts.items)
     dest = run.path / EXPORT / opts.format
     with folder_whole(dest) as tmp:
-        meta = export(learn, cfg, run, tmp, opts.format, opts.items)
+        meta = export(learn, cfg, run, tmp, opts.format, opts.items, takes)
     show(meta, dest)
     return 0 if meta["parity"]["passed"] else 1
+
+
+def exported_input(run) -> str:
+    """What the saved run's model takes (its kind's INPUT), if fxp exports models that take it; else one line. Read
+    before the config is validated, as `one_learner` reads the kind: the kind is the reason, not a data folder gone."""
+    from fxp import dispatch
+
+    kind = run.written.task.kind
+    takes = dispatch.declared(run.kind, "INPUT")
+    if takes not in SPECS:
+        raise FxpError(f"fxp export: a {kind} run's model takes {takes or 'no input it declares'}; fxp exports models "
+                       f"that take {' or '.join(SPECS)}")
+    return takes
 
 
 def need_onnx() -> None:
@@ -88,14 +104,14 @@ def folder_whole(dest: Path):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export(learn, cfg, run, dest: Path, fmt: str, n: int) -> dict:
-    "Write dest/model.<ext> and dest/model.json for the saved run `run`; returns model.json's content."
+def export(learn, cfg, run, dest: Path, fmt: str, n: int, takes: str) -> dict:
+    "Write dest/model.<ext> and dest/model.json for the saved run `run`, whose model takes `takes`; its content."
     import torch
 
     inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)  # all of in-memory data (digits): cut to n
     inputs = tuple(t.as_subclass(torch.Tensor)[:n] for t in (inp if isinstance(inp, (tuple, list)) else (inp,)))
     preds = preds.as_subclass(torch.Tensor)[:n].float()
-    spec = input_spec(learn, inputs)
+    spec = input_spec(learn, inputs, takes)
     model = activated(learn.model.eval().cpu(), getattr(learn.loss_func, "activation", None))
     file = dest / f"model.{FORMATS[fmt]}"
     names = [i["name"] for i in spec["inputs"]]
@@ -177,15 +193,14 @@ def parity(outputs, preds, classes: bool) -> dict:
 # --- what model.json says about inputs and outputs -------------------------------------------------------------------
 
 
-def input_spec(learn, inputs) -> dict:
-    "The inputs, classes and preprocessing, from the learner's loaders; one line if the model takes something else."
-    if len(inputs) == 1 and inputs[0].ndim == 4 and inputs[0].is_floating_point():
-        return image_spec(learn, inputs[0])
-    if len(inputs) == 2 and hasattr(learn.dls, "procs"):
-        return table_spec(learn, inputs)
-    shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
-    raise FxpError(f"fxp export: this model takes {shapes}; fxp exports a model that takes one image batch or a "
-                   f"table's categorical and continuous columns")
+def input_spec(learn, inputs, takes: str) -> dict:
+    """The inputs, classes and preprocessing of a model that takes `takes` (a key of SPECS), from the learner's loaders;
+    one line if its batches are not of that form."""
+    shapes, form = [(t.ndim, t.is_floating_point()) for t in inputs], SPECS[takes]
+    if len(shapes) != len(form) or any(ndim != want or float_ != f for (ndim, float_), (want, f) in zip(shapes, form)):
+        shown = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
+        raise FxpError(f"fxp export: this model takes {shown}, not the {takes} batch its kind declares")
+    return image_spec(learn, inputs[0]) if takes == "image" else table_spec(learn, inputs)
 
 
 def image_spec(learn, x) -> dict:

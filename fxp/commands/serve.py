@@ -36,6 +36,7 @@ ROWS_PER_FILE = 10  # the tabular kind's predict returns this many rows of each 
 TOP = 10  # classes shown with their probability
 LOCAL = ("localhost", "127.0.0.1", "::1")  # the Host names always served (others: the bound address, --allow-host)
 WARNING = "fxp: warning: "  # how a kind's predict warns on stderr (an unknown category): served in "warnings"
+SERVED = ("image", "text", "table", "pairs")  # the inputs (a kind's INPUT) the page and the API take; pairs: as rows
 
 
 def parser() -> Parser:
@@ -69,11 +70,16 @@ class Model:
     "The run's learner and config, loaded once; predictions through fxp predict's code (one at a time: see make_app)."
 
     def __init__(self, run_dir: Path, max_pixels: int | None = None, trust: bool = False):
-        from fxp.predicting import input_of, pixel_budget
+        from fxp import dispatch
+        from fxp.predicting import pixel_budget
 
         self.run = saved.open_run(run_dir, "fxp serve", trust)
-        self.run_dir, self.cfg, self.kind, self.learn = run_dir, self.run.written, self.run.kind, self.run.learn
-        self.input = input_of(self.learn)
+        self.run_dir, self.cfg, self.kind = run_dir, self.run.written, self.run.kind
+        self.input = dispatch.declared(self.kind, "INPUT")
+        if self.input not in SERVED:
+            raise FxpError(f"fxp serve: a {self.cfg.task.kind} run takes {self.input or 'no input it declares'}; "
+                           f"fxp serve takes runs of {', '.join(SERVED)}")
+        self.learn = self.run.learn
         self.max_pixels = pixel_budget(self.learn, max_pixels)
 
     def info(self) -> dict:
@@ -83,7 +89,7 @@ class Model:
                "classes": saved.classes(self.learn)}
         if self.input == "image":
             out["max_pixels"] = self.max_pixels
-        if self.input == "table":
+        if self.input in ("table", "pairs"):
             out["columns"], out["categories"] = columns(self.learn), categories(self.learn)
         return out
 

@@ -4,16 +4,16 @@ Module top stays light (the schema is read before anything heavy); fastai is imp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.checks import IMAGE_MODEL, check_images, check_model
+from fxp.checks import IMAGE_MODEL, check_model
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Images, Listed, Smoothed, TaskBase
+from fxp.schema import Images, Listed, Smoothed, TaskBase, valid
 
 SOURCES = ("digits", "folders", "regex", "csv")
-CURATES = True  # takes fxp clean's lists (data.exclude, data.relabel) for image files
+INPUT = "image"
 TECHNIQUES = ("mixup", "cutmix", "tta")  # the trainer keys only image kinds take (fxp.checks.check_techniques)
 
 
@@ -21,7 +21,7 @@ TECHNIQUES = ("mixup", "cutmix", "tta")  # the trainer keys only image kinds tak
 class Task(Images, Listed, Smoothed, TaskBase):
     "Image keys (fxp.schema.Images); folder, suff and valid_col (fxp.schema.Listed) are for source regex and csv."
     kind: str = "classification"
-    source: str = "folders"  # digits | folders | regex | csv
+    source: str = field(default="folders", metadata=valid(choices=SOURCES))
     train: str = "train"  # folders: the training and validation folder names
     valid: str = "valid"
     pat: Optional[str] = None  # regex: the label is the pattern's first group in the file name
@@ -31,18 +31,19 @@ class Task(Images, Listed, Smoothed, TaskBase):
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     task = cfg.task
-    check_images(task, source=SOURCES)
     check_model(cfg, *IMAGE_MODEL)
-    if task.source == "digits" and (cfg.data.exclude or cfg.data.relabel):
-        raise ConfigError("data.exclude and data.relabel name image files; the digits are in memory "
-                          "(task.source=digits)")
     if cfg.trainer.tta and task.source == "digits":
         raise ConfigError("trainer.tta=true: the digits are in-memory tensors without augmentation, so test-time "
                           "augmentation has nothing to average; use image files (e.g. task=mnist)")
     if task.source == "regex" and not task.pat:
         raise ConfigError("task.source=regex needs task.pat, a regex whose first group is the label")
+
+
+def not_cleanable(cfg) -> str | None:
+    "Why fxp clean cannot list the run's items, which it names by their files (None: it can)."
+    return "the digits are in memory, not image files (task.source=digits)" if cfg.task.source == "digits" else None
 
 
 def dls(cfg, device):

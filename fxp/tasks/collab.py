@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.checks import check_fraction, check_model, check_y_range
+from fxp.checks import check_model, check_y_range
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Split, TaskBase
 
+INPUT = "pairs"  # fxp predict: a CSV of user, item pairs (or --user U for U's top items)
 
 @dataclass
 class Task(Split, TaskBase):  # split_seed equal to trainer.seed: fastai's own split after set_seed
@@ -40,10 +41,9 @@ class Task(Split, TaskBase):  # split_seed equal to trainer.seed: fastai's own s
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     task = cfg.task
     check_model(cfg, (), "model=collab_dot or collab_nn")
-    check_fraction(task, "valid_pct")
     check_y_range(task.y_range)
     if task.item_by_title and task.titles is None:
         raise ConfigError("task.item_by_title=true needs a titles file: set task.titles= (e.g. u.item) or "

@@ -19,59 +19,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.checks import check_fraction, check_model, check_stages, check_y_range
+from fxp.checks import check_model, check_stages, check_y_range
 from fxp.errors import ConfigError, FxpError, building
-from fxp.schema import Aug, Monitor, Split, Stage, TaskBase
+from fxp.schema import Aug, Monitor, Split, Stage, TaskBase, valid
 
 RECIPES = ("superres", "wgan")
+INPUT = "image"  # superres: images to enhance (a wgan run generates from noise: fxp predict says so)
+# fastai's GANTrainer: which of the two models trains and their smoothed losses go on from epoch to epoch
+CARRIED = {"GANTrainer": ("gen_mode", "gen_loss", "crit_loss")}
+ADVERSARIAL = ("gen_loss", "crit_loss")  # the GAN step's metrics.csv columns
 CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
 
 
 @dataclass
 class Critic:
     "fastai's gan_critic for the superres recipe."
-    nf: int = 128
-    n_blocks: int = 3
-    p: float = 0.15
+    nf: int = field(default=128, metadata=valid("[1, inf)"))
+    n_blocks: int = field(default=3, metadata=valid("[0, inf)"))
+    p: float = field(default=0.15, metadata=valid("[0, 1)"))
 
 
 @dataclass
 class Task(Split, TaskBase):
     kind: str = "gan"
-    recipe: str = "superres"  # superres | wgan
+    recipe: str = field(default="superres", metadata=valid(choices=RECIPES))
     folder: Optional[str] = None  # the images: every image file under data.path/folder
     size: int = 128  # training size (square): superres targets, wgan samples (a power of 2)
     valid_pct: float = 0.1
     aug: Optional[Aug] = None  # superres: fastai's aug_transforms on input and target alike; null: none
     # superres: crappified inputs and the pre-training steps
-    scale: float = 2.0  # inputs are downscaled to size/scale pixels (shorter side), then resized back up
-    quality: List[int] = field(default_factory=lambda: [10, 70])  # JPEG quality of each input, drawn in [lo, hi]
+    # inputs are downscaled to size/scale pixels (shorter side), then resized back up
+    scale: float = field(default=2.0, metadata=valid("[1, inf)", why="inputs are the images downscaled by it"))
+    quality: List[int] = field(default_factory=lambda: [10, 70],  # JPEG quality of each input, drawn in [lo, hi]
+                               metadata=valid("[1, 100]", items=2, scalar=False, whole=True,
+                                                             why="[q, q] for a fixed one"))
     cache_dir: Optional[str] = None  # where crappified copies go; null: $XDG_CACHE_HOME or ~/.cache, /fxp/crappified
     gen_stages: List[Stage] = field(default_factory=lambda: [Stage()])
     gen_monitor: Monitor = field(default_factory=lambda: Monitor("psnr", "max"))
     crit_stages: List[Stage] = field(default_factory=lambda: [Stage()])
     crit_monitor: Monitor = field(default_factory=Monitor)
     critic: Critic = field(default_factory=Critic)
-    weights_gen: List[float] = field(default_factory=lambda: [1.0, 50.0])  # generator loss: critic, pixel MSE
+    weights_gen: List[float] = field(default_factory=lambda: [1.0, 50.0],  # generator loss: critic, pixel MSE
+                                     metadata=valid("[0, inf)", items=2, scalar=False))
     critic_thresh: float = 0.65  # AdaptiveGANSwitcher: back to the generator once the critic loss is below
-    mult_lr: float = 5.0  # GANDiscriminativeLR: the critic's learning rate multiplier
+    # GANDiscriminativeLR: the critic's learning rate multiplier
+    mult_lr: float = field(default=5.0, metadata=valid("(0, inf)"))
     y_range: List[float] = field(default_factory=lambda: [-3.0, 3.0])  # the generator's outputs (normalized pixels)
     # wgan
-    noise_size: int = 100
-    n_crit: int = 5  # critic batches per generator batch
-    clip: float = 0.01  # critic weight clipping
-    mom: float = 0.0  # Adam's momentum in the GAN step (lesson 7: 0)
+    noise_size: int = field(default=100, metadata=valid("[1, inf)"))
+    n_crit: int = field(default=5, metadata=valid("[1, inf)"))  # critic batches per generator batch
+    clip: float = field(default=0.01, metadata=valid("(0, inf)"))  # critic weight clipping
+    mom: float = field(default=0.0, metadata=valid("[0, 1)"))  # Adam's momentum in the GAN step (lesson 7: 0)
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     task = cfg.task
-    if task.recipe not in RECIPES:
-        raise ConfigError(f"task.recipe={task.recipe!r} is not valid; choose from: {', '.join(RECIPES)}")
-    check_fraction(task, "valid_pct")
-    for key in ("gen_monitor", "crit_monitor"):
-        if task[key].mode not in ("min", "max"):
-            raise ConfigError(f"task.{key}.mode={task[key].mode!r} is not valid; choose from: min, max")
     _check_superres(task) if task.recipe == "superres" else _check_wgan(task)
     if task.recipe == "superres":
         check_model(cfg, ("arch",), "model=unet_superres or unet_small")
@@ -80,12 +83,12 @@ def check(cfg) -> None:
 
 
 def _check_superres(t) -> None:
-    if not 1 <= t.scale <= t.size / 4:
-        raise ConfigError(f"task.scale={t.scale} must be ≥ 1 (inputs are the images downscaled by it, 2: half size) "
-                          f"and leave inputs of 4 px or more (task.size / task.scale, size {t.size})")
-    if len(t.quality) != 2 or not 1 <= t.quality[0] <= t.quality[1] <= 100:
-        raise ConfigError(f"task.quality={list(t.quality)} must be [lo, hi] with 1 ≤ lo ≤ hi ≤ 100 "
-                          f"(JPEG quality; [q, q] for a fixed one)")
+    if t.scale > t.size / 4:
+        raise ConfigError(f"task.scale={t.scale} must leave inputs of 4 px or more (task.size / task.scale, size "
+                          f"{t.size}; inputs are the images downscaled by it, 2: half size)")
+    if t.quality[0] > t.quality[1]:
+        raise ConfigError(f"task.quality={list(t.quality)} must be [lo, hi] with lo ≤ hi (JPEG quality; [q, q] for a "
+                          f"fixed one)")
     if t.size >> (t.critic.n_blocks + 1) < 4:
         raise ConfigError(f"task.size={t.size} is too small for a critic of task.critic.n_blocks="
                           f"{t.critic.n_blocks} (it needs size ≥ {4 << (t.critic.n_blocks + 1)}); raise the "
@@ -98,8 +101,6 @@ def _check_superres(t) -> None:
 def _check_wgan(t) -> None:
     if t.size < 8 or t.size & (t.size - 1):
         raise ConfigError(f"task.size={t.size} must be a power of 2, at least 8, for the basic generator and critic")
-    if t.n_crit < 1 or t.noise_size < 1:
-        raise ConfigError(f"task.n_crit={t.n_crit} and task.noise_size={t.noise_size} must be ≥ 1")
 
 
 # --- crappified inputs ------------------------------------------------------------------------------------

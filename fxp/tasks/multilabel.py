@@ -7,13 +7,13 @@ Module top stays light (the schema is read before anything heavy); fastai is imp
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fxp.checks import IMAGE_MODEL, check_fraction, check_images, check_model
-from fxp.errors import ConfigError, FxpError
-from fxp.schema import Images, Listed, TaskBase
+from fxp.checks import IMAGE_MODEL, check_model
+from fxp.errors import FxpError
+from fxp.schema import Images, Listed, TaskBase, valid
 
 
 @dataclass
@@ -23,21 +23,18 @@ class Task(Images, Listed, TaskBase):
     csv: str = "labels.csv"  # relative to data.path
     label_col: Any = 1  # tags column (name or position)
     label_delim: str = " "  # separates the tags of a cell
-    thresh: float = 0.5  # a tag is predicted when its sigmoid output is above this
-    beta: float = 2.0  # F-beta's beta (the planet competition scored F2)
+    # a tag is predicted when its sigmoid output is above this
+    thresh: float = field(default=0.5, metadata=valid("(0, 1)"))
+    beta: float = field(default=2.0, metadata=valid("(0, inf)"))  # F-beta's beta (the planet competition scored F2)
 
 
+INPUT = "image"
 TECHNIQUES = ("mixup", "cutmix", "tta")  # the trainer keys only image kinds take (fxp.checks.check_techniques)
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
-    task = cfg.task
-    check_images(task)
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     check_model(cfg, *IMAGE_MODEL)
-    check_fraction(task, "thresh")
-    if task.beta <= 0:
-        raise ConfigError(f"task.beta={task.beta} must be positive")
 
 
 def fbeta(beta: float = 2.0, thresh: float = 0.5, average: str = "samples"):

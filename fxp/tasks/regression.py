@@ -13,31 +13,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.checks import IMAGE_MODEL, check_images, check_model, check_y_range
+from fxp.checks import IMAGE_MODEL, check_model, check_y_range
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Images, Listed, TaskBase
+from fxp.schema import Images, Listed, TaskBase, valid
 
 TARGETS = ("points", "scalars")
 OUTSIDE = ("error", "clip", "drop")  # task.points_outside
+INPUT = "image"
 
 
 @dataclass
 class Task(Images, Listed, TaskBase):
     "Image keys (fxp.schema.Images; aug flips move points too); task.labels lists the images (fxp.schema.Listed)."
     kind: str = "regression"
-    target: str = "points"  # points (PointBlock, x/y pairs) | scalars (RegressionBlock)
+    # points (PointBlock, x/y pairs) | scalars (RegressionBlock)
+    target: str = field(default="points", metadata=valid(choices=TARGETS))
     labels: str = "labels.csv"  # relative to data.path: a CSV, or a .pkl {file name: (row, col)} (BIWI's centers.pkl)
     y_cols: List[Any] = field(default_factory=lambda: [1, 2])  # points: x, y pairs; scalars: the target columns
     y_range: Optional[List[float]] = None  # [lo, hi]: a sigmoid squashes outputs into it (points: [-1, 1])
     log_target: bool = False  # scalars: train on log(y); predict returns exp of the output
-    points_outside: str = "error"  # a point outside its image: error | clip (onto the border) | drop (its row)
+    # a point outside its image: error | clip (onto the border) | drop (its row)
+    points_outside: str = field(default="error", metadata=valid(choices=OUTSIDE))
     resize_method: str = "squish"  # crop | pad | squish
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     task = cfg.task
-    check_images(task, target=TARGETS, points_outside=OUTSIDE)
     check_model(cfg, *IMAGE_MODEL)
     is_pkl = str(task.labels).endswith(".pkl")
     if not task.y_cols and not is_pkl:

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fxp.checks import check_images, check_model
+from fxp.checks import check_model
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Split, TaskBase
 
 # pixel accuracy leaving out the `void` code: the name lesson 3 gave it, and a name for data sets other than CamVid
 PIXEL_ACCURACY = ("acc_camvid", "pixel_accuracy")
+INPUT = "image"
 
 
 @dataclass
@@ -40,7 +41,6 @@ def check(cfg) -> None:
     from omegaconf import OmegaConf
 
     t = cfg.task
-    check_images(t)
     check_model(cfg, ("arch",), "a U-Net encoder, e.g. model=unet_resnet34 or resnet18")
     if OmegaConf.is_list(t.codes):
         if not t.codes or not all(isinstance(c, str) and c.strip() for c in t.codes):

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from fxp.checks import check_choices, check_fraction, check_model
+from fxp.checks import check_model
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Split, TaskBase
+from fxp.schema import Split, TaskBase, valid
 
 Y_BLOCKS = ("category", "regression")
-PROCS = ("Categorify", "FillMissing", "Normalize")
+PROCS = ("Categorify", "FillMissing", "Normalize")  # fastai's TabularProcs that task.procs names
+INPUT = "table"
 Y_RANGE_HEADROOM = 1.2  # lesson 6: the sigmoid must reach the largest target, so the range ends a little above it
 SHOWN_ROWS = 10  # fxp predict prints this many rows of each CSV; the file it writes has them all
 IMPORTANCE_BS = 1024  # permutation importance batches: a fastai tabular batch has a fixed cost, so few large ones
@@ -32,27 +33,26 @@ class Task(Split, TaskBase):  # Split: the random split when there is no valid_c
     kind: str = "tabular"
     csv: str = "train.csv"  # relative to data.path (or absolute)
     y_names: Optional[str] = None  # the target column
-    y_block: str = "category"  # category (classification) | regression
+    y_block: str = field(default="category", metadata=valid(choices=Y_BLOCKS))  # classification or regression
     cat_names: Optional[List[str]] = None  # null: the columns cont_cat_split calls categorical
     cont_names: Optional[List[str]] = None  # null: the columns cont_cat_split calls continuous
-    max_card: int = 20  # cont_cat_split: an integer column with more distinct values than this is continuous
-    procs: List[str] = field(default_factory=lambda: list(PROCS))  # fastai TabularProcs by name
+    # cont_cat_split: an integer column with more distinct values than this is continuous
+    max_card: int = field(default=20, metadata=valid("[0, inf)"))
+    procs: List[str] = field(default_factory=lambda: list(PROCS), metadata=valid(choices=PROCS))
     date_names: List[str] = field(default_factory=list)  # add_datepart on each (Year, Month, ..., Elapsed)
     valid_col: Optional[str] = None  # boolean column marking valid rows
-    valid_rows: Optional[List[int]] = None  # [start, end): rows start..end-1 validate (lesson 4: [800, 1000])
+    # [start, end): rows start..end-1 validate (lesson 4: [800, 1000])
+    valid_rows: Optional[List[int]] = field(default=None, metadata=valid("[0, inf)", items=2, scalar=False,
+                                                                                whole=True))
     log_target: bool = False  # regression: train on log(y); fxp predict returns exp of the output
     y_range: Any = None  # regression: [lo, hi] (log space with log_target), auto (lesson 6), or null
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     task = cfg.task
-    check_choices(task, {"y_block": Y_BLOCKS})
     if not task.y_names:
         raise ConfigError("task.y_names is not set: name the target column of the CSV (e.g. task.y_names=salary)")
-    for name in task.procs:
-        if name not in PROCS:
-            raise ConfigError(f"task.procs: {name!r} is not a fastai tabular proc; choose from: {', '.join(PROCS)}")
     _check_names(task)
     _check_split(task)
     _check_target(task)
@@ -71,10 +71,9 @@ def _check_names(task) -> None:
 
 
 def _check_split(task) -> None:
-    check_fraction(task, "valid_pct")
     rows = task.valid_rows
-    if rows is not None and not (len(rows) == 2 and 0 <= rows[0] < rows[1]):
-        raise ConfigError(f"task.valid_rows={list(rows)} must be [start, end) with 0 <= start < end, or null")
+    if rows is not None and rows[0] >= rows[1]:
+        raise ConfigError(f"task.valid_rows={list(rows)} must be [start, end) with start < end, or null")
     if rows is not None and task.valid_col:
         raise ConfigError("task.valid_rows and task.valid_col both choose the valid rows; set one to null")
 

@@ -15,18 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from fxp.checks import check_choices, check_fraction, check_model, check_stages
+from fxp.checks import check_model, check_stages
 from fxp.errors import ConfigError, FxpError
-from fxp.schema import Monitor, Smoothed, Split, Stage, TaskBase
+from fxp.schema import Monitor, Smoothed, Split, Stage, TaskBase, valid
 
 SOURCES = ("csv", "folders")
+INPUT = "text"
+# what the fields take (fxp.schema.valid), named here: the Task's own `valid` field hides `valid` in its body
+POSITIVE, NON_NEGATIVE, FRACTION = valid("[1, inf)"), valid("[0, inf)"), valid("(0, 1)")
+POSITIVE_REAL = valid("(0, inf)")
 ENCODER, VOCAB = "encoder.pth", "vocab.pkl"
 
 
 @dataclass
 class Task(Split, Smoothed, TaskBase):
     kind: str = "text"
-    source: str = "csv"  # csv | folders
+    source: str = field(default="csv", metadata=valid(choices=SOURCES))
     csv: str = "texts.csv"  # csv: the file, relative to data.path
     text_col: str = "text"
     label_col: str = "label"  # rows with an empty label feed the language model only
@@ -34,34 +38,31 @@ class Task(Split, Smoothed, TaskBase):
     train: str = "train"  # folders: <train>/<label>/*.txt and <valid>/<label>/*.txt
     valid: str = "test"
     unlabelled: List[str] = field(default_factory=lambda: ["unsup"])  # folders of texts for the language model only
-    max_vocab: int = 60000  # the language model's vocab, which the classifier reuses
-    min_freq: int = 3
-    seq_len: int = 72  # classifier: tokens per forward chunk
-    max_len: int = 1440  # classifier: gradients flow through the last max_len tokens of each text
-    drop_mult: float = 0.5  # classifier: scales every AWD-LSTM dropout
+    max_vocab: int = field(default=60000, metadata=POSITIVE)  # the language model's vocab, which the classifier reuses
+    min_freq: int = field(default=3, metadata=NON_NEGATIVE)
+    seq_len: int = field(default=72, metadata=POSITIVE)  # classifier: tokens per forward chunk
+    # classifier: gradients flow through the last max_len tokens of each text
+    max_len: int = field(default=1440, metadata=POSITIVE)
+    drop_mult: float = field(default=0.5, metadata=NON_NEGATIVE)  # classifier: scales every AWD-LSTM dropout
     encoder: Optional[str] = None  # a previous run (or its lm/ folder): skip the language model, use its encoder
-    lm_seq_len: int = 80
-    lm_drop_mult: float = 0.3
-    lm_valid_pct: float = 0.1  # the language model's own random split over all texts
+    lm_seq_len: int = field(default=80, metadata=POSITIVE)
+    lm_drop_mult: float = field(default=0.3, metadata=NON_NEGATIVE)
+    # the language model's own random split over all texts
+    lm_valid_pct: float = field(default=0.1, metadata=FRACTION)
     lm_stages: List[Stage] = field(default_factory=lambda: [Stage(epochs=1, lr=2e-2, freeze=True),
                                                             Stage(epochs=10, lr=2e-3, freeze=False)])
     lm_monitor: Monitor = field(default_factory=lambda: Monitor("perplexity", "min"))
     prompts: List[str] = field(default_factory=lambda: ["I liked this movie because"])  # lm/samples.txt
-    n_samples: int = 2  # continuations per prompt
-    n_words: int = 40
-    temperature: float = 0.75
+    n_samples: int = field(default=2, metadata=NON_NEGATIVE)  # continuations per prompt
+    n_words: int = field(default=40, metadata=POSITIVE)
+    temperature: float = field(default=0.75, metadata=POSITIVE_REAL)
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     task = cfg.task
-    check_choices(task, {"source": SOURCES})
-    check_fraction(task, "valid_pct", "lm_valid_pct")
-    for key in ("seq_len", "lm_seq_len", "max_len", "max_vocab", "n_words"):
-        if task[key] < 1:
-            raise ConfigError(f"task.{key}={task[key]} must be at least 1")
     check_stages("task.lm_stages", task.lm_stages)
-    check_model(cfg, ("arch",), "model=awd_lstm or awd_lstm_tiny")
+    check_model(cfg, ("arch",), "model=awd_lstm or awd_lstm_tiny", text=True)
     if task.encoder is not None:
         encoder_dir(task.encoder)
 
@@ -317,7 +318,8 @@ def save_language_model(learn, t, folder: Path, n_texts: int) -> dict:
     save_encoder(learn, folder / ENCODER)
     write_atomic(folder / VOCAB, pickle.dumps(learn.dls.vocab))  # plain data, read back as such (read_vocab)
     write_samples(learn, t, folder / "samples.txt")
-    return dict(texts=n_texts, vocab=len(learn.dls.vocab), perplexity_unigram=unigram_perplexity(learn.dls))
+    unigram = {"value": unigram_perplexity(learn.dls), "by": "unigram frequencies"}
+    return dict(texts=n_texts, vocab=len(learn.dls.vocab), baselines={"perplexity": unigram})
 
 
 def save_encoder(learn, dest: Path) -> None:
@@ -377,17 +379,10 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     "Label and class probabilities of each text (an existing .txt file is read)."
-    texts_ = [_read_input(i) for i in inputs]
+    from fxp.data import input_text
+
+    texts_ = [input_text(i) for i in inputs]
     probs, _ = learn.get_preds(dl=learn.dls.test_dl(texts_))
     vocab = [str(c) for c in learn.dls.vocab[1]]
     return [{"input": i, "label": vocab[p.argmax().item()],
              "probabilities": {c: round(float(v), 4) for c, v in zip(vocab, p)}} for i, p in zip(inputs, probs)]
-
-
-def _read_input(text: str) -> str:
-    path = Path(text)
-    if path.suffix == ".txt" and path.is_file():
-        return path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise FxpError("fxp predict: an input text is empty; give the texts to classify (or .txt files)")
-    return text

@@ -12,27 +12,27 @@ Module top stays light (the schema is read before anything heavy); torch and fas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fxp.checks import check_model
-from fxp.errors import ConfigError, FxpError
-from fxp.schema import TaskBase
+from fxp.errors import FxpError
+from fxp.schema import TaskBase, valid
 
 FILES = ("train.txt", "valid.txt")
+INPUT = "text"
 SEP = "."  # the book's separator token between two lines
 
 
 @dataclass
 class Task(TaskBase):
     kind: str = "word_lm"
-    seq_len: int = 16  # words per sequence (fastbook: 16; the lesson: 20; LMModel1-3: 3)
+    # words per sequence (fastbook: 16; the lesson: 20; LMModel1-3: 3)
+    seq_len: int = field(default=16, metadata=valid("[1, inf)"))
 
 
 def check(cfg) -> None:
-    "Value checks a schema type cannot express, done before any heavy import."
-    if cfg.task.seq_len < 1:
-        raise ConfigError(f"task.seq_len={cfg.task.seq_len} must be at least 1")
+    "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     check_model(cfg, ("net",), "model=lm_gru, lm_lstm or lmmodel1..7")
 
 
@@ -189,11 +189,14 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
 
 def predict(learn, cfg, inputs: list[str]) -> list[dict]:
-    "The most likely next word after each text (words of the vocab, separated by spaces; '.' ends a number)."
+    """The most likely next word after each text (words of the vocab, separated by spaces; '.' ends a number; an
+    existing .txt file is read)."""
+    from fxp.data import input_text
+
     vocab, model = list(learn.dls.vocab), learn.model.eval()
     rows = []
     for text in inputs:
-        probs = next_word(model, word_ids(text, vocab, getattr(model, "min_words", 1)))
+        probs = next_word(model, word_ids(input_text(text, "texts to continue"), vocab, getattr(model, "min_words", 1)))
         rows.append({"input": text, "next_word": vocab[probs.argmax().item()],
                      "probability": round(probs.max().item(), 4)})
     return rows

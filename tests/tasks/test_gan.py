@@ -205,3 +205,23 @@ def test_a_folder_without_images_is_one_line(tmp_path):
 def test_a_bad_crappify_setting_is_one_line(tmp_path, override, key):
     r = fxp_run("train", "task=superres", f"data.path={tmp_path}", override, cwd=tmp_path)
     assert_one_line_error(r, key)
+
+
+def test_a_gan_checkpoint_carries_the_trainer_state_its_kind_declares():
+    """The GAN step's learner has fastai's GANTrainer, whose switch (gen_mode) and smoothed losses go on from epoch to
+    epoch: the kind declares them (CARRIED), the run's LastCheckpoint carries them into last.pth for fxp resume."""
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_module
+
+    from fxp import config, train
+    from fxp.callbacks import LastCheckpoint, carried
+
+    with initialize_config_module("fxp.conf", version_base="1.3"):
+        cfg = config.validate(compose("config", overrides=["task=wgan"]))
+    learn = SimpleNamespace(metrics=[SimpleNamespace(name=cfg.task.monitor.metric)])
+    (last,) = [cb for cb in train.callbacks(cfg, learn, 1) if isinstance(cb, LastCheckpoint)]
+    trainer = type("GANTrainer", (), {})()  # as fastai names it; any state beyond the declared stays out
+    trainer.__dict__.update(gen_mode=False, gen_loss=1.5, crit_loss=0.7, generator="not carried")
+    state = carried(SimpleNamespace(cbs=[trainer]), last.carried)
+    assert state == {"GANTrainer": {"gen_mode": False, "gen_loss": 1.5, "crit_loss": 0.7}}

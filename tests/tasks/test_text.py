@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, subprocess_env, summary
+from fxp.runs import baselines
 
 PROMPT = "I liked this movie because"
 TINY = ("model=awd_lstm_tiny", "task.max_vocab=2000", "task.lm_seq_len=48", "task.seq_len=48", "trainer.bs=32",
@@ -70,7 +71,9 @@ def test_language_model_step_writes_lm_folder(imdb_run):
         assert s.lower().startswith(PROMPT.lower()) and len(s.split()) > len(PROMPT.split()) + 5, s
     info = summary(imdb_run)["lm"]
     assert info["texts"] == 1000 and 1000 < info["vocab"] <= 2008  # max_vocab, rounded up to a multiple of 8
-    assert info["best_metrics"]["perplexity"] < 0.85 * info["perplexity_unigram"] < info["vocab"], info
+    unigram = info["baselines"]["perplexity"]
+    assert unigram["by"] == "unigram frequencies" and unigram["value"] == baselines(info)["perplexity"][0]
+    assert info["best_metrics"]["perplexity"] < 0.85 * unigram["value"] < info["vocab"], info
 
 
 @pytest.mark.slow
