@@ -204,7 +204,7 @@ def check_hydra_overrides(overrides: list[str], multirun: bool, writes: bool = T
     if writes:
         check_output_folder(given[-1] if given else "outputs", which)
     if writes and given and not multirun and "${" not in given[-1]:  # refused before Hydra writes its train.log
-        from fxp.runs import check_claimable
+        from fxp.writer import check_claimable
 
         check_claimable(Path(given[-1] or ".").expanduser().absolute())
 
@@ -389,8 +389,8 @@ def job(cfg, what: str) -> float:
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
     from fxp import distributed
-    from fxp.runs import Run
     from fxp.sweeps import job_resources
+    from fxp.writer import Run
 
     hc = HydraConfig.get()
     if distributed.node_rank(cfg):  # another machine's share of a multi-node run: node 0's job holds the run

@@ -22,7 +22,8 @@ from fastai.torch_core import get_model, num_distrib, rank_distrib
 from fastcore.foundation import L
 
 from fxp.errors import Diverged
-from fxp.runs import LAST, METRICS, csv_line, signals_deferred, write_atomic
+from fxp.runs import LAST, METRICS, csv_line
+from fxp.writer import signals_deferred, write_atomic
 
 log = logging.getLogger("fxp")
 

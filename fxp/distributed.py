@@ -79,7 +79,7 @@ def launch(cfg, run, device) -> None:
     from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     n = cfg.trainer.devices * cfg.trainer.nodes
     check_devices(cfg.trainer, device)

@@ -18,8 +18,9 @@ from fxp import config, train
 from fxp.commands.resume import logging_to
 from fxp.distributed import INFO, JOB, rank
 from fxp.errors import FxpError
-from fxp.runs import LOG, write_atomic
+from fxp.runs import LOG
 from fxp.schema import Config
+from fxp.writer import write_atomic
 
 
 @dataclass

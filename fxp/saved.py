@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fxp.errors import ConfigError, FxpError, check_writable
-from fxp.runs import CONFIG, MODEL, PICKLES, first_line, read_json, sha256
+from fxp.runs import CONFIG, MODEL, PICKLES, first_line, read_json
+from fxp.writer import sha256
 
 # What a command on a saved run may change: where the data is and how it is laid out, and how it is batched. Never
 # what the model is or how it was trained (model.*, trainer.lr, ...): those are the run's.
@@ -116,7 +117,7 @@ def load(path: Path, command: str = "fxp", trust: bool = False):
 
 def verified(path: Path, command: str = "fxp", trust: bool = False) -> None:
     """Unpickling runs whatever code a pickle holds: load only the file fxp wrote, its SHA-256 as recorded in the
-    folder's pickles.json (fxp.runs.write_pickle), unless `trust` (--trust). A folder without a record (an older fxp
+    folder's pickles.json (fxp.writer.write_pickle), unless `trust` (--trust). A folder without a record (an older fxp
     wrote none) gets one line of warning on stderr and loads."""
     import sys
 

@@ -39,21 +39,9 @@ from fxp.callbacks import (
 )
 from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
-from fxp.runs import (
-    CHECKPOINTS,
-    LAST,
-    MODEL,
-    PLOTS,
-    Run,
-    best_metrics,
-    final_metrics,
-    first_line,
-    read_metrics,
-    truncate_metrics,
-    write_atomic,
-    write_pickle,
-)
+from fxp.runs import CHECKPOINTS, LAST, MODEL, PLOTS, best_metrics, final_metrics, first_line, read_metrics
 from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
+from fxp.writer import Run, truncate_metrics, write_atomic, write_pickle
 
 log = logging.getLogger("fxp")
 

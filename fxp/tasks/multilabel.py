@@ -157,7 +157,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
     from fxp import vision
     from fxp.plots import plt, save
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     t = cfg.task
     probs, targs = learn.get_preds(dl=learn.dls.valid)

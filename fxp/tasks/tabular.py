@@ -365,7 +365,7 @@ def _feature_columns(to) -> dict:
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
     """Predict each row of each CSV; write the rows with the prediction (and probability for classification)
     beside them to `out`/<name>_predictions.csv, never overwriting a file. Returns the first rows of each."""
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     rows = []
     for name in inputs:
