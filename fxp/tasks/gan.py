@@ -22,7 +22,10 @@ from typing import List, Optional
 from fxp.checks import check_fraction, check_model, check_stages, check_y_range
 from fxp.errors import ConfigError, FxpError, building
 from fxp.schema import Aug, Monitor, Split, Stage, TaskBase
+from fxp.tasks import moved
 
+# names old runs (model.pkl, config.yaml) give here, which live elsewhere now
+__getattr__ = moved(__name__, {"small_encoder": "fxp.models", "basic_gan": "fxp.models"})
 RECIPES = ("superres", "wgan")
 CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
 
@@ -375,32 +378,6 @@ def superres_gan(cfg, gen, crit):
 def _generator_eval(cb) -> None:
     "Validate the generator as it predicts, in eval mode (no batch statistics, no BatchNorm updates from valid data)."
     cb.model.generator.eval()
-
-
-def small_encoder(pretrained: bool = False):
-    """A 4-block stride-2 conv encoder (16 to 128 channels) for a U-Net small enough to train on a CPU in seconds
-    (a ResNet U-Net spends most of its work at full resolution on 64+ channels): `model.arch` of model=unet_small."""
-    from fastai.layers import ConvLayer
-    from torch import nn
-
-    if pretrained:
-        raise FxpError("model=unet_small has no pretrained weights; set model.pretrained=false")
-    chans = [3, 16, 32, 64, 128]
-    return nn.Sequential(*(ConvLayer(ci, co, stride=2) for ci, co in zip(chans[:-1], chans[1:])),
-                         nn.AdaptiveAvgPool2d(1))  # unet_learner cuts the encoder at its last pooling layer
-
-
-def basic_gan(size: int, n_channels: int, in_sz: int, n_features: int = 64, n_extra_layers: int = 1,
-              slope: float = 0.2):
-    "fastai's basic_generator and basic_critic (LeakyReLU critic, lesson 7's WGAN): a `model.net` target."
-    from functools import partial
-
-    from fastai.vision.gan import basic_critic, basic_generator
-    from torch import nn
-
-    return (basic_generator(size, n_channels, in_sz=in_sz, n_features=n_features, n_extra_layers=n_extra_layers),
-            basic_critic(size, n_channels, n_features=n_features, n_extra_layers=n_extra_layers,
-                         act_cls=partial(nn.LeakyReLU, negative_slope=slope)))
 
 
 def wgan(cfg, dls):

@@ -134,7 +134,7 @@ def test_wgan_samples_take_on_the_data_look(tmp_path):
     from fastai.learner import load_learner
 
     import fxp.config  # noqa: F401
-    from fxp.tasks.gan import basic_gan
+    from fxp.models import basic_gan
 
     mnist = need_data("mnist_tiny")
     r = fxp_run("train", *WGAN, f"data.path={mnist}", cwd=tmp_path)
@@ -205,3 +205,13 @@ def test_a_folder_without_images_is_one_line(tmp_path):
 def test_a_bad_crappify_setting_is_one_line(tmp_path, override, key):
     r = fxp_run("train", "task=superres", f"data.path={tmp_path}", override, cwd=tmp_path)
     assert_one_line_error(r, key)
+
+
+def test_old_runs_architectures_still_resolve():
+    "Runs written before the GAN architectures moved to fxp.models name them in fxp.tasks.gan (config.yaml, model.pkl)."
+    from hydra.utils import get_method
+
+    from fxp import models
+
+    assert get_method("fxp.tasks.gan.basic_gan") is models.basic_gan
+    assert get_method("fxp.tasks.gan.small_encoder") is models.small_encoder
