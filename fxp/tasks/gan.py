@@ -25,7 +25,7 @@ from fxp.schema import Aug, Monitor, Split, Stage, TaskBase
 from fxp.tasks import moved
 
 # names old runs (model.pkl, config.yaml) give here, which live elsewhere now
-__getattr__ = moved(__name__, {"small_encoder": "fxp.models", "basic_gan": "fxp.models"})
+__getattr__ = moved(__name__, {"small_encoder": "fxp.models", "basic_gan": "fxp.models", "PSNR": "fxp.metrics"})
 RECIPES = ("superres", "wgan")
 CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
 
@@ -227,19 +227,6 @@ def wgan_dls(cfg, device):
 # --- metrics: callables fastai wraps in AvgMetric (a batch's mean, weighted by its size) ----------------------
 
 
-class PSNR:
-    "psnr: the PSNR (dB) of each image in pixel space, the loaders' Normalize undone."
-
-    __name__ = "psnr"
-
-    def __init__(self, norm):
-        self.norm = norm
-
-    def __call__(self, pred, targ):
-        mean, std = self.norm.mean.to(pred.device), self.norm.std.to(pred.device)
-        return psnr((pred * std + mean).clamp(0, 1), (targ * std + mean).clamp(0, 1)).mean()
-
-
 class CriticLoss:
     """crit_loss: the critic's loss on the validation set, real targets against generated images. (fastai's
     LossMetric repeats the last training batch's critic loss there: the critic does not run in validation.)"""
@@ -265,17 +252,9 @@ def to_pixels(x, dls):
     return (x * norm.std.to(x.device) + norm.mean.to(x.device)).clamp(0, 1)
 
 
-def psnr(pred, targ):
-    "Peak signal-to-noise ratio in dB of each image of a batch, pixels in [0, 1]."
-    import torch
-
-    mse = ((pred - targ) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
-
-
 def task_metrics(t, dls) -> list:
     "`psnr` by name, any other fastai metric by name (on normalized images)."
-    from fxp.metrics import metrics
+    from fxp.metrics import PSNR, metrics
 
     return [PSNR(_normalize(dls)) if m == "psnr" else metrics([m])[0] for m in t.metrics]
 
@@ -464,6 +443,8 @@ def input_psnr(data) -> float:
     "The validation PSNR of the input itself (the crappified image resized up)."
     import torch
 
+    from fxp.metrics import psnr
+
     with torch.no_grad():
         vals = [psnr(to_pixels(x, data), to_pixels(y, data)) for x, y in data.valid]
     return round(torch.cat(vals).mean().item(), 4)
@@ -481,6 +462,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
 
 def superres_grid(gen, dest: Path, n: int = 4) -> None:
+    from fxp.metrics import psnr
     from fxp.vision import image_grid
 
     items = gen.dls.valid_ds.items[:n]

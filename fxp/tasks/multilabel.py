@@ -14,6 +14,9 @@ from typing import Any
 from fxp.checks import IMAGE_MODEL, check_fraction, check_images, check_model
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Listed, TaskBase
+from fxp.tasks import moved
+
+__getattr__ = moved(__name__, {"fbeta": "fxp.metrics"})  # old runs' config.yaml name it here
 
 
 @dataclass
@@ -38,15 +41,6 @@ def check(cfg) -> None:
     check_fraction(task, "thresh")
     if task.beta <= 0:
         raise ConfigError(f"task.beta={task.beta} must be positive")
-
-
-def fbeta(beta: float = 2.0, thresh: float = 0.5, average: str = "samples"):
-    "fastai's FBetaMulti, recorded as `fbeta` (fastai would name it after sklearn's `fbeta_score`)."
-    from fastai.metrics import ActivationType, skm_to_fastai
-    from sklearn.metrics import fbeta_score
-
-    return skm_to_fastai(fbeta_score, thresh=thresh, activation=ActivationType.Sigmoid, flatten=False,
-                         beta=beta, average=average, zero_division=0, name="fbeta")
 
 
 def dls(cfg, device):

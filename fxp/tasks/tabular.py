@@ -19,6 +19,9 @@ from typing import Any, List, Optional
 from fxp.checks import check_choices, check_fraction, check_model
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Split, TaskBase
+from fxp.tasks import moved
+
+__getattr__ = moved(__name__, {"exp_rmspe": "fxp.metrics"})  # old runs' config.yaml name it here
 
 Y_BLOCKS = ("category", "regression")
 PROCS = ("Categorify", "FillMissing", "Normalize")
@@ -94,13 +97,6 @@ def _check_target(task) -> None:
 def _is_pair(x) -> bool:
     return not isinstance(x, str) and hasattr(x, "__len__") and len(x) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
-
-
-def exp_rmspe():
-    "fastai's exp_rmspe, recorded as `exp_rmspe` (fastai names it after its `_exp_rmspe` function)."
-    from fastai.metrics import AccumMetric, _exp_rmspe
-
-    return AccumMetric(_exp_rmspe, name="exp_rmspe")
 
 
 # --- data -----------------------------------------------------------------------------------------------------

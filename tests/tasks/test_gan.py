@@ -95,7 +95,8 @@ def test_superres_exports_the_gan_trained_generator(superres_run):
     from fastai.learner import load_learner
 
     import fxp.config  # noqa: F401  (registers the kinds before one is imported directly)
-    from fxp.tasks.gan import psnr as batch_psnr, to_pixels
+    from fxp.metrics import psnr as batch_psnr
+    from fxp.tasks.gan import to_pixels
 
     run, cache = superres_run
     learn = load_learner(run / "model.pkl", cpu=True)
