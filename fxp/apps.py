@@ -415,13 +415,14 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     run = None
     try:
         cfg = config.validate(cfg)
-        from fxp import trackers, train  # torch and fastai load here, after the config is known to be good
+        from fxp import distributed, trackers, train  # torch and fastai load here, after the config is good
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
         trackers.check(cfg)
         with open_run(cfg) as run:
             signal.signal(signal.SIGTERM, _interrupt)
-            getattr(train, what)(cfg, run, **kwargs)
+            many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
+            (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
         report(run)
     except FxpError as e:
         _end(multirun, 2, f"{e}{_where(run)}")

@@ -34,6 +34,7 @@ ALLOWED = {
     ("writer.py", "Run.__exit__", "open"): "train.log: a log grows by appends",
     ("writer.py", "locked", "open"): "a lock file, opened to hold the lock; nothing written",
     ("distributed.py", "failure", "open"): "train.log: a rank's traceback appended",
+    ("rank.py", "silent", "open"): "/dev/null: the console of a rank after the first",
     ("sweeps.py", "claim", "open"): "the sweep's claim: an empty file created exclusively ('x')",
     ("cli.py", "main", "open"): "/dev/null, in place of a closed pipe",
     ("tasks/gan.py", "Crappifier.__call__", "save"): "its own temporary file, named per process (parallel jobs "
