@@ -52,7 +52,8 @@ from torch import nn  # noqa: E402
 import fxp.config  # noqa: E402
 import fxp.train  # noqa: E402
 from fxp.models import small_cnn  # noqa: E402
-from fxp.runs import Run, read_metrics  # noqa: E402
+from fxp.runs import read_metrics  # noqa: E402
+from fxp.writer import Run  # noqa: E402
 
 EPOCHS, BS, VALID_BS, LR, SEED = 5, 64, 128, 1e-2, 42
 PCT_START, MOMS, WD, EPS, SQR_MOM = 0.25, (0.95, 0.85, 0.95), 0.01, 1e-5, 0.99  # fastai's Adam/one-cycle defaults

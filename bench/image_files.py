@@ -74,9 +74,9 @@ from torch import nn  # noqa: E402
 import fxp.config  # noqa: E402
 import fxp.train  # noqa: E402
 from fxp import dispatch  # noqa: E402
-from fxp.models import small_cnn  # noqa: E402
-from fxp.runs import Run, read_metrics  # noqa: E402
-from fxp.tasks.gan import small_encoder  # noqa: E402
+from fxp.models import small_cnn, small_encoder  # noqa: E402
+from fxp.runs import read_metrics  # noqa: E402
+from fxp.writer import Run  # noqa: E402
 
 DATA = Path(os.environ.get("FXP_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SEED, ROUNDS = 42, 2

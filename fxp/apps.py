@@ -64,8 +64,8 @@ def job(cfg, what: str) -> float:
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
     from fxp import distributed
-    from fxp.runs import Run
     from fxp.sweeps import job_resources
+    from fxp.writer import Run
 
     hc = HydraConfig.get()
     if distributed.node_rank(cfg):  # another machine's share of a multi-node run: node 0's job holds the run
@@ -90,13 +90,14 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     run = None
     try:
         cfg = config.validate(cfg)
-        from fxp import trackers, train  # torch and fastai load here, after the config is known to be good
+        from fxp import distributed, trackers, train  # torch and fastai load here, after the config is good
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
         trackers.check(cfg)
         with open_run(cfg) as run:
             signal.signal(signal.SIGTERM, _interrupt)
-            getattr(train, what)(cfg, run, **kwargs)
+            many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
+            (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
         report(run)
     except FxpError as e:
         _end(multirun, 2, f"{e}{_where(run)}")

@@ -22,7 +22,8 @@ from fastai.torch_core import get_model, num_distrib, rank_distrib
 from fastcore.foundation import L
 
 from fxp.errors import Diverged
-from fxp.runs import LAST, METRICS, csv_line, signals_deferred, write_atomic
+from fxp.runs import LAST, METRICS, csv_line
+from fxp.writer import signals_deferred, truncate_metrics, write_atomic
 
 log = logging.getLogger("fxp")
 
@@ -37,11 +38,15 @@ class MetricsCSV(Callback):
     order = 60  # after the Recorder has logged the epoch
     carried = ("epochs_done", "train_items", "train_time")  # into checkpoints, for fxp resume
 
-    def __init__(self, fname: str = METRICS):
+    def __init__(self, fname: str = METRICS, keep: int | None = None):
         self.fname, self.epochs_done, self.train_items, self.train_time = fname, 0, 0, 0.0
+        self.keep = keep  # fxp resume: the rows the file keeps (its checkpoint's epochs; the rest are retrained)
 
     def before_fit(self):
         self.run_ = _active(self)
+        if self.run_ and self.keep is not None and not rank_distrib():  # rank 0 writes the run folder
+            truncate_metrics(self.path, self.keep)
+            self.keep = None  # once: the step's later fits add to the file
 
     def before_epoch(self):
         self.t0 = time.perf_counter()

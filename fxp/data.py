@@ -277,7 +277,7 @@ def free_path(path: Path, used: set | None = None) -> Path:
 
 def save_png(im, dest: Path) -> None:
     "The PIL image `im` as the PNG `dest`, written whole (a kill or a full disk never leaves half an image)."
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     write_atomic(dest, lambda tmp: im.save(tmp, format="PNG"))  # the temp file's suffix is no image format's
 

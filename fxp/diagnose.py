@@ -86,7 +86,7 @@ for _status in STOPPED:
 
 
 def finish(run) -> None:
-    "A run's diagnosis as it ends (`fxp.runs.Run(finish=...)`), whatever its status; never in the way of its summary."
+    "A run's diagnosis as it ends (`fxp.writer.Run(finish=...)`), whatever its status; never in the way of its summary."
     if not read_metrics(run.path):
         return
     try:

@@ -5,10 +5,14 @@ of all processes, so every rank sees the metrics of the whole validation set and
 epoch alike).
 
 The job's own process (`fxp train`, `fxp resume`) keeps the run: it claims the folder, holds its summary and status,
-and hands the training to torchrun's launcher (torch.distributed.run's `elastic_launch`), which starts the N ranks
-(`python -m fxp.rank SPEC`) and stops them all as soon as one fails: the run ends `failed` with that rank's
-line, never a hang. Rank 0 alone writes into the run folder (metrics.csv, checkpoints, model.pkl, plots, train.log
-lines); the other ranks only train. Backends: NCCL on CUDA (a GPU per rank), gloo on CPU.
+and, in place of fxp.train.train (`launcher`, which fxp.apps picks), hands the training to torchrun's launcher
+(torch.distributed.run's `elastic_launch`), which starts the N ranks (`python -m fxp.rank SPEC`) and stops them all as
+soon as one fails: the run ends `failed` with that rank's line, never a hang. Each rank (fxp.rank) trains the run
+through fxp.train as one process would, with its config made the rank's (`as_rank`): its own device, the DDP callback
+on every fit (`callback`: fastai's DistributedTrainer and `trainer.scale_lr`), no tracker on the ranks after the first
+(fxp.rank silences their console too). Rank 0 alone writes into the run folder (metrics.csv, checkpoints, model.pkl,
+plots, train.log lines; fxp's callbacks check fastai's rank_distrib) and alone concludes the run (`alone`); the other
+ranks only train. Backends: NCCL on CUDA (a GPU per rank), gloo on CPU.
 """
 from __future__ import annotations
 
@@ -71,6 +75,14 @@ def first_host() -> str:
     return hosts.split()[0]
 
 
+def launcher(cfg, run, resume: bool = False) -> None:
+    """What trains a run over several processes in the job's process, in place of fxp.train.train: `launch` on the
+    device trainer.device names (the ranks resume if `run.resume` says so)."""
+    from fxp.train import check_device
+
+    launch(cfg, run, check_device(cfg.trainer))
+
+
 def launch(cfg, run, device) -> None:
     """Train `cfg` over `trainer.devices` processes on this machine (fxp.rank each), on `device`'s type; `run` (held by
     this process) receives rank 0's summary fields and the world size; a failed rank is one FxpError line (its
@@ -79,7 +91,7 @@ def launch(cfg, run, device) -> None:
     from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     n = cfg.trainer.devices * cfg.trainer.nodes
     check_devices(cfg.trainer, device)
@@ -115,6 +127,16 @@ def check_devices(tr, device) -> None:
     if device.type == "cuda" and torch.cuda.device_count() < tr.devices:
         raise FxpError(f"trainer.devices={tr.devices} but {torch.cuda.device_count()} CUDA device(s) here; "
                        f"lower trainer.devices, or trainer.device=cpu for processes on the CPU")
+
+
+def check_steps(cfg) -> None:
+    "One learner: a kind that trains several one after the other (steps) does so in one process."
+    from fxp import dispatch
+
+    steps = dispatch.steps(dispatch.kind_module(cfg.task.kind), cfg)
+    if len(steps) > 1:
+        raise FxpError(f"trainer.devices={cfg.trainer.devices}: a {cfg.task.kind} task trains {len(steps)} learners "
+                       f"one after the other, which fxp runs in one process; use trainer.devices=1")
 
 
 @contextmanager
@@ -169,6 +191,23 @@ def world_of(spec: Path) -> int:
 # --- in a rank (fxp.rank runs one) --------------------------------------------------------------------------------
 
 
+def as_rank(cfg) -> None:
+    """`cfg` made this rank's: one learner (`check_steps`), its device (on CUDA, the GPU of its local rank), fastai's
+    DistributedTrainer on every fit (trainer.cbs.ddp: `callback`), and on the ranks after the first, no tracker (rank
+    0 logs the run)."""
+    from omegaconf import open_dict
+
+    from fxp.train import check_device
+
+    check_steps(cfg)
+    cfg.trainer.device = str(device(check_device(cfg.trainer)))
+    with open_dict(cfg):
+        cfg.trainer.cbs["ddp"] = {"_target_": f"{__name__}.callback", "device": cfg.trainer.device,
+                                  "scale_lr": cfg.trainer.scale_lr}
+        if rank():
+            cfg.logger = {}
+
+
 def device(device):
     "This rank's device: on CUDA, the GPU of its local rank (set as the current one, as NCCL needs)."
     import torch
@@ -195,18 +234,13 @@ def alone() -> bool:
     return True
 
 
-@contextmanager
-def ddp(learn, device):
-    "The learner trains data-parallel while in the block, when this process is one of several ranks."
-    if world_size() == 1:
-        yield learn
-        return
-    cb = _trainer_class()(sync_bn=device.type == "cuda", cpu=device.type == "cpu")  # SyncBatchNorm runs on CUDA only
-    learn.add_cb(cb)
-    try:
-        yield learn
-    finally:
-        learn.remove_cb(cb)
+def callback(device: str, scale_lr: bool = False):
+    """The callback of every fit in a rank (trainer.cbs.ddp, which `as_rank` adds): the learner trains data-parallel
+    through fastai's DistributedTrainer; `scale_lr`: at the fit's learning rates times the number of processes."""
+    import torch
+
+    device_type = torch.device(device).type  # SyncBatchNorm: CUDA only
+    return _trainer_class()(sync_bn=device_type == "cuda", cpu=device_type == "cpu", scale_lr=scale_lr)
 
 
 @functools.cache
@@ -227,7 +261,16 @@ def _trainer_class():
             return t.tolist()
 
     class Trainer(DistributedTrainer):
-        "fastai's DistributedTrainer (what `learn.distrib_ctx()` adds), its loaders GlooDL."
+        "fastai's DistributedTrainer (what `learn.distrib_ctx()` adds), its loaders GlooDL, `scale_lr` applied."
+
+        def __init__(self, scale_lr: bool = False, **kwargs):
+            super().__init__(**kwargs)
+            self.scale_lr = scale_lr
+
+        def before_fit(self):
+            super().before_fit()
+            if self.scale_lr and not hasattr(self.learn, "lr_finder"):  # the finder's sweep stays as it is
+                multiply_lr(self.learn, world_size())
 
         def _wrap_dl(self, dl):
             return dl if isinstance(dl, DistributedDL) else GlooDL(dl, device=self.learn.dls.device)
@@ -235,9 +278,15 @@ def _trainer_class():
     return Trainer
 
 
-def scaled(lr, tr):
-    "`trainer.scale_lr`: the learning rate times the number of processes (a number, or each end of a slice)."
-    n = world_size()
-    if not tr.scale_lr or n == 1:
-        return lr
-    return slice(lr.start * n if lr.start else lr.start, lr.stop * n) if isinstance(lr, slice) else lr * n
+def multiply_lr(learn, n: int) -> None:
+    """`trainer.scale_lr`, the linear scaling rule for an n times larger global batch: this fit's learning rates times
+    `n` (each parameter group's), as its schedule (fit_one_cycle's ParamScheduler) or the optimizer (a plain fit) has
+    them. Called as the fit begins, after fastai has set them."""
+    from fastai.callback.schedule import ParamScheduler
+
+    sched = next((cb for cb in learn.cbs if isinstance(cb, ParamScheduler) and "lr" in cb.scheds), None)
+    if sched is not None:
+        lr = sched.scheds["lr"]
+        sched.scheds["lr"] = lambda pct: lr(pct) * n
+    else:
+        learn.opt.set_hypers(lr=[h["lr"] * n for h in learn.opt.hypers])

@@ -1,7 +1,8 @@
-"task.metrics → fastai metrics, for every kind (without the vision imports)."
+"task.metrics → fastai metrics, for every kind (without the vision imports), and fxp's own (rmse, fbeta, psnr, ...)."
 from __future__ import annotations
 
 from fastai import metrics as fastai_metrics
+from fastai.learner import Metric
 from hydra.utils import instantiate
 
 from fxp.errors import FxpError, building
@@ -57,3 +58,74 @@ def confusion_counts(cm):
     "Each class's true positives, false positives and false negatives in a confusion matrix (rows: true classes)."
     tp = cm.diagonal()
     return tp, cm.sum(0) - tp, cm.sum(1) - tp
+
+
+# --- fxp's own metrics, under the names YAML gives (task.metrics' _target_s) and metrics.csv records ----------
+
+
+def rmse():
+    "fastai's rmse, recorded as `rmse` (fastai names it after its `_rmse` function)."
+    from fastai.metrics import AccumMetric, _rmse
+
+    return AccumMetric(_rmse, name="rmse")
+
+
+def exp_rmspe():
+    "fastai's exp_rmspe, recorded as `exp_rmspe` (fastai names it after its `_exp_rmspe` function)."
+    from fastai.metrics import AccumMetric, _exp_rmspe
+
+    return AccumMetric(_exp_rmspe, name="exp_rmspe")
+
+
+def fbeta(beta: float = 2.0, thresh: float = 0.5, average: str = "samples"):
+    "fastai's FBetaMulti, recorded as `fbeta` (fastai would name it after sklearn's `fbeta_score`)."
+    from fastai.metrics import ActivationType, skm_to_fastai
+    from sklearn.metrics import fbeta_score
+
+    return skm_to_fastai(fbeta_score, thresh=thresh, activation=ActivationType.Sigmoid, flatten=False,
+                         beta=beta, average=average, zero_division=0, name="fbeta")
+
+
+class PixelAccuracy(Metric):
+    "Share of pixels predicted right, over the pixels whose target is not `ignore` (lesson 3's acc_camvid)."
+
+    def __init__(self, ignore: int | None = None, name: str = "pixel_accuracy"):
+        self.ignore, self._name = ignore, name
+
+    def reset(self):
+        self.correct = self.total = 0
+
+    def accumulate(self, learn):
+        pred, targ = learn.pred.argmax(dim=1), learn.y
+        keep = targ != self.ignore if self.ignore is not None else targ >= 0
+        self.correct += (pred[keep] == targ[keep]).sum().item()
+        self.total += keep.sum().item()
+
+    @property
+    def value(self):
+        return self.correct / self.total if self.total else None
+
+    @property
+    def name(self):
+        return self._name
+
+
+class PSNR:
+    "psnr: the PSNR (dB) of each image in pixel space, the loaders' Normalize undone."
+
+    __name__ = "psnr"
+
+    def __init__(self, norm):
+        self.norm = norm
+
+    def __call__(self, pred, targ):
+        mean, std = self.norm.mean.to(pred.device), self.norm.std.to(pred.device)
+        return psnr((pred * std + mean).clamp(0, 1), (targ * std + mean).clamp(0, 1)).mean()
+
+
+def psnr(pred, targ):
+    "Peak signal-to-noise ratio in dB of each image of a batch, pixels in [0, 1]."
+    import torch
+
+    mse = ((pred - targ) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return -10 * torch.log10(mse)

@@ -4,6 +4,8 @@ import torch.nn.functional as F
 from fastai.layers import ConvLayer, Flatten, NormType, ResBlock
 from torch import nn
 
+from fxp.errors import FxpError
+
 
 def small_cnn(n_in: int = 1, n_out: int = 10, channels=(16, 32, 64), bn: bool = True) -> nn.Sequential:
     "Stride-2 conv blocks (conv, BatchNorm unless not `bn`, ReLU), a linear head: enough for 8x8 digits and MNIST."
@@ -145,3 +147,28 @@ class LMModel7(LMModel5):
         raw = self.recur(x)
         out = self.drop(raw)
         return self.h_o(out), raw, out
+
+
+# --- GANs (the gan kind, lesson 7) --------------------------------------------------------------------------
+
+
+def small_encoder(pretrained: bool = False):
+    """A 4-block stride-2 conv encoder (16 to 128 channels) for a U-Net small enough to train on a CPU in seconds
+    (a ResNet U-Net spends most of its work at full resolution on 64+ channels): `model.arch` of model=unet_small."""
+    if pretrained:
+        raise FxpError("model=unet_small has no pretrained weights; set model.pretrained=false")
+    chans = [3, 16, 32, 64, 128]
+    return nn.Sequential(*(ConvLayer(ci, co, stride=2) for ci, co in zip(chans[:-1], chans[1:])),
+                         nn.AdaptiveAvgPool2d(1))  # unet_learner cuts the encoder at its last pooling layer
+
+
+def basic_gan(size: int, n_channels: int, in_sz: int, n_features: int = 64, n_extra_layers: int = 1,
+              slope: float = 0.2):
+    "fastai's basic_generator and basic_critic (LeakyReLU critic, lesson 7's WGAN): a `model.net` target."
+    from functools import partial
+
+    from fastai.vision.gan import basic_critic, basic_generator
+
+    return (basic_generator(size, n_channels, in_sz=in_sz, n_features=n_features, n_extra_layers=n_extra_layers),
+            basic_critic(size, n_channels, n_features=n_features, n_extra_layers=n_extra_layers,
+                         act_cls=partial(nn.LeakyReLU, negative_slope=slope)))

@@ -13,7 +13,8 @@ matplotlib.use("Agg")  # runs write files; never open a window
 import matplotlib.pyplot as plt
 from matplotlib import font_manager
 
-from fxp.runs import NOT_METRICS, read_metrics, write_atomic
+from fxp.runs import NOT_METRICS, read_metrics
+from fxp.writer import write_atomic
 
 # Fonts that draw labels in other scripts (CJK, Arabic, Devanagari...), after matplotlib's DejaVu Sans: matplotlib
 # falls back through the list glyph by glyph. Only installed ones are listed (a missing one is a log line per figure).

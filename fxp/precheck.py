@@ -161,7 +161,7 @@ def check_hydra_overrides(overrides: list[str], multirun: bool, writes: bool = T
     if writes:
         check_output_folder(given[-1] if given else "outputs", which)
     if writes and given and not multirun and "${" not in given[-1]:  # refused before Hydra writes its train.log
-        from fxp.runs import check_claimable
+        from fxp.writer import check_claimable
 
         check_claimable(Path(given[-1] or ".").expanduser().absolute())
 

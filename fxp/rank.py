@@ -5,21 +5,23 @@ ranks)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from fxp import config, train
-from fxp.distributed import INFO, JOB, rank
+from fxp.distributed import INFO, JOB, alone, as_rank, rank
 from fxp.errors import FxpError
 from fxp.logfile import logging_to
-from fxp.runs import LOG, write_atomic
+from fxp.runs import LOG
 from fxp.schema import Config
+from fxp.writer import write_atomic
 
 
 @dataclass
@@ -39,8 +41,11 @@ def main(spec: Path) -> int:
         config.register()
         cfg = config.validate(OmegaConf.merge(OmegaConf.structured(Config), job["cfg"]))
         run = RankRun(Path(job["path"]), cfg, job["resume"])
-        with logging_to(run.path / LOG) if rank() == 0 else nullcontext():
-            train.train(cfg, run, resume=job["resume"] is not None)
+        as_rank(cfg)
+        with logging_to(run.path / LOG) if rank() == 0 else silent():  # the other ranks report nothing
+            learn = train.trained(cfg, run, resume=job["resume"] is not None)
+            if alone():  # rank 0, now the one process left
+                train.conclude(learn, cfg, run)
         if rank() == 0:
             write_atomic(spec / INFO, json.dumps(run.info, default=str))
         return 0
@@ -53,6 +58,13 @@ def main(spec: Path) -> int:
         write_atomic(spec / f"error.{rank()}.json", json.dumps(dict(rank=rank(), line=line, time=time.time(),
                                                                     traceback=traceback.format_exc())))
         return 1
+
+
+@contextmanager
+def silent():
+    "No console output (the epoch lines, a resume's note): rank 0's are the run's."
+    with open(os.devnull, "w") as null, redirect_stdout(null):
+        yield
 
 
 if __name__ == "__main__":

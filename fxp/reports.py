@@ -288,7 +288,7 @@ def per_class(folder: Path) -> list[str]:
 def write(dest: Path, text: str, command: str) -> Path:
     "The page written whole (temp + rename); a folder that is not there or not writable is one line."
     from fxp.errors import writing
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     with writing(dest, command):
         write_atomic(dest, text)

@@ -14,7 +14,8 @@ from functools import cached_property
 from pathlib import Path
 
 from fxp.errors import ConfigError, FxpError, check_writable
-from fxp.runs import CONFIG, MODEL, PICKLES, first_line, read_json, read_summary, sha256
+from fxp.runs import CONFIG, MODEL, PICKLES, first_line, read_json, read_summary
+from fxp.writer import sha256
 
 # What a command on a saved run may change (a name ending in `.`: every key under it): where the data is and how it is
 # laid out, and how it is batched. Never what the model is or how it was trained (model.*, trainer.lr, ...): those
@@ -207,7 +208,7 @@ def load(path: Path, command: str = "fxp", trust: bool = False):
 
 def verified(path: Path, command: str = "fxp", trust: bool = False) -> None:
     """Unpickling runs whatever code a pickle holds: load only the file fxp wrote, its SHA-256 as recorded in the
-    folder's pickles.json (fxp.runs.write_pickle), unless `trust` (--trust). A folder without a record (an older fxp
+    folder's pickles.json (fxp.writer.write_pickle), unless `trust` (--trust). A folder without a record (an older fxp
     wrote none) gets one line of warning on stderr and loads."""
     import sys
 

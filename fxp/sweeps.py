@@ -25,7 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from fxp.runs import BEST, SWEEP_CSV, SWEEP_JSON, best_job, locked, read_jobs, read_json, write_atomic
+from fxp.runs import BEST, SWEEP_CSV, SWEEP_JSON, best_job, read_jobs, read_json
+from fxp.writer import locked, write_atomic
 
 LOCK = ".sweep.lock"  # the sweep's claim on its folder, then the lock its files are rewritten under
 

@@ -21,20 +21,8 @@ from hydra.utils import get_class, instantiate
 from fxp.callbacks import Callback, _active  # callbacks imports fastai quietly
 from fxp.errors import FxpError, building
 from fxp.reports import flat
-from fxp.runs import (
-    CONFIG,
-    MODEL,
-    PLOTS,
-    SUMMARY,
-    TRACKERS,
-    best_job,
-    locked,
-    read_config,
-    read_jobs,
-    read_json,
-    read_summary,
-    write_atomic,
-)
+from fxp.runs import CONFIG, MODEL, PLOTS, SUMMARY, TRACKERS, best_job, read_config, read_jobs, read_json, read_summary
+from fxp.writer import locked, write_atomic
 
 log = logging.getLogger("fxp")
 INSTALL = "pip install 'fxp[trackers]'"

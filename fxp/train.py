@@ -24,7 +24,7 @@ from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fxp import dispatch, distributed, plots, techniques
+from fxp import dispatch, plots, techniques
 from fxp.callbacks import (
     DivergenceGuard,
     EarlyStop,
@@ -39,21 +39,9 @@ from fxp.callbacks import (
 )
 from fxp.errors import FxpError, building
 from fxp.learner import FxpLearner
-from fxp.runs import (
-    CHECKPOINTS,
-    LAST,
-    MODEL,
-    PLOTS,
-    Run,
-    best_metrics,
-    final_metrics,
-    first_line,
-    read_metrics,
-    truncate_metrics,
-    write_atomic,
-    write_pickle,
-)
+from fxp.runs import CHECKPOINTS, LAST, MODEL, PLOTS, best_metrics, final_metrics, first_line, read_metrics
 from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
+from fxp.writer import Run, write_atomic, write_pickle
 
 log = logging.getLogger("fxp")
 
@@ -78,7 +66,7 @@ def check_device(tr) -> torch.device:
 def setup(cfg) -> torch.device:
     "The device for `cfg.trainer`, checked, with every random generator seeded."
     tr = cfg.trainer
-    device = distributed.device(check_device(tr))
+    device = check_device(tr)
     set_seed(tr.seed, reproducible=True)
     if tr.num_threads is not None:
         torch.set_num_threads(tr.num_threads)
@@ -113,17 +101,17 @@ def speedups(learn, tr) -> None:
         learn.model.compile()  # in place: parameters, freezing and the splitter keep working
 
 
-def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train") -> list:
+def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train", keep: int | None = None) -> list:
+    "fxp's callbacks for a step's fits; `keep` (fxp resume): metrics.csv's rows to keep, those its checkpoint holds."
     tr, mon = cfg.trainer, monitor or cfg.task.monitor
     names = ["train_loss", "valid_loss", *(m.name for m in learn.metrics)]
     if mon.metric not in names:
         raise FxpError(f"monitor metric {mon.metric!r} is not recorded; choose from: {', '.join(names)} "
                        f"(task.monitor.metric=...)")
     comp = np.less if mon.mode == "min" else np.greater
-    rank0 = not distributed.rank()  # the other ranks of a DDP run report nothing
     carried = dispatch.declared(dispatch.kind_module(cfg.task.kind), "CARRIED")
-    cbs = [MetricsCSV(), *(progress(n_stages) if rank0 else []), DivergenceGuard(), LastCheckpoint(step, carried),
-           *(loggers(cfg.logger) if rank0 else []), *techniques.callbacks(tr),
+    cbs = [MetricsCSV(keep=keep), *progress(n_stages), DivergenceGuard(), LastCheckpoint(step, carried),
+           *loggers(cfg.logger), *techniques.callbacks(tr),
            *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
@@ -218,7 +206,7 @@ def fit_stage(learn, stage, tr, run: Run, at: dict | None = None) -> None:
         return
     resumed = at is not None and i == at["stage"]
     given = tr.lr if stage.lr is None else stage.lr
-    lr = at["lr"] if resumed else distributed.scaled(resolve_lr(learn, given, run), tr)
+    lr = at["lr"] if resumed else resolve_lr(learn, given, run)
     before = 0
     for j, part in enumerate(parts(stage, tr), 1):
         learn.place = dict(stage=i, part=j, before=before, lr=lr)  # what LastCheckpoint records
@@ -268,19 +256,19 @@ def resize(dls, size) -> None:
         t.size = _process_sz(tuple(size) if OmegaConf.is_list(size) else size)
 
 
-def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at: dict | None = None) -> dict:
+def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at: dict | None = None,
+        keep: int | None = None) -> dict:
     """Run `stages` (default: the trainer's) with fxp's callbacks, which write into `learn.path`. Each stage starts
     where the last one ended (the course's recipes); after the last, the learner goes back to the best epoch of all
-    stages when save-best is on. `at`: go on from the step's checkpoint (fxp resume; see `fit_stage`). Returns the
-    step's summary fields: which epoch the learner now holds, throughput."""
+    stages when save-best is on. `at`: go on from the step's checkpoint (fxp resume; see `fit_stage`), `keep`: the
+    metrics.csv rows it holds. Returns the step's summary fields: which epoch the learner now holds, throughput."""
     stages = cfg.trainer.stages if stages is None else stages
-    cbs = callbacks(cfg, learn, len(stages), monitor, step)
+    cbs = callbacks(cfg, learn, len(stages), monitor, step, keep)
     learn.add_cbs(cbs)
     speedups(learn, cfg.trainer)
-    with distributed.ddp(learn, learn.dls.device):
-        for i, stage in enumerate(stages, 1):
-            learn.stage = i
-            fit_stage(learn, stage, cfg.trainer, run, at)
+    for i, stage in enumerate(stages, 1):
+        learn.stage = i
+        fit_stage(learn, stage, cfg.trainer, run, at)
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
     if best is not None:  # every rank (fastai's load waits for all of them: the file is whole)
         best.restore()
@@ -297,15 +285,21 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at
 def train(cfg, run: Run, resume: bool = False) -> None:
     """Train the kind's steps, then export the learner that predicts, evaluate it and plot. `resume` (fxp resume):
     each step goes on from its checkpoint if it has one."""
-    if distributed.wanted(cfg):
-        return distributed.launch(cfg, run, check_device(cfg.trainer))
+    conclude(trained(cfg, run, resume), cfg, run)
+
+
+def trained(cfg, run: Run, resume: bool = False):
+    "The kind's steps trained (see `train`): the learner that predicts."
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
-    if resume and not distributed.rank():
+    if resume:
         announce(run.resume["note"])
-    learn = run_steps(dispatch.steps(kind, cfg), cfg, run, device, resume)
-    if not distributed.alone():
-        return
+    return run_steps(dispatch.steps(kind, cfg), cfg, run, device, resume)
+
+
+def conclude(learn, cfg, run: Run) -> None:
+    "The trained learner exported, evaluated and plotted into the run folder."
+    kind = dispatch.kind_module(cfg.task.kind)
     export(learn, run.path / MODEL)
     plots.loss_curves(run.path)
     evaluation = kind.evaluate(learn, cfg)
@@ -339,21 +333,17 @@ def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):
 
     `resume`: a step with a checkpoint is rebuilt and goes on from it; one that had ended is not retrained (its fits
     are done: its best epoch is loaded back and its `after` runs again, as the steps after it need); metrics.csv
-    rows after the checkpoint's epoch are dropped (they are retrained)."""
+    rows after the checkpoint's epoch are dropped (they are retrained: MetricsCSV's `keep`)."""
     done = {}
-    if len(steps) > 1 and distributed.world_size() > 1:
-        raise FxpError(f"trainer.devices={cfg.trainer.devices}: a {cfg.task.kind} task trains {len(steps)} learners "
-                       f"one after the other, which fxp runs in one process; use trainer.devices=1")
     for step in steps:
         ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
         learn = build(step, cfg, run, ctx)
         at = saved_place(ctx.path, device, (run.resume or {}).get("trust", False)) if resume else None
-        if resume and not distributed.rank():
-            truncate_metrics(ctx.path, at["epochs"] if at else 0)
         with warnings.catch_warnings():
             for message in step.ignore_warnings:
                 warnings.filterwarnings("ignore", message=message)
-            facts = fit(learn, cfg, run, step.stages, step.monitor, step.name, at)
+            keep = (at["epochs"] if at else 0) if resume else None
+            facts = fit(learn, cfg, run, step.stages, step.monitor, step.name, at, keep)
         extra = {**facts, **((step.after(learn, ctx) if step.after else None) or {})}
         if step.folder:
             plots.loss_curves(ctx.path)

@@ -6,7 +6,7 @@ import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
-from fastai.learner import Learner, Metric
+from fastai.learner import Learner
 from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
 from fastai.vision.learner import vision_learner
 from hydra.utils import get_method, instantiate
@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from fxp import data
 from fxp.errors import FxpError, building
-from fxp.metrics import metrics
+from fxp.metrics import PixelAccuracy, metrics  # noqa: F401  (PixelAccuracy: old runs' model.pkl name it here)
 from fxp.plots import displayable, plt, save
 
 RESIZE_METHODS = {"crop": ResizeMethod.Crop, "pad": ResizeMethod.Pad, "squish": ResizeMethod.Squish}
@@ -150,7 +150,7 @@ def valid_items(dl, idxs) -> list:
     return [dl.do_batch([dl.do_item(i)])[0][0] for i in idxs]
 
 
-# --- segmentation: a U-Net on `model.arch`, pixel accuracy ---------------------------------------------------
+# --- segmentation: a U-Net on `model.arch` ---------------------------------------------------
 
 
 def unet(cfg, dls, n_out: int, **kwargs) -> Learner:
@@ -166,27 +166,3 @@ def unet(cfg, dls, n_out: int, **kwargs) -> Learner:
         arch = get_method(m.arch)
     with pretrained_weights(m):
         return unet_learner(dls, arch, n_out=n_out, pretrained=m.pretrained, **kwargs)
-
-
-class PixelAccuracy(Metric):
-    "Share of pixels predicted right, over the pixels whose target is not `ignore` (lesson 3's acc_camvid)."
-
-    def __init__(self, ignore: int | None = None, name: str = "pixel_accuracy"):
-        self.ignore, self._name = ignore, name
-
-    def reset(self):
-        self.correct = self.total = 0
-
-    def accumulate(self, learn):
-        pred, targ = learn.pred.argmax(dim=1), learn.y
-        keep = targ != self.ignore if self.ignore is not None else targ >= 0
-        self.correct += (pred[keep] == targ[keep]).sum().item()
-        self.total += keep.sum().item()
-
-    @property
-    def value(self):
-        return self.correct / self.total if self.total else None
-
-    @property
-    def name(self):
-        return self._name

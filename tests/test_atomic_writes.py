@@ -1,4 +1,4 @@
-"""Every file fxp writes is written whole (issue 22 item 6): through `fxp.runs.write_atomic` (a temporary file renamed
+"""Every file fxp writes is written whole (issue 22 item 6): through `fxp.writer.write_atomic` (a temporary file renamed
 into place) or `write_pickle`, so a kill or a full disk leaves the old file or the new one, never half of one.
 A scan of fxp/'s source fails on a new in-place write; the few exceptions are listed with their reasons."""
 import ast
@@ -25,15 +25,16 @@ OS_WRITE_FLAGS = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC"}
 
 # (module, function, call) -> why it may write in place
 ALLOWED = {
-    ("runs.py", "write_atomic", "open"): "the writer itself: its temporary file",
-    ("runs.py", "Run._claim", "write_text"): "config.yaml's temporary file, hard-linked into place (whole, and only "
+    ("writer.py", "write_atomic", "open"): "the writer itself: its temporary file",
+    ("writer.py", "Run._claim", "write_text"): "config.yaml's temporary file, hard-linked into place (whole, and only "
                                              "if no other process claimed the folder first)",
-    ("runs.py", "Run._claim", "open"): "the claim without hard links: config.yaml created exclusively ('x')",
-    ("runs.py", "Run.write_summary", "open"): "a full disk, where write_atomic cannot: over the old summary, in its "
+    ("writer.py", "Run._claim", "open"): "the claim without hard links: config.yaml created exclusively ('x')",
+    ("writer.py", "Run.write_summary", "open"): "a full disk, where write_atomic cannot: over the old summary, in its "
                                               "own blocks",
-    ("runs.py", "Run.__exit__", "open"): "train.log: a log grows by appends",
-    ("runs.py", "locked", "open"): "a lock file, opened to hold the lock; nothing written",
+    ("writer.py", "Run.__exit__", "open"): "train.log: a log grows by appends",
+    ("writer.py", "locked", "open"): "a lock file, opened to hold the lock; nothing written",
     ("distributed.py", "failure", "open"): "train.log: a rank's traceback appended",
+    ("rank.py", "silent", "open"): "/dev/null: the console of a rank after the first",
     ("sweeps.py", "claim", "open"): "the sweep's claim: an empty file created exclusively ('x')",
     ("cli.py", "main", "open"): "/dev/null, in place of a closed pipe",
     ("tasks/gan.py", "Crappifier.__call__", "save"): "its own temporary file, named per process (parallel jobs "
@@ -123,7 +124,7 @@ def test_fxp_writes_no_file_in_place():
     offenders = [f"fxp/{m}:{lines[0]} {func}: {call}(...)" for (m, func, call), lines in package_writes().items()
                  if (m, func, call) not in ALLOWED]
     assert not offenders, ("written in place (a kill or a full disk leaves half a file): route these through "
-                           "fxp.runs.write_atomic (or write_pickle), or add them to ALLOWED with the reason:\n"
+                           "fxp.writer.write_atomic (or write_pickle), or add them to ALLOWED with the reason:\n"
                            + "\n".join(offenders))
 
 

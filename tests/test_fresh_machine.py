@@ -7,7 +7,8 @@ import pytest
 
 from conftest import newest_run, run_installed, subprocess_env, summary
 from fxp.errors import FxpError
-from fxp.runs import LOG, check_claimable
+from fxp.runs import LOG
+from fxp.writer import check_claimable
 
 
 def test_claim_ignores_the_log_this_process_writes(tmp_path):

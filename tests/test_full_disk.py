@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from conftest import run_fxp, tmpfs
 from fxp import config, errors, plots
-from fxp.runs import write_atomic
+from fxp.writer import write_atomic
 
 
 @pytest.mark.slow

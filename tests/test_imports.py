@@ -159,11 +159,13 @@ def test_no_import_cycle_counting_imports_inside_functions():
     assert cycles(full) == []
 
 
-def test_the_front_and_the_run_folder_module_import_no_command():
-    "cli.py imports commands only by name when one runs; fxp.runs imports no command, report or app."
+def test_the_front_and_the_run_folder_modules_import_no_command():
+    """cli.py imports commands only by name when one runs; fxp.runs (the format and readers) and fxp.writer import no
+    command, report or app, and the readers not the writer."""
     top, full = graphs()
     assert top["fxp.cli"] <= {"fxp", "fxp.errors"}
     assert full["fxp.runs"] <= {"fxp", "fxp.errors"}
+    assert full["fxp.writer"] <= {"fxp", "fxp.errors", "fxp.runs"}
 
 
 # --- which way the arrows point: commands build on the core, never the other way, and never on each other -------------

@@ -213,16 +213,16 @@ def test_a_full_disk_at_the_end_still_writes_the_final_status(tmp_path, monkeypa
     from pathlib import Path
 
     from conftest import summary
-    from fxp import runs
+    from fxp import writer
 
-    real = runs.write_atomic
+    real = writer.write_atomic
 
     def write(path, data, fsync=False):
         if Path(path).name == "summary.json" and '"running"' not in data:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, data, fsync)
 
-    monkeypatch.setattr(runs, "write_atomic", write)
+    monkeypatch.setattr(writer, "write_atomic", write)
     r = run_fxp("train", "trainer.epochs=1", cwd=tmp_path)
     assert r.returncode == 0, r
     run = newest_run(tmp_path)

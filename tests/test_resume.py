@@ -240,7 +240,7 @@ def test_run_claims_only_new_or_empty_folders(tmp_path):
     from omegaconf import OmegaConf
 
     from fxp.errors import FxpError
-    from fxp.runs import Run
+    from fxp.writer import Run
 
     cfg = OmegaConf.create({"task": {"monitor": {"metric": "accuracy", "mode": "max"}}, "trainer": {"seed": 1}})
     (tmp_path / "old").mkdir()

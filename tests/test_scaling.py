@@ -91,17 +91,29 @@ def test_a_multi_node_run_meets_at_node_0(monkeypatch):
     assert distributed.node_rank(OmegaConf.create({"trainer": {"nodes": 1, "devices": 2}})) == 0
 
 
-def test_scale_lr_is_the_linear_rule_and_off_by_default(monkeypatch):
-    from types import SimpleNamespace
+@pytest.mark.parametrize("policy", ["fit_one_cycle", "fit"])
+def test_scale_lr_multiplies_each_rate_the_fit_uses(policy):
+    "trainer.scale_lr (the linear rule): the DDP callback multiplies a fit's rates, its schedule's or the optimizer's."
+    import numpy as np
+    from fastai.callback.core import Callback
+    from fastai.test_utils import synth_learner
 
-    from fxp.distributed import scaled
+    from fxp import train  # noqa: F401  (fastai's fit_one_cycle patched onto Learner)
+    from fxp.distributed import multiply_lr
 
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    assert scaled(1e-3, SimpleNamespace(scale_lr=False)) == 1e-3
-    assert scaled(1e-3, SimpleNamespace(scale_lr=True)) == pytest.approx(4e-3)
-    assert scaled(slice(1e-5, 1e-3), SimpleNamespace(scale_lr=True)) == slice(4e-5, 4e-3)
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    assert scaled(1e-3, SimpleNamespace(scale_lr=True)) == 1e-3
+    class Times4(Callback):
+        order = 11  # fastai's DistributedTrainer's
+
+        def before_fit(self):
+            multiply_lr(self.learn, 4)
+
+    def lrs(cbs):
+        learn = synth_learner(cbs=cbs)
+        getattr(learn, policy)(2, 1e-3)
+        return np.array(learn.recorder.lrs)
+
+    plain, scaled = lrs([]), lrs([Times4()])
+    assert len(plain) > 1 and np.allclose(scaled, 4 * plain)
 
 
 def test_the_ray_launcher_without_ray_is_one_line(monkeypatch):

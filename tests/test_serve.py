@@ -266,7 +266,7 @@ def test_an_upload_is_resized_to_the_size_the_run_trained_at(runs, tmp_path):
     from PIL import Image
 
     from fxp import saved
-    from fxp.runs import write_pickle
+    from fxp.writer import write_pickle
 
     run = Path(shutil.copytree(runs / "classification", tmp_path / "sized"))
     learn = saved.load(run / "model.pkl")

@@ -102,11 +102,11 @@ def test_a_run_without_a_record_loads_with_one_warning_line(runs, tmp_path):
 def test_write_pickle_records_the_file_at_every_moment(tmp_path, monkeypatch):
     """The record accepts the new file from before it takes the name (a kill between the two leaves either file
     accepted), and only the new one once it has."""
-    from fxp import runs
+    from fxp import writer
 
     file = tmp_path / "model.pkl"
-    runs.write_pickle(file, lambda tmp: tmp.write_bytes(b"old"))
-    old = runs.sha256(file)
+    writer.write_pickle(file, lambda tmp: tmp.write_bytes(b"old"))
+    old = writer.sha256(file)
     assert json.loads((tmp_path / "pickles.json").read_text()) == {"model.pkl": [old]}
     seen = []
     replace = os.replace
@@ -116,9 +116,9 @@ def test_write_pickle_records_the_file_at_every_moment(tmp_path, monkeypatch):
             seen.append(json.loads((tmp_path / "pickles.json").read_text())["model.pkl"])
         replace(src, dst)
 
-    monkeypatch.setattr(runs.os, "replace", watch)
-    runs.write_pickle(file, lambda tmp: tmp.write_bytes(b"new"))
-    new = runs.sha256(file)
+    monkeypatch.setattr(writer.os, "replace", watch)
+    writer.write_pickle(file, lambda tmp: tmp.write_bytes(b"new"))
+    new = writer.sha256(file)
     assert seen == [[new, old]]
     assert json.loads((tmp_path / "pickles.json").read_text()) == {"model.pkl": [new]}
 
@@ -152,7 +152,7 @@ def test_a_trained_run_records_its_model_and_refuses_a_replaced_one(digits_run, 
     import torch
 
     from fxp.callbacks import checkpoint_types
-    from fxp.runs import sha256
+    from fxp.writer import sha256
 
     assert json.loads((digits_run / "pickles.json").read_text()) == {"model.pkl": [sha256(digits_run / "model.pkl")]}
     with torch.serialization.safe_globals(checkpoint_types()):
@@ -298,7 +298,7 @@ def test_read_only_run_folders_are_one_line(runs, tmp_path, read_only):
 def open_run(path: Path, resume: dict | None = None):
     from omegaconf import OmegaConf
 
-    from fxp.runs import Run
+    from fxp.writer import Run
 
     cfg = OmegaConf.create({"task": {"monitor": {"metric": "accuracy", "mode": "max"}}, "trainer": {"seed": 1}})
     return Run(path, cfg, [], "digits", resume=resume)

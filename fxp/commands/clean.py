@@ -90,8 +90,8 @@ def write(rows: list[dict], images: list, folder: Path) -> None:
     import pandas as pd
 
     from fxp.data import CLEAN_COLS
-    from fxp.runs import write_atomic
     from fxp.vision import image_grid
+    from fxp.writer import write_atomic
 
     folder.mkdir(exist_ok=True)
     df = pd.DataFrame(rows, columns=list(CLEAN_COLS))

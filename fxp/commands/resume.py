@@ -52,7 +52,7 @@ def main(args: list[str]) -> int:
                  stage=point["stage"], epoch=point["epoch"], extend=opts.extend, overrides=opts.overrides,
                  trust=opts.trust, note=note(path, point, opts.extend, len(cfg.trainer.stages)))
     from fxp import apps
-    from fxp.runs import Run
+    from fxp.writer import Run
 
     def reopen(cfg):
         from fxp.train import check_device

@@ -26,7 +26,7 @@ from pathlib import Path
 from fxp import saved
 from fxp.commands import Parser
 from fxp.errors import FxpError
-from fxp.runs import write_atomic
+from fxp.writer import write_atomic
 
 MAX_MB = 10  # largest request: images or a JSON body
 MAX_FILES = 16  # images per request

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from fxp.commands import Parser, saved_run_arguments
 from fxp.console import console, number
-from fxp.runs import baseline_cell, baselines, not_beaten, read_metrics, read_summary, write_atomic
+from fxp.runs import baseline_cell, baselines, not_beaten, read_metrics, read_summary
 from fxp.saved import SPLITS
+from fxp.writer import write_atomic
 
 EVAL = "eval"
 PER_CLASS = "per_class.csv"

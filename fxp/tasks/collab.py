@@ -287,7 +287,7 @@ def _score_pairs(learn, t, path: Path) -> list[dict]:
     import sys
 
     from fxp.data import free_path, read_table
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     item = _item_name(t)
     df = read_table(path, None, dtype=str)  # values matched as text against the model's users and items

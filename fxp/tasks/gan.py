@@ -22,7 +22,10 @@ from typing import List, Optional
 from fxp.checks import check_model, check_stages, check_y_range
 from fxp.errors import ConfigError, FxpError, building
 from fxp.schema import Aug, Monitor, Split, Stage, TaskBase, valid
+from fxp.tasks import moved
 
+# names old runs (model.pkl, config.yaml) give here, which live elsewhere now
+__getattr__ = moved(__name__, {"small_encoder": "fxp.models", "basic_gan": "fxp.models", "PSNR": "fxp.metrics"})
 RECIPES = ("superres", "wgan")
 INPUT = "image"  # superres: images to enhance (a wgan run generates from noise: fxp predict says so)
 # fastai's GANTrainer: which of the two models trains and their smoothed losses go on from epoch to epoch
@@ -225,19 +228,6 @@ def wgan_dls(cfg, device):
 # --- metrics: callables fastai wraps in AvgMetric (a batch's mean, weighted by its size) ----------------------
 
 
-class PSNR:
-    "psnr: the PSNR (dB) of each image in pixel space, the loaders' Normalize undone."
-
-    __name__ = "psnr"
-
-    def __init__(self, norm):
-        self.norm = norm
-
-    def __call__(self, pred, targ):
-        mean, std = self.norm.mean.to(pred.device), self.norm.std.to(pred.device)
-        return psnr((pred * std + mean).clamp(0, 1), (targ * std + mean).clamp(0, 1)).mean()
-
-
 class CriticLoss:
     """crit_loss: the critic's loss on the validation set, real targets against generated images. (fastai's
     LossMetric repeats the last training batch's critic loss there: the critic does not run in validation.)"""
@@ -263,17 +253,9 @@ def to_pixels(x, dls):
     return (x * norm.std.to(x.device) + norm.mean.to(x.device)).clamp(0, 1)
 
 
-def psnr(pred, targ):
-    "Peak signal-to-noise ratio in dB of each image of a batch, pixels in [0, 1]."
-    import torch
-
-    mse = ((pred - targ) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
-
-
 def task_metrics(t, dls) -> list:
     "`psnr` by name, any other fastai metric by name (on normalized images)."
-    from fxp.metrics import metrics
+    from fxp.metrics import PSNR, metrics
 
     return [PSNR(_normalize(dls)) if m == "psnr" else metrics([m])[0] for m in t.metrics]
 
@@ -378,32 +360,6 @@ def _generator_eval(cb) -> None:
     cb.model.generator.eval()
 
 
-def small_encoder(pretrained: bool = False):
-    """A 4-block stride-2 conv encoder (16 to 128 channels) for a U-Net small enough to train on a CPU in seconds
-    (a ResNet U-Net spends most of its work at full resolution on 64+ channels): `model.arch` of model=unet_small."""
-    from fastai.layers import ConvLayer
-    from torch import nn
-
-    if pretrained:
-        raise FxpError("model=unet_small has no pretrained weights; set model.pretrained=false")
-    chans = [3, 16, 32, 64, 128]
-    return nn.Sequential(*(ConvLayer(ci, co, stride=2) for ci, co in zip(chans[:-1], chans[1:])),
-                         nn.AdaptiveAvgPool2d(1))  # unet_learner cuts the encoder at its last pooling layer
-
-
-def basic_gan(size: int, n_channels: int, in_sz: int, n_features: int = 64, n_extra_layers: int = 1,
-              slope: float = 0.2):
-    "fastai's basic_generator and basic_critic (LeakyReLU critic, lesson 7's WGAN): a `model.net` target."
-    from functools import partial
-
-    from fastai.vision.gan import basic_critic, basic_generator
-    from torch import nn
-
-    return (basic_generator(size, n_channels, in_sz=in_sz, n_features=n_features, n_extra_layers=n_extra_layers),
-            basic_critic(size, n_channels, n_features=n_features, n_extra_layers=n_extra_layers,
-                         act_cls=partial(nn.LeakyReLU, negative_slope=slope)))
-
-
 def wgan(cfg, dls):
     "GANLearner.wgan on `model.net`'s generator and critic: weight clipping, task.n_crit critic batches a turn."
     from functools import partial
@@ -488,6 +444,8 @@ def input_psnr(data) -> float:
     "The validation PSNR of the input itself (the crappified image resized up)."
     import torch
 
+    from fxp.metrics import psnr
+
     with torch.no_grad():
         vals = [psnr(to_pixels(x, data), to_pixels(y, data)) for x, y in data.valid]
     return round(torch.cat(vals).mean().item(), 4)
@@ -505,6 +463,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
 
 def superres_grid(gen, dest: Path, n: int = 4) -> None:
+    from fxp.metrics import psnr
     from fxp.vision import image_grid
 
     items = gen.dls.valid_ds.items[:n]

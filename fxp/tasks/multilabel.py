@@ -14,6 +14,9 @@ from typing import Any
 from fxp.checks import IMAGE_MODEL, check_model
 from fxp.errors import FxpError
 from fxp.schema import Images, Listed, TaskBase, valid
+from fxp.tasks import moved
+
+__getattr__ = moved(__name__, {"fbeta": "fxp.metrics"})  # old runs' config.yaml name it here
 
 
 @dataclass
@@ -35,15 +38,6 @@ TECHNIQUES = ("mixup", "cutmix", "tta")  # the trainer keys only image kinds tak
 def check(cfg) -> None:
     "Rules across keys, checked before any heavy import (each key's own values: the schema's `valid`)."
     check_model(cfg, *IMAGE_MODEL)
-
-
-def fbeta(beta: float = 2.0, thresh: float = 0.5, average: str = "samples"):
-    "fastai's FBetaMulti, recorded as `fbeta` (fastai would name it after sklearn's `fbeta_score`)."
-    from fastai.metrics import ActivationType, skm_to_fastai
-    from sklearn.metrics import fbeta_score
-
-    return skm_to_fastai(fbeta_score, thresh=thresh, activation=ActivationType.Sigmoid, flatten=False,
-                         beta=beta, average=average, zero_division=0, name="fbeta")
 
 
 def dls(cfg, device):
@@ -154,7 +148,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
     from fxp import vision
     from fxp.plots import plt, save
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     t = cfg.task
     probs, targs = learn.get_preds(dl=learn.dls.valid)

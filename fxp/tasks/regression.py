@@ -16,6 +16,9 @@ from typing import Any, List, Optional
 from fxp.checks import IMAGE_MODEL, check_model, check_y_range
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Images, Listed, TaskBase, valid
+from fxp.tasks import moved
+
+__getattr__ = moved(__name__, {"rmse": "fxp.metrics"})  # old runs' config.yaml name it here
 
 TARGETS = ("points", "scalars")
 OUTSIDE = ("error", "clip", "drop")  # task.points_outside
@@ -54,13 +57,6 @@ def check(cfg) -> None:
     if task.target == "points" and task.aug is not None and task.aug.size is not None:
         raise ConfigError("task.aug.size must be null for points (predictions map back through the item Resize); "
                           "set task.size instead")
-
-
-def rmse():
-    "fastai's rmse, recorded as `rmse` (fastai names it after its `_rmse` function)."
-    from fastai.metrics import AccumMetric, _rmse
-
-    return AccumMetric(_rmse, name="rmse")
 
 
 # --- data -----------------------------------------------------------------------------------------------------

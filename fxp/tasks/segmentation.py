@@ -147,11 +147,11 @@ def learner(cfg, dls):
     `task.void`."""
     from fxp import vision
     from fxp.learner import CrossEntropyLossPlain
-    from fxp.metrics import metrics
+    from fxp.metrics import PixelAccuracy, metrics
 
     codes = _codes(dls)
     void = codes.index(cfg.task.void) if cfg.task.void is not None else None
-    mets = [vision.PixelAccuracy(void, name=m) if m in PIXEL_ACCURACY else metrics([m])[0]
+    mets = [PixelAccuracy(void, name=m) if m in PIXEL_ACCURACY else metrics([m])[0]
             for m in cfg.task.metrics]
     return vision.unet(cfg, dls, n_out=len(codes), metrics=mets, loss_func=CrossEntropyLossPlain(axis=1))
 

@@ -19,6 +19,9 @@ from typing import Any, List, Optional
 from fxp.checks import check_model
 from fxp.errors import ConfigError, FxpError
 from fxp.schema import Split, TaskBase, valid
+from fxp.tasks import moved
+
+__getattr__ = moved(__name__, {"exp_rmspe": "fxp.metrics"})  # old runs' config.yaml name it here
 
 Y_BLOCKS = ("category", "regression")
 PROCS = ("Categorify", "FillMissing", "Normalize")  # fastai's TabularProcs that task.procs names
@@ -93,13 +96,6 @@ def _check_target(task) -> None:
 def _is_pair(x) -> bool:
     return not isinstance(x, str) and hasattr(x, "__len__") and len(x) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
-
-
-def exp_rmspe():
-    "fastai's exp_rmspe, recorded as `exp_rmspe` (fastai names it after its `_exp_rmspe` function)."
-    from fastai.metrics import AccumMetric, _exp_rmspe
-
-    return AccumMetric(_exp_rmspe, name="exp_rmspe")
 
 
 # --- data -----------------------------------------------------------------------------------------------------
@@ -364,7 +360,7 @@ def _feature_columns(to) -> dict:
 def predict(learn, cfg, inputs: list[str], out: Path = Path("predictions")) -> list[dict]:
     """Predict each row of each CSV; write the rows with the prediction (and probability for classification)
     beside them to `out`/<name>_predictions.csv, never overwriting a file. Returns the first rows of each."""
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     rows = []
     for name in inputs:

@@ -313,7 +313,7 @@ def save_language_model(learn, t, folder: Path, n_texts: int) -> dict:
     written whole (a kill leaves none half-written for a classifier to read)."""
     import pickle
 
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     save_encoder(learn, folder / ENCODER)
     write_atomic(folder / VOCAB, pickle.dumps(learn.dls.vocab))  # plain data, read back as such (read_vocab)
@@ -327,7 +327,7 @@ def save_encoder(learn, dest: Path) -> None:
     import torch
     from fastai.torch_core import get_model
 
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     encoder = get_model(learn.model)[0]
     write_atomic(dest, lambda tmp: torch.save(getattr(encoder, "module", encoder).state_dict(), tmp))
@@ -346,7 +346,7 @@ def unigram_perplexity(dls) -> float:
 
 def write_samples(learn, t, dest: Path) -> None:
     "`n_samples` continuations of each prompt, `n_words` long (fastbook's check that the LM learnt English)."
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     lines = [learn.predict(p, t.n_words, temperature=t.temperature, no_bar=True)
              for p in t.prompts for _ in range(t.n_samples)]

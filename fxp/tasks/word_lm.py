@@ -58,7 +58,7 @@ def in_words(n: int) -> str:
 
 def human_numbers(dest: Path) -> Path:
     "fastai's HUMAN_NUMBERS written into `dest`: train.txt (1-8,000) and valid.txt (8,001-9,999), a number a line."
-    from fxp.runs import write_atomic
+    from fxp.writer import write_atomic
 
     dest.mkdir(parents=True, exist_ok=True)
     for name, numbers in zip(FILES, (range(1, 8001), range(8001, 10000))):

@@ -95,7 +95,8 @@ def test_superres_exports_the_gan_trained_generator(superres_run):
     from fastai.learner import load_learner
 
     import fxp.config  # noqa: F401  (registers the kinds before one is imported directly)
-    from fxp.tasks.gan import psnr as batch_psnr, to_pixels
+    from fxp.metrics import psnr as batch_psnr
+    from fxp.tasks.gan import to_pixels
 
     run, cache = superres_run
     learn = load_learner(run / "model.pkl", cpu=True)
@@ -134,7 +135,7 @@ def test_wgan_samples_take_on_the_data_look(tmp_path):
     from fastai.learner import load_learner
 
     import fxp.config  # noqa: F401
-    from fxp.tasks.gan import basic_gan
+    from fxp.models import basic_gan
 
     mnist = need_data("mnist_tiny")
     r = fxp_run("train", *WGAN, f"data.path={mnist}", cwd=tmp_path)
@@ -225,3 +226,13 @@ def test_a_gan_checkpoint_carries_the_trainer_state_its_kind_declares():
     trainer.__dict__.update(gen_mode=False, gen_loss=1.5, crit_loss=0.7, generator="not carried")
     state = carried(SimpleNamespace(cbs=[trainer]), last.carried)
     assert state == {"GANTrainer": {"gen_mode": False, "gen_loss": 1.5, "crit_loss": 0.7}}
+
+
+def test_old_runs_architectures_still_resolve():
+    "Runs written before the GAN architectures moved to fxp.models name them in fxp.tasks.gan (config.yaml, model.pkl)."
+    from hydra.utils import get_method
+
+    from fxp import models
+
+    assert get_method("fxp.tasks.gan.basic_gan") is models.basic_gan
+    assert get_method("fxp.tasks.gan.small_encoder") is models.small_encoder
