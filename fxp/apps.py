@@ -18,7 +18,7 @@ from hydra.types import RunMode
 
 from fxp import config
 from fxp.commands import console, number
-from fxp.errors import ConfigError, FxpError, describe
+from fxp.errors import ConfigError, FxpError, Pruned, describe
 from fxp.runs import baselines, not_beaten, read_config, read_summary
 
 MAX_PRECHECKED_JOBS = 64
@@ -391,11 +391,13 @@ def job(cfg, what: str) -> float:
     from fxp import distributed
     from fxp.runs import Run
     from fxp.sweeps import job_resources
+    from fxp.trials import of_job
 
     hc = HydraConfig.get()
     if distributed.node_rank(cfg):  # another machine's share of a multi-node run: node 0's job holds the run
         return follow(cfg, hc.runtime.output_dir)
     resources = job_resources(hc)  # a local parallel job's GPU and threads, before torch starts CUDA
+    trial = of_job(hc)
     if resources and cfg.trainer.num_threads is None:
         cfg.trainer.num_threads = resources["num_threads"]
 
@@ -403,6 +405,8 @@ def job(cfg, what: str) -> float:
         run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=finish)
         if resources:
             run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
+        if trial:  # an Optuna trial: its job reports each epoch to it (fxp.train.fit)
+            run.info["trial"] = trial
         return run
 
     return objective(execute(cfg, claim, what, multirun=hc.mode == RunMode.MULTIRUN))
@@ -423,6 +427,11 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
             signal.signal(signal.SIGTERM, _interrupt)
             getattr(train, what)(cfg, run, **kwargs)
         report(run)
+    except Pruned as e:  # no error: the search stopped a trial that would not beat its others
+        import logging
+
+        logging.getLogger("fxp").info(str(e))  # train.log
+        print(f"fxp: {e} (run folder {run.path})", flush=True)
     except FxpError as e:
         _end(multirun, 2, f"{e}{_where(run)}")
     except KeyboardInterrupt:

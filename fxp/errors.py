@@ -68,6 +68,17 @@ class Diverged(FxpError):
     "The loss became NaN or infinite."
 
 
+class Pruned(Exception):
+    "An Optuna trial the study's pruner stopped after an epoch: the run ends as `pruned`, which is no error."
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message  # fastai rewrites the args of what a callback raises
+
+
 # fastai's Callback.__call__ replaces the message of whatever a callback raises with this header and the old message
 FASTAI_WRAPPED = re.compile(r"Exception occured in `(\w+)` when calling event `(\w+)`:\s*(.*)", re.S)
 

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from fxp.errors import Diverged, FxpError, describe
+from fxp.errors import Diverged, FxpError, Pruned, describe
 
 CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
@@ -43,7 +43,8 @@ SWEEP_FILES = ("multirun.yaml", SWEEP_JSON, SWEEP_CSV, BEST)  # Hydra writes mul
 NOT_STARTED = "not started"  # a job a sweep's record lists that has no folder: the sweep stopped before it
 NOT_METRICS = {"stage", "epoch", "lr", "time"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
-STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete", NOT_STARTED)
+STATUSES = ("completed", "pruned", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete",
+            NOT_STARTED)  # pruned: an Optuna trial its study's pruner stopped early (fxp.trials); not a failure
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")  # outputs/<task>/<stamp>_<uid>
 STALE_AFTER_S = 3600  # a run without a heartbeat (older fxp) whose files stopped changing: `stale`
 HEARTBEAT_S = 60  # a running run touches its summary.json this often; one silent for DEAD_AFTER_BEATS of them: killed
@@ -161,7 +162,9 @@ class Run:
         with signals_deferred(drop=True):  # more Ctrl-C while the run ends must not leave it `running`
             self._stop.set()
             self.status = status_of(exc)
-            if exc is not None:
+            if isinstance(exc, Pruned):
+                self.info["pruned"] = str(exc)
+            elif exc is not None:
                 self.info["error"] = str(exc) if isinstance(exc, FxpError) else describe(exc)
                 try:
                     with open(self.path / LOG, "a") as f:
@@ -363,6 +366,8 @@ def status_of(exc) -> str:
         return "completed"
     if isinstance(exc, Diverged):
         return "diverged"
+    if isinstance(exc, Pruned):
+        return "pruned"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return "failed"

@@ -25,9 +25,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
+from fxp.errors import FxpError
 from fxp.runs import BEST, SWEEP_CSV, SWEEP_JSON, best_job, locked, read_jobs, read_json, write_atomic
 
 LOCK = ".sweep.lock"  # the sweep's claim on its folder, then the lock its files are rewritten under
+ENDED = ("completed", "pruned")  # a job that did what the sweep asked (pruned: its search stopped it early)
 
 
 def csv_row(job: dict) -> dict:
@@ -124,6 +126,13 @@ class SweepFiles(Callback):
     current as jobs end; at the end of a sweep, say how it went in one line, and exit 1 if any job did not complete."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from fxp import trials
+
+        if trials.is_optuna(config.hydra.sweeper):
+            try:
+                trials.check(config)
+            except FxpError as e:
+                _exit(2, str(e))
         claim(Path(config.hydra.sweep.dir))
         record(Path(config.hydra.sweep.dir), config)
 
@@ -138,7 +147,7 @@ class SweepFiles(Callback):
         update(sweep_dir)
         print(report_line(sweep_dir), flush=True)
         statuses = [job["status"] for job in read_jobs(sweep_dir)]
-        missed = [s for s in statuses if s != "completed"]
+        missed = [s for s in statuses if s not in ENDED]
         if missed:
             counts = ", ".join(f"{missed.count(s)} {s}" for s in dict.fromkeys(missed))
             _exit(1, f"{len(missed)} of {len(statuses)} jobs did not complete ({counts}); the sweep went on with the "
