@@ -9,6 +9,9 @@ submitit processes) and a failed job is a row too. Light imports only.
 A sweep claims its folder before its first job (`claim`): a new or empty folder, taken atomically, so a rerun or a
 second sweep with the same `hydra.sweep.dir` is refused in one line instead of mixing its jobs with the first's.
 A sweep whose jobs did not all complete goes on to its last job, then exits 1 saying how many did not.
+
+`fxp resume SWEEP_DIR` runs the sweep's command again in its folder with RESUME=1 in the environment (`resuming`):
+the folder is not claimed again and its record stands; an Optuna search goes on with its study (fxp.trials).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from hydra.types import RunMode
 from fxp.errors import FxpError
 from fxp.runs import BEST, SWEEP_CSV, SWEEP_JSON, best_job, locked, read_jobs, read_json, write_atomic
 
+RESUME = "FXP_SWEEP_RESUME"  # "1": the sweep goes on in its folder (fxp resume SWEEP_DIR)
 LOCK = ".sweep.lock"  # the sweep's claim on its folder, then the lock its files are rewritten under
 ENDED = ("completed", "pruned")  # a job that did what the sweep asked (pruned: its search stopped it early)
 
@@ -67,6 +71,11 @@ def csv_text(rows: list[dict]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def resuming() -> bool:
+    "Whether this sweep goes on in the folder of one that stopped (fxp resume SWEEP_DIR)."
+    return os.environ.get(RESUME) == "1"
 
 
 def claim(sweep_dir: Path) -> None:
@@ -130,11 +139,12 @@ class SweepFiles(Callback):
 
         if trials.is_optuna(config.hydra.sweeper):
             try:
-                trials.check(config)
+                trials.check(config, resuming())
             except FxpError as e:
                 _exit(2, str(e))
-        claim(Path(config.hydra.sweep.dir))
-        record(Path(config.hydra.sweep.dir), config)
+        if not resuming():
+            claim(Path(config.hydra.sweep.dir))
+            record(Path(config.hydra.sweep.dir), config)
 
     def on_job_end(self, config, job_return=None, **kwargs) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:

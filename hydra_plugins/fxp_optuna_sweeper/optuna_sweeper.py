@@ -9,6 +9,7 @@ when a search runs, so Hydra's plugin scan stays light.
 """
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -83,21 +84,45 @@ class OptunaSweeper(Sweeper):
         study = optuna.create_study(study_name=ref["study"], storage=trials.storage(ref["storage"]),
                                     sampler=trials.sampler(self.sampler, self.seed, space),
                                     pruner=trials.pruner(ref), direction=self.direction, load_if_exists=True)
+        if study.trials and self.seed is not None:  # a resumed search: its seed moved on, or it would ask anew what
+            study.sampler = trials.sampler(self.sampler, self.seed + len(study.trials), space)  # it asked first
         print(f"Optuna study {ref['study']}: optuna.load_study(study_name={ref['study']!r}, "
               f"storage={ref['storage']!r}) opens it, optuna-dashboard {ref['storage']} shows it", flush=True)
         return study
 
     def settle(self, study) -> None:
         """A resumed search's trials that were running when it stopped: each told how its job ended, if it did; the
-        others run again (their jobs go on from their checkpoints), under their own numbers."""
+        others go on under their own numbers, from their checkpoints."""
         import optuna
 
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for t in running:
             self.tell(study, t.number)
-        again = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        for batch in consecutive(again):
-            self.launch(study, batch)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            self.go_on(study, t)
+
+    def go_on(self, study, trial) -> None:
+        """A trial whose job stopped: resumed from its last checkpoint in its folder, as `fxp resume RUN_DIR` does (in
+        this process), re-attached to its trial (summary.json names it); one that stopped before its first checkpoint
+        (or never started) runs anew in its folder."""
+        from fxp.commands import resume
+        from fxp.errors import FxpError
+        from fxp.runs import last_checkpoint
+        from fxp.sweeps import _exit
+
+        job = Path(str(self.config.hydra.sweep.dir)) / str(trial.number)
+        if last_checkpoint(job) is None:
+            shutil.rmtree(job, ignore_errors=True)  # no epoch ended: nothing in it to keep
+            self.launch(study, [trial])
+            return
+        try:
+            resume.main([str(job)])
+        except FxpError as e:  # it cannot go on (still running in another process, a config that no longer holds)
+            _exit(2, f"trial {trial.number}: {e}")
+        except SystemExit as e:  # the job failed (its line is printed) or was interrupted: the search stops too
+            if e.code == 130:
+                raise
+        self.tell(study, trial.number)
 
     def launch(self, study, batch: list) -> None:
         "The trials of `batch` (consecutive numbers) as the sweep jobs of their numbers; then their outcomes told."
