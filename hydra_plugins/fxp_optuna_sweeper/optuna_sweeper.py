@@ -10,6 +10,7 @@ when a search runs, so Hydra's plugin scan stays light.
 
 import logging
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -116,7 +117,8 @@ class OptunaSweeper(Sweeper):
             self.launch(study, [trial])
             return
         try:
-            resume.main([str(job)])
+            with no_console_log():
+                resume.main([str(job)])
         except FxpError as e:  # it cannot go on (still running in another process, a config that no longer holds)
             _exit(2, f"trial {trial.number}: {e}")
         except SystemExit as e:  # the job failed (its line is printed) or was interrupted: the search stops too
@@ -158,6 +160,21 @@ class OptunaSweeper(Sweeper):
             best = study.best_trial
             text = yaml.safe_dump({"name": "optuna", "best_params": dict(best.params), "best_value": best.value})
             write_atomic(Path(str(self.config.hydra.sweep.dir)) / "optimization_results.yaml", text)
+
+
+@contextmanager
+def no_console_log():
+    """Hydra's console log handler of the sweep set aside while a trial resumes here: the run prints its own lines
+    (and logs them to its train.log), which would show twice."""
+    root = logging.getLogger()
+    console = [h for h in root.handlers if not isinstance(h, logging.FileHandler)]
+    for h in console:
+        root.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in console:
+            root.addHandler(h)
 
 
 def consecutive(trials: Sequence) -> list[list]:
