@@ -20,6 +20,11 @@ class ConfigError(FxpError):
     "The composed config is invalid (unknown key or choice, wrong type or value)."
 
 
+class SweepStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a sweep (fxp.sweeps): a KeyboardInterrupt, so Hydra lets it through and the job it
+    reaches ends `interrupted`; its message says where the sweep stands and how to go on (exit code 130)."""
+
+
 @contextmanager
 def building(key: str):
     """Build what the config's `key` names (an architecture's dotted path, a `_target_` node): whatever fails there

@@ -41,6 +41,7 @@ SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sw
 SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it starts (fxp.sweeps.record)
 SWEEP_FILES = ("multirun.yaml", SWEEP_JSON, SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
 NOT_STARTED = "not started"  # a job a sweep's record lists that has no folder: the sweep stopped before it
+ATTEMPT_LOG = re.compile(r"train\.\w+-\d+\.log")  # train.failed-1.log: the log of a sweep job's earlier attempt
 NOT_METRICS = {"stage", "epoch", "lr", "time"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
 STATUSES = ("completed", "pruned", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete",
@@ -210,15 +211,16 @@ OWN_FIELDS = {"status", "task", "overrides", "final_metrics", "best_metrics", "e
 
 def check_claimable(path: Path) -> None:
     """A run is written only into a new or empty folder (its train.log aside: empty, or the one this process logs into,
-    which Hydra opened and imports may have written to, e.g. matplotlib's first font cache): one line if not."""
+    which Hydra opened and imports may have written to, e.g. matplotlib's first font cache; and the logs of a sweep
+    job's earlier attempts, ATTEMPT_LOG): one line if not."""
     path = Path(path)
     if not path.exists():
         return
     if not path.is_dir():
         raise FxpError(f"{path} is a file, not a folder; choose a new folder for the run (hydra.run.dir=...)")
     own = logged_into()
-    taken = sorted(p.name for p in path.iterdir()
-                   if not (p.name == LOG and (p.stat().st_size == 0 or p.resolve() in own)))
+    taken = sorted(p.name for p in path.iterdir() if not ATTEMPT_LOG.fullmatch(p.name)
+                   and not (p.name == LOG and (p.stat().st_size == 0 or p.resolve() in own)))
     if taken:
         what = ("a run (fxp resume continues it)" if (path / CONFIG).exists() else "a sweep" if is_sweep(path)
                 else f"{len(taken)} file(s) or folder(s), e.g. {taken[0]}")

@@ -1,7 +1,6 @@
 """fxp's own Optuna search (hydra_plugins/fxp_optuna_sweeper, fxp.trials): the search space read from Hydra's override
 syntax, bad sampler/pruner/direction names in one line, the study kept in the sweep folder with every trial's value
-per epoch, pruned trials with their own status, and a search killed mid-trial that `fxp resume` finishes (here: the
-sweep's command again with FXP_SWEEP_RESUME=1, which is what `fxp resume SWEEP_DIR` runs)."""
+per epoch, pruned trials with their own status, and a search killed mid-trial that `fxp resume SWEEP_DIR` finishes."""
 import csv
 import json
 import os
@@ -95,8 +94,8 @@ def test_a_pruned_search_keeps_its_study_in_the_sweep_folder(fxp, tmp_path):
 
 @pytest.mark.slow
 def test_a_search_killed_in_a_trial_goes_on_from_its_checkpoint(tmp_path):
-    """SIGKILL to the whole process group after trial 1's first epoch; the search run again in resume mode resumes
-    trial 1 from its checkpoint, then asks trial 2: three trials numbered 0..2, all completed, none asked twice."""
+    """SIGKILL to the whole process group after trial 1's first epoch; `fxp resume SWEEP_DIR` resumes trial 1 from its
+    checkpoint, then asks trial 2: three trials numbered 0..2, all completed, none asked twice."""
     sweep = tmp_path / "sweep"
     args = ["train", "-m", "hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=3", "trainer.epochs=choice(2)",
             f"hydra.sweep.dir={sweep}"]
@@ -112,8 +111,8 @@ def test_a_search_killed_in_a_trial_goes_on_from_its_checkpoint(tmp_path):
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
     assert [t.state.name for t in load(sweep).trials] == ["COMPLETE", "RUNNING"]
-    r = subprocess.run([*fxp_command(), *args], cwd=tmp_path, env={**env, "FXP_SWEEP_RESUME": "1"},
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([*fxp_command(), "resume", str(sweep)], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     study = load(sweep)
     assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]

@@ -9,8 +9,6 @@ when a search runs, so Hydra's plugin scan stays light.
 """
 
 import logging
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -70,7 +68,7 @@ class OptunaSweeper(Sweeper):
         study = self.study(space)
         n = min(self.n_trials, trials.grid_size(space)) if self.sampler == "grid" else self.n_trials
         self.settle(study)
-        while len(study.trials) < n:
+        while len(study.trials) < n and not self.stopped():
             batch = [study.ask(space) for _ in range(min(self.n_jobs, n - len(study.trials)))]
             self.launch(study, batch)
         self.results(study)
@@ -93,38 +91,21 @@ class OptunaSweeper(Sweeper):
 
     def settle(self, study) -> None:
         """A resumed search's trials that were running when it stopped: each told how its job ended, if it did; the
-        others go on under their own numbers, from their checkpoints."""
+        others launched again under their own numbers, each job going on from its checkpoint in its folder (resume
+        mode: fxp.sweeps.before_job), or anew if it stopped before its first."""
         import optuna
 
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for t in running:
             self.tell(study, t.number)
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            self.go_on(study, t)
+        for batch in consecutive(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))):
+            self.launch(study, batch)
 
-    def go_on(self, study, trial) -> None:
-        """A trial whose job stopped: resumed from its last checkpoint in its folder, as `fxp resume RUN_DIR` does (in
-        this process), re-attached to its trial (summary.json names it); one that stopped before its first checkpoint
-        (or never started) runs anew in its folder."""
-        from fxp.commands import resume
-        from fxp.errors import FxpError
-        from fxp.runs import last_checkpoint
-        from fxp.sweeps import _exit
+    def stopped(self) -> bool:
+        "Whether the sweep was stopped (Ctrl-C, SIGTERM, a failure with sweep.fail_fast): no further trial is asked."
+        from fxp.sweeps import STOP
 
-        job = Path(str(self.config.hydra.sweep.dir)) / str(trial.number)
-        if last_checkpoint(job) is None:
-            shutil.rmtree(job, ignore_errors=True)  # no epoch ended: nothing in it to keep
-            self.launch(study, [trial])
-            return
-        try:
-            with no_console_log():
-                resume.main([str(job)])
-        except FxpError as e:  # it cannot go on (still running in another process, a config that no longer holds)
-            _exit(2, f"trial {trial.number}: {e}")
-        except SystemExit as e:  # the job failed (its line is printed) or was interrupted: the search stops too
-            if e.code == 130:
-                raise
-        self.tell(study, trial.number)
+        return (Path(str(self.config.hydra.sweep.dir)) / STOP).exists()
 
     def launch(self, study, batch: list) -> None:
         "The trials of `batch` (consecutive numbers) as the sweep jobs of their numbers; then their outcomes told."
@@ -160,21 +141,6 @@ class OptunaSweeper(Sweeper):
             best = study.best_trial
             text = yaml.safe_dump({"name": "optuna", "best_params": dict(best.params), "best_value": best.value})
             write_atomic(Path(str(self.config.hydra.sweep.dir)) / "optimization_results.yaml", text)
-
-
-@contextmanager
-def no_console_log():
-    """Hydra's console log handler of the sweep set aside while a trial resumes here: the run prints its own lines
-    (and logs them to its train.log), which would show twice."""
-    root = logging.getLogger()
-    console = [h for h in root.handlers if not isinstance(h, logging.FileHandler)]
-    for h in console:
-        root.removeHandler(h)
-    try:
-        yield
-    finally:
-        for h in console:
-            root.addHandler(h)
 
 
 def consecutive(trials: Sequence) -> list[list]:
