@@ -193,7 +193,8 @@ def identity(config) -> dict:
     if jobs is not None:
         out = {"sweeper": "basic", "jobs": [[o for o in job if not resumable(_key(o))] for job in jobs]}
     elif trials.is_optuna(sweeper):
-        out = {"sweeper": "optuna", **trials.identity(config)}
+        search = trials.identity(config)
+        out = {"sweeper": "optuna", **search, "fixed": [o for o in search["fixed"] if not resumable(_key(o))]}
     else:
         out = {"sweeper": target}
     return {**out, "hash": hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()[:16]}

@@ -205,15 +205,11 @@ def check_new(ref: dict) -> None:
 
 def identity(config) -> dict:
     """What makes an Optuna search the one it is (sweep.json: `fxp resume` refuses to change it): its search space and
-    fixed overrides (those a resume may change aside: fxp.resume.resumable), sampler, seed and direction. Not
-    n_trials (a resume may ask for more)."""
-    from fxp.resume import resumable
-
+    fixed overrides, sampler, seed and direction. Not n_trials (a resume may ask for more)."""
     sw = config.hydra.sweeper
     space, fixed = search(sw.params, config.hydra.overrides.task)
-    return {"space": {k: repr(d) for k, d in space.items()},
-            "fixed": [o for o in fixed if not resumable(o.lstrip("+~").partition("=")[0])],
-            "sampler": name(sw.sampler), "seed": sw.seed, "direction": sw.direction}
+    return {"space": {k: repr(d) for k, d in space.items()}, "fixed": fixed, "sampler": name(sw.sampler),
+            "seed": sw.seed, "direction": sw.direction}
 
 
 # --- a trial's outcome --------------------------------------------------------------------------------------------

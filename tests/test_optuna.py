@@ -123,3 +123,24 @@ def test_a_search_killed_in_a_trial_goes_on_from_its_checkpoint(tmp_path):
     assert [(row["job"], row["status"], row["epochs"]) for row in rows] == [("0", "completed", "2"),
                                                                            ("1", "completed", "2"),
                                                                            ("2", "completed", "2")]
+
+
+def test_a_resume_that_changes_the_search_is_refused_naming_what(tmp_path, capsys):
+    "sweep.json records the search's identity; a resume with another space (or sampler, or seed) is one line."
+    from omegaconf import open_dict
+
+    from fxp.apps import compose
+    from fxp.sweeps import check_identity, record
+
+    base = ["hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=5"]
+    record(tmp_path, compose(base, hydra=True))
+    check_identity(tmp_path, compose([*base, "hydra.sweeper.n_trials=8", "data.path=/elsewhere"], hydra=True))
+    wider = compose(base, hydra=True)
+    with open_dict(wider):
+        wider.hydra.sweeper.params["trainer.wd"] = "interval(0.0, 0.2)"
+    for changed, named in [(wider, "space"), (compose([*base, "hydra.sweeper.sampler=random"], hydra=True), "sampler"),
+                           (compose([*base, "hydra.sweeper.seed=7"], hydra=True), "seed")]:
+        with pytest.raises(SystemExit) as e:
+            check_identity(tmp_path, changed)
+        line = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and "\n" not in line and f"its {named} was" in line, line
