@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from fxp import config
-from fxp.errors import FxpError, describe
+from fxp.errors import FxpError, Pruned, describe
 from fxp.precheck import check_kwargs, precheck
 from fxp.reports import report
 from fxp.runs import read_summary
@@ -65,12 +65,14 @@ def job(cfg, what: str) -> float:
     """
     from fxp import distributed
     from fxp.sweeps import job_resources
+    from fxp.trials import of_job
     from fxp.writer import Run
 
     hc = HydraConfig.get()
     if distributed.node_rank(cfg):  # another machine's share of a multi-node run: node 0's job holds the run
         return follow(cfg, hc.runtime.output_dir)
     resources = job_resources(hc)  # a local parallel job's GPU and threads, before torch starts CUDA
+    trial = of_job(hc)
     if resources and cfg.trainer.num_threads is None:
         cfg.trainer.num_threads = resources["num_threads"]
 
@@ -78,15 +80,58 @@ def job(cfg, what: str) -> float:
         run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=finish)
         if resources:
             run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
+        if trial and not distributed.wanted(cfg):  # an Optuna trial: its job reports each epoch to it (fxp.train.fit)
+            run.info["trial"] = trial
         return run
 
-    return objective(execute(cfg, claim, what, multirun=hc.mode == RunMode.MULTIRUN))
+    if hc.mode != RunMode.MULTIRUN:
+        return objective(execute(cfg, claim, what))
+    return sweep_job(cfg, what, claim, hc)
+
+
+def sweep_job(cfg, what: str, claim, hc) -> float:
+    """A job of a sweep: started, or (`fxp resume SWEEP_DIR`) resumed or left as it is, as fxp.sweeps.before_job
+    says from its folder. A Ctrl-C or SIGTERM stops the sweep; so does a failure with sweep.fail_fast."""
+    from fxp import sweeps
+    from fxp.runs import read_monitor
+
+    path, sweep_dir = Path(hc.runtime.output_dir), Path(hc.sweep.dir).absolute()
+    here = sweeps.in_process(hc)
+    try:
+        action = sweeps.before_job(path, sweep_dir)
+        if action == "skip":
+            return float("nan")
+        if action == "keep":
+            print(sweeps.kept_line(path, sweep_dir), flush=True)
+            return value(read_summary(path), read_monitor(path).metric)
+        opened = resumed(path, sweep_dir, hc) if action == "resume" else (cfg, claim)
+        run = execute(*opened, what, multirun=True, resume=action == "resume") if opened else None
+    except KeyboardInterrupt:
+        return sweeps.interrupted(sweep_dir, path, here)
+    if (run is None or run.status == "failed") and cfg.sweep.fail_fast:
+        sweeps.failed_fast(sweep_dir, path, here)
+    return objective(run)
+
+
+def resumed(path: Path, sweep_dir: Path, hc):
+    """(the saved config, its reopen) of an interrupted or killed job of a sweep being resumed (fxp.resume), with the
+    overrides of the job a resume may take (where the data is, ...); None, its error line printed, if it cannot be."""
+    from fxp.resume import reopening, resumable
+    from fxp.runs import read_run
+
+    given = [o for o in hc.overrides.task if resumable(o.lstrip("+~").partition("=")[0])]
+    try:
+        return reopening(path, read_run(path, sweep_dir)["status"], given, finish=finish)
+    except FxpError as e:
+        _end(True, 2, f"{e} (run folder {path})")
+        return None
 
 
 def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     """Validate `cfg`, open its run folder (`open_run(cfg)`: a new Run, or one `fxp resume` reopens), run
     `fxp.train.<what>(cfg, run, **kwargs)` in it with SIGTERM as Ctrl-C; errors end the job with one line (and its
-    exit code, unless in a sweep). Returns the run, None if it was never opened."""
+    exit code, unless in a sweep; a Ctrl-C in a sweep goes on up, to stop it). Returns the run, None if it was never
+    opened."""
     run = None
     try:
         cfg = config.validate(cfg)
@@ -95,13 +140,21 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
         trackers.check(cfg)
         with open_run(cfg) as run:
-            signal.signal(signal.SIGTERM, _interrupt)
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a sweep's process has its own (fxp.sweeps)
+                signal.signal(signal.SIGTERM, _interrupt)
             many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
             (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
         report(run)
+    except Pruned as e:  # no error: the search stopped a trial that would not beat its others
+        import logging
+
+        logging.getLogger("fxp").info(str(e))  # train.log
+        print(f"fxp: {e} (run folder {run.path})", flush=True)
     except FxpError as e:
         _end(multirun, 2, f"{e}{_where(run)}")
     except KeyboardInterrupt:
+        if multirun:
+            raise  # the sweep stops, and says so (fxp.sweeps.interrupted)
         _end(multirun, 130, f"interrupted; {_kept(run)}{_where(run)}")
     except Exception as e:  # a bug or an unforeseen failure (a full disk): one line here, the traceback in train.log
         _end(multirun, 1, f"{describe(e)}{_where(run)}")
@@ -145,9 +198,14 @@ def follow(cfg, path) -> float:
 
 
 def objective(run) -> float:
-    if run is None or run.status != "completed":
-        return float("nan")  # Optuna records the trial as failed and the search goes on
-    return read_summary(run.path)["best_metrics"].get(run.cfg.task.monitor.metric, float("nan"))
+    return float("nan") if run is None else value(read_summary(run.path), run.cfg.task.monitor.metric)
+
+
+def value(summary: dict, metric: str) -> float:
+    "A run's best `metric`; NaN unless it completed (Optuna records the trial as failed and the search goes on)."
+    if summary.get("status") != "completed":
+        return float("nan")
+    return summary.get("best_metrics", {}).get(metric, float("nan"))
 
 
 def _interrupt(signum, frame):

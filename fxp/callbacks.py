@@ -21,7 +21,7 @@ from fastai.learner import AvgSmoothLoss, save_model
 from fastai.torch_core import get_model, num_distrib, rank_distrib
 from fastcore.foundation import L
 
-from fxp.errors import Diverged
+from fxp.errors import Diverged, Pruned
 from fxp.runs import LAST, METRICS, csv_line
 from fxp.writer import signals_deferred, truncate_metrics, write_atomic
 
@@ -167,6 +167,28 @@ class DivergenceGuard(Callback):
         if not math.isfinite(value):
             raise Diverged(f"loss became {value} in stage {getattr(self.learn, 'stage', 1)} epoch "
                            f"{self.epoch + 1}; lower the learning rate (trainer.lr=...) and try again")
+
+
+class TrialReport(Callback):
+    """An Optuna trial's value of the monitored metric after every epoch, at the run's epoch across its stages (the
+    study's step); the run ends as `pruned` when the study's pruner says so, after the epoch's line and checkpoint
+    (fxp resume --extend can go on with it)."""
+    order = 70
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def after_epoch(self):
+        if not _active(self):
+            return
+        row = self.learn.last_row
+        value, epoch = row.get(self.metric), row["epoch"]
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            raise Pruned(f"trial {self.trial.number} pruned after epoch {epoch}: {self.metric} {value:.4g} "
+                         f"({type(self.trial.study.pruner).__name__})")
 
 
 def guarded(cb: Callback, name: str) -> Callback:

@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except FxpError as e:
         return fail(str(e))
-    except KeyboardInterrupt:  # Ctrl-C before a job started (a job reports its own)
-        return fail("interrupted", 130)
+    except KeyboardInterrupt as e:  # Ctrl-C before a job started (a job reports its own); a sweep's says how to go on
+        return fail(str(e) or "interrupted", 130)
     except BrokenPipeError:  # `fxp ... | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -20,6 +20,11 @@ class ConfigError(FxpError):
     "The composed config is invalid (unknown key or choice, wrong type or value)."
 
 
+class SweepStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a sweep (fxp.sweeps): a KeyboardInterrupt, so Hydra lets it through and the job it
+    reaches ends `interrupted`; its message says where the sweep stands and how to go on (exit code 130)."""
+
+
 @contextmanager
 def building(key: str):
     """Build what the config's `key` names (an architecture's dotted path, a `_target_` node): whatever fails there
@@ -66,6 +71,17 @@ def check_writable(folder, command: str, fix: str = RUN_COPY) -> None:
 
 class Diverged(FxpError):
     "The loss became NaN or infinite."
+
+
+class Pruned(Exception):
+    "An Optuna trial the study's pruner stopped after an epoch: the run ends as `pruned`, which is no error."
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message  # fastai rewrites the args of what a callback raises
 
 
 # fastai's Callback.__call__ replaces the message of whatever a callback raises with this header and the old message

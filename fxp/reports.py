@@ -177,6 +177,62 @@ def against(jobs: list[dict], key: str, values: list[str]):
     return fig
 
 
+def study_figures(folder: Path) -> list[str]:
+    """An Optuna search's own section (fxp.trials; its study found through a job's summary.json, or the folder's
+    study.db if the sweep was moved): the optimization history, the parameter importances, and each trial's value per
+    epoch with the pruned trials marked, drawn by optuna's matplotlib functions. [] for another sweep."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna
+
+    from fxp import trials
+
+    ref = next((s["trial"] for s in map(read_summary, job_dirs(folder)) if isinstance(s.get("trial"), dict)), None)
+    if ref is None:
+        return []
+    own = folder / trials.STUDY_DB
+    url = f"sqlite:///{own}" if own.is_file() else ref["storage"]
+    try:
+        study = optuna.load_study(study_name=ref["study"], storage=trials.storage(url))
+    except Exception as e:
+        return ["<h2>Optuna study</h2>", f"<p>{esc(ref['study'])} in {esc(url)} cannot be opened: "
+                                         f"{esc(str(e).splitlines()[0] if str(e) else type(e).__name__)}</p>"]
+    body = ["<h2>Optuna study</h2>", f"<p>{esc(ref['study'])}: optuna.load_study(study_name={esc(repr(ref['study']))}, "
+                                     f"storage={esc(repr(url))}); pruner {esc(ref['pruner'])}</p>"]
+    plots = {"optimization history": optuna.visualization.matplotlib.plot_optimization_history,
+             "parameter importances": optuna.visualization.matplotlib.plot_param_importances,
+             "value of each trial per epoch": intermediate_values}
+    for title, plot in plots.items():
+        with warnings.catch_warnings(), matplotlib.rc_context():  # optuna's are experimental; they set a style
+            warnings.simplefilter("ignore")
+            try:
+                fig = plot(study).figure
+            except Exception as e:  # too few trials (importances need two completed), a space of one value
+                body.append(f"<p>no {title}: {esc(str(e).splitlines()[0] if str(e) else type(e).__name__)}</p>")
+                continue
+            body += [f"<h3>{title.capitalize()}</h3>", image(figure_uri(fig), title)]
+    return body
+
+
+def intermediate_values(study):
+    "optuna's plot of each trial's intermediate values, the pruned trials' lines dashed, ending in a red cross."
+    import optuna
+
+    ax = optuna.visualization.matplotlib.plot_intermediate_values(study)
+    pruned = {f"Trial{t.number}": t for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,))}
+    for line in ax.get_lines():
+        if line.get_label() in pruned:
+            line.set_linestyle("--")
+            line.set_label(f"{line.get_label()} (pruned)")
+            ax.plot(line.get_xdata()[-1:], line.get_ydata()[-1:], "x", color="red", markersize=9)
+    ax.set_xlabel("epoch")
+    ax.legend(bbox_to_anchor=(1.05, 1), loc="upper left", borderaxespad=0.0, fontsize=8)
+    return ax
+
+
 def _float(v):
     try:
         return float(v)

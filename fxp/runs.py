@@ -30,9 +30,11 @@ SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sw
 SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it starts (fxp.sweeps.record)
 SWEEP_FILES = ("multirun.yaml", SWEEP_JSON, SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
 NOT_STARTED = "not started"  # a job a sweep's record lists that has no folder: the sweep stopped before it
+ATTEMPT_LOG = re.compile(r"train\.\w+-\d+\.log")  # train.failed-1.log: the log of a sweep job's earlier attempt
 NOT_METRICS = {"stage", "epoch", "lr", "time"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
-STATUSES = ("completed", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete", NOT_STARTED)
+STATUSES = ("completed", "pruned", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete",
+            NOT_STARTED)  # pruned: an Optuna trial its study's pruner stopped early (fxp.trials); not a failure
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")  # outputs/<task>/<stamp>_<uid>
 STALE_AFTER_S = 3600  # a run without a heartbeat (older fxp) whose files stopped changing: `stale`
 HEARTBEAT_S = 60  # a running run touches its summary.json this often; one silent for DEAD_AFTER_BEATS of them: killed

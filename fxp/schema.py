@@ -206,6 +206,14 @@ class Reproduce:
 
 
 @dataclass
+class Sweep:
+    "How a sweep (`fxp train -m`) treats its jobs (fxp.sweeps)."
+    # true: the sweep stops at its first failed job (its error line printed as it fails; exit 1); false: it runs every
+    # job, then exits 1 with the count of those that did not complete
+    fail_fast: bool = False
+
+
+@dataclass
 class Config:
     task: Any = None
     data: Data = field(default_factory=Data)
@@ -213,3 +221,4 @@ class Config:
     trainer: Trainer = field(default_factory=Trainer)
     logger: Dict[str, Any] = field(default_factory=dict)
     reproduce: Optional[Reproduce] = None  # set by an experiment preset (experiments/)
+    sweep: Sweep = field(default_factory=Sweep)

@@ -121,7 +121,8 @@ class TensorBoard(Tracker):
 
 # --- MLflow ---------------------------------------------------------------------------------------------------------
 
-MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "killed": "KILLED"}  # else FAILED
+# else FAILED; pruned: an Optuna trial stopped early, no failure
+MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "interrupted": "KILLED", "killed": "KILLED"}
 
 
 class MLflow(Tracker):

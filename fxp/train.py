@@ -32,6 +32,7 @@ from fxp.callbacks import (
     MetricsCSV,
     Resumed,
     SaveBest,
+    TrialReport,
     checkpoint_types,
     guarded,
     load_checkpoint,
@@ -263,7 +264,7 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at
     stages when save-best is on. `at`: go on from the step's checkpoint (fxp resume; see `fit_stage`), `keep`: the
     metrics.csv rows it holds. Returns the step's summary fields: which epoch the learner now holds, throughput."""
     stages = cfg.trainer.stages if stages is None else stages
-    cbs = callbacks(cfg, learn, len(stages), monitor, step, keep)
+    cbs = callbacks(cfg, learn, len(stages), monitor, step, keep) + trial_report(cfg, run, monitor)
     learn.add_cbs(cbs)
     speedups(learn, cfg.trainer)
     for i, stage in enumerate(stages, 1):
@@ -280,6 +281,17 @@ def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at
             facts.update(cb.step_done(learn.path))
     learn.remove_cbs(cbs)
     return facts
+
+
+def trial_report(cfg, run: Run, monitor=None) -> list:
+    """An Optuna trial's job (fxp.trials): the step that `task.monitor` judges reports to its trial after every epoch.
+    A run over several processes has no trial (fxp.apps.job): its other ranks would wait for a pruned rank 0."""
+    from fxp import trials
+
+    if monitor is not None or "trial" not in run.info:
+        return []
+    trial = trials.attach(run.info["trial"])
+    return [TrialReport(trial, cfg.task.monitor.metric)] if trial is not None else []
 
 
 def train(cfg, run: Run, resume: bool = False) -> None:

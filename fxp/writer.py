@@ -23,8 +23,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional
 
-from fxp.errors import Diverged, FxpError, describe
+from fxp.errors import Diverged, FxpError, Pruned, describe
 from fxp.runs import (
+    ATTEMPT_LOG,
     CHECKPOINTS,
     CONFIG,
     HEARTBEAT_S,
@@ -153,7 +154,9 @@ class Run:
         with signals_deferred(drop=True):  # more Ctrl-C while the run ends must not leave it `running`
             self._stop.set()
             self.status = status_of(exc)
-            if exc is not None:
+            if isinstance(exc, Pruned):
+                self.info["pruned"] = str(exc)
+            elif exc is not None:
                 self.info["error"] = str(exc) if isinstance(exc, FxpError) else describe(exc)
                 try:
                     with open(self.path / LOG, "a") as f:
@@ -199,15 +202,16 @@ OWN_FIELDS = {"status", "task", "overrides", "final_metrics", "best_metrics", "e
 
 def check_claimable(path: Path) -> None:
     """A run is written only into a new or empty folder (its train.log aside: empty, or the one this process logs into,
-    which Hydra opened and imports may have written to, e.g. matplotlib's first font cache): one line if not."""
+    which Hydra opened and imports may have written to, e.g. matplotlib's first font cache; and the logs of a sweep
+    job's earlier attempts, ATTEMPT_LOG): one line if not."""
     path = Path(path)
     if not path.exists():
         return
     if not path.is_dir():
         raise FxpError(f"{path} is a file, not a folder; choose a new folder for the run (hydra.run.dir=...)")
     own = logged_into()
-    taken = sorted(p.name for p in path.iterdir()
-                   if not (p.name == LOG and (p.stat().st_size == 0 or p.resolve() in own)))
+    taken = sorted(p.name for p in path.iterdir() if not ATTEMPT_LOG.fullmatch(p.name)
+                   and not (p.name == LOG and (p.stat().st_size == 0 or p.resolve() in own)))
     if taken:
         what = ("a run (fxp resume continues it)" if (path / CONFIG).exists() else "a sweep" if is_sweep(path)
                 else f"{len(taken)} file(s) or folder(s), e.g. {taken[0]}")
@@ -355,6 +359,8 @@ def status_of(exc) -> str:
         return "completed"
     if isinstance(exc, Diverged):
         return "diverged"
+    if isinstance(exc, Pruned):
+        return "pruned"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return "failed"

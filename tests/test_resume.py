@@ -204,8 +204,8 @@ def test_nothing_to_resume_is_one_line_and_changes_nothing(stopped_copy, case, m
 def test_a_run_whose_data_moved_resumes_with_the_data_path_its_error_names(tmp_path):
     """The refusal says `fxp resume RUN data.path=NEW`, and that override is then taken: the saved config is checked
     with the resume's overrides applied, not before them (it refused again, naming the old path)."""
-    from fxp.commands.resume import saved_config
     from fxp.errors import ConfigError
+    from fxp.resume import saved_config
 
     run = copy_exported(tmp_path, "classification") / "classification"  # trained on data now gone: /absent/...
     with pytest.raises(ConfigError, match="data.path=NEW"):

@@ -79,6 +79,7 @@ def sweep_report(folder: Path) -> tuple[str, list[str]]:
         body.append(f"<h2>Swept hyperparameters against {esc(metric)}</h2>")
         for key, values in sweep.items():
             body.append(image(reports.figure_uri(reports.against(jobs, key, values)), f"{key} against {metric}"))
+    body += reports.study_figures(folder)
     runs = [folder / j["run"] for j in jobs]
     body += reports.comparison(runs) if len(runs) > 1 else []
     return f"fxp report: sweep {folder.name}", body

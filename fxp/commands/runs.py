@@ -27,7 +27,7 @@ from fxp.runs import (
     sweep_jobs,
 )
 
-STATUS_STYLE = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
+STATUS_STYLE = {"completed": "green", "pruned": "blue", "failed": "red", "diverged": "red", "interrupted": "yellow",
                 "running": "cyan", "killed": "magenta", "stale": "magenta", "incomplete": "dim"}
 ERROR_WORDS = 8  # of a failed run's error, in its status cell (--json has the whole first line)
 PIPED_WIDTH = 120  # piped with no COLUMNS (`fxp runs | less`, `> runs.txt`): as wide as a usual terminal
