@@ -197,7 +197,13 @@ def identity(config) -> dict:
                "sampler": sampler.get("_target_"), "seed": sampler.get("seed")}
     else:
         out = {"sweeper": target}
-    return {**out, "hash": hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()[:16]}
+    return identity_hash(out)
+
+
+def identity_hash(identity: dict) -> dict:
+    "The identity with its hash (of its canonical JSON)."
+    text = json.dumps({k: v for k, v in identity.items() if k != "hash"}, sort_keys=True)
+    return {**identity, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
 def _key(override: str) -> str:
@@ -376,8 +382,8 @@ def halt(sweep_dir: Path) -> tuple[int, str]:
         return 1, (f"job {why.get('job')} failed and sweep.fail_fast=true: the sweep stopped ({plural_jobs(left)} not "
                    f"started); fxp resume {sweep_dir} --retry-failed runs it again and goes on")
     stopped = plural_jobs(statuses.count("interrupted"))
-    return 130, f"interrupted: the sweep stopped ({stopped} interrupted, {left} not started): fxp resume {sweep_dir} " \
-                f"continues it"
+    return 130, (f"interrupted: the sweep stopped ({stopped} interrupted, {left} not started): "
+                 f"fxp resume {sweep_dir} continues it")
 
 
 def plural_jobs(n: int) -> str:

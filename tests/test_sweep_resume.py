@@ -18,8 +18,7 @@ import time
 import pytest
 
 from conftest import assert_one_line_error, fxp_command, run_fxp, subprocess_env
-
-pytestmark = pytest.mark.slow
+from fxp import sweeps
 
 GRID = ("trainer.seed=1,2,3,4", "trainer.epochs=2", "trainer.num_threads=1")  # 1 thread: the same floats anywhere
 
@@ -92,6 +91,7 @@ def resumed_to_the_end(tmp_path, uninterrupted, *resumed_jobs: str) -> None:
                           "nothing to resume")
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_during_job_1_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
     sweep = tmp_path / "sweep"
     p, _ = stopped(tmp_path, signal.SIGKILL)
@@ -109,6 +109,7 @@ def test_a_sweep_killed_during_job_1_resumes_to_the_uninterrupted_result(tmp_pat
     assert (sweep / "0" / "summary.json").read_bytes() == done  # a completed job is left as it is
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_whole_sweep_at_once_and_it_resumes(tmp_path, uninterrupted):
     sweep = tmp_path / "sweep"
     p, err = stopped(tmp_path, signal.SIGINT)
@@ -121,17 +122,20 @@ def test_ctrl_c_stops_the_whole_sweep_at_once_and_it_resumes(tmp_path, uninterru
     resumed_to_the_end(tmp_path, uninterrupted, "1")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
-def test_a_joblib_sweep_stopped_during_job_1_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, sig):
+@pytest.mark.slow
+def test_ctrl_c_stops_a_joblib_sweep_and_it_resumes(tmp_path, uninterrupted):
+    "The workers' running jobs end interrupted (job 0 too, unless it had ended), and no further job starts."
     sweep = tmp_path / "sweep"
-    p, err = stopped(tmp_path, sig, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    if sig == signal.SIGINT:  # the workers' jobs end interrupted, and no further job starts
-        assert p.returncode == 130 and err.strip().splitlines()[-1].endswith(f"fxp resume {sweep} continues it"), err
-        assert {row["job"]: row["status"] for row in rows(sweep)}["1"] == "interrupted"
-        assert not (sweep / "2").exists() and not (sweep / "3").exists()
+    p, err = stopped(tmp_path, signal.SIGINT, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode == 130 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("fxp: error: interrupted") and lines[0].endswith(f"fxp resume {sweep} continues it")
+    assert {row["job"]: row["status"] for row in rows(sweep)}["1"] == "interrupted"
+    assert not (sweep / "2").exists() and not (sweep / "3").exists()
     resumed_to_the_end(tmp_path, uninterrupted, "1")
 
 
+@pytest.mark.slow
 def test_fail_fast_stops_at_the_first_failure_and_retry_failed_reruns_it(tmp_path):
     sweep, flags = tmp_path / "sweep", [tmp_path / f"flag{i}" for i in range(3)]
     flags[0].touch()  # job 0 fails while it is there
@@ -156,3 +160,28 @@ def test_fail_fast_stops_at_the_first_failure_and_retry_failed_reruns_it(tmp_pat
     assert "flaky" in (job / "train.failed-1.log").read_text()
     assert "flaky" not in (job / "train.log").read_text()
     assert float(rows(sweep)[0]["best_accuracy"]) > 0.5  # trained anew in its folder (the majority label: 0.1)
+
+
+# --- without training --------------------------------------------------------------------------------------------
+
+
+def test_a_changed_grid_is_named():
+    old = {"sweeper": "basic", "jobs": [["trainer.seed=1"], ["trainer.seed=2"]]}
+    hashed = sweeps.identity_hash
+    assert sweeps.changed(hashed(old), hashed(old)) == ""
+    assert sweeps.changed(hashed(old), hashed({**old, "jobs": [["trainer.seed=1"], ["trainer.seed=3"]]})) == \
+        "job 1 was trainer.seed=2, now trainer.seed=3"
+    assert sweeps.changed(hashed(old), hashed({**old, "jobs": old["jobs"][:1]})) == "it had 2 jobs, now 1"
+    assert sweeps.changed(hashed(old), hashed({"sweeper": "optuna"})) == "its sweeper was basic, now optuna"
+
+
+def test_what_cannot_be_resumed_is_one_line(fxp, tmp_path):
+    old = tmp_path / "old"  # a sweep of an older fxp: its record lists its jobs, not the command
+    old.mkdir()
+    (old / "sweep.json").write_text(json.dumps({"jobs": 2, "job_overrides": [["trainer.seed=1"], ["trainer.seed=2"]]}))
+    assert_one_line_error(fxp("resume", str(old)), "does not record the command", f"fxp resume {old}/N")
+    assert_one_line_error(fxp("resume", str(old), "--extend", "2"), "--extend", "is a sweep")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}")
+    assert_one_line_error(fxp("resume", str(run), "--retry-failed"), "--retry-failed", "no sweep folder")
