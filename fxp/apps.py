@@ -98,14 +98,15 @@ def sweep_job(cfg, what: str, claim, hc) -> float:
     path, sweep_dir = Path(hc.runtime.output_dir), Path(hc.sweep.dir).absolute()
     here = sweeps.in_process(hc)
     try:
-        action = sweeps.before_job(path, sweep_dir)
-        if action == "skip":
-            return float("nan")
-        if action == "keep":
-            print(sweeps.kept_line(path, sweep_dir), flush=True)
-            return value(read_summary(path), read_monitor(path).metric)
-        opened = resumed(path, sweep_dir, hc) if action == "resume" else (cfg, claim)
-        run = execute(*opened, what, multirun=True, resume=action == "resume") if opened else None
+        with sweeps.signals_while_running(not here):
+            action = sweeps.before_job(path, sweep_dir)
+            if action == "skip":
+                return float("nan")
+            if action == "keep":
+                print(sweeps.kept_line(path, sweep_dir), flush=True)
+                return value(read_summary(path), read_monitor(path).metric)
+            opened = resumed(path, sweep_dir, hc) if action == "resume" else (cfg, claim)
+            run = execute(*opened, what, multirun=True, resume=action == "resume") if opened else None
     except KeyboardInterrupt:
         return sweeps.interrupted(sweep_dir, path, here)
     if (run is None or run.status == "failed") and cfg.sweep.fail_fast:

@@ -39,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,12 +53,10 @@ from fxp.resume import resumable
 from fxp.runs import (
     ATTEMPT_LOG,
     BEST,
-    HOST,
     LOG,
     NOT_STARTED,
     SWEEP_CSV,
     SWEEP_JSON,
-    alive,
     best_job,
     is_run,
     last_checkpoint,
@@ -196,7 +195,13 @@ def identity(config) -> dict:
         out = {"sweeper": "optuna", **search, "fixed": [o for o in search["fixed"] if not resumable(_key(o))]}
     else:
         out = {"sweeper": target}
-    return {**out, "hash": hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()[:16]}
+    return identity_hash(out)
+
+
+def identity_hash(identity: dict) -> dict:
+    "The identity with its hash (of its canonical JSON)."
+    text = json.dumps({k: v for k, v in identity.items() if k != "hash"}, sort_keys=True)
+    return {**identity, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
 def _key(override: str) -> str:
@@ -341,6 +346,7 @@ def interrupted(sweep_dir: Path, job_dir: Path, in_process: bool) -> float:
     process: at once, one line saying how to go on (SweepStopped); in other processes (joblib): no further job starts,
     and the sweep's process says so as the launcher returns."""
     stop(sweep_dir, "interrupted", job_dir.name)
+    discard(job_dir)  # stopped before its run began: not started
     update(sweep_dir)
     if not in_process:
         return math.nan
@@ -371,10 +377,32 @@ def halt(sweep_dir: Path) -> tuple[int, str]:
     statuses = [j["status"] for j in sweep_jobs(sweep_dir)]
     left = statuses.count(NOT_STARTED)
     if why.get("why") == "failed":
-        return 1, (f"job {why.get('job')} failed and sweep.fail_fast=true: the sweep stopped ({left} jobs not "
+        return 1, (f"job {why.get('job')} failed and sweep.fail_fast=true: the sweep stopped ({plural_jobs(left)} not "
                    f"started); fxp resume {sweep_dir} --retry-failed runs it again and goes on")
-    return 130, (f"interrupted: the sweep stopped ({statuses.count('interrupted')} jobs interrupted, {left} not "
-                 f"started): fxp resume {sweep_dir} continues it")
+    stopped = plural_jobs(statuses.count("interrupted"))
+    return 130, (f"interrupted: the sweep stopped ({stopped} interrupted, {left} not started): "
+                 f"fxp resume {sweep_dir} continues it")
+
+
+def plural_jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
+
+
+@contextmanager
+def signals_while_running(worker: bool):
+    """A job in a launcher's worker process (joblib's): Ctrl-C and SIGTERM interrupt it while it runs, and are ignored
+    once it ended, so that a worker waiting for its next job outlives them (else the launcher's pool breaks and kills
+    the workers whose jobs are still writing their status); the sweep's process stops the sweep."""
+    main = threading.current_thread() is threading.main_thread()
+    if worker and main:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt, as Ctrl-C
+    try:
+        yield
+    finally:
+        if worker and main:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_IGN)
 
 
 def in_process(hc) -> bool:
@@ -384,27 +412,32 @@ def in_process(hc) -> bool:
 
 def on_signal(sweep_dir: Path, jobs_here: bool):
     """The sweep's process's SIGINT and SIGTERM handler: the sweep stops. Jobs run here: a KeyboardInterrupt, which
-    the running job ends with. Jobs run in other processes: SIGTERM passed on to them (a Ctrl-C reached them as it
-    reached this process, their group's), and the launcher waited for."""
+    the running job ends with. Jobs run in worker processes: SIGTERM passed on to them (a Ctrl-C reached them as it
+    reached this process, their group's), and the launcher waited for as they end; a second Ctrl-C stops it at once
+    (its workers then end where they stand: `killed`, which a resume goes on from as well)."""
+    seen = []
+
     def handler(signum, frame):
-        first = not (sweep_dir / STOP).exists()
         stop(sweep_dir, "interrupted")
-        if jobs_here:
-            raise SweepStopped(f"interrupted between jobs; the sweep stopped: fxp resume {sweep_dir} continues it")
-        if first and signum == signal.SIGTERM:
-            for pid in running_pids(sweep_dir):
+        if jobs_here or (seen and signum == signal.SIGINT):
+            raise SweepStopped(f"interrupted; the sweep stopped: fxp resume {sweep_dir} continues it")
+        if not seen and signum == signal.SIGTERM:
+            for pid in children():
                 os.kill(pid, signal.SIGTERM)
+        seen.append(signum)
     return handler
 
 
-def running_pids(sweep_dir: Path) -> list[int]:
-    "The processes of the sweep's jobs running on this machine."
-    pids = []
-    for job in read_jobs(sweep_dir):
-        proc = read_json(sweep_dir / job["run"] / "summary.json").get("process") or {}
-        if job["status"] == "running" and proc.get("host") == HOST and alive(proc.get("pid"), proc.get("start")):
-            pids.append(proc["pid"])
-    return pids
+def children() -> list[int]:
+    "This process's child processes (the launcher's workers), from /proc; none where there is no /proc."
+    me, out = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:  # the field after the state: the parent's pid
+                out.append(int(stat.parent.name))
+        except (OSError, IndexError):
+            pass
+    return out
 
 
 class SweepFiles(Callback):

@@ -1,0 +1,187 @@
+"""`fxp resume SWEEP_DIR` finishes a sweep (issue 23 items 1 and 2): a 4-job grid sweep on the default task, stopped
+during its second job (job 1) by SIGKILL or Ctrl-C to its process group, with the basic launcher and with joblib's,
+ends as the uninterrupted sweep does (its jobs' metrics.csv, sweep.csv and best.json, times aside), the stopped job
+resumed from its checkpoint; Ctrl-C stops the whole sweep at once, with one line saying how to go on; a resume that
+would change the grid is refused in one line; `sweep.fail_fast=true` stops at the first failed job, and
+`--retry-failed` runs it again in its folder, its failed attempt's train.log kept.
+
+The sweeps that are stopped run through the installed command, in a session of their own (a process group, as a
+terminal gives a command), since the signals and the process boundary are what is tested; the resumes run in-process.
+"""
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import assert_one_line_error, fxp_command, run_fxp, subprocess_env
+from fxp import sweeps
+
+GRID = ("trainer.seed=1,2,3,4", "trainer.epochs=2", "trainer.num_threads=1")  # 1 thread: the same floats anywhere
+
+
+class FailWhile:
+    "A fastai callback (trainer.cbs) that fails its job while the file `flag` exists: a failure a rerun can get past."
+
+    def __new__(cls, flag: str):
+        from fastai.callback.core import Callback
+
+        class Flaky(Callback):
+            def before_fit(self):
+                if os.path.exists(flag):
+                    raise RuntimeError(f"flaky: {flag} exists")
+        return Flaky()
+
+
+def curves(run) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)]
+
+
+def rows(sweep) -> list[dict]:
+    with open(sweep / "sweep.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def outcome(sweep) -> dict:
+    "What a sweep ended with, times and its folder's path aside."
+    best = json.loads((sweep / "best.json").read_text())
+    return {"sweep.csv": [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows(sweep)],
+            "best.json": {k: v for k, v in best.items() if k != "path"},
+            "metrics": {r["job"]: curves(sweep / r["job"]) for r in rows(sweep)}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    r = run_fxp("train", "-m", *GRID, f"hydra.sweep.dir={cwd / 'sweep'}", cwd=cwd)
+    assert r.returncode == 0, r
+    return outcome(cwd / "sweep")
+
+
+def stopped(tmp_path, sig, *launcher) -> tuple[subprocess.Popen, str]:
+    """The installed `fxp train -m GRID` in a process group of its own, `sig` sent to the group once job 1 has its
+    first checkpoint; the process, and its stderr."""
+    sweep = tmp_path / "sweep"
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        p = subprocess.Popen([*fxp_command(), "train", "-m", *GRID, *launcher, f"hydra.sweep.dir={sweep}"],
+                             cwd=tmp_path, stdout=out, stderr=err, env=subprocess_env(tmp_path), start_new_session=True)
+    deadline = time.time() + 300
+    while not (sweep / "1" / "checkpoints" / "last.json").exists():
+        assert p.poll() is None and time.time() < deadline, (tmp_path / "err.txt").read_text()
+        time.sleep(0.01)
+    os.killpg(p.pid, sig)
+    p.wait(timeout=120)
+    return p, (tmp_path / "err.txt").read_text()
+
+
+def resumed_to_the_end(tmp_path, uninterrupted, *resumed_jobs: str) -> None:
+    "fxp resume finishes the sweep as the uninterrupted one ended, `resumed_jobs` from their checkpoints."
+    sweep = tmp_path / "sweep"
+    r = run_fxp("resume", str(sweep), cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert [row["status"] for row in rows(sweep)] == ["completed"] * 4
+    assert outcome(sweep) == uninterrupted
+    for job in resumed_jobs:
+        assert "resumed at stage 1 epoch" in (sweep / job / "train.log").read_text(), job
+    assert_one_line_error(run_fxp("resume", str(sweep), cwd=tmp_path), "every job", "4 completed",
+                          "nothing to resume")
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_during_job_1_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
+    sweep = tmp_path / "sweep"
+    p, _ = stopped(tmp_path, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL
+    assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0", "1"]
+    done = (sweep / "0" / "summary.json").read_bytes()
+
+    changed = run_fxp("resume", str(sweep), "trainer.seed=1,2,3", cwd=tmp_path)  # a grid of 3 jobs, not 4
+    assert_one_line_error(changed, "fxp resume", str(sweep), "trainer.seed=1,2,3", "it had 4 jobs, now 3")
+    changed = run_fxp("resume", str(sweep), "trainer.lr=0.1", cwd=tmp_path)
+    assert_one_line_error(changed, "job 0 was trainer.seed=1", "trainer.lr=0.1")
+    assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0", "1"]  # nothing ran
+
+    resumed_to_the_end(tmp_path, uninterrupted, "1")
+    assert (sweep / "0" / "summary.json").read_bytes() == done  # a completed job is left as it is
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_whole_sweep_at_once_and_it_resumes(tmp_path, uninterrupted):
+    sweep = tmp_path / "sweep"
+    p, err = stopped(tmp_path, signal.SIGINT)
+    assert p.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "interrupted at job 1" in lines[0] and f"fxp resume {sweep} continues it" in lines[0], lines[0]
+    assert not (sweep / "2").exists()  # no further job started
+    assert [row["status"] for row in rows(sweep)] == ["completed", "interrupted"]
+    resumed_to_the_end(tmp_path, uninterrupted, "1")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_joblib_sweep_and_it_resumes(tmp_path, uninterrupted):
+    "The workers' running jobs end interrupted (job 0 too, unless it had ended), and no further job starts."
+    sweep = tmp_path / "sweep"
+    p, err = stopped(tmp_path, signal.SIGINT, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode == 130 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("fxp: error: interrupted") and lines[0].endswith(f"fxp resume {sweep} continues it")
+    assert {row["job"]: row["status"] for row in rows(sweep)}["1"] == "interrupted"
+    assert not (sweep / "2").exists() and not (sweep / "3").exists()
+    resumed_to_the_end(tmp_path, uninterrupted, "1")
+
+
+@pytest.mark.slow
+def test_fail_fast_stops_at_the_first_failure_and_retry_failed_reruns_it(tmp_path):
+    sweep, flags = tmp_path / "sweep", [tmp_path / f"flag{i}" for i in range(3)]
+    flags[0].touch()  # job 0 fails while it is there
+    r = run_fxp("train", "-m", "trainer.epochs=1", "sweep.fail_fast=true", f"hydra.sweep.dir={sweep}",
+                "+trainer.cbs.flaky._target_=test_sweep_resume.FailWhile",
+                f"+trainer.cbs.flaky.flag={','.join(map(str, flags))}", cwd=tmp_path)
+    assert r.returncode == 1, r
+    assert [ln.startswith("fxp: error: ") for ln in r.err_lines] == [True, True], r
+    assert "flaky" in r.err_lines[0]  # the job's own error, as it happened
+    assert "job 0 failed and sweep.fail_fast=true" in r.err_lines[1] and "--retry-failed" in r.err_lines[1]
+    assert [row["status"] for row in rows(sweep)] == ["failed"] and not (sweep / "1").exists()
+
+    r = run_fxp("resume", str(sweep), cwd=tmp_path)  # the others run; the failed job is left as it is
+    assert r.returncode == 1 and "1 of 3 jobs did not complete (1 failed)" in r.stderr, r
+    assert [row["status"] for row in rows(sweep)] == ["failed", "completed", "completed"]
+
+    flags[0].unlink()
+    r = run_fxp("resume", str(sweep), "--retry-failed", cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert [row["status"] for row in rows(sweep)] == ["completed"] * 3
+    job = sweep / "0"
+    assert "flaky" in (job / "train.failed-1.log").read_text()
+    assert "flaky" not in (job / "train.log").read_text()
+    assert float(rows(sweep)[0]["best_accuracy"]) > 0.5  # trained anew in its folder (the majority label: 0.1)
+
+
+# --- without training --------------------------------------------------------------------------------------------
+
+
+def test_a_changed_grid_is_named():
+    old = {"sweeper": "basic", "jobs": [["trainer.seed=1"], ["trainer.seed=2"]]}
+    hashed = sweeps.identity_hash
+    assert sweeps.changed(hashed(old), hashed(old)) == ""
+    assert sweeps.changed(hashed(old), hashed({**old, "jobs": [["trainer.seed=1"], ["trainer.seed=3"]]})) == \
+        "job 1 was trainer.seed=2, now trainer.seed=3"
+    assert sweeps.changed(hashed(old), hashed({**old, "jobs": old["jobs"][:1]})) == "it had 2 jobs, now 1"
+    assert sweeps.changed(hashed(old), hashed({"sweeper": "optuna"})) == "its sweeper was basic, now optuna"
+
+
+def test_what_cannot_be_resumed_is_one_line(fxp, tmp_path):
+    old = tmp_path / "old"  # a sweep of an older fxp: its record lists its jobs, not the command
+    old.mkdir()
+    (old / "sweep.json").write_text(json.dumps({"jobs": 2, "job_overrides": [["trainer.seed=1"], ["trainer.seed=2"]]}))
+    assert_one_line_error(fxp("resume", str(old)), "does not record the command", f"fxp resume {old}/N")
+    assert_one_line_error(fxp("resume", str(old), "--extend", "2"), "--extend", "is a sweep")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}")
+    assert_one_line_error(fxp("resume", str(run), "--retry-failed"), "--retry-failed", "no sweep folder")
