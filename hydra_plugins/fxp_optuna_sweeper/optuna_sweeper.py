@@ -134,7 +134,7 @@ class OptunaSweeper(Sweeper):
         "optimization_results.yaml in the sweep folder: the best trial's value and params (as the old plugin wrote)."
         import yaml
 
-        from fxp.runs import write_atomic
+        from fxp.writer import write_atomic
 
         done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if done:
