@@ -1,4 +1,6 @@
 "Architectures fastai does not ship, built from its layers."
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from fastai.layers import ConvLayer, Flatten, NormType, ResBlock
@@ -172,3 +174,15 @@ def basic_gan(size: int, n_channels: int, in_sz: int, n_features: int = 64, n_ex
     return (basic_generator(size, n_channels, in_sz=in_sz, n_features=n_features, n_extra_layers=n_extra_layers),
             basic_critic(size, n_channels, n_features=n_features, n_extra_layers=n_extra_layers,
                          act_cls=partial(nn.LeakyReLU, negative_slope=slope)))
+
+
+@contextmanager
+def pretrained_weights(m):
+    "A failed download of `m.arch`'s weights (no network) becomes one line with the way out."
+    try:
+        yield
+    except OSError as e:  # urllib's URLError and socket errors both derive from OSError
+        if not m.pretrained:
+            raise
+        raise FxpError(f"pretrained weights for {m.arch} are not available ({type(e).__name__}: {e}); "
+                       f"connect once to download them, or train from scratch with model.pretrained=false") from e

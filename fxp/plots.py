@@ -1,8 +1,10 @@
 "Plots every run gets, written as PNGs under the run's plots/ folder."
 from __future__ import annotations
 
+import math
 import re
 import sys
+import textwrap
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,3 +153,23 @@ def confusion_matrix(learn, dest: Path):
         interp.plot_confusion_matrix(figsize=(side, side), dpi=80)
     save_current(dest)
     return interp
+
+
+def image_grid(images, titles, dest, ncols: int = 3, cmap=None, width: int = 36) -> None:
+    """Save a grid of images (tensors CHW or HW, any range: each is min-max scaled) with titles, as many columns as
+    images up to `ncols`; each title line wrapped at `width` characters (a planet image's list of tags)."""
+    titles = ["\n".join(textwrap.fill(line, width) or line for line in str(t).split("\n")) for t in titles]
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (3.1 + 0.16 * lines) * nrows), squeeze=False)
+    for ax in axs.flat:
+        ax.axis("off")
+        ax.set_anchor("S")  # an image at the bottom of its cell: the room its title needs is above it
+    for ax in axs.flat[n:]:
+        ax.set_visible(False)
+    for ax, im, title in zip(axs.flat, images, titles):
+        ax.imshow(displayable(im), cmap=cmap or "gray")
+        ax.set_title(title, fontsize=8)
+    save(fig, dest)

@@ -108,7 +108,7 @@ def table_png(df, dest: Path, width: int = 60) -> None:
 
 def tensors_png(b, vocab, dest: Path, max_n: int) -> None:
     "A batch of plain tensors: images titled with their label, or word ids as words (a language model's stream)."
-    from fxp.vision import image_grid
+    from fxp.plots import image_grid
 
     x, y = (t[:max_n].cpu() for t in b[:2])
     words = (lambda ids: " ".join(str(vocab[i]) for i in ids.tolist())) if vocab is not None else str

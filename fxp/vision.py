@@ -1,9 +1,6 @@
-"Pieces every image kind shares: transforms from config, the learner, metrics by name, image grids."
+"Pieces every image kind shares: transforms from config, the learner, item names."
 from __future__ import annotations
 
-import math
-import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 from fastai.learner import Learner
@@ -15,7 +12,7 @@ from omegaconf import OmegaConf
 from fxp import data
 from fxp.errors import FxpError, building
 from fxp.metrics import PixelAccuracy, metrics  # noqa: F401  (PixelAccuracy: old runs' model.pkl name it here)
-from fxp.plots import displayable, plt, save
+from fxp.models import pretrained_weights
 
 RESIZE_METHODS = {"crop": ResizeMethod.Crop, "pad": ResizeMethod.Pad, "squish": ResizeMethod.Squish}
 
@@ -96,38 +93,6 @@ def forward_once(net, dls) -> None:
 def n_channels(dls) -> int:
     "The input channels of the loaders' images (1 for grey, 3 for RGB), from a batch."
     return dls.one_batch()[0].shape[1]
-
-
-@contextmanager
-def pretrained_weights(m):
-    "A failed download of `m.arch`'s weights (no network) becomes one line with the way out."
-    try:
-        yield
-    except OSError as e:  # urllib's URLError and socket errors both derive from OSError
-        if not m.pretrained:
-            raise
-        raise FxpError(f"pretrained weights for {m.arch} are not available ({type(e).__name__}: {e}); "
-                       f"connect once to download them, or train from scratch with model.pretrained=false") from e
-
-
-def image_grid(images, titles, dest, ncols: int = 3, cmap=None, width: int = 36) -> None:
-    """Save a grid of images (tensors CHW or HW, any range: each is min-max scaled) with titles, as many columns as
-    images up to `ncols`; each title line wrapped at `width` characters (a planet image's list of tags)."""
-    titles = ["\n".join(textwrap.fill(line, width) or line for line in str(t).split("\n")) for t in titles]
-    n = len(images)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    lines = max((t.count("\n") + 1 for t in titles), default=1)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (3.1 + 0.16 * lines) * nrows), squeeze=False)
-    for ax in axs.flat:
-        ax.axis("off")
-        ax.set_anchor("S")  # an image at the bottom of its cell: the room its title needs is above it
-    for ax in axs.flat[n:]:
-        ax.set_visible(False)
-    for ax, im, title in zip(axs.flat, images, titles):
-        ax.imshow(displayable(im), cmap=cmap or "gray")
-        ax.set_title(title, fontsize=8)
-    save(fig, dest)
 
 
 def item_names(dl, idxs, col=None) -> list[str]:

@@ -90,7 +90,7 @@ def write(rows: list[dict], images: list, folder: Path) -> None:
     import pandas as pd
 
     from fxp.data import CLEAN_COLS
-    from fxp.vision import image_grid
+    from fxp.plots import image_grid
     from fxp.writer import write_atomic
 
     folder.mkdir(exist_ok=True)

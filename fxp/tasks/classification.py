@@ -211,7 +211,7 @@ def _labels(ds):
 def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     "Confusion matrix and the top losses of the validation set (each titled with its file, prediction and label)."
     from fxp import vision
-    from fxp.plots import confusion_matrix
+    from fxp.plots import confusion_matrix, image_grid
 
     interp = confusion_matrix(learn, dest / "confusion_matrix.png")
     losses, idx = interp.top_losses(min(9, len(interp.losses)))
@@ -224,7 +224,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
         pred = probs[i].argmax().item()
         titles.append(f"{name}\n".lstrip() + f"pred {vocab[pred]} / true {vocab[targs[i].item()]}\n"
                       f"loss {loss:.2f}, p {probs[i, pred]:.2f}")
-    vision.image_grid(images, titles, dest / "top_losses.png")
+    image_grid(images, titles, dest / "top_losses.png")
 
 
 def predict(learn, cfg, inputs: list[str], top: str = "0", tta: bool = False) -> list[dict]:

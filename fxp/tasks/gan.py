@@ -464,7 +464,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
 
 def superres_grid(gen, dest: Path, n: int = 4) -> None:
     from fxp.metrics import psnr
-    from fxp.vision import image_grid
+    from fxp.plots import image_grid
 
     items = gen.dls.valid_ds.items[:n]
     inp, preds, targs = gen.get_preds(dl=gen.dls.test_dl(items, with_labels=True), with_input=True)
@@ -487,7 +487,7 @@ def samples(learn, noise_size: int, n: int, seed: int = 0):
 
 
 def samples_grid(learn, cfg, dest: Path, n: int = 16) -> None:
-    from fxp.vision import image_grid
+    from fxp.plots import image_grid
 
     image_grid(list(samples(learn, cfg.task.noise_size, n)), [f"sample {i}" for i in range(n)], dest, ncols=4)
 

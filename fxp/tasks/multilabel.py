@@ -147,7 +147,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     import torch.nn.functional as F
 
     from fxp import vision
-    from fxp.plots import plt, save
+    from fxp.plots import image_grid, plt, save
     from fxp.writer import write_atomic
 
     t = cfg.task
@@ -173,7 +173,7 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     names = vision.item_names(learn.dls.valid, idx, t.fn_col)
     titles = [f"{name}\npred {_tags(probs[i] > t.thresh, vocab) or '(none)'}\n"
               f"true {_tags(targs[i] > 0.5, vocab)}\nloss {losses[i]:.2f}" for i, name in zip(idx, names)]
-    vision.image_grid(images, titles, dest / "top_losses.png")
+    image_grid(images, titles, dest / "top_losses.png")
 
 
 def _fbeta(probs, targs, thresh: float, beta: float) -> float:

@@ -218,7 +218,7 @@ def pretrained_files(m) -> Path:
     from fastai.data.external import untar_data
     from fastai.text.models.core import _model_meta
 
-    from fxp.vision import pretrained_weights
+    from fxp.models import pretrained_weights
 
     with pretrained_weights(m):
         return untar_data(_model_meta[_arch(m)]["url"], c_key="model")
@@ -229,7 +229,7 @@ def lm_learner(cfg, dls):
     from fastai.metrics import Perplexity, accuracy
     from fastai.text.learner import language_model_learner
 
-    from fxp.vision import pretrained_weights
+    from fxp.models import pretrained_weights
 
     m, arch = cfg.model, _arch(cfg.model)
     with pretrained_weights(m):
