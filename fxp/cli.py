@@ -42,6 +42,10 @@ commands:
                              a web page and JSON API (POST /predict, GET /info, GET /health) for predictions
   show [OVERRIDES...]        see the data first, without training: a training batch (plots/batch.png) and the
                              DataBlock summary, in outputs/show/<task>/<stamp>
+  check [OVERRIDES...] [--data] [--overfit]
+                             before a run, in seconds: the config, the data, one batch of each step through the
+                             real learner, export, reload, predict; the data doctor (--data: it alone); --overfit:
+                             one batch learnt by heart; outputs/check/<task>/<stamp>/; exit 1 names what failed
   clean RUN_DIR [--top N]    the items a run's model gets most wrong: RUN_DIR/clean/top_losses.csv (mark keep,
                              delete, relabel:LABEL) and a contact sheet; next run: data.exclude=, data.relabel=
   cache ls | clear | prune [--dir D] [--max SIZE]
@@ -77,6 +81,7 @@ COMMANDS = {
     "show": "fxp.apps:show",
     "clean": "fxp.commands.clean:main",
     "cache": "fxp.commands.cache:main",
+    "check": "fxp.commands.check:main",
 }
 
 
