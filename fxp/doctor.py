@@ -42,18 +42,20 @@ class Finding:
         return {**asdict(self), "items": [str(i) for i in self.items[:20]]}
 
 
-def examine(dls, cfg, kind, min_per_class: int = MIN_PER_CLASS, cheap: bool = False) -> tuple[dict, list[Finding]]:
-    """(counts, findings) of the data in `dls` (a kind's step's loaders for `cfg`); the kind's declared INPUT picks
-    the checks beyond the shared ones."""
+def examine(dls, kind, min_per_class: int = MIN_PER_CLASS, cheap: bool = False, skip_bad: bool = False
+            ) -> tuple[dict, list[Finding]]:
+    """(counts, findings) of the data in `dls` (a kind's step's loaders); the kind's declared INPUT picks the checks
+    beyond the shared ones. `skip_bad`: the run skips unreadable files (data.skip_bad), so they are no error."""
     from fxp.dispatch import declared
 
     counts = {"train": len(dls.train_ds), "valid": len(dls.valid_ds)}
     labels = {split: labels_of(ds, vocab_of(dls)) for split, ds in splits(dls).items()}
-    findings = skipped(dls, cfg)
+    files = {split: files_of(dls, ds) for split, ds in splits(dls).items()}
+    findings = skipped(dls, skip_bad)
     if labels["train"] is not None:
         counts["classes"] = {split: dict(sorted(Counter(ys).items())) for split, ys in labels.items() if ys}
-        findings += rare_classes(labels, min_per_class, cheap)
-    findings += files_checks(dls, cheap)
+        findings += rare_classes(labels, files["train"], min_per_class, cheap)
+    findings += files_checks(files, cheap)
     input_ = declared(kind, "INPUT")
     if input_ in BY_INPUT and not cheap:
         findings += BY_INPUT[input_](dls)
@@ -87,26 +89,30 @@ def labels_of(ds, vocab) -> list | None:
     return [str(vocab[c]) for c in codes]
 
 
-def skipped(dls, cfg) -> list[Finding]:
+def skipped(dls, skip_bad: bool) -> list[Finding]:
     "Images the kind could not open (empty, truncated, not an image): skipped when data.skip_bad, else fatal."
     bad = [Path(f) for f in getattr(dls, "skipped", [])]
     if not bad:
         return []
     empty = [f for f in bad if f.is_file() and f.stat().st_size == 0]
     broken = [f for f in bad if f not in empty]
-    fix = ("they are skipped (data.skip_bad=true); delete them" if cfg.data.skip_bad
+    fix = ("they are skipped (data.skip_bad=true); delete them" if skip_bad
            else "delete or replace them, or set data.skip_bad=true")
-    level = WARNING if cfg.data.skip_bad else ERROR
+    level = WARNING if skip_bad else ERROR
     return ([Finding(level, f"{len(empty)} empty file(s) (0 bytes)", empty, len(empty), fix)] if empty else []) + (
         [Finding(level, f"{len(broken)} unreadable or truncated file(s)", broken, len(broken), fix)] if broken else [])
 
 
-def rare_classes(labels: dict, min_per_class: int, cheap: bool) -> list[Finding]:
-    "Classes with fewer than `min_per_class` training items; a class far below the others' share (unbalanced)."
+def rare_classes(labels: dict, files: list, min_per_class: int, cheap: bool) -> list[Finding]:
+    """Classes with fewer than `min_per_class` training items, named with their files (`files`: the training items',
+    if they are files); a class far below the others' share (unbalanced)."""
     train = Counter(labels["train"])
     rare = sorted((n, c) for c, n in train.items() if n < min_per_class)
-    out = [Finding(ERROR, f"{len(rare)} class(es) with fewer than {min_per_class} training items",
-                   [f"'{c}' ({n})" for n, c in rare], len(rare),
+    where = defaultdict(list)
+    for label, f in zip(labels["train"], files):
+        where[label].append(f)
+    named = [f"'{c}' ({n}: {', '.join(map(str, where[c][:SHOWN]))})" if where[c] else f"'{c}' ({n})" for n, c in rare]
+    out = [Finding(ERROR, f"{len(rare)} class(es) with fewer than {min_per_class} training items", named, len(rare),
                    "add items of them, merge or drop them (data.exclude=), or lower --min-per-class")] if rare else []
     total = sum(train.values())
     small = sorted((n, c) for c, n in train.items() if n / total < RARE_SHARE and n >= min_per_class)
@@ -135,9 +141,8 @@ def _is_file(x) -> bool:
     return isinstance(x, (str, Path)) and Path(x).is_file()
 
 
-def files_checks(dls, cheap: bool) -> list[Finding]:
-    "Empty files, byte-identical copies within a split and across train and valid, and (not cheap) odd image sizes."
-    files = {split: files_of(dls, ds) for split, ds in splits(dls).items()}
+def files_checks(files: dict, cheap: bool) -> list[Finding]:
+    "Byte-identical copies within a split and across train and valid of `files` (by split), (not cheap) odd sizes."
     if not any(files.values()):
         return []
     root = _root([f for fs in files.values() for f in fs])
@@ -176,10 +181,10 @@ def duplicates(files: dict, root: Path) -> list[Finding]:
     out = []
     if across:
         out.append(Finding(ERROR, f"{len(across)} file(s) in both train and valid (byte-identical), which inflates "
-                                  f"the valid metrics", across, len(across),
+                                  f"the valid metrics (under {root})", across, len(across),
                            "delete the valid copies (or list them in a data.exclude= CSV)"))
     if within:
-        out.append(Finding(WARNING, f"{len(within)} group(s) of byte-identical files within a split", within,
+        out.append(Finding(WARNING, f"{len(within)} group(s) of byte-identical files within a split (under {root})", within,
                            len(within), "delete the extra copies: they count twice"))
     return out
 

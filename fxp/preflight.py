@@ -112,6 +112,7 @@ def run(cfg, dest: Path, data_only: bool = False, overfit: dict | None = None,
     """Check `cfg` (validated) into `dest`; returns what check.json holds: the pieces, the data's counts and findings,
     the overfit's losses. Never raises for a failing piece: it is recorded."""
     pieces, out = Pieces(), {"counts": {}, "findings": []}
+    skip_bad, cfg.data.skip_bad = cfg.data.skip_bad, True  # an unreadable file is the doctor's finding, not a stop
     try:
         with pieces.piece("device"):
             device = train.setup(cfg)
@@ -121,9 +122,9 @@ def run(cfg, dest: Path, data_only: bool = False, overfit: dict | None = None,
             ctx = train.StepContext(device, dest, dest, {})
             with pieces.piece(f"data ({steps[0].name})"):
                 dls = steps[0].dls(ctx)
-            examined(dls, cfg, kind, min_per_class, pieces, out, steps[0].name)
+            examined(dls, kind, min_per_class, skip_bad, pieces, out, steps[0].name)
         else:
-            full(cfg, dest, kind, steps, device, pieces, out, min_per_class, overfit)
+            full(cfg, dest, kind, steps, device, pieces, out, (min_per_class, skip_bad), overfit)
     except Exception as e:
         import logging
 
@@ -133,10 +134,10 @@ def run(cfg, dest: Path, data_only: bool = False, overfit: dict | None = None,
     return out
 
 
-def examined(dls, cfg, kind, min_per_class: int, pieces: Pieces, out: dict, step: str) -> None:
+def examined(dls, kind, min_per_class: int, skip_bad: bool, pieces: Pieces, out: dict, step: str) -> None:
     "The data doctor on a step's loaders: its counts and findings into `out` (a finding seen before is not repeated)."
     with pieces.piece(f"data doctor ({step})"):
-        counts, findings = doctor.examine(dls, cfg, kind, min_per_class)
+        counts, findings = doctor.examine(dls, kind, min_per_class, skip_bad=skip_bad)
         out["counts"][step] = counts
         seen = {f["what"] for f in out["findings"]}
         out["findings"] += [f.as_dict() for f in findings if f.what not in seen]
@@ -145,16 +146,16 @@ def examined(dls, cfg, kind, min_per_class: int, pieces: Pieces, out: dict, step
     pieces.rows[-1]["ok"] = not any(f.level == doctor.ERROR for f in findings)
 
 
-def full(cfg, dest: Path, kind, steps: list, device, pieces: Pieces, out: dict, min_per_class: int,
+def full(cfg, dest: Path, kind, steps: list, device, pieces: Pieces, out: dict, doctoring: tuple,
          overfit: dict | None) -> None:
-    "Every step through the training path cut to a batch a fit, the export reloaded and predicting; `overfit`."
+    "`doctoring`: (min_per_class, skip_bad) for the data doctor. Every step through the training path cut to a batch a fit, the export reloaded and predicting; `overfit`."
     first = {}
 
     def data(step):
         def build(ctx):
             with pieces.piece(f"data ({step.name})"):
                 dls = step.dls(ctx)
-            examined(dls, cfg, kind, min_per_class, pieces, out, step.name)
+            examined(dls, kind, *doctoring, pieces, out, step.name)
             first.setdefault("dls", dls)
             pieces.start(f"learner ({step.name})")
             return dls
@@ -169,6 +170,7 @@ def full(cfg, dest: Path, kind, steps: list, device, pieces: Pieces, out: dict, 
         return build
 
     fixed_lr(cfg)
+    cfg.trainer.check = False  # the doctor ran on each step's data above, with all its checks
     cut = [replace(s, dls=data(s), learner=learner(s), about="") for s in steps]
     learn = train.run_steps(cut, cfg, SimpleNamespace(path=dest, info={}, resume=None), device)
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, CutFit)])

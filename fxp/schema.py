@@ -105,6 +105,9 @@ class Trainer:
     accumulate: int = field(default=1, metadata=valid("[1, inf)", why="batches per optimizer step"))
     tta: bool = False  # test-time augmentation on the valid set after training: tta_<metric> in summary.json
     activation_stats: bool = False  # per-layer activation statistics: plots/activation_stats.png, collapsed layers
+    # the data doctor's cheap checks (fxp.doctor: rare classes, unreadable files, copies across train and valid) on
+    # each step's data before its first epoch, as warnings; false: off (fxp check runs them all)
+    check: bool = True
 
 
 @dataclass

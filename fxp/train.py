@@ -405,6 +405,8 @@ def build(step, cfg, run: Run, ctx: StepContext):
         announce(step.about)
     dls = step.dls(ctx)
     check_batches(dls, cfg.trainer.bs)
+    if cfg.trainer.check:
+        warn_findings(dls, cfg)
     guarded_batch_png(dls, ctx.path / PLOTS / BATCH)  # see the data first; the training order is untouched
     learn = attach(step.learner(dls, ctx), ctx.path)
     techniques.use_opt(learn, cfg.trainer)
@@ -412,6 +414,20 @@ def build(step, cfg, run: Run, ctx: StepContext):
         run.info.update(device=str(ctx.device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
                         skipped_images=len(getattr(dls, "skipped", [])), **getattr(dls, "curated", {}))
     return learn
+
+
+def warn_findings(dls, cfg) -> None:
+    "The data doctor's cheap findings (fxp.doctor) as warnings before the first epoch, on the console and in train.log."
+    import sys
+
+    from fxp import doctor
+
+    _, findings = doctor.examine(dls, dispatch.kind_module(cfg.task.kind), cheap=True, skip_bad=cfg.data.skip_bad)
+    for f in findings:
+        if f.level != doctor.INFO:
+            log.warning(f"data: {f.line()}")
+            print(f"fxp: warning: data: {f.line()} (fxp check --data: all checks; trainer.check=false: none)",
+                  file=sys.stderr, flush=True)
 
 
 def announce(line: str) -> None:

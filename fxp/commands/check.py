@@ -69,11 +69,11 @@ def composed(overrides: list[str]):
 def reported(out: dict, dest: Path) -> int:
     "The table and findings printed and written (report.txt, check.json); 1 if a piece failed or a finding is an error."
     from fxp.console import console
-    from fxp.doctor import ERROR
+    from fxp.doctor import ERROR, Finding
     from fxp.writer import write_atomic
 
-    failed = next((r for r in out["pieces"] if r["ok"] is False), None)
     errors = [f for f in out["findings"] if f["level"] == ERROR]
+    failed = next((r for r in out["pieces"] if r["ok"] is False and not r["piece"].startswith("data doctor")), None)
     out["passed"] = failed is None and not errors
     write_atomic(dest / "check.json", json.dumps(out, indent=1, default=str))
     text = report_text(out, dest)
@@ -82,8 +82,9 @@ def reported(out: dict, dest: Path) -> int:
     if failed:
         print(f"fxp: check failed at {failed['piece']}: {failed['detail']} (details in {dest})", file=sys.stderr)
     elif errors:
-        print(f"fxp: check failed: the data doctor found {len(errors)} error(s), first: {errors[0]['what']} "
-              f"(details in {dest / 'report.txt'})", file=sys.stderr)
+        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        print(f"fxp: check failed at the data doctor: {Finding(**errors[0]).line()}{more}; all in "
+              f"{dest / 'report.txt'}", file=sys.stderr)
     return 0 if out["passed"] else 1
 
 
@@ -101,7 +102,7 @@ def report_text(out: dict, dest: Path) -> str:
                         + (f" ... ({len(cs)} classes)" if len(cs) > 12 else "") for split, cs in classes.items())
         lines += ["", f"data ({step}): {counts['train']} train, {counts['valid']} valid" + (f"; {per}" if per else "")]
     if out["findings"]:
-        lines += [""] + [f"{f['level']}: {Finding(**{**f, 'items': f['items']}).line()}" for f in out["findings"]]
+        lines += [""] + [f"{f['level']}: {Finding(**f).line()}" for f in out["findings"]]
     verdict = "passed" if out["passed"] else "FAILED"
     lines += ["", f"{verdict} in {out['seconds']:.1f}s; check.json and report.txt in {dest}"]
     return "\n".join(lines) + "\n"
