@@ -18,6 +18,7 @@ from fastai.callback.core import Callback, CancelFitException, CancelValidExcept
 from omegaconf import OmegaConf
 
 from fxp import dispatch, doctor, train
+from fxp.callbacks import _active
 from fxp.errors import FxpError, describe
 
 FIXED_LR = 1e-3  # instead of trainer.lr=find: the LR finder alone would take longer than the whole check
@@ -62,7 +63,7 @@ class Pieces:
 
 class CutFit(Callback):  # not OneBatch: a callback is set on the learner by its snake name (one_batch)
     """Each fit: one training batch, one validation batch, then the fit ends (its after_fit still runs); the LR finder
-    is left alone. The loaders are cut, not the loops (fastai's Recorder drops a cancelled phase's numbers, which
+    and get_preds are left alone. The loaders are cut, not the loops (fastai's Recorder drops a cancelled phase's numbers, which
     fxp's callbacks read). Marks the pieces as it goes."""
     order = 100  # last: every other callback has seen the batch and the epoch
 
@@ -70,7 +71,7 @@ class CutFit(Callback):  # not OneBatch: a callback is set on the learner by its
         self.pieces, self.name_ = pieces, step
 
     def _on(self) -> bool:
-        return not hasattr(self.learn, "lr_finder")
+        return _active(self)  # not in the LR finder nor in get_preds (a step's `after` may predict)
 
     def before_train(self):
         if self._on():
@@ -203,20 +204,20 @@ def exported(learn, dest: Path, pieces: Pieces) -> None:
 
 
 def two_predictions(loaded, dls) -> tuple:
-    "The reloaded learner's outputs for the first two validation items, given as fxp predict gives them (raw)."
+    "The reloaded learner's outputs for the first two validation items (one if it has one), given raw (as read)."
     import torch
 
     ds = dls.valid_ds
+    n = min(2, len(ds))
     if hasattr(ds, "tensors"):  # in-memory data: its tensors are the inputs
         with torch.no_grad():
-            preds = loaded.model.eval().cpu()(ds.tensors[0][:2].cpu())
+            preds = loaded.model.eval().cpu()(ds.tensors[0][:n].cpu())
     else:
         items = doctor.raw_rows(dls, ds) if hasattr(ds, "y_names") else ds.items
-        dl = loaded.dls.test_dl(items[:2])
-        preds = loaded.get_preds(dl=dl)[0]
+        preds = loaded.get_preds(dl=loaded.dls.test_dl(items[:n]))[0]
     preds = preds[0] if isinstance(preds, (tuple, list)) else preds
-    if len(preds) != 2 or not torch.isfinite(preds.float()).all():
-        raise ValueError(f"the reloaded model gave {len(preds)} outputs for 2 items, or outputs that are not finite")
+    if len(preds) != n or not torch.isfinite(preds.float()).all():
+        raise ValueError(f"the reloaded model gave {len(preds)} outputs for {n} items, or outputs that are not finite")
     return tuple(preds.shape)
 
 
