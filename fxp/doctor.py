@@ -324,16 +324,20 @@ def text_checks(dls) -> list[Finding]:
 
 
 def texts_of(dls, ds) -> list[str]:
-    "A split's documents as read (a DataFrame's text column through the kind's getter), or none if not strings."
+    "A split's documents (a DataFrame's text column through the kind's getter; tokens joined), or none if not text."
     items = getattr(ds, "items", None)
     get_x = getattr(getattr(dls, "block", None), "get_x", None)
     if items is None or get_x is None or not hasattr(items, "iloc") or not len(items):
         return []
     column = getattr(get_x, "cols", None)
     if column is not None and len(column) == 1 and column[0] in items.columns:
-        values = items[column[0]]
-        return [v for v in values if isinstance(v, str)] if isinstance(values.iloc[0], str) else []
+        return [v if isinstance(v, str) else " ".join(map(str, v)) for v in items[column[0]]
+                if isinstance(v, str) or _tokens(v)]
     return []
+
+
+def _tokens(v) -> bool:
+    return hasattr(v, "__len__") and not hasattr(v, "shape") and all(isinstance(t, str) for t in list(v)[:5])
 
 
 BY_INPUT = {"table": table_checks, "pairs": pairs_checks, "text": text_checks}

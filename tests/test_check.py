@@ -109,28 +109,29 @@ def test_the_doctor_on_a_table_finds_the_leak_the_constant_and_the_missing_colum
     leak = next(f for w, f in found.items() if "alone predict" in w)
     assert leak["items"] == ["education-num"] and leak["level"] == "error", found
     assert next(f for w, f in found.items() if "constant" in w)["items"] == ["fnlwgt"], found
-    assert next(f for w, f in found.items() if "missing" in w)["items"][0].startswith("age ("), found
+    assert any(i.startswith("age (1") for i in next(f for w, f in found.items() if "missing" in w)["items"]), found
 
 
 def test_the_doctor_on_pairs_names_users_only_in_valid(tmp_path):
     df = pd.read_csv(need_data("movie_lens_sample") / "ratings.csv")
-    df = pd.concat([df, pd.DataFrame({"userId": [999_001] * 40, "movieId": df.movieId[:40],
-                                      "rating": 3.0, "timestamp": 0})])
+    new = list(range(999_001, 999_021))  # 20 users of one rating each: about half land in valid only
+    df = pd.concat([df, pd.DataFrame({"userId": new, "movieId": df.movieId[:20], "rating": 3.0, "timestamp": 0})])
     (tmp_path / "ml").mkdir()
     df.to_csv(tmp_path / "ml" / "ratings.csv", index=False)
     r = run_fxp("check", "--data", "task=movielens_sample", f"data.path={tmp_path / 'ml'}", "task.valid_pct=0.5",
                 cwd=tmp_path)
     assert r.returncode == 0, r  # cold start is worth knowing, not an error
     users = [f for f in written(tmp_path)["findings"] if "only in valid" in f["what"] and "users" in f["what"]]
-    assert users and 999001 in [int(u) for u in users[0]["items"]], written(tmp_path)["findings"]
+    assert users and set(int(u) for u in users[0]["items"]) <= set(new) and users[0]["count"] >= 3, users
 
 
 def test_the_doctor_on_texts_names_a_review_in_both_splits(tmp_path):
-    df = pd.read_csv(need_data("imdb_sample") / "texts.csv").head(60)
+    df = pd.read_csv(need_data("imdb_sample") / "texts.csv").head(40)
     copy = df[~df.is_valid].iloc[:1].assign(is_valid=True)
     (tmp_path / "imdb").mkdir()
     pd.concat([df, copy]).to_csv(tmp_path / "imdb" / "texts.csv", index=False)
-    r = run_fxp("check", "--data", "task=imdb", f"data.path={tmp_path / 'imdb'}", *TINY_TEXT, cwd=tmp_path)
+    r = run_fxp("check", "task=imdb", f"data.path={tmp_path / 'imdb'}", *TINY_TEXT, cwd=tmp_path)  # the classifier's
+    # split is the second step's: --data sees the first (the language model's random split)
     found = [f for f in written(tmp_path)["findings"] if "also in train" in f["what"]]
     assert r.returncode == 1 and found and found[0]["count"] == 1, (r, written(tmp_path)["findings"])
 
