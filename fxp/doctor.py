@@ -184,8 +184,8 @@ def duplicates(files: dict, root: Path) -> list[Finding]:
                                   f"the valid metrics (under {root})", across, len(across),
                            "delete the valid copies (or list them in a data.exclude= CSV)"))
     if within:
-        out.append(Finding(WARNING, f"{len(within)} group(s) of byte-identical files within a split (under {root})", within,
-                           len(within), "delete the extra copies: they count twice"))
+        out.append(Finding(WARNING, f"{len(within)} group(s) of byte-identical files within a split (under {root})",
+                           within, len(within), "delete the extra copies: they count twice"))
     return out
 
 

@@ -63,8 +63,8 @@ class Pieces:
 
 class CutFit(Callback):  # not OneBatch: a callback is set on the learner by its snake name (one_batch)
     """Each fit: one training batch, one validation batch, then the fit ends (its after_fit still runs); the LR finder
-    and get_preds are left alone. The loaders are cut, not the loops (fastai's Recorder drops a cancelled phase's numbers, which
-    fxp's callbacks read). Marks the pieces as it goes."""
+    and get_preds are left alone. The loaders are cut, not the loops (fastai's Recorder drops a cancelled phase's
+    numbers, which fxp's callbacks read). Marks the pieces as it goes."""
     order = 100  # last: every other callback has seen the batch and the epoch
 
     def __init__(self, pieces: Pieces, step: str):
@@ -149,7 +149,8 @@ def examined(dls, kind, min_per_class: int, skip_bad: bool, pieces: Pieces, out:
 
 def full(cfg, dest: Path, kind, steps: list, device, pieces: Pieces, out: dict, doctoring: tuple,
          overfit: dict | None) -> None:
-    "`doctoring`: (min_per_class, skip_bad) for the data doctor. Every step through the training path cut to a batch a fit, the export reloaded and predicting; `overfit`."
+    """Every step through the training path, each fit cut to a batch (the doctor on each step's data: `doctoring` is
+    its (min_per_class, skip_bad)); the export reloaded and predicting; `overfit`."""
     first = {}
 
     def data(step):

@@ -48,6 +48,7 @@ ALLOWED = {
     ("commands/export.py", "to_onnx", "save"): "inside folder_whole's temporary folder, renamed into place",
     ("commands/export.py", "to_torchscript", "save"): "inside folder_whole's temporary folder, renamed into place",
     ("reports.py", "figure_uri", "savefig"): "into memory (BytesIO)",
+    ("preflight.py", "exported", "export"): "fxp.train.export: write_pickle (a temporary file, renamed into place)",
     ("commands/serve.py", "mask_png", "save"): "into memory (BytesIO)",
 }
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import mnist_subset, need_data, run_fxp
 
+from conftest import mnist_subset, need_data, run_fxp
 from fxp import dispatch
 
 
@@ -35,8 +35,8 @@ def test_check_runs_each_piece_and_writes_only_its_folder(tmp_path):
     assert r.returncode == 0, r
     out = written(tmp_path)
     ran = pieces(out)
-    for piece in ("data (train)", "data doctor (train)", "learner (train)", "train batch (train)", "valid batch (train)",
-                  "export", "reload", "predict 2 items"):
+    for piece in ("data (train)", "data doctor (train)", "learner (train)", "train batch (train)",
+                  "valid batch (train)", "export", "reload", "predict 2 items"):
         assert ran[piece]["ok"] is True, (piece, out["pieces"])
     assert ran["predict 2 items"]["detail"] == "output (2, 2)"
     assert out["counts"]["train"]["classes"] == {"train": {"3": 12, "7": 12}, "valid": {"3": 12, "7": 12}}
