@@ -125,6 +125,7 @@ def test_the_doctor_on_pairs_names_users_only_in_valid(tmp_path):
     assert users and set(int(u) for u in users[0]["items"]) <= set(new) and users[0]["count"] >= 3, users
 
 
+@pytest.mark.slow  # the text kind's two steps, tokenizing: about 6 s
 def test_the_doctor_on_texts_names_a_review_in_both_splits(tmp_path):
     df = pd.read_csv(need_data("imdb_sample") / "texts.csv").head(40)
     copy = df[~df.is_valid].iloc[:1].assign(is_valid=True)
