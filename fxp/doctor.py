@@ -20,6 +20,7 @@ SHOWN = 3  # items named in a finding's line; the rest are counted
 ERROR, WARNING, INFO = "error", "warning", "info"
 OUTLIER = 8.0  # an image whose area is this many times above or below the median's (or its aspect ratio half that)
 RARE_SHARE = 0.05  # a class below this share of the training items is called out as unbalanced
+RARE_RATIO = 10  # fxp train warns of a rare class only if the median class has this many times its items
 LEAK = 0.99  # a column that alone scores this on valid (accuracy, or R²) leaks the target
 MOSTLY_MISSING = 0.5
 
@@ -107,7 +108,9 @@ def rare_classes(labels: dict, files: list, min_per_class: int, cheap: bool) -> 
     """Classes with fewer than `min_per_class` training items, named with their files (`files`: the training items',
     if they are files); a class far below the others' share (unbalanced)."""
     train = Counter(labels["train"])
-    rare = sorted((n, c) for c, n in train.items() if n < min_per_class)
+    typical = sorted(train.values())[len(train) // 2]
+    # cheap (fxp train): only a class far below the others, not a data set small all over (a quick try on a subset)
+    rare = sorted((n, c) for c, n in train.items() if n < min_per_class and not (cheap and n * RARE_RATIO > typical))
     where = defaultdict(list)
     for label, f in zip(labels["train"], files):
         where[label].append(f)
