@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import mnist_subset, need_data, run_fxp
+from conftest import assert_one_line_error, mnist_subset, need_data, run_fxp
 from fxp import dispatch
 
 
@@ -209,3 +209,9 @@ def test_every_kind_passes_fxp_check_on_its_sample(tmp_path, kind):
     assert r.returncode == 0, (r, [p for p in out["pieces"] if not p["ok"]], out["findings"])
     ran = pieces(out)
     assert any(p.startswith("train batch") for p in ran) and ran["predict 2 items"]["ok"], out["pieces"]
+
+
+def test_bad_input_is_one_line_before_anything_loads(tmp_path):
+    assert_one_line_error(run_fxp("check", "trainer.bs=0", cwd=tmp_path), "trainer.bs")
+    assert_one_line_error(run_fxp("check", "--fall=2", cwd=tmp_path), "--fall")
+    assert not (tmp_path / "outputs").exists()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from fxp.commands import Parser
+from fxp.doctor import MIN_PER_CLASS
 
 DEFAULT_STEPS, DEFAULT_FALL = 50, 0.9
 
@@ -24,8 +25,8 @@ def parser() -> Parser:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"overfit steps (default {DEFAULT_STEPS})")
     p.add_argument("--fall", type=float, default=DEFAULT_FALL,
                    help=f"the share the overfit loss must fall by (default {DEFAULT_FALL})")
-    p.add_argument("--min-per-class", type=int, default=None, metavar="N",
-                   help="a class with fewer training items is an error (default 10)")
+    p.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS, metavar="N",
+                   help=f"a class with fewer training items is an error (default {MIN_PER_CLASS})")
     p.add_argument("--dir", default="outputs/check", help="where the check folders go (default outputs/check)")
     return p
 
@@ -34,17 +35,17 @@ def main(args: list[str]) -> int:
     from fxp.errors import FxpError
 
     a = parser().parse_intermixed_args(args)
-    if a.steps < 1 or not 0 < a.fall < 1:
-        raise FxpError("fxp check: --steps takes a whole number >= 1 and --fall a share between 0 and 1 (0.9: to a "
-                       "tenth)")
+    if a.steps < 1 or not 0 < a.fall < 1 or a.min_per_class < 0:
+        raise FxpError("fxp check: --steps takes a whole number >= 1, --fall a share between 0 and 1 (0.9: to a "
+                       "tenth), --min-per-class a whole number >= 0")
     cfg, task = composed(a.overrides)
     dest = Path(a.dir) / task / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
-    from fxp import doctor, preflight  # torch and fastai load here, once the config is good
+    from fxp import preflight  # torch and fastai load here, once the config is good
 
     dest = dest.resolve()
     dest.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    out = preflight.run(cfg, dest, data_only=a.data, min_per_class=a.min_per_class or doctor.MIN_PER_CLASS,
+    out = preflight.run(cfg, dest, data_only=a.data, min_per_class=a.min_per_class,
                         overfit={"steps": a.steps, "fall": a.fall} if a.overfit else None)
     out.update(task=task, overrides=a.overrides, seconds=round(time.perf_counter() - t0, 3))
     return reported(out, dest)
