@@ -193,29 +193,40 @@ def duplicates(files: dict, root: Path) -> list[Finding]:
 
 
 def size_outliers(files: list[Path], root: Path) -> list[Finding]:
-    "Images whose area or aspect ratio is far from the median's (read from their headers)."
-    import numpy as np
+    """Images whose area or aspect ratio is far from the median's of their folder (read from their headers): a folder
+    is one source (a class, the originals, a kind's generated images), compared with itself."""
     from PIL import Image
 
-    sizes = []
+    folders = defaultdict(list)
     for f in files:
         try:
             with Image.open(f) as im:
-                sizes.append((f, *im.size))
-        except Exception:  # not an image (a text file): no size to compare
+                folders[f.parent].append((f, *im.size))
+        except Exception:  # not an image (a sound, a text): no size to compare
             continue
-    if len(sizes) < 3:
-        return []
-    area = np.array([w * h for _, w, h in sizes], dtype=float)
-    aspect = np.array([w / max(h, 1) for _, w, h in sizes], dtype=float)
-    far = (np.abs(np.log(area / np.median(area))) > np.log(OUTLIER)) | (
-        np.abs(np.log(aspect / np.median(aspect))) > np.log(OUTLIER) / 2)
-    odd = [f"{_rel(f, root)} ({w}x{h})" for (f, w, h), bad in zip(sizes, far) if bad]
+    odd, medians = [], {}
+    for folder, sizes in folders.items():
+        far, medians[folder] = _far(sizes)
+        odd += [f"{_rel(f, root)} ({w}x{h})" for f, w, h in far]
     if not odd:
         return []
-    w, h = (int(np.median([s[i] for s in sizes])) for i in (1, 2))
-    return [Finding(WARNING, f"{len(odd)} image(s) far from the median size {w}x{h}", odd, len(odd),
+    shown = ", ".join(f"{w}x{h}" for w, h in list(dict.fromkeys(medians.values()))[:3])
+    return [Finding(WARNING, f"{len(odd)} image(s) far from their folder's median size ({shown})", odd, len(odd),
                     "look at them: a wrong file, a thumbnail or a panorama? (fxp clean after a first run lists them)")]
+
+
+def _far(sizes: list) -> tuple[list, tuple]:
+    "The (file, w, h) of `sizes` far from their median area or aspect ratio, and the median (w, h)."
+    import numpy as np
+
+    w, h = (int(np.median([s[i] for s in sizes])) for i in (1, 2))
+    if len(sizes) < 3:
+        return [], (w, h)
+    area = np.array([sw * sh for _, sw, sh in sizes], dtype=float)
+    aspect = np.array([sw / max(sh, 1) for _, sw, sh in sizes], dtype=float)
+    far = (np.abs(np.log(area / np.median(area))) > np.log(OUTLIER)) | (
+        np.abs(np.log(aspect / np.median(aspect))) > np.log(OUTLIER) / 2)
+    return [s for s, bad in zip(sizes, far) if bad], (w, h)
 
 
 def raw_rows(dls, ds):
