@@ -88,8 +88,8 @@ def test_train_warns_before_the_first_epoch_and_trainer_check_false_is_quiet(tmp
 @pytest.mark.parametrize("lr, passes", [("1e-2", True), ("1e-9", False)])
 def test_overfit_passes_for_the_recipe_and_fails_for_a_tiny_lr(tmp_path, lr, passes):
     data = mnist_subset(tmp_path / "mnist", n=8)
-    r = run_fxp("check", "--overfit", "task=mnist", f"data.path={data}", "trainer.bs=16", f"trainer.lr={lr}",
-                "--min-per-class=2", cwd=tmp_path)
+    r = run_fxp("check", "--overfit", "--steps=20", "task=mnist", f"data.path={data}", "trainer.bs=16",
+                f"trainer.lr={lr}", "--min-per-class=2", cwd=tmp_path)
     overfit = written(tmp_path)["overfit"] if passes else pieces(written(tmp_path))["overfit (train)"]
     if passes:
         assert r.returncode == 0, r
