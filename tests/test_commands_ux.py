@@ -11,7 +11,8 @@ HELP = [("predict", "usage: fxp predict RUN_DIR INPUT"), ("reproduce", "usage: f
         ("compare", "usage: fxp compare"), ("report", "usage: fxp report"), ("clean", "usage: fxp clean"),
         ("cache", "usage: fxp cache")]
 # Hydra's help (seconds each: Hydra composes every group's options): each command once, one flag each
-HYDRA_HELP = [("lr-find", "fxp lr-find: compose a config", "-h"), ("train", "fxp train: compose a config", "--help")]
+HYDRA_HELP = [pytest.param(*p, marks=pytest.mark.slow) for p in (("lr-find", "fxp lr-find: compose a config", "-h"),
+                                                             ("train", "fxp train: compose a config", "--help"))]
 
 
 @pytest.mark.parametrize("command, says, flag", [(c, s, f) for c, s in HELP for f in ("--help", "-h")] + HYDRA_HELP)
