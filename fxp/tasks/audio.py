@@ -169,7 +169,7 @@ def starts(lengths, s: dict, u):
     total, w = frames(s, s["placed_in"] * s["duration"]), frames(s, s["duration"])
     lengths = torch.as_tensor(lengths).float()
     first = (total - lengths) / 2  # where the clip starts in the cached window
-    return (first + (lengths - w) * u).round().long().clamp(0, total - w)
+    return (first + (lengths - w) * u).floor().long().clamp(0, total - w)  # u = 0.5: `centre`'s frame
 
 
 def windows(specs, lengths, u, s: dict):
