@@ -8,8 +8,8 @@ import wave
 import numpy as np
 import pytest
 import torch
-from conftest import AUDIO_TINY, assert_one_line_error, fsdd_subset, need_data, run_fxp, summary
 
+from conftest import AUDIO_TINY, assert_one_line_error, fsdd_subset, need_data, run_fxp, summary
 from fxp.errors import FxpError
 from fxp.tasks import audio
 

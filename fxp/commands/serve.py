@@ -441,7 +441,7 @@ form.addEventListener("submit", async (ev) => {{
   if (input === "image" || input === "audio") {{
     body = new FormData();
     const file = $("file").files[0];
-    if (!file) {{ $("error").textContent = `choose ${{input === "image" ? "an image" : "a sound file"}} first`; return; }}
+    if (!file) {{ $("error").textContent = `choose ${{input === "image" ? "an image" : "a sound"}} first`; return; }}
     body.append("file", file);
     if (input === "image") $("preview").src = URL.createObjectURL(file);
   }} else if (input === "text") {{
