@@ -253,6 +253,45 @@ class TensorDL(DataLoader):
         self.after_iter()
 
 
+class Windows(Tensors):
+    """In-memory (inputs, lengths, labels) whose loader cuts each input to a window (`WindowDL`), with what a saved
+    learner keeps of how the inputs were made (`meta`: settings, statistics, the items' files)."""
+
+    def __init__(self, *tensors, vocab=None, meta=None):
+        super().__init__(*tensors, vocab=vocab)
+        self.meta = dict(meta or {})
+
+    def new_empty(self) -> "Windows":
+        return Windows(*(t[:0] for t in self.tensors), vocab=self.vocab, meta={**self.meta, "files": []})
+
+
+class WindowDL(TensorDL):
+    """Batches of (window, label): `cut(inputs, lengths, u)` takes each input's window at u in [0, 1] (random when
+    shuffling, the centre 0.5 otherwise), and `augment`, if any, changes the batch where it is (its device)."""
+
+    def __init__(self, dataset=None, cut=None, augment=None, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.cut, self.augment = cut, augment
+
+    def __iter__(self):
+        self.randomize()
+        self.before_iter()
+        for b in torch.as_tensor(self.get_idxs(), dtype=torch.long).split(self.bs):
+            if self.drop_last and len(b) < self.bs:
+                break
+            x, lengths, y = (t[b] for t in self.dataset.tensors)
+            u = torch.rand(len(b)) if self.shuffle else torch.full((len(b),), 0.5)
+            x, y = to_device((self.cut(x, lengths, u), y), self.device) if self.device is not None else (
+                self.cut(x, lengths, u), y)
+            yield self.after_batch((self.augment(x) if self.augment and self.shuffle else x, y))
+        self.after_iter()
+
+    def new(self, dataset=None, cls=None, **kwargs):
+        res = super().new(dataset, cls, **kwargs)
+        res.cut, res.augment = self.cut, self.augment
+        return res
+
+
 def tensor_dls(x, y, valid_idx, vocab, bs: int, device) -> DataLoaders:
     "Train/valid TensorDLs over in-memory `x`, `y`, split by `valid_idx`, with `vocab` for decoding."
     is_valid = torch.zeros(len(x), dtype=torch.bool)

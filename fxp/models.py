@@ -3,7 +3,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from fastai.layers import ConvLayer, Flatten, NormType, ResBlock
+from fastai.layers import AdaptiveConcatPool2d, ConvLayer, Flatten, NormType, ResBlock
 from torch import nn
 
 from fxp.errors import FxpError
@@ -15,6 +15,31 @@ def small_cnn(n_in: int = 1, n_out: int = 10, channels=(16, 32, 64), bn: bool = 
     norm = NormType.Batch if bn else None
     convs = [ConvLayer(ci, co, stride=2, norm_type=norm) for ci, co in zip(chans[:-1], chans[1:])]
     return nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(chans[-1], n_out))
+
+
+def audio_cnn(n_in: int = 1, n_out: int = 10, channels=(16, 32, 64, 64), p: float = 0.2) -> nn.Sequential:
+    """Conv blocks (conv, BatchNorm, ReLU, 2x2 max-pool) over a spectrogram, global average and max pooling, dropout,
+    a linear head: the small CNN of spoken-digit tutorials, which trains on a CPU in seconds."""
+    chans = [n_in, *channels]
+    blocks = [nn.Sequential(ConvLayer(ci, co), nn.MaxPool2d(2)) for ci, co in zip(chans[:-1], chans[1:])]
+    return nn.Sequential(*blocks, AdaptiveConcatPool2d(1), Flatten(), nn.Dropout(p), nn.Linear(2 * chans[-1], n_out))
+
+
+class Standardize(nn.Module):
+    """Inputs to zero mean and unit variance, as a network's first layer (an exported model includes it): each item by
+    its own statistics (`per_item`), or by fixed ones (a training set's `mean` and `std`)."""
+
+    def __init__(self, per_item: bool = True, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.per_item = per_item
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x):
+        if self.per_item:
+            dims = tuple(range(1, x.ndim))
+            return (x - x.mean(dim=dims, keepdim=True)) / (x.std(dim=dims, keepdim=True) + 1e-5)
+        return (x - self.mean) / (self.std + 1e-5)
 
 
 def resnet_mnist(n_in: int = 1, n_out: int = 10) -> nn.Sequential:

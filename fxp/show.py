@@ -112,8 +112,9 @@ def tensors_png(b, vocab, dest: Path, max_n: int) -> None:
 
     x, y = (t[:max_n].cpu() for t in b[:2])
     words = (lambda ids: " ".join(str(vocab[i]) for i in ids.tolist())) if vocab is not None else str
-    if x.ndim == 4:
-        return image_grid(list(x), [words(v.reshape(1)) for v in y], dest)
+    if x.ndim == 4:  # images or spectrograms; a multi-label target is a 0/1 row: its labels
+        labels = [words(v.nonzero().flatten() if v.ndim else v.reshape(1)) for v in y]
+        return image_grid(list(x), labels, dest)
     import pandas as pd
 
     table_png(pd.DataFrame({"input": [words(r) for r in x], "next words": [words(r) for r in y]}), dest)

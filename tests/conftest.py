@@ -255,6 +255,34 @@ def digits_run(tmp_path_factory) -> Path:
     return newest_run(cwd)
 
 
+def fsdd_subset(dest: Path, per_class: int = 12, extra: tuple = ()) -> Path:
+    """A labels.csv in `dest` listing `per_class` recordings of each digit (a third of them valid) of the shared fsdd,
+    by absolute path (task.folder=/), and the `extra` (file, digit) rows."""
+    import pandas as pd
+
+    root = need_data("fsdd")
+    df = pd.read_csv(root / "labels.csv").groupby("digit").head(per_class).copy()
+    df["fname"] = [str(root / f) for f in df.fname]
+    df["is_valid"] = [i % 3 == 0 for i in range(len(df))]
+    rows = [{"fname": str(f), "digit": d, "speaker": "x", "tags": f"{d} x", "is_valid": False} for f, d in extra]
+    dest.mkdir(parents=True, exist_ok=True)
+    pd.concat([df, pd.DataFrame(rows)]).to_csv(dest / "labels.csv", index=False)
+    return dest
+
+
+AUDIO_TINY = ("task.folder=/", "trainer.bs=16", "task.duration=0.8")
+
+
+@pytest.fixture(scope="session")
+def fsdd_run(tmp_path_factory) -> Path:
+    "One small fsdd run (12 clips of each digit, 6 epochs), shared by the tests that read an audio run."
+    cwd = tmp_path_factory.mktemp("fsdd_run")
+    data = fsdd_subset(cwd / "data")
+    r = run_fxp("train", "task=fsdd", f"data.path={data}", "trainer.epochs=6", *AUDIO_TINY, cwd=cwd)
+    assert r.returncode == 0, r
+    return newest_run(cwd)
+
+
 @pytest.fixture(scope="session")
 def digits_sweep(tmp_path_factory) -> list[Path]:
     "The two job folders of one completed sweep, `fxp train -m trainer.seed=1,2 trainer.epochs=1`."

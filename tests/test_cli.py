@@ -29,7 +29,8 @@ def heavy_modules_after(argv: list[str]) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["tasks"], ["--version"], ["train", "--help"],
+@pytest.mark.parametrize("argv", [["--help"], ["tasks"], ["--version"],
+                                  pytest.param(["train", "--help"], marks=pytest.mark.slow),  # Hydra composes it all
                                   ["train", "trainer.epoch=3"], ["train", "task=nope"]])
 def test_light_commands_do_not_import_torch_or_fastai(argv):
     res = heavy_modules_after(argv)

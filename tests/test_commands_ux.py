@@ -5,24 +5,17 @@ import pytest
 from conftest import assert_one_line_error, copy_exported, run_fxp, subprocess_env
 from fxp import config
 
+HELP = [("predict", "usage: fxp predict RUN_DIR INPUT"), ("reproduce", "usage: fxp reproduce NAME"),
+        ("runs", "usage: fxp runs"), ("diagnose", "usage: fxp diagnose"), ("tasks", "usage: fxp tasks"),
+        ("val", "usage: fxp val"), ("export", "usage: fxp export"), ("serve", "usage: fxp serve"),
+        ("compare", "usage: fxp compare"), ("report", "usage: fxp report"), ("clean", "usage: fxp clean"),
+        ("cache", "usage: fxp cache")]
+# Hydra's help (seconds each: Hydra composes every group's options): each command once, one flag each
+HYDRA_HELP = [pytest.param(*p, marks=pytest.mark.slow) for p in (("lr-find", "fxp lr-find: compose a config", "-h"),
+                                                             ("train", "fxp train: compose a config", "--help"))]
 
-@pytest.mark.parametrize("command, says", [
-    ("predict", "usage: fxp predict RUN_DIR INPUT"),
-    ("reproduce", "usage: fxp reproduce NAME"),
-    ("runs", "usage: fxp runs"),
-    ("diagnose", "usage: fxp diagnose"),
-    ("tasks", "usage: fxp tasks"),
-    ("val", "usage: fxp val"),
-    ("export", "usage: fxp export"),
-    ("serve", "usage: fxp serve"),
-    ("compare", "usage: fxp compare"),
-    ("report", "usage: fxp report"),
-    ("clean", "usage: fxp clean"),
-    ("cache", "usage: fxp cache"),
-    ("lr-find", "fxp lr-find: compose a config"),
-    ("train", "fxp train: compose a config"),
-])
-@pytest.mark.parametrize("flag", ["--help", "-h"])
+
+@pytest.mark.parametrize("command, says, flag", [(c, s, f) for c, s in HELP for f in ("--help", "-h")] + HYDRA_HELP)
 def test_every_command_has_its_own_help(tmp_path, command, says, flag):
     r = run_fxp(command, flag, cwd=tmp_path)
     assert r.returncode == 0, r

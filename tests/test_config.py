@@ -69,7 +69,8 @@ TASK_OF_MODEL = {"awd_lstm": "imdb", "awd_lstm_tiny": "imdb", "collab_dot": "mov
                  "unet_small": "superres", "unet_resnet18": "camvid", "unet_resnet34": "camvid"}
 
 
-@pytest.mark.parametrize("group", ["model", "trainer", "logger"])
+# every model: ~25 composes, 5 s of CPU (the tasks' own models are composed by test_every_task_composes_and_validates)
+@pytest.mark.parametrize("group", [pytest.param(g, marks=pytest.mark.slow) for g in ("model", "trainer")] + ["logger"])
 def test_every_choice_of_the_other_groups_composes_and_validates(group):
     for name in config.choices(group):
         task = [f"task={TASK_OF_MODEL[name]}"] if group == "model" and name in TASK_OF_MODEL else []

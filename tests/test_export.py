@@ -36,6 +36,7 @@ def predicted(run: Path, *inputs: str) -> list[dict]:
     return json.loads(r.stdout)
 
 
+@pytest.mark.slow
 def test_onnx_image_model_passes_parity_and_describes_its_input(mnist_onnx):
     meta = mnist_onnx
     assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["parity"]["argmax_agreement"] == 1.0
@@ -45,6 +46,7 @@ def test_onnx_image_model_passes_parity_and_describes_its_input(mnist_onnx):
     assert meta["preprocessing"]["scale"] == pytest.approx(1 / 255) and meta["output"]["holds"] == "class probabilities"
 
 
+@pytest.mark.slow
 def test_the_onnx_file_predicts_from_model_json_alone(runs, mnist_onnx):
     "PIL + numpy per model.json, onnxruntime: the labels and probabilities fxp predict gives."
     import numpy as np
@@ -61,6 +63,7 @@ def test_the_onnx_file_predicts_from_model_json_alone(runs, mnist_onnx):
     assert probs.max(1) == pytest.approx([row["probability"] for row in expected], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_onnx_tabular_model_from_model_json_alone(runs):
     "Rows encoded by model.json's categories, fill values and statistics: fxp predict's salary predictions."
     import numpy as np
@@ -114,6 +117,7 @@ def test_torchscript_export_loads_without_fastai_and_passes(runs):
     assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
 
 
+@pytest.mark.slow
 def test_each_format_keeps_its_own_model_json(runs, mnist_onnx):
     "An ONNX export, then a TorchScript one: each model.json beside its file, the ONNX one as it was written."
     r = run_fxp("export", runs / "classification", "--format", "torchscript", "--items", "4",
@@ -125,6 +129,7 @@ def test_each_format_keeps_its_own_model_json(runs, mnist_onnx):
     assert json.loads((export / "torchscript" / "model.json").read_text())["format"] == "torchscript"
 
 
+@pytest.mark.slow
 def test_an_export_stopped_midway_leaves_the_previous_pair(tmp_path, monkeypatch):
     """Stopped after the model file is written and before model.json (Ctrl-C, or a kill): the earlier export stays
     whole, with no half-written folder beside it."""

@@ -25,10 +25,10 @@ def test_every_preset_composes_validates_and_names_its_source(name):
 def test_list_shows_every_preset_with_its_needs(fxp):
     r = fxp("reproduce", "--list")
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    lines, presets = r.stdout.splitlines(), reproduce.presets()
     for name in PRESETS:
         row = next(line for line in lines if f" {name} " in line)
-        needs = reproduce.presets()[name]["needs"]
+        needs = presets[name]["needs"]
         assert all(n in row for n in needs) if needs else "cpu" in row
 
 
@@ -60,7 +60,7 @@ CPU_DATA = {"fastbook-01-adult": "adult_sample", "lesson4-tabular": "adult_sampl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in PRESETS if not reproduce.presets()[n]["needs"]])
+@pytest.mark.parametrize("name", [n for n, block in reproduce.presets().items() if not block["needs"]])
 def test_every_cpu_preset_reaches_its_published_value(fxp, name):
     "At the preset's own size (a minute or a few each on 2 cores), its verdict: reached."
     assert name in CPU_DATA, f"{name} needs only a CPU: add the shared data set it reads to CPU_DATA"

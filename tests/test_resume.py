@@ -99,32 +99,41 @@ def stopped_copy(interrupted, tmp_path):
 # --- the same metrics as the run never stopped ---------------------------------------------------------------
 
 
+def ends_as_the_reference(run, reference, resumed):
+    "The resumed run: completed with the uninterrupted run's metrics, each resume recorded at its (stage, epoch)."
+    assert curves(run) == curves(reference)
+    s = summary(run)
+    assert s["status"] == "completed" and s["epochs"] == 6 and s["model_epoch"] == summary(reference)["model_epoch"]
+    assert [(x["status"], x["stage"], x["epoch"]) for x in s["resumes"]] == [("interrupted", *at) for at in resumed]
+    log = (run / "train.log").read_text()
+    assert all(f"resumed at stage {stage} epoch {epoch}" in log for stage, epoch in resumed)
+    assert (run / "model.pkl").is_file() and not list(run.rglob("*.tmp"))
+
+
+# after epochs 2 and 4: test_stopped_twice_records_each_resume
 @pytest.mark.slow
-@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("k", [1, 3, 5])
 def test_resumed_after_any_epoch_ends_as_the_uninterrupted_run(reference, tmp_path, k):
     run = stopped(tmp_path, k, RECIPE)
     assert summary(run)["status"] == "interrupted" and len(metrics_rows(run)) == k
     r = resume(run)
     stage, epoch = PLACES[k - 1]
     assert f"resumed at stage {stage} epoch {epoch}" in r.stdout
-    assert curves(run) == curves(reference)
-    s = summary(run)
-    assert s["status"] == "completed" and s["epochs"] == 6 and s["model_epoch"] == summary(reference)["model_epoch"]
-    assert [(x["status"], x["stage"], x["epoch"]) for x in s["resumes"]] == [("interrupted", stage, epoch)]
-    assert f"resumed at stage {stage} epoch {epoch}" in (run / "train.log").read_text()
-    assert (run / "model.pkl").is_file() and not list(run.rglob("*.tmp"))
+    ends_as_the_reference(run, reference, [PLACES[k - 1]])
 
 
 @pytest.mark.slow
 def test_stopped_twice_records_each_resume(reference, tmp_path):
+    "Stopped after epoch 2 (the end of a stage), then its resume after epoch 4 (inside fine_tune's unfrozen fit)."
     run = stopped(tmp_path, 2, RECIPE)
     with interrupt_after(2):
         r = run_fxp("resume", str(run), cwd=tmp_path)
     assert r.returncode == 130, r
+    assert f"resumed at stage {PLACES[1][0]} epoch {PLACES[1][1]}" in r.stdout
     assert len(metrics_rows(run)) == 4 and summary(run)["status"] == "interrupted"
-    resume(run)
-    assert curves(run) == curves(reference)
-    assert [(x["stage"], x["epoch"]) for x in summary(run)["resumes"]] == [(1, 2), (2, 2)]
+    r = resume(run)
+    assert f"resumed at stage {PLACES[3][0]} epoch {PLACES[3][1]}" in r.stdout
+    ends_as_the_reference(run, reference, [PLACES[1], PLACES[3]])
 
 
 @pytest.mark.slow
@@ -336,23 +345,28 @@ def text_reference(tmp_path_factory, imdb_quarter):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step, k, where", [("classifier", 2, "stage 2 epoch 1"), ("lm", 1, "step lm stage 1 epoch 1")])
-def test_text_resumes_inside_the_step_it_was_in(text_reference, tmp_path, imdb_quarter, step, k, where):
-    "Stopped in the classifier: the language model is not trained again; stopped in the language model: it goes on."
-    with interrupt_after(k, step):
+def test_text_resumes_inside_the_step_it_was_in(text_reference, tmp_path, imdb_quarter):
+    """Stopped in the language model: it goes on there; stopped again in the classifier: the language model is not
+    trained again. One run stopped twice (as test_stopped_twice_records_each_resume), so each step is resumed once."""
+    with interrupt_after(1, "lm"):
         r = text_run(tmp_path, "train", f"data.path={imdb_quarter}", *TEXT)
     assert r.returncode == 130, r
     run = newest_run(tmp_path)
+    with interrupt_after(2, "classifier"):
+        r = text_run(tmp_path, "resume", str(run))
+    assert r.returncode == 130, r
+    assert "resumed at step lm stage 1 epoch 1" in r.stdout
     lm_rows = (run / "lm" / "metrics.csv").read_bytes()
     r = text_run(tmp_path, "resume", str(run))
     assert r.returncode == 0, r
-    assert f"resumed at {where}" in r.stdout
+    assert "resumed at stage 2 epoch 1" in r.stdout
     reference = text_reference
     assert curves(run, "lm") == curves(reference, "lm") and curves(run) == curves(reference)
     assert (run / "lm" / "samples.txt").read_text() == (reference / "lm" / "samples.txt").read_text()
-    if step == "classifier":  # its times too: not one language-model epoch ran again
-        assert (run / "lm" / "metrics.csv").read_bytes() == lm_rows
+    assert (run / "lm" / "metrics.csv").read_bytes() == lm_rows  # its times too: not one LM epoch ran again
     lm, lm_ref = summary(run)["lm"], summary(reference)["lm"]
     assert summary(run)["status"] == "completed"
     assert [lm[k] for k in ("final_metrics", "best_metrics", "model_epoch", "vocab")] == [
         lm_ref[k] for k in ("final_metrics", "best_metrics", "model_epoch", "vocab")]
+    assert [(x["step"], x["stage"], x["epoch"]) for x in summary(run)["resumes"]] == [("lm", 1, 1),
+                                                                                       ("classifier", 2, 1)]

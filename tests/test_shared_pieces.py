@@ -228,6 +228,7 @@ def test_confusion_matrix_saves_the_plot_and_returns_the_interpretation(learn, t
     assert interp.confusion_matrix().sum() == 10 and len(interp.top_losses(3)[1]) == 3
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and fastai: 4-5 s of CPU
 def test_text_can_use_the_shared_pieces_without_torchvision():
     code = ("import sys, fxp.data, fxp.plots, fastai.interpret, fxp.tasks.text; "
             "assert 'torchvision' not in sys.modules, 'torchvision imported'")

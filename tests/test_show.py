@@ -1,11 +1,13 @@
 """See the data first (lesson 1's show_batch, fastbook ch. 5's DataBlock.summary): `fxp show` builds the data only,
 and the batch every run draws leaves the training order and augmentations as they were."""
+import pytest
 import torch
 from PIL import Image
 
 from conftest import need_data, run_dirs, run_fxp, summary
 
 
+@pytest.mark.slow
 def test_show_writes_a_batch_and_prints_the_datablock_summary(tmp_path):
     mnist = need_data("mnist_tiny")
     r = run_fxp("show", "task=mnist", f"data.path={mnist}", cwd=tmp_path)

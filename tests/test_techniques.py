@@ -187,6 +187,7 @@ def test_the_issue_command_on_mnist(tmp_path_factory, fxp):
     assert [p["probability"] for p in tta] != [p["probability"] for p in plain]  # the augmented copies count
 
 
+@pytest.mark.slow
 def test_predict_tta_needs_an_augmented_image_run(digits_run, fxp):
     assert_one_line_error(fxp("predict", digits_run, "--tta", digits_run / "plots" / "top_losses.png"),
                           "--tta", "digits")

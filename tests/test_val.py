@@ -25,6 +25,7 @@ def evals(run: Path) -> list[Path]:
     return sorted((run / "eval").iterdir()) if (run / "eval").is_dir() else []
 
 
+@pytest.mark.slow
 def test_val_on_the_valid_split_writes_metrics_and_plots(runs):
     mnist, run = need_data("mnist_tiny"), runs / "classification"
     r = run_fxp("val", run, f"data.path={mnist}", cwd=runs)
@@ -46,6 +47,7 @@ def test_val_on_the_valid_split_writes_metrics_and_plots(runs):
     assert (dest / "per_class.csv").read_text().splitlines()[0] == "class,precision,recall,support"
 
 
+@pytest.mark.slow
 def test_val_on_new_data_in_the_same_layout_and_its_test_split(runs, tmp_path):
     """New folders of 3s and 7s: the valid split (8 + 8 images), then every image of them (--split test); each
     evaluation in a folder of its own, the earlier ones left as they were."""
@@ -69,6 +71,7 @@ def test_a_class_the_run_never_learnt_is_one_line(runs, tmp_path):
     assert_one_line_error(r, "'5'", "never learnt", "3, 7")
 
 
+@pytest.mark.slow
 def test_val_of_a_tabular_run_uses_the_runs_own_procs(runs, tmp_path):
     "The adult model on its valid rows, and on 600 of them as a new CSV (their own statistics differ)."
     adult, run = need_data("adult_sample"), runs / "tabular"
@@ -104,6 +107,7 @@ def test_val_without_a_run_asks_for_it_and_not_for_overrides(tmp_path):
     assert "KEY=VALUE" not in r.stderr
 
 
+@pytest.mark.slow
 def test_val_of_a_fresh_run_gives_back_the_metrics_of_its_model_epoch(digits_run):
     "The default digits run on its own valid split: exactly what metrics.csv recorded for the epoch model.pkl holds."
     r = run_fxp("val", digits_run, "--json", cwd=digits_run.parent)
@@ -143,6 +147,7 @@ def predicted_shares(run: Path, files: list[Path]):
     return torch.bincount(probs.argmax(1).flatten(), minlength=probs.shape[1]).float() / probs.argmax(1).numel()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix, code", [("", 0), ("", None), ("new_", None)])
 def test_segmentation_val_reads_the_masks_of_the_data_it_is_given(runs, tmp_path, prefix, code):
     """Every mask of the copy is one code, so its accuracy is the share of pixels predicted as that code; the run's
@@ -167,6 +172,7 @@ def test_segmentation_val_reads_the_masks_of_the_data_it_is_given(runs, tmp_path
     assert (dest / "per_class.csv").read_text().splitlines()[0] == "class,iou,dice,support"
 
 
+@pytest.mark.slow
 def test_multilabel_val_reads_the_images_its_csv_names_in_the_data_given(runs, tmp_path):
     """A planet CSV naming renamed copies of 8 chips: read from the new folder (the run's reader took the names
     relative to the training folder, where they are not)."""

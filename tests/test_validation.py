@@ -189,6 +189,7 @@ def test_a_key_under_a_null_node_makes_the_node_from_its_schema(fxp):
     assert aug["max_rotate"] == 5 and aug["max_zoom"] == schema.Aug.max_zoom  # the rest: the schema's defaults
 
 
+@pytest.mark.slow
 def test_a_key_under_a_null_node_in_a_sweep_gets_the_node_before_it():
     "What Hydra's app then reads (sys.argv): the node made before the first key under it, for every job alike."
     from fxp import precheck

@@ -28,7 +28,7 @@ from fxp.errors import FxpError
 
 FORMATS = {"onnx": "onnx", "torchscript": "pt"}
 # the inputs (a kind's INPUT) fxp exports, and the batch each is: (dimensions, floating point) of each tensor
-SPECS = {"image": ((4, True),), "table": ((2, False), (2, True))}
+SPECS = {"image": ((4, True),), "table": ((2, False), (2, True)), "audio": ((4, True),)}
 TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
 EXPORT = "export"
 
@@ -200,7 +200,23 @@ def input_spec(learn, inputs, takes: str) -> dict:
     if len(shapes) != len(form) or any(ndim != want or float_ != f for (ndim, float_), (want, f) in zip(shapes, form)):
         shown = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
         raise FxpError(f"fxp export: this model takes {shown}, not the {takes} batch its kind declares")
+    if takes == "audio":
+        return audio_spec(learn, inputs[0])
     return image_spec(learn, inputs[0]) if takes == "image" else table_spec(learn, inputs)
+
+
+def audio_spec(learn, x) -> dict:
+    """One spectrogram batch [N, 1, n_mels, frames]: how to make it from a sound file, the settings the run's loaders
+    recorded (the network itself normalises it)."""
+    meta = getattr(learn.dls.valid.dataset, "meta", {})
+    _, c, m, w = x.shape
+    steps = {**meta.get("settings", {}), "layout": "NCHW float32 (N, 1, mel bins, frames)",
+             "recipe": ("decode, mix to mono, resample to sample_rate; centre the clip in placed_in × duration seconds "
+                        "(zeros both sides, or the middle of a longer clip); power mel spectrogram (STFT with a hann "
+                        "window, center=True, zero padding; librosa.filters.mel(sr, n_fft, n_mels)); scale log: "
+                        "ln(mel + 1e-6), db: 10·log10(max(mel, 1e-10)); keep the centre `frames` frames")}
+    return {"inputs": [{"name": "spectrogram", "shape": [None, c, m, w], "dtype": "float32"}],
+            "classes": saved.classes(learn), "frames": w, "preprocessing": steps}
 
 
 def image_spec(learn, x) -> dict:

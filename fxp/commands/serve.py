@@ -36,7 +36,7 @@ ROWS_PER_FILE = 10  # the tabular kind's predict returns this many rows of each 
 TOP = 10  # classes shown with their probability
 LOCAL = ("localhost", "127.0.0.1", "::1")  # the Host names always served (others: the bound address, --allow-host)
 WARNING = "fxp: warning: "  # how a kind's predict warns on stderr (an unknown category): served in "warnings"
-SERVED = ("image", "text", "table", "pairs")  # the inputs (a kind's INPUT) the page and the API take; pairs: as rows
+SERVED = ("image", "text", "table", "pairs", "audio")  # the inputs (a kind's INPUT) the page and the API take
 
 
 def parser() -> Parser:
@@ -101,7 +101,7 @@ class Model:
 
         params = inspect.signature(self.kind.predict).parameters
         options = {"out": tmp} if "out" in params else {}
-        if "top" in params and self.input == "image":
+        if "top" in params and self.input in ("image", "audio"):
             options["top"] = str(TOP)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):  # a kind's "wrote N predictions to ..." note, its warnings
@@ -218,8 +218,8 @@ async def read_inputs(request, model: Model, limit: int):
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > limit:
         raise BadRequest(413, f"the request is {int(size) / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB")
-    if model.input == "image":
-        return await read_images(request, limit, model.max_pixels)
+    if model.input in ("image", "audio"):
+        return await read_images(request, limit, model.max_pixels, model.input)
     body = await read_json(request, limit)
     if model.input == "text":
         texts = body.get("texts", [body.get("text")]) if isinstance(body, dict) else None
@@ -235,21 +235,37 @@ async def read_inputs(request, model: Model, limit: int):
     return rows
 
 
-async def read_images(request, limit: int, max_pixels: int) -> list:
-    "Each multipart `file` part: its name, the upload (spooled to disk, read in the worker) and its format."
+async def read_images(request, limit: int, max_pixels: int, takes: str = "image") -> list:
+    "Each multipart `file` part (an image, or a sound file: `takes`): its name, the upload (spooled) and its format."
     from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartException
 
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise BadRequest(415, "send the image as multipart/form-data in the field `file`")
+        raise BadRequest(415, f"send the {takes} as multipart/form-data in the field `file`")
     try:
         form = await request.form(max_files=MAX_FILES, max_part_size=limit + 1)
     except (MultiPartException, HTTPException) as e:  # no boundary, a part without a name, a torn body
         raise BadRequest(400, f"unreadable upload: {getattr(e, 'detail', None) or e}") from None
     uploads = [u for u in form.getlist("file") if not isinstance(u, str)]
     if not uploads:
-        raise BadRequest(422, "no file: send the image in the multipart field `file`")
-    return [(Path(u.filename or "upload").name, u, image_header(u, max_pixels)) for u in uploads]
+        raise BadRequest(422, f"no file: send the {takes} in the multipart field `file`")
+    header = image_header if takes == "image" else audio_header
+    return [(Path(u.filename or "upload").name, u, header(u, max_pixels)) for u in uploads]
+
+
+def audio_header(upload, max_pixels: int) -> str:
+    "The upload's sound format by its header (libsndfile's): not a sound file soundfile reads is a 415."
+    import soundfile
+
+    name = Path(upload.filename or "the upload").name
+    try:
+        upload.file.seek(0)
+        fmt = soundfile.info(upload.file).format.lower()
+    except Exception:
+        raise BadRequest(415, f"{name} is not a sound file fxp can read (WAV, FLAC, OGG)") from None
+    finally:
+        upload.file.seek(0)
+    return {"wav": "wav", "flac": "flac", "ogg": "ogg"}.get(fmt, "wav")
 
 
 def image_header(upload, max_pixels: int) -> str:
@@ -288,6 +304,10 @@ def predict_files(model: Model, inputs: list) -> tuple[list[dict], list[str]]:
             files = [write(tmp / f"text{i}.txt", t.encode()) for i, t in enumerate(inputs)]
             rows, warns = model.predict(files, tmp)
             return [{**row, "input": text} for row, text in zip(rows, inputs)], warns
+        if model.input == "audio":
+            files = [write(tmp / f"upload{i}.{fmt}", up.file.read()) for i, (_, up, fmt) in enumerate(inputs)]
+            rows, warns = model.predict(files, tmp)
+            return [{**row, "input": name} for row, (name, _, _) in zip(rows, inputs)], warns
         if model.input == "image":
             files = [write(tmp / f"upload{i}.{fmt}", decoded(up, name)) for i, (name, up, fmt) in enumerate(inputs)]
             rows, warns = model.predict(files, tmp)
@@ -379,8 +399,8 @@ def page_html(info: dict) -> str:
 def form_html(info: dict) -> str:
     "The inputs: a file, a text box, or a field per column (a list of its known values for a categorical one)."
     esc = html.escape
-    if info["input"] == "image":
-        return '<input type="file" id="file" name="file" accept="image/*">'
+    if info["input"] in ("image", "audio"):
+        return f'<input type="file" id="file" name="file" accept="{info["input"]}/*">'
     if info["input"] == "text":
         return '<textarea id="text" rows="5" cols="70" placeholder="a text to classify"></textarea>'
     fields = []
@@ -418,12 +438,12 @@ form.addEventListener("submit", async (ev) => {{
   $("mask").hidden = true;
   $("output").removeAttribute("src");
   let body, headers = {{}};
-  if (input === "image") {{
+  if (input === "image" || input === "audio") {{
     body = new FormData();
     const file = $("file").files[0];
-    if (!file) {{ $("error").textContent = "choose an image first"; return; }}
+    if (!file) {{ $("error").textContent = `choose ${{input === "image" ? "an image" : "a sound"}} first`; return; }}
     body.append("file", file);
-    $("preview").src = URL.createObjectURL(file);
+    if (input === "image") $("preview").src = URL.createObjectURL(file);
   }} else if (input === "text") {{
     body = JSON.stringify({{text: $("text").value}});
     headers["Content-Type"] = "application/json";

@@ -60,6 +60,7 @@ def run(tmp_path_factory):
     return newest_run(cwd)
 
 
+@pytest.mark.slow
 def test_a_run_learns_beyond_the_majority_word(run):
     s = summary(run)
     assert s["status"] == "completed" and s["items_train"] > 1000
@@ -67,6 +68,7 @@ def test_a_run_learns_beyond_the_majority_word(run):
     assert (run / "data" / "train.txt").read_text().startswith("one \ntwo \n")  # the data it was made from
 
 
+@pytest.mark.slow
 def test_predict_gives_the_next_word(run, tmp_path):
     r = run_fxp("predict", run, "one hundred twenty", "--json", cwd=tmp_path)
     assert r.returncode == 0, r
@@ -76,6 +78,7 @@ def test_predict_gives_the_next_word(run, tmp_path):
     assert_one_line_error(run_fxp("predict", run, "one and two", cwd=tmp_path), "'and' is not a word", "thousand")
 
 
+@pytest.mark.slow
 def test_val_reads_the_numbers_the_run_was_trained_on(run, tmp_path):
     "The run's own generated data (RUN/data), not a new copy in the working directory: the metrics it recorded."
     r = run_fxp("val", run, "--json", cwd=tmp_path)
