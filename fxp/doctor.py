@@ -129,7 +129,9 @@ def rare_classes(labels: dict, files: list, min_per_class: int, cheap: bool) -> 
 def files_of(dls, ds) -> list[Path]:
     "The input files of a split's items, as the kind's getter finds them (none: the items are not files)."
     items = getattr(ds, "items", None)
-    if items is None or len(items) == 0:
+    if items is None:  # in-memory inputs made from files (fxp.data.Windows) keep their files' names
+        return [Path(f) for f in getattr(ds, "meta", {}).get("files", [])]
+    if len(items) == 0:
         return []
     get_x = getattr(getattr(dls, "block", None), "get_x", None)
     rows = (items.iloc[i] for i in range(len(items))) if hasattr(items, "iloc") else iter(items)

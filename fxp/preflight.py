@@ -210,9 +210,10 @@ def two_predictions(loaded, dls) -> tuple:
 
     ds = dls.valid_ds
     n = min(2, len(ds))
-    if hasattr(ds, "tensors"):  # in-memory data: its tensors are the inputs
+    if not hasattr(ds, "items"):  # in-memory data: a batch of its valid loader is what the model takes
+        batch = dls.valid.one_batch()
         with torch.no_grad():
-            preds = loaded.model.eval().cpu()(ds.tensors[0][:n].cpu())
+            preds = loaded.model.eval().cpu()(*[x[:n].cpu() for x in batch[:getattr(dls, "n_inp", 1)]])
     else:
         items = doctor.raw_rows(dls, ds) if hasattr(ds, "y_names") else ds.items
         preds = loaded.get_preds(dl=loaded.dls.test_dl(items[:n]))[0]

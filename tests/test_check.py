@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import assert_one_line_error, mnist_subset, need_data, run_fxp
+from conftest import AUDIO_TINY, assert_one_line_error, fsdd_subset, mnist_subset, need_data, run_fxp
 from fxp import dispatch
 
 
@@ -201,9 +201,14 @@ def _human_numbers(tmp: Path) -> tuple:
     return "task=human_numbers", "trainer.bs=8"
 
 
+def _fsdd(tmp: Path) -> tuple:
+    return ("task=fsdd", f"data.path={fsdd_subset(tmp / 'fsdd', per_class=3)}", *AUDIO_TINY, "trainer.bs=8")
+
+
 # each kind's shared sample, cut small: the overrides of `fxp check` for it (a new kind adds its line here)
 SAMPLES = {"classification": _mnist, "multilabel": _planet, "segmentation": _camvid, "regression": _faces,
-           "gan": _wgan, "text": _imdb, "tabular": _adult, "collab": _movielens, "word_lm": _human_numbers}
+           "gan": _wgan, "text": _imdb, "tabular": _adult, "collab": _movielens, "word_lm": _human_numbers,
+           "audio": _fsdd}
 
 
 @pytest.mark.parametrize("kind", dispatch.kinds())
