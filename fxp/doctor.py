@@ -91,17 +91,18 @@ def labels_of(ds, vocab) -> list | None:
 
 
 def skipped(dls, skip_bad: bool) -> list[Finding]:
-    "Images the kind could not open (empty, truncated, not an image): skipped when data.skip_bad, else fatal."
+    """Files the kind could not open (listed but absent, empty, truncated, not an image): skipped when data.skip_bad,
+    else fatal."""
     bad = [Path(f) for f in getattr(dls, "skipped", [])]
     if not bad:
         return []
-    empty = [f for f in bad if f.is_file() and f.stat().st_size == 0]
-    broken = [f for f in bad if f not in empty]
-    fix = ("they are skipped (data.skip_bad=true); delete them" if skip_bad
-           else "delete or replace them, or set data.skip_bad=true")
+    groups = {"listed with no file": [f for f in bad if not f.exists()],
+              "empty file(s) (0 bytes)": [f for f in bad if f.is_file() and f.stat().st_size == 0]}
+    groups["unreadable or truncated file(s)"] = [f for f in bad if not any(f in g for g in groups.values())]
+    fix = ("they are skipped (data.skip_bad=true); delete them (or their rows)" if skip_bad
+           else "delete or replace them (or their rows), or set data.skip_bad=true")
     level = WARNING if skip_bad else ERROR
-    return ([Finding(level, f"{len(empty)} empty file(s) (0 bytes)", empty, len(empty), fix)] if empty else []) + (
-        [Finding(level, f"{len(broken)} unreadable or truncated file(s)", broken, len(broken), fix)] if broken else [])
+    return [Finding(level, f"{len(fs)} {what}", fs, len(fs), fix) for what, fs in groups.items() if fs]
 
 
 def rare_classes(labels: dict, files: list, min_per_class: int, cheap: bool) -> list[Finding]:

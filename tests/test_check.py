@@ -218,7 +218,11 @@ def test_every_kind_passes_fxp_check_on_its_sample(tmp_path, kind):
     out = written(tmp_path)
     assert r.returncode == 0, (r, [p for p in out["pieces"] if not p["ok"]], out["findings"])
     ran = pieces(out)
-    assert any(p.startswith("train batch") for p in ran) and ran["predict 2 items"]["ok"], out["pieces"]
+    steps = [p[len("data ("):-1] for p in ran if p.startswith("data (")]
+    assert steps and all(f"train batch ({s})" in ran and f"valid batch ({s})" in ran for s in steps), out["pieces"]
+    assert ran["predict 2 items"]["ok"], out["pieces"]
+    if kind == "text":  # a stepped kind: each step through the path (the language model, then the classifier)
+        assert len(steps) == 2, steps
 
 
 def test_bad_input_is_one_line_before_anything_loads(tmp_path):
