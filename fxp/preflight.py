@@ -18,9 +18,9 @@ from fastai.callback.core import Callback, CancelFitException, CancelValidExcept
 from omegaconf import OmegaConf
 
 from fxp import dispatch, doctor, train
-from fxp.callbacks import _active
 from fxp.errors import FxpError, describe
 
+LOG = "check.log"  # the traceback of a piece that failed
 FIXED_LR = 1e-3  # instead of trainer.lr=find: the LR finder alone would take longer than the whole check
 
 
@@ -56,10 +56,6 @@ class Pieces:
         yield self
         self.done()
 
-    @property
-    def failed(self) -> dict | None:
-        return next((r for r in self.rows if r["ok"] is False), None)
-
 
 class CutFit(Callback):  # not OneBatch: a callback is set on the learner by its snake name (one_batch)
     """Each fit: one training batch, one validation batch, then the fit ends (its after_fit still runs); the LR finder
@@ -71,7 +67,8 @@ class CutFit(Callback):  # not OneBatch: a callback is set on the learner by its
         self.pieces, self.name_ = pieces, step
 
     def _on(self) -> bool:
-        return _active(self)  # not in the LR finder nor in get_preds (a step's `after` may predict)
+        # not in the LR finder nor in get_preds (a step's `after` may predict)
+        return not (hasattr(self.learn, "lr_finder") or hasattr(self.learn, "gather_preds"))
 
     def before_train(self):
         if self._on():
@@ -126,10 +123,10 @@ def run(cfg, dest: Path, data_only: bool = False, overfit: dict | None = None,
             examined(dls, kind, min_per_class, skip_bad, pieces, out, steps[0].name)
         else:
             full(cfg, dest, kind, steps, device, pieces, out, (min_per_class, skip_bad), overfit)
-    except Exception as e:
-        import logging
+    except Exception as e:  # the piece's one line in the table; its traceback in check.log
+        from fxp.writer import write_atomic
 
-        logging.getLogger("fxp").debug("".join(traceback.format_exception(e)))
+        write_atomic(dest / LOG, "".join(traceback.format_exception(e)))
         pieces.fail(e)
     out["pieces"] = pieces.rows
     return out
