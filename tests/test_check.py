@@ -97,6 +97,7 @@ def test_overfit_passes_for_the_recipe_and_fails_for_a_tiny_lr(tmp_path, lr, pas
     else:
         assert r.returncode == 1, r
         assert len(r.err_lines) == 1 and "overfit (train)" in r.err_lines[0] and "fell 0%" in r.err_lines[0], r
+        assert "OverfitFailed" in (check_dir(tmp_path) / "check.log").read_text()  # the details, not on the console
 
 
 def test_the_doctor_on_a_table_finds_the_leak_the_constant_and_the_missing_column(tmp_path):
