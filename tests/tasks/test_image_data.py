@@ -34,7 +34,7 @@ class Figures:
     "The figures fxp.plots.save is given during a run, by file name; `legend`, `titles` and `ticks` read them."
 
     def __init__(self, mp):
-        from fxp import plots, vision
+        from fxp import plots
 
         self.seen, original = {}, plots.save
 
@@ -42,8 +42,7 @@ class Figures:
             self.seen[Path(dest).name] = fig
             return original(fig, dest, *a, **kw)
 
-        mp.setattr(plots, "save", save)
-        mp.setattr(vision, "save", save)  # image_grid's, imported from fxp.plots
+        mp.setattr(plots, "save", save)  # image_grid's too: it lives in fxp.plots
 
 
 def legend(fig) -> list[str]:
