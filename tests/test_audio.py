@@ -114,3 +114,17 @@ def test_fsdd_run_exports_onnx_with_its_spectrogram_settings(fsdd_run, tmp_path)
                                                                                                      x.numpy()})[0]
     r = run_fxp("predict", fsdd_run, need_data("fsdd") / "recordings" / "7_theo_0.wav", "--json", cwd=tmp_path)
     assert meta["classes"][int(out.argmax())] == json.loads(r.stdout)[0]["label"]
+
+
+@pytest.mark.slow
+def test_fsdd_run_val_gives_back_the_metrics_of_its_model_epoch(fsdd_run, tmp_path):
+    "`fxp val` on an audio run: its own valid split through the saved spectrogram pipeline, as metrics.csv recorded."
+    r = run_fxp("val", fsdd_run, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r
+    result = json.loads(r.stdout)
+    assert result["items"] == 40  # fsdd_subset: 12 clips of each digit, a third of them valid
+    assert result["metrics"] == pytest.approx(result["trained"], abs=1e-4)
+    per_class = result["evaluation"]["per_class"]
+    assert len(per_class) == 10 and sum(c["support"] for c in per_class.values()) == 40
+    dest = max((fsdd_run / "eval").iterdir())
+    assert (dest / "confusion_matrix.png").stat().st_size > 1000 and (dest / "top_losses.png").is_file()

@@ -435,3 +435,62 @@ def test_the_page_shows_a_mask_over_its_image_with_a_legend_and_offers_known_cat
         for proc in procs:
             proc.terminate()
             proc.communicate(timeout=30)
+
+
+# --- audio: a wav upload (the session's small fsdd run) ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_uploaded_wav_gets_the_label_fxp_predict_gives_and_a_non_audio_file_is_415(fsdd_run, runs, tmp_path):
+    "issue 24: the audio kind served; the same clip gets the label and probability `fxp predict` prints."
+    from conftest import need_data
+
+    clip = need_data("fsdd") / "recordings" / "7_theo_0.wav"
+    audio = client(fsdd_run)
+    info = audio.get("/info").json()
+    assert info["input"] == "audio" and info["kind"] == "audio" and len(info["classes"]) == 10, info
+    r = upload(audio, clip, kind="audio/wav")
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["predictions"]
+    cli = run_fxp("predict", fsdd_run, clip, "--json", cwd=tmp_path)
+    assert cli.returncode == 0, cli
+    expected = json.loads(cli.stdout)[0]
+    assert row["input"] == clip.name and row["label"] == expected["label"] in info["classes"]
+    assert row["probability"] == pytest.approx(expected["probability"], abs=1e-3)
+    assert sum(row["probabilities"].values()) <= 1 + 1e-3
+    png = (runs / "classification" / "7.png").read_bytes()
+    for name, data in (("notes.wav", b"hello, not a sound"), ("empty.wav", b""), ("7.png", png)):
+        r = audio.post("/predict", files={"file": (name, data, "audio/wav")})
+        assert r.status_code == 415 and f"{name} is not a sound file" in r.json()["error"], (name, r.text)
+
+
+@pytest.mark.slow
+def test_the_page_takes_a_wav_upload_in_a_real_browser(fsdd_run, tmp_path):
+    "issue 24's done-when: the served page of an audio run, a wav chosen and sent in headless Chromium."
+    from browser import chromium_path, page
+    from conftest import need_data
+
+    chromium_path()  # skips before starting the server where there is no browser
+    port = free_port()
+    proc = start_fxp("serve", fsdd_run, "--port", str(port), cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(url, proc)
+        with page() as tab:
+            tab.goto(url)
+            tab.set_input_files("#file", str(need_data("fsdd") / "recordings" / "7_theo_0.wav"))
+            tab.click("#go")
+            tab.wait_for_function("document.getElementById('label').textContent !== ''", timeout=30_000)
+            assert tab.inner_text("#label") == post_label(url, need_data("fsdd") / "recordings" / "7_theo_0.wav")
+            assert "probability" in tab.inner_text("#result")
+            assert tab.console_errors == [], tab.console_errors
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def post_label(url: str, clip: Path) -> str:
+    "The label the server's API gives `clip` (what the page must show)."
+    status, answer = post_image(f"{url}/predict", clip)
+    assert status == 200, answer
+    return answer["predictions"][0]["label"]

@@ -271,6 +271,7 @@ def cached(files: list[Path], s: dict, cfg) -> tuple:
 
 def _build(files, s: dict, skip_bad: bool) -> tuple:
     "Decode and transform every file (threads: soundfile and the STFT release the GIL); bad files named or skipped."
+    import sys
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -296,7 +297,9 @@ def _build(files, s: dict, skip_bad: bool) -> tuple:
         raise FxpError(f"none of the {len(files)} sound files is readable audio, e.g. {bad[0][0]}")
     specs = np.stack([r[0] for r in good])
     lengths = np.array([r[1] if not isinstance(r[0], str) else -1 for r in done], dtype=np.int64)
-    print(f"audio cache: {len(good)} spectrograms computed in {time.perf_counter() - t0:.1f} s", flush=True)
+    # a note on stderr: stdout carries the command's result (`fxp val --json`, `fxp predict --json`)
+    print(f"audio cache: {len(good)} spectrograms computed in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+          flush=True)
     return specs, lengths, [b for b, _ in bad]
 
 
@@ -305,6 +308,7 @@ def _store(entry: Path, out: tuple, files) -> None:
     import json
     import os
     import shutil
+    import sys
     import time
     import zlib
 
@@ -328,7 +332,7 @@ def _store(entry: Path, out: tuple, files) -> None:
         tmp.rename(entry)
     except OSError as e:  # a read-only or full cache folder: the run goes on without storing
         shutil.rmtree(tmp, ignore_errors=True)
-        print(f"audio cache: not stored in {entry.parent} ({e.strerror})", flush=True)
+        print(f"audio cache: not stored in {entry.parent} ({e.strerror})", file=sys.stderr, flush=True)
 
 
 def _load(entry: Path, n: int):
