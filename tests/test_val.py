@@ -90,7 +90,7 @@ def test_val_of_a_tabular_run_uses_the_runs_own_procs(runs, tmp_path):
 
 
 @pytest.mark.parametrize("args, mentions", [
-    (["text"], ["text runs train in steps", "takes classification, collab, multilabel", "tabular"]),
+    (["text"], ["text runs train in steps", "takes audio, classification, collab, multilabel", "tabular"]),
     (["classification", "model.arch=resnet18"], ["model.arch=resnet18", "data.*"]),
     (["classification"], ["data.path=/absent", "fxp val"]),
     (["nowhere"], ["no model.pkl"]),

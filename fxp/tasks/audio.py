@@ -69,10 +69,6 @@ def check(cfg) -> None:
                           f"lower n_mels or raise n_fft")
 
 
-def not_cleanable(cfg) -> str | None:
-    return "fxp clean lists image items; an audio run's items are sound files"
-
-
 def settings(t) -> dict:
     "What a spectrogram depends on: model.json's recipe, the cache key's settings, and what predict recomputes with."
     return {"sample_rate": int(t.sample_rate), "duration": float(t.duration), "n_fft": int(t.n_fft),
