@@ -395,14 +395,29 @@ def signals_while_running(worker: bool):
     the workers whose jobs are still writing their status); the sweep's process stops the sweep."""
     main = threading.current_thread() is threading.main_thread()
     if worker and main:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt, as Ctrl-C
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)  # KeyboardInterrupt, as Ctrl-C
     try:
         yield
     finally:
         if worker and main:
             for s in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(s, signal.SIG_IGN)
+
+
+def _interrupt(signum, frame) -> None:
+    "A job's Ctrl-C or SIGTERM in a worker: KeyboardInterrupt, where Python does not swallow it (raise_when_safe)."
+    raise_when_safe(frame, signum, KeyboardInterrupt)
+
+
+def raise_when_safe(frame, signum: int, exc: BaseException | type) -> None:
+    """Raise `exc` from a signal handler; but where the signal came while a weakref callback of the import system ran
+    (its module locks'), Python would print the exception as "ignored" and go on as if no signal had come: there the
+    same signal is sent again a moment later, when the callback has returned."""
+    if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
+    raise exc
 
 
 def in_process(hc) -> bool:
@@ -420,7 +435,8 @@ def on_signal(sweep_dir: Path, jobs_here: bool):
     def handler(signum, frame):
         stop(sweep_dir, "interrupted")
         if jobs_here or (seen and signum == signal.SIGINT):
-            raise SweepStopped(f"interrupted; the sweep stopped: fxp resume {sweep_dir} continues it")
+            raise_when_safe(frame, signum,
+                            SweepStopped(f"interrupted; the sweep stopped: fxp resume {sweep_dir} continues it"))
         if not seen and signum == signal.SIGTERM:
             for pid in children():
                 os.kill(pid, signal.SIGTERM)

@@ -185,3 +185,30 @@ def test_what_cannot_be_resumed_is_one_line(fxp, tmp_path):
     run.mkdir()
     (run / "config.yaml").write_text("{}")
     assert_one_line_error(fxp("resume", str(run), "--retry-failed"), "--retry-failed", "no sweep folder")
+
+
+def test_an_interrupt_inside_an_import_lock_callback_is_sent_again_not_lost():
+    """A KeyboardInterrupt raised while a weakref callback of the import system runs is printed by Python as
+    "Exception ignored" and lost (a joblib sweep's Ctrl-C once left a traceback and a job running): the handler sends
+    the signal again once the callback returned, and raises anywhere else."""
+    import signal as signals
+    import time
+    from types import SimpleNamespace
+
+    from fxp.sweeps import raise_when_safe
+
+    def frame(filename):
+        return SimpleNamespace(f_code=SimpleNamespace(co_filename=filename))
+
+    got = []
+    old = signals.signal(signals.SIGUSR1, lambda signum, f: got.append(signum))
+    try:
+        raise_when_safe(frame("<frozen importlib._bootstrap>"), signals.SIGUSR1, KeyboardInterrupt)
+        deadline = time.time() + 5
+        while not got and time.time() < deadline:
+            time.sleep(0.01)
+        assert got == [signals.SIGUSR1]
+        with pytest.raises(KeyboardInterrupt):
+            raise_when_safe(frame(__file__), signals.SIGUSR1, KeyboardInterrupt)
+    finally:
+        signals.signal(signals.SIGUSR1, old)
