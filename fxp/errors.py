@@ -4,8 +4,8 @@ import re
 from contextlib import contextmanager
 
 
-class FxpError(Exception):
-    "Bad input: the message says what was wrong, where, and how to fix it."
+class Message(Exception):
+    "An exception whose str is its message as given."
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -14,6 +14,10 @@ class FxpError(Exception):
     def __str__(self) -> str:
         # fastai rewrites the args of errors raised in callbacks ("Exception occured in ..."); keep ours clean
         return self.message
+
+
+class FxpError(Message):
+    "Bad input: the message says what was wrong, where, and how to fix it."
 
 
 class ConfigError(FxpError):
@@ -73,15 +77,8 @@ class Diverged(FxpError):
     "The loss became NaN or infinite."
 
 
-class Pruned(Exception):
+class Pruned(Message):
     "An Optuna trial the study's pruner stopped after an epoch: the run ends as `pruned`, which is no error."
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message  # fastai rewrites the args of what a callback raises
 
 
 # fastai's Callback.__call__ replaces the message of whatever a callback raises with this header and the old message
