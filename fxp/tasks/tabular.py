@@ -108,6 +108,7 @@ def dls(cfg, device):
     from fastai.data.block import CategoryBlock, RegressionBlock
 
     from fxp.data import data_path, quiet_readonly_arrays, workers
+    from fxp.tables import TableDL
 
     quiet_readonly_arrays()
     t, tr = cfg.task, cfg.trainer
@@ -118,7 +119,8 @@ def dls(cfg, device):
     y_block = CategoryBlock() if t.y_block == "category" else RegressionBlock()
     to = tab.TabularPandas(df, [getattr(tab, p) for p in t.procs], cat, cont, y_names=t.y_names, y_block=y_block,
                            splits=_splits(t, df, path))
-    out = to.dataloaders(bs=tr.bs, num_workers=workers(tr, device, files=False), device=device, path=path.parent)
+    out = to.dataloaders(bs=tr.bs, num_workers=workers(tr, device, files=False), device=device, path=path.parent,
+                         dl_type=TableDL)
     out.raw_rows = df  # the rows before the procs, for a saved learner's own procs (fxp.saved)
     return out
 
