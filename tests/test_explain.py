@@ -102,6 +102,10 @@ def test_explain_writes_a_heatmap_per_item_for_a_run_trained_now(tmp_path):
         assert sorted(p.name for p in dest.glob("*.png")) == sorted(row["heatmap"] for row in rows)
         assert all(re.fullmatch(r"\d+_[37](-\d+)?\.png", row["heatmap"]) for row in rows)
         assert all(0 < float(row["probability"]) <= 1 for row in rows)
+    r = run_fxp("report", run, cwd=tmp_path)  # the report shows the newest explain's top losses
+    assert r.returncode == 0, r
+    page = (run / "report.html").read_text()
+    assert "Where the model looks at its top losses" in page and page.count('style="display:inline-block') == 4
 
 
 def test_given_files_are_explained_for_the_class_asked(runs, fxp):
