@@ -31,6 +31,10 @@ commands:
                              config keys that differ; --html: a page with the curves overlaid
   report RUN | SWEEP_DIR     a self-contained report.html in the folder: metrics, curves, diagnosis, plots,
                              config; a sweep's jobs sorted by the metric, each swept value against it
+  explain RUN_DIR [INPUT...] [--method cam|gradcam] [--target LABEL] [--layer NAME]
+                             what the model looks at: CAM / Grad-CAM heatmaps over images (spectrograms for
+                             audio), word occlusion for texts, permutation importance for tables; no INPUT: a few
+                             validation items and the top losses; in RUN_DIR/explain/<stamp>/
   tasks                      the task, model, trainer, logger and experiment choices, one line each
   val RUN_DIR [data.path=DIR] [--split valid|test]
                              evaluate a saved run on its valid split or new labelled data, without retraining;
@@ -82,6 +86,7 @@ COMMANDS = {
     "clean": "fxp.commands.clean:main",
     "cache": "fxp.commands.cache:main",
     "check": "fxp.commands.check:main",
+    "explain": "fxp.commands.explain:main",
 }
 
 

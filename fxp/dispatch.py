@@ -69,7 +69,10 @@ OPTIONAL = {
 }
 # Optional functions: `not_cleanable(cfg) -> str | None`, why `fxp clean` cannot list this config's items (None: it can,
 # and data.exclude/data.relabel take its lists back); a kind without it takes no fxp clean lists.
-OPTIONAL_FUNCTIONS = {"not_cleanable": ("cfg",)}
+# `explain(learn, cfg, inputs, dest, **options) -> list[dict]`: fxp explain's files in `dest` (heatmaps, highlighted
+# words, feature importance) and its rows, for `inputs` or, where none are given, the labelled validation split the
+# learner's loaders hold; options (method, target, layer) are its keyword arguments. A kind without it is not explained.
+OPTIONAL_FUNCTIONS = {"not_cleanable": ("cfg",), "explain": ("learn", "cfg", "inputs", "dest")}
 # Either `steps(cfg) -> list[Step]`, or the two functions of the one default step.
 STEPS = ("steps",)
 ONE_STEP = (("dls", ("cfg", "device")), ("learner", ("cfg", "dls")))

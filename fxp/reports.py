@@ -18,6 +18,7 @@ from fxp.errors import FxpError
 from fxp.runs import (
     NOT_METRICS,
     PLOTS,
+    TOP_LOSS,
     baselines,
     best_metrics,
     final_metrics,
@@ -27,6 +28,7 @@ from fxp.runs import (
     lower_is_better,
     not_beaten,
     read_config,
+    read_explained,
     read_metrics,
     read_monitor,
     read_overrides,
@@ -259,6 +261,20 @@ def run_plots(folder: Path) -> list[Path]:
     "The PNGs a run drew (its steps' too: lm/plots), the loss curves first."
     found = sorted(folder.glob(f"{PLOTS}/*.png")) + sorted(folder.glob(f"*/{PLOTS}/*.png"))
     return sorted(found, key=lambda p: (p.parent.parent != folder, p.stem != "loss_curves"))
+
+
+def top_loss_heatmaps(folder: Path) -> list[str]:
+    "The heatmaps of the top losses that fxp explain drew last for the run (its newest explain/<stamp>/), side by side."
+    where, rows = read_explained(folder)
+    files = [where / r["heatmap"] for r in rows if r.get("why") == TOP_LOSS and r.get("heatmap")]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return []
+    shown = "".join(f'<img src="{file_uri(f)}" alt="{esc(f.name)}" style="display:inline-block;width:260px;margin:0">'
+                    for f in files)
+    return ["<h2>Where the model looks at its top losses</h2>",
+            f"<p>{len(files)} heatmaps drawn by fxp explain, in {esc(where.relative_to(folder))}</p>",
+            f'<div style="display:flex;flex-wrap:wrap;gap:.5em">{shown}</div>']
 
 
 # --- HTML -----------------------------------------------------------------------------------------------------------

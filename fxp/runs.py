@@ -25,6 +25,8 @@ CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "met
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
 LAST = "last"  # checkpoints/last.pth (what `fxp resume` continues from) and last.json (where that is, readable light)
 PICKLES = "pickles.json"  # the SHA-256 of each pickle fxp wrote into the folder (model.pkl), checked before loading
+EXPLAIN, EXPLAINED = "explain", "explained.csv"  # fxp explain's explain/<stamp>/ folders, each listing its files
+TOP_LOSS = "top loss"  # explained.csv's `why` of a validation item explained as one of the top losses
 TRACKERS = "trackers.json"  # the tracker runs (MLflow, W&B ids) a run or sweep logs to: fxp resume goes on in them
 SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sweeps writes them)
 SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it starts (fxp.sweeps.record)
@@ -61,6 +63,17 @@ def read_metrics(path: Path) -> list[dict]:
             return [{k: _num(v) for k, v in row.items() if isinstance(k, str)} for row in csv.DictReader(fh)]
     except (OSError, csv.Error):
         return []
+
+
+def read_explained(path: Path) -> tuple[Path | None, list[dict]]:
+    "The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, [])."
+    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), reverse=True):
+        try:
+            with open(folder / EXPLAINED, newline="", errors="replace") as fh:
+                return folder, list(csv.DictReader(fh))
+        except (OSError, csv.Error):
+            continue
+    return None, []
 
 
 def _num(v):

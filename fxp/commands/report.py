@@ -56,6 +56,7 @@ def run_report(folder: Path) -> tuple[str, list[str]]:
         for p in plots:
             name = p.relative_to(folder).as_posix()
             body += [f"<h3>{esc(name)}</h3>", image(reports.file_uri(p), name)]
+    body += reports.top_loss_heatmaps(folder)
     overrides = read_overrides(folder)
     body += ["<h2>Overrides</h2>", f"<pre>{esc(' '.join(overrides) or '(none: the defaults)')}</pre>",
              f"<h2>Config ({CONFIG})</h2>", f"<pre>{esc(_text(folder / CONFIG))}</pre>"]

@@ -547,6 +547,25 @@ def predict(learn, cfg, inputs: list[str], top: str = "0") -> list[dict]:
     return rows
 
 
+def explain(learn, cfg, inputs: list[str], dest: Path, method: str | None = None, target: str | None = None,
+            layer: str | None = None) -> list[dict]:
+    """Heatmaps (fxp.heatmaps: CAM or Grad-CAM) over the spectrograms of sound files, or of validation clips and top
+    losses: the predicted class, each tag over task.thresh (multi-label), or `target`."""
+    import torch
+
+    from fxp import heatmaps
+
+    if inputs:
+        s, files = learn.dls.valid.dataset.meta["settings"], input_audio(inputs)
+        fb = mel_filters(s)
+        items = heatmaps.input_items([f.stem for f in files], torch.stack([clip_spectrogram(f, s, fb) for f in files]))
+    else:
+        files = learn.dls.valid.dataset.meta["files"]
+        items = heatmaps.valid_items(learn, lambda idx: [files[i] if files else "" for i in idx])
+    thresh = cfg.task.thresh if cfg.task.label_delim is not None else None
+    return heatmaps.explain(learn, items, dest, method, target, layer, thresh, flip=True)  # low frequencies down
+
+
 def _bce():
     from fastai.losses import BCEWithLogitsLossFlat
 

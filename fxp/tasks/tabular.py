@@ -306,6 +306,18 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     save(fig, dest / "feature_importance.png")
 
 
+def explain(learn, cfg, inputs: list[str], dest: Path) -> list[dict]:
+    """The permutation importance of each input column on the labelled validation rows (`evaluate`'s), as a bar chart
+    (feature_importance.png) and rows, the most important first."""
+    if inputs:
+        raise FxpError(f"fxp explain: a tabular run is explained by permutation importance on labelled rows, not on "
+                       f"{inputs[0]}: its validation rows, or another labelled CSV with data.path=DIR task.csv=FILE")
+    evaluation = evaluate(learn, cfg)
+    plots(learn, cfg, dest, evaluation)
+    metric = _metric_name(learn, cfg.task.monitor)
+    return [{"column": c, f"{metric} worse by": v} for c, v in evaluation["feature_importance"].items()]
+
+
 def _metric_name(learn, monitor) -> str:
     names = ["valid_loss", *(m.name for m in learn.metrics)]
     return monitor.metric if monitor.metric in names else "valid_loss"
