@@ -19,10 +19,13 @@ from pathlib import Path
 from fxp import saved
 from fxp.errors import FxpError
 
-FORMATS = {"onnx": "onnx", "torchscript": "pt"}
+FORMATS = {"onnx": "onnx", "torchscript": "pt", "onnx-int8": "onnx"}  # format -> its file's extension
+QUANTIZED = ("onnx-int8",)  # formats whose weights are int8 (onnxruntime's dynamic quantisation): a looser parity
 # the inputs (a kind's INPUT) fxp exports, and the batch each is: (dimensions, floating point) of each tensor
 SPECS = {"image": ((4, True),), "table": ((2, False), (2, True)), "audio": ((4, True),)}
 TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
+INT8_TOLERANCE = 0.05  # an int8 model's: of the outputs' largest magnitude (at least 1: probabilities within 0.05)
+INT8_AGREEMENT = 0.99  # the share of top classes (or tags at the threshold) an int8 model must keep
 EXPORT = "export"  # the folder of a run the exports are written in
 
 
@@ -40,13 +43,13 @@ def exported_input(run) -> str:
     return takes
 
 
-def need_onnx() -> None:
+def need_onnx(fmt: str = "onnx") -> None:
     "onnx, onnxruntime and onnxscript (torch's ONNX exporter), else one line with the pip command."
     from importlib.util import find_spec
 
     missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if find_spec(m) is None]
     if missing:
-        raise FxpError(f"fxp export --format onnx needs {', '.join(missing)}: pip install 'fxp[export]'")
+        raise FxpError(f"fxp export --format {fmt} needs {', '.join(missing)}: pip install 'fxp[export]'")
 
 
 @contextlib.contextmanager
@@ -70,11 +73,21 @@ def folder_whole(dest: Path):
 
 def export_model(learn, cfg, run, dest: Path, fmt: str, n: int, takes: str) -> dict:
     "Write dest/model.<ext> and dest/model.json for the saved run `run`, whose model takes `takes`; its content."
+    return write_model(learn, cfg, run, dest, fmt, *sample(learn, n), takes)
+
+
+def sample(learn, n: int | None = None) -> tuple[tuple, object]:
+    "The first `n` validation inputs (a tuple of tensors) as the learner's pipeline makes them, and its predictions."
     import torch
 
     inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)  # all of in-memory data (digits): cut to n
     inputs = tuple(t.as_subclass(torch.Tensor)[:n] for t in (inp if isinstance(inp, (tuple, list)) else (inp,)))
-    preds = preds.as_subclass(torch.Tensor)[:n].float()
+    return inputs, preds.as_subclass(torch.Tensor)[:n].float()
+
+
+def write_model(learn, cfg, run, dest: Path, fmt: str, inputs: tuple, preds, takes: str) -> dict:
+    """Write dest/model.<ext> and dest/model.json, the parity check on `inputs` against the learner's `preds` on
+    them; model.json's content."""
     spec = input_spec(learn, inputs, takes)
     model = activated(learn.model.eval().cpu(), getattr(learn.loss_func, "activation", None))
     file = dest / f"model.{FORMATS[fmt]}"
@@ -82,18 +95,22 @@ def export_model(learn, cfg, run, dest: Path, fmt: str, n: int, takes: str) -> d
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # torch's notes on tracing and exporting
         try:
-            (to_onnx if fmt == "onnx" else to_torchscript)(model, inputs, names, file)
+            WRITERS[fmt](model, inputs, names, file)
         except Exception as e:
             raise FxpError(f"fxp export: this model cannot be exported as {fmt} ({type(e).__name__}: "
-                           f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
+                           f"{first_line(e)})") from None
         outputs = run_exported(file, fmt, names, inputs)
     summary = run.summary
+    output = {**output_spec(model, inputs, preds, spec), **thresholds(learn, summary)}
     meta = {"format": fmt, "file": file.name, "run": str(run.path.resolve()),
-            "task": summary.get("task") or cfg.task.kind, "kind": cfg.task.kind,
-            **spec, "output": {**output_spec(model, inputs, preds, spec), **thresholds(learn, summary)},
-            "parity": parity(outputs, preds, spec.get("classes") is not None)}
+            "task": summary.get("task") or cfg.task.kind, "kind": cfg.task.kind, **spec, "output": output,
+            "parity": parity(outputs, preds, spec.get("classes") is not None, output.get("thresh"), fmt)}
     (dest / "model.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def activated(model, activation):
@@ -133,25 +150,76 @@ def to_torchscript(model, inputs, names, path) -> None:
     torch.jit.save(torch.jit.trace(model, inputs, check_trace=False), str(path))
 
 
+def to_int8(model, inputs, names, path: Path) -> None:
+    """ONNX, then onnxruntime's dynamic quantisation: int8 weights, activations quantised as they come (no calibration
+    data); the float32 file is only a step."""
+    import logging
+
+    from onnxruntime.quantization import quantize_dynamic
+
+    fp32 = path.with_name("fp32.onnx")
+    to_onnx(model, inputs, names, fp32)
+    logging.disable(logging.WARNING)  # its advice to pre-process first, on the root logger: the model runs without it
+    try:
+        quantize_dynamic(str(fp32), str(path))
+    finally:
+        logging.disable(logging.NOTSET)
+    fp32.unlink()
+
+
+WRITERS = {"onnx": to_onnx, "torchscript": to_torchscript, "onnx-int8": to_int8}
+
+
 def run_exported(file: Path, fmt: str, names: list[str], inputs):
     "The exported file's outputs on `inputs`, run without fastai (onnxruntime, or torch.jit.load)."
+    return runner(file, fmt, names)(inputs)
+
+
+def runner(file: Path, fmt: str, names: list[str], threads: int | None = None, device: str = "cpu"):
+    """The exported file loaded once, as a function of a tuple of input tensors to the output tensor (float32, on the
+    CPU): onnxruntime with `threads` intra-op threads (its default: one per core), or torch.jit on `device`."""
     import torch
 
-    if fmt == "onnx":
-        import onnxruntime
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's note that torch.jit is deprecated
+            model = torch.jit.load(str(file), map_location=device).eval()
 
-        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(None, {k: t.numpy() for k, t in zip(names, inputs)})[0]).float()
-    with torch.no_grad():
-        return torch.jit.load(str(file)).eval()(*inputs).float()
+        def run(inputs):
+            with torch.no_grad():
+                return model(*(t.to(device) for t in inputs)).float().cpu()
+        return run
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+    session = onnxruntime.InferenceSession(str(file), options, providers=providers)
+    return lambda inputs: torch.from_numpy(session.run(None, {k: t.cpu().numpy() for k, t in zip(names, inputs)})[0]
+                                           ).float()
 
 
-def parity(outputs, preds, classes: bool) -> dict:
-    "The largest difference from the learner's predictions, and how often the top class agrees (class outputs)."
+def parity(outputs, preds, classes: bool, thresh: float | None = None, fmt: str = "onnx") -> dict:
+    """The largest difference from the learner's predictions, and (class outputs) how often the top class agrees, or
+    for tags (a `thresh`) how often each tag's decision does; an int8 model is held to INT8_TOLERANCE and
+    INT8_AGREEMENT."""
     diff = float((outputs - preds).abs().max())
-    agree = float((outputs.argmax(1) == preds.argmax(1)).float().mean()) if classes else None
-    return {"items": len(preds), "max_abs_diff": diff, "argmax_agreement": agree, "tolerance": TOLERANCE,
-            "passed": diff <= TOLERANCE and agree in (None, 1.0)}
+    agree = agreement(outputs, preds, thresh) if classes else None
+    if fmt in QUANTIZED:
+        tol, need = INT8_TOLERANCE * max(1.0, float(preds.abs().max())), INT8_AGREEMENT
+    else:
+        tol, need = TOLERANCE, 1.0
+    key = "argmax_agreement" if thresh is None else "threshold_agreement"
+    return {"items": len(preds), "max_abs_diff": diff, key: agree, "tolerance": tol, "min_agreement": need,
+            "passed": diff <= tol and (agree is None or agree >= need)}
+
+
+def agreement(outputs, preds, thresh: float | None = None) -> float:
+    "The share of top classes (dim 1: per item, or per pixel) or, at `thresh`, of tag decisions that agree."
+    if thresh is not None:
+        return float(((outputs > thresh) == (preds > thresh)).float().mean())
+    return float((outputs.argmax(1) == preds.argmax(1)).float().mean())
 
 
 # --- what model.json says about inputs and outputs -------------------------------------------------------------------
@@ -228,19 +296,25 @@ def table_spec(learn, inputs) -> dict:
 
 def output_spec(model, inputs, preds, spec) -> dict:
     "What the output holds: its shape and the activation at its end (found by running the model without it)."
+    shape = [None, *preds.shape[1:]]
+    return {"name": "output", "shape": shape, "activation": activation_of(model, inputs, preds),
+            "holds": "class probabilities" if spec.get("classes") is not None else "the model's values"}
+
+
+def activation_of(model, inputs, preds) -> str:
+    "The activation at the end of `model` (an `activated` one), found by running the model without it on `inputs`."
     import torch
 
     with torch.no_grad():
         raw = model.model(*inputs).float()
     if torch.allclose(raw, preds, atol=1e-5):
-        act = "none"
-    elif torch.allclose(torch.sigmoid(raw), preds, atol=1e-5):
-        act = "sigmoid"
-    else:
-        act = "softmax over the classes (dim 1)"
-    shape = [None, *preds.shape[1:]]
-    return {"name": "output", "shape": shape, "activation": act,
-            "holds": "class probabilities" if spec.get("classes") is not None else "the model's values"}
+        return "none"
+    if torch.allclose(torch.sigmoid(raw), preds, atol=1e-5):
+        return "sigmoid"
+    return SOFTMAX
+
+
+SOFTMAX = "softmax over the classes (dim 1)"
 
 
 def thresholds(learn, summary: dict) -> dict:

@@ -15,27 +15,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fxp import exporting, saved
+from fxp import card, exportbench, exporting, saved
 from fxp.commands import Parser, saved_run_arguments
-from fxp.console import console
+from fxp.console import console, number
 from fxp.errors import FxpError
 
 
 def parser() -> Parser:
-    p = Parser(prog="fxp export", description="Export a run's model as ONNX or TorchScript with model.json (classes, "
-                                              "preprocessing, a parity check against the learner).")
+    p = Parser(prog="fxp export", description="Export a run's model (ONNX, TorchScript or int8 ONNX) with model.json "
+                                              "(classes, preprocessing, a parity check against the learner); --bench: "
+                                              "every format's size, parity, metric and latency; --format app: a "
+                                              "Gradio app folder. MODEL_CARD.md is written beside the model.")
     saved_run_arguments(p, "where the validation data is, if it moved: data.path=DIR")
-    p.add_argument("--format", required=True, choices=tuple(exporting.FORMATS), help="onnx or torchscript")
+    p.add_argument("--format", choices=(*exporting.FORMATS, "app"), help="onnx, torchscript, onnx-int8 (onnxruntime's "
+                                                                         "dynamic int8 quantisation) or app")
+    p.add_argument("--bench", action="store_true", help="export every format and measure each on the validation "
+                                                        "split: export/bench.csv")
     p.add_argument("--items", type=int, default=32, metavar="N", help="validation items of the parity check (32)")
+    p.add_argument("--timed", type=int, default=exportbench.TIMED, metavar="N",
+                   help=f"--bench: timed runs per batch size, after a warm-up; their median ({exportbench.TIMED})")
     return p
 
 
 def main(args: list[str]) -> int:
     opts = parser().parse_intermixed_args(args)
-    if opts.items < 2:
-        raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
-    if opts.format == "onnx":
-        exporting.need_onnx()
+    check(opts)
     run = saved.open_run(Path(opts.run_dir), "fxp export", opts.trust, writes=True)
     run.one_learner("cannot be exported: fxp export takes image and tabular runs")
     takes = exporting.exported_input(run)
@@ -43,17 +47,77 @@ def main(args: list[str]) -> int:
     import torch
 
     cpu = torch.device("cpu")
-    learn = saved.labelled(run.learner(cpu), run.kind, cfg, "valid", cpu, run.path, limit=opts.items)
-    dest = run.path / exporting.EXPORT / opts.format
-    with exporting.folder_whole(dest) as tmp:
-        meta = exporting.export_model(learn, cfg, run, tmp, opts.format, opts.items, takes)
-    show(meta, dest)
-    return 0 if meta["parity"]["passed"] else 1
+    limit = None if opts.bench or opts.format == "app" else opts.items  # the bench and the app: the whole valid split
+    learn = saved.labelled(run.learner(cpu), run.kind, cfg, "valid", cpu, run.path, limit=limit)
+    if opts.bench:
+        code = bench(learn, cfg, run, takes, opts)
+    elif opts.format == "app":
+        code = app(learn, cfg, run, takes, opts)
+    else:
+        dest = run.path / exporting.EXPORT / opts.format
+        with exporting.folder_whole(dest) as tmp:
+            meta = exporting.export_model(learn, cfg, run, tmp, opts.format, opts.items, takes)
+        show(meta, dest)
+        code = 0 if meta["parity"]["passed"] else 1
+    console().print(f"wrote {card.write(run, cfg)}")
+    return code
+
+
+def check(opts) -> None:
+    "What the options ask for is one thing fxp export does, with what it needs installed; else one line."
+    if bool(opts.format) == opts.bench:
+        raise FxpError("fxp export: give one of --format onnx|torchscript|onnx-int8|app or --bench")
+    if opts.items < 2:
+        raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
+    if opts.timed < 1:
+        raise FxpError("fxp export: --timed must be 1 or more")
+    if opts.format in ("onnx", "onnx-int8", "app"):
+        exporting.need_onnx(opts.format)
+
+
+def bench(learn, cfg, run, takes: str, opts) -> int:
+    "Every format measured: export/bench.csv and its table; exit 1 only if no format works."
+    rows = exportbench.bench(learn, cfg, run, takes, opts.items, opts.timed)
+    path = run.path / exporting.EXPORT / exportbench.BENCH
+    exportbench.write_csv(rows, path)
+    show_bench(rows, path)
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
+
+
+def show_bench(rows: list[dict], path: Path) -> None:
+    "The bench as a table, then what int8 saves and costs against float32 ONNX."
+    from rich.table import Table
+
+    cols = exportbench.columns(rows)
+    table = Table(title=f"export bench: {len(rows)} formats, {rows[0].get('threads')} CPU thread(s)")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("format", "device", "status") else "right")
+    for r in rows:
+        table.add_row(*(cell(r.get(c)) for c in cols))
+    out = console()
+    out.print(table)
+    out.print(exportbench.int8_line(rows) or "")
+    out.print(f"wrote {path}")
+
+
+def cell(v) -> str:
+    if v is None:
+        return "-"
+    return number(v) if isinstance(v, float) else str(v)
+
+
+def app(learn, cfg, run, takes: str, opts) -> int:
+    from fxp import bundle
+
+    dest = bundle.write(learn, cfg, run, takes)
+    console().print(f"wrote {dest}: python {dest / 'app.py'} serves it (cd {dest}; pip install -r requirements.txt)")
+    return 0
 
 
 def show(meta: dict, dest: Path) -> None:
     p = meta["parity"]
-    agree = "" if p["argmax_agreement"] is None else f", argmax_agreement {p['argmax_agreement']:.4f}"
+    key = "argmax_agreement" if "argmax_agreement" in p else "threshold_agreement"
+    agree = "" if p[key] is None else f", {key} {p[key]:.4f}"
     verdict = "passed" if p["passed"] else f"FAILED (tolerance {p['tolerance']:g})"
     out = console()
     out.print(f"wrote {dest / meta['file']} and {dest / 'model.json'}")
