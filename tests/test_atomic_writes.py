@@ -43,7 +43,7 @@ ALLOWED = {
     ("imcache.py", "_write", "write_text"): "inside build's temporary folder, renamed into place",
     ("imcache.py", "_allocated", "open"): "inside build's temporary folder, renamed into place",
     ("imcache.py", "_allocated", "open_memmap"): "inside build's temporary folder, renamed into place",
-    ("exporting.py", "export_model", "write_text"): "inside folder_whole's temporary folder, renamed into place",
+    ("exporting.py", "write_model", "write_text"): "inside folder_whole's temporary folder, renamed into place",
     ("exporting.py", "to_onnx", "export"): "inside folder_whole's temporary folder, renamed into place",
     ("exporting.py", "to_onnx", "save"): "inside folder_whole's temporary folder, renamed into place",
     ("exporting.py", "to_torchscript", "save"): "inside folder_whole's temporary folder, renamed into place",
