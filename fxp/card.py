@@ -228,18 +228,21 @@ def weakest_class(per_class: dict) -> str | None:
 
 def loading_lines(run) -> list[str]:
     "How to load the learner and each exported format (the model.json files under export/) and the app."
+    from fxp.bundle import APP
     from fxp.exporting import EXPORT
 
     out = ["## How to load it", "", f"- the fastai learner, `{MODEL}` (a pickle: load only files you trust; fxp checks "
            f"its SHA-256): `fxp predict RUN_DIR INPUT...`, or in Python "
            f"`fastai.learner.load_learner('{MODEL}')`"]
     for meta_file in sorted((run.path / EXPORT).glob("*/model.json")):
+        if meta_file.parent.name == APP:  # its own line below
+            continue
         meta = read_json(meta_file)
         if meta.get("format"):
             out.append(f"- {meta['format']}: `{EXPORT}/{meta_file.parent.name}/{meta.get('file')}` with model.json "
                        f"(inputs, classes, preprocessing): {LOADING.get(meta['format'], '')}")
-    if (run.path / EXPORT / "app" / "app.py").is_file():
-        out.append(f"- the Gradio app: `cd {EXPORT}/app && pip install -r requirements.txt && python app.py`")
+    if (run.path / EXPORT / APP / "app.py").is_file():
+        out.append(f"- the Gradio app: `cd {EXPORT}/{APP} && pip install -r requirements.txt && python app.py`")
     return [*out, ""]
 
 
