@@ -77,6 +77,14 @@ def test_bench_or_format_is_asked_for(tmp_path):
         assert_one_line_error(run_fxp("export", run, *args, cwd=tmp_path), "--format", "--bench")
 
 
+def test_the_app_takes_image_models_and_says_so_before_reading_data(tmp_path):
+    "A tabular run's model takes a table: one line, and nothing written (its data is not even looked for)."
+    run = copy_exported(tmp_path, "tabular") / "tabular"
+    r = run_fxp("export", run, "--format", "app", cwd=tmp_path)
+    assert_one_line_error(r, "the app takes image models", "takes table")
+    assert not (run / "export").exists()
+
+
 @pytest.mark.parametrize("method", ["crop", "pad", "squish"])
 @pytest.mark.parametrize("pad_mode", ["zeros", "reflection", "border"])
 def test_the_apps_resize_is_fastais(method, pad_mode):

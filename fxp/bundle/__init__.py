@@ -28,7 +28,8 @@ PREPARE_TOLERANCE = 1e-4  # app.py's input against fastai's (float32 arithmetic 
 def write(learn, cfg, run, takes: str) -> Path:
     "RUN/export/app for the saved run `run` (its learner's loaders: the validation split, labelled); the folder."
     need_gradio()
-    files = image_files(learn, takes)
+    takes_images(takes)
+    files = image_files(learn)
     dest = run.path / exporting.EXPORT / APP
     inputs, preds = exporting.sample(learn, PARITY_ITEMS)
     with exporting.folder_whole(dest) as tmp:
@@ -56,13 +57,20 @@ def pinned(package: str) -> str:
         raise FxpError(f"fxp export --format app: {package} is not installed (pip install 'fxp[app]')") from None
 
 
-def image_files(learn, takes: str) -> list[Path]:
-    """The validation split's image files, for a model that takes images one per output row; else one line saying
-    what the app takes."""
-    items = list(getattr(learn.dls.valid, "items", None) or [])
-    if takes != "image" or not items or not all(isinstance(i, (str, Path)) and Path(i).is_file() for i in items[:3]):
-        raise FxpError("fxp export --format app: the app takes image models whose inputs are image files (this run's "
-                       "are not: its model takes " + (takes if takes != "image" else "tensors made in memory") + ")")
+def takes_images(takes: str) -> None:
+    "The app takes images: a model that takes another input (`takes`, its kind's INPUT) is one line, before any data."
+    if takes != "image":
+        raise FxpError(f"fxp export --format app: the app takes image models; this run's model takes {takes}")
+
+
+def image_files(learn) -> list[Path]:
+    "The validation split's image files; one line where its items are not files (a listing's rows, in-memory data)."
+    items = getattr(learn.dls.valid, "items", None)
+    items = [] if items is None or hasattr(items, "iloc") else list(items)  # a listing's rows: not files
+    if not items or not all(isinstance(i, (str, Path)) and Path(i).is_file() for i in items[:3]):
+        raise FxpError("fxp export --format app: the app takes image models whose validation items are image files "
+                       "(class folders, a filename regex); this run's loaders find its images through a listing or "
+                       "make them in memory")
     return [Path(i) for i in items]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fxp import card, exportbench, exporting, saved
+from fxp import bundle, card, exportbench, exporting, saved
 from fxp.commands import Parser, saved_run_arguments
 from fxp.console import console, number
 from fxp.errors import FxpError
@@ -43,6 +43,8 @@ def main(args: list[str]) -> int:
     run = saved.open_run(Path(opts.run_dir), "fxp export", opts.trust, writes=True)
     run.one_learner("cannot be exported: fxp export takes image and tabular runs")
     takes = exporting.exported_input(run)
+    if opts.format == "app":
+        bundle.takes_images(takes)
     cfg = run.config(opts.overrides)
     import torch
 
@@ -107,8 +109,6 @@ def cell(v) -> str:
 
 
 def app(learn, cfg, run, takes: str, opts) -> int:
-    from fxp import bundle
-
     dest = bundle.write(learn, cfg, run, takes)
     console().print(f"wrote {dest}: python {dest / 'app.py'} serves it (cd {dest}; pip install -r requirements.txt)")
     return 0
