@@ -39,9 +39,13 @@ commands:
   val RUN_DIR [data.path=DIR] [--split valid|test]
                              evaluate a saved run on its valid split or new labelled data, without retraining;
                              metrics and plots in RUN_DIR/eval/<stamp>/
-  export RUN_DIR --format onnx|torchscript
-                             the model as a plain ONNX or TorchScript file with model.json (classes,
-                             preprocessing) and a parity check against the learner, in RUN_DIR/export/
+  export RUN_DIR --format onnx|torchscript|onnx-int8|app | --bench
+                             the model as a plain ONNX, TorchScript or int8 ONNX file with model.json (classes,
+                             preprocessing) and a parity check against the learner, in RUN_DIR/export/; --bench:
+                             every format's size, parity, metric and latency (export/bench.csv); app: a Gradio
+                             app folder that runs on its own (export/app/); writes MODEL_CARD.md too
+  card RUN_DIR               MODEL_CARD.md beside the model: data fingerprint, recipe, metrics with baselines,
+                             diagnosis, export bench, limitations, how to load each exported format
   serve RUN_DIR [--host H] [--port P]
                              a web page and JSON API (POST /predict, GET /info, GET /health) for predictions
   show [OVERRIDES...]        see the data first, without training: a training batch (plots/batch.png) and the
@@ -79,6 +83,7 @@ COMMANDS = {
     "tasks": "fxp.commands.tasks:main",
     "val": "fxp.commands.val:main",
     "export": "fxp.commands.export:main",
+    "card": "fxp.commands.card:main",
     "serve": "fxp.commands.serve:main",
     "compare": "fxp.commands.compare:main",
     "report": "fxp.commands.report:main",

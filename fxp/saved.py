@@ -228,7 +228,7 @@ def labelled(learn, kind, cfg, split: str, dev, run_dir: Path, limit: int | None
     """The learner with loaders over the data `cfg` points at: its training split and the `split` to evaluate
     (valid: the validation split; test: every item; its first `limit`), each run through the learner's own pipeline
     with labels."""
-    dls = _data(kind, cfg, dev, run_dir)
+    dls = build_loaders(kind, cfg, dev, run_dir)
     if hasattr(dls.valid_ds, "tensors"):  # in-memory data (digits): the data is the run's own, encoded the same way
         if split != "valid":
             raise FxpError(f"--split {split}: this task's in-memory data has one held-out split; use --split valid")
@@ -247,7 +247,7 @@ def labelled(learn, kind, cfg, split: str, dev, run_dir: Path, limit: int | None
     return learn
 
 
-def _data(kind, cfg, dev, run_dir: Path):
+def build_loaders(kind, cfg, dev, run_dir: Path):
     """The kind's loaders; a kind whose `dls` takes the run's folder (word_lm generates its data there when data.path is
     not set) gets the run's, not the working directory."""
     import inspect
