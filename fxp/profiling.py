@@ -99,14 +99,14 @@ def model_size(learn, input_kind: str) -> dict:
 
 
 def one_input(dls) -> tuple:
-    "The inputs of the valid set's first item, as a batch of one; every random state left as it was."
+    "The inputs of the valid set's first item, as a batch of one (one item decoded); every random state left as it was."
     from fxp.show import untouched
 
     dl = dls.valid
     with untouched(dl):
-        b = dl.one_batch()
+        b = dl.new(bs=1).one_batch()
     n = getattr(dls, "n_inp", 1 if len(b) == 1 else len(b) - 1)
-    return tuple(x[:1].as_subclass(torch.Tensor) for x in b[:n])
+    return tuple(x.as_subclass(torch.Tensor) for x in b[:n])
 
 
 def macs(model, xb: tuple) -> dict:
