@@ -108,7 +108,8 @@ def raw(pets: str, rates: str, device: str = "cuda") -> None:
     epoch()  # warm-up: cuDNN's autotuning, the allocator
     t0 = time.perf_counter()
     n = epoch() + epoch()
-    record(rates, "raw PyTorch (bf16 autocast, channels_last)", n / (time.perf_counter() - t0), bs, "bf16")
+    precision = "bf16" if dev.type == "cuda" else "fp32"  # autocast on CUDA only, as fxp's
+    record(rates, f"raw PyTorch ({precision}, channels_last)", n / (time.perf_counter() - t0), bs, precision)
     fastai(path, files, bs, dev, rates)
 
 
@@ -148,7 +149,7 @@ def fxp(run: str, name: str, rates: str) -> None:
     items = s["items_train"] // bs * bs  # drop_last
     times = [(float(r["data_s"]), float(r["step_s"])) for r in rows]
     rate = [items / (data + step) for data, step in times]
-    print(f"fxp {name}: " + ", ".join(f"epoch {i} {r:,.0f} img/s (data {data:.2f} s, step {step:.2f} s)"
+    print(f"fxp {name}: " + ", ".join(f"epoch {i} {_rate(r)} img/s (data {data:.2f} s, step {step:.2f} s)"
                                       for i, (r, (data, step)) in enumerate(zip(rate, times), 1)))
     later = rate[1:] or rate
     record(rates, f"fxp {name}", sum(later) / len(later), bs, precision)
@@ -170,7 +171,7 @@ def chosen(summary: dict, what: str):
 
 
 def record(rates: str, name: str, rate: float, bs: int, precision: str) -> None:
-    print(f"{name}: {rate:,.0f} img/s", flush=True)
+    print(f"{name}: {_rate(rate)} img/s", flush=True)
     with open(rates, "a") as f:
         f.write(f"{name}\t{rate:.1f}\t{bs}\t{precision}\n")
 
@@ -182,7 +183,11 @@ def table(rates: str) -> None:
     print(f"{'way':<{width}}  {'img/s':>7}  {'x raw':>6}  {'bs':>5}  precision")
     for name, rate, bs, precision in rows:
         ratio = f"{float(rate) / raw_rate:.2f}" if raw_rate else "-"
-        print(f"{name:<{width}}  {float(rate):>7,.0f}  {ratio:>6}  {bs:>5}  {precision}")
+        print(f"{name:<{width}}  {_rate(float(rate)):>7}  {ratio:>6}  {bs:>5}  {precision}")
+
+
+def _rate(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
 
 
 if __name__ == "__main__":
