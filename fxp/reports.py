@@ -381,6 +381,8 @@ def report(run) -> None:
     if "shown" in summary:  # fxp show: the summary is printed already; where the batch is
         console().print(f"{summary['task']}: {summary['items_train']} training and {summary['items_valid']} valid "
                         f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)
+        if isinstance(summary.get("model_size"), dict):
+            console().print(size_line(summary["model_size"]), highlight=False, soft_wrap=True)
         return
     what = "lr-find " if "suggested_lrs" in summary else ""
     title = f"{summary['task']}: {what}{summary['status']} in {summary['wall_time_s']:.1f}s"
@@ -421,6 +423,24 @@ def metric_rows(summary: dict) -> list[tuple]:
             rows.append((f"{step} {name}" if step else name, final, part.get("best_metrics", {}).get(name),
                          f"{number(value)} ({who})" if value is not None else ""))
     return rows
+
+
+def size_line(size: dict) -> str:
+    "summary.json's model_size as a line: `model: 21.3M parameters (513k trainable), 3.68G multiply-accumulates ...`."
+    if "error" in size:
+        return f"model: not built ({size['error']})"
+    line = f"model: {_si(size['params'])} parameters ({_si(size['trainable'])} trainable)"
+    if size.get("macs") is not None:
+        line += f", {_si(size['macs'])} multiply-accumulates for one {'x'.join(map(str, size['input']))} input"
+    return line
+
+
+def _si(n: int) -> str:
+    "A count in 3 significant digits with its SI prefix: 21.3M, 513k, 3.68G."
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= factor:
+            return f"{n / factor:.3g}{prefix}"
+    return str(n)
 
 
 def model_line(summary: dict, cfg: dict) -> str:

@@ -24,6 +24,7 @@ import yaml
 CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
 LAST = "last"  # checkpoints/last.pth (what `fxp resume` continues from) and last.json (where that is, readable light)
+PROFILE, TRACE, TOP_OPS = "profile", "train.pt.trace.json", "top_ops.txt"  # trainer.profile's folder and its files
 PICKLES = "pickles.json"  # the SHA-256 of each pickle fxp wrote into the folder (model.pkl), checked before loading
 EXPLAIN, EXPLAINED = "explain", "explained.csv"  # fxp explain's explain/<stamp>/ folders, each listing its files
 TOP_LOSS = "top loss"  # explained.csv's `why` of a validation item explained as one of the top losses
@@ -33,7 +34,8 @@ SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it
 SWEEP_FILES = ("multirun.yaml", SWEEP_JSON, SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
 NOT_STARTED = "not started"  # a job a sweep's record lists that has no folder: the sweep stopped before it
 ATTEMPT_LOG = re.compile(r"train\.\w+-\d+\.log")  # train.failed-1.log: the log of a sweep job's earlier attempt
-NOT_METRICS = {"stage", "epoch", "lr", "time"}
+TIMES = ("data_s", "step_s")  # of an epoch's training seconds: waiting for batches, and forward/backward/step
+NOT_METRICS = {"stage", "epoch", "lr", "time", *TIMES}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
 STATUSES = ("completed", "pruned", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete",
             NOT_STARTED)  # pruned: an Optuna trial its study's pruner stopped early (fxp.trials); not a failure

@@ -105,6 +105,10 @@ class Trainer:
     accumulate: int = field(default=1, metadata=valid("[1, inf)", why="batches per optimizer step"))
     tta: bool = False  # test-time augmentation on the valid set after training: tta_<metric> in summary.json
     activation_stats: bool = False  # per-layer activation statistics: plots/activation_stats.png, collapsed layers
+    # torch.profiler over this many training steps of the first epoch (after one of warm-up) into the run's profile/:
+    # a trace for Perfetto or TensorBoard, and top_ops.txt; 0: off
+    profile: int = field(default=0, metadata=valid("[0, 100]", why="a trace of more steps is too large for Perfetto "
+                                                                   "and TensorBoard to open"))
     # the data doctor's cheap checks (fxp.doctor: rare classes, unreadable files, copies across train and valid) on
     # each step's data before its first epoch, as warnings; false: off (fxp check runs them all)
     check: bool = True

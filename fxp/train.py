@@ -24,7 +24,7 @@ from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fxp import dispatch, plots, techniques
+from fxp import dispatch, plots, profiling, techniques
 from fxp.callbacks import (
     DivergenceGuard,
     EarlyStop,
@@ -112,7 +112,7 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train", keep
     comp = np.less if mon.mode == "min" else np.greater
     carried = dispatch.declared(dispatch.kind_module(cfg.task.kind), "CARRIED")
     cbs = [MetricsCSV(keep=keep), *progress(n_stages), DivergenceGuard(), LastCheckpoint(step, carried),
-           *loggers(cfg.logger), *techniques.callbacks(tr),
+           *loggers(cfg.logger), *techniques.callbacks(tr), *profiling.callbacks(tr),
            *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
@@ -350,13 +350,14 @@ def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):
     for step in steps:
         ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
         learn = build(step, cfg, run, ctx)
+        size = {"model_size": model_size(learn, cfg)}  # as built, before compilation and the stages' freezing
         at = saved_place(ctx.path, device, (run.resume or {}).get("trust", False)) if resume else None
         with warnings.catch_warnings():
             for message in step.ignore_warnings:
                 warnings.filterwarnings("ignore", message=message)
             keep = (at["epochs"] if at else 0) if resume else None
             facts = fit(learn, cfg, run, step.stages, step.monitor, step.name, at, keep)
-        extra = {**facts, **((step.after(learn, ctx) if step.after else None) or {})}
+        extra = {**size, **facts, **((step.after(learn, ctx) if step.after else None) or {})}
         if step.folder:
             plots.loss_curves(ctx.path)
             rows = read_metrics(ctx.path)
@@ -388,6 +389,11 @@ def saved_place(folder: Path, device, trust: bool = False) -> dict | None:
     if not isinstance(state, dict) or "at" not in state:
         raise FxpError(f"{file} was written by an older fxp (no resume state in it); it cannot be resumed")
     return {**state["at"], "state": state}
+
+
+def model_size(learn, cfg) -> dict:
+    "The model's parameters and, where the kind's input item has one size, its multiply-accumulates (fxp.profiling)."
+    return profiling.model_size(learn, dispatch.declared(dispatch.kind_module(cfg.task.kind), "INPUT"))
 
 
 @dataclass
@@ -455,14 +461,20 @@ def _suggest_funcs():
 
 def show(cfg, run: Run) -> None:
     """fxp show: only the first step's DataLoaders: a training batch in plots/batch.png and the DataBlock summary
-    (printed and in datablock.txt), so a wrong label function or split is seen before any training."""
+    (printed and in datablock.txt), so a wrong label function or split is seen before any training; and the size of
+    the step's model, built but not trained."""
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
     step = dispatch.steps(kind, cfg)[0]
-    dls = step.dls(StepContext(device, run.path, run.path, {}))
+    ctx = StepContext(device, run.path, run.path, {})
+    dls = step.dls(ctx)
     check_batches(dls, cfg.trainer.bs)
     batch_png(dls, run.path / PLOTS / BATCH)
     text = datablock_summary(dls)
     write_atomic(run.path / DATABLOCK, text)
     print(text, flush=True)
     run.info.update(items_train=len(dls.train_ds), items_valid=len(dls.valid_ds), shown=f"{PLOTS}/{BATCH}")
+    try:
+        run.info["model_size"] = model_size(step.learner(dls, ctx), cfg)
+    except FxpError as e:  # the data is what fxp show is for: a model it cannot build yet (weights offline) is a note
+        run.info["model_size"] = {"error": str(e)}

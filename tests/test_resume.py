@@ -22,6 +22,7 @@ from conftest import (
     subprocess_env,
     summary,
 )
+from fxp.runs import TIMES
 
 # fit_one_cycle, fastai's fine_tune (a frozen fit, then an unfrozen one) and fit: 2 + (1 + 2) + 1 = 6 epochs
 RECIPE = "trainer.stages=[{epochs:2},{policy:fine_tune,epochs:2,lr:1e-3},{policy:fit,epochs:1,lr:1e-4}]"
@@ -51,8 +52,8 @@ def interrupt_after(k: int, step: str | None = None):
 
 
 def curves(run, sub: str = "") -> list[dict]:
-    "metrics.csv without its time column."
-    return [{k: v for k, v in r.items() if k != "time"} for r in metrics_rows(run / sub)]
+    "metrics.csv without its time columns."
+    return [{k: v for k, v in r.items() if k not in ("time", *TIMES)} for r in metrics_rows(run / sub)]
 
 
 def stopped(cwd, k: int, *args, step=None):

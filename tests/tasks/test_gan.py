@@ -82,7 +82,7 @@ def test_superres_beats_the_mean_image(superres_run):
     # 24.1: still above the model's
     assert s["baselines"]["psnr"]["value"] == pytest.approx(np.mean(per_image), abs=0.05)
     assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "gen_loss",
-                                          "crit_loss", "lr", "time"]
+                                          "crit_loss", "lr", "time", "data_s", "step_s"]
     assert len(metrics_rows(run / "gen")) == 4 and len(metrics_rows(run / "critic")) == 1
     assert not (run / "critic" / "generated").exists()
     for name in ("superres.png", "superres_pretrained.png", "loss_curves.png"):
