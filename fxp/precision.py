@@ -25,7 +25,9 @@ def choose(learn, device) -> dict:
         return dict(chosen="fp32", reason=f"fastai's mixed precision autocasts on CUDA only: the {device.type} trains "
                                           f"in fp32")
     name = torch.cuda.get_device_name(device)
-    if torch.cuda.is_bf16_supported():
+    with torch.cuda.device(device):
+        native = torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 (before Ampere) is slow
+    if native:
         return dict(chosen="bf16", reason=f"{name} computes in bf16, which has fp32's range (no loss scaling)")
     try:
         why = fp16_differs(*outputs(learn))

@@ -189,6 +189,22 @@ def test_a_probe_inside_unchanged_leaves_the_learner_as_it_was():
     assert torch.equal(torch.get_rng_state(), expected)
 
 
+def test_the_cuda_probe_trains_at_each_size_and_reads_its_peak(monkeypatch):
+    "probe()'s CUDA rule with real training steps (on the CPU) and fake memory readings: a GiB an item, 10 GiB in all."
+    from types import SimpleNamespace
+
+    learn = tiny_learner()
+    dl = learn.dls.train
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=10 * GIB))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a GPU")
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: learn.dls.train.bs * GIB)
+    found = batchsize.probe(learn, SimpleNamespace(bs_step=None, mem_fraction=0.85), torch.device("cuda"))
+    assert found["chosen"] == 8 and [t["bs"] for t in found["tried"]] == [2, 4, 8, 16]  # 16 GiB > 8.5 GiB
+    assert found["device"] == "a GPU, 10.0 GiB × mem_fraction 0.85" and learn.dls.train is dl
+    assert learn.train_iter == batchsize.STEPS  # the last size's steps ran (fastai counts them per fit)
+
+
 def test_auto_batch_size_needs_one_process():
     from hydra import compose, initialize_config_module
 
@@ -243,6 +259,22 @@ def test_a_saved_auto_run_batches_at_the_size_it_trained(auto_run):
     assert saved.open_run(run, "fxp val").config([]).trainer.bs == summary(run)["bs"]
     assert saved.open_run(run, "fxp clean").batched(saved.open_run(run, "fxp clean").written).trainer.bs > 1
     assert resume.saved_config(run, [], None).trainer.bs == "auto"
+
+
+def test_a_resumed_auto_run_goes_on_at_its_size(tmp_path):
+    "fxp resume takes the size from the checkpoint: no second probe, which could pick another."
+    from test_resume import interrupt_after
+
+    with interrupt_after(1):
+        r = run_fxp("train", "trainer.bs=auto", "trainer.epochs=2", cwd=tmp_path)
+    assert r.returncode == 130, r
+    run = newest_run(tmp_path)
+    chosen = summary(run)["bs_auto"]["chosen"]
+    r = run_fxp("resume", run, cwd=tmp_path)
+    assert r.returncode == 0, r
+    s = summary(run)
+    assert "bs=auto" not in r.stdout and s["status"] == "completed" and s["bs"] == chosen == s["bs_auto"]["chosen"]
+    assert [row["epoch"] for row in metrics_rows(run)] == ["1", "2"]
 
 
 def test_out_of_memory_halves_the_batch_and_goes_on(tmp_path, monkeypatch):
@@ -304,7 +336,7 @@ def test_cuda_probe_fits_memory_and_picks_a_precision(tmp_path):
     found = s["bs_auto"]
     assert found["chosen"] == max(t["bs"] for t in found["tried"] if "result" not in t) == s["bs"]
     assert 0 < found["peak_mem_gb"] and "mem_fraction 0.85" in found["device"]
-    expected = "bf16" if torch.cuda.is_bf16_supported() else ("fp16", "fp32")
+    expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else ("fp16", "fp32")
     assert s["precision"]["chosen"] in expected and s["precision"]["reason"]
 
 
