@@ -1,15 +1,15 @@
 """Batch sizes that fit the device (`trainer.bs=auto`), and a run that outlives running out of memory.
 
-bs=auto (`probe`) runs real training steps of the step's learner as it will train (fastai's fit cut to STEPS batches:
+bs=auto (`probe`) runs real training steps of the step's learner as it will train (fastai's fit cut to a few batches:
 forward, backward, optimizer step, with the run's augmentation, precision, channels_last, compile and techniques) at
 growing sizes (`candidates`: powers of two from 2, or multiples of trainer.bs_step; never above the training set):
 - on CUDA (`by_memory`) it keeps the largest size that ran with its peak memory (torch's max_memory_allocated since the
   size began) under trainer.mem_fraction of the device's; the first size that runs out of memory or peaks over it ends
   the doubling, and with bs_step a binary search over its multiples between the last size that fit and the first that
   did not follows. If even the first size does not fit: one line saying what to change.
-- on the CPU (`by_speed`) memory rarely limits and time does: sizes from 16 to 256 (CPU_SIZES), each timed over its
-  steps after the first; it keeps the smallest whose items/s is within 10% of the best (about the same speed, more
-  optimizer steps an epoch), and tries no larger size once a step takes CPU_SLOW_S.
+- on the CPU (`by_speed`) memory rarely limits and time does: sizes from 16 to 256 (CPU_SIZES), each timed by its
+  quickest step after the first (over CPU_TIMED_S at least); it keeps the smallest whose items/s is within 10% of the
+  best (about the same speed, more optimizer steps an epoch), and tries no larger size once a step takes CPU_SLOW_S.
 A later stage that grows the images (progressive resizing) probes again on the learner as it stands, which is then put
 back as it was (`unchanged`).
 
@@ -38,7 +38,9 @@ from fxp.callbacks import MetricsCSV
 from fxp.errors import FxpError, describe
 
 GIB = 2 ** 30
-STEPS = 3  # training steps a size: the first warms up (cuDNN's autotuning, compile, the allocator), the rest are timed
+STEPS = 3  # training steps a size at least: the first warms up (cuDNN's autotuning, compile, the allocator)
+CPU_TIMED_S = 0.25  # the CPU rule times each size's steps after the first for this long at least (on a busy machine
+MAX_STEPS = 64  # some step misses the preemptions: the quickest is kept), up to MAX_STEPS steps
 CPU_SIZES = (16, 256)  # the sizes the CPU rule tries lie in this range
 CPU_NEAR = 0.9  # the CPU rule keeps the smallest size at least this share of the best items/s
 CPU_SLOW_S = 2.0  # the CPU rule tries no larger size once a step takes this long
@@ -172,11 +174,13 @@ def by_speed(train, sizes: list[int]) -> dict:
 
 
 class Cut(Callback):
-    "Ends a fit after `n` training batches, validating none; `seconds`: a batch's time after the first."
+    """Ends a fit after `n` training batches and `timed_s` seconds of them after the first (at most MAX_STEPS
+    batches), validating none; `seconds`: the quickest batch after the first (as timeit takes the best run: what else
+    runs on the machine only ever adds time)."""
     order = 100  # after every other callback has seen the batch
 
-    def __init__(self, n: int):
-        self.n, self.done, self.t0, self.seconds = n, 0, 0.0, math.nan
+    def __init__(self, n: int, timed_s: float = 0.0):
+        self.n, self.timed_s, self.done, self.last, self.times = n, timed_s, 0, 0.0, []
 
     def before_validate(self):
         raise CancelValidException()
@@ -184,12 +188,16 @@ class Cut(Callback):
     def after_batch(self):
         if not self.training:
             return
-        self.done += 1
-        if self.done == 1:
-            self.t0 = _clock()
-        elif self.done >= self.n:
-            self.seconds = (_clock() - self.t0) / (self.n - 1)
+        self.done, now = self.done + 1, _clock()
+        if self.done > 1:
+            self.times.append(now - self.last)
+        self.last = now
+        if self.done >= self.n and sum(self.times) >= self.timed_s or self.done >= MAX_STEPS:
             raise CancelFitException()
+
+    @property
+    def seconds(self) -> float:
+        return min(self.times, default=math.nan)
 
 
 def _clock() -> float:
@@ -208,8 +216,8 @@ def probe(learn, tr, device) -> dict:
         learn.dls.loaders[0] = dl.new(bs=n)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        cut = Cut(STEPS)
-        learn.fit(STEPS, cbs=cut)
+        cut = Cut(STEPS, 0.0 if device.type == "cuda" else CPU_TIMED_S)  # on CUDA only the memory counts
+        learn.fit(MAX_STEPS, cbs=cut)  # as many epochs as steps: a size may be a whole epoch's one batch
         return cut.seconds
 
     try:
