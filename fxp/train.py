@@ -31,6 +31,7 @@ from fxp.callbacks import (
     LastCheckpoint,
     MetricsCSV,
     Resumed,
+    RichProgress,
     SaveBest,
     TrialReport,
     checkpoint_types,
@@ -310,6 +311,9 @@ def fit(learn, cfg, run: Run, plan, stages=None, monitor=None, step: str = "trai
             raise
         oom = batchsize.oom_at(e, step, learn, sized.lr_scale)
     if oom is not None:  # raised out here: the error's traceback, which holds the batch's tensors, is gone
+        for cb in cbs:
+            if isinstance(cb, RichProgress):  # a terminal's live bar, which the fit that failed never stopped
+                cb.after_fit()
         raise oom
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
     if best is not None:  # every rank (fastai's load waits for all of them: the file is whole)
