@@ -16,6 +16,7 @@ import torch
 with warnings.catch_warnings():  # the first fastai import of most commands (train's, and the trackers')
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
     from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
 from fastai.learner import AvgSmoothLoss, save_model
 from fastai.torch_core import get_model, num_distrib, rank_distrib
@@ -167,7 +168,8 @@ def progress(n_stages: int) -> list:
 
 
 class DivergenceGuard(Callback):
-    "Stop with status `diverged` as soon as the training loss is NaN or infinite."
+    """Stop with status `diverged` as soon as the training loss is NaN or infinite; under fp16 mixed precision the line
+    says what to change first (fp16's small range overflows where bf16 and fp32 do not)."""
     order = 55
     every = 8  # checking forces a device sync: every few batches is soon enough
 
@@ -183,8 +185,17 @@ class DivergenceGuard(Callback):
     def _check(self, loss):
         value = float(loss) if loss is not None else 0.0
         if not math.isfinite(value):
-            raise Diverged(f"loss became {value} in stage {getattr(self.learn, 'stage', 1)} epoch "
-                           f"{self.epoch + 1}; lower the learning rate (trainer.lr=...) and try again")
+            where = f"loss became {value} in stage {getattr(self.learn, 'stage', 1)} epoch {self.epoch + 1}"
+            if in_fp16(self.learn):
+                raise Diverged(f"{where} under fp16 mixed precision; train in bf16 where the GPU has it "
+                               f"(trainer.precision=bf16) or in fp32 (trainer.precision=fp32), or lower the learning "
+                               f"rate (trainer.lr=...)")
+            raise Diverged(f"{where}; lower the learning rate (trainer.lr=...) and try again")
+
+
+def in_fp16(learn) -> bool:
+    "Whether `learn` trains under fastai's fp16 mixed precision (`to_fp16`)."
+    return any(isinstance(cb, MixedPrecision) and cb.amp_mode == AMPMode.FP16 for cb in learn.cbs)
 
 
 class TrialReport(Callback):

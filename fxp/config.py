@@ -249,10 +249,11 @@ def _typed_task(task: dict, schema):
 
 def _check_trainer(t) -> None:
     "What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages."
-    from fxp.checks import check_lr, check_stages
+    from fxp.checks import check_auto_bs, check_lr, check_stages
 
     check_lr("trainer.lr", t.lr)
     check_stages("trainer.stages", t.stages)
+    check_auto_bs(t)
 
 
 def parse_override(override: str):

@@ -108,11 +108,23 @@ class SavedRun:
                               f"train the run anew with this fxp") from None
         for o in overrides:
             self._apply(cfg, o, takes)
+        if taken("trainer.bs", takes):  # a command that batches the run's data
+            self.batched(cfg)
         try:
             return config.validate(cfg)
         except ConfigError as e:
             fix = f" (if the data moved: {self.command} {self.path} data.path=NEW)" if "data.path" in str(e) else ""
             raise ConfigError(f"{self.command}: {e}{fix}") from None
+
+    def batched(self, cfg):
+        """`cfg` with trainer.bs=auto as a number, for a command that batches data without training: the size the run
+        ended its training at (summary.json's `bs`), else the schema's default (any size gives the same results)."""
+        from fxp.schema import Trainer
+
+        if cfg.trainer.bs == "auto":
+            bs = self.summary.get("bs")
+            cfg.trainer.bs = bs if isinstance(bs, int) and bs >= 2 else Trainer.bs
+        return cfg
 
     def _apply(self, cfg, override: str, takes: tuple[str, ...]) -> None:
         "One override of a key the command takes (`logger=NAME`: the group's YAML, as fxp train composes it)."

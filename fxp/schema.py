@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PAD_MODES = ("zeros", "reflection", "border")
@@ -66,12 +66,15 @@ class EarlyStopping:
 
 @dataclass
 class Trainer:
-    bs: int = field(default=64, metadata=valid("[2, inf)", why="batch norm layers need two items per batch"))
+    # auto: the largest size whose training steps fit the device (CUDA), the fastest per item (CPU): fxp.batchsize
+    bs: Any = field(default=64, metadata=valid("[2, inf)", whole=True, choices=("auto",),
+                                               why="batch norm layers need two items per batch"))
     epochs: int = field(default=5, metadata=valid("[0, inf)"))
     lr: Any = 1e-2
     wd: Optional[float] = field(default=None, metadata=valid("[0, inf)"))
     moms: List[float] = field(default_factory=lambda: [0.95, 0.85, 0.95],
                               metadata=valid("[0, 1)", items=3, scalar=False, why="one-cycle's start, middle, end"))
+    # auto: bf16 where the GPU has it, else fp16 if one batch agrees with fp32, else fp32 (fxp.precision)
     precision: str = field(default="fp32", metadata=valid(choices=PRECISIONS))
     channels_last: bool = False
     compile: bool = False
@@ -86,7 +89,8 @@ class Trainer:
     devices: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
     # machines of one DDP run, each starting `devices` processes (Slurm: hydra/launcher=slurm_ddp, a task per node)
     nodes: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
-    # DDP: lr × devices × nodes (the linear scaling rule for the larger global batch); off: lr as given
+    # the linear scaling rule: DDP's lr × devices × nodes (a larger global batch), and lr × 0.5 each time running out
+    # of memory halves the batch (fxp.batchsize); off: lr as given
     scale_lr: bool = False
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     save_best: bool = True
@@ -112,6 +116,12 @@ class Trainer:
     # the data doctor's cheap checks (fxp.doctor: rare classes, unreadable files, copies across train and valid) on
     # each step's data before its first epoch, as warnings; false: off (fxp check runs them all)
     check: bool = True
+    # bs=auto on CUDA: a size fits if its training step peaks under this share of the device's memory (headroom for
+    # what later epochs allocate more: fragmentation, validation, another process)
+    mem_fraction: float = field(default=0.85, metadata=valid("(0, 1]"))
+    # bs=auto: sizes are multiples of this (doubling, then a binary search between the last that fit and the first
+    # that did not); null: powers of two only
+    bs_step: Optional[int] = field(default=None, metadata=valid("[1, inf)"))
 
 
 @dataclass

@@ -141,12 +141,20 @@ def test_unknown_keys_fail_at_compose(override, key):
     assert key in str(e.value) + str(e.value.__cause__)
 
 
-@pytest.mark.parametrize("override", ["trainer.bs=abc", "trainer.epochs=1.5", "trainer.seed=x",
+@pytest.mark.parametrize("override", ["trainer.accumulate=abc", "trainer.epochs=1.5", "trainer.seed=x",
                                       "trainer.channels_last=maybe", "data.skip_bad=sometimes"])
 def test_wrong_types_fail_at_compose(override):
     with pytest.raises(ConfigCompositionException) as e:
         cfg(override)
     assert override.split("=")[0] in str(e.value)
+
+
+@pytest.mark.parametrize("override, shown", [("trainer.bs=abc", "'abc'"), ("trainer.bs=1", "1"),
+                                             ("trainer.bs=2.5", "2.5")])
+def test_a_batch_size_is_a_whole_number_or_auto(override, shown):
+    "trainer.bs takes a word (auto), so a wrong one fails as the config is validated, not composed."
+    assert rejected(override).startswith(f"trainer.bs={shown} is not valid: give an integer ≥ 2 or auto")
+    assert valid("trainer.bs=auto").trainer.bs == "auto"
 
 
 def test_unknown_task_key_fails_at_validate_or_compose():

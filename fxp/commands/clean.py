@@ -41,7 +41,7 @@ def main(args: list[str]) -> int:
     why = dispatch.not_cleanable(cfg)
     if why:
         raise FxpError(f"fxp clean: {run_dir} cannot be cleaned: {why}")
-    rows, images = top_losses(run.learn, cfg, top)
+    rows, images = top_losses(run.learn, run.batched(cfg), top)
     write(rows, images, run_dir / FOLDER)
     _print(rows, run_dir / FOLDER)
     return 0
