@@ -2,8 +2,10 @@
 then one small fsdd run (tests/conftest.py's fsdd_run) read by predict, val, export and show."""
 from __future__ import annotations
 
+import csv
 import json
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +130,61 @@ def test_fsdd_run_val_gives_back_the_metrics_of_its_model_epoch(fsdd_run, tmp_pa
     assert len(per_class) == 10 and sum(c["support"] for c in per_class.values()) == 40
     dest = max((fsdd_run / "eval").iterdir())
     assert (dest / "confusion_matrix.png").stat().st_size > 1000 and (dest / "top_losses.png").is_file()
+
+
+# --- fxp clean on an audio run: spectrograms on the contact sheet, a player for each clip on the page -----------------
+
+
+@pytest.mark.slow
+def test_clean_lists_an_audio_runs_clips_with_spectrograms_and_a_player_each(fsdd_run, tmp_path):
+    import soundfile
+    from PIL import Image
+
+    from browser import page
+    from fxp.data import CLEAN_COLS
+
+    r = run_fxp("clean", fsdd_run, "--top", "5", cwd=tmp_path)
+    assert r.returncode == 0, r
+    rows = list(csv.DictReader(open(fsdd_run / "clean" / "top_losses.csv")))
+    assert tuple(rows[0]) == CLEAN_COLS and len(rows) == 5
+    losses = [float(row["loss"]) for row in rows]
+    assert losses == sorted(losses, reverse=True) and losses[0] > 0.1
+    assert all(row["file"].endswith(".wav") and Path(row["file"]).is_file() for row in rows)  # absolute: fsdd_subset
+    with Image.open(fsdd_run / "clean" / "top_losses.png") as im:
+        assert im.width > 1000  # five spectrograms side by side
+    html = (fsdd_run / "clean" / "top_losses.html").read_text()
+    assert html.count("<audio controls") == 5 and "<img" not in html
+    with page() as tab:  # the page plays the files themselves: each player knows its clip's length
+        tab.goto((fsdd_run / "clean" / "top_losses.html").as_uri())
+        tab.wait_for_load_state("load")
+        durations = tab.evaluate("""() => Promise.all([...document.querySelectorAll('audio')].map(a =>
+            new Promise(done => { a.onloadedmetadata = () => done(a.duration); a.onerror = () => done(-1);
+                                  a.preload = 'metadata'; a.load(); })))""")
+    assert durations == pytest.approx([soundfile.info(row["file"]).duration for row in rows], abs=0.01)
+
+
+@pytest.mark.slow  # librosa's first import, the clips decoded
+def test_the_lists_leave_out_and_relabel_audio_clips_and_a_multi_label_run_takes_none(tmp_path):
+    "data.exclude and data.relabel on an audio run: fxp clean's CSV, matched by file, before the loaders are built."
+    from hydra import compose, initialize_config_module
+
+    from fxp import config
+
+    data = fsdd_subset(tmp_path / "data", per_class=2)
+    files = list(csv.DictReader(open(data / "labels.csv")))
+    marked = tmp_path / "marked.csv"
+    marked.write_text(f"file,action\n{files[0]['fname']},delete\n{files[1]['fname']},relabel:nine\n")
+    with initialize_config_module("fxp.conf", version_base="1.3"):
+        cfg = config.validate(compose("config", overrides=[
+            "task=fsdd", f"data.path={data}", *AUDIO_TINY, "data.cache=off", f"data.exclude={marked}",
+            f"data.relabel={marked}"]))
+        with pytest.raises(Exception) as refused:
+            config.validate(compose("config", overrides=["task=fsdd_tags", f"data.path={data}",
+                                                         f"data.exclude={marked}"]))
+    dls = audio.dls(cfg, torch.device("cpu"))
+    kept = [f for dl in (dls.train, dls.valid) for f in dl.dataset.meta["files"]]
+    assert len(kept) == len(files) - 1 and files[0]["fname"] not in kept
+    assert dls.curated["excluded"] == 1 and dls.curated["relabelled"] == 1
+    ds = next(dl.dataset for dl in (dls.train, dls.valid) if files[1]["fname"] in dl.dataset.meta["files"])
+    assert dls.vocab[int(ds.tensors[2][ds.meta["files"].index(files[1]["fname"])])] == "nine"
+    assert "multi-label" in str(refused.value) and "data.exclude" in str(refused.value)

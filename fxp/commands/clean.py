@@ -9,7 +9,7 @@ from pathlib import Path
 from fxp.console import console
 from fxp.errors import FxpError
 
-TOP, FOLDER, CSV, SHEET = 25, "clean", "top_losses.csv", "top_losses.png"
+TOP, FOLDER, CSV, SHEET, PAGE = 25, "clean", "top_losses.csv", "top_losses.png", "top_losses.html"
 SHEET_MAX = 100  # images on the contact sheet (the CSV lists every one of --top)
 HELP = f"""usage: fxp clean RUN_DIR [--top N] [--trust]
 
@@ -43,6 +43,7 @@ def main(args: list[str]) -> int:
         raise FxpError(f"fxp clean: {run_dir} cannot be cleaned: {why}")
     rows, images = top_losses(run.learn, cfg, top)
     write(rows, images, run_dir / FOLDER)
+    write_page(rows, Path(cfg.data.path or "."), run_dir / FOLDER)
     _print(rows, run_dir / FOLDER)
     return 0
 
@@ -64,25 +65,40 @@ def _args(args: list[str]) -> tuple[Path, int]:
 
 def top_losses(learn, cfg, top: int):
     """The `top` items of the run's data (both splits, read as the run read them: its exclusions and relabels) with the
-    highest loss under the run's model: rows for the CSV, and the images as the model saw them."""
+    highest loss under the run's model: rows for the CSV, and the items as the model saw them (the contact sheet)."""
     import torch
 
     from fxp import dispatch, train  # noqa: F401  (train: fastai imported with its import-time warnings silenced)
-    from fxp.vision import valid_items
 
-    dls = dispatch.kind_module(cfg.task.kind).dls(cfg, torch.device("cpu"))
+    kind = dispatch.kind_module(cfg.task.kind)
+    dls = kind.dls(cfg, torch.device("cpu"))
     vocab, scored = learn.dls.vocab, []
+    for split, dl, names, picture in (kind.clean_items if hasattr(kind, "clean_items") else image_items)(learn, dls):
+        probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
+        scored += [dict(file=name, split=split, label=str(vocab[int(t)]), predicted=str(vocab[p.argmax().item()]),
+                        probability=round(p.max().item(), 4), loss=round(float(loss), 4), action="", at=(picture, i))
+                   for i, (name, p, t, loss) in enumerate(zip(names, probs, targs, losses))]
+    worst = sorted(scored, key=lambda r: -r["loss"])[:top]
+    pictures = [picture(i) for picture, i in (r["at"] for r in worst[:SHEET_MAX])]
+    return worst, pictures  # the CSV takes CLEAN_COLS of each row (not `at`: where the item is)
+
+
+def image_items(learn, dls) -> list:
+    "Image files: each split's items through the learner's test_dl (its validation transforms), named by dls.item_key."
+    from functools import partial
+
+    out = []
     for split, items in (("train", dls.train.items), ("valid", dls.valid.items)):
         dl = learn.dls.test_dl(items, with_labels=True)  # the validation transforms: no augmentation
-        probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
         rows = (r for _, r in items.iterrows()) if hasattr(items, "iloc") else items
-        scored += [dict(file=dls.item_key(item), split=split, label=str(vocab[int(t)]),
-                        predicted=str(vocab[p.argmax().item()]), probability=round(p.max().item(), 4),
-                        loss=round(float(loss), 4), action="", at=(dl, i))
-                   for i, (item, p, t, loss) in enumerate(zip(rows, probs, targs, losses))]
-    worst = sorted(scored, key=lambda r: -r["loss"])[:top]
-    images = [valid_items(dl, [i])[0] for dl, i in (r["at"] for r in worst[:SHEET_MAX])]
-    return worst, images  # the CSV takes CLEAN_COLS of each row (not `at`: where the item is)
+        out.append((split, dl, [dls.item_key(item) for item in rows], partial(_image, dl)))
+    return out
+
+
+def _image(dl, i: int):
+    from fxp.vision import valid_items
+
+    return valid_items(dl, [i])[0]
 
 
 def write(rows: list[dict], images: list, folder: Path) -> None:
@@ -101,6 +117,30 @@ def write(rows: list[dict], images: list, folder: Path) -> None:
     image_grid(images, titles, folder / SHEET, ncols=5)
 
 
+def write_page(rows: list[dict], root: Path, folder: Path) -> None:
+    "The list as a page: each item beside its row, to look at or listen to (the file itself: an <img>, an <audio>)."
+    from fxp import reports
+
+    cells = [[("html", media(root / r["file"])), r["file"], r["split"], r["label"], r["predicted"],
+              f"{r['probability']:.3f}", f"{r['loss']:.3f}"] for r in rows]
+    body = [f"<p>{reports.esc(root)}: the items the model gets most wrong, highest loss first. Mark them in "
+            f"{reports.esc(folder / CSV)}'s action column (keep, delete or relabel:LABEL).</p>",
+            reports.table(["item", "file", "split", "label", "predicted", "probability", "loss"], cells, (1, 2, 3, 4))]
+    reports.write(folder / PAGE, reports.page(f"top {len(rows)} losses", body), "fxp clean")
+
+
+def media(path: Path) -> str:
+    "A file as the page shows it, by its type: a player for a sound, the picture for an image, else nothing."
+    import mimetypes
+
+    from fxp.reports import esc
+
+    what, uri = (mimetypes.guess_type(path.name)[0] or "").split("/")[0], esc(path.resolve().as_uri())
+    if what == "audio":
+        return f'<audio controls preload="none" src="{uri}"></audio>'
+    return f'<img src="{uri}" alt="{esc(path.name)}" style="max-width:128px;margin:0">' if what == "image" else ""
+
+
 def _print(rows: list[dict], folder: Path) -> None:
     from rich.table import Table
 
@@ -112,6 +152,6 @@ def _print(rows: list[dict], folder: Path) -> None:
     out = console()
     out.print(table)
     for line in (f"list: {folder / CSV} (fill its action column: keep, delete or relabel:LABEL)",
-                 f"contact sheet: {folder / SHEET}",
+                 f"contact sheet: {folder / SHEET}", f"page (view or play each item): {folder / PAGE}",
                  f"next run: fxp train ... data.exclude={folder / CSV} data.relabel={folder / CSV}"):
         out.print(line, highlight=False, soft_wrap=True)
