@@ -1,6 +1,7 @@
 """`fxp clean RUN_DIR [--top N]`: the items a run's model gets most wrong (lesson 2: top losses before cleaning), as
-RUN_DIR/clean/top_losses.csv with an empty action column to fill (keep, delete, relabel:LABEL) and a contact sheet of
-their images. The next run takes the CSV as data.exclude= and data.relabel=; the files on disk are never touched.
+RUN_DIR/clean/top_losses.csv with an empty action column to fill (keep, delete, relabel:LABEL), a contact sheet of
+their images (spectrograms for sound) and a page with each item's file beside its row. The next run takes the CSV as
+data.exclude= and data.relabel=; the files on disk are never touched.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ HELP = f"""usage: fxp clean RUN_DIR [--top N] [--trust]
 
 The training and validation items a run's model (RUN_DIR/model.pkl) gets most wrong, highest loss first: written to
 RUN_DIR/{FOLDER}/{CSV} (file, split, label, predicted, probability, loss, and an empty action column) and a contact
-sheet RUN_DIR/{FOLDER}/{SHEET} (the first {SHEET_MAX}). Fill the action column (keep, delete or relabel:LABEL),
-then train again with
+sheet RUN_DIR/{FOLDER}/{SHEET} (the first {SHEET_MAX}; spectrograms for sound), and RUN_DIR/{FOLDER}/{PAGE}, each
+row beside its file to view or play. Fill the action column (keep, delete or relabel:LABEL), then train again with
   data.exclude=RUN_DIR/{FOLDER}/{CSV}   items marked delete left out (every listed item when none is marked)
   data.relabel=RUN_DIR/{FOLDER}/{CSV}   items marked relabel:LABEL trained as LABEL
-The image files are never moved or changed. Image classification runs on image files (folders, regex, csv sources).
+The files are never moved or changed. Image classification runs on image files (folders, regex, csv sources) and
+single-label audio runs.
 
 arguments:
   RUN_DIR      a completed run folder
