@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import AUDIO_TINY, assert_one_line_error, fsdd_subset, need_data, run_fxp, summary
+from conftest import (
+    AUDIO_SWEEP,
+    AUDIO_TINY,
+    assert_one_line_error,
+    fsdd_subset,
+    metrics_rows,
+    need_data,
+    run_fxp,
+    summary,
+)
 from fxp.errors import FxpError
 from fxp.tasks import audio
 
@@ -188,3 +197,47 @@ def test_the_lists_leave_out_and_relabel_audio_clips_and_a_multi_label_run_takes
     ds = next(dl.dataset for dl in (dls.train, dls.valid) if files[1]["fname"] in dl.dataset.meta["files"])
     assert dls.vocab[int(ds.tensors[2][ds.meta["files"].index(files[1]["fname"])])] == "nine"
     assert "multi-label" in str(refused.value) and "data.exclude" in str(refused.value)
+
+
+# --- sweeps, trackers and resume on audio runs (tests/conftest.py's fsdd_sweep: 2 jobs of 2 epochs on 60 clips) -------
+
+
+@pytest.mark.slow
+def test_a_sweep_of_audio_runs_writes_a_row_per_job_and_points_at_the_best(fsdd_sweep):
+    _, jobs = fsdd_sweep
+    rows = list(csv.DictReader(open(jobs[0].parent / "sweep.csv")))
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "completed")]
+    assert "trainer.lr=0.003" in rows[0]["overrides"] and "trainer.lr=0.01" in rows[1]["overrides"]
+    best = json.loads((jobs[0].parent / "best.json").read_text())
+    assert best["metric"] == "accuracy" and best["value"] == max(float(row["best_accuracy"]) for row in rows)
+    assert all(summary(job)["items_train"] == 40 and summary(job)["items_valid"] == 20 for job in jobs)
+
+
+@pytest.mark.slow
+def test_tensorboard_holds_each_epoch_of_an_audio_run(fsdd_sweep):
+    pytest.importorskip("tensorboard", reason="pip install -e '.[trackers]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for job in fsdd_sweep[1]:
+        events = EventAccumulator(str(job / "tensorboard"))
+        events.Reload()
+        rows = metrics_rows(job)
+        for name in ("train_loss", "valid_loss", "accuracy"):
+            logged = [(s.step, s.value) for s in events.Scalars(name)]
+            assert logged == [(int(r["epoch"]), pytest.approx(float(r[name]), rel=1e-5)) for r in rows], name
+
+
+@pytest.mark.slow
+def test_an_interrupted_audio_run_resumes_to_the_curves_of_the_run_never_stopped(fsdd_sweep, tmp_path):
+    "Stopped after its first epoch (Ctrl-C as the checkpoint is written), resumed: the sweep's first job's curves."
+    from test_resume import curves, interrupt_after
+
+    data, jobs = fsdd_sweep
+    with interrupt_after(1):
+        r = run_fxp("train", *AUDIO_SWEEP, f"data.path={data}", "trainer.lr=3e-3", cwd=tmp_path)
+    assert r.returncode == 130 and "fxp resume" in r.err_lines[-1], r
+    run = next(tmp_path.glob("outputs/fsdd/*"))
+    assert summary(run)["status"] == "interrupted" and len(metrics_rows(run)) == 1
+    r = run_fxp("resume", run, cwd=tmp_path)
+    assert r.returncode == 0 and "resumed at stage 1 epoch 1" in r.stdout, r
+    assert summary(run)["status"] == "completed" and curves(run) == curves(jobs[0])
