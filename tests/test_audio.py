@@ -39,7 +39,8 @@ def write_wav(path, samples, rate=8000, channels=1):
 
 @pytest.mark.parametrize("make, says", [
     (lambda p: p.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt "), "unreadable audio file"),  # cut short in its header
-    (lambda p: write_wav(p, []), "empty audio file"),
+    (lambda p: write_wav(p, []), "empty audio file"),  # a header, no samples
+    (lambda p: p.write_bytes(b""), "empty audio file"),  # 0 bytes
     (lambda p: p.write_text("not a sound at all\n"), "unreadable audio file"),
 ])
 def test_bad_files_are_one_line_naming_the_file(tmp_path, make, says):
@@ -90,12 +91,17 @@ def test_spec_augment_masks_and_gain():
 
 
 @pytest.mark.slow
-def test_bad_file_in_the_listing_stops_before_training(fxp, tmp_path):
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt "), "unreadable audio file"),  # a corrupt wav
+    (lambda p: p.write_bytes(b""), "empty audio file"),  # an empty wav
+    (lambda p: p.write_text("hello"), "unreadable audio file"),  # a text file renamed .wav
+])
+def test_bad_file_in_the_listing_stops_before_training(fxp, tmp_path, make, says):
     bad = tmp_path / "fake.wav"
-    bad.write_text("hello")
+    make(bad)
     data = fsdd_subset(tmp_path / "data", per_class=2, extra=((bad, "one"),))
     r = fxp("train", "task=fsdd", f"data.path={data}", "trainer.epochs=1", *AUDIO_TINY)
-    assert_one_line_error(r, str(bad), "unreadable audio file")
+    assert_one_line_error(r, str(bad), says)
     assert "epoch" not in r.stdout
 
 

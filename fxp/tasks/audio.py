@@ -89,6 +89,8 @@ def decode(path, sample_rate: int):
     import numpy as np
     import soundfile
 
+    if Path(path).stat().st_size == 0:  # libsndfile would call it a format it does not know
+        raise FxpError(f"empty audio file: {path} is 0 bytes; remove it or set data.skip_bad=true")
     try:
         wave, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile: unknown format, truncated header, not audio at all
