@@ -37,6 +37,7 @@ def main(args: list[str]) -> int:
         return 0
     run_dir, top = _args([a for a in args if a != "--trust"])
     from fxp import dispatch, saved
+    from fxp.data import data_path
 
     run = saved.open_run(run_dir, "fxp clean", "--trust" in args, writes=True)
     cfg = run.written
@@ -45,7 +46,7 @@ def main(args: list[str]) -> int:
         raise FxpError(f"fxp clean: {run_dir} cannot be cleaned: {why}")
     rows, images = top_losses(run.learn, cfg, top)
     write(rows, images, run_dir / FOLDER)
-    write_page(rows, Path(cfg.data.path or "."), run_dir / FOLDER)
+    write_page(rows, data_path(cfg), run_dir / FOLDER)  # the folder the lists' names are relative to
     _print(rows, run_dir / FOLDER)
     return 0
 
