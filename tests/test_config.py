@@ -100,6 +100,9 @@ def test_a_task_picks_its_model_and_trainer():
     assert [s.policy for s in csv.trainer.stages] == ["fine_tune"]
     mnist = cfg("task=mnist")
     assert mnist.model.net._target_ == "fxp.models.small_cnn"
+    for fsdd in (cfg("task=fsdd"), cfg("task=fsdd_tags")):  # 10 epochs at the default lr: measured, conf/trainer/audio
+        assert fsdd.model.net._target_ == "fxp.models.audio_cnn" and fsdd.trainer.epochs == 10
+        assert fsdd.trainer.lr == 1e-2
 
 
 @pytest.mark.parametrize("order", ["task first", "task last"])
