@@ -252,6 +252,7 @@ def test_a_local_data_set_is_found_in_fxp_data_or_beside_the_working_directory(t
     monkeypatch.setenv("FXP_DATA", str(tmp_path / "mine"))
     assert valid("task=fsdd").data.path == str(tmp_path / "mine" / "fsdd")
     assert valid("task=fsdd", f"data.path={tmp_path}").data.path == str(tmp_path)  # data.path= wins
+    assert valid("+experiment=esc50-piczak-cnn").data.path is None  # built on task=fsdd, not on fsdd's data
     monkeypatch.delenv("FXP_DATA")
     assert valid("task=fsdd_tags").data.path == str(tmp_path / "shared" / "data" / "fsdd")
     monkeypatch.chdir(tmp_path)
