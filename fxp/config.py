@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import secrets
 from importlib.util import find_spec
 from pathlib import Path
@@ -152,10 +153,30 @@ def validate(cfg, overrides=()):
             raise ConfigError(f"data.path={cfg.data.path} does not exist (looked for {path}); "
                               f"point data.path= at a local copy of the dataset")
         out.data.path = str(path)  # config.yaml records where the data was, whatever the working directory
+    elif out.task.local:
+        out.data.path = str(found_locally(out.task.local))  # recorded as a given data.path is
     for key in ("exclude", "relabel"):  # fxp clean's lists, recorded as data.path is
         if cfg.data[key]:
             out.data[key] = str(_clean_list(f"data.{key}", cfg.data[key], out))
     return out
+
+
+SHARED_DATA = "../shared/data"  # task.local without $FXP_DATA: beside the working directory (a clone's root)
+
+
+def local_copy(name: str) -> Path:
+    "Where task.local=NAME is: $FXP_DATA/NAME when FXP_DATA is set, else ../shared/data/NAME."
+    return (Path(os.environ.get("FXP_DATA") or SHARED_DATA) / name).expanduser().resolve()
+
+
+def found_locally(name: str) -> Path:
+    "task.local's folder, if it is there; else one line saying where it was looked for and how to point at it."
+    path = local_copy(name)
+    if path.is_dir():
+        return path
+    where = "$FXP_DATA" if os.environ.get("FXP_DATA") else f"{SHARED_DATA} (from the working directory; FXP_DATA unset)"
+    raise ConfigError(f"data set {name!r} not found: looked for {path}, in {where}; set data.path= to a copy of it, "
+                      f"or FXP_DATA= to the folder holding {name}/")
 
 
 def _clean_list(key: str, file: str, cfg) -> Path:

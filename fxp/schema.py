@@ -134,7 +134,7 @@ class Model:
 
 @dataclass
 class Data:
-    "A local copy of the task's dataset (`path`; else the task's fastai `url` is downloaded once)."
+    "A local copy of the task's dataset (`path`; else task.local's folder, or the task's fastai `url` downloaded once)."
     path: Optional[str] = None
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
     exclude: Optional[str] = None  # fxp clean's CSV: drop its rows marked delete (all its rows if none is marked)
@@ -171,6 +171,9 @@ class TaskBase:
     "Keys every task has; a kind's `Task` dataclass extends it."
     kind: str = "classification"
     url: Optional[str] = None  # the dataset's fastai URLs name (PETS, MNIST_TINY, ...), used without data.path
+    # a local copy's folder name under $FXP_DATA, else under ../shared/data (the working directory's), used without
+    # data.path (a data set with no fastai URL: fsdd)
+    local: Optional[str] = None
     metrics: List[Any] = field(default_factory=list)  # fastai.metrics names, or `_target_` nodes
     monitor: Monitor = field(default_factory=Monitor)
 
