@@ -62,6 +62,41 @@ def loss_curves(run_dir: Path) -> None:
     save(fig, Path(run_dir) / "plots" / "loss_curves.png")
 
 
+def group_curves(members: list[list[dict]], metric: str, path: Path) -> None:
+    """A group's curve of `metric` (its members' metrics.csv rows): their mean over the epochs, their range (min to
+    max) as a band, and each member's final value as a point; saved to `path`."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    n = band(ax, members, metric, "mean")
+    ax.set_title(f"{metric}: mean of {n}, band min to max, x each one's final" if n > 1 else metric, fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def band(ax, members: list[list[dict]], metric: str, label: str) -> int:
+    """The curves of `metric` in `members` (metrics.csv rows of each) on `ax`: one member's as its line; several as
+    their mean at each epoch, their range as a band and each one's final value as an x. Returns how many had it."""
+    curves = [pts for pts in ([(r["epoch"], r[metric]) for r in rows if _finite(r.get(metric))] for rows in members)
+              if pts]
+    if len(curves) == 1:
+        ax.plot(*zip(*curves[0]), marker="o", label=label)
+    elif curves:
+        at: dict[float, list[float]] = {}
+        for pts in curves:
+            for x, y in pts:
+                at.setdefault(x, []).append(y)
+        xs = sorted(at)
+        (line,) = ax.plot(xs, [sum(at[x]) / len(at[x]) for x in xs], marker="o", label=f"{label} ({len(curves)})")
+        ax.fill_between(xs, [min(at[x]) for x in xs], [max(at[x]) for x in xs], color=line.get_color(), alpha=0.2)
+        ax.scatter(*zip(*(pts[-1] for pts in curves)), color=line.get_color(), marker="x", zorder=3)
+    return len(curves)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
 def curve_panels(rows: list[dict]) -> list[list[str]]:
     """The curves of metrics.csv grouped by scale: train and valid loss together; the metrics whose values all lie in
     [0, 1] (accuracy, error_rate, fbeta) together; each other curve (perplexity, psnr, mse, a GAN's gen_loss and
