@@ -156,6 +156,35 @@ def test_a_sweep_of_seed_groups_picks_the_group_by_its_mean(tmp_path):
     assert best["value"] == pytest.approx(0.91)
 
 
+def test_fxp_runs_of_a_sweep_of_seed_groups_shows_a_job_per_group(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    seed_group(sweep / "0", GROUP, overrides=("trainer.lr=0.01",))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    assert [(r["run"], r["kind"], r["n"]) for r in rows_of(capsys, sweep)] == [("0", "group", 3)]
+    assert [r["run"] for r in rows_of(capsys, sweep, "-a")] == ["0/seed0", "0/seed1", "0/seed2"]
+
+
+def test_an_optuna_trial_that_is_a_seed_group_is_told_its_mean_once_every_seed_ended(tmp_path):
+    from fxp import trials
+
+    done = seed_group(tmp_path / "0", GROUP)
+    assert trials.outcome(done) == ("COMPLETE", pytest.approx(0.9467, abs=1e-4))
+    diverged = seed_group(tmp_path / "1", GROUP, statuses=["completed", "diverged", "completed"])
+    assert trials.outcome(diverged) == ("FAIL", None)
+    going = seed_group(tmp_path / "2", GROUP, statuses=["completed", "interrupted", "completed"])
+    assert trials.outcome(going) is None
+
+
+def test_resuming_a_sweep_keeps_a_finished_seed_group_and_trains_an_unfinished_one_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(sweeps.RESUME, "1")
+    done = seed_group(tmp_path / "0", GROUP)
+    assert sweeps.before_job(done, tmp_path) == "keep"
+    cut = seed_group(tmp_path / "1", GROUP, statuses=["completed", "interrupted", "completed"])
+    (cut / "train.log").write_text("seed0 and seed1\n")
+    assert sweeps.before_job(cut, tmp_path) == "start"
+    assert sorted(p.name for p in cut.iterdir()) == ["train.unfinished-1.log"]
+
+
 # --- fxp compare ------------------------------------------------------------------------------------------------------
 
 
