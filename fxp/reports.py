@@ -191,13 +191,13 @@ def swept(jobs: list[dict]) -> dict[str, list[str]]:
 
 def curves(entries: list[list[Path]], names: list[str]):
     """One panel per metrics.csv column (losses and metrics), each run a line over the epochs, a group its members'
-    mean with their range as a band (fxp.plots.band); None without rows."""
+    mean with their range as a band (fxp.plots.mean_band); None without rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fxp.plots import band
+    from fxp.plots import mean_band
 
     runs = [[read_metrics(f) for f in e] for e in entries]
     metrics = list(dict.fromkeys(k for e in runs for rows in e if rows for k in rows[0] if k not in NOT_METRICS))
@@ -208,7 +208,7 @@ def curves(entries: list[list[Path]], names: list[str]):
     fig, axs = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.5 * nrows), squeeze=False)
     for ax, metric in zip(axs.flat, metrics):
         for members, name in zip(runs, names):
-            band(ax, members, metric, name)
+            mean_band(ax, members, metric, name)
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)

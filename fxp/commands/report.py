@@ -10,12 +10,10 @@ from pathlib import Path
 from fxp import groups, reports
 from fxp.commands import Parser
 from fxp.console import number
-from fxp.errors import FxpError, writing
+from fxp.errors import FxpError
 from fxp.reports import esc, image, metric_rows, model_line, table
 from fxp.runs import (
     CONFIG,
-    NOT_METRICS,
-    PLOTS,
     baseline_cell,
     baselines,
     is_run,
@@ -83,8 +81,8 @@ def run_report(folder: Path) -> tuple[str, list[str]]:
 
 def group_report(folder: Path) -> tuple[str, list[str]]:
     """A group's page (fxp.groups): each metric's mean ± std over its completed members, each member's result, each
-    metric's curve as the members' mean with their range as a band and each one's final value as a point (drawn into
-    the group's plots/), its overrides and its first member's config."""
+    metric's curve as the members' mean with their range as a band and each one's final value as a point, its overrides
+    and its first member's config."""
     from fxp.plots import group_curves
 
     group = groups.read_group(folder, folder)
@@ -104,11 +102,8 @@ def group_report(folder: Path) -> tuple[str, list[str]]:
             f"<h2>Each of the {noun}</h2>",
             table(["run", "seed", "status", f"final {metric}", f"best {metric}", "epochs", "seconds"], members, (0, 2)),
             f"<h2>Curves: the mean of the {noun}, their range as a band, x each one's final value</h2>"]
-    curves = [read_metrics(f) for f in runs]
-    with writing(folder / PLOTS, "fxp report"):
-        for name in dict.fromkeys(k for rows in curves if rows for k in rows[0] if k not in NOT_METRICS):
-            group_curves(curves, name, folder / PLOTS / f"{name}.png")
-            body.append(image(reports.file_uri(folder / PLOTS / f"{name}.png"), f"{name}, mean of the {noun}"))
+    fig = group_curves([read_metrics(f) for f in runs], [f.name for f in runs])
+    body += [image(reports.figure_uri(fig), f"each metric, the mean of the {noun}")] if fig is not None else []
     body += ["<h2>Overrides</h2>", f"<pre>{esc(' '.join(map(str, groups.read(folder).get('overrides') or [])))}</pre>",
              f"<h2>Config ({runs[0].name}/{CONFIG})</h2>", f"<pre>{esc(_text(runs[0] / CONFIG))}</pre>"]
     return f"fxp report: {group['group']} group {folder.name} ({group['task']})", body

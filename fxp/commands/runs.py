@@ -104,11 +104,11 @@ def collect(root: Path, members: bool = False) -> list[dict]:
 def _rows_under(folder: Path, root: Path, members: bool):
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            if is_run(sub):
-                yield read_run(sub, root)
-            elif groups.is_group(sub):
+            if groups.is_group(sub):  # before runs: a group folder may be a run too (a cross-validation's)
                 group = [groups.read_group(sub, root)]
                 yield from groups.expanded(group) if members else group
+            elif is_run(sub):
+                yield read_run(sub, root)
             elif is_sweep(sub):
                 yield read_sweep(sub, root)
             else:
