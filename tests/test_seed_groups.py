@@ -302,6 +302,16 @@ def test_from_takes_a_group_folder_and_seeds_must_be_a_number(tmp_path, fxp):
 # --- real runs ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # imports fastai where no test before it did
+def test_a_seed_that_fails_ends_the_group_with_the_runs_line_and_exit_code(fxp, tmp_path):
+    "A batch larger than the data: seed 42 fails as a single run would (one line, exit 2); seed 43 never starts."
+    r = fxp("train", "trainer.seeds=2", "trainer.epochs=1", "trainer.bs=100000")
+    assert_one_line_error(r, "trainer.bs=100000", "seed0")
+    (group,) = (tmp_path / "outputs" / "digits" / "seeds").iterdir()
+    assert [m["status"] for m in groups.read_group(group, group)["members"]] == ["failed", "not started"]
+    assert json.loads((group / "seeds.json").read_text())["n"] == 0
+
+
 @pytest.mark.slow
 def test_train_seeds_3_makes_a_group_that_runs_and_compare_show_as_one_line(tmp_path):
     r = run_fxp("train", "trainer.seeds=3", "trainer.epochs=1", cwd=tmp_path)
