@@ -25,9 +25,9 @@ def register() -> None:
     """What fxp's configs need from Hydra's ConfigStore and OmegaConf, once per process, before the first compose.
 
     The root schema; each kind's task schema as `kind/<name>`, which task YAMLs take as their base; the presets of
-    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid` and `fxp_direction`.
-    Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads it: so
-    any compose, a launcher's worker process included, finds them.
+    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid`, `fxp_direction` and
+    `fxp_group`. Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads
+    it: so any compose, a launcher's worker process included, finds them.
     """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -40,6 +40,8 @@ def register() -> None:
     # Optuna's direction from a task's monitor mode, so a search maximises accuracy and minimises a loss.
     OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
+    # a seed group's folder (trainer.seeds > 1) goes under outputs/<task>/seeds/ (hydra.run.dir in conf/config.yaml)
+    OmegaConf.register_new_resolver("fxp_group", lambda seeds: "seeds/" if int(seeds) > 1 else "", replace=True)
     cs = ConfigStore.instance()
     cs.store(name="fxp_schema", node=Config)
     for kind in dispatch.kinds():
@@ -269,12 +271,17 @@ def _typed_task(task: dict, schema):
 
 
 def _check_trainer(t) -> None:
-    "What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages."
+    """What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages, bs=auto's
+    one process, a seed group's last seed within numpy's range."""
     from fxp.checks import check_auto_bs, check_lr, check_stages
+    from fxp.schema import MAX_SEED
 
     check_lr("trainer.lr", t.lr)
     check_stages("trainer.stages", t.stages)
     check_auto_bs(t)
+    if t.seed + t.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"trainer.seeds={t.seeds}: its seeds {t.seed}..{t.seed + t.seeds - 1} pass numpy's largest, "
+                          f"{MAX_SEED}; lower trainer.seed")
 
 
 def parse_override(override: str):

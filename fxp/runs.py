@@ -228,7 +228,8 @@ def read_run(path: Path, root: Path) -> dict:
                 task=_of(str, summary.get("task")) or _task_of(path), overrides=[str(o) for o in overrides],
                 metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
                 best=best.get(monitor.metric), baseline=baseline[0], baseline_of=baseline[1],
-                model_epoch=_of(int, summary.get("model_epoch")), epochs=epochs, wall_time_s=wall, status=status,
+                model_epoch=_of(int, summary.get("model_epoch")), seed=_of(int, summary.get("seed")), epochs=epochs,
+                wall_time_s=wall, status=status,
                 error=bad or first_line(_of(str, summary.get("error"))) or None, suggested_lrs=lrs,
                 started=iso(started(path)), final_metrics=final, best_metrics=best)
 
@@ -287,8 +288,8 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
 def not_started_row(num: str, overrides: list[str]) -> dict:
     "A sweep's job that has no folder yet, as a row (the fields of read_run's, empty)."
     return dict(run=num, kind="run", task="-", overrides=overrides, metric=None, mode=None, final=None, best=None,
-                baseline=None, baseline_of=None, model_epoch=None, epochs=0, wall_time_s=None, status=NOT_STARTED,
-                error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
+                baseline=None, baseline_of=None, model_epoch=None, seed=None, epochs=0, wall_time_s=None,
+                status=NOT_STARTED, error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
 
 
 def best_job(jobs: list[dict]) -> dict | None:
@@ -380,6 +381,15 @@ def csv_line(row: dict, header: bool = False) -> str:
     if header:
         w.writeheader()
     w.writerow(row)
+    return buf.getvalue()
+
+
+def csv_text(rows: list[dict]) -> str:
+    "The rows as CSV, their columns in order of appearance (a job's metrics may differ from another's)."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    w.writeheader()
+    w.writerows(rows)
     return buf.getvalue()
 
 

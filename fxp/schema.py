@@ -16,7 +16,8 @@ DEVICES = ("auto", "cpu", "cuda")
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PAD_MODES = ("zeros", "reflection", "border")
 RESIZE_METHODS = ("crop", "pad", "squish")
-SEEDS = "[0, 4294967295]"  # numpy's seed range
+MAX_SEED = 4294967295  # numpy's largest seed
+SEEDS = f"[0, {MAX_SEED}]"
 # the largest learning rate taken: far past divergence (a run at 1e3 diverges, and fxp diagnose says so, as lesson 1
 # shows), and far below what overflows fp32 tensors in the optimizer (1e308 did, with a RuntimeError mid-training)
 MAX_LR = 1e4
@@ -79,6 +80,8 @@ class Trainer:
     channels_last: bool = False
     compile: bool = False
     seed: int = field(default=42, metadata=valid(SEEDS))
+    # a seed group: the recipe trained this many times, with seeds seed, seed+1, ... (fxp.groups); 1: one run
+    seeds: int = field(default=1, metadata=valid("[1, 1000]", whole=True))
     device: str = field(default="auto", metadata=valid(choices=DEVICES))
     # DataLoader worker processes; auto: none for cached or in-memory data, some for files decoded every epoch on CUDA
     num_workers: Any = field(default="auto", metadata=valid("[0, 256]", whole=True, choices=("auto",)))
