@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -63,7 +64,7 @@ def job(cfg, what: str) -> float:
 
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
-    from fxp import distributed
+    from fxp import cv, distributed
     from fxp.sweeps import job_resources
     from fxp.trials import of_job
     from fxp.writer import Run
@@ -77,7 +78,8 @@ def job(cfg, what: str) -> float:
         cfg.trainer.num_threads = resources["num_threads"]
 
     def claim(cfg):
-        run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=finish)
+        opened = cv.Cv if cv.wanted(cfg, what) else Run  # a cross-validation's folder: its folds are its runs
+        run = opened(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=finish)
         if resources:
             run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
         if trial and not distributed.wanted(cfg):  # an Optuna trial: its job reports each epoch to it (fxp.train.fit)
@@ -117,12 +119,14 @@ def sweep_job(cfg, what: str, claim, hc) -> float:
 def resumed(path: Path, sweep_dir: Path, hc):
     """(the saved config, its reopen) of an interrupted or killed job of a sweep being resumed (fxp.resume), with the
     overrides of the job a resume may take (where the data is, ...); None, its error line printed, if it cannot be."""
+    from fxp import cv
     from fxp.resume import reopening, resumable
     from fxp.runs import read_run
 
     given = [o for o in hc.overrides.task if resumable(o.lstrip("+~").partition("=")[0])]
     try:
-        return reopening(path, read_run(path, sweep_dir)["status"], given, finish=finish)
+        opening = cv.reopening if cv.is_cv(path) else reopening
+        return opening(path, read_run(path, sweep_dir)["status"], given, finish=finish)
     except FxpError as e:
         _end(True, 2, f"{e} (run folder {path})")
         return None
@@ -136,15 +140,14 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     run = None
     try:
         cfg = config.validate(cfg)
-        from fxp import distributed, trackers, train  # torch and fastai load here, after the config is good
+        from fxp import trackers, train  # noqa: F401 (torch and fastai load here, after the config is good)
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
         trackers.check(cfg)
         with open_run(cfg) as run:
             if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a sweep's process has its own (fxp.sweeps)
                 signal.signal(signal.SIGTERM, _interrupt)
-            many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
-            (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
+            fit(cfg, run, what, **kwargs)
         report(run)
     except Pruned as e:  # no error: the search stopped a trial that would not beat its others
         import logging
@@ -160,6 +163,17 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     except Exception as e:  # a bug or an unforeseen failure (a full disk): one line here, the traceback in train.log
         _end(multirun, 1, f"{describe(e)}{_where(run)}")
     return run
+
+
+def fit(cfg, run, what: str, **kwargs) -> None:
+    """What a run does in its folder: `fxp.train.<what>`, over several processes where trainer.devices/nodes say so;
+    a cross-validation's folder (fxp.cv.Cv): its folds, each run as this."""
+    from fxp import cv, distributed, train
+
+    if isinstance(run, cv.Cv):
+        return cv.train(cfg, run, partial(fit, what="train"), **kwargs)
+    many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
+    (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
 
 
 def finish(run) -> None:

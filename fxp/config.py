@@ -25,9 +25,9 @@ def register() -> None:
     """What fxp's configs need from Hydra's ConfigStore and OmegaConf, once per process, before the first compose.
 
     The root schema; each kind's task schema as `kind/<name>`, which task YAMLs take as their base; the presets of
-    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid` and `fxp_direction`.
-    Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads it: so
-    any compose, a launcher's worker process included, finds them.
+    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid`, `fxp_group` and
+    `fxp_direction`. Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first
+    reads it: so any compose, a launcher's worker process included, finds them.
     """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -37,6 +37,9 @@ def register() -> None:
 
     # A few random characters after the timestamp: two runs started in the same second get their own folders.
     OmegaConf.register_new_resolver("fxp_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    # A group of runs (a cross-validation: trainer.folds without trainer.fold) lands in <task>/cv/<stamp> (fxp.cv).
+    OmegaConf.register_new_resolver("fxp_group", lambda folds, fold: "cv/" if folds is not None and fold is None
+                                    else "", replace=True)
     # Optuna's direction from a task's monitor mode, so a search maximises accuracy and minimises a loss.
     OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
@@ -129,7 +132,15 @@ def validate(cfg, overrides=()):
     from omegaconf import OmegaConf
 
     from fxp import dispatch
-    from fxp.checks import check_metrics, check_no_ops, check_targets, check_techniques, check_types, check_values
+    from fxp.checks import (
+        check_folds,
+        check_metrics,
+        check_no_ops,
+        check_targets,
+        check_techniques,
+        check_types,
+        check_values,
+    )
     from fxp.schema import Config
 
     plain = _resolved(cfg)
@@ -143,6 +154,7 @@ def validate(cfg, overrides=()):
     check_targets(typed)
     _check_trainer(typed.trainer)
     check_techniques(typed, {k: dispatch.declared(dispatch.kind_module(k), "TECHNIQUES") for k in dispatch.kinds()})
+    check_folds(typed, {k: dispatch.declared(dispatch.kind_module(k), "NO_FOLDS") for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
     kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too

@@ -78,6 +78,51 @@ def _in_unit(values: list[float]) -> bool:
     return bool(finite) and all(0 <= v <= 1 for v in finite)
 
 
+def group_curves(members_metrics: list[list[dict]], labels: list[str] | None = None, band: str = "range"):
+    """The curves of a group of runs (a cross-validation's folds, a seed group), given each member's metrics.csv rows
+    (fxp.runs.read_metrics): a panel per metric, its mean over the members at each epoch with a band (`range`: min to
+    max; `std`: ± one standard deviation), and each member's final value as a point at its last epoch (`labels`: the
+    members' names, in the legend). None if no member has a row. The figure is the caller's (to save or embed)."""
+    runs = [rows for rows in members_metrics if rows]
+    if not runs:
+        return None
+    names = list(dict.fromkeys(k for rows in runs for k in rows[0] if k not in NOT_METRICS))
+    ncols = min(len(names), 3)
+    fig, axs = plt.subplots(-(-len(names) // ncols), ncols, figsize=(5.5 * ncols, 3.8 * -(-len(names) // ncols)),
+                            squeeze=False)
+    labels = labels or [str(i) for i in range(len(members_metrics))]
+    for ax, name in zip(axs.flat, names):
+        _group_panel(ax, name, [(label, rows) for label, rows in zip(labels, members_metrics) if rows], band)
+    for ax in list(axs.flat)[len(names):]:
+        ax.set_visible(False)
+    return fig
+
+
+def _group_panel(ax, name: str, members: list[tuple[str, list[dict]]], band: str) -> None:
+    "One metric: the mean curve over the members, its band, each member's final value."
+    import numpy as np
+
+    longest = max(len(rows) for _, rows in members)
+    values = np.full((len(members), longest), np.nan)
+    for i, (_, rows) in enumerate(members):
+        values[i, :len(rows)] = [_plottable(r.get(name)) for r in rows]
+    epochs = np.arange(1, longest + 1)
+    with warnings.catch_warnings():  # an epoch no member has a value at: a gap
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, lo, hi = np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
+        if band == "std":
+            std = np.nanstd(values, 0, ddof=1) if len(members) > 1 else np.zeros(longest)
+            lo, hi = mean - std, mean + std
+    ax.plot(epochs, mean, marker="o", label=f"mean of {len(members)}")
+    ax.fill_between(epochs, lo, hi, alpha=0.25, label="min to max" if band == "range" else "± std")
+    for label, rows in members:
+        ax.plot(len(rows), _plottable(rows[-1].get(name)), linestyle="none", marker="x", label=f"{label} final")
+    ax.set_xlabel("epoch")
+    ax.set_title(name, fontsize=10)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7)
+
+
 def _plottable(v) -> float:
     "A number to draw (NaN, a gap, for anything else)."
     return float(v) if isinstance(v, (int, float)) else float("nan")

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import yaml
 
+from fxp import groups
 from fxp.console import console, number
 from fxp.errors import FxpError
 from fxp.runs import (
     NOT_METRICS,
     PLOTS,
     TOP_LOSS,
+    baseline_cell,
     baselines,
     best_metrics,
     final_metrics,
@@ -378,6 +380,9 @@ def report(run) -> None:
     from rich.table import Table
 
     summary = read_summary(run.path)
+    group = groups.read(run.path)
+    if group is not None:
+        return group_report(run.path, summary, group)
     if "shown" in summary:  # fxp show: the summary is printed already; where the batch is
         console().print(f"{summary['task']}: {summary['items_train']} training and {summary['items_valid']} valid "
                         f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)
@@ -408,6 +413,44 @@ def report(run) -> None:
     out.print(table)
     for line in [*filter(None, notes), f"run folder: {run.path}"]:
         out.print(line, highlight=False, soft_wrap=True)
+
+
+GROUP_TITLES = {"cv": "{n}-fold cross-validation", "seeds": "{n} seeds"}  # fxp.groups.KINDS
+GROUP_COLUMNS = 10  # members shown one column each (more: the spread alone)
+
+
+def group_report(path: Path, summary: dict, group: dict) -> None:
+    """A group's results (a cross-validation's folds, fxp.cv): each final metric's mean ± std (n), its value in each
+    member, and its baseline's mean; then the metrics whose mean does not beat its baseline, and where the group is."""
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    members = group["members"]
+    finals = [(read_summary(path / m).get("final_metrics") or {}) for m in members]
+    done = [f for f in finals if f]
+    spread = groups.summarize(done)
+    base = group_baselines([read_summary(path / m) for m in members])
+    kind = GROUP_TITLES[group["kind"]].format(n=len(members))
+    title = f"{summary.get('task')}: {kind} {summary.get('status')} in {summary.get('wall_time_s') or 0:.1f}s"
+    table = Table(title=title, min_width=cell_len(title))
+    shown = members if len(members) <= GROUP_COLUMNS else []
+    for col in ("metric", "mean ± std (n)", *shown, *(["baseline"] if base else [])):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, entry in spread.items():
+        table.add_row(name, groups.cell(entry, 4), *(number(f.get(name)) for f in finals[:len(shown)]),
+                      *([baseline_cell(base, name)] if base else []))
+    out = console()
+    out.print(table)
+    means = {name: e["mean"] for name, e in spread.items()}
+    for line in [*not_beaten(means, base), f"run folder: {path}"]:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def group_baselines(summaries: list[dict]) -> dict:
+    "{metric: (mean over the members, who reaches it)}: a group's baselines as fxp.runs.baselines gives a run's."
+    each = [baselines(s) for s in summaries if s]
+    spread = groups.summarize([{m: v for m, (v, _) in b.items()} for b in each])
+    return {m: (e["mean"], next(b[m][1] for b in each if m in b)) for m, e in spread.items() if e["mean"] is not None}
 
 
 def metric_rows(summary: dict) -> list[tuple]:

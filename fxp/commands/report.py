@@ -1,16 +1,28 @@
-"""`fxp report RUN | SWEEP_DIR`: a self-contained report.html in the folder. A run's: its metrics (with baselines),
-curves, diagnosis, the kind's plots, config and overrides. A sweep's: the jobs sorted by the monitored metric, each
-swept hyperparameter against it, the jobs' curves overlaid and the config keys that differ."""
+"""`fxp report RUN | SWEEP_DIR | GROUP_DIR`: a self-contained report.html in the folder. A run's: its metrics (with
+baselines), curves, diagnosis, the kind's plots, config and overrides. A sweep's: the jobs sorted by the monitored
+metric, each swept hyperparameter against it, the jobs' curves overlaid and the config keys that differ. A group's (a
+cross-validation): each metric's mean ± std beside its members' values, the curves as a mean with a band."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from fxp import reports
+from fxp import groups, reports
 from fxp.commands import Parser
 from fxp.console import number
 from fxp.errors import FxpError
 from fxp.reports import esc, image, metric_rows, model_line, table
-from fxp.runs import CONFIG, is_run, is_sweep, read_config, read_jobs, read_overrides, read_run, read_summary
+from fxp.runs import (
+    CONFIG,
+    baseline_cell,
+    is_run,
+    is_sweep,
+    read_config,
+    read_jobs,
+    read_metrics,
+    read_overrides,
+    read_run,
+    read_summary,
+)
 
 REPORT = "report.html"
 
@@ -22,6 +34,8 @@ def main(args: list[str]) -> int:
     folder = Path(p.parse_args(args).folder).expanduser().resolve()
     if folder.is_dir() and is_sweep(folder):
         title, body = sweep_report(folder)
+    elif folder.is_dir() and groups.is_group(folder):
+        title, body = group_report(folder)
     elif folder.is_dir() and is_run(folder):
         title, body = run_report(folder)
     else:
@@ -61,6 +75,35 @@ def run_report(folder: Path) -> tuple[str, list[str]]:
     body += ["<h2>Overrides</h2>", f"<pre>{esc(' '.join(overrides) or '(none: the defaults)')}</pre>",
              f"<h2>Config ({CONFIG})</h2>", f"<pre>{esc(_text(folder / CONFIG))}</pre>"]
     return f"fxp report: {summary.get('task') or row['task']} run {folder.name}", body
+
+
+def group_report(folder: Path) -> tuple[str, list[str]]:
+    """A group's page (a cross-validation's folds, fxp.cv): each final metric's mean ± std (n) beside every member's
+    value and the baseline, each metric's curve as the members' mean with its band and their final values as points,
+    the members one a row; then the group's overrides and config."""
+    from fxp import plots
+
+    group, summary, row = groups.read(folder), read_summary(folder), read_run(folder, folder.parent)
+    members = [m for m in group["members"] if is_run(folder / m)]
+    runs = {m: read_run(folder / m, folder) for m in members}
+    finals = [runs[m]["final_metrics"] for m in members]
+    base = reports.group_baselines([read_summary(folder / m) for m in members])
+    cells = [[name, groups.cell(entry, 4), *(number(f.get(name)) for f in finals), baseline_cell(base, name)]
+             for name, entry in groups.summarize([f for f in finals if f]).items()]
+    body = [f"<p>{esc(folder)}<br>{esc(group['kind'])} of {len(group['members'])}: status {esc(row['status'])}, "
+            f"{(row['wall_time_s'] or 0):.1f} s</p>",
+            "<h2>Metrics (final)</h2>", table(["metric", "mean ± std (n)", *members, "baseline"], cells)]
+    fig = plots.group_curves([read_metrics(folder / m) for m in members], members)
+    body += ["<h2>Curves</h2>", image(reports.figure_uri(fig), "curves")] if fig is not None else []
+    monitor = row["metric"]
+    body += ["<h2>Members</h2>", table(["run", "status", "valid items", f"final {monitor}", f"best {monitor}",
+                                         "epochs"],
+                                        [[m, runs[m]["status"], read_summary(folder / m).get("items_valid", ""),
+                                          number(runs[m]["final"]), number(runs[m]["best"]), runs[m]["epochs"]]
+                                         for m in members], (1,))]
+    body += ["<h2>Overrides</h2>", f"<pre>{esc(' '.join(read_overrides(folder)) or '(none: the defaults)')}</pre>",
+             f"<h2>Config ({CONFIG})</h2>", f"<pre>{esc(_text(folder / CONFIG))}</pre>"]
+    return f"fxp report: {summary.get('task') or row['task']} {group['kind']} {folder.name}", body
 
 
 def sweep_report(folder: Path) -> tuple[str, list[str]]:
