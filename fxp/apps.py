@@ -191,7 +191,8 @@ def _kept(run) -> str:
     point = last_checkpoint(run.path) if run is not None else None
     if point is None:
         return "no checkpoint yet (no epoch had ended), so there is nothing to resume"
-    step = f"step {point['step']} " if point["folder"] != str(run.path) else ""
+    where = Path(point["folder"]).relative_to(run.path).as_posix()  # a step's (lm) or a fold's (fold2) folder
+    step = f"{where}'s " if where != "." else ""
     return (f"its checkpoint after {step}stage {point['stage']} epoch {point['epoch']} is kept; "
             f"go on with: fxp resume {run.path}")
 

@@ -40,15 +40,26 @@ class FoldSplitter:
     def __call__(self, items) -> tuple[list[int], list[int]]:
         keys = keys_of(items, self.cfg) if self.key is None else [str(self.key(o)) for o in rows(items)]
         if self.folds is None:
-            self.folds = self.recorded(keys) or self.drawn(items, keys)
+            self.folds = self.assigned(items, keys)
         check_same(keys, self.folds, self.cfg.data.folds_file)
         fold_of, i = [self.folds[k] for k in keys], self.cfg.trainer.fold
         return [j for j, f in enumerate(fold_of) if f != i], [j for j, f in enumerate(fold_of) if f == i]
 
-    def recorded(self, keys: list[str]) -> dict | None:
+    def assigned(self, items, keys: list[str]) -> dict:
+        """The folds data.folds_file records; else drawn (and recorded there). One process draws at a time: the ranks
+        of a run over several processes find the file the first one wrote."""
+        file = self.cfg.data.folds_file
+        if not file:
+            return self.drawn(items, keys)
+        from fxp.writer import locked
+
+        with locked(Path(file).with_name(f".{Path(file).name}.lock")):
+            return self.recorded() or self.drawn(items, keys)
+
+    def recorded(self) -> dict | None:
         "The folds data.folds_file records, if it is there (its number of folds checked); else None."
         file, k = self.cfg.data.folds_file, self.cfg.trainer.folds
-        if not file or not Path(file).is_file():
+        if not Path(file).is_file():
             return None
         record = read(Path(file))
         if record["folds"] != k:
