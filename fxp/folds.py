@@ -211,8 +211,11 @@ def sizes(folds: dict, k: int) -> list[int]:
     return [counts[f] for f in range(k)]
 
 
-def check_batches(folds: dict, k: int, bs: int) -> None:
-    "Every fold leaves a training batch (trainer.bs items) when it validates; else one line naming the fold."
+def check_batches(folds: dict, k: int, bs) -> None:
+    """Every fold leaves a training batch (trainer.bs items) when it validates; else one line naming the fold. bs=auto:
+    the size it settles on fits the training items (fxp.batchsize)."""
+    if not isinstance(bs, int):
+        return
     n = len(folds)
     small = [(f, n - size) for f, size in enumerate(sizes(folds, k)) if n - size < bs]
     if small:

@@ -29,9 +29,9 @@ NOT_AGAIN = {"completed": "it completed; nothing to resume (fxp resume RUN_DIR -
 def parser() -> Parser:
     p = Parser(prog="fxp resume", description="Continue an interrupted, failed or killed run from its last "
                                               "checkpoint, in its own folder, as if it had never stopped; or finish "
-                                              "a sweep stopped part way.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (outputs/<task>/<stamp>; fxp runs lists them) or "
-                                                      "a sweep folder")
+                                              "a sweep or a cross-validation stopped part way.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (outputs/<task>/<stamp>; fxp runs lists them), "
+                                                      "a sweep folder or a cross-validation's (<task>/cv/<stamp>)")
     p.add_argument("--extend", type=int, metavar="N", help="train a completed run N more epochs (a new stage like "
                                                            "its last one; after fine_tune, its unfrozen part)")
     p.add_argument("--trust", action="store_true", help="load a checkpoint that holds more than data (fxp's own hold "
