@@ -363,11 +363,13 @@ def _proc_start(pid: int) -> str | None:
 
 
 def last_checkpoint(path: Path) -> dict | None:
-    """Where a run's newest checkpoint stands (its last.json, of the run folder or of a step's): step, stage, epoch
-    within the stage, epochs in all, and `folder`; None before the first epoch ended."""
+    """Where a run's newest checkpoint stands (its last.json, of the run folder, of a step's or a cross-validation
+    fold's, or of a fold's step): step, stage, epoch within the stage, epochs in all, and `folder`; None before the
+    first epoch ended."""
     path = Path(path)
     found = []
-    for f in [path / CHECKPOINTS / f"{LAST}.json", *path.glob(f"*/{CHECKPOINTS}/{LAST}.json")]:
+    for f in [path / CHECKPOINTS / f"{LAST}.json", *path.glob(f"*/{CHECKPOINTS}/{LAST}.json"),
+              *path.glob(f"*/*/{CHECKPOINTS}/{LAST}.json")]:
         point = read_json(f)
         if isinstance(point, dict) and point and f.with_suffix(".pth").is_file():
             found.append({**point, "folder": str(f.parent.parent)})
