@@ -68,14 +68,22 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def read_explained(path: Path) -> tuple[Path | None, list[dict]]:
-    "The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, [])."
-    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), reverse=True):
+    """The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, []).
+    Newest by the time its list was written: two explains within a second have stamps that do not sort by time."""
+    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), key=_written_at, reverse=True):
         try:
             with open(folder / EXPLAINED, newline="", errors="replace") as fh:
                 return folder, list(csv.DictReader(fh))
         except (OSError, csv.Error):
             continue
     return None, []
+
+
+def _written_at(folder: Path) -> int:
+    try:
+        return (folder / EXPLAINED).stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _num(v):
