@@ -19,7 +19,6 @@ from fxp.errors import FxpError
 from fxp.groups import (
     GROUP,
     MEMBER_KEYS,
-    NOUNS,
     cell,
     files,
     is_group,
@@ -484,14 +483,17 @@ def report(run) -> None:
         out.print(line, highlight=False, soft_wrap=True)
 
 
+GROUP_TITLES = {"cv": "{n}-fold cross-validation", "seeds": "{n} seeds"}  # fxp.groups.KINDS
+
+
 def group_report(group: dict, folder: Path) -> None:
     """A group's numbers as it ends (fxp.groups: a row of `read_group`): each metric's final and best as mean ± std
     over its completed members, beside the baseline; each member's final value of the monitored metric; the folder."""
     from rich.cells import cell_len
     from rich.table import Table
 
-    noun = NOUNS[group["group"]]
-    title = f"{group['task']}: {len(group['members'])} {noun}, {group['status']} in {group['wall_time_s']:.1f}s"
+    what = GROUP_TITLES[group["group"]].format(n=len(group["members"]))
+    title = f"{group['task']}: {what}, {group['status']} in {group['wall_time_s']:.1f}s"
     table = Table(title=title, min_width=cell_len(title))
     final, best = group["spread"]["final"], group["spread"]["best"]
     base = baselines(read_json(folder / files(group["group"])[1]))

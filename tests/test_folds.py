@@ -226,7 +226,7 @@ def adult_cv(tmp_path_factory) -> Path:
     root = adult_sample(cwd / "adult")
     r = run_fxp("train", "task=adult", f"data.path={root}", f"trainer.folds={K}", "trainer.epochs=1", cwd=cwd)
     assert r.returncode == 0, r
-    assert f"adult: {K}-fold cross-validation completed" in r.stdout, r
+    assert f"adult: {K}-fold cross-validation, completed" in r.stdout, r
     return cv_folder(cwd)
 
 
@@ -280,7 +280,7 @@ def test_runs_and_report_show_a_cross_validation(adult_cv):
     r = run_fxp("report", str(adult_cv), cwd=adult_cv.parent)
     assert r.returncode == 0, r
     page = (adult_cv / "report.html").read_text()
-    assert "mean ± std (n)" in page and "fold4" in page and "<h2>Curves</h2>" in page
+    assert "mean ± std over the 5 completed folds" in page and "fold4" in page and "<h2>Curves: " in page
 
 
 def stopped_in_fold_2(cwd: Path, stop: str, *args: str) -> Path:
