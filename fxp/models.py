@@ -202,12 +202,12 @@ def basic_gan(size: int, n_channels: int, in_sz: int, n_features: int = 64, n_ex
 
 
 @contextmanager
-def pretrained_weights(m):
-    "A failed download of `m.arch`'s weights (no network) becomes one line with the way out."
+def pretrained_weights(m, key: str = "model", way_out: str = "train from scratch with"):
+    "A failed download of `m.arch`'s weights (no network) becomes one line with the way out (`key`.pretrained=false)."
     try:
         yield
     except OSError as e:  # urllib's URLError and socket errors both derive from OSError
         if not m.pretrained:
             raise
         raise FxpError(f"pretrained weights for {m.arch} are not available ({type(e).__name__}: {e}); "
-                       f"connect once to download them, or train from scratch with model.pretrained=false") from e
+                       f"connect once to download them, or {way_out} {key}.pretrained=false") from e
