@@ -128,7 +128,15 @@ def validate(cfg, overrides=()):
     from omegaconf import OmegaConf
 
     from fxp import dispatch
-    from fxp.checks import check_metrics, check_no_ops, check_targets, check_techniques, check_types, check_values
+    from fxp.checks import (
+        check_init,
+        check_metrics,
+        check_no_ops,
+        check_targets,
+        check_techniques,
+        check_types,
+        check_values,
+    )
     from fxp.schema import Config
 
     plain = _resolved(cfg)
@@ -141,6 +149,7 @@ def validate(cfg, overrides=()):
     check_metrics("task.metrics", typed.task.metrics)
     check_targets(typed)
     _check_trainer(typed.trainer)
+    check_init(typed.model)
     check_techniques(typed, {k: dispatch.declared(dispatch.kind_module(k), "TECHNIQUES") for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept

@@ -467,7 +467,7 @@ def steps(cfg) -> list:
              after=lambda learn, ctx: shutil.rmtree(ctx.path / "generated")),
         Step("gan", about="GAN of the pre-trained generator and critic", dls=lambda ctx: ctx.done["gen"].dls,
              learner=lambda dls, ctx: superres_gan(cfg, ctx.done["gen"], ctx.done["critic"]),
-             after=_freeze_for_export, ignore_warnings=SHADOWING),
+             after=_freeze_for_export, ignore_warnings=SHADOWING, fresh=False),
     ]
 
 
