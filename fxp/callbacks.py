@@ -16,6 +16,7 @@ import torch
 with warnings.catch_warnings():  # the first fastai import of most commands (train's, and the trackers')
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")  # fastai's import-time jit use
     from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
 from fastai.learner import AvgSmoothLoss, save_model
 from fastai.torch_core import get_model, num_distrib, rank_distrib
@@ -34,7 +35,8 @@ def _active(cb) -> bool:
 
 
 class MetricsCSV(Callback):
-    "A row per epoch in metrics.csv (rewritten whole): stage, epoch (across stages), losses, metrics, lr, seconds."
+    """A row per epoch in metrics.csv (rewritten whole): stage, epoch (across stages), losses, metrics, lr, seconds;
+    and of the training seconds, those waiting for batches (data_s) and those in forward, backward and step (step_s)."""
     order = 60  # after the Recorder has logged the epoch
     carried = ("epochs_done", "train_items", "train_time")  # into checkpoints, for fxp resume
 
@@ -52,7 +54,23 @@ class MetricsCSV(Callback):
         self.t0 = time.perf_counter()
 
     def before_train(self):
-        self.t_train = time.perf_counter()
+        self.t_train = self.t_batch = time.perf_counter()
+        self.data_s = self.step_s = 0.0
+
+    # Where an epoch's training time goes, with no device sync of fxp's own: `data_s` runs from the end of one step to
+    # the start of the next (waiting for the loader, its batch transforms, the callbacks that prepare the batch),
+    # `step_s` from there to after the Recorder (order 50), whose smoothed loss is copied to the CPU every batch: that
+    # copy waits for the device to finish the step. Work a step left queued would make the next batch's copy to the
+    # device wait instead: time could move between the two, never out of their sum, the training loop's time.
+    def before_batch(self):
+        if self.training:
+            now = time.perf_counter()
+            self.data_s, self.t_batch = self.data_s + now - self.t_batch, now
+
+    def after_batch(self):
+        if self.training:
+            now = time.perf_counter()
+            self.step_s, self.t_batch = self.step_s + now - self.t_batch, now
 
     def after_train(self):
         if self.run_:
@@ -68,7 +86,8 @@ class MetricsCSV(Callback):
         names = self.recorder.metric_names[1:-1]  # without fastai's epoch and formatted time
         row = dict(stage=getattr(self.learn, "stage", 1), epoch=self.epochs_done,
                    **{n: _plain(v) for n, v in zip(names, self.recorder.log[1:-1])},
-                   lr=self.opt.hypers[-1]["lr"], time=round(time.perf_counter() - self.t0, 3))
+                   lr=self.opt.hypers[-1]["lr"], time=round(time.perf_counter() - self.t0, 3),
+                   data_s=round(self.data_s, 3), step_s=round(self.step_s, 3))
         self.learn.last_row = row
         if rank_distrib():  # rank 0 writes the run folder
             return
@@ -149,7 +168,8 @@ def progress(n_stages: int) -> list:
 
 
 class DivergenceGuard(Callback):
-    "Stop with status `diverged` as soon as the training loss is NaN or infinite."
+    """Stop with status `diverged` as soon as the training loss is NaN or infinite; under fp16 mixed precision the line
+    says what to change first (fp16's small range overflows where bf16 and fp32 do not)."""
     order = 55
     every = 8  # checking forces a device sync: every few batches is soon enough
 
@@ -165,8 +185,17 @@ class DivergenceGuard(Callback):
     def _check(self, loss):
         value = float(loss) if loss is not None else 0.0
         if not math.isfinite(value):
-            raise Diverged(f"loss became {value} in stage {getattr(self.learn, 'stage', 1)} epoch "
-                           f"{self.epoch + 1}; lower the learning rate (trainer.lr=...) and try again")
+            where = f"loss became {value} in stage {getattr(self.learn, 'stage', 1)} epoch {self.epoch + 1}"
+            if in_fp16(self.learn):
+                raise Diverged(f"{where} under fp16 mixed precision; train in bf16 where the GPU has it "
+                               f"(trainer.precision=bf16) or in fp32 (trainer.precision=fp32), or lower the learning "
+                               f"rate (trainer.lr=...)")
+            raise Diverged(f"{where}; lower the learning rate (trainer.lr=...) and try again")
+
+
+def in_fp16(learn) -> bool:
+    "Whether `learn` trains under fastai's fp16 mixed precision (`to_fp16`)."
+    return any(isinstance(cb, MixedPrecision) and cb.amp_mode == AMPMode.FP16 for cb in learn.cbs)
 
 
 class TrialReport(Callback):

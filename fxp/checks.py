@@ -263,6 +263,15 @@ def check_stages(key: str, stages) -> None:
                               f"false (unfreeze) or a negative count of trainable groups (-2: freeze_to(-2))")
 
 
+def check_auto_bs(tr) -> None:
+    "trainer.bs=auto trains in one process: each process of a DDP run would probe a size of its own."
+    world = tr.devices * tr.nodes
+    if tr.bs == "auto" and world > 1:
+        raise ConfigError(f"trainer.bs=auto probes one process's memory, but this run has {world} processes "
+                          f"(trainer.devices × trainer.nodes) that must share one size; give trainer.bs=N (each "
+                          f"process's batch)")
+
+
 def check_in(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not valid; choose from: {', '.join(map(str, allowed))}")

@@ -18,26 +18,38 @@ commands:
   lr-find [OVERRIDES...]     only fastai's LR finder: plot and suggested LRs in a run folder
   predict RUN_DIR INPUT...   predict with a run's exported model (image files or folders, texts, CSV rows;
                              collab: --user U [--top N] or a pairs CSV); --json
-  reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result
+  reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result;
+                             --seeds N: N runs (a seed group), judged on their mean ± std
   resume RUN_DIR [--extend N]
                              continue an interrupted, failed or killed run from its last checkpoint, in its
                              folder, as if never stopped; --extend N: N more epochs on a completed run
   runs [DIR]                 the runs under DIR (./outputs), newest first, a sweep as one row with its best
-                             job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs
+                             job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs;
+                             runs that differ only in their seed are one row, mean ± std (n): --members each
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
-  compare RUN... | SWEEP_DIR [--html FILE]
+  compare RUN... | GROUP_DIR | SWEEP_DIR [--html FILE] [--members]
                              runs side by side: final and best metrics with deltas to the first run, the
                              config keys that differ; --html: a page with the curves overlaid
-  report RUN | SWEEP_DIR     a self-contained report.html in the folder: metrics, curves, diagnosis, plots,
-                             config; a sweep's jobs sorted by the metric, each swept value against it
+  report RUN | GROUP_DIR | SWEEP_DIR
+                             a self-contained report.html in the folder: metrics, curves, diagnosis, plots,
+                             config; a sweep's jobs sorted by the metric, each swept value against it; a seed
+                             group's mean ± std and curves with a band
+  explain RUN_DIR [INPUT...] [--method cam|gradcam] [--target LABEL] [--layer NAME]
+                             what the model looks at: CAM / Grad-CAM heatmaps over images (spectrograms for
+                             audio), word occlusion for texts, permutation importance for tables; no INPUT: a few
+                             validation items and the top losses; in RUN_DIR/explain/<stamp>/
   tasks                      the task, model, trainer, logger and experiment choices, one line each
   val RUN_DIR [data.path=DIR] [--split valid|test]
                              evaluate a saved run on its valid split or new labelled data, without retraining;
                              metrics and plots in RUN_DIR/eval/<stamp>/
-  export RUN_DIR --format onnx|torchscript
-                             the model as a plain ONNX or TorchScript file with model.json (classes,
-                             preprocessing) and a parity check against the learner, in RUN_DIR/export/
+  export RUN_DIR --format onnx|torchscript|onnx-int8|app | --bench
+                             the model as a plain ONNX, TorchScript or int8 ONNX file with model.json (classes,
+                             preprocessing) and a parity check against the learner, in RUN_DIR/export/; --bench:
+                             every format's size, parity, metric and latency (export/bench.csv); app: a Gradio
+                             app folder that runs on its own (export/app/); writes MODEL_CARD.md too
+  card RUN_DIR               MODEL_CARD.md beside the model: data fingerprint, recipe, metrics with baselines,
+                             diagnosis, export bench, limitations, how to load each exported format
   serve RUN_DIR [--host H] [--port P]
                              a web page and JSON API (POST /predict, GET /info, GET /health) for predictions
   show [OVERRIDES...]        see the data first, without training: a training batch (plots/batch.png) and the
@@ -58,6 +70,7 @@ examples:
   fxp train                                   # digits, a small CNN on CPU, under a minute
   fxp train task=mnist data.path=DIR trainer.epochs=3
   fxp train -m trainer.lr=1e-3,3e-3           # a sweep: one run folder per job, sweep.csv, best.json
+  fxp train trainer.seeds=3                   # a seed group: 3 runs, each metric as mean ± std (n=3)
   fxp train trainer.devices=2                 # one run over 2 processes (DDP; pip install 'fxp[dist]')
   fxp reproduce fastbook-01-adult data.path=DIR
   fxp predict outputs/digits/<run> digit.png
@@ -75,6 +88,7 @@ COMMANDS = {
     "tasks": "fxp.commands.tasks:main",
     "val": "fxp.commands.val:main",
     "export": "fxp.commands.export:main",
+    "card": "fxp.commands.card:main",
     "serve": "fxp.commands.serve:main",
     "compare": "fxp.commands.compare:main",
     "report": "fxp.commands.report:main",
@@ -82,6 +96,7 @@ COMMANDS = {
     "clean": "fxp.commands.clean:main",
     "cache": "fxp.commands.cache:main",
     "check": "fxp.commands.check:main",
+    "explain": "fxp.commands.explain:main",
 }
 
 

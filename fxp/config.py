@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import secrets
 from importlib.util import find_spec
 from pathlib import Path
@@ -24,9 +25,9 @@ def register() -> None:
     """What fxp's configs need from Hydra's ConfigStore and OmegaConf, once per process, before the first compose.
 
     The root schema; each kind's task schema as `kind/<name>`, which task YAMLs take as their base; the presets of
-    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid` and `fxp_direction`.
-    Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads it: so
-    any compose, a launcher's worker process included, finds them.
+    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid`, `fxp_direction` and
+    `fxp_group`. Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads
+    it: so any compose, a launcher's worker process included, finds them.
     """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -39,6 +40,8 @@ def register() -> None:
     # Optuna's direction from a task's monitor mode, so a search maximises accuracy and minimises a loss.
     OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
+    # a seed group's folder (trainer.seeds > 1) goes under outputs/<task>/seeds/ (hydra.run.dir in conf/config.yaml)
+    OmegaConf.register_new_resolver("fxp_group", lambda seeds: "seeds/" if int(seeds) > 1 else "", replace=True)
     cs = ConfigStore.instance()
     cs.store(name="fxp_schema", node=Config)
     for kind in dispatch.kinds():
@@ -161,10 +164,30 @@ def validate(cfg, overrides=()):
             raise ConfigError(f"data.path={cfg.data.path} does not exist (looked for {path}); "
                               f"point data.path= at a local copy of the dataset")
         out.data.path = str(path)  # config.yaml records where the data was, whatever the working directory
+    elif out.task.local:
+        out.data.path = str(found_locally(out.task.local))  # recorded as a given data.path is
     for key in ("exclude", "relabel"):  # fxp clean's lists, recorded as data.path is
         if cfg.data[key]:
             out.data[key] = str(_clean_list(f"data.{key}", cfg.data[key], out))
     return out
+
+
+SHARED_DATA = "../shared/data"  # task.local without $FXP_DATA: beside the working directory (a clone's root)
+
+
+def local_copy(name: str) -> Path:
+    "Where task.local=NAME is: $FXP_DATA/NAME when FXP_DATA is set, else ../shared/data/NAME."
+    return (Path(os.environ.get("FXP_DATA") or SHARED_DATA) / name).expanduser().resolve()
+
+
+def found_locally(name: str) -> Path:
+    "task.local's folder, if it is there; else one line saying where it was looked for and how to point at it."
+    path = local_copy(name)
+    if path.is_dir():
+        return path
+    where = "$FXP_DATA" if os.environ.get("FXP_DATA") else f"{SHARED_DATA} (from the working directory; FXP_DATA unset)"
+    raise ConfigError(f"data set {name!r} not found: looked for {path}, in {where}; set data.path= to a copy of it, "
+                      f"or FXP_DATA= to the folder holding {name}/")
 
 
 def _clean_list(key: str, file: str, cfg) -> Path:
@@ -257,11 +280,17 @@ def _typed_task(task: dict, schema):
 
 
 def _check_trainer(t) -> None:
-    "What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages."
-    from fxp.checks import check_lr, check_stages
+    """What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages, bs=auto's
+    one process, a seed group's last seed within numpy's range."""
+    from fxp.checks import check_auto_bs, check_lr, check_stages
+    from fxp.schema import MAX_SEED
 
     check_lr("trainer.lr", t.lr)
     check_stages("trainer.stages", t.stages)
+    check_auto_bs(t)
+    if t.seed + t.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"trainer.seeds={t.seeds}: its seeds {t.seed}..{t.seed + t.seeds - 1} pass numpy's largest, "
+                          f"{MAX_SEED}; lower trainer.seed")
 
 
 def parse_override(override: str):

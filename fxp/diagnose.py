@@ -21,7 +21,12 @@ first:
   than NOISE of the metric's range over the run -> fewer epochs, more augmentation, weight decay, dropout;
 - under-fitting: training loss above valid loss at every epoch -> more epochs or a higher lr, less regularisation;
 - still improving: the last epoch's valid loss drop is at least STEEP times the run's average drop per epoch ->
-  train longer.
+  train longer;
+- input-bound: where the time went, not the fit. Over the epochs after each stage's first (a stage's first epoch
+  holds one-time costs: the image cache built, worker processes started, compilation), the training loop waited for
+  its batches (metrics.csv's data_s) at least INPUT_BOUND of its time (data_s + step_s) -> the decode-once cache,
+  loader workers, lighter item transforms. A loop that keeps its device fed waits far less: 3% for digits in memory,
+  10% for mnist_tiny from the cache, 65% from its PNG files (data.cache=off), on a CPU.
 Several may hold; the first in that order is the verdict, all are listed (a diverged run's curves say nothing
 more, so divergence is listed alone, with collapsed activations if recorded).
 
@@ -44,6 +49,7 @@ from fxp.runs import (
     CONFIG,
     METRICS,
     PLOTS,
+    TIMES,
     baselines,
     first_line,
     lower_is_better,
@@ -58,6 +64,7 @@ EXPLODE = 10.0
 MIN_EPOCHS_AFTER_BEST = 2
 NOISE = 0.1
 STEEP = 0.5
+INPUT_BOUND = 0.3  # data_s / (data_s + step_s) from which the loop is input-bound: its device idles a third of the time
 PLOT = Path(PLOTS) / "diagnosis.png"
 
 ADVICE = {
@@ -75,11 +82,14 @@ ADVICE = {
     "under-fitting": "train more epochs ({more}) or at a higher lr; use less regularisation (weight decay, dropout, "
                      "augmentation)",
     "still improving": "train longer ({more}): the valid loss was still falling steeply",
+    "input-bound": "the model waits for its batches: decode images once (data.cache=auto{cache}), give the loader "
+                   "worker processes (trainer.num_workers=N{workers}), or lighten the item transforms",
     "looks fine": "nothing to fix by these rules; compare runs with fxp runs --sort METRIC",
     "adversarial": "a GAN's losses are adversarial, so the over- and under-fitting rules do not apply: judge the "
                    "generated images in plots/ and the main metric{steps}",
     "no epochs": "no epoch finished: nothing to diagnose yet",
 }
+TIME_FINDINGS = ("input-bound",)  # where the time went, not the fit: listed with their own advice under a fit verdict
 STOPPED = ("killed", "interrupted", "stale")  # a run that stopped before its last epoch, and can go on
 for _status in STOPPED:
     ADVICE[_status] = "resume it from its last checkpoint: fxp resume {run}"
@@ -126,6 +136,8 @@ def diagnose(run_dir: Path, status: str | None = None, summary: dict | None = No
             f for f in (collapse, unreliable_valid(rows, summary), below_baseline(rows, metric, lower, baseline, keys),
                         over_fitting(rows, metric, lower, keys), under_fitting(rows, keys),
                         still_improving(rows, keys)) if f]
+    if status != "failed" and not any(f["verdict"] == "diverged" for f in findings):
+        findings += [f for f in (input_bound(run_dir, rows),) if f]
     if status in STOPPED:
         findings.insert(0, stopped(run_dir, rows, status))
     if not findings:
@@ -356,6 +368,28 @@ def still_improving(rows: list[dict], keys: EpochKeys) -> dict | None:
                                                         f"({valid[-2]:.4g} -> {valid[-1]:.4g}); "
                                                         f"{average_drop:.4g} per epoch on average",
                    more=keys.more())
+
+
+def input_bound(run_dir: Path, rows: list[dict]) -> dict | None:
+    "The share of the training loop's time spent waiting for batches, in the epochs after each stage's first."
+    later = [r for r, before in zip(rows, [None, *rows]) if before is not None and _stage(r) == _stage(before)]
+    if not later or not all(_finite(r.get(t)) for r in later for t in TIMES):
+        return None
+    data, step = (sum(r[t] for r in later) for t in TIMES)
+    if data + step <= 0 or data / (data + step) < INPUT_BOUND:
+        return None
+    first, last = _epoch(later[0]), _epoch(later[-1])
+    epochs = f"epoch {last}" if first == last else f"epochs {first}-{last}"
+    config = _dict(read_config(run_dir))
+    return finding("input-bound", last, f"data is {data / (data + step):.0%} of step time ({data:.3g} s waiting "
+                                        f"for batches, {step:.3g} s in forward, backward and step; {epochs})",
+                   cache=_now(config, "data", "cache"), workers=_now(config, "trainer", "num_workers"))
+
+
+def _now(config: dict, group: str, key: str) -> str:
+    "`; now VALUE` for a key of the run's config.yaml, '' if it has none (an older run)."
+    value = _dict(config.get(group)).get(key)
+    return f"; now {value}" if value is not None else ""
 
 
 def curves(rows: list[dict], metric: str, baseline=None) -> str:

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from omegaconf import OmegaConf
 
-from fxp import dispatch, doctor, train
+from fxp import batchsize, dispatch, doctor, train
 from fxp.errors import FxpError, describe
 
 LOG = "check.log"  # the traceback of a piece that failed
@@ -111,6 +111,7 @@ def run(cfg, dest: Path, data_only: bool = False, overfit: dict | None = None,
     the overfit's losses. Never raises for a failing piece: it is recorded."""
     pieces, out = Pieces(), {"counts": {}, "findings": []}
     skip_bad, cfg.data.skip_bad = cfg.data.skip_bad, True  # an unreadable file is the doctor's finding, not a stop
+    fixed_bs(cfg)
     try:
         with pieces.piece("device"):
             device = train.setup(cfg)
@@ -177,6 +178,13 @@ def full(cfg, dest: Path, kind, steps: list, device, pieces: Pieces, out: dict, 
     if overfit is not None:
         out["overfit"] = overfitted(steps[0], first["dls"], train.StepContext(device, dest, dest, {}), cfg,
                                     pieces, **overfit)
+
+
+def fixed_bs(cfg) -> None:
+    """trainer.bs=auto as the first size it would try (fxp.batchsize.smallest): a batch checks the path, not the memory
+    (fxp train probes that), and a batch this small fits wherever anything does."""
+    if cfg.trainer.bs == "auto":
+        cfg.trainer.bs = batchsize.smallest(cfg.trainer)
 
 
 def fixed_lr(cfg) -> None:

@@ -24,14 +24,18 @@ import yaml
 CONFIG, OVERRIDES, METRICS, SUMMARY, LOG = "config.yaml", "overrides.yaml", "metrics.csv", "summary.json", "train.log"
 MODEL, CHECKPOINTS, PLOTS = "model.pkl", "checkpoints", "plots"
 LAST = "last"  # checkpoints/last.pth (what `fxp resume` continues from) and last.json (where that is, readable light)
+PROFILE, TRACE, TOP_OPS = "profile", "train.pt.trace.json", "top_ops.txt"  # trainer.profile's folder and its files
 PICKLES = "pickles.json"  # the SHA-256 of each pickle fxp wrote into the folder (model.pkl), checked before loading
+EXPLAIN, EXPLAINED = "explain", "explained.csv"  # fxp explain's explain/<stamp>/ folders, each listing its files
+TOP_LOSS = "top loss"  # explained.csv's `why` of a validation item explained as one of the top losses
 TRACKERS = "trackers.json"  # the tracker runs (MLflow, W&B ids) a run or sweep logs to: fxp resume goes on in them
 SWEEP_CSV, BEST = "sweep.csv", "best.json"  # a sweep folder's own files (fxp.sweeps writes them)
 SWEEP_JSON = "sweep.json"  # a sweep's record of the jobs it runs, written as it starts (fxp.sweeps.record)
 SWEEP_FILES = ("multirun.yaml", SWEEP_JSON, SWEEP_CSV, BEST)  # Hydra writes multirun.yaml in every sweep folder
 NOT_STARTED = "not started"  # a job a sweep's record lists that has no folder: the sweep stopped before it
 ATTEMPT_LOG = re.compile(r"train\.\w+-\d+\.log")  # train.failed-1.log: the log of a sweep job's earlier attempt
-NOT_METRICS = {"stage", "epoch", "lr", "time"}
+TIMES = ("data_s", "step_s")  # of an epoch's training seconds: waiting for batches, and forward/backward/step
+NOT_METRICS = {"stage", "epoch", "lr", "time", *TIMES}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "rmspe", "perplexity")
 STATUSES = ("completed", "pruned", "failed", "interrupted", "diverged", "running", "killed", "stale", "incomplete",
             NOT_STARTED)  # pruned: an Optuna trial its study's pruner stopped early (fxp.trials); not a failure
@@ -61,6 +65,17 @@ def read_metrics(path: Path) -> list[dict]:
             return [{k: _num(v) for k, v in row.items() if isinstance(k, str)} for row in csv.DictReader(fh)]
     except (OSError, csv.Error):
         return []
+
+
+def read_explained(path: Path) -> tuple[Path | None, list[dict]]:
+    "The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, [])."
+    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), reverse=True):
+        try:
+            with open(folder / EXPLAINED, newline="", errors="replace") as fh:
+                return folder, list(csv.DictReader(fh))
+        except (OSError, csv.Error):
+            continue
+    return None, []
 
 
 def _num(v):
@@ -213,7 +228,8 @@ def read_run(path: Path, root: Path) -> dict:
                 task=_of(str, summary.get("task")) or _task_of(path), overrides=[str(o) for o in overrides],
                 metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
                 best=best.get(monitor.metric), baseline=baseline[0], baseline_of=baseline[1],
-                model_epoch=_of(int, summary.get("model_epoch")), epochs=epochs, wall_time_s=wall, status=status,
+                model_epoch=_of(int, summary.get("model_epoch")), seed=_of(int, summary.get("seed")), epochs=epochs,
+                wall_time_s=wall, status=status,
                 error=bad or first_line(_of(str, summary.get("error"))) or None, suggested_lrs=lrs,
                 started=iso(started(path)), final_metrics=final, best_metrics=best)
 
@@ -272,8 +288,8 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
 def not_started_row(num: str, overrides: list[str]) -> dict:
     "A sweep's job that has no folder yet, as a row (the fields of read_run's, empty)."
     return dict(run=num, kind="run", task="-", overrides=overrides, metric=None, mode=None, final=None, best=None,
-                baseline=None, baseline_of=None, model_epoch=None, epochs=0, wall_time_s=None, status=NOT_STARTED,
-                error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
+                baseline=None, baseline_of=None, model_epoch=None, seed=None, epochs=0, wall_time_s=None,
+                status=NOT_STARTED, error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
 
 
 def best_job(jobs: list[dict]) -> dict | None:
@@ -365,6 +381,15 @@ def csv_line(row: dict, header: bool = False) -> str:
     if header:
         w.writeheader()
     w.writerow(row)
+    return buf.getvalue()
+
+
+def csv_text(rows: list[dict]) -> str:
+    "The rows as CSV, their columns in order of appearance (a job's metrics may differ from another's)."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    w.writeheader()
+    w.writerows(rows)
     return buf.getvalue()
 
 

@@ -108,11 +108,23 @@ class SavedRun:
                               f"train the run anew with this fxp") from None
         for o in overrides:
             self._apply(cfg, o, takes)
+        if taken("trainer.bs", takes):  # a command that batches the run's data
+            self.batched(cfg)
         try:
             return config.validate(cfg)
         except ConfigError as e:
             fix = f" (if the data moved: {self.command} {self.path} data.path=NEW)" if "data.path" in str(e) else ""
             raise ConfigError(f"{self.command}: {e}{fix}") from None
+
+    def batched(self, cfg):
+        """`cfg` with trainer.bs=auto as a number, for a command that batches data without training: the size the run
+        ended its training at (summary.json's `bs`), else the schema's default (any size gives the same results)."""
+        from fxp.schema import Trainer
+
+        if cfg.trainer.bs == "auto":
+            bs = self.summary.get("bs")
+            cfg.trainer.bs = bs if isinstance(bs, int) and bs >= 2 else Trainer.bs
+        return cfg
 
     def _apply(self, cfg, override: str, takes: tuple[str, ...]) -> None:
         "One override of a key the command takes (`logger=NAME`: the group's YAML, as fxp train composes it)."
@@ -228,7 +240,7 @@ def labelled(learn, kind, cfg, split: str, dev, run_dir: Path, limit: int | None
     """The learner with loaders over the data `cfg` points at: its training split and the `split` to evaluate
     (valid: the validation split; test: every item; its first `limit`), each run through the learner's own pipeline
     with labels."""
-    dls = _data(kind, cfg, dev, run_dir)
+    dls = build_loaders(kind, cfg, dev, run_dir)
     if hasattr(dls.valid_ds, "tensors"):  # in-memory data (digits): the data is the run's own, encoded the same way
         if split != "valid":
             raise FxpError(f"--split {split}: this task's in-memory data has one held-out split; use --split valid")
@@ -247,7 +259,7 @@ def labelled(learn, kind, cfg, split: str, dev, run_dir: Path, limit: int | None
     return learn
 
 
-def _data(kind, cfg, dev, run_dir: Path):
+def build_loaders(kind, cfg, dev, run_dir: Path):
     """The kind's loaders; a kind whose `dls` takes the run's folder (word_lm generates its data there when data.path is
     not set) gets the run's, not the working directory."""
     import inspect

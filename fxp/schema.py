@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PAD_MODES = ("zeros", "reflection", "border")
 RESIZE_METHODS = ("crop", "pad", "squish")
-SEEDS = "[0, 4294967295]"  # numpy's seed range
+MAX_SEED = 4294967295  # numpy's largest seed
+SEEDS = f"[0, {MAX_SEED}]"
 # the largest learning rate taken: far past divergence (a run at 1e3 diverges, and fxp diagnose says so, as lesson 1
 # shows), and far below what overflows fp32 tensors in the optimizer (1e308 did, with a RuntimeError mid-training)
 MAX_LR = 1e4
@@ -67,16 +68,21 @@ class EarlyStopping:
 
 @dataclass
 class Trainer:
-    bs: int = field(default=64, metadata=valid("[2, inf)", why="batch norm layers need two items per batch"))
+    # auto: the largest size whose training steps fit the device (CUDA), the fastest per item (CPU): fxp.batchsize
+    bs: Any = field(default=64, metadata=valid("[2, inf)", whole=True, choices=("auto",),
+                                               why="batch norm layers need two items per batch"))
     epochs: int = field(default=5, metadata=valid("[0, inf)"))
     lr: Any = 1e-2
     wd: Optional[float] = field(default=None, metadata=valid("[0, inf)"))
     moms: List[float] = field(default_factory=lambda: [0.95, 0.85, 0.95],
                               metadata=valid("[0, 1)", items=3, scalar=False, why="one-cycle's start, middle, end"))
+    # auto: bf16 where the GPU has it, else fp16 if one batch agrees with fp32, else fp32 (fxp.precision)
     precision: str = field(default="fp32", metadata=valid(choices=PRECISIONS))
     channels_last: bool = False
     compile: bool = False
     seed: int = field(default=42, metadata=valid(SEEDS))
+    # a seed group: the recipe trained this many times, with seeds seed, seed+1, ... (fxp.groups); 1: one run
+    seeds: int = field(default=1, metadata=valid("[1, 1000]", whole=True))
     device: str = field(default="auto", metadata=valid(choices=DEVICES))
     # DataLoader worker processes; auto: none for cached or in-memory data, some for files decoded every epoch on CUDA
     num_workers: Any = field(default="auto", metadata=valid("[0, 256]", whole=True, choices=("auto",)))
@@ -87,7 +93,8 @@ class Trainer:
     devices: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
     # machines of one DDP run, each starting `devices` processes (Slurm: hydra/launcher=slurm_ddp, a task per node)
     nodes: int = field(default=1, metadata=valid("[1, 1024]", whole=True))
-    # DDP: lr × devices × nodes (the linear scaling rule for the larger global batch); off: lr as given
+    # the linear scaling rule: DDP's lr × devices × nodes (a larger global batch), and lr × 0.5 each time running out
+    # of memory halves the batch (fxp.batchsize); off: lr as given
     scale_lr: bool = False
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     save_best: bool = True
@@ -106,9 +113,19 @@ class Trainer:
     accumulate: int = field(default=1, metadata=valid("[1, inf)", why="batches per optimizer step"))
     tta: bool = False  # test-time augmentation on the valid set after training: tta_<metric> in summary.json
     activation_stats: bool = False  # per-layer activation statistics: plots/activation_stats.png, collapsed layers
+    # torch.profiler over this many training steps of the first epoch (after one of warm-up) into the run's profile/:
+    # a trace for Perfetto or TensorBoard, and top_ops.txt; 0: off
+    profile: int = field(default=0, metadata=valid("[0, 100]", why="a trace of more steps is too large for Perfetto "
+                                                                   "and TensorBoard to open"))
     # the data doctor's cheap checks (fxp.doctor: rare classes, unreadable files, copies across train and valid) on
     # each step's data before its first epoch, as warnings; false: off (fxp check runs them all)
     check: bool = True
+    # bs=auto on CUDA: a size fits if its training step peaks under this share of the device's memory (headroom for
+    # what later epochs allocate more: fragmentation, validation, another process)
+    mem_fraction: float = field(default=0.85, metadata=valid("(0, 1]"))
+    # bs=auto: sizes are multiples of this (doubling, then a binary search between the last that fit and the first
+    # that did not); null: powers of two only
+    bs_step: Optional[int] = field(default=None, metadata=valid("[1, inf)"))
 
 
 @dataclass
@@ -124,7 +141,7 @@ class Model:
 
 @dataclass
 class Data:
-    "A local copy of the task's dataset (`path`; else the task's fastai `url` is downloaded once)."
+    "A local copy of the task's dataset (`path`; else task.local's folder, or the task's fastai `url` downloaded once)."
     path: Optional[str] = None
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
     exclude: Optional[str] = None  # fxp clean's CSV: drop its rows marked delete (all its rows if none is marked)
@@ -161,6 +178,9 @@ class TaskBase:
     "Keys every task has; a kind's `Task` dataclass extends it."
     kind: str = "classification"
     url: Optional[str] = None  # the dataset's fastai URLs name (PETS, MNIST_TINY, ...), used without data.path
+    # a local copy's folder name under $FXP_DATA, else under ../shared/data (the working directory's), used without
+    # data.path (a data set with no fastai URL: fsdd)
+    local: Optional[str] = None
     metrics: List[Any] = field(default_factory=list)  # fastai.metrics names, or `_target_` nodes
     monitor: Monitor = field(default_factory=Monitor)
 

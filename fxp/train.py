@@ -24,13 +24,14 @@ from fastai.torch_core import set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fxp import dispatch, plots, techniques
+from fxp import batchsize, dispatch, plots, precision, profiling, techniques
 from fxp.callbacks import (
     DivergenceGuard,
     EarlyStop,
     LastCheckpoint,
     MetricsCSV,
     Resumed,
+    RichProgress,
     SaveBest,
     TrialReport,
     checkpoint_types,
@@ -42,6 +43,7 @@ from fxp.errors import FxpError, building
 from fxp.init import initialize
 from fxp.learner import FxpLearner
 from fxp.runs import CHECKPOINTS, LAST, MODEL, PLOTS, best_metrics, final_metrics, first_line, read_metrics
+from fxp.schema import Trainer
 from fxp.show import BATCH, DATABLOCK, batch_png, datablock_summary, guarded_batch_png
 from fxp.writer import Run, write_atomic, write_pickle
 
@@ -57,9 +59,9 @@ def device_of(trainer) -> torch.device:
 
 
 def check_device(tr) -> torch.device:
-    "The device `trainer.device` names, if there is one and it can train at `trainer.precision`."
+    "The device `trainer.device` names, if there is one and it can train at `trainer.precision` (auto: any)."
     device = device_of(tr)
-    if tr.precision != "fp32" and device.type != "cuda":
+    if tr.precision not in ("fp32", "auto") and device.type != "cuda":
         raise FxpError(f"trainer.precision={tr.precision} needs a CUDA device (fastai autocasts on CUDA only); "
                        f"use trainer.precision=fp32 on {device.type}")
     return device
@@ -92,12 +94,13 @@ def attach(learn, path: Path):
     return learn
 
 
-def speedups(learn, tr) -> None:
+def speedups(learn, tr, precision: str) -> None:
+    "channels_last, `precision` (the trainer's, or what auto chose for the step) and compile, as the trainer says."
     if tr.channels_last:
         learn.to_channelslast(use_amp=False)
-    if tr.precision == "fp16":
+    if precision == "fp16":
         learn.to_fp16()
-    elif tr.precision == "bf16":
+    elif precision == "bf16":
         learn.to_bf16()
     if tr.compile:
         learn.model.compile()  # in place: parameters, freezing and the splitter keep working
@@ -113,7 +116,7 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train", keep
     comp = np.less if mon.mode == "min" else np.greater
     carried = dispatch.declared(dispatch.kind_module(cfg.task.kind), "CARRIED")
     cbs = [MetricsCSV(keep=keep), *progress(n_stages), DivergenceGuard(), LastCheckpoint(step, carried),
-           *loggers(cfg.logger), *techniques.callbacks(tr),
+           *loggers(cfg.logger), *techniques.callbacks(tr), *profiling.callbacks(tr),
            *(_built(f"trainer.cbs.{name}", node) for name, node in cfg.trainer.cbs.items())]
     if tr.save_best:
         cbs.append(SaveBest(mon.metric, comp))
@@ -194,24 +197,29 @@ def set_freeze(learn, freeze) -> None:
         learn.freeze_to(freeze)
 
 
-def fit_stage(learn, stage, tr, run: Run, at: dict | None = None) -> None:
+def fit_stage(learn, stage, tr, run: Run, at: dict | None = None, sized=None, probe=None) -> None:
     """Resize, freeze, then the stage's fits. `at` (fxp resume: where the step's checkpoint stands, and its `state`):
     stages and fits before it are only set up again (sizes and freezing as they were), the one it is in loads the
-    checkpoint and goes on from the epoch after it, without a new LR search."""
+    checkpoint and goes on from the epoch after it, without a new LR search. `sized` (fxp.batchsize.Sized): the step's
+    batch size and learning-rate factor; a stage entered afresh whose images grow calls `probe(freeze)` if it probes
+    (bs=auto), at the freezing of the stage's last fit."""
     i = learn.stage
-    if stage.size is not None:
-        resize(learn.dls, stage.size)
+    grown = stage.size is not None and resize(learn.dls, stage.size)
     set_freeze(learn, stage.freeze)
     if at is not None and i < at["stage"]:
         for part in parts(stage, tr):
             set_freeze(learn, part.freeze)
         return
     resumed = at is not None and i == at["stage"]
+    if grown and not resumed and sized is not None and sized.probes:
+        probe(parts(stage, tr)[-1].freeze)
     given = tr.lr if stage.lr is None else stage.lr
     lr = at["lr"] if resumed else resolve_lr(learn, given, run)
+    scale = sized.lr_scale if sized is not None else 1.0
     before = 0
     for j, part in enumerate(parts(stage, tr), 1):
-        learn.place = dict(stage=i, part=j, before=before, lr=lr)  # what LastCheckpoint records
+        # what LastCheckpoint records: lr before the factor, which a halving after this checkpoint may change
+        learn.place = dict(stage=i, part=j, before=before, lr=lr, bs=learn.dls.train.bs, lr_scale=scale)
         set_freeze(learn, part.freeze)
         before += part.epochs
         start, cbs = 0, None
@@ -222,7 +230,16 @@ def fit_stage(learn, stage, tr, run: Run, at: dict | None = None) -> None:
             start, cbs = (part.epochs if at["stopped"] else at["epoch"]), Resumed(at["state"])
         if start < part.epochs or start == 0:  # a fit of 0 epochs still runs (its before_fit/after_fit), as fastai's
             with starting_at(learn, start):
-                getattr(learn, part.method)(part.epochs, cbs=cbs, **part.args(lr))
+                getattr(learn, part.method)(part.epochs, cbs=cbs, **part.args(scaled(lr, scale)))
+
+
+def scaled(lr, factor: float):
+    "A learning rate (a number or a discriminative slice) times `factor`."
+    if factor == 1:
+        return lr
+    if isinstance(lr, slice):
+        return slice(*(None if v is None else v * factor for v in (lr.start, lr.stop, lr.step)))
+    return lr * factor
 
 
 @contextmanager
@@ -246,37 +263,65 @@ def starting_at(learn, epoch: int):
         del learn._do_fit
 
 
-def resize(dls, size) -> None:
-    "Progressive resizing: give every Resize transform of the loaders the new size."
+def resize(dls, size) -> bool:
+    "Progressive resizing: give every Resize transform of the loaders the new size. Whether the images grew."
     from fastai.vision.augment import Resize, _process_sz
 
     tfms = [t for dl in dls.loaders for t in getattr(getattr(dl, "after_item", None), "fs", [])
             if isinstance(t, Resize)]
     if not tfms:
         raise FxpError("a stage sets size= but the task's images have no Resize (set task.size for image files)")
+    new = _process_sz(tuple(size) if OmegaConf.is_list(size) else size)
+    grew = any(new[0] * new[1] > t.size[0] * t.size[1] for t in tfms)
     for t in tfms:
-        t.size = _process_sz(tuple(size) if OmegaConf.is_list(size) else size)
+        t.size = new
+    return grew
 
 
-def fit(learn, cfg, run: Run, stages=None, monitor=None, step: str = "train", at: dict | None = None,
+def fit(learn, cfg, run: Run, plan, stages=None, monitor=None, step: str = "train", at: dict | None = None,
         keep: int | None = None) -> dict:
     """Run `stages` (default: the trainer's) with fxp's callbacks, which write into `learn.path`. Each stage starts
     where the last one ended (the course's recipes); after the last, the learner goes back to the best epoch of all
     stages when save-best is on. `at`: go on from the step's checkpoint (fxp resume; see `fit_stage`), `keep`: the
-    metrics.csv rows it holds. Returns the step's summary fields: which epoch the learner now holds, throughput."""
+    metrics.csv rows it holds; `plan` (fxp.batchsize.Plan): the step's size and precision, as `build` set them.
+    Running out of memory ends it as fxp.batchsize.OutOfMemory (a run over one process). Returns the step's summary
+    fields: which epoch the learner now holds, throughput."""
     stages = cfg.trainer.stages if stages is None else stages
-    cbs = callbacks(cfg, learn, len(stages), monitor, step, keep) + trial_report(cfg, run, monitor)
+    sized = plan.steps[step]
+    cbs = (callbacks(cfg, learn, len(stages), monitor, step, keep) + trial_report(cfg, run, monitor)
+           + batchsize.injected(bool(plan.halvings(step))))
     learn.add_cbs(cbs)
-    speedups(learn, cfg.trainer)
-    for i, stage in enumerate(stages, 1):
-        learn.stage = i
-        fit_stage(learn, stage, cfg.trainer, run, at)
+    speedups(learn, cfg.trainer, plan.precision[step])
+
+    def probe(freeze):  # a stage with larger images: bs=auto again, on the learner as it stands, put back as it was
+        with learn.removed_cbs(cbs), batchsize.unchanged(learn):
+            set_freeze(learn, freeze)
+            found = batchsize.probe(learn, cfg.trainer, learn.dls.device)
+        batchsize.set_bs(learn.dls, found["chosen"])
+        sized.bs = found["chosen"]
+        sized.info.setdefault("bs_auto", {}).setdefault("resized", []).append(dict(stage=learn.stage, **found))
+        announce(f"bs=auto: {found['chosen']} for stage {learn.stage}'s larger images ({found['reason']})")
+
+    oom = None
+    try:
+        for i, stage in enumerate(stages, 1):
+            learn.stage = i
+            fit_stage(learn, stage, cfg.trainer, run, at, sized, probe)
+    except Exception as e:
+        if not batchsize.is_oom(e) or distributed_run():
+            raise
+        oom = batchsize.oom_at(e, step, learn, sized.lr_scale)
+    if oom is not None:  # raised out here: the error's traceback, which holds the batch's tensors, is gone
+        for cb in cbs:
+            if isinstance(cb, RichProgress):  # a terminal's live bar, which the fit that failed never stopped
+                cb.after_fit()
+        raise oom
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
     if best is not None:  # every rank (fastai's load waits for all of them: the file is whole)
         best.restore()
     last = csv_rows.epochs_done or None
     facts = {"model_epoch": best.best_epoch if best is not None and best.best_epoch else last,
-             "items_per_s": csv_rows.items_per_s}
+             "items_per_s": csv_rows.items_per_s, "bs": learn.dls.train.bs}
     for cb in cbs:  # a callback's own record of the step (activation statistics), with the files it writes
         if getattr(type(cb), "step_done", None):
             facts.update(cb.step_done(learn.path))
@@ -295,6 +340,13 @@ def trial_report(cfg, run: Run, monitor=None) -> list:
     return [TrialReport(trial, cfg.task.monitor.metric)] if trial is not None else []
 
 
+def distributed_run() -> bool:
+    "This process is one of a DDP run's (its ranks cannot each go on at a batch of their own)."
+    from fastai.torch_core import num_distrib
+
+    return num_distrib() > 1
+
+
 def train(cfg, run: Run, resume: bool = False) -> None:
     """Train the kind's steps, then export the learner that predicts, evaluate it and plot. `resume` (fxp resume):
     each step goes on from its checkpoint if it has one."""
@@ -302,12 +354,25 @@ def train(cfg, run: Run, resume: bool = False) -> None:
 
 
 def trained(cfg, run: Run, resume: bool = False):
-    "The kind's steps trained (see `train`): the learner that predicts."
+    """The kind's steps trained (see `train`): the learner that predicts. Running out of memory halves the step's batch
+    and goes on from its last checkpoint (fxp.batchsize), as often as it takes; config's trainer.bs stays as given."""
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
     if resume:
         announce(run.resume["note"])
-    return run_steps(dispatch.steps(kind, cfg), cfg, run, device, resume)
+    plan, given = batchsize.Plan(cfg.trainer, run.info), cfg.trainer.bs
+    try:
+        while True:
+            try:
+                return run_steps(dispatch.steps(kind, cfg), cfg, run, device, resume, plan)
+            except batchsize.OutOfMemory as oom:
+                line = plan.halve(oom)
+            batchsize.free_memory()  # out of the except block: nothing holds the failed fit's tensors now
+            log.warning(line)
+            print(line, flush=True)
+            device, resume = setup(cfg), True  # seeded again: a step with no checkpoint yet starts as a new run would
+    finally:
+        cfg.trainer.bs = given
 
 
 def conclude(learn, cfg, run: Run) -> None:
@@ -340,30 +405,32 @@ def own_image_size(dls) -> tuple[int, int] | None:
     return tuple(x.size) if isinstance(x, Image.Image) else None
 
 
-def run_steps(steps: list, cfg, run: Run, device, resume: bool = False):
+def run_steps(steps: list, cfg, run: Run, device, resume: bool = False, plan=None):
     """Build, attach and fit each step in turn; earlier steps write into their subfolders, with their curves and
     metrics under their name in the summary. Returns the learner that predicts (the step that `exports`, else the last).
 
     `resume`: a step with a checkpoint is rebuilt and goes on from it; one that had ended is not retrained (its fits
     are done: its best epoch is loaded back and its `after` runs again, as the steps after it need); metrics.csv
-    rows after the checkpoint's epoch are dropped (they are retrained: MetricsCSV's `keep`). A fresh step's model
-    starts as `model.init` says, unless a checkpoint's weights replace it."""
-    done = {}
+    rows after the checkpoint's epoch are dropped (they are retrained: MetricsCSV's `keep`). `plan`
+    (fxp.batchsize.Plan): the steps' sizes and precisions, kept across the retries after running out of memory. A
+    fresh step's model starts as `model.init` says, unless a checkpoint's weights replace it."""
+    done, plan = {}, plan or batchsize.Plan(cfg.trainer, run.info)
     for step in steps:
         ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
-        learn = build(step, cfg, run, ctx)
         at = saved_place(ctx.path, device, (run.resume or {}).get("trust", False)) if resume else None
+        learn = build(step, cfg, run, ctx, plan, at)
+        size = {"model_size": model_size(learn, cfg)}  # as built, before compilation and the stages' freezing
         init = initialize(learn, cfg.model.init) if step.fresh and at is None else {}
         with warnings.catch_warnings():
             for message in step.ignore_warnings:
                 warnings.filterwarnings("ignore", message=message)
             keep = (at["epochs"] if at else 0) if resume else None
-            facts = fit(learn, cfg, run, step.stages, step.monitor, step.name, at, keep)
-        extra = {**init, **facts, **((step.after(learn, ctx) if step.after else None) or {})}
+            facts = fit(learn, cfg, run, plan, step.stages, step.monitor, step.name, at, keep)
+        extra = {**size, **init, **facts, **((step.after(learn, ctx) if step.after else None) or {})}
         if step.folder:
             plots.loss_curves(ctx.path)
             rows = read_metrics(ctx.path)
-            run.info[step.name] = {**extra, "final_metrics": final_metrics(rows),
+            run.info[step.name] = {**run.info.get(step.name, {}), **extra, "final_metrics": final_metrics(rows),
                                    "best_metrics": best_metrics(rows, step.monitor or cfg.task.monitor)}
         else:
             run.info.update(extra)
@@ -393,6 +460,11 @@ def saved_place(folder: Path, device, trust: bool = False) -> dict | None:
     return {**state["at"], "state": state}
 
 
+def model_size(learn, cfg) -> dict:
+    "The model's parameters and, where the kind's input item has one size, its multiply-accumulates (fxp.profiling)."
+    return profiling.model_size(learn, dispatch.declared(dispatch.kind_module(cfg.task.kind), "INPUT"))
+
+
 @dataclass
 class StepContext:
     "What a step's functions may use: the device, the step's folder, the run folder, earlier steps' learners by name."
@@ -402,10 +474,18 @@ class StepContext:
     done: dict
 
 
-def build(step, cfg, run: Run, ctx: StepContext):
-    "The step's DataLoaders and Learner, writing into its folder; the run's data counts come from its last step."
+def build(step, cfg, run: Run, ctx: StepContext, plan=None, at: dict | None = None):
+    """The step's DataLoaders and Learner, writing into its folder; the run's data counts come from its last step.
+    Its batch size is `plan`'s (fxp.batchsize.Plan: a halving's, the checkpoint `at`'s, trainer.bs, or bs=auto's probe),
+    set as trainer.bs while the step trains; its precision trainer.precision's, or what auto chooses."""
     if step.about:
         announce(step.about)
+    plan = plan or batchsize.Plan(cfg.trainer, run.info)
+    info = run.info if step.folder is None else run.info.setdefault(step.name, {})
+    sized = plan.sized(step.name, at) or probed(step, cfg, ctx, plan, info)
+    sized.info = info
+    plan.steps[step.name] = sized
+    cfg.trainer.bs = sized.bs
     dls = step.dls(ctx)
     check_batches(dls, cfg.trainer.bs)
     if cfg.trainer.check:
@@ -413,10 +493,49 @@ def build(step, cfg, run: Run, ctx: StepContext):
     guarded_batch_png(dls, ctx.path / PLOTS / BATCH)  # see the data first; the training order is untouched
     learn = attach(step.learner(dls, ctx), ctx.path)
     techniques.use_opt(learn, cfg.trainer)
+    if step.name not in plan.precision:
+        choose_precision(learn, cfg.trainer, ctx.device, plan, step.name, info)
     if step.folder is None:
         run.info.update(device=str(ctx.device), items_train=len(dls.train_ds), items_valid=len(dls.valid_ds),
                         skipped_images=len(getattr(dls, "skipped", [])), **getattr(dls, "curated", {}))
     return learn
+
+
+def probed(step, cfg, ctx: StepContext, plan, info: dict):
+    """bs=auto: the step's loaders and learner built at the smallest size, set up as the step trains (its precision,
+    the techniques' callbacks), its training steps probed (fxp.batchsize.probe), then dropped; every random generator
+    is left as it was, so the run goes on as one given that size would. Recorded in summary.json (`bs_auto`)."""
+    from fastai.torch_core import get_random_states, set_random_states
+
+    tr, states = cfg.trainer, get_random_states()
+    try:
+        tr.bs = batchsize.smallest(tr)
+        learn = attach(step.learner(step.dls(ctx), ctx), ctx.path)
+        techniques.use_opt(learn, tr)
+        choose_precision(learn, tr, ctx.device, plan, step.name, info)
+        speedups(learn, tr, plan.precision[step.name])
+        learn.add_cbs(techniques.callbacks(tr))
+        found = batchsize.probe(learn, tr, ctx.device)
+    finally:
+        learn = None  # the probe's learner and loaders go before the step's are built
+        batchsize.free_memory()
+        set_random_states(**states)
+    info["bs_auto"] = found
+    announce(f"bs=auto: {found['chosen']} ({found['device']}: {found['reason']})")
+    return batchsize.Sized(found["chosen"], 1.0, probes=True)
+
+
+def choose_precision(learn, tr, device, plan, step: str, info: dict) -> None:
+    "The step's precision: trainer.precision's, or (auto) fxp.precision's choice, recorded and said once a run."
+    if tr.precision != "auto":
+        plan.precision[step] = tr.precision
+        return
+    chosen = precision.choose(learn, device)
+    plan.precision[step], info["precision"] = chosen["chosen"], chosen
+    line = f"precision: {chosen['chosen']} ({chosen['reason']})"
+    if line not in plan.said:
+        plan.said.add(line)
+        announce(line)
 
 
 def warn_findings(dls, cfg) -> None:
@@ -459,14 +578,22 @@ def _suggest_funcs():
 
 def show(cfg, run: Run) -> None:
     """fxp show: only the first step's DataLoaders: a training batch in plots/batch.png and the DataBlock summary
-    (printed and in datablock.txt), so a wrong label function or split is seen before any training."""
+    (printed and in datablock.txt), so a wrong label function or split is seen before any training; and the size of
+    the step's model, built but not trained."""
     kind = dispatch.kind_module(cfg.task.kind)
     device = setup(cfg)
+    if cfg.trainer.bs == "auto":  # nothing trains, so nothing to fit: a batch of the size a run is given by default
+        cfg.trainer.bs = Trainer.bs
     step = dispatch.steps(kind, cfg)[0]
-    dls = step.dls(StepContext(device, run.path, run.path, {}))
+    ctx = StepContext(device, run.path, run.path, {})
+    dls = step.dls(ctx)
     check_batches(dls, cfg.trainer.bs)
     batch_png(dls, run.path / PLOTS / BATCH)
     text = datablock_summary(dls)
     write_atomic(run.path / DATABLOCK, text)
     print(text, flush=True)
     run.info.update(items_train=len(dls.train_ds), items_valid=len(dls.valid_ds), shown=f"{PLOTS}/{BATCH}")
+    try:
+        run.info["model_size"] = model_size(step.learner(dls, ctx), cfg)
+    except FxpError as e:  # the data is what fxp show is for: a model it cannot build yet (weights offline) is a note
+        run.info["model_size"] = {"error": str(e)}

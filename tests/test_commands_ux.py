@@ -9,7 +9,7 @@ HELP = [("predict", "usage: fxp predict RUN_DIR INPUT"), ("reproduce", "usage: f
         ("runs", "usage: fxp runs"), ("diagnose", "usage: fxp diagnose"), ("tasks", "usage: fxp tasks"),
         ("val", "usage: fxp val"), ("export", "usage: fxp export"), ("serve", "usage: fxp serve"),
         ("compare", "usage: fxp compare"), ("report", "usage: fxp report"), ("clean", "usage: fxp clean"),
-        ("cache", "usage: fxp cache")]
+        ("cache", "usage: fxp cache"), ("explain", "usage: fxp explain")]
 # Hydra's help (seconds each: Hydra composes every group's options): each command once, one flag each
 HYDRA_HELP = [pytest.param(*p, marks=pytest.mark.slow) for p in (("lr-find", "fxp lr-find: compose a config", "-h"),
                                                              ("train", "fxp train: compose a config", "--help"))]

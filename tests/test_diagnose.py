@@ -44,19 +44,21 @@ NOISY_PLATEAU = dict(  # best error early on the plateau, then a few thousandths
     error_rate=[0.30, 0.15, 0.10, 0.085, 0.080, 0.083, 0.079, 0.082, 0.081, 0.083])
 
 
-def make_run(folder, curves, monitor=("accuracy", "max"), status="completed"):
-    "A run folder with metrics.csv holding `curves` (plus accuracy = 1 - error_rate), config.yaml and summary.json."
+def make_run(folder, curves, monitor=("accuracy", "max"), status="completed", times=None, stages=None):
+    """A run folder with metrics.csv holding `curves` (plus accuracy = 1 - error_rate), config.yaml and summary.json;
+    `times`: the columns data_s and step_s ({name: values}), `stages`: each row's stage (else all 1)."""
     folder.mkdir(parents=True, exist_ok=True)
     n = len(curves["train_loss"])
-    columns = dict(stage=[1] * n, epoch=list(range(1, n + 1)), **curves)
+    columns = dict(stage=stages or [1] * n, epoch=list(range(1, n + 1)), **curves)
     if "error_rate" in curves:
         columns["accuracy"] = [1 - e for e in curves["error_rate"]]
-    columns.update(lr=[1e-3] * n, time=[2.5] * n)
+    columns.update(lr=[1e-3] * n, time=[2.5] * n, **(times or {}))
     with open(folder / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(columns)
         w.writerows(zip(*columns.values()))
-    cfg = {"task": {"kind": "classification", "monitor": {"metric": monitor[0], "mode": monitor[1]}}}
+    cfg = {"task": {"kind": "classification", "monitor": {"metric": monitor[0], "mode": monitor[1]}},
+           "data": {"cache": "off"}, "trainer": {"num_workers": "auto"}}
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     (folder / "summary.json").write_text(json.dumps({"status": status, "task": "t", "epochs": n}))
     return folder
@@ -221,3 +223,53 @@ def test_a_killed_run_says_so_and_how_to_resume(tmp_path, capsys):
     assert [f["verdict"] for f in d["findings"]] == ["killed", "still improving"]  # the curves so far
     assert command.main([str(run), "--no-plot"]) == 0
     assert f"{run}: killed at epoch 5" in capsys.readouterr().out
+
+
+# --- issue 26 item 4: where the time goes -----------------------------------------------------------------------------
+
+WAITING = dict(data_s=[1.9, 1.2, 1.3, 1.2, 1.25, 1.2], step_s=[0.9, 0.8, 0.8, 0.85, 0.8, 0.8])  # 60% waiting
+FED = dict(data_s=[1.9, 0.08, 0.1, 0.09, 0.08, 0.1], step_s=[0.9, 0.8, 0.8, 0.85, 0.8, 0.8])  # an image cache's first
+# epoch builds it: 68% waiting there, 10% after
+
+
+def verdicts(d: dict) -> list[str]:
+    return [f["verdict"] for f in d["findings"]]
+
+
+def test_a_loop_waiting_for_its_batches_is_input_bound_with_the_keys_that_fix_it(tmp_path, capsys):
+    run = make_run(tmp_path / "run", CONVERGED, times=WAITING)
+    d = diagnose.diagnose(run)
+    assert (d["verdict"], d["epoch"]) == ("input-bound", 6), d  # the curves look fine: the time is what to fix
+    (f,) = d["findings"]
+    assert f["evidence"].startswith("data is 60% of step time (6.15 s waiting for batches, 4.05 s in forward"), f
+    assert "epochs 2-6" in f["evidence"]  # the first epoch's one-time costs left out
+    assert "data.cache=auto; now off" in f["advice"] and "trainer.num_workers=N; now auto" in f["advice"]
+    assert command.main([str(run), "--no-plot"]) == 0
+    assert "input-bound at epoch 6" in capsys.readouterr().out
+
+
+def test_input_bound_is_listed_with_its_fix_under_a_verdict_on_the_fit(tmp_path, capsys):
+    run = make_run(tmp_path / "run", OVER_FIT, times={k: v * 2 for k, v in WAITING.items()})
+    d = diagnose.diagnose(run)
+    assert d["verdict"] == "over-fitting" and verdicts(d)[-1] == "input-bound", d
+    assert command.main([str(run), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "  - input-bound (epoch 12): data is 61% of step time" in out
+    assert "    what to try: the model waits for its batches: decode images once (data.cache=auto; now off)" in out
+
+
+@pytest.mark.parametrize("times, stages", [
+    (FED, None),  # 10% after the epoch that built the cache
+    (None, None),  # a run of an fxp before data_s and step_s
+    (dict(data_s=[1.9, 0.1, 1.9, 0.1, 1.9, 0.1], step_s=[0.9] * 6), [1, 1, 2, 2, 3, 3]),  # each stage's first epoch
+    (dict(data_s=[1.9], step_s=[0.9]), None),  # one epoch: one-time costs only
+], ids=["fed", "older-run", "stage-firsts", "one-epoch"])
+def test_a_fed_loop_or_one_with_nothing_to_judge_is_not_input_bound(tmp_path, times, stages):
+    curves = CONVERGED if times is None or len(times["data_s"]) == 6 else LESSON2_LR_TOO_HIGH
+    d = diagnose.diagnose(make_run(tmp_path / "run", curves, times=times, stages=stages))
+    assert "input-bound" not in verdicts(d), d
+
+
+def test_a_diverged_run_is_not_judged_on_its_time(tmp_path):
+    d = diagnose.diagnose(make_run(tmp_path / "run", EXPLODING, times={k: v[:4] for k, v in WAITING.items()}))
+    assert verdicts(d) == ["diverged"], d

@@ -133,7 +133,7 @@ def test_each_format_keeps_its_own_model_json(runs, mnist_onnx):
 def test_an_export_stopped_midway_leaves_the_previous_pair(tmp_path, monkeypatch):
     """Stopped after the model file is written and before model.json (Ctrl-C, or a kill): the earlier export stays
     whole, with no half-written folder beside it."""
-    from fxp.commands import export
+    from fxp import exporting
 
     run = copy_exported(tmp_path, "classification") / "classification"
     args = ("export", run, "--format", "torchscript", "--items", "4", f"data.path={need_data('mnist_tiny')}")
@@ -143,7 +143,7 @@ def test_an_export_stopped_midway_leaves_the_previous_pair(tmp_path, monkeypatch
     def stopped(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "parity", stopped)
+    monkeypatch.setattr(exporting, "parity", stopped)
     assert run_fxp(*args, cwd=tmp_path).returncode == 130
     assert {f.name: f.read_bytes() for f in (run / "export" / "torchscript").iterdir()} == before
     assert sorted(f.name for f in (run / "export").iterdir()) == ["torchscript"]

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from conftest import assert_one_line_error, newest_run, run_fxp
+from fxp.runs import TIMES
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not hasattr(os, "fork"), reason="forks runs from this process (POSIX only)")]
@@ -55,7 +56,7 @@ def appeared(cwd, pattern: str) -> float:
 
 def curves(run) -> list[dict]:
     with open(run / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if k not in ("time", *TIMES)} for r in csv.DictReader(f)]
 
 
 def check_files(run) -> None:

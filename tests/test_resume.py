@@ -22,6 +22,7 @@ from conftest import (
     subprocess_env,
     summary,
 )
+from fxp.runs import TIMES
 
 # fit_one_cycle, fastai's fine_tune (a frozen fit, then an unfrozen one) and fit: 2 + (1 + 2) + 1 = 6 epochs
 RECIPE = "trainer.stages=[{epochs:2},{policy:fine_tune,epochs:2,lr:1e-3},{policy:fit,epochs:1,lr:1e-4}]"
@@ -51,8 +52,8 @@ def interrupt_after(k: int, step: str | None = None):
 
 
 def curves(run, sub: str = "") -> list[dict]:
-    "metrics.csv without its time column."
-    return [{k: v for k, v in r.items() if k != "time"} for r in metrics_rows(run / sub)]
+    "metrics.csv without its time columns."
+    return [{k: v for k, v in r.items() if k not in ("time", *TIMES)} for r in metrics_rows(run / sub)]
 
 
 def stopped(cwd, k: int, *args, step=None):
@@ -316,7 +317,7 @@ def test_reproduce_from_certifies_only_a_completed_run(tmp_path, status, code):
 # --- a kind that trains in steps resumes inside the step it was in ------------------------------------------------
 
 TEXT = ("task=imdb", "model=awd_lstm_tiny", "task.max_vocab=2000", "task.lm_seq_len=48", "task.seq_len=48",
-        "trainer.bs=32", "task.n_words=12", "task.prompts=[I liked this movie because]", "task.max_len=480",
+        "trainer.bs=32", "task.n_words=12", "task.prompts=[I liked this movie because]", "task.max_len=240",
         "task.lm_stages=[{epochs:1,lr:2e-2,freeze:true},{epochs:1,lr:5e-3,freeze:false}]",
         "trainer.stages=[{epochs:1,lr:1e-2,freeze:true},{epochs:2,lr:[1e-3,5e-3],freeze:false}]")
 
@@ -328,11 +329,11 @@ def text_run(cwd, *args):
 
 @pytest.fixture(scope="module")
 def imdb_quarter(tmp_path_factory, data):
-    "Every fourth review of imdb_sample (both labels in both splits): resuming is about state, not about how much text."
+    "Every tenth review of imdb_sample (both labels in both splits): resuming is about state, not about how much text."
     import pandas as pd
 
     folder = tmp_path_factory.mktemp("imdb_quarter")
-    pd.read_csv(data("imdb_sample") / "texts.csv").iloc[::4].to_csv(folder / "texts.csv", index=False)
+    pd.read_csv(data("imdb_sample") / "texts.csv").iloc[::10].to_csv(folder / "texts.csv", index=False)
     return folder
 
 

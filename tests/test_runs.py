@@ -19,10 +19,12 @@ from conftest import (
     start_fxp,
     summary,
 )
+from fxp.runs import TIMES
 
 pytestmark = pytest.mark.slow
 
-METRICS_COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "lr", "time"]
+METRICS_COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "lr", "time", "data_s",
+                   "step_s"]
 SUMMARY_KEYS = {"status", "final_metrics", "best_metrics", "epochs", "wall_time_s", "items_per_s", "seed",
                 "device", "versions", "git_commit", "task", "overrides"}
 
@@ -123,8 +125,8 @@ def seeded_run(tmp_path_factory):
 
 
 def numbers(run):
-    "metrics.csv without its time column."
-    return [{k: v for k, v in r.items() if k != "time"} for r in metrics_rows(run)]
+    "metrics.csv without its time columns."
+    return [{k: v for k, v in r.items() if k not in ("time", *TIMES)} for r in metrics_rows(run)]
 
 
 def test_same_seed_gives_identical_metrics(digits_run, seeded_run):

@@ -21,6 +21,9 @@ def test_show_writes_a_batch_and_prints_the_datablock_summary(tmp_path):
     assert f"{run}/plots/batch.png" in r.stdout.replace("\n", "")
     s = summary(run)
     assert (s["status"], s["items_train"], s["items_valid"]) == ("completed", 709, 699)
+    size = s["model_size"]  # the model built, not trained: its size (fxp.profiling)
+    assert size["params"] == size["trainable"] > 10_000 and size["input"] == [1, 28, 28], size
+    assert size["macs"] > size["params"] and f"model: {size['params'] / 1e3:.3g}k parameters" in r.stdout
     assert not (run / "model.pkl").exists() and not (run / "metrics.csv").exists()  # nothing trained
 
 

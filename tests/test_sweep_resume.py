@@ -19,6 +19,7 @@ import pytest
 
 from conftest import assert_one_line_error, fxp_command, run_fxp, subprocess_env
 from fxp import sweeps
+from fxp.runs import TIMES
 
 GRID = ("trainer.seed=1,2,3,4", "trainer.epochs=2", "trainer.num_threads=1")  # 1 thread: the same floats anywhere
 
@@ -38,7 +39,7 @@ class FailWhile:
 
 def curves(run) -> list[dict]:
     with open(run / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if k not in ("time", *TIMES)} for r in csv.DictReader(f)]
 
 
 def rows(sweep) -> list[dict]:

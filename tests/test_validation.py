@@ -39,6 +39,7 @@ def no_run_folder(r):
     ("trainer.seed=-1", "trainer.seed"),
     ("trainer.num_workers=1000000", "trainer.num_workers"),
     ("trainer.early_stopping.patience=-1", "trainer.early_stopping.patience"),
+    ("trainer.profile=101", "trainer.profile=101 is not valid"),  # a trace too large to open
     ("task.valid_pct=0", "task.valid_pct"),
     ("trainer.stages=[{size:0}]", "trainer.stages.0.size"),
 ])

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from fxp.commands import Parser
-from fxp.diagnose import PLOT, diagnose, plot
+from fxp.diagnose import PLOT, TIME_FINDINGS, diagnose, plot
 from fxp.errors import RUN_COPY, FxpError, check_writable
 from fxp.runs import METRICS, SUMMARY
 
@@ -47,6 +47,8 @@ def report(run_dir: Path, diagnosis: dict, plot_path: Path | None) -> None:
     for f in diagnosis["findings"]:
         epoch = f" (epoch {f['epoch']})" if f["epoch"] is not None else ""
         console.print(f"  - {f['verdict']}{epoch}: {escape(f['evidence'])}")
+        if f["verdict"] in TIME_FINDINGS and f is not diagnosis["findings"][0]:
+            console.print(f"    what to try: {escape(f['advice'])}")
     if plot_path is not None:
         console.print(f"plot: {escape(str(plot_path))}")
 

@@ -13,293 +13,111 @@ function's: softmax, sigmoid or none), so its outputs are what `fxp predict` rea
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import os
-import shutil
-import warnings
 from pathlib import Path
 
-from fxp import saved
+from fxp import bundle, card, exportbench, exporting, saved
 from fxp.commands import Parser, saved_run_arguments
-from fxp.console import console
+from fxp.console import console, number
 from fxp.errors import FxpError
-
-FORMATS = {"onnx": "onnx", "torchscript": "pt"}
-# the inputs (a kind's INPUT) fxp exports, and the batch each is: (dimensions, floating point) of each tensor
-SPECS = {"image": ((4, True),), "table": ((2, False), (2, True)), "audio": ((4, True),)}
-TOLERANCE = 1e-4  # largest output difference the parity check allows (float32 graph rewrites differ ~1e-6)
-EXPORT = "export"
 
 
 def parser() -> Parser:
-    p = Parser(prog="fxp export", description="Export a run's model as ONNX or TorchScript with model.json (classes, "
-                                              "preprocessing, a parity check against the learner).")
+    p = Parser(prog="fxp export", description="Export a run's model (ONNX, TorchScript or int8 ONNX) with model.json "
+                                              "(classes, preprocessing, a parity check against the learner); --bench: "
+                                              "every format's size, parity, metric and latency; --format app: a "
+                                              "Gradio app folder. MODEL_CARD.md is written beside the model.")
     saved_run_arguments(p, "where the validation data is, if it moved: data.path=DIR")
-    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx or torchscript")
+    p.add_argument("--format", choices=(*exporting.FORMATS, "app"), help="onnx, torchscript, onnx-int8 (onnxruntime's "
+                                                                         "dynamic int8 quantisation) or app")
+    p.add_argument("--bench", action="store_true", help="export every format and measure each on the validation "
+                                                        "split: export/bench.csv")
     p.add_argument("--items", type=int, default=32, metavar="N", help="validation items of the parity check (32)")
+    p.add_argument("--timed", type=int, default=exportbench.TIMED, metavar="N",
+                   help=f"--bench: timed runs per batch size, after a warm-up; their median ({exportbench.TIMED})")
     return p
 
 
 def main(args: list[str]) -> int:
     opts = parser().parse_intermixed_args(args)
-    if opts.items < 2:
-        raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
-    if opts.format == "onnx":
-        need_onnx()
+    check(opts)
     run = saved.open_run(Path(opts.run_dir), "fxp export", opts.trust, writes=True)
     run.one_learner("cannot be exported: fxp export takes image and tabular runs")
-    takes = exported_input(run)
+    takes = exporting.exported_input(run)
+    if opts.format == "app":
+        bundle.takes_images(takes)
     cfg = run.config(opts.overrides)
     import torch
 
     cpu = torch.device("cpu")
-    learn = saved.labelled(run.learner(cpu), run.kind, cfg, "valid", cpu, run.path, limit=opts.items)
-    dest = run.path / EXPORT / opts.format
-    with folder_whole(dest) as tmp:
-        meta = export(learn, cfg, run, tmp, opts.format, opts.items, takes)
-    show(meta, dest)
-    return 0 if meta["parity"]["passed"] else 1
-
-
-def exported_input(run) -> str:
-    """What the saved run's model takes (its kind's INPUT), if fxp exports models that take it; else one line. Read
-    before the config is validated, as `one_learner` reads the kind: the kind is the reason, not a data folder gone."""
-    from fxp import dispatch
-
-    kind = run.written.task.kind
-    takes = dispatch.declared(run.kind, "INPUT")
-    if takes not in SPECS:
-        raise FxpError(f"fxp export: a {kind} run's model takes {takes or 'no input it declares'}; fxp exports models "
-                       f"that take {' or '.join(SPECS)}")
-    return takes
-
-
-def need_onnx() -> None:
-    "onnx, onnxruntime and onnxscript (torch's ONNX exporter), else one line with the pip command."
-    from importlib.util import find_spec
-
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if find_spec(m) is None]
-    if missing:
-        raise FxpError(f"fxp export --format onnx needs {', '.join(missing)}: pip install 'fxp[export]'")
-
-
-@contextlib.contextmanager
-def folder_whole(dest: Path):
-    """A new empty folder beside `dest` to write in; once the block ends, it replaces `dest` (the old one is moved
-    aside, then deleted). An exception leaves `dest` as it was; a kill, at worst, a hidden `.<name>.tmp-<pid>` (or
-    `.old-<pid>`, the previous export) beside it."""
-    tmp, old = (dest.with_name(f".{dest.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def export(learn, cfg, run, dest: Path, fmt: str, n: int, takes: str) -> dict:
-    "Write dest/model.<ext> and dest/model.json for the saved run `run`, whose model takes `takes`; its content."
-    import torch
-
-    inp, preds, _ = learn.get_preds(dl=learn.dls.valid, with_input=True)  # all of in-memory data (digits): cut to n
-    inputs = tuple(t.as_subclass(torch.Tensor)[:n] for t in (inp if isinstance(inp, (tuple, list)) else (inp,)))
-    preds = preds.as_subclass(torch.Tensor)[:n].float()
-    spec = input_spec(learn, inputs, takes)
-    model = activated(learn.model.eval().cpu(), getattr(learn.loss_func, "activation", None))
-    file = dest / f"model.{FORMATS[fmt]}"
-    names = [i["name"] for i in spec["inputs"]]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # torch's notes on tracing and exporting
-        try:
-            (to_onnx if fmt == "onnx" else to_torchscript)(model, inputs, names, file)
-        except Exception as e:
-            raise FxpError(f"fxp export: this model cannot be exported as {fmt} ({type(e).__name__}: "
-                           f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
-        outputs = run_exported(file, fmt, names, inputs)
-    summary = run.summary
-    meta = {"format": fmt, "file": file.name, "run": str(run.path.resolve()),
-            "task": summary.get("task") or cfg.task.kind, "kind": cfg.task.kind,
-            **spec, "output": {**output_spec(model, inputs, preds, spec), **thresholds(learn, summary)},
-            "parity": parity(outputs, preds, spec.get("classes") is not None)}
-    (dest / "model.json").write_text(json.dumps(meta, indent=2))
-    return meta
-
-
-def activated(model, activation):
-    "The model followed by the learner's activation (its loss function's), as `learn.get_preds` applies it."
-    import torch
-
-    class Activated(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *x):
-            out = self.model(*x)
-            return out if activation is None else activation(out)
-
-    return Activated().eval()
-
-
-def to_onnx(model, inputs, names, path) -> None:
-    """torch's ONNX exporter (torch.export), the batch dimension left free; where torch.export cannot follow the model
-    (a U-Net's hooks and concatenations of sizes it reads at run time), the TorchScript-based exporter."""
-    import torch
-
-    batch = torch.export.Dim("batch", min=1)
-    try:
-        prog = torch.onnx.export(model, inputs, input_names=names, output_names=["output"], dynamo=True,
-                                 dynamic_shapes=(tuple({0: batch} for _ in inputs),), verbose=False)  # forward(*x)
-        prog.save(str(path))
-    except Exception:
-        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=["output"], dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in [*names, "output"]})
-
-
-def to_torchscript(model, inputs, names, path) -> None:
-    import torch
-
-    torch.jit.save(torch.jit.trace(model, inputs, check_trace=False), str(path))
-
-
-def run_exported(file: Path, fmt: str, names: list[str], inputs):
-    "The exported file's outputs on `inputs`, run without fastai (onnxruntime, or torch.jit.load)."
-    import torch
-
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(None, {k: t.numpy() for k, t in zip(names, inputs)})[0]).float()
-    with torch.no_grad():
-        return torch.jit.load(str(file)).eval()(*inputs).float()
-
-
-def parity(outputs, preds, classes: bool) -> dict:
-    "The largest difference from the learner's predictions, and how often the top class agrees (class outputs)."
-    diff = float((outputs - preds).abs().max())
-    agree = float((outputs.argmax(1) == preds.argmax(1)).float().mean()) if classes else None
-    return {"items": len(preds), "max_abs_diff": diff, "argmax_agreement": agree, "tolerance": TOLERANCE,
-            "passed": diff <= TOLERANCE and agree in (None, 1.0)}
-
-
-# --- what model.json says about inputs and outputs -------------------------------------------------------------------
-
-
-def input_spec(learn, inputs, takes: str) -> dict:
-    """The inputs, classes and preprocessing of a model that takes `takes` (a key of SPECS), from the learner's loaders;
-    one line if its batches are not of that form."""
-    shapes, form = [(t.ndim, t.is_floating_point()) for t in inputs], SPECS[takes]
-    if len(shapes) != len(form) or any(ndim != want or float_ != f for (ndim, float_), (want, f) in zip(shapes, form)):
-        shown = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
-        raise FxpError(f"fxp export: this model takes {shown}, not the {takes} batch its kind declares")
-    if takes == "audio":
-        return audio_spec(learn, inputs[0])
-    return image_spec(learn, inputs[0]) if takes == "image" else table_spec(learn, inputs)
-
-
-def audio_spec(learn, x) -> dict:
-    """One spectrogram batch [N, 1, n_mels, frames]: how to make it from a sound file, the settings the run's loaders
-    recorded (the network itself normalises it)."""
-    meta = getattr(learn.dls.valid.dataset, "meta", {})
-    _, c, m, w = x.shape
-    steps = {**meta.get("settings", {}), "layout": "NCHW float32 (N, 1, mel bins, frames)",
-             "recipe": ("decode, mix to mono, resample to sample_rate; centre the clip in placed_in × duration seconds "
-                        "(zeros both sides, or the middle of a longer clip); power mel spectrogram (STFT with a hann "
-                        "window, center=True, zero padding; librosa.filters.mel(sr, n_fft, n_mels)); scale log: "
-                        "ln(mel + 1e-6), db: 10·log10(max(mel, 1e-10)); keep the centre `frames` frames")}
-    return {"inputs": [{"name": "spectrogram", "shape": [None, c, m, w], "dtype": "float32"}],
-            "classes": saved.classes(learn), "frames": w, "preprocessing": steps}
-
-
-def image_spec(learn, x) -> dict:
-    "One image batch [N, C, H, W]: how to make it from an image file, as the learner's validation pipeline does."
-    from fastai.data.transforms import Normalize
-    from fastai.vision.augment import Resize
-
-    dl = learn.dls.valid
-    resize = next((t for t in getattr(getattr(dl, "after_item", None), "fs", []) if isinstance(t, Resize)), None)
-    norm = next((t for t in getattr(getattr(dl, "after_batch", None), "fs", []) if isinstance(t, Normalize)), None)
-    scale = next((1 / t.div for t in getattr(getattr(dl, "after_batch", None), "fs", []) if hasattr(t, "div")), None)
-    c, h, w = x.shape[1:]
-    steps = {"mode": "L (one channel)" if c == 1 else "RGB",
-             "resize": None if resize is None else {"size": [h, w], "method": str(resize.method),
-                                                    "pad_mode": str(resize.pad_mode)},
-             "scale": scale, "layout": "NCHW float32",
-             "normalize": None if norm is None else {"mean": _flat(norm.mean), "std": _flat(norm.std)}}
-    if scale is None:  # in-memory tensors (digits): the pipeline ran before training, not in the loaders
-        steps["note"] = "inputs as the training tensors were made (no per-image transforms in the loaders)"
-    return {"inputs": [{"name": "image", "shape": [None, c, h, w], "dtype": "float32"}],
-            "classes": saved.classes(learn), "input_size": [h, w], "channels": c, "preprocessing": steps}
-
-
-def table_spec(learn, inputs) -> dict:
-    "A table's two inputs: category codes by each column's vocabulary, continuous values filled and normalized."
-    from fastai.tabular.core import Categorify, FillMissing, Normalize
-
-    to = learn.dls.train_ds
-    procs = {type(p): p for p in to.procs}
-    cat, cont = list(to.cat_names), list(to.cont_names)
-    cats = procs.get(Categorify)
-    norm, fill = procs.get(Normalize), procs.get(FillMissing)
-    steps = {
-        "fill_missing": None if fill is None else {k: _num(v) for k, v in fill.na_dict.items()},
-        "categories": {c: [str(v) for v in cats.classes[c]] for c in cat} if cats is not None else None,
-        "normalize": None if norm is None else {c: {"mean": _num(norm.means[c]), "std": _num(norm.stds[c])}
-                                                for c in cont},
-        "note": ("x_cat: each column's index in `categories` (0: missing or unseen); a `<col>_na` column is True when "
-                 "<col> was missing (then filled with fill_missing); x_cont: (value - mean) / std")}
-    y = to.y_names[0] if len(to.y_names) == 1 else list(to.y_names)
-    return {"inputs": [{"name": "x_cat", "shape": [None, len(cat)], "dtype": "int64", "columns": cat},
-                       {"name": "x_cont", "shape": [None, len(cont)], "dtype": "float32", "columns": cont}],
-            "classes": saved.classes(learn), "target": y, "preprocessing": steps}
-
-
-def output_spec(model, inputs, preds, spec) -> dict:
-    "What the output holds: its shape and the activation at its end (found by running the model without it)."
-    import torch
-
-    with torch.no_grad():
-        raw = model.model(*inputs).float()
-    if torch.allclose(raw, preds, atol=1e-5):
-        act = "none"
-    elif torch.allclose(torch.sigmoid(raw), preds, atol=1e-5):
-        act = "sigmoid"
+    limit = None if opts.bench or opts.format == "app" else opts.items  # the bench and the app: the whole valid split
+    learn = saved.labelled(run.learner(cpu), run.kind, cfg, "valid", cpu, run.path, limit=limit)
+    if opts.bench:
+        code = bench(learn, cfg, run, takes, opts)
+    elif opts.format == "app":
+        code = app(learn, cfg, run, takes, opts)
     else:
-        act = "softmax over the classes (dim 1)"
-    shape = [None, *preds.shape[1:]]
-    return {"name": "output", "shape": shape, "activation": act,
-            "holds": "class probabilities" if spec.get("classes") is not None else "the model's values"}
+        dest = run.path / exporting.EXPORT / opts.format
+        with exporting.folder_whole(dest) as tmp:
+            meta = exporting.export_model(learn, cfg, run, tmp, opts.format, opts.items, takes)
+        show(meta, dest)
+        code = 0 if meta["parity"]["passed"] else 1
+    console().print(f"wrote {card.write(run, cfg)}")
+    return code
 
 
-def thresholds(learn, summary: dict) -> dict:
-    """A multi-label model's thresholds: `thresh`, above which a tag's probability predicts it (the learner's, as fxp
-    predict decodes), and `best_thresh`, the one with the best valid F-beta that the run found (null if none)."""
-    thresh = getattr(learn.loss_func, "thresh", None)
-    return {} if thresh is None else {"thresh": float(thresh), "best_thresh": summary.get("best_thresh")}
+def check(opts) -> None:
+    "What the options ask for is one thing fxp export does, with what it needs installed; else one line."
+    if bool(opts.format) == opts.bench:
+        raise FxpError("fxp export: give one of --format onnx|torchscript|onnx-int8|app or --bench")
+    if opts.items < 2:
+        raise FxpError("fxp export: --items must be 2 or more (the exported batch size stays free)")
+    if opts.timed < 1:
+        raise FxpError("fxp export: --timed must be 1 or more")
+    if opts.format in ("onnx", "onnx-int8", "app"):
+        exporting.need_onnx(opts.format)
 
 
-def _flat(t) -> list:
-    return [round(float(v), 6) for v in t.flatten()]
+def bench(learn, cfg, run, takes: str, opts) -> int:
+    "Every format measured: export/bench.csv and its table; exit 1 only if no format works."
+    rows = exportbench.bench(learn, cfg, run, takes, opts.items, opts.timed)
+    path = run.path / exporting.EXPORT / exportbench.BENCH
+    exportbench.write_csv(rows, path)
+    show_bench(rows, path)
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
 
 
-def _num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return str(v)
+def show_bench(rows: list[dict], path: Path) -> None:
+    "The bench as a table, then what int8 saves and costs against float32 ONNX."
+    from rich.table import Table
+
+    cols = exportbench.columns(rows)
+    table = Table(title=f"export bench: {len(rows)} formats, {rows[0].get('threads')} CPU thread(s)")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("format", "device", "status") else "right")
+    for r in rows:
+        table.add_row(*(cell(r.get(c)) for c in cols))
+    out = console()
+    out.print(table)
+    out.print(exportbench.int8_line(rows) or "")
+    out.print(f"wrote {path}")
+
+
+def cell(v) -> str:
+    if v is None:
+        return "-"
+    return number(v) if isinstance(v, float) else str(v)
+
+
+def app(learn, cfg, run, takes: str, opts) -> int:
+    dest = bundle.write(learn, cfg, run, takes)
+    console().print(f"wrote {dest}: python {dest / 'app.py'} serves it (cd {dest}; pip install -r requirements.txt)")
+    return 0
 
 
 def show(meta: dict, dest: Path) -> None:
     p = meta["parity"]
-    agree = "" if p["argmax_agreement"] is None else f", argmax_agreement {p['argmax_agreement']:.4f}"
+    key = "argmax_agreement" if "argmax_agreement" in p else "threshold_agreement"
+    agree = "" if p[key] is None else f", {key} {p[key]:.4f}"
     verdict = "passed" if p["passed"] else f"FAILED (tolerance {p['tolerance']:g})"
     out = console()
     out.print(f"wrote {dest / meta['file']} and {dest / 'model.json'}")

@@ -250,6 +250,31 @@ def predict(learn, cfg, inputs: list[str], top: str = "0", tta: bool = False) ->
     return rows
 
 
+def explain(learn, cfg, inputs: list[str], dest: Path, method: Optional[str] = None, target: Optional[str] = None,
+            layer: Optional[str] = None) -> list[dict]:
+    """CAM or Grad-CAM heatmaps (fxp.heatmaps) of the image files `inputs` (the digits: as fxp predict reads them), or
+    of validation items and top losses, for the predicted class or `target`."""
+    from fxp import heatmaps
+    from fxp.data import input_images
+
+    if not inputs:
+        items = heatmaps.valid_items(learn, _names(learn, cfg))
+    elif cfg.task.source == "digits":
+        files = input_images(inputs)
+        items = heatmaps.input_items([f.stem for f in files], _as_digits(files))
+    else:
+        items = heatmaps.file_items(learn, input_images(inputs, listing="task.source=csv task.csv"))
+    return heatmaps.explain(learn, items, dest, method, target, layer)
+
+
+def _names(learn, cfg):
+    "The names of validation items at `idx`: their files (a CSV's fn_col)."
+    from fxp import vision
+
+    col = cfg.task.fn_col if cfg.task.source == "csv" else None
+    return lambda idx: vision.item_names(learn.dls.valid, idx, col)
+
+
 def _count(value: str, option: str) -> int:
     if not str(value).isdigit():
         raise FxpError(f"{option} {value}: give a whole number of classes (e.g. {option} 3)")

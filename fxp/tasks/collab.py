@@ -61,6 +61,7 @@ def dls(cfg, device):
     from fastai.collab import CollabDataLoaders
 
     from fxp.data import data_path, quiet_readonly_arrays, workers
+    from fxp.tables import TableDL
 
     quiet_readonly_arrays()
     t = cfg.task
@@ -68,7 +69,8 @@ def dls(cfg, device):
     item = _item_name(t)
     out = CollabDataLoaders.from_df(ratings, valid_pct=t.valid_pct, user_name=t.user_col, item_name=item,
                                     rating_name=t.rating_col, seed=t.split_seed, bs=cfg.trainer.bs,
-                                    num_workers=workers(cfg.trainer, device, files=False), device=device)
+                                    num_workers=workers(cfg.trainer, device, files=False), device=device,
+                                    dl_type=TableDL)
     if len(out.valid_ds) == 0:
         raise FxpError(f"the valid split is empty ({len(ratings)} ratings in all); raise task.valid_pct")
     out.rated, out.titles = _rated_pairs(out), titles

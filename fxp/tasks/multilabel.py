@@ -202,3 +202,17 @@ def predict(learn, cfg, inputs: list[str], tta: bool = False) -> list[dict]:
         rows.append({"input": str(f), "tags": " ".join(str(vocab[j]) for j in keep),
                      "probabilities": [round(float(p[j]), 4) for j in keep]})
     return rows
+
+
+def explain(learn, cfg, inputs: list[str], dest: Path, method: str | None = None, target: str | None = None,
+            layer: str | None = None) -> list[dict]:
+    """A heatmap (fxp.heatmaps: CAM or Grad-CAM) per tag over task.thresh (or `target`) of each image file, or of
+    validation items and top losses."""
+    from fxp import heatmaps, vision
+    from fxp.data import input_images
+
+    if inputs:
+        items = heatmaps.file_items(learn, input_images(inputs, listing="task.csv"))
+    else:
+        items = heatmaps.valid_items(learn, lambda idx: vision.item_names(learn.dls.valid, idx, cfg.task.fn_col))
+    return heatmaps.explain(learn, items, dest, method, target, layer, thresh=cfg.task.thresh)

@@ -108,6 +108,7 @@ def dls(cfg, device):
     from fastai.data.block import CategoryBlock, RegressionBlock
 
     from fxp.data import data_path, quiet_readonly_arrays, workers
+    from fxp.tables import TableDL
 
     quiet_readonly_arrays()
     t, tr = cfg.task, cfg.trainer
@@ -118,7 +119,8 @@ def dls(cfg, device):
     y_block = CategoryBlock() if t.y_block == "category" else RegressionBlock()
     to = tab.TabularPandas(df, [getattr(tab, p) for p in t.procs], cat, cont, y_names=t.y_names, y_block=y_block,
                            splits=_splits(t, df, path))
-    out = to.dataloaders(bs=tr.bs, num_workers=workers(tr, device, files=False), device=device, path=path.parent)
+    out = to.dataloaders(bs=tr.bs, num_workers=workers(tr, device, files=False), device=device, path=path.parent,
+                         dl_type=TableDL)
     out.raw_rows = df  # the rows before the procs, for a saved learner's own procs (fxp.saved)
     return out
 
@@ -302,6 +304,18 @@ def plots(learn, cfg, dest: Path, evaluation: dict) -> None:
     ax.set(xlabel=f"how much worse {_metric_name(learn, cfg.task.monitor)} gets with the column shuffled (valid set)",
            title="permutation feature importance")
     save(fig, dest / "feature_importance.png")
+
+
+def explain(learn, cfg, inputs: list[str], dest: Path) -> list[dict]:
+    """The permutation importance of each input column on the labelled validation rows (`evaluate`'s), as a bar chart
+    (feature_importance.png) and rows, the most important first."""
+    if inputs:
+        raise FxpError(f"fxp explain: a tabular run is explained by permutation importance on labelled rows, not on "
+                       f"{inputs[0]}: its validation rows, or another labelled CSV with data.path=DIR task.csv=FILE")
+    evaluation = evaluate(learn, cfg)
+    plots(learn, cfg, dest, evaluation)
+    metric = _metric_name(learn, cfg.task.monitor)
+    return [{"column": c, f"{metric} worse by": v} for c, v in evaluation["feature_importance"].items()]
 
 
 def _metric_name(learn, monitor) -> str:

@@ -386,3 +386,76 @@ def predict(learn, cfg, inputs: list[str]) -> list[dict]:
     vocab = [str(c) for c in learn.dls.vocab[1]]
     return [{"input": i, "label": vocab[p.argmax().item()],
              "probabilities": {c: round(float(v), 4) for c, v in zip(vocab, p)}} for i, p in zip(inputs, probs)]
+
+
+# --- explain: word-level occlusion ------------------------------------------------------------------------------------
+
+OCCLUDED = 32  # occluded copies of a text through the model at once
+
+
+def explain(learn, cfg, inputs: list[str], dest: Path, target: str | None = None) -> list[dict]:
+    """Word-level occlusion of each text (or .txt file): how much the probability of the predicted class (or `target`)
+    drops when a word is replaced by the unknown token; an HTML page per text with each word highlighted by it (green:
+    the word supports the class, red: it speaks against it)."""
+    from fxp.data import free_path, input_text
+    from fxp.heatmaps import class_index
+
+    if not inputs:
+        raise FxpError("fxp explain: give the texts to explain (quoted, or .txt files): a text run's validation texts "
+                       "are not rebuilt from its folder")
+    vocab, rows, used = [str(c) for c in learn.dls.vocab[1]], [], set()
+    for i, text in enumerate(inputs):
+        ids = learn.dls.test_dl([input_text(text, "texts to explain")]).one_batch()[0][0].cpu()
+        probs = _text_probs(learn.model, ids[None])[0]
+        c = class_index(vocab, target) if target is not None else int(probs.argmax())
+        words, drops = _occluded(learn, ids, c, float(probs[c]))
+        name = Path(text).stem if Path(text).suffix == ".txt" else f"text_{i + 1}"
+        file = free_path(dest / f"{name}.html", used)
+        _write_words(file, words, drops, f"{name}: {vocab[c]} p={float(probs[c]):.2f}")
+        top = [w for w, d in sorted(zip(words, drops), key=lambda wd: -wd[1]) if d > 0][:5]
+        rows.append({"input": name, "label": vocab[c], "probability": round(float(probs[c]), 4),
+                     "words for it": " ".join(top), "page": file.name})
+    return rows
+
+
+def _text_probs(model, ids):
+    "Class probabilities of token id rows `ids` (the model's state reset first: each row is a text of its own)."
+    import torch
+
+    model.eval().cpu().reset()
+    with torch.no_grad():
+        return torch.softmax(model(ids)[0], 1)
+
+
+def _occluded(learn, ids, c: int, p: float) -> tuple[list[str], list[float]]:
+    """The text's words (fastai's xxmaj/xxup marks applied) and, for each, the drop of class `c`'s probability from `p`
+    with that word's token replaced by xxunk."""
+    import torch
+    from fastai.text.core import UNK
+
+    itos = learn.dls.vocab[0]
+    tokens = [itos[int(t)] for t in ids]
+    at = [j for j, t in enumerate(tokens) if not t.startswith("xx") or t == UNK]
+    copies = ids.repeat(len(at), 1)
+    copies[torch.arange(len(at)), at] = itos.index(UNK)
+    probs = torch.cat([_text_probs(learn.model, b) for b in copies.split(OCCLUDED)]) if at else torch.empty(0, c + 1)
+    return [_shown(tokens, j) for j in at], [p - float(q) for q in probs[:, c]]
+
+
+def _shown(tokens: list[str], j: int) -> str:
+    "Token j as written: capitalised after xxmaj, upper case after xxup."
+    mark = tokens[j - 1] if j else ""
+    return tokens[j].capitalize() if mark == "xxmaj" else tokens[j].upper() if mark == "xxup" else tokens[j]
+
+
+def _write_words(dest: Path, words: list[str], drops: list[float], title: str) -> None:
+    "A self-contained HTML page of the words, each on a background as strong as its drop (its value as a tooltip)."
+    from fxp.reports import esc, page
+    from fxp.writer import write_atomic
+
+    top = max([abs(d) for d in drops] + [1e-8])
+    spans = [f'<span title="{d:+.4f}" style="background:rgba({"0,160,0" if d > 0 else "220,0,0"},'
+             f'{abs(d) / top:.2f})">{esc(w)}</span>' for w, d in zip(words, drops)]
+    note = ("<p>Each word's background: how much the probability drops when the word is replaced by the unknown "
+            "token (green: it supports the class; red: it speaks against it; hover for the value).</p>")
+    write_atomic(dest, page(f"fxp explain: {title}", [note, f"<p style='line-height:2'>{' '.join(spans)}</p>"]))

@@ -109,7 +109,8 @@ def test_movielens_beats_the_train_mean_and_plots(ml_run):
     assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (20_000, 5_000)
     assert s["baselines"]["mse"]["value"] == pytest.approx(base, rel=1e-4)  # the kind's own baseline agrees
     assert s["best_metrics"]["mse"] < 0.85 * base, (s["best_metrics"], base)
-    assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "lr", "time"]
+    assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "lr", "time", "data_s",
+                                          "step_s"]
     for name in ("item_bias.png", "item_pca.png", "loss_curves.png"):
         assert (run / "plots" / name).read_bytes()[:4] == b"\x89PNG", name
 

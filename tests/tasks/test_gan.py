@@ -83,7 +83,7 @@ def test_superres_beats_the_mean_image(superres_run):
     assert s["baselines"]["psnr"] == {"value": pytest.approx(np.mean(per_image), abs=0.01), "by": "bicubic upsampling"}
     assert s["gen"]["baselines"] == s["baselines"] and 0 < s["baselines"]["ssim"]["value"] < 1
     assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "ssim", "gen_loss",
-                                          "crit_loss", "lr", "time"]
+                                          "crit_loss", "lr", "time", "data_s", "step_s"]
     assert len(metrics_rows(run / "gen")) == 4 and len(metrics_rows(run / "critic")) == 1
     assert not (run / "critic" / "generated").exists()
     for name in ("superres.png", "superres_pretrained.png", "loss_curves.png"):
@@ -104,7 +104,8 @@ def test_feature_loss_records_its_terms_and_bicubic_beside_psnr(tmp_path):
     assert r.returncode == 0, r
     run = newest_run(tmp_path)
     (row,) = metrics_rows(run)
-    assert list(row) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "ssim", *TERMS, "lr", "time"]
+    assert list(row) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "ssim", *TERMS, "lr", "time", "data_s",
+                         "step_s"]
     terms = [float(row[k]) for k in TERMS]
     assert all(t > 0 for t in terms) and float(row["valid_loss"]) == pytest.approx(sum(terms), rel=1e-4)
     s = summary(run)

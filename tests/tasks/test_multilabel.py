@@ -72,7 +72,7 @@ def test_planet_learns_from_the_images(planet_run, split):
 @pytest.mark.slow
 def test_planet_metric_names_plots_and_best_threshold(planet_run):
     assert list(metrics_rows(planet_run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy_multi",
-                                                 "fbeta", "lr", "time"]
+                                                 "fbeta", "lr", "time", "data_s", "step_s"]
     for png in ("loss_curves", "fbeta_threshold", "top_losses"):
         assert (planet_run / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     curve = json.loads((planet_run / "plots" / "fbeta_threshold.json").read_text())

@@ -76,7 +76,7 @@ def test_points_beat_the_mean_and_plot(point_run, canvases):
     assert s["baselines"]["mse"]["value"] == pytest.approx(base, rel=1e-3)  # the kind's own baseline agrees
     assert s["best_metrics"]["mse"] < 0.75 * base, (s["best_metrics"], base)
     assert list(metrics_rows(point_run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "mae", "lr",
-                                                "time"]
+                                                "time", "data_s", "step_s"]
     assert (point_run / "plots" / "predicted_points.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -105,7 +105,7 @@ def test_csv_regression_pet_share(canvases):
     s, base = summary(run), mean_baseline(df, ["pet_share"])
     assert s["best_metrics"]["mse"] < 0.6 * base, (s["best_metrics"], base)
     assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "mse", "mae", "rmse", "lr",
-                                          "time"]
+                                          "time", "data_s", "step_s"]
     assert s["final_metrics"]["rmse"] == pytest.approx(s["final_metrics"]["mse"] ** 0.5, rel=1e-3)
     r = run_fxp("predict", run, root / df.file[0], "--json", cwd=root)
     assert r.returncode == 0, r

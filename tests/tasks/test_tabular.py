@@ -99,7 +99,8 @@ def test_adult_feature_importance(adult_run):
     assert set(s["feature_importance"]) == set(FASTBOOK_CATS + FASTBOOK_CONTS)
     assert max(s["feature_importance"].values()) > 0.005, s["feature_importance"]
     assert (adult_run / "plots" / "feature_importance.png").read_bytes()[:4] == b"\x89PNG"
-    assert list(metrics_rows(adult_run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "lr", "time"]
+    assert list(metrics_rows(adult_run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "lr", "time",
+                                                "data_s", "step_s"]
 
 
 @pytest.mark.slow

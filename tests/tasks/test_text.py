@@ -63,7 +63,8 @@ def test_language_model_step_writes_lm_folder(imdb_run):
     for name in ("encoder.pth", "vocab.pkl", "checkpoints/best.pth", "plots/loss_curves.png"):
         assert (lm / name).is_file(), name
     rows = metrics_rows(lm)
-    assert list(rows[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "perplexity", "lr", "time"]
+    assert list(rows[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "perplexity", "lr", "time",
+                             "data_s", "step_s"]
     assert [r["stage"] for r in rows] == ["1", "2"]
     samples = [s for s in (lm / "samples.txt").read_text().split("\n\n") if s.strip()]
     assert len(samples) == 2  # n_samples continuations of the one prompt
@@ -84,7 +85,7 @@ def test_classifier_beats_the_majority_label(imdb_run, imdb):
     assert s["baselines"]["accuracy"]["value"] == pytest.approx(base)  # the kind's own baseline agrees
     assert s["final_metrics"]["accuracy"] >= base + 0.05, (s["final_metrics"], base)
     rows = metrics_rows(imdb_run)
-    assert list(rows[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "lr", "time"]
+    assert list(rows[0]) == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "lr", "time", "data_s", "step_s"]
     assert [r["stage"] for r in rows] == ["1", "2", "3", "4", "4", "4"]  # the four unfreezing stages
     assert s["encoder"] == str(imdb_run / "lm" / "encoder.pth")
     for name in ("model.pkl", "plots/confusion_matrix.png", "plots/loss_curves.png"):
