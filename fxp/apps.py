@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -63,7 +64,7 @@ def job(cfg, what: str) -> float:
 
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
-    from fxp import distributed
+    from fxp import cv, distributed
     from fxp.sweeps import job_resources
     from fxp.trials import of_job
     from fxp.writer import Run
@@ -77,9 +78,11 @@ def job(cfg, what: str) -> float:
         cfg.trainer.num_threads = resources["num_threads"]
 
     def claim(cfg, path=None, overrides=None):
-        "The job's Run: in its folder, or (a seed group's member) in `path` with its own `overrides`."
+        """The job's Run: in its folder, or (a seed group's member) in `path` with its own `overrides`; a
+        cross-validation's folder is a `cv.Cv`, whose folds are its runs."""
         given = list(hc.overrides.task) if overrides is None else overrides
-        run = Run(path or hc.runtime.output_dir, cfg, given, hc.runtime.choices.task, finish=finish)
+        opened = cv.Cv if cv.wanted(cfg, what) else Run
+        run = opened(path or hc.runtime.output_dir, cfg, given, hc.runtime.choices.task, finish=finish)
         if resources:
             run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
         if trial and path is None and not distributed.wanted(cfg):  # an Optuna trial: its job reports each epoch
@@ -188,12 +191,14 @@ def sweep_job(cfg, what: str, claim, hc) -> float:
 def resumed(path: Path, sweep_dir: Path, hc):
     """(the saved config, its reopen) of an interrupted or killed job of a sweep being resumed (fxp.resume), with the
     overrides of the job a resume may take (where the data is, ...); None, its error line printed, if it cannot be."""
+    from fxp import cv
     from fxp.resume import reopening, resumable
     from fxp.runs import read_run
 
     given = [o for o in hc.overrides.task if resumable(o.lstrip("+~").partition("=")[0])]
     try:
-        return reopening(path, read_run(path, sweep_dir)["status"], given, finish=finish)
+        opening = cv.reopening if cv.is_cv(path) else reopening
+        return opening(path, read_run(path, sweep_dir)["status"], given, finish=finish)
     except FxpError as e:
         _end(True, 2, f"{e} (run folder {path})")
         return None
@@ -207,15 +212,14 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     run = None
     try:
         cfg = config.validate(cfg)
-        from fxp import distributed, trackers, train  # torch and fastai load here, after the config is good
+        from fxp import trackers, train  # noqa: F401 (torch and fastai load here, after the config is good)
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
         trackers.check(cfg)
         with open_run(cfg) as run:
             if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a sweep's process has its own (fxp.sweeps)
                 signal.signal(signal.SIGTERM, _interrupt)
-            many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
-            (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
+            fit(cfg, run, what, **kwargs)
         report(run)
     except Pruned as e:  # no error: the search stopped a trial that would not beat its others
         import logging
@@ -233,6 +237,17 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     return run
 
 
+def fit(cfg, run, what: str, **kwargs) -> None:
+    """What a run does in its folder: `fxp.train.<what>`, over several processes where trainer.devices/nodes say so;
+    a cross-validation's folder (fxp.cv.Cv): its folds, each run as this."""
+    from fxp import cv, distributed, train
+
+    if isinstance(run, cv.Cv):
+        return cv.train(cfg, run, partial(fit, what="train"), **kwargs)
+    many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
+    (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
+
+
 def finish(run) -> None:
     "What every run does as it ends, whatever its status: its diagnosis, then its trackers' files and status."
     from fxp import diagnose, trackers
@@ -248,7 +263,8 @@ def _kept(run) -> str:
     point = last_checkpoint(run.path) if run is not None else None
     if point is None:
         return "no checkpoint yet (no epoch had ended), so there is nothing to resume"
-    step = f"step {point['step']} " if point["folder"] != str(run.path) else ""
+    where = Path(point["folder"]).relative_to(run.path).as_posix()  # a step's (lm) or a fold's (fold2) folder
+    step = f"{where}'s " if where != "." else ""
     return (f"its checkpoint after {step}stage {point['stage']} epoch {point['epoch']} is kept; "
             f"go on with: fxp resume {run.path}")
 

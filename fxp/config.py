@@ -21,6 +21,13 @@ NODE_GROUP = "node"  # `+node=task.aug`: a schema node that is null by default, 
 
 
 @functools.cache
+def group_folder(seeds, folds, fold) -> str:
+    "The folder a group of runs goes under: `seeds/`, `cv/`, or '' for one run."
+    if int(seeds) > 1:
+        return "seeds/"
+    return "cv/" if folds is not None and fold is None else ""
+
+
 def register() -> None:
     """What fxp's configs need from Hydra's ConfigStore and OmegaConf, once per process, before the first compose.
 
@@ -37,11 +44,12 @@ def register() -> None:
 
     # A few random characters after the timestamp: two runs started in the same second get their own folders.
     OmegaConf.register_new_resolver("fxp_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    # A group of runs lands in <task>/seeds/<stamp> (a seed group: trainer.seeds > 1, fxp.apps) or <task>/cv/<stamp>
+    # (a cross-validation: trainer.folds without trainer.fold, fxp.cv); hydra.run.dir in conf/config.yaml.
+    OmegaConf.register_new_resolver("fxp_group", group_folder, replace=True)
     # Optuna's direction from a task's monitor mode, so a search maximises accuracy and minimises a loss.
     OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
-    # a seed group's folder (trainer.seeds > 1) goes under outputs/<task>/seeds/ (hydra.run.dir in conf/config.yaml)
-    OmegaConf.register_new_resolver("fxp_group", lambda seeds: "seeds/" if int(seeds) > 1 else "", replace=True)
     cs = ConfigStore.instance()
     cs.store(name="fxp_schema", node=Config)
     for kind in dispatch.kinds():
@@ -132,6 +140,7 @@ def validate(cfg, overrides=()):
 
     from fxp import dispatch
     from fxp.checks import (
+        check_folds,
         check_init,
         check_metrics,
         check_no_ops,
@@ -154,6 +163,7 @@ def validate(cfg, overrides=()):
     _check_trainer(typed.trainer)
     check_init(typed.model)
     check_techniques(typed, {k: dispatch.declared(dispatch.kind_module(k), "TECHNIQUES") for k in dispatch.kinds()})
+    check_folds(typed, {k: dispatch.declared(dispatch.kind_module(k), "NO_FOLDS") for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
     kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too
@@ -281,13 +291,16 @@ def _typed_task(task: dict, schema):
 
 def _check_trainer(t) -> None:
     """What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages, bs=auto's
-    one process, a seed group's last seed within numpy's range."""
+    one process, a seed group's last seed within numpy's range and not of cross-validations."""
     from fxp.checks import check_auto_bs, check_lr, check_stages
     from fxp.schema import MAX_SEED
 
     check_lr("trainer.lr", t.lr)
     check_stages("trainer.stages", t.stages)
     check_auto_bs(t)
+    if t.seeds > 1 and t.folds is not None:
+        raise ConfigError(f"trainer.seeds={t.seeds} with trainer.folds={t.folds}: a seed group of cross-validations is "
+                          "not supported yet; give one of them (or sweep trainer.seed over a cross-validation: -m)")
     if t.seed + t.seeds - 1 > MAX_SEED:
         raise ConfigError(f"trainer.seeds={t.seeds}: its seeds {t.seed}..{t.seed + t.seeds - 1} pass numpy's largest, "
                           f"{MAX_SEED}; lower trainer.seed")

@@ -66,6 +66,9 @@ OPTIONAL = {
     # metrics.csv columns of losses that pull against each other (a GAN's generator and critic): fxp diagnose does not
     # judge such curves by the over-/under-fitting rules
     "ADVERSARIAL": ((), _names, "a tuple of metrics.csv column names"),
+    # why this kind's runs cannot be cross-validated (trainer.folds); None: it splits its items through
+    # fxp.folds.splitter, which gives a run of a cross-validation its fold as the valid split
+    "NO_FOLDS": (None, lambda x: x is None or isinstance(x, str) and bool(x), "None or a sentence saying why"),
 }
 # Optional functions: `not_cleanable(cfg) -> str | None`, why `fxp clean` cannot list this config's items (None: it can,
 # and data.exclude/data.relabel take its lists back); a kind without it takes no fxp clean lists.

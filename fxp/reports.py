@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from fxp import groups
 from fxp.console import console, number
 from fxp.errors import FxpError
 from fxp.groups import (
@@ -449,6 +450,8 @@ def report(run) -> None:
     from rich.table import Table
 
     summary = read_summary(run.path)
+    if groups.is_group(run.path):  # a cross-validation's folder (fxp.cv)
+        return group_report(groups.read_group(run.path, run.path), run.path)
     if "shown" in summary:  # fxp show: the summary is printed already; where the batch is
         console().print(f"{summary['task']}: {summary['items_train']} training and {summary['items_valid']} valid "
                         f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)

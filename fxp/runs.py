@@ -68,14 +68,22 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def read_explained(path: Path) -> tuple[Path | None, list[dict]]:
-    "The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, [])."
-    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), reverse=True):
+    """The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, []).
+    Newest by the time its list was written: two explains within a second have stamps that do not sort by time."""
+    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), key=_written_at, reverse=True):
         try:
             with open(folder / EXPLAINED, newline="", errors="replace") as fh:
                 return folder, list(csv.DictReader(fh))
         except (OSError, csv.Error):
             continue
     return None, []
+
+
+def _written_at(folder: Path) -> int:
+    try:
+        return (folder / EXPLAINED).stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _num(v):
@@ -363,11 +371,13 @@ def _proc_start(pid: int) -> str | None:
 
 
 def last_checkpoint(path: Path) -> dict | None:
-    """Where a run's newest checkpoint stands (its last.json, of the run folder or of a step's): step, stage, epoch
-    within the stage, epochs in all, and `folder`; None before the first epoch ended."""
+    """Where a run's newest checkpoint stands (its last.json, of the run folder, of a step's or a cross-validation
+    fold's, or of a fold's step): step, stage, epoch within the stage, epochs in all, and `folder`; None before the
+    first epoch ended."""
     path = Path(path)
     found = []
-    for f in [path / CHECKPOINTS / f"{LAST}.json", *path.glob(f"*/{CHECKPOINTS}/{LAST}.json")]:
+    for f in [path / CHECKPOINTS / f"{LAST}.json", *path.glob(f"*/{CHECKPOINTS}/{LAST}.json"),
+              *path.glob(f"*/*/{CHECKPOINTS}/{LAST}.json")]:
         point = read_json(f)
         if isinstance(point, dict) and point and f.with_suffix(".pth").is_file():
             found.append({**point, "folder": str(f.parent.parent)})

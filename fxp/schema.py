@@ -126,6 +126,12 @@ class Trainer:
     # bs=auto: sizes are multiples of this (doubling, then a binary search between the last that fit and the first
     # that did not); null: powers of two only
     bs_step: Optional[int] = field(default=None, metadata=valid("[1, inf)"))
+    # k-fold cross-validation (fxp.cv): K runs of the recipe, each validating on one K-th of the items (the folds, drawn
+    # once from trainer.seed, fxp.folds), in fold0..fold{K-1} of a cv folder with the folds' mean ± std; null: one run
+    # on the task's own split
+    folds: Optional[int] = field(default=None, metadata=valid("[2, inf)", whole=True))
+    # the one fold a run validates on (0..folds-1): fxp sets it in each run of a cross-validation; null: every fold
+    fold: Optional[int] = field(default=None, metadata=valid("[0, inf)", whole=True))
 
 
 @dataclass
@@ -151,6 +157,11 @@ class Data:
     # what the cache's key reads of each file beyond its path, size and mtime: a hash of its first and last 4 KiB
     # (ends), of all of it (full: every file read at each start), or nothing (stat)
     cache_verify: str = field(default="ends", metadata=valid(choices=("ends", "full", "stat")))
+    # trainer.folds: a column of the task's listing (a CSV) whose rows of one value stay in one fold (a patient's scans)
+    group_col: Optional[str] = None
+    # trainer.folds: the file recording which fold each item is in (a cv folder's folds.json): read if it is there,
+    # else the folds are drawn and written to it; null: drawn for the run alone (fxp sets it for a cross-validation)
+    folds_file: Optional[str] = None
 
 
 @dataclass

@@ -242,6 +242,19 @@ def split(n: int, t, is_valid) -> list[bool]:
     return [i in chosen for i in range(n)]
 
 
+def _valid(cfg, files: list, labels: list, own):
+    "Which of `files` validate: `own` (the task's split of them), or a cross-validation's fold (stratified by label)."
+    import numpy as np
+
+    from fxp import folds
+
+    marked = folds.splitter(cfg, lambda _: (np.flatnonzero(~own), np.flatnonzero(own)), labels=lambda _: labels)
+    _, valid = marked(files)
+    out = np.zeros(len(files), dtype=bool)
+    out[list(valid)] = True
+    return out
+
+
 # --- the decode-once cache --------------------------------------------------------------------------------------------
 
 
@@ -372,7 +385,7 @@ def dls(cfg, device):
     specs, lengths, bad = cached(files, s, cfg)
     keep, labels, curated, key = _curated(files, labels, lengths >= 0, cfg)
     files = [f for f, k in zip(files, keep) if k]
-    valid_mask = np.array(split(len(keep), t, is_valid))[keep]
+    valid_mask = _valid(cfg, files, labels, np.array(split(len(keep), t, is_valid))[keep])
     vocab = sorted({y for ys in labels for y in (ys if t.label_delim is not None else [ys])})
     y = _encode(labels, vocab, t.label_delim is not None)
     _check_split(valid_mask, labels, t)

@@ -35,6 +35,7 @@ INPUT = "image"  # superres: images to enhance (a wgan run generates from noise:
 CARRIED = {"GANTrainer": ("gen_mode", "gen_loss", "crit_loss")}
 ADVERSARIAL = ("gen_loss", "crit_loss")  # the GAN step's metrics.csv columns
 CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
+NO_FOLDS = "its critic trains on images its generator makes, which one split of the items does not carry through"
 
 
 @dataclass
