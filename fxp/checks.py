@@ -313,6 +313,13 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def check_init(m) -> None:
+    "model.init re-initialises a model trained from scratch: not one loaded with pretrained weights."
+    if m.init != "default" and m.pretrained:
+        raise ConfigError(f"model.init={m.init} re-initialises the model, but model.pretrained=true loads weights it "
+                          f"would overwrite; set model.pretrained=false (from scratch) or model.init=default")
+
+
 def check_y_range(y_range) -> None:
     "task.y_range: [lo, hi] with lo < hi (a sigmoid squashes the outputs into it), or null."
     if y_range is not None and (len(y_range) != 2 or y_range[0] >= y_range[1]):

@@ -141,6 +141,7 @@ def validate(cfg, overrides=()):
     from fxp import dispatch
     from fxp.checks import (
         check_folds,
+        check_init,
         check_metrics,
         check_no_ops,
         check_targets,
@@ -160,6 +161,7 @@ def validate(cfg, overrides=()):
     check_metrics("task.metrics", typed.task.metrics)
     check_targets(typed)
     _check_trainer(typed.trainer)
+    check_init(typed.model)
     check_techniques(typed, {k: dispatch.declared(dispatch.kind_module(k), "TECHNIQUES") for k in dispatch.kinds()})
     check_folds(typed, {k: dispatch.declared(dispatch.kind_module(k), "NO_FOLDS") for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))

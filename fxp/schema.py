@@ -22,6 +22,7 @@ SEEDS = f"[0, {MAX_SEED}]"
 # shows), and far below what overflows fp32 tensors in the optimizer (1e308 did, with a RuntimeError mid-training)
 MAX_LR = 1e4
 # fastai's optimizers (trainer.opt) and the hyper-parameters each takes beyond lr and wd (lessons 5 and 9)
+INITS = ("default", "kaiming", "lsuv")  # model.init (fxp/init.py)
 OPT_HYPERS = {"adam": ("mom", "sqr_mom", "eps"), "sgd": ("mom",), "rmsprop": ("mom", "sqr_mom", "eps"),
               "lamb": ("mom", "sqr_mom", "eps"), "ranger": ("mom", "sqr_mom", "eps")}
 
@@ -139,6 +140,9 @@ class Model:
     net: Any = None  # or a `_target_` node building the whole network (called with n_in, n_out)
     pretrained: bool = False
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra learner arguments (ps, y_range, ...)
+    # a model trained from scratch starts as its layers made themselves (default), with He's normal init (kaiming) or
+    # with LSUV on one training batch (lsuv, lesson 11): fxp/init.py
+    init: str = field(default="default", metadata=valid(choices=INITS))
 
 
 @dataclass

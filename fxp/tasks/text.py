@@ -320,7 +320,7 @@ def steps(cfg) -> list:
                                                 else "the language model's encoder"),
         dls=lambda ctx: clf_dls(cfg, all_texts(), read_vocab(encoder_folder(ctx)), ctx.device),
         learner=lambda dls, ctx: clf_learner(cfg, dls, encoder_folder(ctx) / ENCODER),
-        after=lambda learn, ctx: {"encoder": str(encoder_folder(ctx) / ENCODER)})
+        after=lambda learn, ctx: {"encoder": str(encoder_folder(ctx) / ENCODER)}, fresh=False)
     if t.encoder:
         return [classifier]
     lm = Step("lm", folder="lm", stages=t.lm_stages, monitor=t.lm_monitor, about="language model on every text, in lm/",
