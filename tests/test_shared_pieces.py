@@ -39,7 +39,7 @@ def test_image_kinds_extend_the_bases_with_their_own_defaults(kind, resize_metho
     assert t.resize_method == resize_method
     listed = kind != "segmentation"  # segmentation finds its images in folders, not in a label file
     assert all((k in t) == listed for k in ("folder", "fn_col", "suff", "valid_col"))
-    assert list(t)[:4] == ["kind", "url", "metrics", "monitor"]  # TaskBase's keys first
+    assert list(t)[:5] == ["kind", "url", "local", "metrics", "monitor"]  # TaskBase's keys first
 
 
 def test_gan_has_the_split_only_with_its_own_valid_pct():
