@@ -326,7 +326,7 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
 # busy while the other has finished; then the rest in xdist's order (the most tests first). Re-measure as they change.
 COSTLIEST = {
     "tests/tasks/test_text.py": 114,
-    "tests/test_sweep_resume.py": 100,
+    "tests/test_sweep_resume.py": 70,
     "tests/test_resume.py": 60,
     "tests/tasks/test_segmentation.py": 56,
     "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 48,
