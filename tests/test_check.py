@@ -77,7 +77,8 @@ def test_the_doctor_names_a_copy_across_splits_an_empty_file_and_a_class_of_one(
 
 def test_train_warns_before_the_first_epoch_and_trainer_check_false_is_quiet(tmp_path):
     data = bad_copy(tmp_path)
-    args = ("train", "task=mnist", f"data.path={data}", "data.skip_bad=true", "trainer.epochs=0", "trainer.bs=8")
+    args = ("train", "task=mnist", f"data.path={data}", "data.skip_bad=true", "trainer.epochs=0", "trainer.bs=8",
+            "trainer.plots=false")
     r = run_fxp(*args, cwd=tmp_path)
     warned = [line for line in r.err_lines if line.startswith("fxp: warning: data:")]
     assert any("valid/7/copied.png" in w for w in warned) and any("empty.png" in w for w in warned), r
