@@ -321,22 +321,25 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
 
 
 # The units that keep a worker busy longest: a module that shares a run (its tests go as one unit) or one test, with
-# its wall seconds on one of 2 workers (the fresh-clone CI of 2026-12-06, `--durations`: a module's run fixture and
-# its slowest tests). xdist hands these out first, the costliest first, so that none starts last and keeps one worker
-# busy while the other has finished; then the rest in xdist's order (the most tests first). Re-measure as they change.
+# the seconds it takes: its tests' CPU-s summed (a per-test CPU plugin, 2026-12-06: the whole suite, then this table's
+# changed modules again), or its wall time where it waits on processes that are not its children (Ray's). xdist hands
+# these out first, the costliest first, so that none starts last and keeps one worker busy while the other has
+# finished; then the rest in xdist's order (the most tests first). Re-measure as they change.
 COSTLIEST = {
-    "tests/tasks/test_text.py": 114,
-    "tests/test_sweep_resume.py": 70,
-    "tests/test_resume.py": 60,
-    "tests/tasks/test_segmentation.py": 56,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 48,
-    "tests/test_fuzz.py": 45,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 37,
-    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 32,
-    "tests/test_distributed.py": 29,
-    "tests/test_runs.py": 28,
+    "tests/tasks/test_text.py": 94,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 69,
+    "tests/tasks/test_segmentation.py": 60,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 49,
+    "tests/tasks/test_image_data.py": 47,
+    "tests/test_sweep_resume.py": 45,
+    "tests/test_fuzz.py": 41,
+    "tests/test_resume.py": 37,
+    "tests/test_distributed.py": 32,
+    "tests/test_serve.py": 28,
+    "tests/tasks/test_tabular.py": 27,
     "tests/test_scaling.py::test_a_sweep_on_a_local_ray_runtime": 26,
-    "tests/tasks/test_tabular.py": 25,
+    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 23,
+    "tests/test_runs.py": 23,
 }
 
 
