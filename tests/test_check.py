@@ -213,7 +213,13 @@ SAMPLES = {"classification": _mnist, "multilabel": _planet, "segmentation": _cam
            "audio": _fsdd}
 
 
-@pytest.mark.parametrize("kind", dispatch.kinds())
+# a check that trains for seconds is for the full suite only: text's steps through a language model and a classifier
+# (3 CPU-s: it tokenizes twice and draws both steps' batches)
+SLOW_CHECKS = {"text"}
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_CHECKS else k
+                                  for k in dispatch.kinds()])
 def test_every_kind_passes_fxp_check_on_its_sample(tmp_path, kind):
     assert kind in SAMPLES, f"kind {kind!r} has no sample in tests/test_check.py SAMPLES: add its task and data"
     r = run_fxp("check", *SAMPLES[kind](tmp_path), "--min-per-class=1", cwd=tmp_path)
