@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -17,7 +18,7 @@ from hydra.types import RunMode
 from fxp import config
 from fxp.errors import FxpError, Pruned, describe
 from fxp.precheck import check_kwargs, precheck
-from fxp.reports import report
+from fxp.reports import group_report, report
 from fxp.runs import read_summary
 
 OPTIONAL_GROUPS = ("logger",)
@@ -63,7 +64,7 @@ def job(cfg, what: str) -> float:
 
     Returns the job's best value of `task.monitor` (NaN when it did not complete): what Optuna's sweeper optimises.
     """
-    from fxp import distributed
+    from fxp import cv, distributed
     from fxp.sweeps import job_resources
     from fxp.trials import of_job
     from fxp.writer import Run
@@ -76,17 +77,87 @@ def job(cfg, what: str) -> float:
     if resources and cfg.trainer.num_threads is None:
         cfg.trainer.num_threads = resources["num_threads"]
 
-    def claim(cfg):
-        run = Run(hc.runtime.output_dir, cfg, list(hc.overrides.task), hc.runtime.choices.task, finish=finish)
+    def claim(cfg, path=None, overrides=None):
+        """The job's Run: in its folder, or (a seed group's member) in `path` with its own `overrides`; a
+        cross-validation's folder is a `cv.Cv`, whose folds are its runs."""
+        given = list(hc.overrides.task) if overrides is None else overrides
+        opened = cv.Cv if cv.wanted(cfg, what) else Run
+        run = opened(path or hc.runtime.output_dir, cfg, given, hc.runtime.choices.task, finish=finish)
         if resources:
             run.info["resources"] = {**resources, "num_threads": cfg.trainer.num_threads}
-        if trial and not distributed.wanted(cfg):  # an Optuna trial: its job reports each epoch to it (fxp.train.fit)
-            run.info["trial"] = trial
+        if trial and path is None and not distributed.wanted(cfg):  # an Optuna trial: its job reports each epoch
+            run.info["trial"] = trial  # to it (fxp.train.fit); a seed group's members do not (it is told their mean)
         return run
 
     if hc.mode != RunMode.MULTIRUN:
-        return objective(execute(cfg, claim, what))
+        return objective(trained(cfg, claim, what, hc))
     return sweep_job(cfg, what, claim, hc)
+
+
+def trained(cfg, claim, what: str, hc, multirun: bool = False):
+    "The job trained: one run (`execute`), or with trainer.seeds > 1 a seed group (`seed_group`)."
+    if what == "train" and cfg.trainer.seeds > 1:
+        return seed_group(cfg, claim, Path(hc.runtime.output_dir), list(hc.overrides.task), multirun)
+    return execute(cfg, claim, what, multirun=multirun)
+
+
+def seed_group(cfg, claim, folder: Path, overrides: list[str], multirun: bool = False):
+    """trainer.seeds=N: the recipe trained N times with the seeds trainer.seed, +1, ..., into the job folder's seed0,
+    seed1, ... (each a run folder, its overrides naming its seed), recorded as a group (fxp.groups: group.json first,
+    then seeds.csv and seeds.json, however it ends). A seed that diverges is a result and the next one starts; one that
+    fails (or Ctrl-C) ends the group there, as it would a single run. The job's result: the group."""
+    import json
+    from types import SimpleNamespace
+
+    from fxp import groups
+    from fxp.writer import write_atomic
+
+    seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
+    names = [f"seed{i}" for i in range(len(seeds))]
+    given = [o for o in overrides if o.lstrip("+~").partition("=")[0] not in ("trainer.seed", "trainer.seeds")]
+    write_atomic(folder / groups.GROUP, json.dumps(groups.record(folder, "seeds", names, seeds=seeds,
+                                                                 overrides=overrides), indent=2))
+    try:
+        for seed, name in zip(seeds, names):
+            status = member(member_config(cfg, seed), claim, folder / name, [*given, f"trainer.seed={seed}"], multirun)
+            if status not in GOES_ON:
+                break
+    finally:
+        group = groups.written(folder)
+    group_report(group, folder)
+    if group["status"] != "completed":
+        _end(multirun, 1, f"{len(seeds) - group['n']} of {len(seeds)} seeds did not complete ({group['status']}); "
+                          f"their numbers are left out of the group's: {folder}")
+    went_on = all(m["status"] in GOES_ON for m in group["members"])  # else it stopped at a failure (sweep.fail_fast)
+    return SimpleNamespace(path=folder, cfg=cfg, status=group["status"] if went_on else "failed")
+
+
+GOES_ON = ("completed", "diverged")  # a seed group's member that ended so: the next seed starts
+
+
+def member(cfg, claim, path: Path, overrides: list[str], multirun: bool) -> str | None:
+    """A seed group's member trained in `path` (its own train.log), with its `overrides`; its status. A single run's
+    exit on a failure or Ctrl-C passes through, a divergence's does not."""
+    from fxp.logfile import logging_to
+    from fxp.runs import LOG
+
+    path.mkdir(exist_ok=True)
+    try:
+        with logging_to(path / LOG):
+            execute(cfg, lambda c: claim(c, path, overrides), "train", multirun=multirun)
+    except SystemExit:
+        if read_summary(path).get("status") != "diverged":
+            raise
+    return read_summary(path).get("status")
+
+
+def member_config(cfg, seed: int):
+    "The config of a seed group's member: the group's, with its seed, as one run."
+    import copy
+
+    member = copy.deepcopy(cfg)
+    member.trainer.seed, member.trainer.seeds = seed, 1
+    return member
 
 
 def sweep_job(cfg, what: str, claim, hc) -> float:
@@ -104,9 +175,12 @@ def sweep_job(cfg, what: str, claim, hc) -> float:
                 return float("nan")
             if action == "keep":
                 print(sweeps.kept_line(path, sweep_dir), flush=True)
-                return value(read_summary(path), read_monitor(path).metric)
-            opened = resumed(path, sweep_dir, hc) if action == "resume" else (cfg, claim)
-            run = execute(*opened, what, multirun=True, resume=action == "resume") if opened else None
+                return result(path, read_monitor(path).metric)
+            if action == "resume":
+                opened = resumed(path, sweep_dir, hc)
+                run = execute(*opened, what, multirun=True, resume=True) if opened else None
+            else:
+                run = trained(cfg, claim, what, hc, multirun=True)
     except KeyboardInterrupt:
         return sweeps.interrupted(sweep_dir, path, here)
     if (run is None or run.status == "failed") and cfg.sweep.fail_fast:
@@ -117,12 +191,14 @@ def sweep_job(cfg, what: str, claim, hc) -> float:
 def resumed(path: Path, sweep_dir: Path, hc):
     """(the saved config, its reopen) of an interrupted or killed job of a sweep being resumed (fxp.resume), with the
     overrides of the job a resume may take (where the data is, ...); None, its error line printed, if it cannot be."""
+    from fxp import cv
     from fxp.resume import reopening, resumable
     from fxp.runs import read_run
 
     given = [o for o in hc.overrides.task if resumable(o.lstrip("+~").partition("=")[0])]
     try:
-        return reopening(path, read_run(path, sweep_dir)["status"], given, finish=finish)
+        opening = cv.reopening if cv.is_cv(path) else reopening
+        return opening(path, read_run(path, sweep_dir)["status"], given, finish=finish)
     except FxpError as e:
         _end(True, 2, f"{e} (run folder {path})")
         return None
@@ -136,15 +212,14 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     run = None
     try:
         cfg = config.validate(cfg)
-        from fxp import distributed, trackers, train  # torch and fastai load here, after the config is good
+        from fxp import trackers, train  # noqa: F401 (torch and fastai load here, after the config is good)
 
         check_kwargs(cfg)  # before the run folder is claimed (a job the precheck did not see: a sweeper's)
         trackers.check(cfg)
         with open_run(cfg) as run:
             if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a sweep's process has its own (fxp.sweeps)
                 signal.signal(signal.SIGTERM, _interrupt)
-            many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
-            (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
+            fit(cfg, run, what, **kwargs)
         report(run)
     except Pruned as e:  # no error: the search stopped a trial that would not beat its others
         import logging
@@ -162,6 +237,17 @@ def execute(cfg, open_run, what: str, multirun: bool = False, **kwargs):
     return run
 
 
+def fit(cfg, run, what: str, **kwargs) -> None:
+    """What a run does in its folder: `fxp.train.<what>`, over several processes where trainer.devices/nodes say so;
+    a cross-validation's folder (fxp.cv.Cv): its folds, each run as this."""
+    from fxp import cv, distributed, train
+
+    if isinstance(run, cv.Cv):
+        return cv.train(cfg, run, partial(fit, what="train"), **kwargs)
+    many = what == "train" and distributed.wanted(cfg)  # over several processes: they train, this one waits
+    (distributed.launcher if many else getattr(train, what))(cfg, run, **kwargs)
+
+
 def finish(run) -> None:
     "What every run does as it ends, whatever its status: its diagnosis, then its trackers' files and status."
     from fxp import diagnose, trackers
@@ -177,7 +263,8 @@ def _kept(run) -> str:
     point = last_checkpoint(run.path) if run is not None else None
     if point is None:
         return "no checkpoint yet (no epoch had ended), so there is nothing to resume"
-    step = f"step {point['step']} " if point["folder"] != str(run.path) else ""
+    where = Path(point["folder"]).relative_to(run.path).as_posix()  # a step's (lm) or a fold's (fold2) folder
+    step = f"{where}'s " if where != "." else ""
     return (f"its checkpoint after {step}stage {point['stage']} epoch {point['epoch']} is kept; "
             f"go on with: fxp resume {run.path}")
 
@@ -199,7 +286,17 @@ def follow(cfg, path) -> float:
 
 
 def objective(run) -> float:
-    return float("nan") if run is None else value(read_summary(run.path), run.cfg.task.monitor.metric)
+    return float("nan") if run is None else result(run.path, run.cfg.task.monitor.metric)
+
+
+def result(path: Path, metric: str) -> float:
+    "A job's best `metric`; a seed group's, the mean over its seeds once all completed (fxp.groups); else NaN."
+    from fxp import groups
+
+    if not groups.is_group(path):
+        return value(read_summary(path), metric)
+    group = groups.read_group(path, path.parent)
+    return group["best"] if group["status"] == "completed" and group["best"] is not None else float("nan")
 
 
 def value(summary: dict, metric: str) -> float:

@@ -208,6 +208,25 @@ def check_techniques(cfg, taken: dict) -> None:
                               f"{', '.join(OPT_HYPERS[tr.opt])}); remove it or pick another trainer.opt")
 
 
+def check_folds(cfg, refused: dict) -> None:
+    """trainer.folds for a kind that takes it (`refused`: each kind's NO_FOLDS, why it does not), trainer.fold one of
+    its folds, data.group_col and data.folds_file only with folds; else one line naming the key."""
+    tr, data = cfg.trainer, cfg.data
+    if tr.folds is not None and refused[cfg.task.kind]:
+        takers = [k for k, why in refused.items() if not why]
+        raise ConfigError(f"trainer.folds={tr.folds}: a {cfg.task.kind} task cannot be cross-validated "
+                          f"({refused[cfg.task.kind]}); {', '.join(takers)} tasks can")
+    if tr.fold is not None and tr.folds is None:
+        raise ConfigError(f"trainer.fold={tr.fold} needs trainer.folds=K (the number of folds the items are cut into)")
+    if tr.fold is not None and tr.fold >= tr.folds:
+        raise ConfigError(f"trainer.fold={tr.fold} is not a fold of trainer.folds={tr.folds}: give one of "
+                          f"0..{tr.folds - 1}")
+    for key in ("group_col", "folds_file"):
+        if data[key] is not None and tr.folds is None:
+            raise ConfigError(f"data.{key}={data[key]} is for a cross-validation: set trainer.folds=K too (or drop "
+                              f"data.{key})")
+
+
 def mom_cycled(cfg) -> str | None:
     """trainer.mom where every stage is one-cycle, which sets the momentum from trainer.moms (it only switches momentum
     on for sgd and rmsprop, which have none by default). A warning."""
@@ -292,6 +311,13 @@ def _is_rate(x) -> bool:
 
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_init(m) -> None:
+    "model.init re-initialises a model trained from scratch: not one loaded with pretrained weights."
+    if m.init != "default" and m.pretrained:
+        raise ConfigError(f"model.init={m.init} re-initialises the model, but model.pretrained=true loads weights it "
+                          f"would overwrite; set model.pretrained=false (from scratch) or model.init=default")
 
 
 def check_y_range(y_range) -> None:

@@ -18,19 +18,23 @@ commands:
   lr-find [OVERRIDES...]     only fastai's LR finder: plot and suggested LRs in a run folder
   predict RUN_DIR INPUT...   predict with a run's exported model (image files or folders, texts, CSV rows;
                              collab: --user U [--top N] or a pairs CSV); --json
-  reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result
+  reproduce NAME | --list    run a course recipe from experiments/ and compare with the published result;
+                             --seeds N: N runs (a seed group), judged on their mean ± std
   resume RUN_DIR [--extend N]
                              continue an interrupted, failed or killed run from its last checkpoint, in its
                              folder, as if never stopped; --extend N: N more epochs on a completed run
   runs [DIR]                 the runs under DIR (./outputs), newest first, a sweep as one row with its best
-                             job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs
+                             job; --sort METRIC --task NAME --status S --json; fxp runs SWEEP_DIR lists its jobs;
+                             runs that differ only in their seed are one row, mean ± std (n): --members each
   diagnose RUN_DIR           diverged / over-fitting / under-fitting / train longer, from the run's curves,
                              with what to try; writes RUN_DIR/plots/diagnosis.png; --json
-  compare RUN... | SWEEP_DIR [--html FILE]
+  compare RUN... | GROUP_DIR | SWEEP_DIR [--html FILE] [--members]
                              runs side by side: final and best metrics with deltas to the first run, the
                              config keys that differ; --html: a page with the curves overlaid
-  report RUN | SWEEP_DIR     a self-contained report.html in the folder: metrics, curves, diagnosis, plots,
-                             config; a sweep's jobs sorted by the metric, each swept value against it
+  report RUN | GROUP_DIR | SWEEP_DIR
+                             a self-contained report.html in the folder: metrics, curves, diagnosis, plots,
+                             config; a sweep's jobs sorted by the metric, each swept value against it; a seed
+                             group's mean ± std and curves with a band
   explain RUN_DIR [INPUT...] [--method cam|gradcam] [--target LABEL] [--layer NAME]
                              what the model looks at: CAM / Grad-CAM heatmaps over images (spectrograms for
                              audio), word occlusion for texts, permutation importance for tables; no INPUT: a few
@@ -66,6 +70,7 @@ examples:
   fxp train                                   # digits, a small CNN on CPU, under a minute
   fxp train task=mnist data.path=DIR trainer.epochs=3
   fxp train -m trainer.lr=1e-3,3e-3           # a sweep: one run folder per job, sweep.csv, best.json
+  fxp train trainer.seeds=3                   # a seed group: 3 runs, each metric as mean ± std (n=3)
   fxp train trainer.devices=2                 # one run over 2 processes (DDP; pip install 'fxp[dist]')
   fxp reproduce fastbook-01-adult data.path=DIR
   fxp predict outputs/digits/<run> digit.png

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import secrets
 from importlib.util import find_spec
 from pathlib import Path
@@ -20,13 +21,20 @@ NODE_GROUP = "node"  # `+node=task.aug`: a schema node that is null by default, 
 
 
 @functools.cache
+def group_folder(seeds, folds, fold) -> str:
+    "The folder a group of runs goes under: `seeds/`, `cv/`, or '' for one run."
+    if int(seeds) > 1:
+        return "seeds/"
+    return "cv/" if folds is not None and fold is None else ""
+
+
 def register() -> None:
     """What fxp's configs need from Hydra's ConfigStore and OmegaConf, once per process, before the first compose.
 
     The root schema; each kind's task schema as `kind/<name>`, which task YAMLs take as their base; the presets of
-    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid` and `fxp_direction`.
-    Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads it: so
-    any compose, a launcher's worker process included, finds them.
+    experiments/ as the group `experiment` (`+experiment=NAME`); the resolvers `fxp_uid`, `fxp_direction` and
+    `fxp_group`. Called by the package of the config tree (`pkg://fxp.conf`), which Hydra imports when it first reads
+    it: so any compose, a launcher's worker process included, finds them.
     """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -36,6 +44,9 @@ def register() -> None:
 
     # A few random characters after the timestamp: two runs started in the same second get their own folders.
     OmegaConf.register_new_resolver("fxp_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    # A group of runs lands in <task>/seeds/<stamp> (a seed group: trainer.seeds > 1, fxp.apps) or <task>/cv/<stamp>
+    # (a cross-validation: trainer.folds without trainer.fold, fxp.cv); hydra.run.dir in conf/config.yaml.
+    OmegaConf.register_new_resolver("fxp_group", group_folder, replace=True)
     # Optuna's direction from a task's monitor mode, so a search maximises accuracy and minimises a loss.
     OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
@@ -128,7 +139,16 @@ def validate(cfg, overrides=()):
     from omegaconf import OmegaConf
 
     from fxp import dispatch
-    from fxp.checks import check_metrics, check_no_ops, check_targets, check_techniques, check_types, check_values
+    from fxp.checks import (
+        check_folds,
+        check_init,
+        check_metrics,
+        check_no_ops,
+        check_targets,
+        check_techniques,
+        check_types,
+        check_values,
+    )
     from fxp.schema import Config
 
     plain = _resolved(cfg)
@@ -141,7 +161,9 @@ def validate(cfg, overrides=()):
     check_metrics("task.metrics", typed.task.metrics)
     check_targets(typed)
     _check_trainer(typed.trainer)
+    check_init(typed.model)
     check_techniques(typed, {k: dispatch.declared(dispatch.kind_module(k), "TECHNIQUES") for k in dispatch.kinds()})
+    check_folds(typed, {k: dispatch.declared(dispatch.kind_module(k), "NO_FOLDS") for k in dispatch.kinds()})
     out = OmegaConf.create(OmegaConf.to_container(cfg))
     out.task = _typed_task(OmegaConf.to_container(cfg.task), kind.Task)  # as composed: interpolations kept
     kind.check(out)  # after the trainer's checks: a kind may rely on them, and sees the model too
@@ -152,10 +174,30 @@ def validate(cfg, overrides=()):
             raise ConfigError(f"data.path={cfg.data.path} does not exist (looked for {path}); "
                               f"point data.path= at a local copy of the dataset")
         out.data.path = str(path)  # config.yaml records where the data was, whatever the working directory
+    elif out.task.local:
+        out.data.path = str(found_locally(out.task.local))  # recorded as a given data.path is
     for key in ("exclude", "relabel"):  # fxp clean's lists, recorded as data.path is
         if cfg.data[key]:
             out.data[key] = str(_clean_list(f"data.{key}", cfg.data[key], out))
     return out
+
+
+SHARED_DATA = "../shared/data"  # task.local without $FXP_DATA: beside the working directory (a clone's root)
+
+
+def local_copy(name: str) -> Path:
+    "Where task.local=NAME is: $FXP_DATA/NAME when FXP_DATA is set, else ../shared/data/NAME."
+    return (Path(os.environ.get("FXP_DATA") or SHARED_DATA) / name).expanduser().resolve()
+
+
+def found_locally(name: str) -> Path:
+    "task.local's folder, if it is there; else one line saying where it was looked for and how to point at it."
+    path = local_copy(name)
+    if path.is_dir():
+        return path
+    where = "$FXP_DATA" if os.environ.get("FXP_DATA") else f"{SHARED_DATA} (from the working directory; FXP_DATA unset)"
+    raise ConfigError(f"data set {name!r} not found: looked for {path}, in {where}; set data.path= to a copy of it, "
+                      f"or FXP_DATA= to the folder holding {name}/")
 
 
 def _clean_list(key: str, file: str, cfg) -> Path:
@@ -248,12 +290,20 @@ def _typed_task(task: dict, schema):
 
 
 def _check_trainer(t) -> None:
-    "What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages."
+    """What fxp.schema's declarations cannot say: the learning rate's forms, a non-empty list of stages, bs=auto's
+    one process, a seed group's last seed within numpy's range and not of cross-validations."""
     from fxp.checks import check_auto_bs, check_lr, check_stages
+    from fxp.schema import MAX_SEED
 
     check_lr("trainer.lr", t.lr)
     check_stages("trainer.stages", t.stages)
     check_auto_bs(t)
+    if t.seeds > 1 and t.folds is not None:
+        raise ConfigError(f"trainer.seeds={t.seeds} with trainer.folds={t.folds}: a seed group of cross-validations is "
+                          "not supported yet; give one of them (or sweep trainer.seed over a cross-validation: -m)")
+    if t.seed + t.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"trainer.seeds={t.seeds}: its seeds {t.seed}..{t.seed + t.seeds - 1} pass numpy's largest, "
+                          f"{MAX_SEED}; lower trainer.seed")
 
 
 def parse_override(override: str):

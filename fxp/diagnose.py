@@ -33,7 +33,7 @@ more, so divergence is listed alone, with collapsed activations if recorded).
 A GAN's curves (a run whose kind declares adversarial loss columns, its ADVERSARIAL: gen_loss and crit_loss) are
 adversarial: the generator and the critic pull its
 losses against each other, so the over-/under-fitting and explosion rules do not apply. What can be said: a
-non-finite loss (diverged), the main metric against its baseline (superres: psnr against the input's own), whether
+non-finite loss (diverged), the main metric against its baseline (superres: psnr against bicubic upsampling's), whether
 the main metric improved; and that the supervised pre-training steps (step folders: gen/, critic/) are diagnosed on
 their own with these rules.
 

@@ -66,13 +66,20 @@ OPTIONAL = {
     # metrics.csv columns of losses that pull against each other (a GAN's generator and critic): fxp diagnose does not
     # judge such curves by the over-/under-fitting rules
     "ADVERSARIAL": ((), _names, "a tuple of metrics.csv column names"),
+    # why this kind's runs cannot be cross-validated (trainer.folds); None: it splits its items through
+    # fxp.folds.splitter, which gives a run of a cross-validation its fold as the valid split
+    "NO_FOLDS": (None, lambda x: x is None or isinstance(x, str) and bool(x), "None or a sentence saying why"),
 }
 # Optional functions: `not_cleanable(cfg) -> str | None`, why `fxp clean` cannot list this config's items (None: it can,
 # and data.exclude/data.relabel take its lists back); a kind without it takes no fxp clean lists.
 # `explain(learn, cfg, inputs, dest, **options) -> list[dict]`: fxp explain's files in `dest` (heatmaps, highlighted
 # words, feature importance) and its rows, for `inputs` or, where none are given, the labelled validation split the
 # learner's loaders hold; options (method, target, layer) are its keyword arguments. A kind without it is not explained.
-OPTIONAL_FUNCTIONS = {"not_cleanable": ("cfg",), "explain": ("learn", "cfg", "inputs", "dest")}
+# `clean_items(learn, dls) -> [(split, loader, names, picture)]`: the items fxp clean scores, where they are not image
+# files a test_dl reads (fxp.commands.clean): per split a labelled loader with the validation transforms, each item's
+# name in the lists, and `picture(i)` drawing item i for the contact sheet.
+OPTIONAL_FUNCTIONS = {"not_cleanable": ("cfg",), "explain": ("learn", "cfg", "inputs", "dest"),
+                      "clean_items": ("learn", "dls")}
 # Either `steps(cfg) -> list[Step]`, or the two functions of the one default step.
 STEPS = ("steps",)
 ONE_STEP = (("dls", ("cfg", "device")), ("learner", ("cfg", "dls")))

@@ -1,4 +1,4 @@
-"task.metrics → fastai metrics, for every kind (without the vision imports), and fxp's own (rmse, fbeta, psnr, ...)."
+"task.metrics → fastai metrics, for every kind (without the vision imports), and fxp's own (rmse, fbeta, psnr, ssim)."
 from __future__ import annotations
 
 from fastai import metrics as fastai_metrics
@@ -120,7 +120,21 @@ class PSNR:
 
     def __call__(self, pred, targ):
         mean, std = self.norm.mean.to(pred.device), self.norm.std.to(pred.device)
-        return psnr((pred * std + mean).clamp(0, 1), (targ * std + mean).clamp(0, 1)).mean()
+        return self.score((pred * std + mean).clamp(0, 1), (targ * std + mean).clamp(0, 1)).mean()
+
+    @staticmethod
+    def score(pred, targ):
+        return psnr(pred, targ)
+
+
+class SSIM(PSNR):
+    "ssim: the structural similarity of each image in pixel space, the loaders' Normalize undone."
+
+    __name__ = "ssim"
+
+    @staticmethod
+    def score(pred, targ):
+        return ssim(pred, targ)
 
 
 def psnr(pred, targ):
@@ -129,3 +143,27 @@ def psnr(pred, targ):
 
     mse = ((pred - targ) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return -10 * torch.log10(mse)
+
+
+def ssim(pred, targ, window: int = 11, sigma: float = 1.5):
+    """Structural similarity of each image of a batch (n, c, h, w), pixels in [0, 1]: Wang et al. 2004's gaussian
+    window (11 px, sigma 1.5; smaller for smaller images), K1 0.01, K2 0.03, averaged over the positions where the
+    window fits and over the channels, as skimage's structural_similarity(gaussian_weights=True, data_range=1)."""
+    import torch
+    import torch.nn.functional as F
+
+    pred, targ = pred.double(), targ.double()  # float32 variances of flat regions cancel to noise, which C2 magnifies
+    c, size = pred.shape[1], min(window, *pred.shape[-2:])
+    g = torch.exp(-((torch.arange(size, device=pred.device, dtype=pred.dtype) - (size - 1) / 2) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(c, 1, size, size)
+
+    def local(x):  # the window's weighted mean at each position, per channel
+        return F.conv2d(x, kernel, groups=c)
+
+    mu_p, mu_t = local(pred), local(targ)
+    var_p, var_t = local(pred * pred) - mu_p**2, local(targ * targ) - mu_t**2
+    cov = local(pred * targ) - mu_p * mu_t
+    c1, c2 = 0.01**2, 0.03**2
+    s = (2 * mu_p * mu_t + c1) * (2 * cov + c2) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+    return s.flatten(1).mean(1).float()

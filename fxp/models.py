@@ -42,6 +42,18 @@ class Standardize(nn.Module):
         return (x - self.mean) / (self.std + 1e-5)
 
 
+def plain_cnn(n_in: int = 1, n_out: int = 10, depth: int = 20, width: int = 32, strides: int = 2) -> nn.Sequential:
+    """`depth` layers without normalisation or shortcuts: depth - 1 3x3 convs with ReLU (`strides` of them stride 2,
+    spread evenly), average pooling, a linear head; PyTorch's default init. Lesson 11's deep plain net, which a good
+    init (model.init=kaiming or lsuv) has to start."""
+    n_conv = depth - 1
+    down = {round((k + 1) * n_conv / (strides + 1)) for k in range(strides)}
+    chans = [n_in, *[width] * n_conv]
+    convs = [nn.Sequential(nn.Conv2d(ci, co, 3, stride=2 if i in down else 1, padding=1), nn.ReLU())
+             for i, (ci, co) in enumerate(zip(chans[:-1], chans[1:]))]
+    return nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(width, n_out))
+
+
 def resnet_mnist(n_in: int = 1, n_out: int = 10) -> nn.Sequential:
     "course-v3 lesson 7's MNIST net: stride-2 convs each followed by a residual block, no pooling head."
     def conv_and_res(ni, nf):
@@ -202,12 +214,12 @@ def basic_gan(size: int, n_channels: int, in_sz: int, n_features: int = 64, n_ex
 
 
 @contextmanager
-def pretrained_weights(m):
-    "A failed download of `m.arch`'s weights (no network) becomes one line with the way out."
+def pretrained_weights(m, key: str = "model", way_out: str = "train from scratch with"):
+    "A failed download of `m.arch`'s weights (no network) becomes one line with the way out (`key`.pretrained=false)."
     try:
         yield
     except OSError as e:  # urllib's URLError and socket errors both derive from OSError
         if not m.pretrained:
             raise
         raise FxpError(f"pretrained weights for {m.arch} are not available ({type(e).__name__}: {e}); "
-                       f"connect once to download them, or train from scratch with model.pretrained=false") from e
+                       f"connect once to download them, or {way_out} {key}.pretrained=false") from e

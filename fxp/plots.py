@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import sys
 import textwrap
 import warnings
@@ -60,6 +61,64 @@ def loss_curves(run_dir: Path) -> None:
     for ax in list(axs.flat)[len(panels):]:
         ax.set_visible(False)
     save(fig, Path(run_dir) / "plots" / "loss_curves.png")
+
+
+def group_curves(members_metrics: list[list[dict]], labels: list[str] | None = None, band: str = "range"):
+    """The curves of a group of runs (a seed group, a cross-validation's folds), given each member's metrics.csv rows
+    (fxp.runs.read_metrics): a panel per metric, the members' mean at each epoch with a band (`range`: min to max;
+    `std`: ± one standard deviation) and each member's final value as a point (`labels`: the members' names, in the
+    legend). None if no member has a row. The figure is the caller's (to save or embed)."""
+    runs = [rows for rows in members_metrics if rows]
+    if not runs:
+        return None
+    names = list(dict.fromkeys(k for rows in runs for k in rows[0] if k not in NOT_METRICS))
+    ncols = min(len(names), 3)
+    nrows = -(-len(names) // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, name in zip(axs.flat, names):
+        mean_band(ax, members_metrics, name, "mean", labels or [str(i) for i in range(len(members_metrics))], band)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    for ax in list(axs.flat)[len(names):]:
+        ax.set_visible(False)
+    return fig
+
+
+def mean_band(ax, members: list[list[dict]], metric: str, label: str, names: list[str] | None = None,
+              band: str = "range") -> int:
+    """The curves of `metric` in `members` (metrics.csv rows of each) on `ax`: one member's as its line; several as
+    their mean at each epoch with a band (`range`: min to max; `std`: ± one standard deviation) and each one's final
+    value as an x (named `<name> final` where `names` are given). Returns how many members had the metric."""
+    curves = [(name, pts) for name, pts in zip(names or [None] * len(members),
+                                               ([(r["epoch"], r[metric]) for r in rows if _finite(r.get(metric))]
+                                                for rows in members)) if pts]
+    if len(curves) == 1:
+        ax.plot(*zip(*curves[0][1]), marker="o", label=label)
+    elif curves:
+        at: dict[float, list[float]] = {}
+        for _, pts in curves:
+            for x, y in pts:
+                at.setdefault(x, []).append(y)
+        xs = sorted(at)
+        mean = [statistics.fmean(at[x]) for x in xs]
+        if band == "std":
+            std = [statistics.stdev(at[x]) if len(at[x]) > 1 else 0.0 for x in xs]
+            lo, hi = [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)]
+        else:
+            lo, hi = [min(at[x]) for x in xs], [max(at[x]) for x in xs]
+        (line,) = ax.plot(xs, mean, marker="o", label=f"{label} of {len(curves)}")
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2,
+                        label="min to max" if band == "range" else "± std")
+        for name, pts in curves:
+            ax.plot(*pts[-1], linestyle="none", marker="x", **({"label": f"{name} final"} if name is not None
+                                                               else {"color": line.get_color()}))
+    return len(curves)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def curve_panels(rows: list[dict]) -> list[list[str]]:

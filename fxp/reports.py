@@ -13,12 +13,26 @@ from pathlib import Path
 
 import yaml
 
+from fxp import groups
 from fxp.console import console, number
 from fxp.errors import FxpError
+from fxp.groups import (
+    GROUP,
+    MEMBER_KEYS,
+    cell,
+    files,
+    is_group,
+    joined,
+    mean_baselines,
+    read as read_group,
+    summarize,
+    together,
+)
 from fxp.runs import (
     NOT_METRICS,
     PLOTS,
     TOP_LOSS,
+    baseline_cell,
     baselines,
     best_metrics,
     final_metrics,
@@ -29,6 +43,7 @@ from fxp.runs import (
     not_beaten,
     read_config,
     read_explained,
+    read_json,
     read_metrics,
     read_monitor,
     read_overrides,
@@ -38,22 +53,42 @@ from fxp.runs import (
 # --- which runs -----------------------------------------------------------------------------------------------------
 
 
-def runs_of(paths: list[str], command: str) -> list[Path]:
-    "The run folders given, or a sweep folder's jobs; anything else is one line."
+def entries_of(paths: list[str], command: str, members: bool = False) -> list[list[Path]]:
+    """What to compare, each as its run folders: a run alone; a group's members together (a group folder, or runs that
+    differ only in their seed: fxp.groups.together); the jobs of one sweep folder so. `members`: every run alone.
+    Anything else is one line."""
     folders = [Path(p).expanduser().resolve() for p in paths]
-    if len(folders) == 1 and is_sweep(folders[0]):
-        folders = [d for d in job_dirs(folders[0]) if is_run(d)]
+    if len(folders) == 1 and is_sweep(folders[0]):  # its jobs that have a run folder (or a group's) yet
+        folders = [d for d in job_dirs(folders[0]) if is_run(d) or group_members(d)]
     for f in folders:
-        if not (f.is_dir() and is_run(f)):
+        if not (f.is_dir() and (is_run(f) or is_group(f))):
             raise FxpError(f"{command}: {f} is not a run folder (no summary.json, config.yaml or metrics.csv); give "
-                           f"run folders or one sweep folder (fxp runs lists them)")
-    return folders
+                           f"run folders, group folders or one sweep folder (fxp runs lists them)")
+    # a group folder is an entry of its own: its name as its one override keeps it out of any cluster
+    clusters = together(folders, lambda f: [f"{GROUP}={f}"] if is_group(f) else read_overrides(f))
+    entries = [group_members(c[0]) if is_group(c[0]) else c for c in clusters]
+    empty = next((c[0] for c, e in zip(clusters, entries) if not e), None)
+    if empty is not None:
+        raise FxpError(f"{command}: the group {empty} has no run folders yet (fxp runs {empty} lists its members)")
+    return [[f] for e in entries for f in e] if members else entries
 
 
-def labels(folders: list[Path]) -> list[str]:
-    "Short names: a sweep's jobs by number and what the sweep varied (`0 trainer.lr=0.01`), runs by folder name."
-    varied = varied_overrides([read_overrides(f) for f in folders])
-    names = [f.name if len({g.name for g in folders}) == len(folders) else f"{f.parent.name}/{f.name}" for f in folders]
+def group_members(folder: Path) -> list[Path]:
+    "A group folder's members that are run folders."
+    return [folder / m for m in (read_group(folder) or {}).get("members", []) if is_run(folder / m)]
+
+
+def labels(entries: list[list[Path]]) -> list[str]:
+    """Short names: a sweep's jobs by number and what the sweep varied (`0 trainer.lr=0.01`), runs by folder name, a
+    group by its folder's name (runs that differ only in seed: their names joined, `0,1`), with the seeds it has."""
+    overrides = [joined([read_overrides(f) for f in e]) for e in entries]
+    seeds = [[o for o in listed if len(e) > 1 and o.partition("=")[0] in MEMBER_KEYS]  # a group's, always shown
+             for e, listed in zip(entries, overrides)]
+    varied = [[*v, *(o for o in s if o not in v)] for v, s in zip(varied_overrides(overrides), seeds)]
+    heads = [e[0] if len(e) == 1 else e[0].parent if is_group(e[0].parent) else None for e in entries]
+    unique = len({h.name for h in heads if h is not None}) == sum(h is not None for h in heads)
+    names = [",".join(f.name for f in e) if h is None else h.name if unique else f"{h.parent.name}/{h.name}"
+             for e, h in zip(entries, heads)]
     return [" ".join([name, *v]) for name, v in zip(names, varied)]
 
 
@@ -66,23 +101,43 @@ def varied_overrides(overrides: list[list[str]]) -> list[list[str]]:
 # --- what differs ---------------------------------------------------------------------------------------------------
 
 
-def metric_table(folders: list[Path]) -> list[dict]:
-    """A row per metric and run: final and best values, each with its difference to the first run's (None for the
-    first run, or where either is missing)."""
-    data = []
-    for f in folders:
-        rows, monitor = read_metrics(f), read_monitor(f)
-        data.append((final_metrics(rows), best_metrics(rows, monitor), monitor))
+def metric_table(entries: list[list[Path]]) -> list[dict]:
+    """A row per metric and entry: final and best values, each with its difference to the first entry's (None for the
+    first, or where either is missing); a group's are its completed members' means, with their spread
+    (`final_spread`, `best_spread`: {mean, std, n})."""
+    data = [_values(e) for e in entries]
     names = list(dict.fromkeys(n for final, _, _ in data for n in final))
     out = []
     for name in names:
-        first_final, first_best = data[0][0].get(name), data[0][1].get(name)
+        first_final, first_best = _mean(data[0][0].get(name)), _mean(data[0][1].get(name))
         for i, (final, best, monitor) in enumerate(data):
-            out.append(dict(metric=name, run=i, final=final.get(name), best=best.get(name),
-                            d_final=None if i == 0 else _delta(final.get(name), first_final),
-                            d_best=None if i == 0 else _delta(best.get(name), first_best),
-                            lower=lower_is_better(name, monitor)))
+            f, b = final.get(name), best.get(name)
+            out.append(dict(metric=name, run=i, final=_mean(f), best=_mean(b),
+                            d_final=None if i == 0 else _delta(_mean(f), first_final),
+                            d_best=None if i == 0 else _delta(_mean(b), first_best),
+                            lower=lower_is_better(name, monitor), final_spread=f if isinstance(f, dict) else None,
+                            best_spread=b if isinstance(b, dict) else None))
     return out
+
+
+def _values(entry: list[Path]) -> tuple[dict, dict, object]:
+    "An entry's final and best metrics (read from metrics.csv): a run's values, a group's spreads, and its monitor."
+    monitor = read_monitor(entry[0])
+    runs = [read_metrics(f) for f in entry]
+    if len(entry) == 1:
+        return final_metrics(runs[0]), best_metrics(runs[0], monitor), monitor
+    done = [rows for f, rows in zip(entry, runs) if read_summary(f).get("status") == "completed"] or runs
+    return (summarize([final_metrics(rows) for rows in done]),
+            summarize([best_metrics(rows, monitor) for rows in done]), monitor)
+
+
+def _mean(value):
+    return value["mean"] if isinstance(value, dict) else value
+
+
+def entry_baselines(entry: list[Path]) -> dict:
+    "{metric: (value, who)}: a run's baselines (fxp.runs.baselines), a group's members' mean."
+    return mean_baselines([read_summary(f) for f in entry])
 
 
 def _delta(value, ref):
@@ -104,12 +159,19 @@ def flat(cfg, prefix: str = "") -> dict:
 ABSENT = object()  # a key one run's config does not have (a logger another run chose)
 
 
-def config_diff(folders: list[Path]) -> dict[str, list]:
-    "Only the config keys whose values differ between the runs: {key: [value in each run]} (ABSENT where missing)."
-    configs = [flat(read_config(f)) for f in folders]
+def config_diff(entries: list[list[Path]]) -> dict[str, list]:
+    """Only the config keys whose values differ between the entries: {key: [value in each]} (ABSENT where missing); a
+    group's config is its first member's, with the list of its members' values of what they differ in (its seeds)."""
+    configs = [entry_config(e) for e in entries]
     keys = list(dict.fromkeys(k for c in configs for k in c))
     values = {k: [c.get(k, ABSENT) for c in configs] for k in keys}
     return {k: v for k, v in values.items() if any(x != v[0] for x in v)}
+
+
+def entry_config(entry: list[Path]) -> dict:
+    configs = [flat(read_config(f)) for f in entry]
+    varied = {k for c in configs for k in c if any(c2.get(k, ABSENT) != c.get(k) for c2 in configs)}
+    return {**configs[0], **{k: [c.get(k) for c in configs] for k in varied}}
 
 
 def shown(value) -> str:
@@ -129,25 +191,26 @@ def swept(jobs: list[dict]) -> dict[str, list[str]]:
 # --- figures --------------------------------------------------------------------------------------------------------
 
 
-def curves(folders: list[Path], names: list[str]):
-    "One panel per metrics.csv column (losses and metrics), each run a line over the epochs; None without rows."
+def curves(entries: list[list[Path]], names: list[str]):
+    """One panel per metrics.csv column (losses and metrics), each run a line over the epochs, a group its members'
+    mean with their range as a band (fxp.plots.mean_band); None without rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [read_metrics(f) for f in folders]
-    metrics = list(dict.fromkeys(k for rows in runs if rows for k in rows[0] if k not in NOT_METRICS))
+    from fxp.plots import mean_band
+
+    runs = [[read_metrics(f) for f in e] for e in entries]
+    metrics = list(dict.fromkeys(k for e in runs for rows in e if rows for k in rows[0] if k not in NOT_METRICS))
     if not metrics:
         return None
     ncols = min(len(metrics), 3)
     nrows = -(-len(metrics) // ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.5 * nrows), squeeze=False)
     for ax, metric in zip(axs.flat, metrics):
-        for rows, name in zip(runs, names):
-            points = [(r["epoch"], r[metric]) for r in rows if isinstance(r.get(metric), float)]
-            if points:
-                ax.plot(*zip(*points), marker="o", label=name)
+        for members, name in zip(runs, names):
+            mean_band(ax, members, metric, name)
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -317,21 +380,29 @@ def delta_html(d, lower: bool) -> tuple:
     return ("html", f'<span class="{cls}">{"+" if d >= 0 else ""}{esc(number(d))}</span>')
 
 
-def comparison(folders: list[Path]) -> list[str]:
-    "The sections of a comparison: curves, the metrics table with deltas to the first run, the config keys that differ."
-    names = labels(folders)
-    body = [f"<p>{len(folders)} runs; differences are to the first, {esc(names[0])}.</p>"]
-    fig = curves(folders, names)
+def comparison(entries: list[list[Path]]) -> list[str]:
+    """The sections of a comparison (runs, or groups of runs: `entries_of`): curves, the metrics table with deltas to
+    the first, the config keys that differ."""
+    names = labels(entries)
+    what = "runs" if all(len(e) == 1 for e in entries) else "runs or groups (a group: its mean ± std (n))"
+    body = [f"<p>{len(entries)} {what}; differences are to the first, {esc(names[0])}.</p>"]
+    fig = curves(entries, names)
     if fig is not None:
         body += ["<h2>Curves</h2>", image(figure_uri(fig), "curves of every run, one panel per metric")]
-    rows = [[r["metric"], names[r["run"]], number(r["final"]), delta_html(r["d_final"], r["lower"]),
-             number(r["best"]), delta_html(r["d_best"], r["lower"])] for r in metric_table(folders)]
+    rows = [[r["metric"], names[r["run"]], value_cell(r, "final"), delta_html(r["d_final"], r["lower"]),
+             value_cell(r, "best"), delta_html(r["d_best"], r["lower"])] for r in metric_table(entries)]
     body += ["<h2>Metrics</h2>", table(["metric", "run", "final", "Δ final", "best", "Δ best"], rows, (1,))]
-    diff = config_diff(folders)
+    diff = config_diff(entries)
     body += ["<h2>Config keys that differ</h2>",
              table(["key", *names], [[k, *map(shown, v)] for k, v in diff.items()], tuple(range(1, len(names) + 1)))
              if diff else "<p>none: the runs have the same config.</p>"]
     return body
+
+
+def value_cell(row: dict, which: str) -> str:
+    "A metric_table row's final or best: a run's number, a group's `mean ± std (n=N)`."
+    entry = row[f"{which}_spread"]
+    return cell(entry) or "-" if entry is not None else number(row[which])
 
 
 def per_class(folder: Path) -> list[str]:
@@ -378,6 +449,8 @@ def report(run) -> None:
     from rich.table import Table
 
     summary = read_summary(run.path)
+    if groups.is_group(run.path):  # a cross-validation's folder (fxp.cv)
+        return group_report(groups.read_group(run.path, run.path), run.path)
     if "shown" in summary:  # fxp show: the summary is printed already; where the batch is
         console().print(f"{summary['task']}: {summary['items_train']} training and {summary['items_valid']} valid "
                         f"items; a training batch: {run.path / summary['shown']}", highlight=False, soft_wrap=True)
@@ -408,6 +481,40 @@ def report(run) -> None:
     out.print(table)
     for line in [*filter(None, notes), f"run folder: {run.path}"]:
         out.print(line, highlight=False, soft_wrap=True)
+
+
+GROUP_TITLES = {"cv": "{n}-fold cross-validation", "seeds": "{n} seeds"}  # fxp.groups.KINDS
+
+
+def group_report(group: dict, folder: Path) -> None:
+    """A group's numbers as it ends (fxp.groups: a row of `read_group`): each metric's final and best as mean ± std
+    over its completed members, beside the baseline; each member's final value of the monitored metric; the folder."""
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    what = GROUP_TITLES[group["group"]].format(n=len(group["members"]))
+    title = f"{group['task']}: {what}, {group['status']} in {group['wall_time_s']:.1f}s"
+    table = Table(title=title, min_width=cell_len(title))
+    final, best = group["spread"]["final"], group["spread"]["best"]
+    base = baselines(read_json(folder / files(group["group"])[1]))
+    for col in ("metric", "final", "best", *(["baseline"] if base else [])):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, entry in final.items():
+        table.add_row(name, cell(entry), cell(best.get(name, {})), *([baseline_cell(base, name)] if base else []))
+    out = console()
+    out.print(table)
+    means = {k: v["mean"] for k, v in final.items()}
+    for line in [member_line(group), *not_beaten(means, base), f"group folder: {folder}"]:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def member_line(group: dict) -> str:
+    "`accuracy (final) of each seed: 42 0.9722, 43 0.9667, 44 diverged`."
+    def value(m: dict) -> str:
+        return number(m["final"]) if m["status"] == "completed" else m["status"]
+    what = "seed" if group["group"] == "seeds" else "fold"
+    shown = [f"{m['seed'] if what == 'seed' else m['run'].rsplit('/', 1)[-1]} {value(m)}" for m in group["members"]]
+    return f"{group['metric']} (final) of each {what}: {', '.join(shown)}"
 
 
 def metric_rows(summary: dict) -> list[tuple]:

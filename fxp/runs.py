@@ -68,14 +68,22 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def read_explained(path: Path) -> tuple[Path | None, list[dict]]:
-    "The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, [])."
-    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), reverse=True):
+    """The newest explain/<stamp>/ folder of a run that lists its files (explained.csv), and its rows; (None, []).
+    Newest by the time its list was written: two explains within a second have stamps that do not sort by time."""
+    for folder in sorted((Path(path) / EXPLAIN).glob("*/"), key=_written_at, reverse=True):
         try:
             with open(folder / EXPLAINED, newline="", errors="replace") as fh:
                 return folder, list(csv.DictReader(fh))
         except (OSError, csv.Error):
             continue
     return None, []
+
+
+def _written_at(folder: Path) -> int:
+    try:
+        return (folder / EXPLAINED).stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _num(v):
@@ -228,7 +236,8 @@ def read_run(path: Path, root: Path) -> dict:
                 task=_of(str, summary.get("task")) or _task_of(path), overrides=[str(o) for o in overrides],
                 metric=monitor.metric, mode=monitor.mode, final=final.get(monitor.metric),
                 best=best.get(monitor.metric), baseline=baseline[0], baseline_of=baseline[1],
-                model_epoch=_of(int, summary.get("model_epoch")), epochs=epochs, wall_time_s=wall, status=status,
+                model_epoch=_of(int, summary.get("model_epoch")), seed=_of(int, summary.get("seed")), epochs=epochs,
+                wall_time_s=wall, status=status,
                 error=bad or first_line(_of(str, summary.get("error"))) or None, suggested_lrs=lrs,
                 started=iso(started(path)), final_metrics=final, best_metrics=best)
 
@@ -287,8 +296,8 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
 def not_started_row(num: str, overrides: list[str]) -> dict:
     "A sweep's job that has no folder yet, as a row (the fields of read_run's, empty)."
     return dict(run=num, kind="run", task="-", overrides=overrides, metric=None, mode=None, final=None, best=None,
-                baseline=None, baseline_of=None, model_epoch=None, epochs=0, wall_time_s=None, status=NOT_STARTED,
-                error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
+                baseline=None, baseline_of=None, model_epoch=None, seed=None, epochs=0, wall_time_s=None,
+                status=NOT_STARTED, error=None, suggested_lrs=None, started="", final_metrics={}, best_metrics={})
 
 
 def best_job(jobs: list[dict]) -> dict | None:
@@ -362,11 +371,13 @@ def _proc_start(pid: int) -> str | None:
 
 
 def last_checkpoint(path: Path) -> dict | None:
-    """Where a run's newest checkpoint stands (its last.json, of the run folder or of a step's): step, stage, epoch
-    within the stage, epochs in all, and `folder`; None before the first epoch ended."""
+    """Where a run's newest checkpoint stands (its last.json, of the run folder, of a step's or a cross-validation
+    fold's, or of a fold's step): step, stage, epoch within the stage, epochs in all, and `folder`; None before the
+    first epoch ended."""
     path = Path(path)
     found = []
-    for f in [path / CHECKPOINTS / f"{LAST}.json", *path.glob(f"*/{CHECKPOINTS}/{LAST}.json")]:
+    for f in [path / CHECKPOINTS / f"{LAST}.json", *path.glob(f"*/{CHECKPOINTS}/{LAST}.json"),
+              *path.glob(f"*/*/{CHECKPOINTS}/{LAST}.json")]:
         point = read_json(f)
         if isinstance(point, dict) and point and f.with_suffix(".pth").is_file():
             found.append({**point, "folder": str(f.parent.parent)})
@@ -380,6 +391,15 @@ def csv_line(row: dict, header: bool = False) -> str:
     if header:
         w.writeheader()
     w.writerow(row)
+    return buf.getvalue()
+
+
+def csv_text(rows: list[dict]) -> str:
+    "The rows as CSV, their columns in order of appearance (a job's metrics may differ from another's)."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    w.writeheader()
+    w.writerows(rows)
     return buf.getvalue()
 
 

@@ -16,11 +16,13 @@ DEVICES = ("auto", "cpu", "cuda")
 POLICIES = ("fit_one_cycle", "fine_tune", "fit")
 PAD_MODES = ("zeros", "reflection", "border")
 RESIZE_METHODS = ("crop", "pad", "squish")
-SEEDS = "[0, 4294967295]"  # numpy's seed range
+MAX_SEED = 4294967295  # numpy's largest seed
+SEEDS = f"[0, {MAX_SEED}]"
 # the largest learning rate taken: far past divergence (a run at 1e3 diverges, and fxp diagnose says so, as lesson 1
 # shows), and far below what overflows fp32 tensors in the optimizer (1e308 did, with a RuntimeError mid-training)
 MAX_LR = 1e4
 # fastai's optimizers (trainer.opt) and the hyper-parameters each takes beyond lr and wd (lessons 5 and 9)
+INITS = ("default", "kaiming", "lsuv")  # model.init (fxp/init.py)
 OPT_HYPERS = {"adam": ("mom", "sqr_mom", "eps"), "sgd": ("mom",), "rmsprop": ("mom", "sqr_mom", "eps"),
               "lamb": ("mom", "sqr_mom", "eps"), "ranger": ("mom", "sqr_mom", "eps")}
 
@@ -79,6 +81,8 @@ class Trainer:
     channels_last: bool = False
     compile: bool = False
     seed: int = field(default=42, metadata=valid(SEEDS))
+    # a seed group: the recipe trained this many times, with seeds seed, seed+1, ... (fxp.groups); 1: one run
+    seeds: int = field(default=1, metadata=valid("[1, 1000]", whole=True))
     device: str = field(default="auto", metadata=valid(choices=DEVICES))
     # DataLoader worker processes; auto: none for cached or in-memory data, some for files decoded every epoch on CUDA
     num_workers: Any = field(default="auto", metadata=valid("[0, 256]", whole=True, choices=("auto",)))
@@ -125,6 +129,12 @@ class Trainer:
     # bs=auto: sizes are multiples of this (doubling, then a binary search between the last that fit and the first
     # that did not); null: powers of two only
     bs_step: Optional[int] = field(default=None, metadata=valid("[1, inf)"))
+    # k-fold cross-validation (fxp.cv): K runs of the recipe, each validating on one K-th of the items (the folds, drawn
+    # once from trainer.seed, fxp.folds), in fold0..fold{K-1} of a cv folder with the folds' mean ± std; null: one run
+    # on the task's own split
+    folds: Optional[int] = field(default=None, metadata=valid("[2, inf)", whole=True))
+    # the one fold a run validates on (0..folds-1): fxp sets it in each run of a cross-validation; null: every fold
+    fold: Optional[int] = field(default=None, metadata=valid("[0, inf)", whole=True))
 
 
 @dataclass
@@ -133,11 +143,14 @@ class Model:
     net: Any = None  # or a `_target_` node building the whole network (called with n_in, n_out)
     pretrained: bool = False
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra learner arguments (ps, y_range, ...)
+    # a model trained from scratch starts as its layers made themselves (default), with He's normal init (kaiming) or
+    # with LSUV on one training batch (lsuv, lesson 11): fxp/init.py
+    init: str = field(default="default", metadata=valid(choices=INITS))
 
 
 @dataclass
 class Data:
-    "A local copy of the task's dataset (`path`; else the task's fastai `url` is downloaded once)."
+    "A local copy of the task's dataset (`path`; else task.local's folder, or the task's fastai `url` downloaded once)."
     path: Optional[str] = None
     skip_bad: bool = False  # skip unreadable images (counted in summary.json) instead of stopping
     exclude: Optional[str] = None  # fxp clean's CSV: drop its rows marked delete (all its rows if none is marked)
@@ -147,6 +160,11 @@ class Data:
     # what the cache's key reads of each file beyond its path, size and mtime: a hash of its first and last 4 KiB
     # (ends), of all of it (full: every file read at each start), or nothing (stat)
     cache_verify: str = field(default="ends", metadata=valid(choices=("ends", "full", "stat")))
+    # trainer.folds: a column of the task's listing (a CSV) whose rows of one value stay in one fold (a patient's scans)
+    group_col: Optional[str] = None
+    # trainer.folds: the file recording which fold each item is in (a cv folder's folds.json): read if it is there,
+    # else the folds are drawn and written to it; null: drawn for the run alone (fxp sets it for a cross-validation)
+    folds_file: Optional[str] = None
 
 
 @dataclass
@@ -174,6 +192,9 @@ class TaskBase:
     "Keys every task has; a kind's `Task` dataclass extends it."
     kind: str = "classification"
     url: Optional[str] = None  # the dataset's fastai URLs name (PETS, MNIST_TINY, ...), used without data.path
+    # a local copy's folder name under $FXP_DATA, else under ../shared/data (the working directory's), used without
+    # data.path (a data set with no fastai URL: fsdd)
+    local: Optional[str] = None
     metrics: List[Any] = field(default_factory=list)  # fastai.metrics names, or `_target_` nodes
     monitor: Monitor = field(default_factory=Monitor)
 

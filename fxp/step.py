@@ -20,3 +20,4 @@ class Step:
     after: Optional[Callable] = None
     exports: bool = False  # the learner model.pkl holds (fxp predict); default: the last step's
     ignore_warnings: tuple = ()  # message regexes a library warns with during this step's fit, known to be moot
+    fresh: bool = True  # its model starts untrained, so model.init applies; False: it is made of earlier steps' models

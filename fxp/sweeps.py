@@ -28,9 +28,7 @@ end as the uninterrupted sweep's would.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import math
@@ -47,7 +45,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from fxp import trials
+from fxp import groups, trials
 from fxp.errors import FxpError, SweepStopped
 from fxp.resume import resumable
 from fxp.runs import (
@@ -57,13 +55,10 @@ from fxp.runs import (
     NOT_STARTED,
     SWEEP_CSV,
     SWEEP_JSON,
-    best_job,
+    csv_text,
     is_run,
     last_checkpoint,
-    read_jobs,
     read_json,
-    read_run,
-    sweep_jobs,
 )
 from fxp.writer import locked, write_atomic
 
@@ -83,33 +78,47 @@ def csv_row(job: dict) -> dict:
             "epochs": job["epochs"], "wall_time_s": job["wall_time_s"]}
 
 
+def csv_rows(table: list[dict]) -> list[dict]:
+    """sweep.csv's rows, a row per job; a job that is one of a recipe's seeds (a sweep over trainer.seed), or is a seed
+    group itself (trainer.seeds), also gets the recipe's `group` (its jobs), `n` and the monitor's mean and std."""
+    jobs, of = {id(j) for j in table}, {}
+    for g in groups.grouped(table):
+        for j in ([g] if id(g) in jobs else g["members"]) if g["kind"] == "group" else []:
+            of[id(j)] = g
+    return [{**csv_row(j), **group_columns(of[id(j)])} if id(j) in of else csv_row(j) for j in table]
+
+
+def group_columns(group: dict) -> dict:
+    metric, spread = group["metric"], group["spread"]
+    return {"group": group["run"], "n": group["n"],
+            **{f"{stat}_{when}_{metric}": spread[when].get(metric, {}).get(stat)
+               for when in ("best", "final") for stat in ("mean", "std")}}
+
+
 def best_of(sweep_dir: Path, table: list[dict]) -> dict | None:
-    "best.json's content: the best completed job by task.monitor, in its direction (fxp.runs.best_job)."
-    best = best_job(table)
+    """best.json's content: the best completed job by task.monitor, in its direction; jobs that differ only in their
+    seed are one recipe, judged by its mean once all of them completed (fxp.groups.best): its `jobs`, `std` and `n`."""
+    best = groups.best(table)
     if best is None:
         return None
-    return {"job": best["run"], "metric": best["metric"], "mode": best["mode"], "value": best["best"],
-            "overrides": best["overrides"], "path": str(Path(sweep_dir) / best["run"])}
+    out = {"job": best["run"], "metric": best["metric"], "mode": best["mode"], "value": best["best"],
+           "overrides": best["overrides"], "path": str(Path(sweep_dir) / best["run"])}
+    if best["kind"] != "group":
+        return out
+    spread = best["spread"]["best"][best["metric"]]
+    jobs = [best["run"]] if "," not in best["run"] else best["run"].split(",")  # a seed group, or seeds of a sweep
+    return {**out, "path": str(Path(sweep_dir) / jobs[0]), "jobs": jobs, "std": spread["std"], "n": spread["n"]}
 
 
 def update(sweep_dir: Path) -> None:
     "Rewrite sweep.csv and best.json from the job folders (one writer at a time), each written whole."
     sweep_dir = Path(sweep_dir)
     with locked(sweep_dir / LOCK):
-        table = read_jobs(sweep_dir)
-        write_atomic(sweep_dir / SWEEP_CSV, csv_text([csv_row(job) for job in table]))
+        table = groups.jobs(sweep_dir, planned=False)
+        write_atomic(sweep_dir / SWEEP_CSV, csv_text(csv_rows(table)))
         best = best_of(sweep_dir, table)
         if best is not None:
             write_atomic(sweep_dir / BEST, json.dumps(best, indent=2))
-
-
-def csv_text(rows: list[dict]) -> str:
-    "The rows as CSV, their columns in order of appearance (a job's metrics may differ from another's)."
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def claim(sweep_dir: Path, resume: bool = False) -> None:
@@ -256,7 +265,7 @@ def relaunch(sweep_dir: Path, overrides: list[str], retry_failed: bool) -> list[
         raise FxpError(f"fxp resume: {sweep_dir / SWEEP_JSON} does not record the command that started the sweep (a "
                        f"sweep of an older fxp): it cannot be resumed; resume its jobs one by one (fxp resume "
                        f"{sweep_dir}/N)")
-    jobs = sweep_jobs(sweep_dir)
+    jobs = groups.jobs(sweep_dir)
     busy = [j["run"] for j in jobs if j["status"] == "running"]
     if busy:
         raise FxpError(f"fxp resume: {sweep_dir} is still running (job {busy[0]}); nothing to resume")
@@ -290,16 +299,21 @@ def before_job(job_dir: Path, sweep_dir: Path) -> str:
     """What a job does as it starts: `skip` (the sweep was stopped: no further job starts), `start`, or in resume mode
     what its folder says: `keep` (it ended as it would again: KEPT; failed, unless retry-failed), `resume`
     (interrupted or killed, from its checkpoint), `start` (never started; failed with retry-failed, or stopped before
-    its first checkpoint: its folder set aside first, `set_aside`)."""
+    its first checkpoint: its folder set aside first, `set_aside`). A job that is a seed group (trainer.seeds) and did
+    not complete is trained again whole."""
     if (sweep_dir / STOP).exists():
         discard(job_dir)
         return "skip"
     mode = os.environ.get(RESUME)
-    if not mode or not is_run(job_dir):
+    if not mode or not (is_run(job_dir) or groups.is_group(job_dir)):
         return "start"
-    status = read_run(job_dir, sweep_dir)["status"]
+    row = groups.row(job_dir, sweep_dir)
+    status = row["status"]
     if status in KEPT or (status == "failed" and mode != RETRY):
         return "keep"
+    if row["kind"] == "group":
+        set_aside(job_dir, "unfinished")
+        return "start"
     if status != "failed" and last_checkpoint(job_dir) is not None:
         return "resume"
     set_aside(job_dir, status)
@@ -307,7 +321,7 @@ def before_job(job_dir: Path, sweep_dir: Path) -> str:
 
 
 def kept_line(job_dir: Path, sweep_dir: Path) -> str:
-    row = read_run(job_dir, sweep_dir)
+    row = groups.row(job_dir, sweep_dir)
     return f"job {row['run']} ({' '.join(row['overrides'])}): {row['status']}, left as it is"
 
 
@@ -374,7 +388,7 @@ def stop(sweep_dir: Path, why: str, job: str | None = None) -> None:
 def halt(sweep_dir: Path) -> tuple[int, str]:
     "The exit code and line of a stopped sweep."
     why = read_json(sweep_dir / STOP)
-    statuses = [j["status"] for j in sweep_jobs(sweep_dir)]
+    statuses = [j["status"] for j in groups.jobs(sweep_dir)]
     left = statuses.count(NOT_STARTED)
     if why.get("why") == "failed":
         return 1, (f"job {why.get('job')} failed and sweep.fail_fast=true: the sweep stopped ({plural_jobs(left)} not "
@@ -490,7 +504,7 @@ class SweepFiles(Callback):
         print(report_line(sweep_dir), flush=True)
         if (sweep_dir / STOP).exists():
             _exit(*halt(sweep_dir))
-        statuses = [job["status"] for job in read_jobs(sweep_dir)]
+        statuses = [job["status"] for job in groups.jobs(sweep_dir, planned=False)]
         missed = [s for s in statuses if s not in ENDED]
         if missed:
             counts = ", ".join(f"{missed.count(s)} {s}" for s in dict.fromkeys(missed))
@@ -543,9 +557,11 @@ def _cuda_started() -> bool:
 
 def report_line(sweep_dir: Path) -> str:
     "e.g. `sweep of 4 jobs: 3 completed, 1 failed; best job 2 (accuracy 0.9250): outputs/multirun/...`"
-    statuses = [job["status"] for job in sweep_jobs(sweep_dir)]
+    statuses = [job["status"] for job in groups.jobs(sweep_dir)]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
     best = read_json(sweep_dir / BEST)
-    where = (f"best job {best['job']} ({best['metric']} {best['value']:.4f}): {best['path']}" if best
-             else f"no job completed: {sweep_dir}")
+    value = (f"{best['metric']} {groups.cell(dict(mean=best['value'], std=best['std'], n=best['n']))}" if "n" in best
+             else f"{best['metric']} {best['value']:.4f}" if best else "")
+    jobs = "jobs" if len(best.get("jobs", [])) > 1 else "job"
+    where = f"best {jobs} {best['job']} ({value}): {best['path']}" if best else f"no job completed: {sweep_dir}"
     return f"sweep of {len(statuses)} jobs: {counts}; {where}"

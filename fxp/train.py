@@ -40,6 +40,7 @@ from fxp.callbacks import (
     progress,
 )
 from fxp.errors import FxpError, building
+from fxp.init import initialize
 from fxp.learner import FxpLearner
 from fxp.runs import CHECKPOINTS, LAST, MODEL, PLOTS, best_metrics, final_metrics, first_line, read_metrics
 from fxp.schema import Trainer
@@ -412,19 +413,21 @@ def run_steps(steps: list, cfg, run: Run, device, resume: bool = False, plan=Non
     `resume`: a step with a checkpoint is rebuilt and goes on from it; one that had ended is not retrained (its fits
     are done: its best epoch is loaded back and its `after` runs again, as the steps after it need); metrics.csv
     rows after the checkpoint's epoch are dropped (they are retrained: MetricsCSV's `keep`). `plan`
-    (fxp.batchsize.Plan): the steps' sizes and precisions, kept across the retries after running out of memory."""
+    (fxp.batchsize.Plan): the steps' sizes and precisions, kept across the retries after running out of memory. A
+    fresh step's model starts as `model.init` says, unless a checkpoint's weights replace it."""
     done, plan = {}, plan or batchsize.Plan(cfg.trainer, run.info)
     for step in steps:
         ctx = StepContext(device, run.path / (step.folder or ""), run.path, done)
         at = saved_place(ctx.path, device, (run.resume or {}).get("trust", False)) if resume else None
         learn = build(step, cfg, run, ctx, plan, at)
         size = {"model_size": model_size(learn, cfg)}  # as built, before compilation and the stages' freezing
+        init = initialize(learn, cfg.model.init) if step.fresh and at is None else {}
         with warnings.catch_warnings():
             for message in step.ignore_warnings:
                 warnings.filterwarnings("ignore", message=message)
             keep = (at["epochs"] if at else 0) if resume else None
             facts = fit(learn, cfg, run, plan, step.stages, step.monitor, step.name, at, keep)
-        extra = {**size, **facts, **((step.after(learn, ctx) if step.after else None) or {})}
+        extra = {**size, **init, **facts, **((step.after(learn, ctx) if step.after else None) or {})}
         if step.folder:
             if cfg.trainer.plots:
                 plots.loss_curves(ctx.path)
@@ -564,6 +567,7 @@ def lr_find(cfg, run: Run) -> None:
     device = setup(cfg)
     step = dispatch.steps(kind, cfg)[0]
     learn = build(replace(step, folder=None), cfg, run, StepContext(device, run.path, run.path, {}))
+    run.info.update(initialize(learn, cfg.model.init) if step.fresh else {})
     res = learn.lr_find(suggest_funcs=_suggest_funcs(), show_plot=True)
     plots.save_current(run.path / PLOTS / "lr_find.png")
     run.info["suggested_lrs"] = {k: float(v) for k, v in res._asdict().items()}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from fxp import groups
 from fxp.errors import ConfigError
-from fxp.runs import CONFIG, read_run
+from fxp.runs import CONFIG
 
 SWEEPER = "hydra_plugins.fxp_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 STUDY_DB = "study.db"
@@ -219,10 +220,13 @@ def outcome(job_dir: Path) -> tuple[str, float | None] | None:
     """How a trial's job ended, as Optuna's state name and value (task.monitor's best: what the search optimises);
     None while it has not (interrupted, killed, never started)."""
     job_dir = Path(job_dir)
-    if not (job_dir / CONFIG).is_file():
+    if not ((job_dir / CONFIG).is_file() or groups.is_group(job_dir)):
         return None
-    row = read_run(job_dir, job_dir.parent)
-    state = FINAL.get(row["status"])
+    row = groups.row(job_dir, job_dir.parent)  # a seed group (trainer.seeds): its mean, once every seed completed
+    states = {FINAL.get(m["status"]) for m in row.get("members", [row])}
+    if None in states:
+        return None
+    state = states.pop() if len(states) == 1 else "FAIL"  # a seed group with a seed that failed or diverged
     if state == "COMPLETE" and row["best"] is None:
         return "FAIL", None  # it completed with no value of the monitored metric (not finite)
-    return None if state is None else (state, row["best"] if state == "COMPLETE" else None)
+    return state, row["best"] if state == "COMPLETE" else None

@@ -176,12 +176,16 @@ class Run:
                 self._unlock()
         return False
 
-    def write_summary(self) -> None:
+    def results(self) -> tuple[dict, dict, int]:
+        "The final and best metrics and the epochs so far, from metrics.csv (a group's from its members: fxp.cv)."
         rows = read_metrics(self.path)
+        return final_metrics(rows), best_metrics(rows, self.cfg.task.monitor), len(rows)
+
+    def write_summary(self) -> None:
+        final, best, epochs = self.results()
         summary = dict(
             status=self.status, task=self.task, overrides=list(self.overrides),
-            final_metrics=final_metrics(rows), best_metrics=best_metrics(rows, self.cfg.task.monitor),
-            epochs=len(rows), wall_time_s=round(time.time() - self.start, 3),
+            final_metrics=final, best_metrics=best, epochs=epochs, wall_time_s=round(time.time() - self.start, 3),
             seed=self.cfg.trainer.seed, versions=self._versions, git_commit=self._commit, **self.info)
         if self.status == "running":
             summary["process"] = self.process

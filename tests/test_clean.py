@@ -42,6 +42,8 @@ def test_clean_lists_the_top_losses_with_an_empty_action(mnist_run, cleaned):
     assert ((cleaned.label != cleaned.predicted) | (cleaned.probability.astype(float) < 0.9)).all()
     with Image.open(mnist_run / "clean" / "top_losses.png") as im:
         assert im.width > 1000  # five columns of images
+    page = (mnist_run / "clean" / "top_losses.html").read_text()  # each image file beside its row
+    assert page.count("<img") == 12 and (need_data("mnist_tiny") / cleaned.file[0]).as_uri() in page
     assert (mnist_run / "plots" / "batch.png").is_file()  # every run draws its batch
 
 
@@ -98,8 +100,9 @@ def test_a_list_of_other_data_and_other_kinds_are_one_line(cleaned, tmp_path):
     assert_one_line_error(run_fxp("clean", tmp_path, cwd=tmp_path), "no model.pkl")
 
 
-@pytest.mark.parametrize("run, says", [("classification-digits", "the digits are in memory, not image files"),
-                                       ("tabular", "fxp clean lists the items of classification runs, not of tabular")])
+@pytest.mark.parametrize("run, says", [
+    ("classification-digits", "the digits are in memory, not image files"),
+    ("tabular", "fxp clean lists the items of audio and classification runs, not of tabular")])
 def test_the_kind_says_whether_a_run_can_be_cleaned(tmp_path, run, says):
     "fxp clean asks the run's kind (its not_cleanable), before it loads the model; a kind without one takes no lists."
     r = run_fxp("clean", copy_exported(tmp_path, run) / run, cwd=tmp_path)

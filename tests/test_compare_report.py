@@ -51,7 +51,7 @@ def renders(shown: dict, at_least: int) -> None:
 def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(sweep, tmp_path, tab):
     folder, jobs = sweep
     html = tmp_path / "cmp.html"
-    r = run_fxp("compare", folder, "--html", html, cwd=tmp_path)
+    r = run_fxp("compare", folder, "--members", "--html", html, cwd=tmp_path)  # seeds of one recipe: each its own
     assert r.returncode == 0, r
     first, second = (metrics_rows(j)[-1] for j in jobs)
     delta = float(second["accuracy"]) - float(first["accuracy"])
@@ -66,8 +66,8 @@ def test_compare_prints_deltas_to_the_first_run_and_only_the_keys_that_differ(sw
 @pytest.mark.slow  # trains (a sweep or a run)
 def test_compare_takes_run_folders_and_refuses_what_is_not_one(sweep, tmp_path):
     _, jobs = sweep
-    r = run_fxp("compare", *jobs, cwd=tmp_path)
-    assert r.returncode == 0 and "trainer.seed" in r.stdout, r
+    r = run_fxp("compare", *jobs, cwd=tmp_path)  # they differ only in their seed: one line, their mean (issue 29)
+    assert r.returncode == 0 and "0,1 trainer.seed=1,2" in r.stdout and "(n=2)" in r.stdout, r
     assert_one_line_error(run_fxp("compare", jobs[0], cwd=tmp_path), "give two run folders or more")
     assert_one_line_error(run_fxp("compare", jobs[0], tmp_path, cwd=tmp_path), "is not a run folder")
     assert_one_line_error(run_fxp("compare", *jobs, "--html", tmp_path / "no" / "x.html", cwd=tmp_path),

@@ -47,6 +47,9 @@ IMAGE_KINDS = ("classification", "multilabel", "segmentation", "regression")
 
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_composes_and_validates(task):
+    local = cfg(f"task={task}").task.get("local")
+    if local and not config.local_copy(local).is_dir():
+        pytest.skip(f"task={task}'s data set {local!r} not found at {config.local_copy(local)} (set FXP_DATA=)")
     c = valid(f"task={task}")
     assert c.task.kind in dispatch.kinds()
     assert c.task.metrics or c.task.monitor.metric.endswith("loss"), f"task {task} records no metric"
@@ -97,6 +100,9 @@ def test_a_task_picks_its_model_and_trainer():
     assert [s.policy for s in csv.trainer.stages] == ["fine_tune"]
     mnist = cfg("task=mnist")
     assert mnist.model.net._target_ == "fxp.models.small_cnn"
+    for fsdd in (cfg("task=fsdd"), cfg("task=fsdd_tags")):  # 10 epochs at the default lr: measured, conf/trainer/audio
+        assert fsdd.model.net._target_ == "fxp.models.audio_cnn" and fsdd.trainer.epochs == 10
+        assert fsdd.trainer.lr == 1e-2
 
 
 @pytest.mark.parametrize("order", ["task first", "task last"])
@@ -243,6 +249,24 @@ def test_missing_data_path_rejected_with_where_it_looked(tmp_path):
 
 def test_existing_data_path_accepted(tmp_path):
     assert valid("task=mnist", f"data.path={tmp_path}").data.path == str(tmp_path)
+
+
+def test_a_local_data_set_is_found_in_fxp_data_or_beside_the_working_directory(tmp_path, monkeypatch):
+    "task=fsdd without data.path: $FXP_DATA/fsdd, else ../shared/data/fsdd; config.yaml records the folder found."
+    (tmp_path / "mine" / "fsdd").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "fsdd").mkdir(parents=True)
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")
+    monkeypatch.setenv("FXP_DATA", str(tmp_path / "mine"))
+    assert valid("task=fsdd").data.path == str(tmp_path / "mine" / "fsdd")
+    assert valid("task=fsdd", f"data.path={tmp_path}").data.path == str(tmp_path)  # data.path= wins
+    assert valid("+experiment=esc50-piczak-cnn").data.path is None  # built on task=fsdd, not on fsdd's data
+    monkeypatch.delenv("FXP_DATA")
+    assert valid("task=fsdd_tags").data.path == str(tmp_path / "shared" / "data" / "fsdd")
+    monkeypatch.chdir(tmp_path)
+    msg = rejected("task=fsdd")
+    assert "'fsdd' not found" in msg and str(tmp_path.parent / "shared" / "data" / "fsdd") in msg
+    assert "data.path=" in msg and "FXP_DATA=" in msg
 
 
 def test_validate_returns_a_new_config_and_does_not_import_torch():

@@ -7,13 +7,13 @@ items come from data.path=. One tiny mnist run is trained here to explain a run 
 """
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 import pytest
 
 from conftest import assert_one_line_error, copy_exported, mnist_subset, need_data, newest_run, run_fxp
+from fxp.runs import read_explained
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,8 @@ def digits(tmp_path_factory) -> Path:
 
 
 def explained(run: Path) -> tuple[Path, list[dict]]:
-    "The newest explain folder of `run` and the rows of its explained.csv."
-    (dest, *_) = sorted((run / "explain").iterdir(), reverse=True)
-    with open(dest / "explained.csv", newline="") as f:
-        return dest, list(csv.DictReader(f))
+    "The newest explain folder of `run` and the rows of its explained.csv (as fxp report finds them)."
+    return read_explained(run)
 
 
 # --- images: the heatmap lies on what the model looks at --------------------------------------------------------------

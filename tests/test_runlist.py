@@ -295,7 +295,8 @@ def test_fxp_runs_command(outputs, tmp_path):
 
 @pytest.mark.slow
 def test_real_runs_and_sweep(tmp_path, digits_run, digits_sweep):
-    "A real digits run and a real 2-job sweep (the shared ones, copied): both listed; the best job is best.json's."
+    """A real digits run and a real 2-job sweep (the shared ones, copied): both listed; the sweep varies only the seed,
+    so its best is its one recipe, by the mean of its jobs (issue 29), as best.json says; --members lists the jobs."""
     shutil.copytree(digits_run, tmp_path / "outputs" / "digits" / digits_run.name)
     shutil.copytree(digits_sweep[0].parent, tmp_path / "outputs" / "multirun" / digits_sweep[0].parent.name)
     rows = {r["kind"]: r for r in json.loads(_runs_json(tmp_path, tmp_path / "outputs"))}
@@ -305,9 +306,11 @@ def test_real_runs_and_sweep(tmp_path, digits_run, digits_sweep):
     sweep_dir = tmp_path / "outputs" / rows["sweep"]["run"]
     assert rows["sweep"]["jobs"] == 2 and rows["sweep"]["overrides"] == ["trainer.seed=1,2", "trainer.epochs=1"]
     assert json.loads((sweep_dir / "best.json").read_text())["job"] == rows["sweep"]["best_job"]
-    jobs = json.loads(_runs_json(tmp_path, sweep_dir))
+    (recipe,) = json.loads(_runs_json(tmp_path, sweep_dir))
+    assert (recipe["run"], recipe["kind"], recipe["n"]) == ("0,1", "group", 2)
+    jobs = json.loads(_runs_json(tmp_path, sweep_dir, "--members"))
     assert [j["run"] for j in jobs] == ["0", "1"]
-    assert rows["sweep"]["best"] == max(j["best"] for j in jobs)
+    assert rows["sweep"]["best"] == pytest.approx(sum(j["best"] for j in jobs) / 2) == recipe["best"]
 
 
 @pytest.mark.slow  # a real sweep (the session's digits_sweep, which only slow tests build otherwise)
@@ -319,11 +322,13 @@ def test_a_sweep_stopped_between_jobs_shows_the_jobs_it_never_started(tmp_path, 
     assert (row["jobs"], row["jobs_started"], row["status"]) == (2, 1, "1 completed, 1 not started")
     assert row["overrides"] == ["trainer.seed=1,2", "trainer.epochs=1"]  # the sweep's, not only job 0's
     assert "[1 of 2 jobs]" in table_lines(capsys, tmp_path / "outputs")[0]
-    jobs = rows_of(capsys, sweep)
+    jobs = rows_of(capsys, sweep, "--members")  # one recipe over two seeds: a row of its own each
     assert [(j["run"], j["status"], j["overrides"]) for j in jobs] == [
         ("0", "completed", ["trainer.seed=1", "trainer.epochs=1"]),
         ("1", "not started", ["trainer.seed=2", "trainer.epochs=1"])]
-    assert [r["run"] for r in rows_of(capsys, sweep, "--status", "not started")] == ["1"]
+    assert [r["run"] for r in rows_of(capsys, sweep, "--status", "not started", "--members")] == ["1"]
+    (recipe,) = rows_of(capsys, sweep)
+    assert (recipe["run"], recipe["status"], recipe["n"]) == ("0,1", "1 completed, 1 not started", 1)
 
 
 def test_a_sweeper_that_counts_its_trials_records_how_many(tmp_path, capsys):
@@ -342,8 +347,8 @@ def test_a_sweeper_that_counts_its_trials_records_how_many(tmp_path, capsys):
     assert row["overrides"] == ["trainer.lr=0.001,0.002"]
 
 
-def _runs_json(cwd, folder) -> str:
+def _runs_json(cwd, folder, *options) -> str:
     "`fxp runs FOLDER --json`."
-    r = run_fxp("runs", folder, "--json", cwd=cwd)
+    r = run_fxp("runs", folder, "--json", *options, cwd=cwd)
     assert r.returncode == 0, r
     return r.stdout

@@ -1,8 +1,11 @@
-"""`fxp compare RUN... | SWEEP_DIR [--html FILE]`: runs side by side: each metric's final and best values with their
-difference to the first run, and only the config keys that differ; `--html FILE`: a self-contained page with the
-curves of every run overlaid, one plot per metric, and the same tables."""
+"""`fxp compare RUN... | GROUP_DIR | SWEEP_DIR [--members] [--html FILE]`: runs side by side: each metric's final and
+best values with their difference to the first run, and only the config keys that differ; `--html FILE`: a
+self-contained page with the curves of every run overlaid, one plot per metric, and the same tables. Runs that differ
+only in their seed (a seed group, a sweep's seeds: fxp.groups) are one line, `0.972 ± 0.004 (n=3)`, their curves a mean
+with a band; `--members`: each run on its own."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,34 +13,43 @@ from fxp import reports
 from fxp.commands import Parser
 from fxp.console import console, number
 from fxp.errors import FxpError
-from fxp.runs import baseline_cell, baselines, read_summary
+from fxp.runs import baseline_cell, read_summary
 
 
 def main(args: list[str]) -> int:
     p = Parser(prog="fxp compare", description="Compare runs: final and best metrics with their difference to the "
                                                "first run, the config keys that differ; --html: a page with the "
-                                               "curves overlaid.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or one sweep folder (its jobs)")
+                                               "curves overlaid. Runs that differ only in their seed (a seed group, "
+                                               "a sweep's seeds) are one line: mean ± std (n).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, group folders, or one sweep folder (its jobs)")
+    p.add_argument("--members", "-a", action="store_true", help="each run of a group on a line of its own")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (curves, tables) to FILE")
     opts = p.parse_intermixed_args(args)
-    folders = reports.runs_of(opts.runs, "fxp compare")
-    if len(folders) < 2:
-        raise FxpError(f"fxp compare: {len(folders)} run to compare; give two run folders or more, or a sweep folder")
-    names = reports.labels(folders)
+    entries = reports.entries_of(opts.runs, "fxp compare", opts.members)
+    if sum(map(len, entries)) < 2:
+        raise FxpError(f"fxp compare: {sum(map(len, entries))} run to compare; give two run folders or more, a group "
+                       f"folder or a sweep folder")
+    names = reports.labels(entries)
     out = console()
-    tasks = list(dict.fromkeys(t for t in (read_summary(f).get("task") for f in folders) if isinstance(t, str)))
+    tasks = list(dict.fromkeys(t for e in entries for t in (read_summary(f).get("task") for f in e)
+                               if isinstance(t, str)))
     if len(tasks) > 1:
         print(f"fxp compare: warning: these runs are of different tasks ({', '.join(tasks)}): their metrics are not "
               f"measured on the same data", file=sys.stderr)
-    for i, (name, folder) in enumerate(zip(names, folders)):
-        out.print(f"{name}: {folder}" + ("  (the differences are to this run)" if i == 0 else ""), highlight=False,
+    for i, (name, entry) in enumerate(zip(names, entries)):
+        where = (f"{entry[0]}" if len(entry) == 1 else
+                 f"{os.path.commonpath(entry)} ({len(entry)} runs that differ only in their seed: their mean ± std)")
+        out.print(f"{name}: {where}" + ("  (the differences are to this one)" if i == 0 else ""), highlight=False,
                   soft_wrap=True)
-    out.print(metrics_table(reports.metric_table(folders), names, [baselines(read_summary(f)) for f in folders]))
-    diff = reports.config_diff(folders)
-    out.print(diff_table(diff, names) if diff else "config: the same in every run", highlight=False)
+    out.print(metrics_table(reports.metric_table(entries), names, list(map(reports.entry_baselines, entries))))
+    diff = reports.config_diff(entries)
+    if len(entries) > 1:
+        out.print(diff_table(diff, names) if diff else "config: the same in every run", highlight=False)
+    if any(len(e) > 1 for e in entries):
+        out.print("a group's numbers are those of its completed runs; --members shows each run", highlight=False)
     if opts.html:
-        dest = reports.write(Path(opts.html), reports.page(f"fxp compare: {len(folders)} runs",
-                                                           reports.comparison(folders)), "fxp compare")
+        dest = reports.write(Path(opts.html), reports.page(f"fxp compare: {len(entries)} runs",
+                                                           reports.comparison(entries)), "fxp compare")
         out.print(f"page: {dest}", highlight=False, soft_wrap=True)
     return 0
 
@@ -50,8 +62,8 @@ def metrics_table(rows: list[dict], names: list[str], base: list[dict]):
     for col in ("metric", "run", "final", "Δ final", "best", "Δ best", *(["baseline"] if shown else [])):
         table.add_column(col, justify="left" if col in ("metric", "run") else "right")
     for r in rows:
-        table.add_row(r["metric"] if r["run"] == 0 else "", names[r["run"]], number(r["final"]),
-                      delta(r["d_final"], r["lower"]), number(r["best"]), delta(r["d_best"], r["lower"]),
+        table.add_row(r["metric"] if r["run"] == 0 else "", names[r["run"]], reports.value_cell(r, "final"),
+                      delta(r["d_final"], r["lower"]), reports.value_cell(r, "best"), delta(r["d_best"], r["lower"]),
                       *([baseline_cell(base[r["run"]], r["metric"])] if shown else []),
                       end_section=r["run"] == len(names) - 1)
     return table

@@ -1,7 +1,8 @@
 """`fxp resume RUN_DIR [--extend N] [OVERRIDES...]`: continue an interrupted, failed or killed run in its own folder,
 with its saved config, from its last checkpoint, so that it ends as the uninterrupted run would have (same metrics.csv,
 times aside); `--extend N` trains a completed run N more epochs, as a new stage recorded in its config.yaml.
-`fxp resume SWEEP_DIR [--retry-failed]` finishes a sweep (fxp.sweeps: each job goes on, is started or left alone).
+`fxp resume SWEEP_DIR [--retry-failed]` finishes a sweep (fxp.sweeps: each job goes on, is started or left alone), and
+`fxp resume CV_DIR` a cross-validation (fxp.cv: each fold likewise, on the same folds).
 
 Nothing to resume is one line and changes nothing: no checkpoint, a completed run without --extend, a run still
 running, a diverged one, a saved config that no longer validates. Overrides may change only what leaves the results
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fxp import sweeps
+from fxp import cv, sweeps
 from fxp.commands import Parser
 from fxp.errors import FxpError, check_writable
 from fxp.logfile import logging_to
@@ -28,9 +29,9 @@ NOT_AGAIN = {"completed": "it completed; nothing to resume (fxp resume RUN_DIR -
 def parser() -> Parser:
     p = Parser(prog="fxp resume", description="Continue an interrupted, failed or killed run from its last "
                                               "checkpoint, in its own folder, as if it had never stopped; or finish "
-                                              "a sweep stopped part way.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (outputs/<task>/<stamp>; fxp runs lists them) or "
-                                                      "a sweep folder")
+                                              "a sweep or a cross-validation stopped part way.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (outputs/<task>/<stamp>; fxp runs lists them), "
+                                                      "a sweep folder or a cross-validation's (<task>/cv/<stamp>)")
     p.add_argument("--extend", type=int, metavar="N", help="train a completed run N more epochs (a new stage like "
                                                            "its last one; after fine_tune, its unfrozen part)")
     p.add_argument("--trust", action="store_true", help="load a checkpoint that holds more than data (fxp's own hold "
@@ -49,6 +50,8 @@ def main(args: list[str]) -> int:
     path = Path(opts.run_dir).expanduser().resolve()
     if path.is_dir() and is_sweep(path) and not (path / CONFIG).is_file():
         return resume_sweep(path, opts)
+    if path.is_dir() and cv.is_cv(path):
+        return resume_cv(path, opts)
     if opts.retry_failed:
         raise FxpError(f"fxp resume: --retry-failed reruns a sweep's failed jobs, and {path} is no sweep folder "
                        f"(a failed run resumes without it: fxp resume {path})")
@@ -73,6 +76,31 @@ def resume_sweep(path: Path, opts) -> int:
 
     with sweeps.resuming(path):
         return apps.train(args)
+
+
+CV_NOT_AGAIN = {"completed": "every fold completed; nothing to resume",
+               "running": "it is still running{pid}; nothing to resume",
+               "diverged": "a fold diverged: resumed, it would diverge again at the same epoch; cross-validate anew "
+                           "with a lower trainer.lr"}
+
+
+def resume_cv(path: Path, opts) -> int:
+    "A cross-validation stopped part way (fxp.cv): its folds finished, on the folds it drew."
+    for flag, given in (("--extend", opts.extend is not None), ("--retry-failed", opts.retry_failed)):
+        if given:
+            raise FxpError(f"fxp resume: {flag} is for a run or a sweep, and {path} is a cross-validation: fxp resume "
+                           f"{path} finishes its folds (a failed one too)")
+    status = read_run(path, path.parent)["status"]
+    if status in CV_NOT_AGAIN:
+        pid = (read_summary(path).get("process") or {}).get("pid")
+        raise FxpError(f"fxp resume: {path}: {CV_NOT_AGAIN[status].format(pid=f' (pid {pid})' if pid else '')}")
+    check_writable(path, "fxp resume")
+    from fxp import apps
+
+    cfg, reopen = cv.reopening(path, status, opts.overrides, finish=apps.finish)
+    with logging_to(path / LOG):
+        apps.execute(cfg, reopen, "train", resume=True)
+    return 0
 
 
 def check_run(path: Path, extend: int | None) -> str:

@@ -10,13 +10,13 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+from fxp import groups
 from fxp.commands import Parser
 from fxp.console import console, number
 from fxp.errors import FxpError
 from fxp.runs import (
     NOT_STARTED,
     STATUSES,
-    best_job,
     first_line,
     is_run,
     is_sweep,
@@ -24,7 +24,6 @@ from fxp.runs import (
     lower_is_better,
     read_run,
     started,
-    sweep_jobs,
 )
 
 STATUS_STYLE = {"completed": "green", "pruned": "blue", "failed": "red", "diverged": "red", "interrupted": "yellow",
@@ -38,7 +37,7 @@ COLUMNS = {"run": "left", "task": "left", "overrides": "left", "metric": "left",
 # does), except WHOLE ones, and none narrower than its floor: a run id whole (a sweep's `[3 jobs]` goes under it), a
 # CUT column's CUT_MIN characters (its cells on one line ending in `…`; --wide: whole, wrapped), else the column's
 # longest word up to WORD_MAX characters (a longer word is folded).
-WHOLE, CUT = {"final", "time"}, {"overrides"}
+WHOLE, CUT = {"final", "best", "time"}, {"overrides"}
 CUT_MIN, WORD_MAX = 10, 12
 # Where not even the floors fit (a long run id, a baseline beside the metric, a narrow terminal), these columns are
 # left out, in this order, before any word is folded; a line under the table names them (--wide shows every column).
@@ -47,7 +46,9 @@ SPARE = ("epochs", "time", "best", "task")
 
 def parser() -> Parser:
     p = Parser(prog="fxp runs", description="The runs under DIR as a table, newest first; a sweep is one row "
-                                            "with its best job; `fxp runs SWEEP_DIR` lists its jobs.")
+                                            "with its best job; `fxp runs SWEEP_DIR` lists its jobs. Runs that "
+                                            "differ only in their seed (a seed group, a sweep's seeds) are one row: "
+                                            "each metric's mean ± std (n).")
     p.add_argument("dir", nargs="?", default="outputs", metavar="DIR", help="a folder of runs, a sweep or a run")
     p.add_argument("--sort", metavar="METRIC", help="best value of METRIC first (its monitor mode, else "
                                                     "ascending for losses and errors, descending for the rest)")
@@ -55,6 +56,8 @@ def parser() -> Parser:
     p.add_argument("--status", choices=STATUSES, help="only runs with this status (a sweep: any of its jobs)")
     p.add_argument("--wide", action="store_true", help="every cell whole (long overrides, errors) instead of cut to "
                                                        "the width with ...; piped: one line per row however long")
+    p.add_argument("--members", "-a", action="store_true", help="each run of a group (a seed group, a sweep's "
+                                                                   "seeds) on a row of its own")
     p.add_argument("--json", action="store_true", help="a JSON list of dicts instead of the table")
     return p
 
@@ -65,17 +68,18 @@ def main(args: list[str]) -> int:
     if not root.is_dir():
         raise FxpError(f"fxp runs: no folder {root}; runs land in ./outputs (fxp train), or give their folder: "
                        f"fxp runs DIR")
-    sweep = is_sweep(root)
-    found = collect(root)
+    sweep, group = is_sweep(root), groups.is_group(root)
+    found = collect(root, opts.members)
     rows = [r for r in found if matches(r, opts.task, opts.status)]
     if opts.sort:
         rows = sort_by(rows, opts.sort, root)
-    elif not sweep:
+    elif not (sweep or group):
         rows.sort(key=lambda r: r["started"], reverse=True)
     if opts.json:
         print(json.dumps(rows, indent=2))
     elif rows:
-        print_table(rows, sweep_title(root, found) if sweep else f"runs in {root}", opts.wide)
+        title = sweep_title(root) if sweep else group_title(root) if group else f"runs in {root}"
+        print_table(rows, title, opts.wide)
     else:
         print(empty_hint(root, found, opts))
     return 0
@@ -84,24 +88,31 @@ def main(args: list[str]) -> int:
 # --- runs and sweeps as rows -----------------------------------------------------------------------------------
 
 
-def collect(root: Path) -> list[dict]:
-    "A row per run or sweep under root; a sweep folder gives its jobs, a run folder itself."
+def collect(root: Path, members: bool = False) -> list[dict]:
+    """A row per run, group or sweep under root; a sweep folder gives its jobs (those that differ only in their seed
+    as one row, unless `members`), a group folder its members, a run folder itself."""
     if is_sweep(root):
-        return sweep_jobs(root)
+        jobs = groups.jobs(root)
+        return groups.expanded(jobs) if members else groups.grouped(jobs)
+    if groups.is_group(root):
+        return groups.read_group(root, root)["members"]
     if is_run(root):
         return [read_run(root, root.parent)]
-    return list(_rows_under(root, root))
+    return list(_rows_under(root, root, members))
 
 
-def _rows_under(folder: Path, root: Path):
+def _rows_under(folder: Path, root: Path, members: bool):
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            if is_run(sub):
+            if groups.is_group(sub):  # before runs: a group folder may be a run too (a cross-validation's)
+                group = [groups.read_group(sub, root)]
+                yield from groups.expanded(group) if members else group
+            elif is_run(sub):
                 yield read_run(sub, root)
             elif is_sweep(sub):
                 yield read_sweep(sub, root)
             else:
-                yield from _rows_under(sub, root)
+                yield from _rows_under(sub, root, members)
         except Exception as e:  # one folder fxp cannot read (permissions, files of odd shapes): flagged, not fatal
             yield unreadable_row(sub, root, e)
 
@@ -119,43 +130,24 @@ def unreadable_row(path: Path, root: Path, e: Exception) -> dict:
 
 
 def read_sweep(path: Path, root: Path) -> dict:
-    """A sweep as one row: its best job's metric, every job's status (those its record lists and it never started:
-    `not started`), the overrides that vary as `k=a,b`."""
-    jobs = sweep_jobs(path)
+    """A sweep as one row: its best job's metric (jobs that differ only in their seed: their mean, fxp.groups.best),
+    every job's status (those its record lists and it never started: `not started`), the overrides that vary as
+    `k=a,b`."""
+    jobs = groups.jobs(path)
     begun = [j for j in jobs if j["status"] != NOT_STARTED]
-    best = best_job(jobs) or {}
+    best = groups.best(jobs) or {}
     return dict(run=path.relative_to(root).as_posix(), kind="sweep",
-                task=", ".join(dict.fromkeys(j["task"] for j in begun)) or "-", overrides=sweep_overrides(jobs),
-                metric=best.get("metric"), mode=best.get("mode"), final=best.get("final"), best=best.get("best"),
-                epochs=best.get("epochs"), wall_time_s=round(sum(j["wall_time_s"] or 0 for j in jobs), 3),
-                status=sweep_status(jobs), started=iso(started(path)), jobs=len(jobs), jobs_started=len(begun),
-                best_job=best.get("run"), job_status=dict(Counter(j["status"] for j in jobs)),
-                best_metrics=_best_over(jobs))
-
-
-def sweep_overrides(jobs: list[dict]) -> list[str]:
-    "Each override key once: `k=v` where all jobs agree, `k=a,b,c` for what the sweep varied."
-    values: dict[str, list[str]] = {}
-    for job in jobs:
-        for o in job["overrides"]:
-            key, _, value = o.partition("=")
-            values.setdefault(key, [])
-            if value not in values[key]:
-                values[key].append(value)
-    return [f"{k}={','.join(v)}" for k, v in values.items()]
-
-
-def sweep_status(jobs: list[dict]) -> str:
-    "The jobs' common status, else the count of each, most first, those not started last (`3 completed, 1 failed`)."
-    counts = Counter(j["status"] for j in jobs)
-    if len(counts) == 1:
-        return next(iter(counts))
-    ordered = sorted(counts.most_common(), key=lambda c: c[0] == NOT_STARTED)
-    return ", ".join(f"{n} {s}" for s, n in ordered) or "empty"
+                task=", ".join(dict.fromkeys(j["task"] for j in begun)) or "-",
+                overrides=groups.joined([j["overrides"] for j in jobs]), metric=best.get("metric"),
+                mode=best.get("mode"), final=best.get("final"), best=best.get("best"), epochs=best.get("epochs"),
+                wall_time_s=round(sum(j["wall_time_s"] or 0 for j in jobs), 3), status=groups.status(jobs),
+                started=iso(started(path)), jobs=len(jobs), jobs_started=len(begun), best_job=best.get("run"),
+                spread=best.get("spread"), job_status=dict(Counter(j["status"] for j in jobs)),
+                best_metrics=_best_over(groups.grouped(jobs)))
 
 
 def _best_over(jobs: list[dict]) -> dict:
-    "Each metric's best value over the completed jobs, for --sort."
+    "Each metric's best value over the completed jobs (a group: its mean), for --sort."
     out = {}
     for job in (j for j in jobs if j["status"] == "completed"):
         monitor = SimpleNamespace(metric=job["metric"], mode=job["mode"])
@@ -286,7 +278,10 @@ def cells(r: dict) -> list:
 
     sweep, lr_find, shown = r["kind"] == "sweep", r["kind"] == "lr-find", r["kind"] == "show"
     run = f"{r['run']}  [{_jobs(r)}]" if sweep else f"{r['run']}  [{r['kind']}]" if lr_find or shown else r["run"]
-    best = _number(r["best"]) + (f" (job {r['best_job']})" if sweep and r["best_job"] is not None else "")
+    if r["kind"] == "group":
+        run = f"{r['run']}  [{len(r['members'])} {groups.NOUNS[r['group']]}]"
+    best = _value(r, "best") + (f" ({_job_word(r['best_job'])} {r['best_job']})"
+                                if sweep and r["best_job"] is not None else "")
     overrides = " ".join(o for o in r["overrides"] if not o.startswith("task="))  # the task has its column
     metric = r["metric"] or "-"
     if r.get("baseline") is not None:
@@ -294,7 +289,7 @@ def cells(r: dict) -> list:
     epochs = str(r["epochs"] or 0)
     if r.get("model_epoch") and r["model_epoch"] != r["epochs"]:
         epochs += f" (model.pkl: {r['model_epoch']})"
-    final = _number(r["final"])
+    final = _value(r, "final")
     if lr_find:  # no epochs: what it found instead (the valley, as trainer.lr=find picks; --json has them all)
         valley = (r.get("suggested_lrs") or {}).get("valley")
         metric, final, best, epochs = "suggested lr (valley)", _number(valley), "-", "-"
@@ -311,11 +306,30 @@ def _jobs(sweep: dict) -> str:
     return f"{begun} of {n} jobs" if begun < n else f"{n} jobs"
 
 
-def sweep_title(root: Path, jobs: list[dict]) -> str:
-    best = best_job(jobs)
+def _value(row: dict, which: str) -> str:
+    "A row's final or best value of its metric: a group's (or a sweep's best group's) as `mean ± std (n=N)`."
+    spread = (row.get("spread") or {}).get(which, {}).get(row["metric"])
+    return (groups.cell(spread) or "-") if spread is not None else _number(row[which])
+
+
+def _job_word(jobs: str) -> str:
+    return "jobs" if "," in jobs else "job"
+
+
+def sweep_title(root: Path) -> str:
+    jobs = groups.jobs(root)
+    best = groups.best(jobs)
     waiting = sum(j["status"] == NOT_STARTED for j in jobs)
     head = f"sweep {root}: {len(jobs)} jobs" + (f" ({waiting} {NOT_STARTED})" if waiting else "")
-    return f"{head}, best job {best['run']} ({best['metric']} {_number(best['best'])})" if best else head
+    return (f"{head}, best {_job_word(best['run'])} {best['run']} ({best['metric']} {_value(best, 'best')})" if best
+            else head)
+
+
+def group_title(root: Path) -> str:
+    "`seeds group DIR: 3 seeds, completed; accuracy 0.917 ± 0.013 (n=3) (final), 0.920 ± 0.010 (n=3) (best)`."
+    group = groups.read_group(root, root)
+    return (f"{group['group']} group {root}: {len(group['members'])} {groups.NOUNS[group['group']]}, "
+            f"{group['status']}; {group['metric']} {_value(group, 'final')} (final), {_value(group, 'best')} (best)")
 
 
 def empty_hint(root: Path, found: list[dict], opts) -> str:

@@ -89,6 +89,8 @@ def decode(path, sample_rate: int):
     import numpy as np
     import soundfile
 
+    if Path(path).stat().st_size == 0:  # libsndfile would call it a format it does not know
+        raise FxpError(f"empty audio file: {path} is 0 bytes; remove it or set data.skip_bad=true")
     try:
         wave, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile: unknown format, truncated header, not audio at all
@@ -240,6 +242,19 @@ def split(n: int, t, is_valid) -> list[bool]:
     return [i in chosen for i in range(n)]
 
 
+def _valid(cfg, files: list, labels: list, own):
+    "Which of `files` validate: `own` (the task's split of them), or a cross-validation's fold (stratified by label)."
+    import numpy as np
+
+    from fxp import folds
+
+    marked = folds.splitter(cfg, lambda _: (np.flatnonzero(~own), np.flatnonzero(own)), labels=lambda _: labels)
+    _, valid = marked(files)
+    out = np.zeros(len(files), dtype=bool)
+    out[list(valid)] = True
+    return out
+
+
 # --- the decode-once cache --------------------------------------------------------------------------------------------
 
 
@@ -368,10 +383,9 @@ def dls(cfg, device):
     t, s = cfg.task, settings(cfg.task)
     files, labels, is_valid = items(cfg)
     specs, lengths, bad = cached(files, s, cfg)
-    keep = lengths >= 0
+    keep, labels, curated, key = _curated(files, labels, lengths >= 0, cfg)
     files = [f for f, k in zip(files, keep) if k]
-    labels = [y for y, k in zip(labels, keep) if k]
-    valid_mask = np.array(split(len(keep), t, is_valid))[keep]
+    valid_mask = _valid(cfg, files, labels, np.array(split(len(keep), t, is_valid))[keep])
     vocab = sorted({y for ys in labels for y in (ys if t.label_delim is not None else [ys])})
     y = _encode(labels, vocab, t.label_delim is not None)
     _check_split(valid_mask, labels, t)
@@ -385,8 +399,45 @@ def dls(cfg, device):
     train = WindowDL(sets[0], cut=cut, augment=aug, bs=cfg.trainer.bs, shuffle=True, drop_last=True, device=device)
     valid = WindowDL(sets[1], cut=cut, bs=cfg.trainer.bs * 2, device=device)
     out = DataLoaders(train, valid, device=device)
-    out.skipped = bad
+    out.skipped, out.curated, out.item_key = bad, curated, key  # summary.json; fxp clean names items by key
     return out
+
+
+def _curated(files, labels, readable, cfg) -> tuple:
+    """Which files the run keeps (readable ones less those fxp clean's data.exclude list drops), their labels
+    (data.relabel's where it sets one), what summary.json records of the lists, and how the lists name a file."""
+    import numpy as np
+
+    from fxp.data import curate, data_path, item_key
+
+    key = item_key(data_path(cfg))
+    readable = [f for f, ok in zip(files, readable) if ok]
+    kept, get_y, info = curate(readable, dict(zip(files, labels)).__getitem__, cfg.data, key)
+    kept = set(kept)
+    return np.array([f in kept for f in files]), [get_y(f) for f in files if f in kept], info, key
+
+
+def not_cleanable(cfg) -> str | None:
+    "Why fxp clean cannot list the run's clips (None: it can; its lists name each sound file)."
+    if cfg.task.label_delim is not None:
+        return "fxp clean lists single-label runs' items, and this audio run is multi-label (task.label_delim)"
+    return None
+
+
+def clean_items(learn, dls) -> list:
+    """fxp clean's view of the clips: per split, a loader of their centre windows (no augmentation, as validation sees
+    them), each clip's name in the lists (its file), its picture (the spectrogram, low frequencies at the bottom)."""
+    from functools import partial
+
+    return [(split, learn.dls.valid.new(dl.dataset), [dls.item_key(f) for f in dl.dataset.meta["files"]],
+             partial(_picture, dl.dataset)) for split, dl in (("train", dls.train), ("valid", dls.valid))]
+
+
+def _picture(ds, i: int):
+    import torch
+
+    s = ds.meta["settings"]
+    return windows(ds.tensors[0][i:i + 1], ds.tensors[1][i:i + 1], torch.full((1,), 0.5), s)[0].flip(-2)
 
 
 def _encode(labels, vocab, multi: bool):

@@ -5,6 +5,7 @@ Module top stays light (the schema is read before anything heavy); fastai is imp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,19 +49,20 @@ def not_cleanable(cfg) -> str | None:
 
 def dls(cfg, device):
     "DataLoaders for the task: in-memory tensors for digits, a fastai DataBlock for image files."
-    t, tr = cfg.task, cfg.trainer
+    t = cfg.task
     if t.source == "digits":
-        return _digits_dls(t, tr.bs, device)
+        return _digits_dls(cfg, device)
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.vision.data import ImageBlock, PILImageBW
 
-    from fxp import vision
+    from fxp import folds, vision
     from fxp.data import curate, data_path, item_key
 
     root = data_path(cfg)
     items, getters, splitter, skipped = _SOURCES[t.source](t, root, cfg.data.skip_bad)
     key = item_key(root, getters.get("get_x"))
     items, getters["get_y"], curated = curate(items, getters["get_y"], cfg.data, key)  # fxp clean's lists
+    splitter = folds.splitter(cfg, splitter, labels=folds.each(getters["get_y"]), key=key)
     _check_classes(items, getters["get_y"], splitter, _fix_split(t, root))
     block = DataBlock(blocks=(ImageBlock(PILImageBW) if t.bw else ImageBlock, CategoryBlock), splitter=splitter,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t), **getters)
@@ -93,23 +95,30 @@ def _check_classes(items, get_y, splitter, fix: str) -> None:
                            f"the model learns the training classes only: {fix.format(label=label)}")
 
 
-def _digits_dls(t, bs, device):
+def _digits_dls(cfg, device):
     import torch
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
+    from fxp import folds
     from fxp.data import tensor_dls
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16  # 8x8, ink 0..16
     y = torch.tensor(d.target)
-    try:  # each split needs every class at least once (stratified)
-        _, valid_idx = train_test_split(range(len(y)), test_size=t.valid_pct, random_state=t.split_seed,
-                                        stratify=d.target)
+    split = folds.splitter(cfg, partial(_digits_split, t=cfg.task, y=d.target), labels=lambda idx: d.target[idx])
+    _, valid_idx = split(range(len(y)))
+    return tensor_dls(x, y, valid_idx, vocab=[str(c) for c in d.target_names], bs=cfg.trainer.bs, device=device)
+
+
+def _digits_split(items, t, y):
+    "A stratified valid_pct of the digits: each split needs every class at least once."
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(items, test_size=t.valid_pct, random_state=t.split_seed, stratify=y)
     except ValueError:
         raise FxpError(f"task.valid_pct={t.valid_pct} leaves a split of the {len(y)} digits without every one of "
-                       f"the {len(d.target_names)} classes; pick a task.valid_pct nearer 0.2") from None
-    return tensor_dls(x, y, valid_idx, vocab=[str(c) for c in d.target_names], bs=bs, device=device)
+                       f"the {len(set(y))} classes; pick a task.valid_pct nearer 0.2") from None
 
 
 def _folders(t, path, skip_bad):

@@ -58,19 +58,23 @@ def check(cfg) -> None:
 
 def dls(cfg, device):
     "fastai's CollabDataLoaders over the ratings (titles joined), with the rated pairs and titles for the learner."
-    from fastai.collab import CollabDataLoaders
+    from fastai.collab import TabularCollab
+    from fastai.data.block import TransformBlock
+    from fastai.tabular.core import Categorify
 
-    from fxp.data import data_path, quiet_readonly_arrays, workers
+    from fxp import folds
+    from fxp.data import data_path, quiet_readonly_arrays, splitter, workers
     from fxp.tables import TableDL
 
     quiet_readonly_arrays()
     t = cfg.task
     ratings, titles = _ratings(t, data_path(cfg))
-    item = _item_name(t)
-    out = CollabDataLoaders.from_df(ratings, valid_pct=t.valid_pct, user_name=t.user_col, item_name=item,
-                                    rating_name=t.rating_col, seed=t.split_seed, bs=cfg.trainer.bs,
-                                    num_workers=workers(cfg.trainer, device, files=False), device=device,
-                                    dl_type=TableDL)
+    # fastai's CollabDataLoaders.from_df, with the split as a cross-validation's fold may be (by rating rows)
+    splits = folds.splitter(cfg, splitter(t))(ratings)
+    to = TabularCollab(ratings, [Categorify], [t.user_col, _item_name(t)], y_names=[t.rating_col],
+                       y_block=TransformBlock(), splits=splits)
+    out = to.dataloaders(path=".", bs=cfg.trainer.bs, num_workers=workers(cfg.trainer, device, files=False),
+                         device=device, dl_type=TableDL)
     if len(out.valid_ds) == 0:
         raise FxpError(f"the valid split is empty ({len(ratings)} ratings in all); raise task.valid_pct")
     out.rated, out.titles = _rated_pairs(out), titles

@@ -4,7 +4,9 @@
 undo the crappification (gen/), a critic pre-trained to tell real images from its outputs (critic/), then
 fastai's `GANLearner.from_learners` with a loss-driven switcher (the run folder itself). Inputs are each image
 downscaled by `task.scale` and saved as a JPEG, once, in a cache keyed by the source folder and those settings.
-The generator is what the run exports: `fxp predict` enhances images with it. Metric `psnr` (pixel space).
+The generator is what the run exports: `fxp predict` enhances images with it. Metrics `psnr` and `ssim` (pixel space),
+beside bicubic upsampling's as the baseline. `loss: feature` trains the generator alone (lesson 7's superres notebook,
+"instead of a GAN") with the feature loss of fxp.losses, each of its terms a metrics.csv column.
 `recipe: wgan` is `GANLearner.wgan` from noise with fastai's basic generator and critic.
 Both record `gen_loss` and `crit_loss` on the validation set each epoch.
 Module top stays light (the schema is read before anything heavy); fastai is imported where it is used.
@@ -27,11 +29,13 @@ from fxp.tasks import moved
 # names old runs (model.pkl, config.yaml) give here, which live elsewhere now
 __getattr__ = moved(__name__, {"small_encoder": "fxp.models", "basic_gan": "fxp.models", "PSNR": "fxp.metrics"})
 RECIPES = ("superres", "wgan")
+LOSSES = ("mse", "feature")
 INPUT = "image"  # superres: images to enhance (a wgan run generates from noise: fxp predict says so)
 # fastai's GANTrainer: which of the two models trains and their smoothed losses go on from epoch to epoch
 CARRIED = {"GANTrainer": ("gen_mode", "gen_loss", "crit_loss")}
 ADVERSARIAL = ("gen_loss", "crit_loss")  # the GAN step's metrics.csv columns
 CRITIC_CLASSES = ["generated", "real"]  # sorted: real is 1, as fastai's GAN critic loss expects
+NO_FOLDS = "its critic trains on images its generator makes, which one split of the items does not carry through"
 
 
 @dataclass
@@ -40,6 +44,18 @@ class Critic:
     nf: int = field(default=128, metadata=valid("[1, inf)"))
     n_blocks: int = field(default=3, metadata=valid("[0, inf)"))
     p: float = field(default=0.15, metadata=valid("[0, 1)"))
+
+
+@dataclass
+class FeatureNet:
+    "loss=feature: the frozen torchvision network the generated and target images are compared through (lesson 7)."
+    arch: str = "vgg16_bn"  # any torchvision image classification model by name (torchvision.models.list_models())
+    pretrained: bool = True  # ImageNet weights (downloaded once); false: random ones, for tests (they learn nothing)
+    # which of its blocks (the last layer at each resolution: VGG16_bn's ReLU before each max-pool) the loss reads;
+    # the notebook's blocks[2:5], with the weight of each one's feature L1; its Gram L1 weighs weight² × gram
+    layers: List[int] = field(default_factory=lambda: [2, 3, 4])
+    weights: List[float] = field(default_factory=lambda: [5.0, 15.0, 2.0])
+    gram: float = field(default=5e3, metadata=valid("[0, inf)", why="the Gram terms' weight; 0: no style terms"))
 
 
 @dataclass
@@ -57,6 +73,10 @@ class Task(Split, TaskBase):
                                metadata=valid("[1, 100]", items=2, scalar=False, whole=True,
                                                              why="[q, q] for a fixed one"))
     cache_dir: Optional[str] = None  # where crappified copies go; null: $XDG_CACHE_HOME or ~/.cache, /fxp/crappified
+    # the generator's loss: mse (then a critic and the GAN: lesson7-superres-gan), or feature (the generator alone,
+    # lesson7-superres: pixel, feature and Gram terms through task.feature_net)
+    loss: str = field(default="mse", metadata=valid(choices=LOSSES))
+    feature_net: FeatureNet = field(default_factory=FeatureNet)
     gen_stages: List[Stage] = field(default_factory=lambda: [Stage()])
     gen_monitor: Monitor = field(default_factory=lambda: Monitor("psnr", "max"))
     crit_stages: List[Stage] = field(default_factory=lambda: [Stage()])
@@ -86,13 +106,14 @@ def check(cfg) -> None:
 
 
 def _check_superres(t) -> None:
+    _check_feature_net(t.feature_net)
     if t.scale > t.size / 4:
         raise ConfigError(f"task.scale={t.scale} must leave inputs of 4 px or more (task.size / task.scale, size "
                           f"{t.size}; inputs are the images downscaled by it, 2: half size)")
     if t.quality[0] > t.quality[1]:
         raise ConfigError(f"task.quality={list(t.quality)} must be [lo, hi] with lo ≤ hi (JPEG quality; [q, q] for a "
                           f"fixed one)")
-    if t.size >> (t.critic.n_blocks + 1) < 4:
+    if t.loss == "mse" and t.size >> (t.critic.n_blocks + 1) < 4:  # loss=feature has no critic
         raise ConfigError(f"task.size={t.size} is too small for a critic of task.critic.n_blocks="
                           f"{t.critic.n_blocks} (it needs size ≥ {4 << (t.critic.n_blocks + 1)}); raise the "
                           f"size or lower n_blocks")
@@ -101,7 +122,20 @@ def _check_superres(t) -> None:
     check_stages("task.crit_stages", t.crit_stages)
 
 
+def _check_feature_net(f) -> None:
+    if not f.layers or len(f.layers) != len(f.weights):
+        raise ConfigError(f"task.feature_net.layers={list(f.layers)} and task.feature_net.weights={list(f.weights)} "
+                          f"must be lists of the same length, at least one (a weight for each layer)")
+    if not all(isinstance(i, int) and i >= 0 for i in f.layers):
+        raise ConfigError(f"task.feature_net.layers={list(f.layers)} must be block indices 0, 1, ... (the last layer "
+                          f"at each resolution of task.feature_net.arch)")
+    if not all(w >= 0 for w in f.weights):
+        raise ConfigError(f"task.feature_net.weights={list(f.weights)} must be numbers ≥ 0")
+
+
 def _check_wgan(t) -> None:
+    if t.loss != "mse":
+        raise ConfigError(f"task.loss={t.loss} is for recipe superres; a wgan trains with its critic's loss")
     if t.size < 8 or t.size & (t.size - 1):
         raise ConfigError(f"task.size={t.size} must be a power of 2, at least 8, for the basic generator and critic")
 
@@ -254,23 +288,38 @@ def to_pixels(x, dls):
 
 
 def task_metrics(t, dls) -> list:
-    "`psnr` by name, any other fastai metric by name (on normalized images)."
-    from fxp.metrics import PSNR, metrics
+    "`psnr` and `ssim` by name (in pixel space), any other fastai metric by name (on normalized images)."
+    from fxp.metrics import PSNR, SSIM, metrics
 
-    return [PSNR(_normalize(dls)) if m == "psnr" else metrics([m])[0] for m in t.metrics]
+    own = {"psnr": PSNR, "ssim": SSIM}
+    return [own[m](_normalize(dls)) if m in own else metrics([m])[0] for m in t.metrics]
 
 
 # --- learners ---------------------------------------------------------------------------------------------
 
 
 def generator(cfg, dls):
-    "A U-Net on `model.arch` (lesson 7: blur, self-attention, weight norm) into `task.y_range`, pixel MSE."
-    from fastai.losses import MSELossFlat
-
+    """A U-Net on `model.arch` (lesson 7: blur, self-attention, weight norm) into `task.y_range`, trained with pixel MSE
+    or the feature loss (`task.loss`), whose terms are metrics too."""
     from fxp import vision
 
-    return vision.unet(cfg, dls, n_out=3, loss_func=MSELossFlat(), metrics=task_metrics(cfg.task, dls),
+    loss, terms = gen_loss(cfg.task)
+    return vision.unet(cfg, dls, n_out=3, loss_func=loss, metrics=task_metrics(cfg.task, dls) + terms,
                        y_range=tuple(cfg.task.y_range), **_norm_type(cfg.model))
+
+
+def gen_loss(t) -> tuple:
+    "The generator's loss, and the metrics that record its terms (fastai's LossMetrics: the notebook's way)."
+    from fastai.losses import MSELossFlat
+    from fastai.metrics import LossMetrics
+
+    from fxp.losses import FeatureLoss
+
+    if t.loss == "mse":
+        return MSELossFlat(), []
+    f = t.feature_net
+    loss = FeatureLoss(f.arch, f.pretrained, list(f.layers), list(f.weights), f.gram, key="task.feature_net")
+    return loss, LossMetrics(loss.names)
 
 
 def _norm_type(m) -> dict:
@@ -404,11 +453,13 @@ def steps(cfg) -> list:
         return [Step("gan", dls=lambda ctx: wgan_dls(cfg, ctx.device), learner=lambda dls, ctx: wgan(cfg, dls),
                      after=_freeze_for_export, ignore_warnings=SHADOWING)]
     t = cfg.task
+    if t.loss == "feature":
+        return [Step("gen", stages=t.gen_stages, about=f"generator with the feature loss of {t.feature_net.arch}",
+                     dls=lambda ctx: superres_dls(cfg, ctx.device), learner=lambda dls, ctx: generator(cfg, dls))]
     return [
         Step("gen", folder="gen", stages=t.gen_stages, monitor=t.gen_monitor, exports=True,
              about="generator pre-training, in gen/", dls=lambda ctx: superres_dls(cfg, ctx.device),
-             learner=lambda dls, ctx: generator(cfg, dls),
-             after=lambda learn, ctx: superres_grid(learn, ctx.run_path / "plots" / "superres_pretrained.png")),
+             learner=lambda dls, ctx: generator(cfg, dls), after=_pretrained),
         Step("critic", folder="critic", stages=t.crit_stages, monitor=t.crit_monitor,
              about="critic pre-training on the generator's outputs, in critic/",
              dls=lambda ctx: critic_dls(cfg, ctx.done["gen"], ctx.path / "generated", ctx.device),
@@ -417,8 +468,14 @@ def steps(cfg) -> list:
              after=lambda learn, ctx: shutil.rmtree(ctx.path / "generated")),
         Step("gan", about="GAN of the pre-trained generator and critic", dls=lambda ctx: ctx.done["gen"].dls,
              learner=lambda dls, ctx: superres_gan(cfg, ctx.done["gen"], ctx.done["critic"]),
-             after=_freeze_for_export, ignore_warnings=SHADOWING),
+             after=_freeze_for_export, ignore_warnings=SHADOWING, fresh=False),
     ]
+
+
+def _pretrained(gen, ctx) -> dict:
+    "The pre-trained generator's pictures, and its own baselines (gen/'s metrics beside bicubic's in the final table)."
+    superres_grid(gen, ctx.run_path / "plots" / "superres_pretrained.png")
+    return {"baselines": bicubic(gen.dls)}
 
 
 def _freeze_for_export(learn, ctx) -> None:
@@ -434,21 +491,31 @@ def evaluate(learn, cfg) -> dict:
 
 
 def baseline(learn, cfg) -> dict:
-    "superres: the validation PSNR of the crappified input itself, what the generator must beat; wgan: none."
-    if cfg.task.recipe != "superres":
-        return {}
-    return {"psnr": {"value": input_psnr(learn.dls), "by": "the input itself"}}
+    "superres: the valid PSNR and SSIM of the inputs upsampled by bicubic interpolation, what the generator must beat."
+    return bicubic(learn.dls) if cfg.task.recipe == "superres" else {}
 
 
-def input_psnr(data) -> float:
-    "The validation PSNR of the input itself (the crappified image resized up)."
+def bicubic(data) -> dict:
+    """{psnr, ssim: {value, by}}: the score on the valid split of each crappified input (as cached, small) upsampled
+    to its target's size by bicubic interpolation: super-resolution's classic baseline."""
+    import numpy as np
     import torch
+    from PIL import Image
 
-    from fxp.metrics import psnr
+    from fxp.data import load_image
+    from fxp.metrics import psnr, ssim
 
+    items, scores, done = list(data.valid_ds.items), {"psnr": [], "ssim": []}, 0
     with torch.no_grad():
-        vals = [psnr(to_pixels(x, data), to_pixels(y, data)) for x, y in data.valid]
-    return round(torch.cat(vals).mean().item(), 4)
+        for _, y in data.valid:  # in the items' order: the valid loader does not shuffle
+            targ = to_pixels(y, data).float().cpu()
+            size = (targ.shape[-1], targ.shape[-2])  # PIL's (w, h)
+            ups = [load_image(f).resize(size, Image.BICUBIC) for f in items[done:done + len(targ)]]
+            done += len(targ)
+            x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) / 255 for im in ups])).permute(0, 3, 1, 2)
+            scores["psnr"].append(psnr(x, targ))
+            scores["ssim"].append(ssim(x, targ))
+    return {k: {"value": round(torch.cat(v).mean().item(), 4), "by": "bicubic upsampling"} for k, v in scores.items()}
 
 
 # --- plots ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,15 @@ def dls(cfg, device):
     from fastai.data.transforms import ColReader
     from fastai.vision.data import ImageBlock
 
-    from fxp import vision
-    from fxp.data import data_path, splitter
+    from fxp import folds, vision
+    from fxp.data import data_path, file_key, splitter
 
-    t = cfg.task
-    df, get_x, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
-    block = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), splitter=splitter(t, t.valid_col), get_x=get_x,
-                      get_y=ColReader(t.label_col, label_delim=t.label_delim),
+    t, root = cfg.task, data_path(cfg)
+    df, get_x, skipped = _items(t, root, cfg.data.skip_bad)
+    get_y = ColReader(t.label_col, label_delim=t.label_delim)
+    split = folds.splitter(cfg, splitter(t, t.valid_col), labels=folds.each(get_y),
+                           key=partial(file_key, root, get_x))
+    block = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), splitter=split, get_x=get_x, get_y=get_y,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
     out = vision.dataloaders(block, df, cfg, device, "check task.valid_pct or task.valid_col")
     out.skipped = skipped

@@ -10,6 +10,7 @@ Module top stays light (the schema is read before anything heavy); fastai is imp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -67,14 +68,15 @@ def dls(cfg, device):
     from fastai.data.block import DataBlock, RegressionBlock
     from fastai.vision.data import ImageBlock, PointBlock
 
-    from fxp import vision
-    from fxp.data import data_path, splitter
+    from fxp import folds, vision
+    from fxp.data import data_path, file_key, splitter
 
-    t = cfg.task
-    df, files, ys, skipped = _items(t, data_path(cfg), cfg.data.skip_bad)
+    t, root = cfg.task, data_path(cfg)
+    df, files, ys, skipped = _items(t, root, cfg.data.skip_bad)
     df = df.assign(_file=[str(f) for f in files], _y=[y.reshape(-1, 2) if t.target == "points" else y for y in ys])
     y_block = PointBlock if t.target == "points" else RegressionBlock(n_out=ys.shape[1])
-    block = DataBlock(blocks=(ImageBlock, y_block), splitter=splitter(t, t.valid_col), get_x=_get_file, get_y=_get_y,
+    split = folds.splitter(cfg, splitter(t, t.valid_col), key=partial(file_key, root, _get_file))
+    block = DataBlock(blocks=(ImageBlock, y_block), splitter=split, get_x=_get_file, get_y=_get_y,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
     out = vision.dataloaders(block, df, cfg, device, "check task.valid_pct or task.valid_col")
     out.skipped, out.c = skipped, int(ys[0].size)

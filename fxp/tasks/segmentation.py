@@ -114,7 +114,7 @@ def dls(cfg, device):
     from fastai.data.transforms import FileSplitter
     from fastai.vision.data import ImageBlock, MaskBlock
 
-    from fxp import vision
+    from fxp import folds, vision
     from fxp.data import check_images, data_path, image_files, splitter
 
     t = cfg.task
@@ -127,7 +127,7 @@ def dls(cfg, device):
     get_y = LabelFile(root / t.labels, t.label_suffix, t.label_ext)
     check_masks(files, get_y, codes, where)
     valid_file = root / t.valid_file
-    split = FileSplitter(valid_file) if valid_file.is_file() else splitter(t)
+    split = folds.splitter(cfg, FileSplitter(valid_file) if valid_file.is_file() else splitter(t))
     block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=get_y, splitter=split,
                       item_tfms=vision.item_tfms(t), batch_tfms=vision.batch_tfms(t))
     how = f"{valid_file} names none of the images" if valid_file.is_file() else "check task.valid_pct"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -118,7 +119,7 @@ def dls(cfg, device):
     df = _target(t, df, path)
     y_block = CategoryBlock() if t.y_block == "category" else RegressionBlock()
     to = tab.TabularPandas(df, [getattr(tab, p) for p in t.procs], cat, cont, y_names=t.y_names, y_block=y_block,
-                           splits=_splits(t, df, path))
+                           splits=_splits(cfg, df, path))
     out = to.dataloaders(bs=tr.bs, num_workers=workers(tr, device, files=False), device=device, path=path.parent,
                          dl_type=TableDL)
     out.raw_rows = df  # the rows before the procs, for a saved learner's own procs (fxp.saved)
@@ -207,8 +208,22 @@ def _target(t, df, path: Path):
     return df.assign(**{t.y_names: np.log(y) if t.log_target else y})
 
 
-def _splits(t, df, path: Path) -> tuple[list, list]:
-    "Train and valid row indices: a boolean column, a row range, or a seeded random split."
+def _splits(cfg, df, path: Path) -> tuple[list, list]:
+    "Train and valid row indices: a boolean column, a row range, a seeded random split, or a cross-validation's fold."
+    from fxp import folds
+
+    t = cfg.task
+    classes = (lambda df: df[t.y_names]) if t.y_block == "category" else None  # the folds stratified by class
+    train, valid = folds.splitter(cfg, partial(_own_split, t=t, path=path), labels=classes)(df)
+    for name, idx in (("train", train), ("valid", valid)):
+        if len(idx) == 0:
+            raise FxpError(f"the {name} split of {path.name} is empty ({len(df)} rows); check task.valid_pct, "
+                           f"task.valid_rows or task.valid_col")
+    return list(train), list(valid)
+
+
+def _own_split(df, t, path: Path):
+    "The task's own split of the rows: task.valid_col, task.valid_rows or task.valid_pct."
     from fastai.data.transforms import IndexSplitter
 
     from fxp.data import splitter
@@ -219,14 +234,8 @@ def _splits(t, df, path: Path) -> tuple[list, list]:
         start, end = t.valid_rows
         if end > len(df):
             raise FxpError(f"task.valid_rows=[{start}, {end}] goes past the {len(df)} rows of {path.name}")
-        train, valid = IndexSplitter(list(range(start, end)))(df)
-    else:
-        train, valid = splitter(t, t.valid_col)(df)
-    for name, idx in (("train", train), ("valid", valid)):
-        if len(idx) == 0:
-            raise FxpError(f"the {name} split of {path.name} is empty ({len(df)} rows); check task.valid_pct, "
-                           f"task.valid_rows or task.valid_col")
-    return list(train), list(valid)
+        return IndexSplitter(list(range(start, end)))(df)
+    return splitter(t, t.valid_col)(df)
 
 
 # --- learner --------------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ def texts(cfg):
 
     root = data_path(cfg)
     df = _csv_texts(cfg.task, root) if cfg.task.source == "csv" else _folder_texts(cfg.task, root)
+    df["is_valid"] = _valid(cfg, df)
     labels = df.label[df.label.notna() & ~df.is_valid].unique()
     if len(labels) < 2:
         t = cfg.task
@@ -94,6 +95,26 @@ def texts(cfg):
                  else f"the class folders under {root / t.train}")
         raise FxpError(f"{where}: the training texts have {found}; a classifier needs at least two classes")
     return df
+
+
+def _valid(cfg, df):
+    "The labelled texts that validate the classifier: as the source marks them, or a cross-validation's fold."
+    import numpy as np
+
+    from fxp import folds
+
+    labelled = np.flatnonzero(df.label.notna().to_numpy())
+    _, valid = folds.splitter(cfg, _marked, labels=lambda rows: list(rows.label))(df.iloc[labelled])
+    out = np.zeros(len(df), dtype=bool)
+    out[labelled[list(valid)]] = True
+    return out
+
+
+def _marked(rows):
+    "The rows' own split: their is_valid."
+    import numpy as np
+
+    return np.flatnonzero(~rows.is_valid.to_numpy()), np.flatnonzero(rows.is_valid.to_numpy())
 
 
 def _csv_texts(t, root: Path):
@@ -299,7 +320,7 @@ def steps(cfg) -> list:
                                                 else "the language model's encoder"),
         dls=lambda ctx: clf_dls(cfg, all_texts(), read_vocab(encoder_folder(ctx)), ctx.device),
         learner=lambda dls, ctx: clf_learner(cfg, dls, encoder_folder(ctx) / ENCODER),
-        after=lambda learn, ctx: {"encoder": str(encoder_folder(ctx) / ENCODER)})
+        after=lambda learn, ctx: {"encoder": str(encoder_folder(ctx) / ENCODER)}, fresh=False)
     if t.encoder:
         return [classifier]
     lm = Step("lm", folder="lm", stages=t.lm_stages, monitor=t.lm_monitor, about="language model on every text, in lm/",

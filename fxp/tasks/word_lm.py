@@ -22,6 +22,7 @@ from fxp.schema import TaskBase, valid
 FILES = ("train.txt", "valid.txt")
 INPUT = "text"
 SEP = "."  # the book's separator token between two lines
+NO_FOLDS = "its items are one stream of words cut into sequences, with its valid words in valid.txt"
 
 
 @dataclass

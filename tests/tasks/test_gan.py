@@ -1,9 +1,10 @@
 """GAN kind end to end: super-resolution on the 60 pet photos (crappified into a tmp cache), a WGAN on mnist_tiny.
 
 superres floor: the valid PSNR must beat predicting the training images' mean image (computed here with the task's
-split); the PSNR of the input itself (the crappified image resized up) is recomputed here and must match the kind's
-baseline (summary.json's baselines.psnr). wgan floor: its samples must take on the data's look (the mean sample image
-correlates with the data's mean image, the pixel mean moves towards the data's) where an untrained generator's do not.
+split); the PSNR of bicubic upsampling (the crappified input resized up) is recomputed here and must match the kind's
+baseline (summary.json's baselines.psnr). task.loss=feature: the generator alone, each loss term a metrics.csv column.
+wgan floor: its samples must take on the data's look (the mean sample image correlates with the data's mean image, the
+pixel mean moves towards the data's) where an untrained generator's do not.
 Tiny models (a 16-128 channel U-Net at 64 px, a 16-feature DCGAN at 32 px) with one torch thread each (two threads on
 two busy cores ran 50x slower per op): about 75 s of CPU time in all.
 """
@@ -31,10 +32,10 @@ def fxp_run(*args, cwd):
     return run_fxp(*args, cwd=cwd)
 
 
-def pixels(path, size) -> np.ndarray:
+def pixels(path, size, resample=Image.BILINEAR) -> np.ndarray:
     "An image as fastai's Resize(squish) gives it to the model: RGB, bilinear to `size`, in [0, 1]."
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize(size, Image.BILINEAR), dtype=np.float32) / 255
+        return np.asarray(im.convert("RGB").resize(size, resample), dtype=np.float32) / 255
 
 
 def psnr(a, b) -> float:
@@ -77,16 +78,41 @@ def test_superres_beats_the_mean_image(superres_run):
     targets = np.stack([pixels(f, (PX, PX)) for f in sources])
     mean_image = psnr(targets[train].mean(0)[None].repeat(len(valid), 0), targets[valid])
     assert s["best_metrics"]["psnr"] > mean_image + 4, (s["best_metrics"], mean_image)  # reached 20.3 against 11.9
-    inputs = np.stack([pixels(crappified(cache, sources[i]), (PX, PX)) for i in valid])
-    per_image = [psnr(x, y) for x, y in zip(inputs, targets[valid])]
-    # 24.1: still above the model's
-    assert s["baselines"]["psnr"]["value"] == pytest.approx(np.mean(per_image), abs=0.05)
-    assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "gen_loss",
+    bicubic = np.stack([pixels(crappified(cache, sources[i]), (PX, PX), Image.BICUBIC) for i in valid])
+    per_image = [psnr(x, y) for x, y in zip(bicubic, targets[valid])]
+    assert s["baselines"]["psnr"] == {"value": pytest.approx(np.mean(per_image), abs=0.01), "by": "bicubic upsampling"}
+    assert s["gen"]["baselines"] == s["baselines"] and 0 < s["baselines"]["ssim"]["value"] < 1
+    assert list(metrics_rows(run)[0]) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "ssim", "gen_loss",
                                           "crit_loss", "lr", "time", "data_s", "step_s"]
     assert len(metrics_rows(run / "gen")) == 4 and len(metrics_rows(run / "critic")) == 1
     assert not (run / "critic" / "generated").exists()
     for name in ("superres.png", "superres_pretrained.png", "loss_curves.png"):
         assert (run / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+FEATURE = ("task=superres", "task.loss=feature", "task.feature_net.pretrained=false", "model=unet_small",
+           "task.size=32", "task.aug=null", "task.valid_pct=0.2", "trainer.bs=16", "task.feature_net.layers=[0,1]",
+           "task.feature_net.weights=[5,15]", "task.gen_stages=[{epochs:1,lr:3e-3}]")
+TERMS = ["pixel_loss", "feat_loss_0", "feat_loss_1", "gram_loss_0", "gram_loss_1"]
+
+
+@pytest.mark.slow
+def test_feature_loss_records_its_terms_and_bicubic_beside_psnr(tmp_path):
+    "The generator alone (no gen/, critic/), VGG16_bn's first two blocks with random weights, one epoch at 32 px."
+    r = fxp_run("train", *FEATURE, f"data.path={need_data('oxford-iiit-pet')}", f"task.cache_dir={tmp_path / 'c'}",
+                cwd=tmp_path)
+    assert r.returncode == 0, r
+    run = newest_run(tmp_path)
+    (row,) = metrics_rows(run)
+    assert list(row) == ["stage", "epoch", "train_loss", "valid_loss", "psnr", "ssim", *TERMS, "lr", "time", "data_s",
+                         "step_s"]
+    terms = [float(row[k]) for k in TERMS]
+    assert all(t > 0 for t in terms) and float(row["valid_loss"]) == pytest.approx(sum(terms), rel=1e-4)
+    s = summary(run)
+    assert s["status"] == "completed" and not (run / "gen").exists() and not (run / "critic").exists()
+    assert {k: v["by"] for k, v in s["baselines"].items()} == dict.fromkeys(("psnr", "ssim"), "bicubic upsampling")
+    psnr_row = next(line for line in r.stdout.splitlines() if line.lstrip("│ ").startswith("psnr "))
+    assert f"{s['baselines']['psnr']['value']:.4g} (bicubic upsampling)" in psnr_row, r.stdout
 
 
 @pytest.mark.slow
