@@ -101,7 +101,8 @@ def finish(run) -> None:
         return
     try:
         run.info["diagnosis"] = diagnose(run.path, status=run.status, summary=run.info)
-        plot(run.path, run.info["diagnosis"], run.path / PLOT)
+        if run.cfg.trainer.plots:
+            plot(run.path, run.info["diagnosis"], run.path / PLOT)
     except Exception as e:  # the run's own outcome matters more than its diagnosis
         run.info["diagnosis"] = {"error": f"{type(e).__name__}: {e}"}
 

@@ -112,6 +112,9 @@ class Trainer:
     clip: Optional[float] = field(default=None, metadata=valid("(0, inf)", why="the gradients' top norm; null: off"))
     accumulate: int = field(default=1, metadata=valid("[1, inf)", why="batches per optimizer step"))
     tta: bool = False  # test-time augmentation on the valid set after training: tta_<metric> in summary.json
+    # the PNGs of plots/ (batch, loss curves, the kind's, diagnosis): false for a sweep of many small jobs, where
+    # drawing them can take longer than the training; the run's numbers and `fxp report` are unchanged
+    plots: bool = True
     activation_stats: bool = False  # per-layer activation statistics: plots/activation_stats.png, collapsed layers
     # torch.profiler over this many training steps of the first epoch (after one of warm-up) into the run's profile/:
     # a trace for Perfetto or TensorBoard, and top_ops.txt; 0: off

@@ -379,10 +379,11 @@ def conclude(learn, cfg, run: Run) -> None:
     "The trained learner exported, evaluated and plotted into the run folder."
     kind = dispatch.kind_module(cfg.task.kind)
     export(learn, run.path / MODEL)
-    plots.loss_curves(run.path)
     evaluation = kind.evaluate(learn, cfg)
     run.info.update(evaluation, baselines=kind.baseline(learn, cfg))
-    kind.plots(learn, cfg, run.path / PLOTS, evaluation)
+    if cfg.trainer.plots:
+        plots.loss_curves(run.path)
+        kind.plots(learn, cfg, run.path / PLOTS, evaluation)
     if cfg.trainer.tta:
         run.info.update(techniques.tta_metrics(learn))
 
@@ -428,7 +429,8 @@ def run_steps(steps: list, cfg, run: Run, device, resume: bool = False, plan=Non
             facts = fit(learn, cfg, run, plan, step.stages, step.monitor, step.name, at, keep)
         extra = {**size, **init, **facts, **((step.after(learn, ctx) if step.after else None) or {})}
         if step.folder:
-            plots.loss_curves(ctx.path)
+            if cfg.trainer.plots:
+                plots.loss_curves(ctx.path)
             rows = read_metrics(ctx.path)
             run.info[step.name] = {**run.info.get(step.name, {}), **extra, "final_metrics": final_metrics(rows),
                                    "best_metrics": best_metrics(rows, step.monitor or cfg.task.monitor)}
@@ -490,7 +492,8 @@ def build(step, cfg, run: Run, ctx: StepContext, plan=None, at: dict | None = No
     check_batches(dls, cfg.trainer.bs)
     if cfg.trainer.check:
         warn_findings(dls, cfg)
-    guarded_batch_png(dls, ctx.path / PLOTS / BATCH)  # see the data first; the training order is untouched
+    if cfg.trainer.plots:
+        guarded_batch_png(dls, ctx.path / PLOTS / BATCH)  # see the data first; the training order is untouched
     learn = attach(step.learner(dls, ctx), ctx.path)
     techniques.use_opt(learn, cfg.trainer)
     if step.name not in plan.precision:

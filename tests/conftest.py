@@ -205,6 +205,23 @@ def start_fxp(*args: str, cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(Path(cwd)))
 
 
+def forked(cwd: Path, *args: str, console: str = "console.txt") -> int:
+    """`fxp ARGS` (run_fxp) in a forked child of this process, in `cwd`, its output in `cwd/console`; its pid. For a
+    separate process where the interpreter's start is not what is tested: torch and fastai are imported already, so
+    the child starts in a blink and pays no imports (POSIX only)."""
+    pid = os.fork()
+    if pid == 0:  # the child: run, then leave without any of pytest's teardown
+        code = 1
+        try:
+            fd = os.open(Path(cwd) / console, os.O_WRONLY | os.O_CREAT)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            code = run_fxp(*args, cwd=cwd).returncode
+        finally:
+            os._exit(code)
+    return pid
+
+
 @pytest.fixture
 def fxp(tmp_path):
     "`fxp('train', 'trainer.epochs=1')` runs fxp (in-process) in this test's tmp_path."
@@ -318,11 +335,34 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
     return dest
 
 
+# The units that keep a worker busy longest: a module that shares a run (its tests go as one unit) or one test, with
+# the seconds it takes: its tests' CPU-s summed (a per-test CPU plugin, 2026-12-06: the whole suite, then this table's
+# changed modules again), or its wall time where it waits on processes that are not its children (Ray's). xdist hands
+# these out first, the costliest first, so that none starts last and keeps one worker busy while the other has
+# finished; then the rest in xdist's order (the most tests first). Re-measure as they change.
+COSTLIEST = {
+    "tests/tasks/test_text.py": 94,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 69,
+    "tests/tasks/test_segmentation.py": 60,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 49,
+    "tests/tasks/test_image_data.py": 47,
+    "tests/test_sweep_resume.py": 45,
+    "tests/test_fuzz.py": 41,
+    "tests/test_distributed.py": 32,
+    "tests/test_resume.py": 29,
+    "tests/test_serve.py": 28,
+    "tests/tasks/test_tabular.py": 27,
+    "tests/test_scaling.py::test_a_sweep_on_a_local_ray_runtime": 26,
+    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 23,
+    "tests/test_runs.py": 23,
+}
+
+
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     """`-n N`: the tests of a module that trains a shared run (a module-scoped fixture) go to one worker as one unit,
-    so the run is trained once, not on each worker; xdist hands out such units first (the most tests first), then
-    the other tests one by one."""
+    so the run is trained once, not on each worker; xdist hands out the COSTLIEST units first, then such units (the
+    most tests first), then the other tests one by one."""
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -331,6 +371,12 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::")[0]
             return module if shares_a_run(config.rootpath / module) else nodeid
+
+        def _assign_work_unit(self, node) -> None:
+            "The costliest unit left goes next (the first of xdist's queue where none is listed)."
+            unit = max(self.workqueue, key=lambda scope: COSTLIEST.get(scope, 0))
+            self.workqueue.move_to_end(unit, last=False)
+            super()._assign_work_unit(node)
 
     return SharedRunScheduling(config, log)
 

@@ -226,11 +226,13 @@ def test_auto_batch_size_needs_one_process():
 def auto_run(tmp_path_factory):
     "A digits run with bs=auto and precision=auto (CPU), 1 epoch."
     cwd = tmp_path_factory.mktemp("auto_run")
-    r = run_fxp("train", "trainer.bs=auto", "trainer.precision=auto", "trainer.epochs=1", cwd=cwd)
+    r = run_fxp("train", "trainer.bs=auto", "trainer.precision=auto", "trainer.epochs=1", "trainer.plots=false",
+                cwd=cwd)
     assert r.returncode == 0, r
     return newest_run(cwd), r
 
 
+@pytest.mark.slow
 def test_auto_batch_size_records_what_it_tried_and_chose(auto_run):
     run, r = auto_run
     s = summary(run)
@@ -243,14 +245,16 @@ def test_auto_batch_size_records_what_it_tried_and_chose(auto_run):
     assert s["status"] == "completed" and s["final_metrics"]["accuracy"] > 0.5  # 0.1 by chance
 
 
+@pytest.mark.slow
 def test_auto_batch_size_trains_as_the_size_it_chose(auto_run, tmp_path):
     "The probe leaves no trace: the run equals one given the chosen size (and fp32)."
     run, _ = auto_run
-    r = run_fxp("train", f"trainer.bs={summary(run)['bs']}", "trainer.epochs=1", cwd=tmp_path)
+    r = run_fxp("train", f"trainer.bs={summary(run)['bs']}", "trainer.epochs=1", "trainer.plots=false", cwd=tmp_path)
     assert r.returncode == 0, r
     assert metrics_rows(newest_run(tmp_path))[0]["train_loss"] == metrics_rows(run)[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_a_saved_auto_run_batches_at_the_size_it_trained(auto_run):
     "fxp val, export and clean rebuild the run's loaders: at the size it ended at, not at 'auto'; fxp resume probes."
     from fxp import resume, saved
@@ -261,12 +265,13 @@ def test_a_saved_auto_run_batches_at_the_size_it_trained(auto_run):
     assert resume.saved_config(run, [], None).trainer.bs == "auto"
 
 
+@pytest.mark.slow
 def test_a_resumed_auto_run_goes_on_at_its_size(tmp_path):
     "fxp resume takes the size from the checkpoint: no second probe, which could pick another."
     from test_resume import interrupt_after
 
     with interrupt_after(1):
-        r = run_fxp("train", "trainer.bs=auto", "trainer.epochs=2", cwd=tmp_path)
+        r = run_fxp("train", "trainer.bs=auto", "trainer.epochs=2", "trainer.plots=false", cwd=tmp_path)
     assert r.returncode == 130, r
     run = newest_run(tmp_path)
     chosen = summary(run)["bs_auto"]["chosen"]
@@ -277,10 +282,11 @@ def test_a_resumed_auto_run_goes_on_at_its_size(tmp_path):
     assert [row["epoch"] for row in metrics_rows(run)] == ["1", "2"]
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch_and_goes_on(tmp_path, monkeypatch):
     monkeypatch.setenv(batchsize.INJECT, "epoch:2")
     r = run_fxp("train", "trainer.epochs=3", "trainer.scale_lr=true", "trainer.stages=[{policy: fit}]",
-                "trainer.save_best=false", cwd=tmp_path)
+                "trainer.save_best=false", "trainer.plots=false", cwd=tmp_path)
     assert r.returncode == 0, r
     run = newest_run(tmp_path)
     s = summary(run)
@@ -301,11 +307,12 @@ def test_out_of_memory_at_a_batch_of_two_fails_in_one_line(tmp_path, monkeypatch
     assert summary(newest_run(tmp_path))["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_stage_with_larger_images_probes_again(tmp_path):
     "Progressive resizing probes again, on the learner as it stands (put back as it was: the unit test above)."
     mnist_subset(tmp_path / "tiny", n=8)
     r = run_fxp("train", "task=mnist", "data.path=tiny", "task.size=16", "trainer.bs=auto",
-                "trainer.stages=[{epochs: 1}, {epochs: 1, size: 20}]", cwd=tmp_path)
+                "trainer.stages=[{epochs: 1}, {epochs: 1, size: 20}]", "trainer.plots=false", cwd=tmp_path)
     assert r.returncode == 0, r
     s = summary(newest_run(tmp_path))
     assert s["bs_auto"]["chosen"] == 16 and s["bs"] == 16  # 16 training images: the one size there is

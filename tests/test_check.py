@@ -77,7 +77,8 @@ def test_the_doctor_names_a_copy_across_splits_an_empty_file_and_a_class_of_one(
 
 def test_train_warns_before_the_first_epoch_and_trainer_check_false_is_quiet(tmp_path):
     data = bad_copy(tmp_path)
-    args = ("train", "task=mnist", f"data.path={data}", "data.skip_bad=true", "trainer.epochs=0", "trainer.bs=8")
+    args = ("train", "task=mnist", f"data.path={data}", "data.skip_bad=true", "trainer.epochs=0", "trainer.bs=8",
+            "trainer.plots=false")
     r = run_fxp(*args, cwd=tmp_path)
     warned = [line for line in r.err_lines if line.startswith("fxp: warning: data:")]
     assert any("valid/7/copied.png" in w for w in warned) and any("empty.png" in w for w in warned), r
@@ -212,7 +213,13 @@ SAMPLES = {"classification": _mnist, "multilabel": _planet, "segmentation": _cam
            "audio": _fsdd}
 
 
-@pytest.mark.parametrize("kind", dispatch.kinds())
+# a check that trains for seconds is for the full suite only: text's steps through a language model and a classifier
+# (3 CPU-s: it tokenizes twice and draws both steps' batches)
+SLOW_CHECKS = {"text"}
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_CHECKS else k
+                                  for k in dispatch.kinds()])
 def test_every_kind_passes_fxp_check_on_its_sample(tmp_path, kind):
     assert kind in SAMPLES, f"kind {kind!r} has no sample in tests/test_check.py SAMPLES: add its task and data"
     r = run_fxp("check", *SAMPLES[kind](tmp_path), "--min-per-class=1", cwd=tmp_path)

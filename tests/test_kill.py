@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import assert_one_line_error, newest_run, run_fxp
+from conftest import assert_one_line_error, forked, newest_run, run_fxp
 from fxp.runs import TIMES
 
 pytestmark = [pytest.mark.slow,
@@ -29,21 +29,6 @@ pytestmark = [pytest.mark.slow,
 
 ARGS = ("trainer.epochs=4",)
 TRIALS, SEED = 12, 11
-
-
-def forked(cwd, *args) -> int:
-    "`fxp train ARGS` in a forked child of this process, in `cwd`; its pid."
-    pid = os.fork()
-    if pid == 0:  # the child: run, then leave without any of pytest's teardown
-        code = 1
-        try:
-            fd = os.open(cwd / "console.txt", os.O_WRONLY | os.O_CREAT)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            code = run_fxp("train", *args, cwd=cwd).returncode
-        finally:
-            os._exit(code)
-    return pid
 
 
 def appeared(cwd, pattern: str) -> float:
@@ -88,7 +73,7 @@ def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(
     expected = curves(newest_run(ref))
     whole = tmp_path / "whole"  # one forked run to its end: how long it takes from its claim, and the same metrics
     whole.mkdir()
-    pid = forked(whole, *ARGS)
+    pid = forked(whole, "train", *ARGS)
     claimed = appeared(whole, "config.yaml")
     saved = appeared(whole, "checkpoints/last.json")
     trained = appeared(whole, "model.pkl")
@@ -101,7 +86,7 @@ def test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics(
     for i in range(TRIALS):
         cwd = tmp_path / f"trial{i}"
         cwd.mkdir()
-        pid = forked(cwd, *ARGS)
+        pid = forked(cwd, "train", *ARGS)
         moment = rng.random()
         if moment < 0.1:  # now and then before or while the folder is claimed
             time.sleep(rng.uniform(0, 0.3))

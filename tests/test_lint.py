@@ -31,3 +31,13 @@ def test_ruff_holds_the_line_length_and_import_order():
     p = ruff("--stdin-filename", "fxp/probe.py", "-", text=source)
     found = re.findall(r"^fxp/probe.py:(\d+):\d+: (\w+)", p.stdout, re.M)
     assert sorted(found) == [("1", "I001"), ("5", "E501")], p.stdout + p.stderr
+
+
+def test_the_costliest_units_of_the_scheduler_are_real():
+    "conftest.COSTLIEST (what xdist hands out first) names test modules and tests that exist: no stale entry."
+    from conftest import COSTLIEST
+
+    for unit in COSTLIEST:
+        module, _, test = unit.partition("::")
+        source = (REPO / module).read_text()
+        assert not test or f"def {test.split('[')[0]}(" in source, unit

@@ -25,7 +25,9 @@ from conftest import (
 from fxp.runs import TIMES
 
 # fit_one_cycle, fastai's fine_tune (a frozen fit, then an unfrozen one) and fit: 2 + (1 + 2) + 1 = 6 epochs
-RECIPE = "trainer.stages=[{epochs:2},{policy:fine_tune,epochs:2,lr:1e-3},{policy:fit,epochs:1,lr:1e-4}]"
+# (no plots: what is compared is metrics.csv; drawing them costs these small runs as much as their training)
+RECIPE = ("trainer.stages=[{epochs:2},{policy:fine_tune,epochs:2,lr:1e-3},{policy:fit,epochs:1,lr:1e-4}]",
+          "trainer.plots=false")
 # (stage, epoch within it) after each of the 6 epochs
 PLACES = [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (3, 1)]
 
@@ -79,7 +81,7 @@ def snapshot(folder) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("reference")
-    r = run_fxp("train", RECIPE, cwd=cwd)
+    r = run_fxp("train", *RECIPE, cwd=cwd)
     assert r.returncode == 0, r
     return newest_run(cwd)
 
@@ -115,7 +117,7 @@ def ends_as_the_reference(run, reference, resumed):
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_resumed_after_any_epoch_ends_as_the_uninterrupted_run(reference, tmp_path, k):
-    run = stopped(tmp_path, k, RECIPE)
+    run = stopped(tmp_path, k, *RECIPE)
     assert summary(run)["status"] == "interrupted" and len(metrics_rows(run)) == k
     r = resume(run)
     stage, epoch = PLACES[k - 1]
@@ -126,7 +128,7 @@ def test_resumed_after_any_epoch_ends_as_the_uninterrupted_run(reference, tmp_pa
 @pytest.mark.slow
 def test_stopped_twice_records_each_resume(reference, tmp_path):
     "Stopped after epoch 2 (the end of a stage), then its resume after epoch 4 (inside fine_tune's unfrozen fit)."
-    run = stopped(tmp_path, 2, RECIPE)
+    run = stopped(tmp_path, 2, *RECIPE)
     with interrupt_after(2):
         r = run_fxp("resume", str(run), cwd=tmp_path)
     assert r.returncode == 130, r
@@ -316,8 +318,10 @@ def test_reproduce_from_certifies_only_a_completed_run(tmp_path, status, code):
 
 # --- a kind that trains in steps resumes inside the step it was in ------------------------------------------------
 
-TEXT = ("task=imdb", "model=awd_lstm_tiny", "task.max_vocab=2000", "task.lm_seq_len=48", "task.seq_len=48",
-        "trainer.bs=32", "task.n_words=12", "task.prompts=[I liked this movie because]", "task.max_len=240",
+# the smallest AWD-LSTM that takes both steps' stages (what is resumed is state, not what it learns); no plots
+TEXT = ("task=imdb", "model=awd_lstm_tiny", "model.kwargs.config.emb_sz=16", "model.kwargs.config.n_hid=16",
+        "task.max_vocab=500", "task.lm_seq_len=48", "task.seq_len=48", "trainer.bs=32", "task.n_words=12",
+        "task.prompts=[I liked this movie because]", "task.max_len=240", "trainer.plots=false",
         "task.lm_stages=[{epochs:1,lr:2e-2,freeze:true},{epochs:1,lr:5e-3,freeze:false}]",
         "trainer.stages=[{epochs:1,lr:1e-2,freeze:true},{epochs:2,lr:[1e-3,5e-3],freeze:false}]")
 

@@ -3,6 +3,7 @@
 Every test here trains (digits, one or two epochs), so all are marked slow.
 """
 import math
+import os
 import re
 import subprocess
 
@@ -11,6 +12,7 @@ import yaml
 
 from conftest import (
     assert_one_line_error,
+    forked,
     metrics_rows,
     mnist_subset,
     newest_run,
@@ -50,6 +52,18 @@ def test_run_folder_files(digits_run):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     for ckpt in ("last.pth", "best.pth"):  # save_best is on by default
         assert (digits_run / "checkpoints" / ckpt).is_file(), ckpt
+
+
+def test_plots_false_draws_nothing_and_trains_the_same(digits_run, tmp_path):
+    "trainer.plots=false: no PNG, the same metrics as the same run with its plots, its diagnosis still in the summary."
+    r = run_fxp("train", "trainer.epochs=2", "trainer.plots=false", cwd=tmp_path)
+    assert r.returncode == 0, r
+    run = newest_run(tmp_path)
+    assert not list(run.rglob("*.png")) and list(digits_run.rglob("*.png"))
+    curves = [[{k: v for k, v in row.items() if k not in ("time", *TIMES)} for row in metrics_rows(folder)]
+              for folder in (digits_run, run)]
+    assert curves[0] == curves[1] and len(curves[0]) == 2
+    assert summary(run)["diagnosis"]["verdict"] == summary(digits_run)["diagnosis"]["verdict"]
 
 
 def test_config_yaml_is_the_composed_resolved_config(digits_run):
@@ -158,10 +172,13 @@ def test_different_seeds_give_different_losses(digits_sweep):
 
 
 def test_two_runs_started_together_get_their_own_folders(tmp_path):
-    procs = [start_fxp("train", "trainer.epochs=1", f"trainer.seed={s}", cwd=tmp_path) for s in (1, 2)]
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    "Two processes claim their folders at once (forked from this one, torch imported: they start the same instant)."
+    pids = {s: forked(tmp_path, "train", "trainer.epochs=1", "trainer.plots=false", f"trainer.seed={s}",
+                      console=f"console{s}.txt")
+            for s in (1, 2)}
+    for s, pid in pids.items():
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / f"console{s}.txt").read_text()
     runs = run_dirs(tmp_path)
     assert len(runs) == 2 and runs[0] != runs[1]
     assert sorted(summary(r)["seed"] for r in runs) == [1, 2]

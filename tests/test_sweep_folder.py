@@ -8,6 +8,8 @@ import pytest
 from conftest import assert_one_line_error, start_fxp
 from fxp import sweeps
 
+QUICK = ("trainer.epochs=1", "trainer.plots=false")  # the jobs' files and statuses are tested, not their plots
+
 
 def rows(sweep_dir):
     with open(sweep_dir / "sweep.csv", newline="") as f:
@@ -17,7 +19,7 @@ def rows(sweep_dir):
 @pytest.mark.slow  # trains (a sweep or a run)
 def test_a_sweep_with_a_failed_job_runs_the_rest_and_exits_1(fxp, tmp_path):
     sweep = tmp_path / "sweep"
-    r = fxp("train", "-m", "trainer.epochs=1", "trainer.bs=100000,16", f"hydra.sweep.dir={sweep}")
+    r = fxp("train", "-m", *QUICK, "trainer.bs=100000,16", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 1, r
     assert [row["status"] for row in rows(sweep)] == ["failed", "completed"]  # the sweep went on after job 0
     assert "sweep of 2 jobs: 1 failed, 1 completed" in r.stdout
@@ -27,16 +29,16 @@ def test_a_sweep_with_a_failed_job_runs_the_rest_and_exits_1(fxp, tmp_path):
 
 @pytest.mark.slow  # trains (a sweep or a run)
 def test_a_sweep_of_completed_jobs_exits_0(fxp, tmp_path):
-    r = fxp("train", "-m", "trainer.epochs=1", "trainer.seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    r = fxp("train", "-m", *QUICK, "trainer.seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert r.returncode == 0, r
 
 
 @pytest.mark.slow  # trains (a sweep or a run)
 def test_a_rerun_into_a_sweep_folder_is_refused_and_keeps_it(fxp, tmp_path):
     sweep = tmp_path / "sweep"
-    assert fxp("train", "-m", "trainer.epochs=1", "trainer.seed=1", f"hydra.sweep.dir={sweep}").returncode == 0
+    assert fxp("train", "-m", *QUICK, "trainer.seed=1", f"hydra.sweep.dir={sweep}").returncode == 0
     before = {p.relative_to(sweep): p.stat().st_mtime_ns for p in sweep.rglob("*")}
-    r = fxp("train", "-m", "trainer.epochs=1", "trainer.seed=3,4", f"hydra.sweep.dir={sweep}")
+    r = fxp("train", "-m", *QUICK, "trainer.seed=3,4", f"hydra.sweep.dir={sweep}")
     assert_one_line_error(r, str(sweep), "already holds", "hydra.sweep.dir", "fxp resume")
     assert {p.relative_to(sweep): p.stat().st_mtime_ns for p in sweep.rglob("*")} == before
     assert "sweep of" not in r.stdout  # no summary of the old sweep's results
@@ -46,7 +48,7 @@ def test_a_rerun_into_a_sweep_folder_is_refused_and_keeps_it(fxp, tmp_path):
 def test_an_empty_folder_can_be_a_sweep_folder(fxp, tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    assert fxp("train", "-m", "trainer.epochs=1", "trainer.seed=1", f"hydra.sweep.dir={sweep}").returncode == 0
+    assert fxp("train", "-m", *QUICK, "trainer.seed=1", f"hydra.sweep.dir={sweep}").returncode == 0
     assert [row["status"] for row in rows(sweep)] == ["completed"]
 
 
@@ -61,7 +63,7 @@ def test_the_claim_is_exclusive(tmp_path, capsys):
 def test_two_sweeps_started_at_once_into_one_folder(tmp_path):
     "Through the installed command: one sweep gets the folder, the other is refused; no job of either vanishes."
     sweep = tmp_path / "sweep"
-    procs = [start_fxp("train", "-m", "trainer.epochs=1", f"trainer.seed={a},{b}", f"hydra.sweep.dir={sweep}",
+    procs = [start_fxp("train", "-m", *QUICK, f"trainer.seed={a},{b}", f"hydra.sweep.dir={sweep}",
                        cwd=tmp_path) for a, b in ((1, 2), (3, 4))]
     results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _, _ in results)

@@ -22,7 +22,7 @@ def sweep_rows(sweep_dir):
 def test_a_grid_sweep_writes_a_row_per_job_and_points_at_the_best(fxp, tmp_path):
     sweep = tmp_path / "sweep"
     r = fxp("train", "-m", "trainer.stages.0.lr=1e-3,1e-2", "trainer.bs=16,100000", "trainer.epochs=1",
-            f"hydra.sweep.dir={sweep}")
+            "trainer.plots=false", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 1 and "2 of 4 jobs did not complete (2 failed)" in r.stderr, r.stderr  # it went on
     rows = sweep_rows(sweep)
     assert [row["job"] for row in rows] == ["0", "1", "2", "3"]
@@ -58,7 +58,7 @@ def test_submitit_local_launcher(tmp_path):
     "Through the installed command: submitit starts a process per job."
     sweep = tmp_path / "sweep"
     r = run_installed("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1,2", "trainer.epochs=1",
-                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                      "trainer.plots=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
     assert (sweep / "best.json").is_file()
