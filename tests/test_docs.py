@@ -179,6 +179,7 @@ def test_the_overrides_pass_the_precheck(args, error, tmp_path, monkeypatch):
     if absent_package(error):
         pytest.skip(f"the page shows a machine without the {absent_package(error)} package; this one has it")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FXP_DATA", str(data_root()))  # the reader has the shared data sets (task.local finds them)
     config.register()
     if error is None or "(run folder" in error:
         precheck.precheck([apps._no_option(a) for a in args])

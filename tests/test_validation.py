@@ -376,3 +376,18 @@ def test_rows_of_a_csv_without_a_label_are_counted_and_named(fxp, tmp_path):
     line = assert_one_line_error(r, "2 of the 6 rows", "labels.csv", "'label'", "task.label_col", files[1], "row 2",
                                  files[4], "row 5")
     assert "nan" not in line
+
+
+def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_an_interrupt(monkeypatch, capsys):
+    "OmegaConf's cleanup, hit by Ctrl-C inside a `with`, raised a ConfigKeyError chained to the KeyboardInterrupt."
+    from fxp import cli
+
+    def route(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise KeyError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+
+    monkeypatch.setattr(cli, "route", route)
+    assert cli.main(["train"]) == 130
+    assert capsys.readouterr().err.strip() == "fxp: error: interrupted"

@@ -66,7 +66,7 @@ def run_report(folder: Path) -> tuple[str, list[str]]:
              "<ul>" + "".join(f"<li>{esc(f['verdict'])}: {esc(f['evidence'])}</li>" for f in d["findings"]) + "</ul>"]
     plots = reports.run_plots(folder)
     if not any(p.stem == "loss_curves" for p in plots):
-        fig = reports.curves([folder], [folder.name])
+        fig = reports.curves([[folder]], [folder.name])
         body += ["<h2>Curves</h2>", image(reports.figure_uri(fig), "curves")] if fig is not None else []
     if plots:
         body.append("<h2>Plots</h2>")
