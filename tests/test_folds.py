@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, mnist_subset, need_data, run_fxp, run_installed
+from conftest import assert_one_line_error, forked, mnist_subset, need_data, run_fxp, run_installed
 from fxp import cv, dispatch, folds
 from fxp.errors import FxpError
 from fxp.runs import read_run
-from test_kill import appeared, forked
+from test_kill import appeared
 from test_resume import interrupt_after
 
 ROWS = 600  # of the shared adult sample: 5 folds train on 480 rows each, about 120 of them >=50k
@@ -292,7 +292,7 @@ def stopped_in_fold_2(cwd: Path, stop: str, *args: str) -> Path:
         assert r.returncode == 130, r
         assert f"after fold2's stage 1 epoch 1 is kept; go on with: fxp resume {cv_folder(cwd)}" in r.err_lines[-1], r
         return cv_folder(cwd)
-    pid = forked(cwd, *args)
+    pid = forked(cwd, "train", *args)
     appeared(cwd, "fold2/checkpoints/last.json")
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
