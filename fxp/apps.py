@@ -106,17 +106,14 @@ def seed_group(cfg, claim, folder: Path, overrides: list[str], multirun: bool = 
     seed1, ... (each a run folder, its overrides naming its seed), recorded as a group (fxp.groups: group.json first,
     then seeds.csv and seeds.json, however it ends). A seed that diverges is a result and the next one starts; one that
     fails (or Ctrl-C) ends the group there, as it would a single run. The job's result: the group."""
-    import json
     from types import SimpleNamespace
 
     from fxp import groups
-    from fxp.writer import write_atomic
 
     seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
     names = [f"seed{i}" for i in range(len(seeds))]
     given = [o for o in overrides if o.lstrip("+~").partition("=")[0] not in ("trainer.seed", "trainer.seeds")]
-    write_atomic(folder / groups.GROUP, json.dumps(groups.record(folder, "seeds", names, seeds=seeds,
-                                                                 overrides=overrides), indent=2))
+    groups.record(folder, "seeds", names, seeds=seeds, overrides=overrides)
     try:
         for seed, name in zip(seeds, names):
             status = member(member_config(cfg, seed), claim, folder / name, [*given, f"trainer.seed={seed}"], multirun)

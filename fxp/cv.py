@@ -23,7 +23,7 @@ from pathlib import Path
 from fxp import groups
 from fxp.errors import FxpError
 from fxp.folds import FOLDS
-from fxp.runs import LOG, is_run, last_checkpoint, read_overrides, read_run, read_summary
+from fxp.runs import LOG, csv_text, is_run, last_checkpoint, read_overrides, read_run, read_summary
 from fxp.writer import Run, write_atomic
 
 CV_CSV, CV_JSON = "cv.csv", "cv.json"
@@ -81,7 +81,7 @@ def train(cfg, group: Cv, fit, resume: bool = False) -> None:
     from fxp.logfile import logging_to
 
     k = cfg.trainer.folds
-    write_atomic(group.path / groups.GROUP, json.dumps(groups.record(group.path, "cv", members(k)), indent=2))
+    groups.record(group.path, "cv", members(k))
     file = Path(cfg.data.folds_file or group.path / FOLDS)
     if resume:
         say(group.resume["note"])
@@ -144,8 +144,6 @@ def fold_line(path: Path, i: int, k: int, metric: str) -> str:
 def record(path: Path, k: int, monitor) -> None:
     """cv.csv (a row per completed fold: fold, n_valid, its final metrics) and cv.json (each final and best metric's
     mean, std and n over the completed folds, and the baselines'), each written whole."""
-    from fxp.sweeps import csv_text
-
     done = completed(path, k)
     if not done:
         return

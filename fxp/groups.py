@@ -58,10 +58,15 @@ def cell(entry: dict, digits: int = 3) -> str:
 
 
 def record(folder: Path, kind: str, members: list[str], **extra) -> dict:
-    "The group's record: its kind, its members' folder names (relative to it) and anything the kind adds."
+    """The group's record, written whole as `folder`'s group.json and returned: its kind, its members' folder names
+    (relative to it) and anything the kind adds."""
+    from fxp.writer import write_atomic
+
     if kind not in KINDS:
         raise ValueError(f"group kind {kind!r} is not one of {', '.join(KINDS)}")
-    return dict(kind=kind, members=list(members), **extra)
+    out = dict(kind=kind, members=list(members), **extra)
+    write_atomic(Path(folder) / GROUP, json.dumps(out, indent=2))
+    return out
 
 
 def read(folder: Path) -> dict | None:
