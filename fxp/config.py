@@ -28,6 +28,7 @@ def group_folder(seeds, folds, fold) -> str:
     return "cv/" if folds is not None and fold is None else ""
 
 
+@functools.cache  # the store and the resolvers outlive a compose: a second call would redo them (half a compose's time)
 def register() -> None:
     """What fxp's configs need from Hydra's ConfigStore and OmegaConf, once per process, before the first compose.
 
