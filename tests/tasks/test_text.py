@@ -195,6 +195,17 @@ def test_fxp_show_summarizes_from_the_text(lm_dls_40):
     assert f"applying Numericalize gives\n      TensorText of size {tokens.text_length[0]}\n" in summary, summary
 
 
+def test_the_batch_picture_leaves_the_language_models_order(lm_dls_40, tmp_path):
+    """plots/batch.png draws a batch before training, which fastai's LMDataLoader gets by shuffling its texts in
+    place: the texts are put back in their order, so a run trains the same with trainer.plots=false or not."""
+    from fxp.show import batch_png
+
+    dl = lm_dls_40[0].train
+    order, item = list(dl.items.idxs), dl.create_item(9)  # a slice of stream 1, cut from the texts in their order
+    batch_png(lm_dls_40[0], tmp_path / "batch.png")
+    assert list(dl.items.idxs) == order and all(a.equal(b) for a, b in zip(dl.create_item(9), item))
+
+
 def test_wrong_text_column_names_the_columns(imdb, tmp_path):
     r = train(tmp_path, f"data.path={imdb}", "task.text_col=review", *TINY, UNFROZEN_LM)
     assert_one_line_error(r, "task.text_col='review'", "texts.csv", "label, text, is_valid")
