@@ -62,16 +62,17 @@ def test_a_search_it_cannot_run_is_one_line(fxp, tmp_path, override, mention):
 @pytest.mark.slow
 def test_a_pruned_search_keeps_its_study_in_the_sweep_folder(fxp, tmp_path):
     """Median pruning after one completed trial: the seeded search's poor trials are pruned after their first epoch,
-    with status `pruned` (not a failure: exit 0); study.db lists every trial with its value at each epoch."""
+    with status `pruned` (not a failure: exit 0); study.db lists every trial with its value at each epoch. Trials 0
+    and 1 complete (accuracy 0.82 and 0.96), trial 2 is pruned (0.19 after its first epoch)."""
     sweep = tmp_path / "sweep"
-    r = fxp("train", "-m", "hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=4", "trainer.epochs=choice(2)",
+    r = fxp("train", "-m", "hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=3", "trainer.epochs=choice(2)",
             "hydra.sweeper.pruner=median", "hydra.sweeper.startup_trials=1", "trainer.plots=false",
             f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
     assert f"optuna.load_study(study_name='digits-sweep', storage='sqlite:///{sweep}/study.db')" in r.stdout
     rows, study = sweep_rows(sweep), load(sweep)
     states = {"COMPLETE": "completed", "PRUNED": "pruned"}
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.number for t in study.trials] == [0, 1, 2]
     assert [row["status"] for row in rows] == [states[t.state.name] for t in study.trials]
     assert {"completed", "pruned"} <= {row["status"] for row in rows}, rows
     for t, row in zip(study.trials, rows):
