@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import signal
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -113,6 +114,19 @@ def killed_after(k: int):
         callbacks.LastCheckpoint.after_epoch = save
 
 
+def ended(pid: int, timeout: float = 240) -> int:
+    "The wait status of the child `pid` once it ends; killed if it has not within `timeout` seconds (a hang)."
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the search did not end within {timeout} s")
+
+
 @pytest.mark.slow
 def test_a_search_killed_in_a_trial_goes_on_from_its_checkpoint(tmp_path):
     """SIGKILL as trial 1's first checkpoint is written, before its epoch is reported to the study (the kill's worst
@@ -123,7 +137,7 @@ def test_a_search_killed_in_a_trial_goes_on_from_its_checkpoint(tmp_path):
     with killed_after(3):  # trial 0: epochs 1 and 2; trial 1: its first
         pid = forked(tmp_path, "train", "-m", "hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=3",
                      "trainer.epochs=choice(2)", "trainer.plots=false", f"hydra.sweep.dir={sweep}")
-    _, status = os.waitpid(pid, 0)
+    status = ended(pid)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (tmp_path / "console.txt").read_text()
     assert [t.state.name for t in load(sweep).trials] == ["COMPLETE", "RUNNING"]
     r = run_fxp("resume", sweep, cwd=tmp_path)
