@@ -74,18 +74,20 @@ def test_a_class_the_run_never_learnt_is_one_line(runs, tmp_path):
 
 @pytest.mark.slow
 def test_val_of_a_tabular_run_uses_the_runs_own_procs(runs, tmp_path):
-    "The adult model on its valid rows, and on 600 of them as a new CSV (their own statistics differ)."
-    adult, run = need_data("adult_sample"), runs / "tabular"
-    r = run_fxp("val", run, f"data.path={adult}", "--json", cwd=runs)
+    """The adult model on the valid rows of the shared file's first 3000 (a fifth, split as the run split its data:
+    accuracy 0.823, 0.824 on the whole file), and on 600 rows as a new CSV (their own statistics differ)."""
+    run, lines = runs / "tabular", (need_data("adult_sample") / "adult.csv").read_text().splitlines()
+    for name, rows in (("first3000", 3000), ("first600", 600)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adult.csv").write_text("\n".join(lines[:rows + 1]) + "\n")
+    r = run_fxp("val", run, f"data.path={tmp_path / 'first3000'}", "--json", cwd=runs)
     assert r.returncode == 0, r
     result = json.loads(r.stdout)
-    assert result["items"] == 6512 and result["metrics"]["accuracy"] >= 0.8  # majority: 0.76
+    assert result["items"] == 600 and result["metrics"]["accuracy"] >= 0.8  # majority: 0.753
     importance = result["evaluation"]["feature_importance"]
     assert len(importance) == 9 and max(importance.values()) > 0.01
     assert (Path(json.loads(r.stdout)["run"]) / "eval").is_dir()
-    lines = (adult / "adult.csv").read_text().splitlines()
-    (tmp_path / "adult.csv").write_text("\n".join(lines[:601]) + "\n")
-    r = run_fxp("val", run, f"data.path={tmp_path}", "--split", "test", "--json", cwd=runs)
+    r = run_fxp("val", run, f"data.path={tmp_path / 'first600'}", "--split", "test", "--json", cwd=runs)
     assert r.returncode == 0, r
     assert json.loads(r.stdout)["items"] == 600 and json.loads(r.stdout)["metrics"]["accuracy"] >= 0.75
 
