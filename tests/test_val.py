@@ -150,15 +150,20 @@ def predicted_shares(run: Path, files: list[Path]):
     return torch.bincount(probs.argmax(1).flatten(), minlength=probs.shape[1]).float() / probs.argmax(1).numel()
 
 
+@pytest.fixture(scope="module")
+def camvid_shares(runs):
+    "What the segmentation run predicts on the first 6 images of camvid_tiny: the share of their pixels of each code."
+    return predicted_shares(runs / "segmentation", sorted((need_data("camvid_tiny") / "images").iterdir())[:6])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("prefix, code", [("", 0), ("", None), ("new_", None)])
-def test_segmentation_val_reads_the_masks_of_the_data_it_is_given(runs, tmp_path, prefix, code):
+def test_segmentation_val_reads_the_masks_of_the_data_it_is_given(runs, camvid_shares, tmp_path, prefix, code):
     """Every mask of the copy is one code, so its accuracy is the share of pixels predicted as that code; the run's
     exported label function pointed at the training folder's masks (same names: their accuracy, 0.42; new names:
     FileNotFoundError). Code 0 (Animal), as the issue found it: this model predicts none, so its accuracy is 0, which a
     pipeline reading no mask at all reaches too; hence also the code the model predicts most (None)."""
-    run, images = runs / "segmentation", sorted((need_data("camvid_tiny") / "images").iterdir())[:6]
-    shares = predicted_shares(run, images)
+    run, shares = runs / "segmentation", camvid_shares
     code = int(shares.argmax()) if code is None else code
     new = camvid_copy(tmp_path / "one_code", code, prefix=prefix)
     r = run_fxp("val", run, f"data.path={new}", "--split", "test", "--json", cwd=runs)
