@@ -26,15 +26,16 @@ def evals(run: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_val_on_the_valid_split_writes_metrics_and_plots(runs):
-    mnist, run = need_data("mnist_tiny"), runs / "classification"
+def test_val_on_the_valid_split_writes_metrics_and_plots(runs, tmp_path):
+    "The valid split of 100 mnist_tiny images of each class and split."
+    mnist, run = mnist_subset(tmp_path / "mnist", n=100), runs / "classification"
     r = run_fxp("val", run, f"data.path={mnist}", cwd=runs)
     assert r.returncode == 0, r
     assert "accuracy" in r.stdout and "written to" in r.stdout
     (dest,) = evals(run)
     result = json.loads((dest / "metrics.json").read_text())
     assert result["split"] == "valid" and result["items"] == len(list((mnist / "valid").rglob("*.png")))
-    # the fixture's model reaches 0.97; a vocabulary or scaling that is not the run's gives about 0.5 or less
+    # the fixture's model reaches 0.955 here; a vocabulary or scaling that is not the run's gives about 0.5 or less
     assert result["metrics"]["accuracy"] >= 0.9
     assert result["metrics"]["error_rate"] == pytest.approx(1 - result["metrics"]["accuracy"])
     assert 0.4 < result["baselines"]["accuracy"]["value"] < 0.6
