@@ -1,11 +1,13 @@
 """Sweeps end to end on the default digits task: a job per combination, sweep.csv kept per job, the best job,
 failed jobs recorded while the sweep goes on, and the shipped launcher and sweeper configs (joblib, submitit_local,
-Optuna). One epoch per job; the basic launcher runs its jobs in one process (here the test's: in-process), the
-joblib and submitit launchers start processes, so those run through the installed command.
+Optuna). One epoch per job; the basic launcher runs its jobs in one process (here the test's: in-process); the
+joblib and submitit launchers start processes for the jobs: joblib's sweep runs through the installed command (its
+workers would outlive a sweep run in this process), submitit's in this process.
 """
 import csv
 import json
 import math
+import os
 
 import pytest
 
@@ -54,20 +56,25 @@ def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"jobs ran one after the other: {spans}"
 
 
-def test_submitit_local_launcher(tmp_path):
-    "Through the installed command: submitit starts a process per job."
+def test_submitit_local_launcher(fxp, tmp_path):
+    """submitit starts a process for the job (its id the process's, its output and result in .submitit/ID/), which
+    trains in it; the sweep's process is this one. One job: the process a job costs (imports: 6 CPU-s) is what this
+    takes; jobs of one sweep in several processes at once are the joblib test's."""
     sweep = tmp_path / "sweep"
-    r = run_installed("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1,2", "trainer.epochs=1",
-                      "trainer.plots=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    r = fxp("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1", "trainer.epochs=1", "trainer.plots=false",
+            f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
-    assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
+    assert [row["status"] for row in sweep_rows(sweep)] == ["completed"]
     assert (sweep / "best.json").is_file()
+    [result] = (sweep / ".submitit").glob("*/*_0_result.pkl")
+    assert result.parent.name.isdigit() and int(result.parent.name) != os.getpid()
+    assert f"run folder: {sweep / '0'}" in (result.parent / f"{result.parent.name}_0_log.out").read_text()
 
 
 def test_optuna_search_maximises_the_monitored_metric(fxp, tmp_path):
     sweep = tmp_path / "sweep"
     r = fxp("train", "-m", "hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=3",
-            "trainer.epochs=choice(1)", f"hydra.sweep.dir={sweep}")
+            "trainer.epochs=choice(1)", "trainer.plots=false", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
     rows = sweep_rows(sweep)
     assert len(rows) == 3 and {row["status"] for row in rows} == {"completed"}
