@@ -206,10 +206,11 @@ def start_fxp(*args: str, cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(Path(cwd)))
 
 
-def forked(cwd: Path, *args: str, console: str = "console.txt") -> int:
+def forked(cwd: Path, *args: str, console: str = "console.txt", errors: str | None = None) -> int:
     """`fxp ARGS` (run_fxp) in a forked child of this process, in `cwd`, its output (stdout, then stderr, as it ends)
-    in `cwd/console`; its pid. For a separate process where the interpreter's start is not what is tested: torch and
-    fastai are imported already, so the child starts in a blink and pays no imports (POSIX only)."""
+    in `cwd/console`, its stderr in `cwd/errors` instead if given; its pid. For a separate process where the
+    interpreter's start is not what is tested: torch and fastai are imported already, so the child starts in a blink
+    and pays no imports (POSIX only)."""
     warmed()
     pid = os.fork()
     if pid == 0:  # the child: run, then leave without any of pytest's teardown
@@ -219,7 +220,9 @@ def forked(cwd: Path, *args: str, console: str = "console.txt") -> int:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             r = run_fxp(*args, cwd=cwd)
-            os.write(fd, (r.stdout + r.stderr).encode())
+            os.write(fd, (r.stdout if errors else r.stdout + r.stderr).encode())
+            if errors:
+                (Path(cwd) / errors).write_text(r.stderr)
             code = r.returncode
         finally:
             os._exit(code)
