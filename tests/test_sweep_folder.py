@@ -29,19 +29,14 @@ def test_a_sweep_with_a_failed_job_runs_the_rest_and_exits_1(fxp, tmp_path):
 
 
 @pytest.mark.slow  # trains (a sweep or a run)
-def test_a_sweep_of_completed_jobs_into_an_empty_folder_exits_0(fxp, tmp_path):
-    "An empty folder can be a sweep's folder (what test_an_empty_folder_can_be_a_sweep_folder ran, merged here)."
+def test_a_sweep_of_completed_jobs_exits_0_and_a_rerun_into_its_folder_is_refused_and_keeps_it(fxp, tmp_path):
+    """An empty folder can be a sweep's folder; a sweep whose jobs completed exits 0; a second sweep into that folder
+    is refused, the first one's files untouched (three tests once, each with a sweep of its own: merged here)."""
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     r = fxp("train", "-m", *QUICK, "trainer.seed=1,2", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r
     assert [row["status"] for row in rows(sweep)] == ["completed", "completed"]
-
-
-@pytest.mark.slow  # trains (a sweep or a run)
-def test_a_rerun_into_a_sweep_folder_is_refused_and_keeps_it(fxp, tmp_path):
-    sweep = tmp_path / "sweep"
-    assert fxp("train", "-m", *QUICK, "trainer.seed=1", f"hydra.sweep.dir={sweep}").returncode == 0
     before = {p.relative_to(sweep): p.stat().st_mtime_ns for p in sweep.rglob("*")}
     r = fxp("train", "-m", *QUICK, "trainer.seed=3,4", f"hydra.sweep.dir={sweep}")
     assert_one_line_error(r, str(sweep), "already holds", "hydra.sweep.dir", "fxp resume")
