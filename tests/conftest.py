@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -205,10 +206,12 @@ def start_fxp(*args: str, cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(Path(cwd)))
 
 
-def forked(cwd: Path, *args: str, console: str = "console.txt") -> int:
-    """`fxp ARGS` (run_fxp) in a forked child of this process, in `cwd`, its output in `cwd/console`; its pid. For a
-    separate process where the interpreter's start is not what is tested: torch and fastai are imported already, so
-    the child starts in a blink and pays no imports (POSIX only)."""
+def forked(cwd: Path, *args: str, console: str = "console.txt", errors: str | None = None) -> int:
+    """`fxp ARGS` (run_fxp) in a forked child of this process, in `cwd`, its output (stdout, then stderr, as it ends)
+    in `cwd/console`, its stderr in `cwd/errors` instead if given; its pid. For a separate process where the
+    interpreter's start is not what is tested: torch and fastai are imported already, so the child starts in a blink
+    and pays no imports (POSIX only)."""
+    warmed()
     pid = os.fork()
     if pid == 0:  # the child: run, then leave without any of pytest's teardown
         code = 1
@@ -216,10 +219,23 @@ def forked(cwd: Path, *args: str, console: str = "console.txt") -> int:
             fd = os.open(Path(cwd) / console, os.O_WRONLY | os.O_CREAT)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
-            code = run_fxp(*args, cwd=cwd).returncode
+            r = run_fxp(*args, cwd=cwd)
+            os.write(fd, (r.stdout if errors else r.stdout + r.stderr).encode())
+            if errors:
+                (Path(cwd) / errors).write_text(r.stderr)
+            code = r.returncode
         finally:
             os._exit(code)
     return pid
+
+
+@functools.cache
+def warmed() -> None:
+    """One run of no epoch in this process, once: what a run imports as it goes (fastai, torchvision, Hydra's plugins,
+    4.8 CPU-s) is then imported here, so the children `forked` starts pay none of it whichever test forks first."""
+    with tempfile.TemporaryDirectory() as cwd:
+        r = run_fxp("train", "trainer.epochs=0", "trainer.plots=false", cwd=Path(cwd))
+    assert r.returncode == 0, r
 
 
 @pytest.fixture
