@@ -323,13 +323,14 @@ def fsdd_run(tmp_path_factory) -> Path:
     return newest_run(cwd)
 
 
-AUDIO_SWEEP = ("task=fsdd", "trainer.epochs=2", *AUDIO_TINY)  # and data.path= the fixture's 60 clips
+# and data.path= the fixture's 60 clips; no plots (its tests read numbers: they cost these jobs half their time)
+AUDIO_SWEEP = ("task=fsdd", "trainer.epochs=2", "trainer.plots=false", *AUDIO_TINY)
 
 
 @pytest.fixture(scope="session")
 def fsdd_sweep(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """A 2-job sweep of 2-epoch fsdd runs on 60 clips (trainer.lr=3e-3,1e-2), logged to TensorBoard besides metrics.csv:
-    its data folder and job folders, shared by the tests of sweeps, trackers and resume on audio runs."""
+    """A 2-job sweep of 2-epoch fsdd runs on 60 clips (trainer.lr=3e-3,1e-2), logged to TensorBoard besides metrics.csv
+    (no plots): its data folder and job folders, shared by the tests of sweeps, trackers and resume on audio runs."""
     cwd = tmp_path_factory.mktemp("fsdd_sweep")
     data = fsdd_subset(cwd / "data", per_class=6)
     r = run_fxp("train", "-m", *AUDIO_SWEEP, f"data.path={data}", "trainer.lr=3e-3,1e-2", "logger=[csv,tensorboard]",
