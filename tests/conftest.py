@@ -279,13 +279,36 @@ def assert_one_line_error(r: Result, *mentions: str, code: int = 2) -> str:
     return line
 
 
+class Figures:
+    "The figures fxp.plots.save is given during a run, by file name (`seen`): what its plots drew, to read back."
+
+    def __init__(self, mp: pytest.MonkeyPatch):
+        from fxp import plots
+
+        self.seen, original = {}, plots.save
+
+        def save(fig, dest, *a, **kw):
+            self.seen[Path(dest).name] = fig
+            return original(fig, dest, *a, **kw)
+
+        mp.setattr(plots, "save", save)  # image_grid's too: it lives in fxp.plots
+
+
 @pytest.fixture(scope="session")
-def digits_run(tmp_path_factory) -> Path:
-    "One completed 2-epoch digits run, shared by the tests that only read a run folder."
+def digits_figures(tmp_path_factory) -> tuple[Path, dict]:
+    "One completed 2-epoch digits run and the figures its plots drew (`Figures`), shared by the tests that read them."
     cwd = tmp_path_factory.mktemp("digits_run")
-    r = run_fxp("train", "trainer.epochs=2", cwd=cwd)
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", "trainer.epochs=2", cwd=cwd)
     assert r.returncode == 0, r
-    return newest_run(cwd)
+    return newest_run(cwd), figures.seen
+
+
+@pytest.fixture(scope="session")
+def digits_run(digits_figures) -> Path:
+    "One completed 2-epoch digits run, shared by the tests that only read a run folder."
+    return digits_figures[0]
 
 
 def fsdd_subset(dest: Path, per_class: int = 12, extra: tuple = ()) -> Path:
@@ -316,13 +339,14 @@ def fsdd_run(tmp_path_factory) -> Path:
     return newest_run(cwd)
 
 
-AUDIO_SWEEP = ("task=fsdd", "trainer.epochs=2", *AUDIO_TINY)  # and data.path= the fixture's 60 clips
+# and data.path= the fixture's 60 clips; no plots (its tests read numbers: they cost these jobs half their time)
+AUDIO_SWEEP = ("task=fsdd", "trainer.epochs=2", "trainer.plots=false", *AUDIO_TINY)
 
 
 @pytest.fixture(scope="session")
 def fsdd_sweep(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """A 2-job sweep of 2-epoch fsdd runs on 60 clips (trainer.lr=3e-3,1e-2), logged to TensorBoard besides metrics.csv:
-    its data folder and job folders, shared by the tests of sweeps, trackers and resume on audio runs."""
+    """A 2-job sweep of 2-epoch fsdd runs on 60 clips (trainer.lr=3e-3,1e-2), logged to TensorBoard besides metrics.csv
+    (no plots): its data folder and job folders, shared by the tests of sweeps, trackers and resume on audio runs."""
     cwd = tmp_path_factory.mktemp("fsdd_sweep")
     data = fsdd_subset(cwd / "data", per_class=6)
     r = run_fxp("train", "-m", *AUDIO_SWEEP, f"data.path={data}", "trainer.lr=3e-3,1e-2", "logger=[csv,tensorboard]",
