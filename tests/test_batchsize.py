@@ -322,9 +322,9 @@ def test_a_stage_with_larger_images_probes_again(tmp_path):
 
 @pytest.mark.slow
 def test_auto_batch_size_on_mnist_tiny(tmp_path):
-    "The done-when line: fxp train task=mnist data.path=.../mnist_tiny trainer.bs=auto trainer.epochs=1."
+    "The done-when line: fxp train task=mnist data.path=.../mnist_tiny trainer.bs=auto trainer.epochs=1 (no plots)."
     r = run_fxp("train", "task=mnist", f"data.path={need_data('mnist_tiny')}", "trainer.bs=auto", "trainer.epochs=1",
-                cwd=tmp_path)
+                "trainer.plots=false", cwd=tmp_path)
     assert r.returncode == 0, r
     s = summary(newest_run(tmp_path))
     assert [t["bs"] for t in s["bs_auto"]["tried"]] == [16, 32, 64, 128, 256] and s["bs"] == s["bs_auto"]["chosen"]

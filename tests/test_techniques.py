@@ -136,7 +136,7 @@ def test_accumulation_resumes_with_the_gradients_pending_at_the_stop(accumulated
     "22 batches an epoch, a step every 4: the stop after epoch 1 leaves 2 batches' gradients that the next step needs."
     from test_resume import curves, resume, stopped
 
-    run = stopped(tmp_path, 1, "trainer.epochs=2", "trainer.accumulate=4")
+    run = stopped(tmp_path, 1, "trainer.epochs=2", "trainer.accumulate=4", "trainer.plots=false")
     resume(run)
     assert curves(run) == curves(accumulated)
 
