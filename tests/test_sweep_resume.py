@@ -256,3 +256,25 @@ def test_an_interrupt_inside_an_import_lock_callback_is_sent_again_not_lost():
             raise_when_safe(frame(__file__), signals.SIGUSR1, KeyboardInterrupt)
     finally:
         signals.signal(signals.SIGUSR1, old)
+
+
+def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_a_ctrl_c(monkeypatch):
+    """A KeyboardInterrupt inside OmegaConf's ListConfig.append leaves a None item, which its clean-up then trips on:
+    an AttributeError, with the interrupt only as its context. A joblib job stopped by Ctrl-C while it built its
+    model.net ended `failed`, "model.net cannot be built: AttributeError: 'NoneType' object has no attribute
+    '_invalidate_flags_cache'"; it is an interrupt, and ends as one."""
+    from omegaconf import OmegaConf, listconfig
+
+    from fxp.errors import building
+
+    real, items = listconfig.ListConfig._set_item_impl, []
+
+    def set_item(self, key, value):
+        items.append(key)
+        if len(items) == 2:  # the signal comes as the second item is set
+            raise KeyboardInterrupt
+        return real(self, key, value)
+
+    monkeypatch.setattr(listconfig.ListConfig, "_set_item_impl", set_item)
+    with pytest.raises(KeyboardInterrupt), building("model.net"):
+        OmegaConf.create([16, 32, 64])
