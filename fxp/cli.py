@@ -8,7 +8,7 @@ import os
 import sys
 
 from fxp import __version__
-from fxp.errors import FxpError
+from fxp.errors import FxpError, interrupt_under
 
 USAGE = """usage: fxp COMMAND [ARGS]
 
@@ -114,20 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:
-        if interrupted(e):  # Ctrl-C that a library's cleanup turned into its own error (OmegaConf's flag_override)
+        if interrupt_under(e) is not None:  # Ctrl-C that a library's cleanup turned into its own error (OmegaConf's)
             return fail("interrupted", 130)
         raise
-
-
-def interrupted(e: BaseException) -> bool:
-    "Whether `e` was raised while a Ctrl-C (KeyboardInterrupt) was being handled: its context chain holds one."
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def route(argv: list[str]) -> int:

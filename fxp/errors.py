@@ -41,15 +41,15 @@ def building(key: str):
     except Exception as e:
         interrupt = interrupt_under(e)
         if interrupt is not None:  # a Ctrl-C that the library's clean-up turned into an error of its own
-            raise interrupt
+            raise interrupt from None
         why = [f"{type(x).__name__}: {str(x).strip().splitlines()[0]}"
                for x in (e, e.__cause__) if x is not None and str(x).strip()]
         raise ConfigError(f"{key} cannot be built: {'; '.join(why) or type(e).__name__}") from e
 
 
 def interrupt_under(e: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt that `e` was raised from or while handling, if any (OmegaConf, interrupted half-way
-    through a list, trips on the half-built list as it restores its flags: an AttributeError hides the Ctrl-C)."""
+    """The KeyboardInterrupt that `e` was raised from or while handling, if any: a Ctrl-C that a library's clean-up
+    turned into its own error (OmegaConf, interrupted half-way through a list, trips on it as it restores its flags)."""
     todo, seen = [e], set()
     while todo:
         x = todo.pop()
