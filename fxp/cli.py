@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 from fxp import __version__
@@ -101,7 +102,18 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    "Run `fxp ARGV...`; bad input is one line and exit code 2, Ctrl-C exit code 130, a closed pipe a quiet exit."
+    """Run `fxp ARGV...`; bad input is one line and exit code 2, Ctrl-C exit code 130, a closed pipe a quiet exit.
+    As the program (`argv` None: sys.argv's), a Ctrl-C after the command ended is ignored: all that is left is the
+    interpreter's exit, which Ctrl-C pressed again and again broke (a traceback from an exit handler, or killed)."""
+    try:
+        return exit_code(argv)
+    finally:
+        if argv is None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def exit_code(argv: list[str] | None) -> int:
+    "What `fxp ARGV...` exits with, once it ran; what failed said in one line."
     try:
         code = route(sys.argv[1:] if argv is None else list(argv))
         sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
