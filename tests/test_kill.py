@@ -162,7 +162,7 @@ def wait_for(cwd, pattern: str, p) -> None:
 def test_ctrl_c_again_and_again_still_ends_the_run_interrupted(tmp_path):
     from conftest import metrics_rows, start_fxp, summary
 
-    p = start_fxp("train", "trainer.epochs=200", cwd=tmp_path)
+    p = start_fxp("train", "trainer.epochs=200", "trainer.plots=false", cwd=tmp_path)  # plots: 1 CPU-s of 7
     wait_for(tmp_path, "checkpoints/last.json", p)
     for _ in range(4):
         p.send_signal(signal.SIGINT)

@@ -24,8 +24,9 @@ from conftest import assert_one_line_error, forked, fxp_command, run_fxp, subpro
 from fxp import sweeps
 from fxp.runs import TIMES
 
-# 1 thread: the same floats anywhere; no plots: drawing them takes longer than the jobs train
-GRID = ("trainer.seed=1,2,3", "trainer.epochs=2", "trainer.num_threads=1", "trainer.plots=false")
+# the CPU and 1 thread: the same floats anywhere (a joblib job is given a GPU of its pool); no plots: drawing them
+# takes longer than the jobs train
+GRID = ("trainer.seed=1,2,3", "trainer.epochs=2", "trainer.device=cpu", "trainer.num_threads=1", "trainer.plots=false")
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
 
@@ -77,9 +78,9 @@ def job_1_saved(sweep, running, output) -> None:
 
 
 def stopped(tmp_path, sig, look) -> tuple[subprocess.Popen, str, object]:
-    """The installed `fxp train -m GRID` with joblib's 2 workers, in a process group of its own, started with two GPUs
-    (CUDA_VISIBLE_DEVICES=0,1: torch finds none here), `sig` sent to the group once job 1 has its first checkpoint;
-    the process, its stderr, and what `look(process)` saw just before the signal."""
+    """The installed `fxp train -m GRID` with joblib's 2 workers, in a process group of its own, started with a pool of
+    two GPUs (CUDA_VISIBLE_DEVICES=0,1; GRID trains on the CPU all the same), `sig` sent to the group once job 1 has its
+    first checkpoint; the process, its stderr, and what `look(process)` saw just before the signal."""
     sweep = tmp_path / "sweep"
     env = {**subprocess_env(tmp_path), "CUDA_VISIBLE_DEVICES": "0,1"}
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
@@ -161,22 +162,24 @@ def test_ctrl_c_stops_the_whole_sweep_at_once_and_it_resumes(tmp_path, uninterru
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_joblib_sweep_and_it_resumes(tmp_path, uninterrupted):
-    """joblib runs the jobs in 2 worker processes, each job with its GPU of the pool the sweep started with and its
-    share of the cores (what tests/test_sweeps.py's joblib test ran, merged here: the same sweep); Ctrl-C: the workers'
-    running jobs end interrupted (job 0 too, unless it had ended), no further job starts, one line says so."""
+def test_ctrl_c_stops_a_joblib_sweep_and_it_resumes(tmp_path, uninterrupted, monkeypatch):
+    """joblib runs the jobs in 2 worker processes, each job with its GPU of the pool the sweep started with (job number
+    modulo the pool) and its share of the cores: what tests/test_sweeps.py's joblib test ran, merged here (the same
+    sweep). Ctrl-C: the workers' running jobs end interrupted (job 0 too, unless it had ended), no further job starts,
+    one line says so; the resume (its own 2 workers, the same pool) ends as the uninterrupted sweep."""
     sweep = tmp_path / "sweep"
     p, err, pool = stopped(tmp_path, signal.SIGINT, lambda p: workers(p.pid))
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert p.returncode == 130 and "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith("fxp: error: interrupted") and lines[0].endswith(f"fxp resume {sweep} continues it")
-    assert len(pool) == 2 and p.pid not in pool  # the jobs ran in joblib's 2 workers, not in the sweep's process
-    for job in ("0", "1"):
-        resources = json.loads((sweep / job / "summary.json").read_text())["resources"]
-        assert resources["CUDA_VISIBLE_DEVICES"] == job and resources["num_threads"] >= 1, resources
+    assert len(pool) == 2  # joblib's workers, both alive as job 1 trained
     assert {row["job"]: row["status"] for row in rows(sweep)}["1"] == "interrupted"
     assert not (sweep / "2").exists()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the resume's workers start with the same pool
     resumed_to_the_end(tmp_path, uninterrupted, "1")
+    for job in ("0", "1", "2"):
+        resources = json.loads((sweep / job / "summary.json").read_text())["resources"]
+        assert resources["CUDA_VISIBLE_DEVICES"] == str(int(job) % 2) and resources["num_threads"] >= 1, resources
 
 
 @pytest.mark.slow
@@ -256,3 +259,25 @@ def test_an_interrupt_inside_an_import_lock_callback_is_sent_again_not_lost():
             raise_when_safe(frame(__file__), signals.SIGUSR1, KeyboardInterrupt)
     finally:
         signals.signal(signals.SIGUSR1, old)
+
+
+def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_a_ctrl_c(monkeypatch):
+    """A KeyboardInterrupt inside OmegaConf's ListConfig.append leaves a None item, which its clean-up then trips on:
+    an AttributeError, with the interrupt only as its context. A joblib job stopped by Ctrl-C while it built its
+    model.net ended `failed`, "model.net cannot be built: AttributeError: 'NoneType' object has no attribute
+    '_invalidate_flags_cache'"; it is an interrupt, and ends as one."""
+    from omegaconf import OmegaConf, listconfig
+
+    from fxp.errors import building
+
+    real, items = listconfig.ListConfig._set_item_impl, []
+
+    def set_item(self, key, value):
+        items.append(key)
+        if len(items) == 2:  # the signal comes as the second item is set
+            raise KeyboardInterrupt
+        return real(self, key, value)
+
+    monkeypatch.setattr(listconfig.ListConfig, "_set_item_impl", set_item)
+    with pytest.raises(KeyboardInterrupt), building("model.net"):
+        OmegaConf.create([16, 32, 64])
