@@ -54,6 +54,8 @@ def untouched(dl):
 
     states, rng = get_random_states(), getattr(dl, "rng", None)
     rng_state = rng.getstate() if rng is not None else None
+    texts = getattr(getattr(dl, "items", None), "idxs", None)  # fastai's LMDataLoader shuffles its texts in place
+    order = list(texts) if texts is not None else None
     try:
         yield
     finally:
@@ -61,6 +63,9 @@ def untouched(dl):
         if rng is not None:
             dl.rng = random.Random()
             dl.rng.setstate(rng_state)
+        if order is not None:
+            texts[:] = order  # in place: the texts' lengths are indexed by the same list
+            dl.make_chunks()
 
 
 def guarded_batch_png(dls, dest: Path) -> None:

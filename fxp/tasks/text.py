@@ -11,6 +11,7 @@ Module top stays light (the schema is read before anything heavy); fastai is imp
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -166,36 +167,83 @@ def _folder_texts(t, root: Path):
                          "is_valid": [f.parent.parent.name == t.valid for f in labelled] + [False] * len(extra)})
 
 
-def lm_dls(cfg, df, device):
-    "A language model's loaders over every text (labelled or not), split at random."
+def tokenized(df):
+    """Every text of `df` tokenized by fastai's tokenize_df, as a TextBlock's Tokenizer tokenizes a DataFrame on its
+    setup: columns label, is_valid, text (the tokens), text_length. Done once for both steps (the costliest part of
+    reading a corpus: about 3 CPU-s for the 1,000 reviews of imdb_sample)."""
+    from fastai.text.core import tokenize_df
+
+    return tokenize_df(df, "text")[0]
+
+
+def tokenizer(tokens):
+    """fastai's Tokenizer for the `tokens` of tokenized, holding the counts and lengths its setup would find there
+    (its setup itself, which would tokenize them again, is skipped: tokenized_already)."""
+    from collections import Counter
+
+    from fastai.text.core import Tokenizer
+
+    tok = Tokenizer.from_df("text")
+    tok.counter = Counter(w for text in tokens.text for w in text)  # as tokenize_df counts: the vocab's order
+    tok.lengths = tokens.text_length.values
+    return tok
+
+
+@contextmanager
+def tokenized_already(tok):
+    """`tok` skips its setup while loaders over tokens are made, then is fastai's own again: what predict and an
+    export use is unchanged."""
+    tok.setups = lambda dsets: None
+    try:
+        yield
+    finally:
+        del tok.setups
+
+
+def lm_dls(cfg, df, tokens, device):
+    """A language model's loaders over every text of `df` (labelled or not; `tokens()` gives them tokenized), split at
+    random. fastai's LMDataLoader reads each batch's bs slices of lm_seq_len+1 tokens from the texts, numericalizing
+    a text whenever a slice of it is read unless the text is in its LRU cache (2 texts by default: the bs streams
+    evict each other's, about a fifth of an epoch's time); the cache holds every text one batch can touch."""
     from fastai.data.block import DataBlock
     from fastai.data.transforms import ColReader, RandomSplitter
     from fastai.text.data import TextBlock
 
-    from fxp.data import dataloaders
-
     t = cfg.task
     if cfg.model.pretrained:
         pretrained_files(cfg.model)  # before tokenizing: offline, fail at once
-    block = DataBlock(blocks=TextBlock.from_df("text", is_lm=True, seq_len=t.lm_seq_len, min_freq=t.min_freq,
-                                               max_vocab=t.max_vocab),
+    tokens = tokens()
+    tok = tokenizer(tokens)
+    block = DataBlock(blocks=TextBlock(tok, is_lm=True, seq_len=t.lm_seq_len, min_freq=t.min_freq,
+                                       max_vocab=t.max_vocab),
                       get_x=ColReader("text"), splitter=RandomSplitter(t.lm_valid_pct, seed=t.split_seed))
-    return dataloaders(block, df, cfg, device, "check task.lm_valid_pct", **block.dls_kwargs)
+    return text_dls(block, tok, df, tokens, cfg, device, "check task.lm_valid_pct",
+                    cache=cfg.trainer.bs * (t.lm_seq_len + 1), **block.dls_kwargs)
 
 
-def clf_dls(cfg, df, vocab, device):
+def clf_dls(cfg, df, tokens, vocab, device):
     "The classifier's loaders over the labelled texts, numericalized with the language model's vocab."
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import ColReader, ColSplitter
     from fastai.text.data import TextBlock
 
+    labelled = tokens[tokens.label.notna()].reset_index(drop=True)
+    tok = tokenizer(labelled)
+    block = DataBlock(blocks=(TextBlock(tok, vocab=vocab, seq_len=cfg.task.seq_len), CategoryBlock),
+                      get_x=ColReader("text"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"))
+    return text_dls(block, tok, df[df.label.notna()].reset_index(drop=True), labelled, cfg, device,
+                    "check task.valid_col (or task.valid_pct), or the train/valid folders", **block.dls_kwargs)
+
+
+def text_dls(block, tok, df, tokens, cfg, device, fix: str, **kwargs):
+    """fxp.data.dataloaders of `block` over the `tokens` of the texts in `df`, its Tokenizer `tok` not tokenizing
+    them again; its source (what fxp show summarizes, from text to batch) is `df`."""
     from fxp.data import dataloaders
 
-    labelled = df[df.label.notna()].reset_index(drop=True)
-    block = DataBlock(blocks=(TextBlock.from_df("text", vocab=vocab, seq_len=cfg.task.seq_len), CategoryBlock),
-                      get_x=ColReader("text"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"))
-    return dataloaders(block, labelled, cfg, device,
-                       "check task.valid_col (or task.valid_pct), or the train/valid folders", **block.dls_kwargs)
+    with tokenized_already(tok):
+        out = dataloaders(block, tokens, cfg, device, fix, **kwargs)
+    out.source = df
+    return out
 
 
 def read_vocab(folder: Path) -> list:
@@ -311,6 +359,7 @@ def steps(cfg) -> list:
 
     t = cfg.task
     all_texts = cache(lambda: texts(cfg))  # read once, for both steps
+    all_tokens = cache(lambda: tokenized(all_texts()))  # tokenized once, for both steps
 
     def encoder_folder(ctx) -> Path:
         return encoder_dir(t.encoder) if t.encoder else ctx.done["lm"].path
@@ -318,13 +367,14 @@ def steps(cfg) -> list:
     classifier = Step(
         "classifier", about="classifier on " + (f"the encoder in {encoder_dir(t.encoder)}" if t.encoder
                                                 else "the language model's encoder"),
-        dls=lambda ctx: clf_dls(cfg, all_texts(), read_vocab(encoder_folder(ctx)), ctx.device),
+        dls=lambda ctx: clf_dls(cfg, all_texts(), all_tokens(), read_vocab(encoder_folder(ctx)), ctx.device),
         learner=lambda dls, ctx: clf_learner(cfg, dls, encoder_folder(ctx) / ENCODER),
         after=lambda learn, ctx: {"encoder": str(encoder_folder(ctx) / ENCODER)}, fresh=False)
     if t.encoder:
         return [classifier]
     lm = Step("lm", folder="lm", stages=t.lm_stages, monitor=t.lm_monitor, about="language model on every text, in lm/",
-              dls=lambda ctx: lm_dls(cfg, all_texts(), ctx.device), learner=lambda dls, ctx: lm_learner(cfg, dls),
+              dls=lambda ctx: lm_dls(cfg, all_texts(), all_tokens, ctx.device),
+              learner=lambda dls, ctx: lm_learner(cfg, dls),
               after=lambda learn, ctx: save_language_model(learn, t, ctx.path, len(all_texts())))
     return [lm, classifier]
 

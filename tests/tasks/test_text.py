@@ -42,11 +42,26 @@ def imdb():
 
 
 @pytest.fixture(scope="module")
-def imdb_run(imdb, tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("imdb")
-    r = train(cwd, f"data.path={imdb}", *TINY, CLASSIFIER)
+def imdb_trained(imdb, tmp_path_factory):
+    "The run, and how many texts each call of fastai's tokenize_df got while it trained."
+    from fastai.text import core
+
+    cwd, tokenized, tokenize_df = tmp_path_factory.mktemp("imdb"), [], core.tokenize_df
+
+    def counted(df, *args, **kwargs):
+        tokenized.append(len(df))
+        return tokenize_df(df, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core, "tokenize_df", counted)  # fastai's Tokenizer calls it by this module's name
+        r = train(cwd, f"data.path={imdb}", *TINY, CLASSIFIER)
     assert r.returncode == 0, r
-    return newest_run(cwd)
+    return newest_run(cwd), tokenized
+
+
+@pytest.fixture(scope="module")
+def imdb_run(imdb_trained):
+    return imdb_trained[0]
 
 
 def majority_share(csv) -> float:
@@ -93,6 +108,12 @@ def test_classifier_beats_the_majority_label(imdb_run, imdb):
 
 
 @pytest.mark.slow
+def test_each_text_is_tokenized_once_for_both_steps(imdb_trained):
+    "Tokenizing is the costliest part of reading texts (about 3 CPU-s here): both steps share one tokenizing."
+    assert imdb_trained[1] == [1000]
+
+
+@pytest.mark.slow
 def test_predict_prints_label_and_probabilities(imdb_run, tmp_path):
     review = tmp_path / "review.txt"
     review.write_text("A dull, lifeless film. The plot made no sense and the acting was awful.")
@@ -134,6 +155,55 @@ def test_classifier_from_folders_on_an_earlier_runs_encoder(imdb_run, imdb, tmp_
     assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (200, 50)
     assert s["encoder"] == str(imdb_run / "lm" / "encoder.pth") and "lm" not in s
     assert not (run / "lm").exists() and len(metrics_rows(run)) == 1
+
+
+@pytest.fixture(scope="module")
+def lm_dls_40(imdb, tmp_path_factory):
+    "The text kind's language model loaders over 40 reviews (batches of 8 streams of 16 tokens), and their tokens."
+    from hydra import compose, initialize_config_module
+
+    from fxp import config
+    from fxp.tasks import text
+
+    folder = tmp_path_factory.mktemp("imdb_40")
+    pd.read_csv(imdb / "texts.csv").head(40).to_csv(folder / "texts.csv", index=False)
+    with initialize_config_module("fxp.conf", version_base="1.3"):
+        cfg = config.validate(compose("config", overrides=[
+            "task=imdb", f"data.path={folder}", "model=awd_lstm_tiny", "trainer.bs=8", "task.lm_seq_len=16"]))
+    df = text.texts(cfg)
+    tokens = text.tokenized(df)
+    return text.lm_dls(cfg, df, lambda: tokens, None), tokens
+
+
+def test_language_model_batches_numericalize_each_text_once_an_epoch(lm_dls_40):
+    """fastai's LMDataLoader cuts each batch from bs streams of texts, numericalizing a text whenever a slice of it is
+    read unless the text is in its LRU cache, 2 texts by default: the bs streams evict each other's texts, and every
+    slice numericalized its text again (about a fifth of a language model epoch's time on imdb_sample). The text
+    kind's loader caches the texts a batch can touch: each text is read once an epoch."""
+    dl = lm_dls_40[0].train
+    assert len(list(dl)) > 50  # slices of 40 texts in 8 streams
+    assert dl.items._get.cache_info().misses == len(dl.dataset)  # each training text numericalized once
+
+
+def test_fxp_show_summarizes_from_the_text(lm_dls_40):
+    """The loaders are made from texts tokenized already; fxp show's DataBlock summary still goes from a text to its
+    tokens (not from the tokens, which a second tokenizing would turn into the characters of a list)."""
+    from fxp.show import datablock_summary
+
+    dls, tokens = lm_dls_40
+    summary = datablock_summary(dls)
+    assert f"applying Numericalize gives\n      TensorText of size {tokens.text_length[0]}\n" in summary, summary
+
+
+def test_the_batch_picture_leaves_the_language_models_order(lm_dls_40, tmp_path):
+    """plots/batch.png draws a batch before training, which fastai's LMDataLoader gets by shuffling its texts in
+    place: the texts are put back in their order, so a run trains the same with trainer.plots=false or not."""
+    from fxp.show import batch_png
+
+    dl = lm_dls_40[0].train
+    order, item = list(dl.items.idxs), dl.create_item(9)  # a slice of stream 1, cut from the texts in their order
+    batch_png(lm_dls_40[0], tmp_path / "batch.png")
+    assert list(dl.items.idxs) == order and all(a.equal(b) for a, b in zip(dl.create_item(9), item))
 
 
 def test_wrong_text_column_names_the_columns(imdb, tmp_path):

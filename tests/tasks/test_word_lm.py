@@ -53,9 +53,9 @@ def test_every_language_model_predicts_the_next_words(name):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    "One epoch of the lesson's GRU on the generated human numbers, with big batches: about a second."
+    "One epoch of the lesson's GRU on the generated human numbers, with big batches, no plots: about a second."
     cwd = tmp_path_factory.mktemp("word_lm")
-    r = run_fxp("train", "task=human_numbers", "trainer.epochs=1", "trainer.bs=128", cwd=cwd)
+    r = run_fxp("train", "task=human_numbers", "trainer.epochs=1", "trainer.bs=128", "trainer.plots=false", cwd=cwd)
     assert r.returncode == 0, r
     return newest_run(cwd)
 
