@@ -86,12 +86,17 @@ def test_folders_summary_has_the_majority_baseline_and_readable_plots(mnist_figu
 
 
 def test_mnist_images_from_labels_csv(tmp_path, data):
-    """mnist_tiny's labels.csv (name,label; names like train/3/7463.png), 20% random split (reached 0.964; one epoch
-    0.954, 0.950, 0.957 over seeds 42, 1, 2 at nearly the same cost: decoding the images is most of it)."""
-    run = trained(tmp_path, "task=csv_images", f"data.path={data('mnist_tiny')}", "model=small_cnn",
-                  "trainer=default", "task.size=28", "task.aug=null", "trainer.epochs=2", "trainer.plots=false")
+    """Every other row of mnist_tiny's labels.csv (name,label; names like train/3/7463.png, relative to data.path), 20%
+    random split: reached 0.936, 0.936, 0.936 over seeds 42, 1, 2 in half the time of all 1408 rows (0.964)."""
+    import pandas as pd
+
+    root = data("mnist_tiny")
+    pd.read_csv(root / "labels.csv").iloc[::2].to_csv(tmp_path / "half.csv", index=False)
+    run = trained(tmp_path, "task=csv_images", f"data.path={root}", f"task.csv={tmp_path / 'half.csv'}",
+                  "model=small_cnn", "trainer=default", "task.size=28", "task.aug=null", "trainer.epochs=2",
+                  "trainer.plots=false")
     s = summary(run)
-    assert s["items_train"] + s["items_valid"] == 1408 and 0.15 < s["items_valid"] / 1408 < 0.25
+    assert s["items_train"] + s["items_valid"] == 704 and 0.15 < s["items_valid"] / 704 < 0.25
     assert final(run) >= 0.90
 
 
@@ -113,7 +118,7 @@ def test_csv_with_an_is_valid_column_and_pad_resize(tmp_path):
     (root / "list.csv").write_text("name,label,is_valid\n" + "\n".join(rows) + "\n")
     run = trained(tmp_path, "task=csv_images", f"data.path={root}", "task.csv=list.csv", "task.valid_col=is_valid",
                   "task.resize_method=pad", "task.pad_mode=zeros", "task.size=32", "task.aug=null",
-                  "model=small_cnn", "trainer=default", "trainer.bs=4", "trainer.epochs=1")
+                  "model=small_cnn", "trainer=default", "trainer.bs=4", "trainer.epochs=1", "trainer.plots=false")
     s = summary(run)
     assert (s["items_train"], s["items_valid"]) == (16, 16)
 
