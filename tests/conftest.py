@@ -376,25 +376,25 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
 
 
 # The units that keep a worker busy longest: a module that shares a run (its tests go as one unit) or one test, with
-# the seconds it takes: its tests' CPU-s summed (a per-test CPU plugin, 2026-12-06: the whole suite, then this table's
-# changed modules again), or its wall time where it waits on processes that are not its children (Ray's). xdist hands
-# these out first, the costliest first, so that none starts last and keeps one worker busy while the other has
+# the seconds it takes: its tests' CPU-s summed (a per-test CPU plugin, 2026-12-07, the whole suite on a loaded
+# machine), or its wall time where it waits on processes that are not its children (Ray's, Accelerate's ranks). xdist
+# hands these out first, the costliest first, so that none starts last and keeps one worker busy while the other has
 # finished; then the rest in xdist's order (the most tests first). Re-measure as they change.
 COSTLIEST = {
-    "tests/tasks/test_text.py": 94,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 69,
-    "tests/tasks/test_segmentation.py": 60,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 49,
-    "tests/tasks/test_image_data.py": 47,
-    "tests/test_sweep_resume.py": 45,
-    "tests/test_fuzz.py": 41,
-    "tests/test_distributed.py": 32,
-    "tests/test_resume.py": 29,
-    "tests/test_serve.py": 28,
-    "tests/tasks/test_tabular.py": 27,
-    "tests/test_scaling.py::test_a_sweep_on_a_local_ray_runtime": 26,
-    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 23,
-    "tests/test_runs.py": 23,
+    "tests/test_sweep_resume.py": 42,
+    "tests/tasks/test_text.py": 40,
+    "tests/test_fuzz.py": 40,
+    "tests/test_distributed.py": 38,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 32,
+    "tests/test_folds.py": 29,
+    "tests/test_scaling.py::test_a_sweep_on_a_local_ray_runtime": 20,
+    "tests/test_runs.py": 20,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 19,
+    "tests/tasks/test_image_data.py": 19,
+    "tests/tasks/test_gan.py": 18,
+    "tests/test_serve.py": 18,
+    "tests/test_resume.py": 17,
+    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 17,
 }
 
 
