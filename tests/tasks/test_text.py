@@ -150,7 +150,7 @@ def test_classifier_from_folders_on_an_earlier_runs_encoder(imdb_run, imdb, tmp_
     "task.source=folders, and task.encoder=RUN_DIR skips the language model: no lm/, that run's encoder and vocab."
     root = imdb_folders(imdb / "texts.csv", tmp_path / "imdb")
     r = train(tmp_path, f"data.path={root}", "task.source=folders", *TINY, f"task.encoder={imdb_run}",
-              "trainer.stages=[{epochs:1,lr:1e-2,freeze:true}]")
+              "trainer.stages=[{epochs:1,lr:1e-2,freeze:true}]", "trainer.plots=false")
     assert r.returncode == 0, r
     run = newest_run(tmp_path)
     s = summary(run)
