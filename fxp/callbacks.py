@@ -23,7 +23,7 @@ from fastai.torch_core import get_model, num_distrib, rank_distrib
 from fastcore.foundation import L
 
 from fxp.errors import Diverged, Pruned
-from fxp.runs import LAST, METRICS, csv_line
+from fxp.runs import LAST, METRICS, csv_line, read_metrics
 from fxp.writer import signals_deferred, truncate_metrics, write_atomic
 
 log = logging.getLogger("fxp")
@@ -201,18 +201,28 @@ def in_fp16(learn) -> bool:
 class TrialReport(Callback):
     """An Optuna trial's value of the monitored metric after every epoch, at the run's epoch across its stages (the
     study's step); the run ends as `pruned` when the study's pruner says so, after the epoch's line and checkpoint
-    (fxp resume --extend can go on with it)."""
-    order = 70
+    (fxp resume --extend can go on with it). A resumed trial first reports the epochs metrics.csv kept that the study
+    lacks: a kill after an epoch's checkpoint and before its report leaves the epoch done but never reported."""
+    order = 70  # after MetricsCSV (60) has cut a resumed run's metrics.csv back to its checkpoint
 
     def __init__(self, trial, metric: str):
         self.trial, self.metric = trial, metric
 
-    def after_epoch(self):
+    def before_fit(self):
         if not _active(self):
             return
-        row = self.learn.last_row
-        value, epoch = row.get(self.metric), row["epoch"]
-        if value is None or not math.isfinite(value):
+        (frozen,) = (t for t in self.trial.study.get_trials(deepcopy=False) if t.number == self.trial.number)
+        for row in read_metrics(self.path):
+            if int(row["epoch"]) not in frozen.intermediate_values:
+                self.report(row)
+
+    def after_epoch(self):
+        if _active(self):
+            self.report(self.learn.last_row)
+
+    def report(self, row: dict) -> None:
+        value, epoch = row.get(self.metric), int(row["epoch"])
+        if not isinstance(value, float) or not math.isfinite(value):
             return
         self.trial.report(value, epoch)
         if self.trial.should_prune():

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 from fxp import __version__
-from fxp.errors import FxpError
+from fxp.errors import FxpError, interrupt_under
 
 USAGE = """usage: fxp COMMAND [ARGS]
 
@@ -101,7 +102,18 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    "Run `fxp ARGV...`; bad input is one line and exit code 2, Ctrl-C exit code 130, a closed pipe a quiet exit."
+    """Run `fxp ARGV...`; bad input is one line and exit code 2, Ctrl-C exit code 130, a closed pipe a quiet exit.
+    As the program (`argv` None: sys.argv's), a Ctrl-C after the command ended is ignored: all that is left is the
+    interpreter's exit, which Ctrl-C pressed again and again broke (a traceback from an exit handler, or killed)."""
+    try:
+        return exit_code(argv)
+    finally:
+        if argv is None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def exit_code(argv: list[str] | None) -> int:
+    "What `fxp ARGV...` exits with, once it ran; what failed said in one line."
     try:
         code = route(sys.argv[1:] if argv is None else list(argv))
         sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
@@ -114,20 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:
-        if interrupted(e):  # Ctrl-C that a library's cleanup turned into its own error (OmegaConf's flag_override)
+        if interrupt_under(e) is not None:  # Ctrl-C that a library's cleanup turned into its own error (OmegaConf's)
             return fail("interrupted", 130)
         raise
-
-
-def interrupted(e: BaseException) -> bool:
-    "Whether `e` was raised while a Ctrl-C (KeyboardInterrupt) was being handled: its context chain holds one."
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def route(argv: list[str]) -> int:

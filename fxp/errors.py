@@ -39,9 +39,27 @@ def building(key: str):
     except FxpError:
         raise
     except Exception as e:
+        interrupt = interrupt_under(e)
+        if interrupt is not None:  # a Ctrl-C that the library's clean-up turned into an error of its own
+            raise interrupt from None
         why = [f"{type(x).__name__}: {str(x).strip().splitlines()[0]}"
                for x in (e, e.__cause__) if x is not None and str(x).strip()]
         raise ConfigError(f"{key} cannot be built: {'; '.join(why) or type(e).__name__}") from e
+
+
+def interrupt_under(e: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that `e` was raised from or while handling, if any: a Ctrl-C that a library's clean-up
+    turned into its own error (OmegaConf, interrupted half-way through a list, trips on it as it restores its flags)."""
+    todo, seen = [e], set()
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        if isinstance(x, KeyboardInterrupt):
+            return x
+        seen.add(id(x))
+        todo += [x.__cause__, x.__context__]
+    return None
 
 
 # the place's, not fxp's: read-only, not allowed, full, not there (a folder), not a folder, a folder

@@ -57,8 +57,15 @@ def precheck(args: list[str]) -> list[str]:
 def _check_package(cfg, package: str | None) -> None:
     "`--cfg job --package KEY` shows a part of the config that is there."
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    if package and package != "_global_" and OmegaConf.select(cfg, package, default=None) is None:
+    if not package or package == "_global_":
+        return
+    try:
+        found = OmegaConf.select(cfg, package, default=None) is not None
+    except OmegaConfBaseException:  # not a key's spelling at all (`model.net.channels.0=16`)
+        found = False
+    if not found:
         raise ConfigError(f"--package {package}: no such key in the config (fxp train --cfg job shows them)")
 
 

@@ -39,7 +39,7 @@ def main(spec: Path) -> int:
     job = json.loads((spec / JOB).read_text())
     try:
         config.register()
-        cfg = config.validate(OmegaConf.merge(OmegaConf.structured(Config), job["cfg"]))
+        cfg = config.validate(OmegaConf.merge(config.schema_node(Config), job["cfg"]))
         run = RankRun(Path(job["path"]), cfg, job["resume"])
         as_rank(cfg)
         with logging_to(run.path / LOG) if rank() == 0 else silent():  # the other ranks report nothing

@@ -102,7 +102,7 @@ class SavedRun:
 
         config.register()
         try:
-            cfg = OmegaConf.merge(OmegaConf.structured(Config), self.written)
+            cfg = OmegaConf.merge(config.schema_node(Config), self.written)
         except Exception as e:  # a key today's schema lacks, a value of the wrong type
             raise ConfigError(f"{self.command}: {self.path / CONFIG} no longer validates ({config.one_line(e)}); "
                               f"train the run anew with this fxp") from None

@@ -20,7 +20,7 @@ import torch
 from fastai.callback.core import CancelEpochException
 from fastai.callback.progress import ProgressCallback
 from fastai.learner import Learner
-from fastai.torch_core import set_seed
+from fastai.torch_core import rank_distrib, set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -492,7 +492,7 @@ def build(step, cfg, run: Run, ctx: StepContext, plan=None, at: dict | None = No
     check_batches(dls, cfg.trainer.bs)
     if cfg.trainer.check:
         warn_findings(dls, cfg)
-    if cfg.trainer.plots:
+    if cfg.trainer.plots and not rank_distrib():  # rank 0 writes the run folder
         guarded_batch_png(dls, ctx.path / PLOTS / BATCH)  # see the data first; the training order is untouched
     learn = attach(step.learner(dls, ctx), ctx.path)
     techniques.use_opt(learn, cfg.trainer)

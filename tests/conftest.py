@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -205,10 +206,12 @@ def start_fxp(*args: str, cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(Path(cwd)))
 
 
-def forked(cwd: Path, *args: str, console: str = "console.txt") -> int:
-    """`fxp ARGS` (run_fxp) in a forked child of this process, in `cwd`, its output in `cwd/console`; its pid. For a
-    separate process where the interpreter's start is not what is tested: torch and fastai are imported already, so
-    the child starts in a blink and pays no imports (POSIX only)."""
+def forked(cwd: Path, *args: str, console: str = "console.txt", errors: str | None = None) -> int:
+    """`fxp ARGS` (run_fxp) in a forked child of this process, in `cwd`, its output (stdout, then stderr, as it ends)
+    in `cwd/console`, its stderr in `cwd/errors` instead if given; its pid. For a separate process where the
+    interpreter's start is not what is tested: torch and fastai are imported already, so the child starts in a blink
+    and pays no imports (POSIX only)."""
+    warmed()
     pid = os.fork()
     if pid == 0:  # the child: run, then leave without any of pytest's teardown
         code = 1
@@ -216,10 +219,23 @@ def forked(cwd: Path, *args: str, console: str = "console.txt") -> int:
             fd = os.open(Path(cwd) / console, os.O_WRONLY | os.O_CREAT)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
-            code = run_fxp(*args, cwd=cwd).returncode
+            r = run_fxp(*args, cwd=cwd)
+            os.write(fd, (r.stdout if errors else r.stdout + r.stderr).encode())
+            if errors:
+                (Path(cwd) / errors).write_text(r.stderr)
+            code = r.returncode
         finally:
             os._exit(code)
     return pid
+
+
+@functools.cache
+def warmed() -> None:
+    """One run of no epoch in this process, once: what a run imports as it goes (fastai, torchvision, Hydra's plugins,
+    4.8 CPU-s) is then imported here, so the children `forked` starts pay none of it whichever test forks first."""
+    with tempfile.TemporaryDirectory() as cwd:
+        r = run_fxp("train", "trainer.epochs=0", "trainer.plots=false", cwd=Path(cwd))
+    assert r.returncode == 0, r
 
 
 @pytest.fixture
@@ -263,13 +279,36 @@ def assert_one_line_error(r: Result, *mentions: str, code: int = 2) -> str:
     return line
 
 
+class Figures:
+    "The figures fxp.plots.save is given during a run, by file name (`seen`): what its plots drew, to read back."
+
+    def __init__(self, mp: pytest.MonkeyPatch):
+        from fxp import plots
+
+        self.seen, original = {}, plots.save
+
+        def save(fig, dest, *a, **kw):
+            self.seen[Path(dest).name] = fig
+            return original(fig, dest, *a, **kw)
+
+        mp.setattr(plots, "save", save)  # image_grid's too: it lives in fxp.plots
+
+
 @pytest.fixture(scope="session")
-def digits_run(tmp_path_factory) -> Path:
-    "One completed 2-epoch digits run, shared by the tests that only read a run folder."
+def digits_figures(tmp_path_factory) -> tuple[Path, dict]:
+    "One completed 2-epoch digits run and the figures its plots drew (`Figures`), shared by the tests that read them."
     cwd = tmp_path_factory.mktemp("digits_run")
-    r = run_fxp("train", "trainer.epochs=2", cwd=cwd)
+    with pytest.MonkeyPatch.context() as mp:
+        figures = Figures(mp)
+        r = run_fxp("train", "trainer.epochs=2", cwd=cwd)
     assert r.returncode == 0, r
-    return newest_run(cwd)
+    return newest_run(cwd), figures.seen
+
+
+@pytest.fixture(scope="session")
+def digits_run(digits_figures) -> Path:
+    "One completed 2-epoch digits run, shared by the tests that only read a run folder."
+    return digits_figures[0]
 
 
 def fsdd_subset(dest: Path, per_class: int = 12, extra: tuple = ()) -> Path:
@@ -300,13 +339,14 @@ def fsdd_run(tmp_path_factory) -> Path:
     return newest_run(cwd)
 
 
-AUDIO_SWEEP = ("task=fsdd", "trainer.epochs=2", *AUDIO_TINY)  # and data.path= the fixture's 60 clips
+# and data.path= the fixture's 60 clips; no plots (its tests read numbers: they cost these jobs half their time)
+AUDIO_SWEEP = ("task=fsdd", "trainer.epochs=2", "trainer.plots=false", *AUDIO_TINY)
 
 
 @pytest.fixture(scope="session")
 def fsdd_sweep(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """A 2-job sweep of 2-epoch fsdd runs on 60 clips (trainer.lr=3e-3,1e-2), logged to TensorBoard besides metrics.csv:
-    its data folder and job folders, shared by the tests of sweeps, trackers and resume on audio runs."""
+    """A 2-job sweep of 2-epoch fsdd runs on 60 clips (trainer.lr=3e-3,1e-2), logged to TensorBoard besides metrics.csv
+    (no plots): its data folder and job folders, shared by the tests of sweeps, trackers and resume on audio runs."""
     cwd = tmp_path_factory.mktemp("fsdd_sweep")
     data = fsdd_subset(cwd / "data", per_class=6)
     r = run_fxp("train", "-m", *AUDIO_SWEEP, f"data.path={data}", "trainer.lr=3e-3,1e-2", "logger=[csv,tensorboard]",
@@ -336,25 +376,25 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
 
 
 # The units that keep a worker busy longest: a module that shares a run (its tests go as one unit) or one test, with
-# the seconds it takes: its tests' CPU-s summed (a per-test CPU plugin, 2026-12-06: the whole suite, then this table's
-# changed modules again), or its wall time where it waits on processes that are not its children (Ray's). xdist hands
-# these out first, the costliest first, so that none starts last and keeps one worker busy while the other has
+# the seconds it takes: its tests' CPU-s summed (a per-test CPU plugin, 2026-12-07, the whole suite on a loaded
+# machine), or its wall time where it waits on processes that are not its children (Ray's, Accelerate's ranks). xdist
+# hands these out first, the costliest first, so that none starts last and keeps one worker busy while the other has
 # finished; then the rest in xdist's order (the most tests first). Re-measure as they change.
 COSTLIEST = {
-    "tests/tasks/test_text.py": 94,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 69,
-    "tests/tasks/test_segmentation.py": 60,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 49,
-    "tests/tasks/test_image_data.py": 47,
-    "tests/test_sweep_resume.py": 45,
-    "tests/test_fuzz.py": 41,
-    "tests/test_distributed.py": 32,
-    "tests/test_resume.py": 29,
-    "tests/test_serve.py": 28,
-    "tests/tasks/test_tabular.py": 27,
-    "tests/test_scaling.py::test_a_sweep_on_a_local_ray_runtime": 26,
-    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 23,
-    "tests/test_runs.py": 23,
+    "tests/test_sweep_resume.py": 42,
+    "tests/tasks/test_text.py": 40,
+    "tests/test_fuzz.py": 40,
+    "tests/test_distributed.py": 38,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 32,
+    "tests/test_folds.py": 29,
+    "tests/test_scaling.py::test_a_sweep_on_a_local_ray_runtime": 20,
+    "tests/test_runs.py": 20,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 19,
+    "tests/tasks/test_image_data.py": 19,
+    "tests/tasks/test_gan.py": 18,
+    "tests/test_serve.py": 18,
+    "tests/test_resume.py": 17,
+    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 17,
 }
 
 

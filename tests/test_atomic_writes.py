@@ -36,7 +36,7 @@ ALLOWED = {
     ("distributed.py", "failure", "open"): "train.log: a rank's traceback appended",
     ("rank.py", "silent", "open"): "/dev/null: the console of a rank after the first",
     ("sweeps.py", "claim", "open"): "the sweep's claim: an empty file created exclusively ('x')",
-    ("cli.py", "main", "open"): "/dev/null, in place of a closed pipe",
+    ("cli.py", "exit_code", "open"): "/dev/null, in place of a closed pipe",
     ("tasks/gan.py", "Crappifier.__call__", "save"): "its own temporary file, named per process (parallel jobs "
                                                      "share the cache; write_atomic's NAME.tmp is one per file), "
                                                      "renamed into place",

@@ -31,7 +31,8 @@ def pieces(out: dict) -> dict:
 
 def test_check_runs_each_piece_and_writes_only_its_folder(tmp_path):
     data = mnist_subset(tmp_path / "mnist", n=12)
-    r = run_fxp("check", "task=mnist", f"data.path={data}", "trainer.bs=8", "--min-per-class=2", cwd=tmp_path)
+    r = run_fxp("check", "task=mnist", f"data.path={data}", "trainer.bs=8", "--min-per-class=2", "trainer.plots=false",
+                cwd=tmp_path)
     assert r.returncode == 0, r
     out = written(tmp_path)
     ran = pieces(out)
@@ -90,7 +91,7 @@ def test_train_warns_before_the_first_epoch_and_trainer_check_false_is_quiet(tmp
 def test_overfit_passes_for_the_recipe_and_fails_for_a_tiny_lr(tmp_path, lr, passes):
     data = mnist_subset(tmp_path / "mnist", n=8)
     r = run_fxp("check", "--overfit", "--steps=20", "task=mnist", f"data.path={data}", "trainer.bs=16",
-                f"trainer.lr={lr}", "--min-per-class=2", cwd=tmp_path)
+                f"trainer.lr={lr}", "--min-per-class=2", "trainer.plots=false", cwd=tmp_path)
     overfit = written(tmp_path)["overfit"] if passes else pieces(written(tmp_path))["overfit (train)"]
     if passes:
         assert r.returncode == 0, r
@@ -138,7 +139,8 @@ def test_the_doctor_on_texts_names_a_review_in_both_splits(tmp_path):
     copy = df[~df.is_valid].iloc[:1].assign(is_valid=True)
     (tmp_path / "imdb").mkdir()
     pd.concat([df, copy]).to_csv(tmp_path / "imdb" / "texts.csv", index=False)
-    r = run_fxp("check", "task=imdb", f"data.path={tmp_path / 'imdb'}", *TINY_TEXT, cwd=tmp_path)  # the classifier's
+    r = run_fxp("check", "task=imdb", f"data.path={tmp_path / 'imdb'}", *TINY_TEXT, "trainer.plots=false",
+                cwd=tmp_path)  # the classifier's
     # split is the second step's: --data sees the first (the language model's random split)
     found = [f for f in written(tmp_path)["findings"] if "also in train" in f["what"]]
     assert r.returncode == 1 and found and found[0]["count"] == 1, (r, written(tmp_path)["findings"])
@@ -222,7 +224,7 @@ SLOW_CHECKS = {"text"}
                                   for k in dispatch.kinds()])
 def test_every_kind_passes_fxp_check_on_its_sample(tmp_path, kind):
     assert kind in SAMPLES, f"kind {kind!r} has no sample in tests/test_check.py SAMPLES: add its task and data"
-    r = run_fxp("check", *SAMPLES[kind](tmp_path), "--min-per-class=1", cwd=tmp_path)
+    r = run_fxp("check", *SAMPLES[kind](tmp_path), "--min-per-class=1", "trainer.plots=false", cwd=tmp_path)
     out = written(tmp_path)
     assert r.returncode == 0, (r, [p for p in out["pieces"] if not p["ok"]], out["findings"])
     ran = pieces(out)

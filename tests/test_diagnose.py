@@ -163,7 +163,7 @@ def test_cli_errors_are_one_line(fxp, tmp_path):
 @pytest.mark.slow
 def test_real_run_at_a_huge_lr_is_diverged(fxp, tmp_path):
     "Digits at lr=1e3: the loss is NaN within the first epoch, the guard stops the run; diagnose says lr too high."
-    r = fxp("train", "trainer.epochs=2", "trainer.lr=1e3")
+    r = fxp("train", "trainer.epochs=2", "trainer.lr=1e3", "trainer.plots=false")
     assert r.returncode == 2, r
     run = newest_run(tmp_path)
     assert summary(run)["status"] == "diverged"
@@ -175,7 +175,7 @@ def test_real_run_at_a_huge_lr_is_diverged(fxp, tmp_path):
 @pytest.mark.slow
 def test_real_short_run_at_a_tiny_lr_is_under_fitting(fxp, tmp_path):
     "Digits for two epochs at lr=1e-4 barely learns: training loss stays above valid loss, accuracy far from 0.95."
-    r = fxp("train", "trainer.epochs=2", "trainer.lr=1e-4")
+    r = fxp("train", "trainer.epochs=2", "trainer.lr=1e-4", "trainer.plots=false")
     assert r.returncode == 0, r
     run = newest_run(tmp_path)
     s = summary(run)

@@ -80,3 +80,16 @@ def test_validation_metrics_cover_the_whole_valid_set(ddp):
     epoch = json.loads((path / "summary.json").read_text())["model_epoch"]
     row = list(csv.DictReader(open(path / "metrics.csv")))[epoch - 1]
     assert len(y) == 360 and float(row["accuracy"]) == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_a_rank_after_the_first_writes_nothing_into_the_run_folder(tmp_path, monkeypatch):
+    """Rank 0 alone writes the run folder: rank 1 building the same run (no epoch: it would load rank 0's best.pth)
+    draws no plots/batch.png, which raced rank 0's for the same file (one rename then failed, FileNotFoundError)."""
+    from fxp import train
+    from fxp.rank import RankRun
+    from test_folds import composed
+
+    cfg = composed("trainer.epochs=0")
+    monkeypatch.setenv("RANK", "1")
+    train.trained(cfg, RankRun(tmp_path, cfg))
+    assert not list(tmp_path.rglob("*"))

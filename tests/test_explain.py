@@ -87,7 +87,8 @@ def test_explain_writes_a_heatmap_per_item_for_a_run_trained_now(tmp_path):
     """`fxp train task=mnist ...` then `fxp explain RUN`: validation items spread over the split and top losses, one
     PNG each, for both methods, listed in explained.csv with their label, probability and true label."""
     data = mnist_subset(tmp_path / "data", n=8)
-    r = run_fxp("train", "task=mnist", f"data.path={data}", "trainer.epochs=1", "trainer.bs=8", cwd=tmp_path)
+    r = run_fxp("train", "task=mnist", f"data.path={data}", "trainer.epochs=1", "trainer.bs=8", "trainer.plots=false",
+                cwd=tmp_path)
     assert r.returncode == 0, r
     run = newest_run(tmp_path)
     for method in ("gradcam", "cam"):

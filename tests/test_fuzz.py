@@ -12,6 +12,7 @@ FXP_FUZZ_REPORT=FILE appends each test's counts (examples, exit codes) as a JSON
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import shutil
@@ -73,6 +74,7 @@ def flat_values(node, prefix: str = ""):
             yield f"{prefix}{k}", v
 
 
+@functools.cache  # composed on first use: collecting the suite (this module deselected too) composes nothing
 def key_space() -> list[str]:
     keys = flat(OmegaConf.to_container(precheck.compose([])))
     for kind in dispatch.kinds():
@@ -81,7 +83,6 @@ def key_space() -> list[str]:
     return sorted(set(keys))
 
 
-KEYS = key_space()
 GROUPS = {g: list(config.choices(g)) for g in config.GROUPS}
 
 VALUES = ["", "null", "abc", "true", "false", "0", "1", "-1", "2", "0.5", "1e-3", "-1e9", "1e308", "1e999", "nan",
@@ -103,10 +104,11 @@ def typo(key: str, i: int, c: str) -> str:
     return [key[:i] + key[i + 1:], key[:i] + key[i] + key[i:], key[:i] + c + key[i + 1:]][i % 3] or key
 
 
+known_keys = st.deferred(lambda: st.sampled_from(key_space()))
 keys = st.one_of(
-    st.sampled_from(KEYS),
-    st.sampled_from(KEYS).map(lambda k: f"{k}.foo"),
-    st.builds(typo, st.sampled_from(KEYS), st.integers(0, 50), st.sampled_from("x._0é")),
+    known_keys,
+    known_keys.map(lambda k: f"{k}.foo"),
+    st.builds(typo, known_keys, st.integers(0, 50), st.sampled_from("x._0é")),
     st.text(st.characters(blacklist_characters="\x00"), max_size=10),
 )
 
@@ -128,9 +130,14 @@ def neighbours(v) -> list:
     return [v]
 
 
-DEFAULTS = dict(flat_values(OmegaConf.to_container(precheck.compose([]))))
-plain_overrides = st.sampled_from(sorted(DEFAULTS)).flatmap(
-    lambda k: st.sampled_from(neighbours(DEFAULTS[k])).map(lambda v: f"{k}={hydra_value(v)}"))
+@functools.cache
+def defaults() -> dict:
+    "Each leaf of the default config with its value."
+    return dict(flat_values(OmegaConf.to_container(precheck.compose([]))))
+
+
+plain_overrides = st.deferred(lambda: st.sampled_from(sorted(defaults())).flatmap(
+    lambda k: st.sampled_from(neighbours(defaults()[k])).map(lambda v: f"{k}={hydra_value(v)}")))
 key_overrides = st.one_of(
     plain_overrides,
     st.builds(lambda p, k, v: f"{p}{k}={v}", st.sampled_from(["", "", "", "+", "++"]), keys, values))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_line_error, need_data
+from conftest import assert_one_line_error, mnist_subset, need_data
 from fxp import config, precheck
 from fxp.commands import reproduce
 
@@ -39,10 +39,11 @@ def test_unknown_preset_is_one_line_naming_the_presets(fxp):
 
 @pytest.mark.slow
 def test_a_preset_run_prints_its_verdict_and_from_reads_it_back(fxp, tmp_path):
-    "The lesson-7 MNIST net for one epoch on mnist_tiny: it runs, and cannot reach full MNIST's 0.9952."
-    mnist = need_data("mnist_tiny")
+    """The lesson-7 MNIST net for one epoch on 256 images of mnist_tiny: it runs, and cannot reach full MNIST's 0.9952
+    (accuracy 0.83, 0.94, 0.95 at trainer.seed=42, 1, 2)."""
+    mnist = mnist_subset(tmp_path / "mnist", n=64)
     r = fxp("reproduce", "lesson7-resnet-mnist", f"data.path={mnist}", "task.train=train", "task.valid=valid",
-            "trainer.stages.0.epochs=1", "trainer.bs=64")
+            "trainer.stages.0.epochs=1", "trainer.bs=64", "trainer.plots=false")
     assert r.returncode == 1, r.stderr  # ran fine, result not reached: a check a script can act on
     run_dir = next((tmp_path / "outputs" / "reproduce" / "lesson7-resnet-mnist").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -88,8 +88,8 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
-    "A 3-epoch digits run stopped after its first epoch (copy it before changing it)."
-    return stopped(tmp_path_factory.mktemp("interrupted"), 1, "trainer.epochs=3")
+    "A 3-epoch digits run without plots stopped after its first epoch (copy it before changing it)."
+    return stopped(tmp_path_factory.mktemp("interrupted"), 1, "trainer.epochs=3", "trainer.plots=false")
 
 
 @pytest.fixture
@@ -143,12 +143,12 @@ def test_stopped_twice_records_each_resume(reference, tmp_path):
 def test_extend_trains_a_completed_run_further_as_a_new_stage(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    r = run_fxp("train", "trainer.epochs=2", cwd=tmp_path / "a")
+    r = run_fxp("train", "trainer.epochs=2", "trainer.plots=false", cwd=tmp_path / "a")  # metrics.csv is compared
     assert r.returncode == 0, r
     run = newest_run(tmp_path / "a")
     r = resume(run, "--extend", "2")
     assert "extended by 2 epochs: stage 2" in r.stdout
-    r = run_fxp("train", "trainer.stages=[{epochs:2},{epochs:2}]", cwd=tmp_path / "b")
+    r = run_fxp("train", "trainer.stages=[{epochs:2},{epochs:2}]", "trainer.plots=false", cwd=tmp_path / "b")
     assert r.returncode == 0, r
     assert curves(run) == curves(newest_run(tmp_path / "b"))  # as if the stage had been in the recipe
     s = summary(run)

@@ -17,7 +17,7 @@ def test_a_sweep_on_a_local_ray_runtime(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**subprocess_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
     r = run_installed("train", "-m", "hydra/launcher=ray", "trainer.seed=1,2", "trainer.epochs=1",
-                      f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env, timeout=240)
+                      "trainer.plots=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env, timeout=240)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(sweep / "sweep.csv")))
     assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "completed")]

@@ -314,7 +314,7 @@ def test_a_seed_that_fails_ends_the_group_with_the_runs_line_and_exit_code(fxp, 
 
 @pytest.mark.slow
 def test_train_seeds_3_makes_a_group_that_runs_and_compare_show_as_one_line(tmp_path):
-    r = run_fxp("train", "trainer.seeds=3", "trainer.epochs=1", cwd=tmp_path)
+    r = run_fxp("train", "trainer.seeds=3", "trainer.epochs=1", "trainer.plots=false", cwd=tmp_path)
     assert r.returncode == 0, r
     (group,) = (tmp_path / "outputs" / "digits" / "seeds").iterdir()
     record = json.loads((group / "group.json").read_text())
@@ -323,7 +323,7 @@ def test_train_seeds_3_makes_a_group_that_runs_and_compare_show_as_one_line(tmp_
         cfg = yaml.safe_load((group / f"seed{i}" / "config.yaml").read_text())
         assert (cfg["trainer"]["seed"], cfg["trainer"]["seeds"]) == (42 + i, 1)
         assert yaml.safe_load((group / f"seed{i}" / "overrides.yaml").read_text()) == [
-            "trainer.epochs=1", f"trainer.seed={42 + i}"]
+            "trainer.epochs=1", "trainer.plots=false", f"trainer.seed={42 + i}"]
     summary = json.loads((group / "seeds.json").read_text())
     assert summary["n"] == 3 and summary["final_metrics"]["accuracy"]["mean"] > 0.5  # ten classes: chance is 0.1
     with open(group / "seeds.csv", newline="") as f:
@@ -342,7 +342,8 @@ def test_train_seeds_3_makes_a_group_that_runs_and_compare_show_as_one_line(tmp_
 def test_a_sweep_with_seeds_trains_a_group_per_job_and_summarises_it_by_its_mean(tmp_path):
     "A sweep's job with trainer.seeds is a group folder; sweep.csv and best.json carry its mean, std and n."
     sweep = tmp_path / "sweep"
-    r = run_fxp("train", "-m", "trainer.seeds=2", "trainer.epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    r = run_fxp("train", "-m", "trainer.seeds=2", "trainer.epochs=1", "trainer.plots=false", f"hydra.sweep.dir={sweep}",
+                cwd=tmp_path)
     assert r.returncode == 0, r
     job = groups.read_group(sweep / "0", sweep)
     assert (job["n"], job["status"], [m["seed"] for m in job["members"]]) == (2, "completed", [42, 43])
@@ -365,7 +366,8 @@ def adult_slice(dest: Path, rows: int = 1200) -> Path:
 @pytest.mark.slow
 def test_reproduce_seeds_3_prints_mean_std_n_each_seed_and_the_verdict(tmp_path):
     data = adult_slice(tmp_path / "adult")
-    r = run_fxp("reproduce", "lesson4-tabular", "--seeds", "3", f"data.path={data}", cwd=tmp_path)
+    r = run_fxp("reproduce", "lesson4-tabular", "--seeds", "3", f"data.path={data}", "trainer.plots=false",
+                cwd=tmp_path)
     assert r.returncode in (0, 1), r
     group = next((tmp_path / "outputs" / "reproduce" / "lesson4-tabular").iterdir())
     v = reproduce.verdict(group)

@@ -1,12 +1,16 @@
 """`fxp serve` (and `fxp predict`'s share of its checks): the JSON API and the page, on the exported learners of
 tests/fixtures/exported (no training).
 
-Most tests call the Starlette app in this process (TestClient); one starts the real `fxp serve` command (uvicorn on a
-free port), sends it 20 requests at once and a pixel bomb, then drives its page in headless Chromium.
+Most tests call the Starlette app in this process (TestClient); one starts the installed `fxp serve` command (uvicorn on
+a free port), sends it 20 requests at once and a pixel bomb, then drives its page in headless Chromium. The other
+pages driven in Chromium are served by `fxp serve` forked from this worker (`serving`): the same command and server,
+without a fresh interpreter's 4 CPU-s of imports each.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import struct
 import time
@@ -14,11 +18,12 @@ import urllib.error
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, copy_exported, run_fxp, run_installed, start_fxp
+from conftest import assert_one_line_error, copy_exported, forked, run_fxp, run_installed, start_fxp
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +348,8 @@ def peak_rss_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
-def wait_up(url: str, proc) -> None:
+def wait_up(url: str, running, output) -> None:
+    "Until the server at `url` answers /health; fails with its `output()` once `running()` is false or after 60 s."
     deadline = time.time() + 60
     while True:
         try:
@@ -351,8 +357,37 @@ def wait_up(url: str, proc) -> None:
                 assert json.loads(r.read()) == {"status": "ok"}
             return
         except OSError:
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()
-            time.sleep(0.3)
+            assert running() and time.time() < deadline, output()
+            time.sleep(0.1)
+
+
+@contextmanager
+def serving(run: Path, cwd: Path):
+    """`fxp serve RUN` on a free port in a child forked from this worker (conftest.forked), its output in
+    cwd/serve-<port>.txt: its URL once it answers; stopped with SIGTERM (uvicorn shuts down) at the end."""
+    port = free_port()
+    console = cwd / f"serve-{port}.txt"
+    pid = forked(cwd, "serve", run, "--port", str(port), console=console.name)
+    try:
+        wait_up(f"http://127.0.0.1:{port}", lambda: os.waitpid(pid, os.WNOHANG) == (0, 0), console.read_text)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(pid)
+
+
+def stop(pid: int) -> None:
+    "SIGTERM, then SIGKILL if the child has not ended within 30 s; reaped either way."
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 30
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.time() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.05)
+    except (ChildProcessError, ProcessLookupError):  # ended and reaped already (wait_up saw it die)
+        pass
 
 
 @pytest.mark.slow
@@ -365,7 +400,7 @@ def test_the_real_server_survives_a_pixel_bomb_answers_20_requests_at_once_and_i
     proc = start_fxp("serve", run, "--port", str(port), cwd=runs)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_up(url, proc)
+        wait_up(url, lambda: proc.poll() is None, proc.communicate)
         started = peak_rss_mb(proc.pid)  # torch and fastai imported: about 870 MB
         for image in (bomb, blank_png(tmp_path / "rgb.png", 9000, 9000, "RGB")):
             status, answer = post_image(f"{url}/predict", image)
@@ -404,37 +439,26 @@ def test_the_page_shows_a_mask_over_its_image_with_a_legend_and_offers_known_cat
 
     chromium_path()  # skips before starting servers where there is no browser
     photo = more / "segmentation" / "0001TP_006750.png"
-    ports = {name: free_port() for name in ("segmentation", "tabular")}
-    procs = [start_fxp("serve", root / name, "--port", str(port), cwd=root)
-             for root, (name, port) in zip((more, runs), ports.items())]
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    try:
-        for url, proc in zip(urls.values(), procs):
-            wait_up(url, proc)
-        with page() as tab:
-            tab.goto(urls["segmentation"])
-            tab.set_input_files("#file", str(photo))
-            tab.click("#go")
-            tab.wait_for_function("document.querySelectorAll('#legend span').length > 0", timeout=30_000)
-            assert tab.eval_on_selector("#mask", "m => !m.hidden && m.naturalWidth") == 128  # the photo's width
-            box, over = tab.locator("#preview").bounding_box(), tab.locator("#mask").bounding_box()
-            assert (box["x"], box["y"], box["width"]) == (over["x"], over["y"], over["width"])
-            legend = tab.eval_on_selector_all("#legend span", "items => items.map(i => i.textContent.trim())")
-            classes = json.loads(urllib.request.urlopen(f"{urls['segmentation']}/info").read())["classes"]
-            assert legend and all(name in classes for name in legend), legend
-            tab.goto(urls["tabular"])
-            assert "Private" in tab.eval_on_selector("select[name=workclass]", "s => [...s.options].map(o => o.text)")
-            for col, value in (("age", "40"), ("fnlwgt", "100000"), ("education-num", "13")):
-                tab.fill(f"input[name={col}]", value)
-            tab.select_option("select[name=workclass]", "Private")
-            tab.click("#go")
-            tab.wait_for_function("document.getElementById('label').textContent !== ''", timeout=30_000)
-            assert tab.inner_text("#label") in ("<50k", ">=50k") and not tab.inner_text("#warnings")
-            assert tab.console_errors == []
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.communicate(timeout=30)
+    with serving(more / "segmentation", more) as seg_url, serving(runs / "tabular", runs) as tab_url, page() as tab:
+        tab.goto(seg_url)
+        tab.set_input_files("#file", str(photo))
+        tab.click("#go")
+        tab.wait_for_function("document.querySelectorAll('#legend span').length > 0", timeout=30_000)
+        assert tab.eval_on_selector("#mask", "m => !m.hidden && m.naturalWidth") == 128  # the photo's width
+        box, over = tab.locator("#preview").bounding_box(), tab.locator("#mask").bounding_box()
+        assert (box["x"], box["y"], box["width"]) == (over["x"], over["y"], over["width"])
+        legend = tab.eval_on_selector_all("#legend span", "items => items.map(i => i.textContent.trim())")
+        classes = json.loads(urllib.request.urlopen(f"{seg_url}/info").read())["classes"]
+        assert legend and all(name in classes for name in legend), legend
+        tab.goto(tab_url)
+        assert "Private" in tab.eval_on_selector("select[name=workclass]", "s => [...s.options].map(o => o.text)")
+        for col, value in (("age", "40"), ("fnlwgt", "100000"), ("education-num", "13")):
+            tab.fill(f"input[name={col}]", value)
+        tab.select_option("select[name=workclass]", "Private")
+        tab.click("#go")
+        tab.wait_for_function("document.getElementById('label').textContent !== ''", timeout=30_000)
+        assert tab.inner_text("#label") in ("<50k", ">=50k") and not tab.inner_text("#warnings")
+        assert tab.console_errors == []
 
 
 # --- audio: a wav upload (the session's small fsdd run) ---------------------------------------------------------------
@@ -471,22 +495,15 @@ def test_the_page_takes_a_wav_upload_in_a_real_browser(fsdd_run, tmp_path):
     from conftest import need_data
 
     chromium_path()  # skips before starting the server where there is no browser
-    port = free_port()
-    proc = start_fxp("serve", fsdd_run, "--port", str(port), cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_up(url, proc)
-        with page() as tab:
-            tab.goto(url)
-            tab.set_input_files("#file", str(need_data("fsdd") / "recordings" / "7_theo_0.wav"))
-            tab.click("#go")
-            tab.wait_for_function("document.getElementById('label').textContent !== ''", timeout=30_000)
-            assert tab.inner_text("#label") == post_label(url, need_data("fsdd") / "recordings" / "7_theo_0.wav")
-            assert "probability" in tab.inner_text("#result")
-            assert tab.console_errors == [], tab.console_errors
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+    clip = need_data("fsdd") / "recordings" / "7_theo_0.wav"
+    with serving(fsdd_run, tmp_path) as url, page() as tab:
+        tab.goto(url)
+        tab.set_input_files("#file", str(clip))
+        tab.click("#go")
+        tab.wait_for_function("document.getElementById('label').textContent !== ''", timeout=30_000)
+        assert tab.inner_text("#label") == post_label(url, clip)
+        assert "probability" in tab.inner_text("#result")
+        assert tab.console_errors == [], tab.console_errors
 
 
 def post_label(url: str, clip: Path) -> str:

@@ -1,12 +1,14 @@
 """`fxp resume SWEEP_DIR` finishes a sweep (issue 23 items 1 and 2): a 3-job grid sweep on the default task, stopped
-during its second job (job 1) by SIGKILL or Ctrl-C to its process group, with the basic launcher and with joblib's,
+during its second job (job 1) by SIGKILL or Ctrl-C, with the basic launcher and with joblib's (its 2 workers),
 ends as the uninterrupted sweep does (its jobs' metrics.csv, sweep.csv and best.json, times aside), the stopped job
 resumed from its checkpoint; Ctrl-C stops the whole sweep at once, with one line saying how to go on; a resume that
 would change the grid is refused in one line; `sweep.fail_fast=true` stops at the first failed job, and
 `--retry-failed` runs it again in its folder, its failed attempt's train.log kept.
 
-The sweeps that are stopped run through the installed command, in a session of their own (a process group, as a
-terminal gives a command), since the signals and the process boundary are what is tested; the resumes run in-process.
+The joblib sweep runs through the installed command, in a session of its own (a process group, as a terminal gives a
+command): the launcher starts its workers, and Ctrl-C reaches them all; what the console shows as the command ends is
+tested there. The sweeps of the basic launcher (its jobs run in the sweep's process) are forked from this process, as
+their signal's path is fxp's alone; the resumes run in-process.
 """
 import csv
 import json
@@ -14,15 +16,18 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, fxp_command, run_fxp, subprocess_env
+from conftest import assert_one_line_error, forked, fxp_command, run_fxp, subprocess_env
 from fxp import sweeps
 from fxp.runs import TIMES
 
-# 1 thread: the same floats anywhere; no plots: drawing them takes longer than the jobs train
-GRID = ("trainer.seed=1,2,3", "trainer.epochs=2", "trainer.num_threads=1", "trainer.plots=false")
+# the CPU and 1 thread: the same floats anywhere (a joblib job is given a GPU of its pool); no plots: drawing them
+# takes longer than the jobs train
+GRID = ("trainer.seed=1,2,3", "trainer.epochs=2", "trainer.device=cpu", "trainer.num_threads=1", "trainer.plots=false")
+JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
 
 class FailWhile:
@@ -64,20 +69,53 @@ def uninterrupted(tmp_path_factory) -> dict:
     return outcome(cwd / "sweep")
 
 
-def stopped(tmp_path, sig, *launcher) -> tuple[subprocess.Popen, str]:
-    """The installed `fxp train -m GRID` in a process group of its own, `sig` sent to the group once job 1 has its
-    first checkpoint; the process, and its stderr."""
-    sweep = tmp_path / "sweep"
-    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
-        p = subprocess.Popen([*fxp_command(), "train", "-m", *GRID, *launcher, f"hydra.sweep.dir={sweep}"],
-                             cwd=tmp_path, stdout=out, stderr=err, env=subprocess_env(tmp_path), start_new_session=True)
+def job_1_saved(sweep, running, output) -> None:
+    "Until job 1 of the sweep has its first checkpoint, while `running()`; else `output()` says why not."
     deadline = time.time() + 300
     while not (sweep / "1" / "checkpoints" / "last.json").exists():
-        assert p.poll() is None and time.time() < deadline, (tmp_path / "err.txt").read_text()
+        assert running() and time.time() < deadline, output()
         time.sleep(0.01)
+
+
+def stopped(tmp_path, sig, look) -> tuple[subprocess.Popen, str, object]:
+    """The installed `fxp train -m GRID` with joblib's 2 workers, in a process group of its own, started with a pool of
+    two GPUs (CUDA_VISIBLE_DEVICES=0,1; GRID trains on the CPU all the same), `sig` sent to the group once job 1 has its
+    first checkpoint; the process, its stderr, and what `look(process)` saw just before the signal."""
+    sweep = tmp_path / "sweep"
+    env = {**subprocess_env(tmp_path), "CUDA_VISIBLE_DEVICES": "0,1"}
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        p = subprocess.Popen([*fxp_command(), "train", "-m", *GRID, *JOBLIB, f"hydra.sweep.dir={sweep}"],
+                             cwd=tmp_path, stdout=out, stderr=err, env=env, start_new_session=True)
+    job_1_saved(sweep, lambda: p.poll() is None, (tmp_path / "err.txt").read_text)
+    seen = look(p)
     os.killpg(p.pid, sig)
     p.wait(timeout=120)
-    return p, (tmp_path / "err.txt").read_text()
+    return p, (tmp_path / "err.txt").read_text(), seen
+
+
+def forked_stop(tmp_path, sig) -> tuple[int, str]:
+    """`fxp train -m GRID` forked from this process (the basic launcher: its jobs run in it), `sig` sent once job 1 has
+    its first checkpoint; its exit code, and its stderr."""
+    pid = forked(tmp_path, "train", "-m", *GRID, f"hydra.sweep.dir={tmp_path / 'sweep'}", errors="err.txt")
+    job_1_saved(tmp_path / "sweep", lambda: os.waitpid(pid, os.WNOHANG) == (0, 0),
+                (tmp_path / "console.txt").read_text)
+    os.kill(pid, sig)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    err = tmp_path / "err.txt"
+    return code, err.read_text() if err.exists() else ""
+
+
+def workers(pid: int) -> list[int]:
+    "The worker processes joblib's launcher (loky) started under the process `pid`, from /proc."
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # the field after the state
+            if parent == pid and b"LokyProcess" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            pass
+    return found
 
 
 def resumed_to_the_end(tmp_path, uninterrupted, *resumed_jobs: str) -> None:
@@ -96,8 +134,7 @@ def resumed_to_the_end(tmp_path, uninterrupted, *resumed_jobs: str) -> None:
 @pytest.mark.slow
 def test_a_sweep_killed_during_job_1_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
     sweep = tmp_path / "sweep"
-    p, _ = stopped(tmp_path, signal.SIGKILL)
-    assert p.returncode == -signal.SIGKILL
+    assert forked_stop(tmp_path, signal.SIGKILL)[0] == -signal.SIGKILL
     assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0", "1"]
     done = (sweep / "0" / "summary.json").read_bytes()
 
@@ -114,8 +151,8 @@ def test_a_sweep_killed_during_job_1_resumes_to_the_uninterrupted_result(tmp_pat
 @pytest.mark.slow
 def test_ctrl_c_stops_the_whole_sweep_at_once_and_it_resumes(tmp_path, uninterrupted):
     sweep = tmp_path / "sweep"
-    p, err = stopped(tmp_path, signal.SIGINT)
-    assert p.returncode == 130, err
+    code, err = forked_stop(tmp_path, signal.SIGINT)
+    assert code == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "interrupted at job 1" in lines[0] and f"fxp resume {sweep} continues it" in lines[0], lines[0]
@@ -125,21 +162,29 @@ def test_ctrl_c_stops_the_whole_sweep_at_once_and_it_resumes(tmp_path, uninterru
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_joblib_sweep_and_it_resumes(tmp_path, uninterrupted):
-    "The workers' running jobs end interrupted (job 0 too, unless it had ended), and no further job starts."
+def test_ctrl_c_stops_a_joblib_sweep_and_it_resumes(tmp_path, uninterrupted, monkeypatch):
+    """joblib runs the jobs in 2 worker processes, each job with its GPU of the pool the sweep started with (job number
+    modulo the pool) and its share of the cores: what tests/test_sweeps.py's joblib test ran, merged here (the same
+    sweep). Ctrl-C: the workers' running jobs end interrupted (job 0 too, unless it had ended), no further job starts,
+    one line says so; the resume (its own 2 workers, the same pool) ends as the uninterrupted sweep."""
     sweep = tmp_path / "sweep"
-    p, err = stopped(tmp_path, signal.SIGINT, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    p, err, pool = stopped(tmp_path, signal.SIGINT, lambda p: workers(p.pid))
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert p.returncode == 130 and "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith("fxp: error: interrupted") and lines[0].endswith(f"fxp resume {sweep} continues it")
+    assert len(pool) == 2  # joblib's workers, both alive as job 1 trained
     assert {row["job"]: row["status"] for row in rows(sweep)}["1"] == "interrupted"
     assert not (sweep / "2").exists()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the resume's workers start with the same pool
     resumed_to_the_end(tmp_path, uninterrupted, "1")
+    for job in ("0", "1", "2"):
+        resources = json.loads((sweep / job / "summary.json").read_text())["resources"]
+        assert resources["CUDA_VISIBLE_DEVICES"] == str(int(job) % 2) and resources["num_threads"] >= 1, resources
 
 
 @pytest.mark.slow
 def test_fail_fast_stops_at_the_first_failure_and_retry_failed_reruns_it(tmp_path):
-    sweep, flags = tmp_path / "sweep", [tmp_path / f"flag{i}" for i in range(3)]
+    sweep, flags = tmp_path / "sweep", [tmp_path / f"flag{i}" for i in range(2)]
     flags[0].touch()  # job 0 fails while it is there
     r = run_fxp("train", "-m", "trainer.epochs=1", "trainer.plots=false", "sweep.fail_fast=true",
                 f"hydra.sweep.dir={sweep}", "+trainer.cbs.flaky._target_=test_sweep_resume.FailWhile",
@@ -151,13 +196,13 @@ def test_fail_fast_stops_at_the_first_failure_and_retry_failed_reruns_it(tmp_pat
     assert [row["status"] for row in rows(sweep)] == ["failed"] and not (sweep / "1").exists()
 
     r = run_fxp("resume", str(sweep), cwd=tmp_path)  # the others run; the failed job is left as it is
-    assert r.returncode == 1 and "1 of 3 jobs did not complete (1 failed)" in r.stderr, r
-    assert [row["status"] for row in rows(sweep)] == ["failed", "completed", "completed"]
+    assert r.returncode == 1 and "1 of 2 jobs did not complete (1 failed)" in r.stderr, r
+    assert [row["status"] for row in rows(sweep)] == ["failed", "completed"]
 
     flags[0].unlink()
     r = run_fxp("resume", str(sweep), "--retry-failed", cwd=tmp_path)
     assert r.returncode == 0, r
-    assert [row["status"] for row in rows(sweep)] == ["completed"] * 3
+    assert [row["status"] for row in rows(sweep)] == ["completed"] * 2
     job = sweep / "0"
     assert "flaky" in (job / "train.failed-1.log").read_text()
     assert "flaky" not in (job / "train.log").read_text()
@@ -214,3 +259,25 @@ def test_an_interrupt_inside_an_import_lock_callback_is_sent_again_not_lost():
             raise_when_safe(frame(__file__), signals.SIGUSR1, KeyboardInterrupt)
     finally:
         signals.signal(signals.SIGUSR1, old)
+
+
+def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_a_ctrl_c(monkeypatch):
+    """A KeyboardInterrupt inside OmegaConf's ListConfig.append leaves a None item, which its clean-up then trips on:
+    an AttributeError, with the interrupt only as its context. A joblib job stopped by Ctrl-C while it built its
+    model.net ended `failed`, "model.net cannot be built: AttributeError: 'NoneType' object has no attribute
+    '_invalidate_flags_cache'"; it is an interrupt, and ends as one."""
+    from omegaconf import OmegaConf, listconfig
+
+    from fxp.errors import building
+
+    real, items = listconfig.ListConfig._set_item_impl, []
+
+    def set_item(self, key, value):
+        items.append(key)
+        if len(items) == 2:  # the signal comes as the second item is set
+            raise KeyboardInterrupt
+        return real(self, key, value)
+
+    monkeypatch.setattr(listconfig.ListConfig, "_set_item_impl", set_item)
+    with pytest.raises(KeyboardInterrupt), building("model.net"):
+        OmegaConf.create([16, 32, 64])

@@ -1,15 +1,17 @@
 """Sweeps end to end on the default digits task: a job per combination, sweep.csv kept per job, the best job,
 failed jobs recorded while the sweep goes on, and the shipped launcher and sweeper configs (joblib, submitit_local,
-Optuna). One epoch per job; the basic launcher runs its jobs in one process (here the test's: in-process), the
-joblib and submitit launchers start processes, so those run through the installed command.
+Optuna). One epoch per job; the basic launcher runs its jobs in one process (here the test's: in-process); the
+submitit launcher starts a process for each job (the sweep's own process is this one). The joblib launcher's sweep
+(its workers, each job's GPU of the pool) is tests/test_sweep_resume.py's, which stops it with Ctrl-C and resumes it.
 """
 import csv
 import json
 import math
+import os
 
 import pytest
 
-from conftest import assert_one_line_error, run_installed, subprocess_env
+from conftest import assert_one_line_error
 
 pytestmark = pytest.mark.slow
 
@@ -38,36 +40,25 @@ def test_a_grid_sweep_writes_a_row_per_job_and_points_at_the_best(fxp, tmp_path)
     assert f"sweep of 4 jobs: 2 completed, 2 failed; best job {top['job']}" in r.stdout
 
 
-def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
-    "Through the installed command: joblib starts worker processes, each job with its GPU of the pool (on CPU too)."
+def test_submitit_local_launcher(fxp, tmp_path):
+    """submitit starts a process for the job (its id the process's, its output and result in .submitit/ID/), which
+    trains in it; the sweep's process is this one. One job: the process a job costs (imports: 6 CPU-s) is what this
+    takes; jobs of one sweep in several processes at once are the joblib test's."""
     sweep = tmp_path / "sweep"
-    env = {**subprocess_env(tmp_path), "CUDA_VISIBLE_DEVICES": "0,1"}  # a pool of two; torch finds no GPU here
-    r = run_installed("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=1,2",
-                      "trainer.epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
+    r = fxp("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1", "trainer.epochs=1", "trainer.plots=false",
+            f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
-    assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
-    for job in ("0", "1"):
-        resources = json.loads((sweep / job / "summary.json").read_text())["resources"]
-        assert resources["CUDA_VISIBLE_DEVICES"] == job and resources["num_threads"] >= 1
-    spans = [((sweep / j / "config.yaml").stat().st_mtime, (sweep / j / "summary.json").stat().st_mtime)
-             for j in ("0", "1")]
-    assert max(s for s, _ in spans) < min(e for _, e in spans), f"jobs ran one after the other: {spans}"
-
-
-def test_submitit_local_launcher(tmp_path):
-    "Through the installed command: submitit starts a process per job."
-    sweep = tmp_path / "sweep"
-    r = run_installed("train", "-m", "hydra/launcher=submitit_local", "trainer.seed=1,2", "trainer.epochs=1",
-                      "trainer.plots=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert [row["status"] for row in sweep_rows(sweep)] == ["completed", "completed"]
+    assert [row["status"] for row in sweep_rows(sweep)] == ["completed"]
     assert (sweep / "best.json").is_file()
+    [result] = (sweep / ".submitit").glob("*/*_0_result.pkl")
+    assert result.parent.name.isdigit() and int(result.parent.name) != os.getpid()
+    assert f"run folder: {sweep / '0'}" in (result.parent / f"{result.parent.name}_0_log.out").read_text()
 
 
 def test_optuna_search_maximises_the_monitored_metric(fxp, tmp_path):
     sweep = tmp_path / "sweep"
     r = fxp("train", "-m", "hydra/sweeper=optuna_search", "hydra.sweeper.n_trials=3",
-            "trainer.epochs=choice(1)", f"hydra.sweep.dir={sweep}")
+            "trainer.epochs=choice(1)", "trainer.plots=false", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
     rows = sweep_rows(sweep)
     assert len(rows) == 3 and {row["status"] for row in rows} == {"completed"}

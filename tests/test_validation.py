@@ -358,6 +358,12 @@ def test_fuzz_leftovers_are_one_line_before_the_run_folder(fxp, args, mentions):
     no_run_folder(r)
 
 
+@pytest.mark.parametrize("package", ["model.nope", "model.net.channels.0=16"])
+def test_a_package_that_is_no_key_is_one_line(fxp, package):
+    "`--cfg job --package KEY` shows part of the config; a KEY OmegaConf cannot even parse was a traceback."
+    assert_one_line_error(fxp("train", "--cfg", "job", "--package", package), f"--package {package}", "no such key")
+
+
 def test_an_interpolation_decoded_to_its_type_is_taken(fxp):
     r = fxp("train", "trainer.accumulate=${oc.decode:'2'}", "trainer.scale_lr=true", "--cfg", "job", "--resolve")
     assert r.returncode == 0, r

@@ -5,8 +5,8 @@ split); the PSNR of bicubic upsampling (the crappified input resized up) is reco
 baseline (summary.json's baselines.psnr). task.loss=feature: the generator alone, each loss term a metrics.csv column.
 wgan floor: its samples must take on the data's look (the mean sample image correlates with the data's mean image, the
 pixel mean moves towards the data's) where an untrained generator's do not.
-Tiny models (a 16-128 channel U-Net at 64 px, a 16-feature DCGAN at 32 px) with one torch thread each (two threads on
-two busy cores ran 50x slower per op): about 75 s of CPU time in all.
+Tiny models (a 16-128 channel U-Net at 32 px, a 16-feature DCGAN at 32 px) with one torch thread each (two threads on
+two busy cores ran 50x slower per op): about 15 s of CPU time in all.
 """
 import json
 import math
@@ -18,13 +18,13 @@ from PIL import Image
 
 from conftest import assert_one_line_error, metrics_rows, need_data, newest_run, run_fxp, summary
 
-PX = 64
+PX = 32
 SUPERRES = ("task=superres", "model=unet_small", f"task.size={PX}", "task.aug=null", "task.valid_pct=0.2",
-            "trainer.bs=16", "task.critic.nf=32", "trainer.epochs=2",
+            "trainer.bs=16", "task.critic.nf=32", "task.critic.n_blocks=2", "trainer.epochs=2",
             "task.gen_stages=[{policy:fit_one_cycle,epochs:4,lr:3e-3}]",
             "task.crit_stages=[{policy:fit_one_cycle,epochs:1,lr:1e-3}]")
-WGAN = ("task=wgan", "task.folder=train", "task.size=32", "model.net.n_features=16", "trainer.bs=32",
-        "trainer.epochs=4", "trainer.lr=1e-3", "task.n_crit=1")
+WGAN = ("task=wgan", "task.folder=train", "task.size=32", "model.net.n_features=16", "trainer.bs=16",
+        "trainer.epochs=2", "trainer.lr=2e-3", "task.n_crit=1")
 
 
 def fxp_run(*args, cwd):
@@ -60,6 +60,8 @@ def split(n: int):
 
 @pytest.fixture(scope="module")
 def superres_run(tmp_path_factory):
+    """The generator 4 epochs, the critic 1, the GAN 2, at 32 px (a critic of 2 blocks): best psnr 20.00, 19.88, 19.87
+    (seeds 42, 1, 2) against the mean image's 12.29, in about 6.5 CPU-s (at 64 px: 20.8 against 11.94 in 17)."""
     root = tmp_path_factory.mktemp("superres")
     r = fxp_run("train", *SUPERRES, f"data.path={need_data('oxford-iiit-pet')}", f"task.cache_dir={root / 'cache'}",
                 cwd=root)
@@ -77,7 +79,7 @@ def test_superres_beats_the_mean_image(superres_run):
     train, valid = split(len(sources))
     targets = np.stack([pixels(f, (PX, PX)) for f in sources])
     mean_image = psnr(targets[train].mean(0)[None].repeat(len(valid), 0), targets[valid])
-    assert s["best_metrics"]["psnr"] > mean_image + 4, (s["best_metrics"], mean_image)  # reached 20.3 against 11.9
+    assert s["best_metrics"]["psnr"] > mean_image + 4, (s["best_metrics"], mean_image)  # reached 20.0 against 12.3
     bicubic = np.stack([pixels(crappified(cache, sources[i]), (PX, PX), Image.BICUBIC) for i in valid])
     per_image = [psnr(x, y) for x, y in zip(bicubic, targets[valid])]
     assert s["baselines"]["psnr"] == {"value": pytest.approx(np.mean(per_image), abs=0.01), "by": "bicubic upsampling"}
@@ -92,7 +94,7 @@ def test_superres_beats_the_mean_image(superres_run):
 
 FEATURE = ("task=superres", "task.loss=feature", "task.feature_net.pretrained=false", "model=unet_small",
            "task.size=32", "task.aug=null", "task.valid_pct=0.2", "trainer.bs=16", "task.feature_net.layers=[0,1]",
-           "task.feature_net.weights=[5,15]", "task.gen_stages=[{epochs:1,lr:3e-3}]")
+           "task.feature_net.weights=[5,15]", "task.gen_stages=[{epochs:1,lr:3e-3}]", "trainer.plots=false")
 TERMS = ["pixel_loss", "feat_loss_0", "feat_loss_1", "gram_loss_0", "gram_loss_1"]
 
 
@@ -169,7 +171,7 @@ def test_wgan_samples_take_on_the_data_look(tmp_path):
     run = newest_run(tmp_path)
     assert summary(run)["status"] == "completed"
     rows = metrics_rows(run)
-    assert len(rows) == 4 and all(math.isfinite(float(row[k])) for row in rows for k in ("gen_loss", "crit_loss"))
+    assert len(rows) == 2 and all(math.isfinite(float(row[k])) for row in rows for k in ("gen_loss", "crit_loss"))
     assert (run / "plots" / "samples.png").read_bytes()[:4] == b"\x89PNG"
     noise = torch.randn(64, 100, generator=torch.Generator().manual_seed(1))
     trained = load_learner(run / "model.pkl", cpu=True).model.generator.eval()
@@ -181,7 +183,10 @@ def test_wgan_samples_take_on_the_data_look(tmp_path):
     def look(x) -> float:
         return float(np.corrcoef(x.mean(0).ravel(), data.mean(0).ravel())[0, 1])
 
-    assert look(fake) > 0.3 and look(fake) > look(base) + 0.3, (look(fake), look(base))  # reached ~0.6 against ~0
+    # 2 epochs of batches of 16 at lr 2e-3 (seeds 42, 1, 2): look 0.62, 0.52, 0.60 against an untrained ~0.02; the mean
+    # pixel's distance to the data's 0.57, 0.57, 0.64 of the untrained one's (4 epochs of 32 at 1e-3: twice the time,
+    # 0.49-0.55 and 0.57-0.61)
+    assert look(fake) > 0.3 and look(fake) > look(base) + 0.3, (look(fake), look(base))
     assert abs(fake.mean() - data.mean()) < 0.75 * abs(base.mean() - data.mean()), \
         (fake.mean(), base.mean(), data.mean())
 

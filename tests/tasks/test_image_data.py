@@ -6,8 +6,10 @@
 - dlib face landmarks a few pixels off the frame (faces/): task.points_outside=error|clip|drop.
 - `fxp predict RUN labels.csv` on an image run says what the kind takes.
 - The plots: a legend of the codes in masks.png, predicted_points.png sized to the images with their file names
-  (figures are caught as fxp.plots.save writes them), every PNG an image kind writes opens.
+  (figures are caught as fxp.plots.save writes them, conftest.Figures), every PNG an image kind writes opens.
 - The majority-label baseline of image classification (summary.json's `baselines`).
+The runs those tests share read the same figures here: MNIST folders' (baseline, top losses, confusion matrix) in
+test_classification.py, planet's top losses in test_multilabel.py.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from conftest import assert_one_line_error, need_data, newest_run, run_fxp, summary
+from conftest import Figures, assert_one_line_error, need_data, newest_run, run_fxp, summary
 from fxp import config
 from fxp.errors import ConfigError, FxpError
 
@@ -28,21 +30,6 @@ SEG_TINY = ["model=unet_small", "model.pretrained=false", "trainer=default", "tr
 def composed(*overrides):
     with initialize_config_module("fxp.conf", version_base="1.3"):
         return config.validate(compose("config", overrides=list(overrides)))
-
-
-class Figures:
-    "The figures fxp.plots.save is given during a run, by file name; `legend`, `titles` and `ticks` read them."
-
-    def __init__(self, mp):
-        from fxp import plots
-
-        self.seen, original = {}, plots.save
-
-        def save(fig, dest, *a, **kw):
-            self.seen[Path(dest).name] = fig
-            return original(fig, dest, *a, **kw)
-
-        mp.setattr(plots, "save", save)  # image_grid's too: it lives in fxp.plots
 
 
 def legend(fig) -> list[str]:
@@ -87,12 +74,15 @@ def pets_valid_floor(root: Path) -> float:
 
 @pytest.fixture(scope="module")
 def trimaps_run(tmp_path_factory):
-    "15 epochs of a small U-Net from scratch at 64 px on the 60 pets as they lie (~20 s; reached 0.79 vs 0.62)."
+    """8 epochs of a small U-Net from scratch at 24 px, batches of 4, on the 60 pets as they lie: pixel_accuracy
+    0.818, 0.805, 0.806, 0.816, 0.828 (seeds 42, 1, 2, 3, 4) against the majority class's 0.646 + 0.1 and the kind's
+    baseline (each pixel's most common training class) 0.773, in about 4 CPU-s (at 32 px 0.800, 0.797, 0.806 in 5;
+    15 epochs of 8 at 64 px took 19 and reached 0.777)."""
     cwd, root = tmp_path_factory.mktemp("trimaps"), need_data("oxford-iiit-pet")
     with pytest.MonkeyPatch.context() as mp:
         figures = Figures(mp)
-        r = run_fxp("train", "task=pets_trimaps", f"data.path={root}", *SEG_TINY, "trainer.epochs=15",
-                    "trainer.lr=3e-3", cwd=cwd)
+        r = run_fxp("train", "task=pets_trimaps", f"data.path={root}", *SEG_TINY[:3], "task.size=24", "trainer.bs=4",
+                    "trainer.epochs=8", "trainer.lr=3e-3", cwd=cwd)
     assert r.returncode == 0, r
     return newest_run(cwd), root, figures.seen
 
@@ -105,6 +95,8 @@ def test_pet_trimaps_train_with_the_segmentation_kind(trimaps_run):
     floor = pets_valid_floor(root)
     assert 0.5 < floor < 0.75  # background
     assert s["final_metrics"]["pixel_accuracy"] > floor + 0.1, (s["final_metrics"], floor)
+    # above where pets tend to lie too (a mask misaligned with its photo could teach that much)
+    assert s["final_metrics"]["pixel_accuracy"] > s["baselines"]["pixel_accuracy"]["value"], s
 
 
 def test_trimaps_load_as_jpeg_photos_with_png_masks():
@@ -219,9 +211,9 @@ def test_points_outside_takes_error_clip_or_drop():
 
 @pytest.fixture(scope="module")
 def faces_run(tmp_path_factory):
-    "68 landmarks (off-frame ones clipped) on the 56 faces: a small CNN, 3 epochs (a few seconds)."
+    "68 landmarks (off-frame ones clipped) on the 56 faces: a small CNN, one epoch (what is read is the plot)."
     return run_seeing_figures(tmp_path_factory.mktemp("faces"), f"data.path={need_data('faces')}", *FACES_TINY,
-                              "task.points_outside=clip", "trainer.epochs=3")
+                              "task.points_outside=clip", "trainer.epochs=1")
 
 
 def run_seeing_figures(cwd, *overrides):
@@ -298,60 +290,15 @@ def test_digits_summary_has_the_majority_baseline(digits_run):
     assert base["error_rate"]["value"] == pytest.approx(1 - base["accuracy"]["value"], abs=1e-6)
 
 
-@pytest.fixture(scope="module")
-def mnist_run(tmp_path_factory):
-    "mnist_tiny's class folders as they lie (709 train, 699 valid), a small CNN, one epoch."
-    return run_seeing_figures(tmp_path_factory.mktemp("mnist"), "task=mnist", f"data.path={need_data('mnist_tiny')}",
-                              "model=small_cnn", "trainer=default", "trainer.epochs=1", "trainer.bs=64")
-
-
-@pytest.mark.slow
-def test_folders_summary_has_the_majority_baseline_and_readable_plots(mnist_run):
-    run, figures = mnist_run
-    root = need_data("mnist_tiny")
-    counts = {split: {c: len(list((root / split / c).glob("*.png"))) for c in ("3", "7")}
-              for split in ("train", "valid")}
-    majority = max(counts["train"], key=counts["train"].get)  # 7 (363 of 709)
-    s = summary(run)
-    expected = counts["valid"][majority] / sum(counts["valid"].values())
-    assert s["baselines"]["accuracy"]["value"] == pytest.approx(expected, abs=1e-6)
-    assert s["final_metrics"]["accuracy"] > s["baselines"]["accuracy"]["value"] + 0.2
-    for png in ("confusion_matrix", "top_losses"):
-        open_png(run / "plots" / f"{png}.png")
-    names = titles(figures["top_losses.png"])
-    assert len(names) == 9 and all(t.split("\n")[0].endswith(".png") and "pred" in t and "true" in t for t in names), \
-        names
-    assert ticks(figures["confusion_matrix.png"]) == ["3", "7"]
-
-
 # --- item 10: the other plots of the image kinds -------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_digits_confusion_matrix_has_every_class(tmp_path):
+def test_digits_confusion_matrix_has_every_class(digits_figures):
     "The in-memory digits' vocab is a plain list, which fastai's interpretation took for [vocabs]: a 1x1 matrix of 9."
-    with pytest.MonkeyPatch.context() as mp:
-        figures = Figures(mp)
-        r = run_fxp("train", "trainer.epochs=1", cwd=tmp_path)
-    assert r.returncode == 0, r
-    assert ticks(figures.seen["confusion_matrix.png"]) == [str(d) for d in range(10)]
-    open_png(newest_run(tmp_path) / "plots" / "confusion_matrix.png")
-
-
-@pytest.mark.slow
-def test_planet_top_losses_titles_are_wrapped_and_named(tmp_path):
-    "A planet chip's tag lists (70+ characters) wrapped to the panel, not over the neighbours; the file named."
-    with pytest.MonkeyPatch.context() as mp:
-        figures = Figures(mp)
-        r = run_fxp("train", "task=planet", f"data.path={need_data('planet_sample')}", "model=small_cnn",
-                    "task.size=32", "trainer=default", "trainer.epochs=1", cwd=tmp_path)
-    assert r.returncode == 0, r
-    run = newest_run(tmp_path)
-    for png in ("fbeta_threshold", "top_losses"):
-        open_png(run / "plots" / f"{png}.png")
-    names = titles(figures.seen["top_losses.png"])
-    assert len(names) == 9 and all(t.startswith("train_") for t in names), names
-    assert max(len(line) for t in names for line in t.split("\n")) <= 36, names
+    run, figures = digits_figures
+    assert ticks(figures["confusion_matrix.png"]) == [str(d) for d in range(10)]
+    open_png(run / "plots" / "confusion_matrix.png")
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Tabular kind end to end on the full adult census set (32,561 rows): the fastbook ch. 1 recipe through fxp and
-through plain fastai (same seed, same split) must train identically; a rossmann-style regression on adult's age
-(log target, y_range auto, exp_rmspe, add_datepart); `fxp predict` on CSV rows; bad columns in one line.
+through plain fastai (same seed, same split) must train identically; a rossmann-style regression on every other row's
+age (log target, y_range auto, exp_rmspe, add_datepart); `fxp predict` on CSV rows; bad columns in one line.
 
 Floors come from the data: adult's majority class share on the valid rows (~0.76), and for regression the valid
 MSE / exp_rmspe of predicting the training rows' mean log age. No Rossmann data is offline, so the date column is
@@ -19,6 +19,9 @@ FASTBOOK_CONTS = ["age", "fnlwgt", "education-num"]  # fastai appends FillMissin
 # On a shared 2-core machine two OpenMP threads per process spin against the other processes (one adult epoch: 87 s
 # with two, 10 s with one); the thread count also orders float sums, so the plain fastai run uses one thread too.
 ONE_THREAD = "trainer.num_threads=1"
+# one epoch in batches of 256 at lr 1e-2, through fxp and plain fastai alike: accuracy 0.836, 0.835, 0.838 (seeds 42,
+# 1, 2) in two thirds of the time batches of 64 at fastai's 1e-3 took (0.832)
+BS, LR = 256, 1e-2
 
 
 def adult_csv():
@@ -39,15 +42,16 @@ def valid_rows(df):
 
 @pytest.fixture(scope="module")
 def adult_run(tmp_path_factory):
-    "task=adult as shipped (fastbook's columns, procs and split), one epoch of fit_one_cycle at lr 1e-3."
+    "task=adult as shipped (fastbook's columns, procs and split), one epoch of fit_one_cycle in batches of BS at LR."
     cwd = tmp_path_factory.mktemp("adult")
-    r = run_fxp("train", "task=adult", f"data.path={adult_csv().parent}", "trainer.epochs=1", ONE_THREAD, cwd=cwd)
+    r = run_fxp("train", "task=adult", f"data.path={adult_csv().parent}", "trainer.epochs=1", f"trainer.bs={BS}",
+                f"trainer.lr={LR}", ONE_THREAD, cwd=cwd)
     assert r.returncode == 0, r
     return newest_run(cwd)
 
 
 def plain_fastai_adult(epochs: int) -> list:
-    "fastbook ch. 1's adult cell (`epochs` epochs, one thread); the last [train_loss, valid_loss, accuracy]."
+    "fastbook ch. 1's adult cell (`epochs` epochs, BS, LR, one thread); the last [train_loss, valid_loss, accuracy]."
     import torch
     from fastai.tabular.all import (
         Categorify,
@@ -65,10 +69,10 @@ def plain_fastai_adult(epochs: int) -> list:
         set_seed(42, reproducible=True)  # what fxp does with trainer.seed=42
         dls = TabularDataLoaders.from_csv(path / "adult.csv", path=path, y_names="salary",
                                           cat_names=list(FASTBOOK_CATS), cont_names=list(FASTBOOK_CONTS),
-                                          procs=[Categorify, FillMissing, Normalize])
+                                          procs=[Categorify, FillMissing, Normalize], bs=BS)
         learn = tabular_learner(dls, metrics=accuracy)
         with learn.no_bar(), learn.no_logging():
-            learn.fit_one_cycle(epochs)
+            learn.fit_one_cycle(epochs, LR)
     finally:
         torch.set_num_threads(threads)
     return learn.recorder.values[-1]
@@ -78,7 +82,7 @@ def plain_fastai_adult(epochs: int) -> list:
 def test_adult_trains_exactly_as_plain_fastai(adult_run):
     """Same recipe, seed, rows and thread count: fxp adds nothing. fxp's split_seed 42 draws the permutation that
     fastai's RandomSplitter() draws after set_seed(42), and nothing else uses a random generator in between, so
-    the two trainings are the same computation: measured bit-identical (accuracy 0.8311 after one epoch)."""
+    the two trainings are the same computation: measured bit-identical (accuracy 0.8363 after one epoch)."""
     s = summary(adult_run)
     assert s["status"] == "completed" and (s["items_train"], s["items_valid"]) == (26049, 6512)
     train_loss, valid_loss, acc = plain_fastai_adult(epochs=1)
@@ -130,9 +134,9 @@ def test_predict_names_missing_columns(adult_run, tmp_path):
 
 
 def dated_adult(dest):
-    "adult.csv with a `rated_date` column: ml-100k's rating timestamps, row for row, as dates."
+    "Every other row of adult.csv, with a `rated_date` column: ml-100k's rating timestamps, row for row, as dates."
     ratings = pd.read_csv(need_data("ml-100k") / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
-    df = adult_rows()
+    df = adult_rows().iloc[::2]
     df["rated_date"] = pd.to_datetime(ratings.ts[: len(df)], unit="s").dt.strftime("%Y-%m-%d").to_numpy()
     df.to_csv(dest / "adult_dated.csv", index=False)
     return df
@@ -141,12 +145,15 @@ def dated_adult(dest):
 @pytest.mark.slow
 def test_rossmann_recipe_regresses_age(tmp_path):
     """rossmann's recipe (log target, y_range auto, layers [1000, 500], ps, embed_p, exp_rmspe) on adult's age with
-    columns inferred by cont_cat_split: clearly below predicting the training mean (measured ~0.6 of its MSE), and
-    predictions back in years (exp of the output) beat that mean on the valid rows."""
+    columns inferred by cont_cat_split: clearly below predicting the training mean, and predictions back in years
+    (exp of the output) beat that mean on the valid rows. 16,281 rows, 2 epochs of batches of 128 at lr 3e-3, no
+    plots: valid_loss 0.069, 0.074, 0.069, 0.069, 0.069 (seeds 42, 1, 2, 3, 4) against a bar of 0.102, exp_rmspe
+    0.269-0.277 against 0.354, in about 5 CPU-s. (All 32,561 rows in batches of 256 at lr 1e-3 took 7 CPU-s and
+    plots 2 more, and cleared the bar at seed 42 only: 0.068, 0.127, 0.136.)"""
     df = dated_adult(tmp_path)
     r = run_fxp("train", "task=rossmann", f"data.path={tmp_path}", "task.csv=adult_dated.csv", "task.y_names=age",
-                "task.date_names=[rated_date]", "task.cat_names=null", "task.cont_names=null",
-                "trainer.epochs=2", "trainer.bs=256", ONE_THREAD, cwd=tmp_path)
+                "task.date_names=[rated_date]", "task.cat_names=null", "task.cont_names=null", "trainer.epochs=2",
+                "trainer.bs=128", "trainer.lr=3e-3", "trainer.plots=false", ONE_THREAD, cwd=tmp_path)
     assert r.returncode == 0, r
     run = newest_run(tmp_path)
     s = summary(run)

@@ -11,6 +11,7 @@ fails for one that mixes up texts and labels. The main run takes about 75 s.
 Training runs single-threaded: the tiny LSTM's many small ops were up to 100x slower with 2 OpenMP threads on a
 loaded 2-core machine (thread sync), and about as fast on an idle one.
 """
+import functools
 import json
 
 import pandas as pd
@@ -48,6 +49,7 @@ def imdb_trained(imdb, tmp_path_factory):
 
     cwd, tokenized, tokenize_df = tmp_path_factory.mktemp("imdb"), [], core.tokenize_df
 
+    @functools.wraps(tokenize_df)  # fastai's Tokenizer.from_df reads its signature
     def counted(df, *args, **kwargs):
         tokenized.append(len(df))
         return tokenize_df(df, *args, **kwargs)
