@@ -52,6 +52,7 @@ def register() -> None:
     OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
     cs = ConfigStore.instance()
+    share_the_store(ConfigStore)
     cs.store(name="fxp_schema", node=Config)
     for kind in dispatch.kinds():
         cs.store(group="kind", name=kind, node=dispatch.kind_module(kind).Task)
@@ -63,6 +64,15 @@ def register() -> None:
             node = {part: node}
         cs.store(group=NODE_GROUP, name=path, node=node, package="_global_")
     plugins_visible()
+
+
+def share_the_store(store_class) -> None:
+    """Hydra deep-copies its config repository on every compose, and the ConfigStore with it: with fxp's schemas and
+    20 presets stored, a quarter of a compose (20 of 77 ms). The store is one per process, and loading a config from it
+    returns a copy of the node, so a compose never changes it: the copy can be the store itself. (Hydra's main branch
+    stopped keeping the store on the copied source, facebookresearch/hydra#2928; 1.3.2 still copies it.)"""
+    if "__deepcopy__" not in vars(store_class):
+        store_class.__deepcopy__ = lambda store, memo: store
 
 
 def plugins_visible() -> None:

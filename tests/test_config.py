@@ -42,6 +42,21 @@ def test_the_registry_is_the_config_folder():
     assert {"digits", "mnist", "pets", "csv_images"} <= set(TASKS)
 
 
+def test_a_compose_shares_the_config_store_instead_of_copying_it():
+    "Hydra copies its repository on each compose; a copy of the store (schemas, presets) was a quarter of a compose."
+    import copy
+
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    cfg()
+    store = ConfigStore.instance()
+    with initialize_config_module("fxp.conf", version_base="1.3"):
+        repository = copy.deepcopy(GlobalHydra.instance().hydra.config_loader.repository)
+    assert [s.store for s in repository.sources if hasattr(s, "store")] == [store]
+    assert "lesson1-pets.yaml" in store.repo["experiment"] and store is ConfigStore.instance()
+
+
 IMAGE_KINDS = ("classification", "multilabel", "segmentation", "regression")
 
 
