@@ -51,13 +51,20 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, make, says):
     assert says in str(e.value) and str(f) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.slow  # librosa's first import (numba) takes seconds
 def test_stereo_44k_is_mono_at_the_task_rate(tmp_path):
     t = np.arange(4410) / 44100
     left = np.sin(2 * np.pi * 440 * t)
     f = write_wav(tmp_path / "s.wav", np.stack([left, -left], 1).ravel(), rate=44100, channels=2)
     w = audio.decode(f, 8000)
     assert w.ndim == 1 and abs(len(w) - 800) <= 1 and np.abs(w).max() < 1e-3  # the channels cancel out
+
+
+def test_a_tone_resampled_is_the_same_tone_at_the_task_rate(tmp_path):
+    "librosa.resample's length (ceil of samples x ratio) and a 440 Hz tone still 440 Hz, away from the clip's edges."
+    tone = lambda rate, n: np.sin(2 * np.pi * 440 * np.arange(n) / rate).astype(np.float32)  # noqa: E731
+    w = audio.decode(write_wav(tmp_path / "t.wav", tone(44100, 4411), rate=44100), 8000)
+    assert len(w) == 801 and w.dtype == np.float32  # ceil(4411 * 8000 / 44100) = ceil(800.18)
+    assert np.abs(w * 32768 / 3000 - tone(8000, 801))[100:-100].max() < 0.01  # write_wav's 16-bit scale
 
 
 def test_crop_and_pad_centre_the_clip():

@@ -1,6 +1,6 @@
 """Audio classification through log-mel spectrograms: class folders or a CSV listing (fsdd), single- or multi-label.
 
-Each file is decoded once (soundfile), mixed down to mono, resampled to `task.sample_rate` (librosa) and centred in a
+Each file is decoded once (soundfile), mixed down to mono, resampled to `task.sample_rate` (soxr) and centred in a
 window of twice `task.duration`; its log-mel spectrogram (librosa's filter bank on torch's STFT) goes into the
 decode-once cache under a key of the files (path, size, mtime, a hash of their ends) and the spectrogram settings. A
 batch is a `task.duration` window of those matrices, one channel: random in training (a random crop of a long clip,
@@ -100,14 +100,23 @@ def decode(path, sample_rate: int):
         raise FxpError(f"empty audio file: {path} has no samples; remove it or set data.skip_bad=true")
     wave = wave.mean(1)  # mono mixdown
     if sr != sample_rate:
-        import librosa
-
         try:
-            wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate)
+            wave = resample(wave, sr, sample_rate)
         except Exception as e:
             raise FxpError(f"cannot resample {path} from {sr} Hz to task.sample_rate={sample_rate} ({_first(e)}); "
                            f"set task.sample_rate= to a rate it converts to") from None
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def resample(wave, sr: int, sample_rate: int):
+    """librosa.resample's default, soxr's high quality cut or zero-padded to ceil(samples * ratio), called directly:
+    importing librosa's resampler compiles its numba code on a fresh install (12 s before the first clip)."""
+    import numpy as np
+    import soxr
+
+    n = int(np.ceil(len(wave) * sample_rate / sr))
+    out = soxr.resample(wave, sr, sample_rate, quality="HQ")[:n]
+    return np.pad(out, (0, n - len(out)))
 
 
 def _first(e) -> str:
