@@ -376,25 +376,26 @@ def mnist_subset(dest: Path, n: int = 8, splits=("train", "valid")) -> Path:
 
 
 # The units that keep a worker busy longest: a module that shares a run (its tests go as one unit) or one test, with
-# the seconds it takes: its tests' CPU-s summed (a per-test CPU plugin, 2026-12-07, the whole suite on a loaded
-# machine), or its wall time where it waits on processes that are not its children (Ray's, Accelerate's ranks). xdist
+# the seconds it takes: its tests' wall time summed (a per-test plugin, 2026-12-07, `bash .ci/run` on a fresh clone,
+# idle cores), which counts the processes it waits on that are not its children (Ray's, Accelerate's ranks). xdist
 # hands these out first, the costliest first, so that none starts last and keeps one worker busy while the other has
 # finished; then the rest in xdist's order (the most tests first). Re-measure as they change.
 COSTLIEST = {
-    "tests/test_sweep_resume.py": 42,
-    "tests/tasks/test_text.py": 40,
-    "tests/test_fuzz.py": 40,
-    "tests/test_distributed.py": 38,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 32,
-    "tests/test_folds.py": 29,
+    "tests/tasks/test_text.py": 59,
+    "tests/test_sweep_resume.py": 41,
+    "tests/test_fuzz.py": 38,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens-nn]": 25,
+    "tests/test_distributed.py": 24,
+    "tests/test_serve.py": 21,
     "tests/test_scaling.py::test_a_sweep_on_a_local_ray_runtime": 20,
-    "tests/test_runs.py": 20,
-    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 19,
-    "tests/tasks/test_image_data.py": 19,
-    "tests/tasks/test_gan.py": 18,
-    "tests/test_serve.py": 18,
-    "tests/test_resume.py": 17,
-    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 17,
+    "tests/test_runs.py": 17,
+    "tests/test_reproduce.py::test_every_cpu_preset_reaches_its_published_value[fastbook-08-movielens]": 17,
+    "tests/tasks/test_gan.py": 16,
+    "tests/test_resume.py": 15,
+    "tests/test_exportbench.py": 14,
+    "tests/tasks/test_image_data.py": 14,
+    "tests/test_folds.py": 12,
+    "tests/test_kill.py::test_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_metrics": 11,
 }
 
 
