@@ -154,6 +154,10 @@ class RichProgress(Callback):
             self.bar.remove_task(self.task)
 
     def after_fit(self):
+        self.release()
+
+    def release(self):
+        "The live bar stopped (a terminal's display thread): after a fit, or one that failed (fxp.train.fit)."
         if self.bar is not None:
             self.bar.stop()
             self.bar = None

@@ -114,6 +114,10 @@ class TensorBoard(Tracker):
         self.writer.flush()  # a kill loses nothing logged
 
     def after_fit(self):
+        self.release()
+
+    def release(self):
+        "The fit's event file closed: after a fit, or one that failed (fxp.train.fit; the next fit opens its own)."
         if getattr(self, "writer", None) is not None:
             self.writer.close()
             self.writer = None

@@ -31,7 +31,6 @@ from fxp.callbacks import (
     LastCheckpoint,
     MetricsCSV,
     Resumed,
-    RichProgress,
     SaveBest,
     TrialReport,
     checkpoint_types,
@@ -124,6 +123,18 @@ def callbacks(cfg, learn, n_stages: int, monitor=None, step: str = "train", keep
         cbs.append(EarlyStop(monitor=mon.metric, comp=comp, min_delta=tr.early_stopping.min_delta,
                              patience=tr.early_stopping.patience))
     return cbs
+
+
+def released(cbs) -> None:
+    """What the callbacks hold open through a fit (`release()`: a terminal's live bar, a TensorBoard event file), let
+    go after a fit that failed: fastai calls after_fit only when a fit ends, and the process may go on (the retry after
+    running out of memory, the next job of a sweep run in this process)."""
+    for cb in cbs:
+        try:
+            if callable(getattr(cb, "release", None)):
+                cb.release()
+        except Exception as e:  # the fit's own error is the one to report
+            log.warning(f"{type(cb).__name__} could not let go after the failed fit ({type(e).__name__}: {e})")
 
 
 def loggers(nodes) -> list:
@@ -308,13 +319,11 @@ def fit(learn, cfg, run: Run, plan, stages=None, monitor=None, step: str = "trai
             learn.stage = i
             fit_stage(learn, stage, cfg.trainer, run, at, sized, probe)
     except Exception as e:
+        released(cbs)
         if not batchsize.is_oom(e) or distributed_run():
             raise
         oom = batchsize.oom_at(e, step, learn, sized.lr_scale)
     if oom is not None:  # raised out here: the error's traceback, which holds the batch's tensors, is gone
-        for cb in cbs:
-            if isinstance(cb, RichProgress):  # a terminal's live bar, which the fit that failed never stopped
-                cb.after_fit()
         raise oom
     csv_rows, best = (next((cb for cb in cbs if isinstance(cb, t)), None) for t in (MetricsCSV, SaveBest))
     if best is not None:  # every rank (fastai's load waits for all of them: the file is whole)

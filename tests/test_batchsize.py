@@ -2,6 +2,8 @@
 
 The selection rules are tested on fake measurements (a training-step callable, a memory reader); the CPU path and the
 recovery (through an injected out-of-memory error, FXP_INJECT_OOM) on real runs; the CUDA probe where a GPU is."""
+import threading
+
 import pytest
 import torch
 
@@ -282,11 +284,21 @@ def test_a_resumed_auto_run_goes_on_at_its_size(auto_run):
     assert [row["epoch"] for row in metrics_rows(run)] == ["1", "2"]
 
 
+def event_writers() -> set:
+    "TensorBoard's writer threads alive in this process: one per event file not yet closed."
+    return {t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"}
+
+
 @pytest.mark.slow
 def test_out_of_memory_halves_the_batch_and_goes_on(tmp_path, monkeypatch):
+    """The run goes on from epoch 1's checkpoint at half the batch; TensorBoard's event file of the fit that failed is
+    closed (the retry opens its own) and the events read back as one curve."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     monkeypatch.setenv(batchsize.INJECT, "epoch:2")
+    writers = event_writers()
     r = run_fxp("train", "trainer.epochs=3", "trainer.scale_lr=true", "trainer.stages=[{policy: fit}]",
-                "trainer.save_best=false", "trainer.plots=false", cwd=tmp_path)
+                "trainer.save_best=false", "trainer.plots=false", "logger=tensorboard", cwd=tmp_path)
     assert r.returncode == 0, r
     run = newest_run(tmp_path)
     s = summary(run)
@@ -298,6 +310,9 @@ def test_out_of_memory_halves_the_batch_and_goes_on(tmp_path, monkeypatch):
     line = "out of memory at batch size 64 (stage 1 epoch 2); going on from the last checkpoint at batch size 32"
     assert line in r.stdout and line in (run / "train.log").read_text()
     assert s["final_metrics"]["accuracy"] > 0.9
+    assert event_writers() == writers  # the failed fit's writer too: its thread was left running
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("accuracy")] == [1, 2, 3]
 
 
 def test_out_of_memory_at_a_batch_of_two_fails_in_one_line(tmp_path, monkeypatch):
