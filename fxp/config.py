@@ -52,7 +52,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("fxp_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
     cs = ConfigStore.instance()
-    share_the_store(ConfigStore)
     cs.store(name="fxp_schema", node=Config)
     for kind in dispatch.kinds():
         cs.store(group="kind", name=kind, node=dispatch.kind_module(kind).Task)
@@ -64,6 +63,19 @@ def register() -> None:
             node = {part: node}
         cs.store(group=NODE_GROUP, name=path, node=node, package="_global_")
     plugins_visible()
+    quicker_composes()
+
+
+def quicker_composes() -> None:
+    """Two costs of Hydra's compose that fxp's configs make large, removed (a compose 77 -> 46 ms): the store copied
+    (`share_the_store`), and the YAML parsed again (`parse_once`), every time."""
+    from hydra._internal.sources_registry import SourcesRegistry
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    share_the_store(ConfigStore)
+    Plugins.instance()  # the scan runs the plugin modules again: the `pkg://` source is the class it registered then
+    parse_once(SourcesRegistry.instance().resolve("pkg"))
 
 
 def share_the_store(store_class) -> None:
@@ -73,6 +85,35 @@ def share_the_store(store_class) -> None:
     stopped keeping the store on the copied source, facebookresearch/hydra#2928; 1.3.2 still copies it.)"""
     if "__deepcopy__" not in vars(store_class):
         store_class.__deepcopy__ = lambda store, memo: store
+
+
+def parse_once(source_class) -> None:
+    """Hydra parses every YAML file of a packaged config tree (`pkg://`: fxp's, Hydra's own) on every compose, and
+    `fxp train` composes three times (fxp's check, then Hydra twice: for the mode, for the job); parsing, with the
+    interpolations through OmegaConf's grammar, was a fifth of a compose. Each file version (path, mtime, size) is
+    parsed once per process, and each compose gets its own copy (Hydra changes what it loads)."""
+    import copy
+    import dataclasses
+
+    read = source_class._read_config
+    if getattr(read, "parsed_once", False):
+        return
+    parsed = {}
+
+    @functools.wraps(read)
+    def once(source, res):
+        try:
+            st = os.stat(res)
+        except (TypeError, OSError):  # a zipped package's file: no version on disk to key on
+            return read(source, res)
+        key = (str(res), st.st_mtime_ns, st.st_size)
+        if key not in parsed:
+            parsed[key] = read(source, res)
+        found = parsed[key]
+        return dataclasses.replace(found, config=copy.deepcopy(found.config), header=dict(found.header))
+
+    once.parsed_once = True
+    source_class._read_config = once
 
 
 def plugins_visible() -> None:

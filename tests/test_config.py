@@ -57,6 +57,30 @@ def test_a_compose_shares_the_config_store_instead_of_copying_it():
     assert "lesson1-pets.yaml" in store.repo["experiment"] and store is ConfigStore.instance()
 
 
+def test_a_packaged_yaml_is_parsed_once_and_again_once_it_changes(tmp_path, monkeypatch):
+    "Hydra parsed each YAML of the tree on every compose (a fifth of one); a file that changes is read again."
+    import os
+
+    cfg("task=pets")
+    loads, load = [], OmegaConf.load
+    monkeypatch.setattr(OmegaConf, "load", lambda *a, **k: loads.append(a) or load(*a, **k))
+    assert cfg("task=pets", "trainer.epochs=3").trainer.epochs == 3 and loads == []
+
+    package = tmp_path / "mine"
+    package.mkdir()
+    (package / "__init__.py").touch()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yaml = package / "config.yaml"
+
+    def composed(epochs: int) -> int:
+        yaml.write_text(f"epochs: {epochs}\n")
+        os.utime(yaml, ns=(epochs, epochs))  # a new version even within the file system's clock tick
+        with initialize_config_module("mine", version_base="1.3"):
+            return compose("config").epochs
+
+    assert [composed(3), composed(4), composed(12)] == [3, 4, 12]
+
+
 IMAGE_KINDS = ("classification", "multilabel", "segmentation", "regression")
 
 
