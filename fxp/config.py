@@ -95,10 +95,7 @@ def parse_once(source_class) -> None:
     import copy
     import dataclasses
 
-    read = source_class._read_config
-    if getattr(read, "parsed_once", False):
-        return
-    parsed = {}
+    read, parsed = source_class._read_config, {}
 
     @functools.wraps(read)
     def once(source, res):
@@ -112,7 +109,6 @@ def parse_once(source_class) -> None:
         found = parsed[key]
         return dataclasses.replace(found, config=copy.deepcopy(found.config), header=dict(found.header))
 
-    once.parsed_once = True
     source_class._read_config = once
 
 
